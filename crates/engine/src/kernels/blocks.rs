@@ -1,0 +1,148 @@
+//! GGML block layouts, byte for byte as they sit in GGUF files.
+//!
+//! Weight blocks are read straight out of the memory map (no copy); activation blocks
+//! (`Q8_0`, `Q8_1`, `Q8K`) are what activations are quantised to before an integer dot
+//! product, as llama.cpp does: matching its activation quantisation is what keeps greedy
+//! decoding token-for-token identical to it.
+
+use half::f16;
+
+pub const QK: usize = 32;
+pub const QK_K: usize = 256;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ4_0 {
+    pub d: f16,
+    pub qs: [u8; QK / 2],
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ4_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qs: [u8; QK / 2],
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ5_0 {
+    pub d: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ5_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; QK / 2],
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ8_0 {
+    pub d: f16,
+    pub qs: [i8; QK],
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ8_1 {
+    pub d: f16,
+    /// `d * sum(qs)`, so that the min term of Q4_1/Q5_1 dot products costs one multiply.
+    pub s: f16,
+    pub qs: [i8; QK],
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ4K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    pub qs: [u8; QK_K / 2],
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ5K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    pub qh: [u8; QK_K / 8],
+    pub qs: [u8; QK_K / 2],
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ6K {
+    pub ql: [u8; QK_K / 2],
+    pub qh: [u8; QK_K / 4],
+    pub scales: [i8; QK_K / 16],
+    pub d: f16,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ8K {
+    pub d: f32,
+    pub qs: [i8; QK_K],
+    /// Sums of each group of 16 quants, for the min term of K-quant dot products.
+    pub bsums: [i16; QK_K / 16],
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
+const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
+const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
+const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
+const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
+
+/// Marker for plain-old-data blocks: every bit pattern is a valid value and there is no
+/// padding, so a byte slice of the right length and alignment can be viewed as blocks.
+///
+/// # Safety
+/// Implement only for `repr(C)` structs made of integer, `f16` and `f32` fields with no
+/// padding (the size assertions above check that).
+pub unsafe trait Pod: Copy + 'static {}
+
+// SAFETY: all are repr(C) aggregates of u8/i8/i16/f16/f32 with sizes asserted above.
+unsafe impl Pod for BlockQ4_0 {}
+unsafe impl Pod for BlockQ4_1 {}
+unsafe impl Pod for BlockQ5_0 {}
+unsafe impl Pod for BlockQ5_1 {}
+unsafe impl Pod for BlockQ8_0 {}
+unsafe impl Pod for BlockQ4K {}
+unsafe impl Pod for BlockQ5K {}
+unsafe impl Pod for BlockQ6K {}
+unsafe impl Pod for f16 {}
+unsafe impl Pod for f32 {}
+
+/// Views `bytes` as a slice of blocks, or `None` if the length or alignment does not fit.
+pub fn cast_blocks<B: Pod>(bytes: &[u8]) -> Option<&[B]> {
+    let size = std::mem::size_of::<B>();
+    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<B>() != 0 {
+        return None;
+    }
+    // SAFETY: length and alignment checked above; `B: Pod` means any bytes are a valid `B`;
+    // the returned slice borrows `bytes`, so it cannot outlive the memory.
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) })
+}
+
+/// Unpacks the 6-bit scale and min of sub-block `j` of a Q4_K/Q5_K block.
+#[inline]
+pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}

@@ -1,0 +1,263 @@
+//! Compute kernels: quantised matrix products over weights that stay in their GGUF encoding
+//! (never expanded to f32), plus the small dense helpers a transformer layer needs.
+//!
+//! Nothing here allocates per call except the activation quantisation buffers in
+//! [`ActScratch`], which are reused across calls.
+
+pub mod blocks;
+pub mod quant;
+
+use basalt_gguf::{TensorBytes, TensorInfo, TensorType};
+use half::f16;
+
+use crate::EngineError;
+use blocks::*;
+use quant::*;
+
+/// A weight matrix of `rows` rows of `cols` elements each, in its file encoding.
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    pub ty: TensorType,
+    pub rows: usize,
+    pub cols: usize,
+    bytes: TensorBytes,
+}
+
+/// Reused buffers for quantised activations (one row per token).
+#[derive(Default)]
+pub struct ActScratch {
+    q8_0: Vec<Vec<BlockQ8_0>>,
+    q8_1: Vec<Vec<BlockQ8_1>>,
+    q8_k: Vec<Vec<BlockQ8K>>,
+}
+
+fn bad_layout(name: &str, ty: TensorType) -> EngineError {
+    EngineError::Model(format!("tensor `{name}` ({}) is misaligned or has a partial block", ty.name()))
+}
+
+impl QMatrix {
+    pub fn new(info: &TensorInfo, bytes: TensorBytes) -> Result<Self, EngineError> {
+        let (cols, rows) = match info.dims.as_slice() {
+            [c] => (*c, 1),
+            [c, r] => (*c, *r),
+            _ => return Err(EngineError::Model(format!("tensor `{}` is not a matrix", info.name))),
+        };
+        let m = Self { ty: info.ty, rows, cols, bytes };
+        // Check the encoding once here so the hot path can rely on it.
+        let ok = match m.ty {
+            TensorType::F32 => cast_blocks::<f32>(&m.bytes).is_some(),
+            TensorType::F16 => cast_blocks::<f16>(&m.bytes).is_some(),
+            TensorType::Q4_0 => cast_blocks::<BlockQ4_0>(&m.bytes).is_some(),
+            TensorType::Q4_1 => cast_blocks::<BlockQ4_1>(&m.bytes).is_some(),
+            TensorType::Q5_0 => cast_blocks::<BlockQ5_0>(&m.bytes).is_some(),
+            TensorType::Q5_1 => cast_blocks::<BlockQ5_1>(&m.bytes).is_some(),
+            TensorType::Q8_0 => cast_blocks::<BlockQ8_0>(&m.bytes).is_some(),
+            TensorType::Q4K => cast_blocks::<BlockQ4K>(&m.bytes).is_some(),
+            TensorType::Q5K => cast_blocks::<BlockQ5K>(&m.bytes).is_some(),
+            TensorType::Q6K => cast_blocks::<BlockQ6K>(&m.bytes).is_some(),
+            other => {
+                return Err(EngineError::Model(format!(
+                    "tensor `{}` uses {}, which the engine cannot compute with yet",
+                    info.name,
+                    other.name()
+                )))
+            }
+        };
+        if !ok {
+            return Err(bad_layout(&info.name, info.ty));
+        }
+        Ok(m)
+    }
+
+    pub fn bytes_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// `out[t][r] = dot(row r, x[t])` for `t` rows of activations `x` (each `cols` long).
+    pub fn matmul(&self, x: &[f32], out: &mut [f32], scratch: &mut ActScratch) {
+        let tokens = x.len() / self.cols;
+        debug_assert_eq!(out.len(), tokens * self.rows);
+        let bytes: &[u8] = &self.bytes;
+        // `new` validated that these casts succeed; an empty slice can only result from a
+        // bug, and then yields zeros rather than a panic.
+        macro_rules! with_acts {
+            ($block:ty, $acts:ident, $quantize:ident, $dot:ident) => {{
+                let w = cast_blocks::<$block>(bytes).unwrap_or(&[]);
+                let acts = &mut scratch.$acts;
+                acts.resize_with(tokens, Vec::new);
+                for (t, row) in x.chunks_exact(self.cols).enumerate() {
+                    $quantize(row, &mut acts[t]);
+                }
+                matmul_rows(w, &acts[..tokens], self.rows, out, $dot);
+            }};
+        }
+        match self.ty {
+            TensorType::Q4_0 => with_acts!(BlockQ4_0, q8_0, quantize_q8_0, dot_q4_0),
+            TensorType::Q4_1 => with_acts!(BlockQ4_1, q8_1, quantize_q8_1, dot_q4_1),
+            TensorType::Q5_0 => with_acts!(BlockQ5_0, q8_0, quantize_q8_0, dot_q5_0),
+            TensorType::Q5_1 => with_acts!(BlockQ5_1, q8_1, quantize_q8_1, dot_q5_1),
+            TensorType::Q8_0 => with_acts!(BlockQ8_0, q8_0, quantize_q8_0, dot_q8_0),
+            TensorType::Q4K => with_acts!(BlockQ4K, q8_k, quantize_q8_k, dot_q4_k),
+            TensorType::Q5K => with_acts!(BlockQ5K, q8_k, quantize_q8_k, dot_q5_k),
+            TensorType::Q6K => with_acts!(BlockQ6K, q8_k, quantize_q8_k, dot_q6_k),
+            TensorType::F32 => {
+                let w = cast_blocks::<f32>(bytes).unwrap_or(&[]);
+                for (r, wrow) in w.chunks_exact(self.cols).enumerate() {
+                    for (t, xrow) in x.chunks_exact(self.cols).enumerate() {
+                        out[t * self.rows + r] = dot_f32(wrow, xrow);
+                    }
+                }
+            }
+            TensorType::F16 => {
+                let w = cast_blocks::<f16>(bytes).unwrap_or(&[]);
+                for (r, wrow) in w.chunks_exact(self.cols).enumerate() {
+                    for (t, xrow) in x.chunks_exact(self.cols).enumerate() {
+                        out[t * self.rows + r] = dot_f16(wrow, xrow);
+                    }
+                }
+            }
+            // Rejected in `new`.
+            _ => out.fill(0.0),
+        }
+    }
+
+    /// Decodes row `r` into `out` (`cols` long): the embedding lookup.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let (block_elems, block_bytes) = self.ty.block_layout();
+        let row_bytes = self.cols / block_elems * block_bytes;
+        let Some(bytes) = self.bytes.get(r * row_bytes..(r + 1) * row_bytes) else {
+            out.fill(0.0);
+            return;
+        };
+        match self.ty {
+            TensorType::F32 => {
+                for (o, v) in out.iter_mut().zip(cast_blocks::<f32>(bytes).unwrap_or(&[])) {
+                    *o = *v;
+                }
+            }
+            TensorType::F16 => {
+                for (o, v) in out.iter_mut().zip(cast_blocks::<f16>(bytes).unwrap_or(&[])) {
+                    *o = v.to_f32();
+                }
+            }
+            TensorType::Q4_0 => dequantize_q4_0(cast_blocks(bytes).unwrap_or(&[]), out),
+            TensorType::Q4_1 => dequantize_q4_1(cast_blocks(bytes).unwrap_or(&[]), out),
+            TensorType::Q5_0 => dequantize_q5_0(cast_blocks(bytes).unwrap_or(&[]), out),
+            TensorType::Q5_1 => dequantize_q5_1(cast_blocks(bytes).unwrap_or(&[]), out),
+            TensorType::Q8_0 => dequantize_q8_0(cast_blocks(bytes).unwrap_or(&[]), out),
+            TensorType::Q4K => dequantize_q4_k(cast_blocks(bytes).unwrap_or(&[]), out),
+            TensorType::Q5K => dequantize_q5_k(cast_blocks(bytes).unwrap_or(&[]), out),
+            TensorType::Q6K => dequantize_q6_k(cast_blocks(bytes).unwrap_or(&[]), out),
+            _ => out.fill(0.0),
+        }
+    }
+
+    /// The whole tensor as f32 (for small vectors such as norm weights).
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.dequantize_row(r, row);
+        }
+        out
+    }
+}
+
+/// `out[t * rows + r] = dot(row r of w, acts[t])`. The dot product is a generic parameter so
+/// that it inlines and vectorises for the CPU the engine is compiled for.
+#[inline(always)]
+fn rows_dispatch<W, A, D: Fn(&[W], &[A]) -> f32>(w: &[W], acts: &[Vec<A>], rows: usize, out: &mut [f32], dot: D) {
+    let per_row = w.len() / rows.max(1);
+    for (r, wrow) in w.chunks_exact(per_row.max(1)).enumerate().take(rows) {
+        for (t, a) in acts.iter().enumerate() {
+            out[t * rows + r] = dot(wrow, a);
+        }
+    }
+}
+
+/// RMS normalisation in place: `x * w / sqrt(mean(x^2) + eps)`, row by row.
+pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(w.len()) {
+        // Summed in f64 as ggml does: long rows of large activations lose bits in f32.
+        let mean = (row.iter().map(|&v| (v * v) as f64).sum::<f64>() / w.len() as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for (v, g) in row.iter_mut().zip(w) {
+            *v = *v * scale * g;
+        }
+    }
+}
+
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// GELU, tanh approximation (the form Gemma uses).
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+}
+
+/// GELU as llama.cpp computes it on CPUs: through an f16 lookup table (input and output
+/// rounded to f16) inside (-10, 10), exact outside. Matching it matters for fidelity: the
+/// rounding is visible in Gemma's logits.
+pub fn gelu_f16_table(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        f16::from_f32(gelu_tanh(f16::from_f32(x).to_f32())).to_f32()
+    }
+}
+
+/// Rotary position embedding tables for one head dimension and frequency base.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    theta_scale: f32,
+    /// `true`: rotate the two halves of the head (GPT-NeoX style, Gemma); `false`: rotate
+    /// adjacent pairs (the original LLaMA layout, which GGUF llama weights are permuted for).
+    neox: bool,
+}
+
+impl Rope {
+    pub fn new(head_dim: usize, base: f32, neox: bool) -> Self {
+        Self { theta_scale: base.powf(-2.0 / head_dim as f32), neox }
+    }
+
+    /// Rotates every head in `heads` (each `head_dim` long) for position `pos`.
+    pub fn apply(&self, heads: &mut [f32], head_dim: usize, pos: usize) {
+        let half = head_dim / 2;
+        // The angle is advanced by repeated multiplication, as ggml does, rather than by
+        // `powf` per frequency: the rounding then matches llama.cpp's.
+        let mut theta = pos as f32;
+        let mut cos_sin = [(0f32, 0f32); 256];
+        let cos_sin = &mut cos_sin[..half.min(256)];
+        for cs in cos_sin.iter_mut() {
+            *cs = (theta.cos(), theta.sin());
+            theta *= self.theta_scale;
+        }
+        for head in heads.chunks_exact_mut(head_dim) {
+            for (i, &(cos, sin)) in cos_sin.iter().enumerate() {
+                let (a, b) = if self.neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos - x1 * sin;
+                head[b] = x0 * sin + x1 * cos;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,353 @@
+//! Activation quantisation, quantised dot products and dequantisation.
+//!
+//! These are portable scalar kernels written so that LLVM vectorises their inner integer
+//! loops. They reproduce ggml's arithmetic (activation rounding, scale unpacking, the order
+//! of the integer and float parts) so that logits match llama.cpp's closely enough for greedy
+//! decoding to agree token for token. Explicit SIMD with run-time dispatch is the job of the
+//! engine-speed work; any such kernel must keep agreeing with these, which stay as the
+//! reference.
+
+use half::f16;
+
+use super::blocks::*;
+
+/// Rounds half to even, as ggml's vectorised quantisers (and its `nearest_int`) do.
+#[inline]
+fn round_even(x: f32) -> i32 {
+    x.round_ties_even() as i32
+}
+
+pub fn quantize_q8_0(x: &[f32], out: &mut Vec<BlockQ8_0>) {
+    out.clear();
+    for chunk in x.chunks_exact(QK) {
+        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut qs = [0i8; QK];
+        for (q, v) in qs.iter_mut().zip(chunk) {
+            *q = round_even(v * id) as i8;
+        }
+        out.push(BlockQ8_0 { d: f16::from_f32(d), qs });
+    }
+}
+
+pub fn quantize_q8_1(x: &[f32], out: &mut Vec<BlockQ8_1>) {
+    out.clear();
+    for chunk in x.chunks_exact(QK) {
+        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut qs = [0i8; QK];
+        let mut sum = 0i32;
+        for (q, v) in qs.iter_mut().zip(chunk) {
+            let r = round_even(v * id);
+            sum += r;
+            *q = r as i8;
+        }
+        out.push(BlockQ8_1 { d: f16::from_f32(d), s: f16::from_f32(d * sum as f32), qs });
+    }
+}
+
+pub fn quantize_q8_k(x: &[f32], out: &mut Vec<BlockQ8K>) {
+    out.clear();
+    for chunk in x.chunks_exact(QK_K) {
+        // The scale comes from the signed value of largest magnitude, so that it maps to
+        // exactly -127 (ggml's choice, kept for fidelity).
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in chunk {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let mut block = BlockQ8K { d: 0.0, qs: [0; QK_K], bsums: [0; QK_K / 16] };
+        if amax != 0.0 {
+            let iscale = -127.0 / max;
+            for (q, v) in block.qs.iter_mut().zip(chunk) {
+                *q = round_even(iscale * v).min(127) as i8;
+            }
+            for (s, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
+                *s = group.iter().map(|&q| q as i16).sum();
+            }
+            block.d = 1.0 / iscale;
+        }
+        out.push(block);
+    }
+}
+
+#[inline]
+fn dot_i8(a: &[i8; QK], b: &[i8; QK]) -> i32 {
+    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+}
+
+#[inline]
+pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+    let mut sum = 0f32;
+    for (w, a) in w.iter().zip(a) {
+        let mut q = [0i8; QK];
+        for j in 0..QK / 2 {
+            q[j] = (w.qs[j] & 0xF) as i8 - 8;
+            q[j + QK / 2] = (w.qs[j] >> 4) as i8 - 8;
+        }
+        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32());
+    }
+    sum
+}
+
+#[inline]
+pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    let mut sum = 0f32;
+    for (w, a) in w.iter().zip(a) {
+        let mut q = [0i8; QK];
+        for j in 0..QK / 2 {
+            q[j] = (w.qs[j] & 0xF) as i8;
+            q[j + QK / 2] = (w.qs[j] >> 4) as i8;
+        }
+        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32())
+            + w.m.to_f32() * a.s.to_f32();
+    }
+    sum
+}
+
+#[inline]
+fn unpack_q5(qs: &[u8; QK / 2], qh: [u8; 4], offset: i8) -> [i8; QK] {
+    let qh = u32::from_le_bytes(qh);
+    let mut q = [0i8; QK];
+    for j in 0..QK / 2 {
+        let h0 = (((qh >> j) & 1) << 4) as u8;
+        let h1 = (((qh >> (j + 16)) & 1) << 4) as u8;
+        q[j] = ((qs[j] & 0xF) | h0) as i8 - offset;
+        q[j + QK / 2] = ((qs[j] >> 4) | h1) as i8 - offset;
+    }
+    q
+}
+
+#[inline]
+pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    let mut sum = 0f32;
+    for (w, a) in w.iter().zip(a) {
+        let q = unpack_q5(&w.qs, w.qh, 16);
+        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32());
+    }
+    sum
+}
+
+#[inline]
+pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+    let mut sum = 0f32;
+    for (w, a) in w.iter().zip(a) {
+        let q = unpack_q5(&w.qs, w.qh, 0);
+        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32())
+            + w.m.to_f32() * a.s.to_f32();
+    }
+    sum
+}
+
+#[inline]
+pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    let mut sum = 0f32;
+    for (w, a) in w.iter().zip(a) {
+        sum += dot_i8(&w.qs, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32());
+    }
+    sum
+}
+
+/// Unpacks the 4-bit quants of a Q4_K/Q5_K block in element order (sub-block by sub-block).
+#[inline]
+fn unpack_k4(qs: &[u8; QK_K / 2], qh: Option<&[u8; QK_K / 8]>) -> [u8; QK_K] {
+    let mut q = [0u8; QK_K];
+    for chunk in 0..QK_K / 64 {
+        let src = &qs[chunk * 32..chunk * 32 + 32];
+        for l in 0..32 {
+            let (mut lo, mut hi) = (src[l] & 0xF, src[l] >> 4);
+            if let Some(qh) = qh {
+                lo |= ((qh[l] >> (2 * chunk)) & 1) << 4;
+                hi |= ((qh[l] >> (2 * chunk + 1)) & 1) << 4;
+            }
+            q[chunk * 64 + l] = lo;
+            q[chunk * 64 + 32 + l] = hi;
+        }
+    }
+    q
+}
+
+fn dot_k4_like(d: f16, dmin: f16, scales: &[u8; 12], q: &[u8; QK_K], a: &BlockQ8K) -> f32 {
+    let mut sumi = 0i32;
+    let mut summin = 0i32;
+    for j in 0..QK_K / 32 {
+        let (sc, m) = scale_min_k4(j, scales);
+        let sub: i32 = q[j * 32..j * 32 + 32]
+            .iter()
+            .zip(&a.qs[j * 32..j * 32 + 32])
+            .map(|(&x, &y)| x as i32 * y as i32)
+            .sum();
+        sumi += sc as i32 * sub;
+        summin += m as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32);
+    }
+    d.to_f32() * a.d * sumi as f32 - dmin.to_f32() * a.d * summin as f32
+}
+
+#[inline]
+pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    w.iter().zip(a).map(|(w, a)| dot_k4_like(w.d, w.dmin, &w.scales, &unpack_k4(&w.qs, None), a)).sum()
+}
+
+#[inline]
+pub fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    w.iter()
+        .zip(a)
+        .map(|(w, a)| dot_k4_like(w.d, w.dmin, &w.scales, &unpack_k4(&w.qs, Some(&w.qh)), a))
+        .sum()
+}
+
+/// Unpacks a Q6_K block's quants (already offset by -32) in element order.
+#[inline]
+fn unpack_q6k(w: &BlockQ6K) -> [i8; QK_K] {
+    let mut q = [0i8; QK_K];
+    for half in 0..2 {
+        let ql = &w.ql[half * 64..half * 64 + 64];
+        let qh = &w.qh[half * 32..half * 32 + 32];
+        let out = &mut q[half * 128..half * 128 + 128];
+        for l in 0..32 {
+            out[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+            out[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+            out[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+            out[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+        }
+    }
+    q
+}
+
+#[inline]
+pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    let mut sum = 0f32;
+    for (w, a) in w.iter().zip(a) {
+        let q = unpack_q6k(w);
+        let mut sumi = 0i32;
+        for (j, &sc) in w.scales.iter().enumerate() {
+            let sub: i32 = q[j * 16..j * 16 + 16]
+                .iter()
+                .zip(&a.qs[j * 16..j * 16 + 16])
+                .map(|(&x, &y)| x as i32 * y as i32)
+                .sum();
+            sumi += sc as i32 * sub;
+        }
+        sum += w.d.to_f32() * a.d * sumi as f32;
+    }
+    sum
+}
+
+#[inline]
+pub fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
+    // Eight independent accumulators let the compiler vectorise without reassociating.
+    let mut acc = [0f32; 8];
+    let chunks = w.len() / 8;
+    for i in 0..chunks {
+        for k in 0..8 {
+            acc[k] += w[i * 8 + k] * a[i * 8 + k];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * 8..w.len() {
+        sum += w[i] * a[i];
+    }
+    sum
+}
+
+#[inline]
+pub fn dot_f16(w: &[f16], a: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = w.len() / 8;
+    for i in 0..chunks {
+        for k in 0..8 {
+            acc[k] += w[i * 8 + k].to_f32() * a[i * 8 + k];
+        }
+    }
+    let mut sum: f32 = acc.iter().sum();
+    for i in chunks * 8..w.len() {
+        sum += w[i].to_f32() * a[i];
+    }
+    sum
+}
+
+pub fn dequantize_q4_0(w: &[BlockQ4_0], out: &mut [f32]) {
+    for (w, out) in w.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = w.d.to_f32();
+        for j in 0..QK / 2 {
+            out[j] = ((w.qs[j] & 0xF) as i32 - 8) as f32 * d;
+            out[j + QK / 2] = ((w.qs[j] >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_q4_1(w: &[BlockQ4_1], out: &mut [f32]) {
+    for (w, out) in w.iter().zip(out.chunks_exact_mut(QK)) {
+        let (d, m) = (w.d.to_f32(), w.m.to_f32());
+        for j in 0..QK / 2 {
+            out[j] = (w.qs[j] & 0xF) as f32 * d + m;
+            out[j + QK / 2] = (w.qs[j] >> 4) as f32 * d + m;
+        }
+    }
+}
+
+pub fn dequantize_q5_0(w: &[BlockQ5_0], out: &mut [f32]) {
+    for (w, out) in w.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = w.d.to_f32();
+        for (o, q) in out.iter_mut().zip(unpack_q5(&w.qs, w.qh, 16)) {
+            *o = q as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_q5_1(w: &[BlockQ5_1], out: &mut [f32]) {
+    for (w, out) in w.iter().zip(out.chunks_exact_mut(QK)) {
+        let (d, m) = (w.d.to_f32(), w.m.to_f32());
+        for (o, q) in out.iter_mut().zip(unpack_q5(&w.qs, w.qh, 0)) {
+            *o = q as f32 * d + m;
+        }
+    }
+}
+
+pub fn dequantize_q8_0(w: &[BlockQ8_0], out: &mut [f32]) {
+    for (w, out) in w.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = w.d.to_f32();
+        for (o, &q) in out.iter_mut().zip(&w.qs) {
+            *o = q as f32 * d;
+        }
+    }
+}
+
+fn dequantize_k4_like(d: f16, dmin: f16, scales: &[u8; 12], q: &[u8; QK_K], out: &mut [f32]) {
+    let (d, dmin) = (d.to_f32(), dmin.to_f32());
+    for j in 0..QK_K / 32 {
+        let (sc, m) = scale_min_k4(j, scales);
+        let (scale, min) = (d * sc as f32, dmin * m as f32);
+        for l in 0..32 {
+            out[j * 32 + l] = scale * q[j * 32 + l] as f32 - min;
+        }
+    }
+}
+
+pub fn dequantize_q4_k(w: &[BlockQ4K], out: &mut [f32]) {
+    for (w, out) in w.iter().zip(out.chunks_exact_mut(QK_K)) {
+        dequantize_k4_like(w.d, w.dmin, &w.scales, &unpack_k4(&w.qs, None), out);
+    }
+}
+
+pub fn dequantize_q5_k(w: &[BlockQ5K], out: &mut [f32]) {
+    for (w, out) in w.iter().zip(out.chunks_exact_mut(QK_K)) {
+        dequantize_k4_like(w.d, w.dmin, &w.scales, &unpack_k4(&w.qs, Some(&w.qh)), out);
+    }
+}
+
+pub fn dequantize_q6_k(w: &[BlockQ6K], out: &mut [f32]) {
+    for (w, out) in w.iter().zip(out.chunks_exact_mut(QK_K)) {
+        let d = w.d.to_f32();
+        let q = unpack_q6k(w);
+        for (j, &sc) in w.scales.iter().enumerate() {
+            for l in 0..16 {
+                out[j * 16 + l] = d * sc as f32 * q[j * 16 + l] as f32;
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Every quantised dot product is checked against the straightforward reference: dequantise
+//! both sides to f32 and multiply.
+
+use super::*;
+
+/// A small deterministic generator so the tests need no dependency.
+struct Lcg(u64);
+impl Lcg {
+    fn next_u32(&mut self) -> u32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+    fn byte(&mut self) -> u8 {
+        self.next_u32() as u8
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next_u32() as f32 / u32::MAX as f32) * 2.0 - 1.0
+    }
+    fn scale(&mut self) -> f16 {
+        f16::from_f32(0.001 + 0.05 * (self.f32().abs()))
+    }
+}
+
+fn random_bytes<B: Pod>(rng: &mut Lcg, blocks: usize, fix: impl Fn(&mut B, &mut Lcg)) -> Vec<B> {
+    let size = std::mem::size_of::<B>();
+    let bytes: Vec<u8> = (0..blocks * size).map(|_| rng.byte()).collect();
+    let mut out: Vec<B> = Vec::with_capacity(blocks);
+    for chunk in bytes.chunks_exact(size) {
+        // Copy through an aligned buffer: `bytes` itself may not be aligned for `B`.
+        let mut aligned = vec![0u32; size.div_ceil(4)];
+        // SAFETY: `aligned` has at least `size` bytes and u32 alignment >= B's (<= 4).
+        let dst = unsafe { std::slice::from_raw_parts_mut(aligned.as_mut_ptr().cast::<u8>(), size) };
+        dst.copy_from_slice(chunk);
+        let mut b = cast_blocks::<B>(dst).map(|s| s[0]).unwrap_or_else(|| unreachable_block());
+        fix(&mut b, rng);
+        out.push(b);
+    }
+    out
+}
+
+fn unreachable_block<B>() -> B {
+    unreachable!("aligned buffer of the right size always casts")
+}
+
+fn reference(w: &[f32], x: &[f32]) -> f32 {
+    w.iter().zip(x).map(|(a, b)| a * b).sum()
+}
+
+fn check(name: &str, got: f32, want: f32) {
+    let tol = 1e-3 * want.abs().max(1.0);
+    assert!((got - want).abs() <= tol, "{name}: kernel {got} vs reference {want}");
+}
+
+const N: usize = 512;
+
+fn activations(rng: &mut Lcg) -> Vec<f32> {
+    (0..N).map(|_| rng.f32() * 3.0).collect()
+}
+
+#[test]
+fn q4_0_q4_1_q5_0_q5_1_q8_0_match_reference() {
+    let mut rng = Lcg(7);
+    for _ in 0..20 {
+        let x = activations(&mut rng);
+        let (mut a0, mut a1) = (Vec::new(), Vec::new());
+        quantize_q8_0(&x, &mut a0);
+        quantize_q8_1(&x, &mut a1);
+        let mut xq0 = vec![0f32; N];
+        dequantize_q8_0(&a0, &mut xq0);
+        let mut xq1 = vec![0f32; N];
+        // Q8_1 dequantises like Q8_0 (its `s` is only a cached sum).
+        let a1_as_q8_0: Vec<BlockQ8_0> = a1.iter().map(|b| BlockQ8_0 { d: b.d, qs: b.qs }).collect();
+        dequantize_q8_0(&a1_as_q8_0, &mut xq1);
+        let mut wf = vec![0f32; N];
+
+        let w: Vec<BlockQ4_0> = random_bytes(&mut rng, N / 32, |b: &mut BlockQ4_0, r| b.d = r.scale());
+        dequantize_q4_0(&w, &mut wf);
+        check("q4_0", dot_q4_0(&w, &a0), reference(&wf, &xq0));
+
+        let w: Vec<BlockQ4_1> = random_bytes(&mut rng, N / 32, |b: &mut BlockQ4_1, r| {
+            b.d = r.scale();
+            b.m = f16::from_f32(-r.f32().abs() * 0.1);
+        });
+        dequantize_q4_1(&w, &mut wf);
+        check("q4_1", dot_q4_1(&w, &a1), reference(&wf, &xq1));
+
+        let w: Vec<BlockQ5_0> = random_bytes(&mut rng, N / 32, |b: &mut BlockQ5_0, r| b.d = r.scale());
+        dequantize_q5_0(&w, &mut wf);
+        check("q5_0", dot_q5_0(&w, &a0), reference(&wf, &xq0));
+
+        let w: Vec<BlockQ5_1> = random_bytes(&mut rng, N / 32, |b: &mut BlockQ5_1, r| {
+            b.d = r.scale();
+            b.m = f16::from_f32(-r.f32().abs() * 0.1);
+        });
+        dequantize_q5_1(&w, &mut wf);
+        check("q5_1", dot_q5_1(&w, &a1), reference(&wf, &xq1));
+
+        let w: Vec<BlockQ8_0> = random_bytes(&mut rng, N / 32, |b: &mut BlockQ8_0, r| b.d = r.scale());
+        dequantize_q8_0(&w, &mut wf);
+        check("q8_0", dot_q8_0(&w, &a0), reference(&wf, &xq0));
+    }
+}
+
+fn dequantize_q8_k(a: &[BlockQ8K], out: &mut [f32]) {
+    for (b, out) in a.iter().zip(out.chunks_exact_mut(QK_K)) {
+        for (o, &q) in out.iter_mut().zip(&b.qs) {
+            *o = q as f32 * b.d;
+        }
+    }
+}
+
+#[test]
+fn k_quants_match_reference() {
+    let mut rng = Lcg(11);
+    for _ in 0..20 {
+        let x = activations(&mut rng);
+        let mut a = Vec::new();
+        quantize_q8_k(&x, &mut a);
+        for b in &a {
+            for (g, s) in b.qs.chunks_exact(16).zip(&b.bsums) {
+                assert_eq!(g.iter().map(|&q| q as i16).sum::<i16>(), *s);
+            }
+        }
+        let mut xq = vec![0f32; N];
+        dequantize_q8_k(&a, &mut xq);
+        let mut wf = vec![0f32; N];
+
+        let w: Vec<BlockQ4K> = random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ4K, r| {
+            b.d = r.scale();
+            b.dmin = r.scale();
+        });
+        dequantize_q4_k(&w, &mut wf);
+        check("q4_k", dot_q4_k(&w, &a), reference(&wf, &xq));
+
+        let w: Vec<BlockQ5K> = random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ5K, r| {
+            b.d = r.scale();
+            b.dmin = r.scale();
+        });
+        dequantize_q5_k(&w, &mut wf);
+        check("q5_k", dot_q5_k(&w, &a), reference(&wf, &xq));
+
+        let w: Vec<BlockQ6K> = random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ6K, r| b.d = r.scale());
+        dequantize_q6_k(&w, &mut wf);
+        check("q6_k", dot_q6_k(&w, &a), reference(&wf, &xq));
+    }
+}
+
+#[test]
+fn activation_quantisation_is_close() {
+    let mut rng = Lcg(3);
+    let x = activations(&mut rng);
+    let mut a = Vec::new();
+    quantize_q8_0(&x, &mut a);
+    let mut back = vec![0f32; N];
+    dequantize_q8_0(&a, &mut back);
+    for (v, b) in x.iter().zip(&back) {
+        assert!((v - b).abs() <= 3.0 / 127.0 * 0.51 + 1e-3, "{v} vs {b}");
+    }
+    // All-zero input must not divide by zero.
+    quantize_q8_k(&[0.0; QK_K], &mut Vec::new());
+}
+
+#[test]
+fn rope_rotates_pairs_and_keeps_norm() {
+    let rope = Rope::new(8, 10000.0, false);
+    let mut head = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0];
+    let norm: f32 = head.iter().map(|v| v * v).sum();
+    rope.apply(&mut head, 8, 3);
+    let after: f32 = head.iter().map(|v| v * v).sum();
+    assert!((norm - after).abs() < 1e-5);
+    assert!((head[0] - 3f32.cos()).abs() < 1e-6 && (head[1] - 3f32.sin()).abs() < 1e-6);
+    let mut at_zero = [0.5; 8];
+    rope.apply(&mut at_zero, 8, 0);
+    assert_eq!(at_zero, [0.5; 8]);
+}

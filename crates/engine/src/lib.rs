@@ -1,0 +1,208 @@
+//! Basalt's in-process inference engine.
+//!
+//! A [`LoadedModel`] owns one model's weights (memory-mapped, never expanded), tokenizer and
+//! chat template, and one dedicated scheduler thread. [`LoadedModel::submit`] turns a
+//! canonical [`GenerateRequest`] into tokens, validates it against the context window, and
+//! hands it to the scheduler; the caller gets a channel of [`GenerateEvent`]s. Dropping the
+//! receiver cancels the request: the scheduler notices at its next step and frees the
+//! sequence's KV memory at once.
+//!
+//! Heavy compute happens only on the scheduler thread, never on the caller's (async) thread;
+//! `submit` does tokenisation only, which callers on an async runtime should still run via
+//! `spawn_blocking` for long prompts.
+//!
+//! This crate must never panic on input: bad requests and bad model files are errors.
+
+pub mod kernels;
+pub mod kv;
+pub mod model;
+mod sampling;
+mod scheduler;
+pub mod template;
+pub mod text;
+pub mod tokenizer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use basalt_gguf::GgufFile;
+use basalt_types::{BasaltError, ErrorKind, GenerateEvent, GenerateRequest, Prompt};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+pub use sampling::{argmax, logprobs, Rng, Sampler};
+pub use scheduler::SchedulerStats;
+
+use kv::KvBudget;
+use template::ChatTemplate;
+use tokenizer::Tokenizer;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Gguf(#[from] basalt_gguf::GgufError),
+    #[error("model file: {0}")]
+    Model(String),
+    #[error("cannot start the scheduler thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Engine settings for one model.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// KV cache memory for all of this model's sequences together.
+    pub kv_budget_bytes: usize,
+    /// Sequences decoded concurrently; more wait in the queue.
+    pub max_running: usize,
+    /// Requests allowed to wait; beyond this `submit` answers "overloaded".
+    pub max_waiting: usize,
+    /// Prompt tokens processed per sequence per scheduler step, so a long prompt cannot
+    /// stall the streams already running.
+    pub prefill_chunk: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { kv_budget_bytes: 512 << 20, max_running: 16, max_waiting: 256, prefill_chunk: 256 }
+    }
+}
+
+/// Receives a request's events; drop it to cancel the request.
+pub type EventReceiver = mpsc::UnboundedReceiver<GenerateEvent>;
+
+/// A request after template rendering and tokenisation, ready for the scheduler.
+#[derive(Debug)]
+pub struct PreparedRequest {
+    pub prompt_tokens: Vec<u32>,
+    pub max_tokens: usize,
+    /// The caller set no limit, so `max_tokens` is the room left in the context window.
+    pub limited_by_context: bool,
+    pub request: GenerateRequest,
+}
+
+pub struct LoadedModel {
+    shared: Arc<scheduler::Shared>,
+    handle: scheduler::Handle,
+    template: Option<ChatTemplate>,
+}
+
+impl LoadedModel {
+    /// Memory-maps and loads a GGUF model, then starts its scheduler thread.
+    pub fn load(path: &Path, config: EngineConfig) -> Result<Self, EngineError> {
+        let file = GgufFile::open(path)?;
+        let tokenizer = Tokenizer::from_gguf(file.header())?;
+        let transformer = model::load(&file)?;
+        if transformer.vocab_size() > tokenizer.vocab_size() {
+            return Err(EngineError::Model(format!(
+                "the output layer has {} rows but the vocabulary only {} tokens",
+                transformer.vocab_size(),
+                tokenizer.vocab_size()
+            )));
+        }
+        let template = match file.header().string("tokenizer.chat_template") {
+            Ok(src) => {
+                let piece = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or("").to_owned();
+                Some(ChatTemplate::new(src, &piece(tokenizer.bos()), &piece(tokenizer.eos()))?)
+            }
+            Err(_) => None,
+        };
+        let budget = KvBudget::new(config.kv_budget_bytes);
+        let shared = Arc::new(scheduler::Shared { transformer, tokenizer, budget, config });
+        let handle = scheduler::start(Arc::clone(&shared))?;
+        Ok(Self { shared, handle, template })
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.shared.transformer.context_length()
+    }
+
+    pub fn supports_chat(&self) -> bool {
+        self.template.is_some()
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.shared.tokenizer
+    }
+
+    pub fn stats(&self) -> SchedulerStats {
+        self.handle.stats()
+    }
+
+    /// KV cache bytes in use right now (returns to 0 when no request is active).
+    pub fn kv_bytes_in_use(&self) -> usize {
+        self.shared.budget.used_bytes()
+    }
+
+    /// Renders (for chat) and tokenises a prompt, exactly as `submit` will.
+    pub fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>, BasaltError> {
+        let tok = &self.shared.tokenizer;
+        match prompt {
+            Prompt::Text(text) => Ok(tok.encode(text, true, false)),
+            Prompt::Chat(messages) => {
+                let template = self.template.as_ref().ok_or_else(|| {
+                    BasaltError::new(
+                        ErrorKind::UnsupportedForModel,
+                        "This model is a base (completion) model with no chat template, so it cannot \
+                         chat. Use the completions endpoint with a text prompt instead.",
+                    )
+                    .with_param("messages")
+                })?;
+                let text = template.render(messages).map_err(|e| {
+                    BasaltError::invalid("messages", format!("the model's chat template rejected the messages: {e}"))
+                })?;
+                // The template is ours (from the model file), so its control tokens are
+                // real; the BOS, if the template wants one, is already in the text.
+                let bos_in_text = tok.bos().and_then(|b| tok.token_text(b)).is_some_and(|b| text.starts_with(b));
+                Ok(tok.encode(&text, !bos_in_text, true))
+            }
+        }
+    }
+
+    /// Validates and prepares a request without queueing it.
+    pub fn prepare(&self, request: GenerateRequest) -> Result<PreparedRequest, BasaltError> {
+        let prompt_tokens = self.tokenize_prompt(&request.prompt)?;
+        let ctx = self.context_length();
+        let param = match request.prompt {
+            Prompt::Chat(_) => "messages",
+            Prompt::Text(_) => "prompt",
+        };
+        if prompt_tokens.is_empty() {
+            return Err(BasaltError::invalid(param, "The prompt is empty."));
+        }
+        if prompt_tokens.len() >= ctx {
+            return Err(BasaltError::new(
+                ErrorKind::ContextLengthExceeded,
+                format!(
+                    "This model's maximum context length is {ctx} tokens, but the prompt has {} tokens.",
+                    prompt_tokens.len()
+                ),
+            )
+            .with_param(param));
+        }
+        let room = ctx - prompt_tokens.len();
+        let max_tokens = match request.max_tokens {
+            Some(m) if m as usize > room => {
+                return Err(BasaltError::new(
+                    ErrorKind::ContextLengthExceeded,
+                    format!(
+                        "This model's maximum context length is {ctx} tokens. However, you requested {} tokens \
+                         ({} in the prompt, {m} for the completion). Reduce the prompt or the maximum tokens.",
+                        prompt_tokens.len() + m as usize,
+                        prompt_tokens.len()
+                    ),
+                )
+                .with_param("max_tokens"));
+            }
+            Some(m) => m as usize,
+            None => room,
+        };
+        let limited_by_context = request.max_tokens.is_none();
+        Ok(PreparedRequest { prompt_tokens, max_tokens, limited_by_context, request })
+    }
+
+    /// Queues a request; events arrive on the returned receiver.
+    pub fn submit(&self, request: GenerateRequest) -> Result<EventReceiver, BasaltError> {
+        let prepared = self.prepare(request)?;
+        self.handle.enqueue(prepared)
+    }
+}

@@ -1,0 +1,194 @@
+//! Gemma 3: like LLaMA, plus a scaled embedding, RMS-normalised queries and keys, norms
+//! after attention and after the feed-forward, a GELU-gated feed-forward, and attention that
+//! alternates between sliding-window layers (local rope base) and global layers.
+
+use basalt_gguf::GgufFile;
+
+use super::layers::{add_in_place, attention, store_kv, AttentionShape, TensorSource};
+use super::{hparam, hparam_f32, Transformer};
+use crate::kernels::{gelu_f16_table, rms_norm, ActScratch, QMatrix, Rope};
+use crate::kv::{KvShape, SeqKv};
+use crate::EngineError;
+
+/// Five sliding-window layers, then one global layer, repeating.
+const SLIDING_PATTERN: usize = 6;
+/// Rope base of the sliding-window layers (not stored in GGUF files).
+const LOCAL_ROPE_BASE: f32 = 10_000.0;
+
+struct Block {
+    attn_norm: Vec<f32>,
+    wq: QMatrix,
+    wk: QMatrix,
+    wv: QMatrix,
+    q_norm: Vec<f32>,
+    k_norm: Vec<f32>,
+    wo: QMatrix,
+    post_attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    gate: QMatrix,
+    up: QMatrix,
+    down: QMatrix,
+    post_ffn_norm: Vec<f32>,
+    sliding: bool,
+}
+
+pub struct Gemma3 {
+    embed: QMatrix,
+    blocks: Vec<Block>,
+    output_norm: Vec<f32>,
+    output: QMatrix,
+    dim: usize,
+    ffn_dim: usize,
+    attn_global: AttentionShape,
+    attn_local: AttentionShape,
+    rope_global: Rope,
+    rope_local: Rope,
+    eps: f32,
+    context_length: usize,
+}
+
+impl Gemma3 {
+    pub fn load(file: &GgufFile) -> Result<Self, EngineError> {
+        let a = "gemma3";
+        let dim = hparam(file, a, "embedding_length")?;
+        let n_layers = hparam(file, a, "block_count")?;
+        let n_heads = hparam(file, a, "attention.head_count")?;
+        let n_kv_heads = hparam(file, a, "attention.head_count_kv").unwrap_or(n_heads);
+        let head_dim = hparam(file, a, "attention.key_length").unwrap_or(dim / n_heads.max(1));
+        let ffn_dim = hparam(file, a, "feed_forward_length")?;
+        let context_length = hparam(file, a, "context_length")?;
+        let window = hparam(file, a, "attention.sliding_window").ok();
+        if n_heads == 0 || n_kv_heads == 0 || head_dim == 0 || n_heads % n_kv_heads != 0 {
+            return Err(EngineError::Model(format!("bad head counts {n_heads}/{n_kv_heads}")));
+        }
+        let (q_dim, kv_dim) = (n_heads * head_dim, n_kv_heads * head_dim);
+        let src = TensorSource { file };
+        let embed = src.matrix("token_embd.weight")?;
+        if embed.cols != dim {
+            return Err(EngineError::Model("token_embd.weight width does not match the model".into()));
+        }
+        let vocab = embed.rows;
+        let mut blocks = Vec::with_capacity(n_layers);
+        for i in 0..n_layers {
+            let t = |n: &str| format!("blk.{i}.{n}.weight");
+            blocks.push(Block {
+                attn_norm: src.vector(&t("attn_norm"), dim)?,
+                wq: src.checked(&t("attn_q"), dim, q_dim)?,
+                wk: src.checked(&t("attn_k"), dim, kv_dim)?,
+                wv: src.checked(&t("attn_v"), dim, kv_dim)?,
+                q_norm: src.vector(&t("attn_q_norm"), head_dim)?,
+                k_norm: src.vector(&t("attn_k_norm"), head_dim)?,
+                wo: src.checked(&t("attn_output"), q_dim, dim)?,
+                post_attn_norm: src.vector(&t("post_attention_norm"), dim)?,
+                ffn_norm: src.vector(&t("ffn_norm"), dim)?,
+                gate: src.checked(&t("ffn_gate"), dim, ffn_dim)?,
+                up: src.checked(&t("ffn_up"), dim, ffn_dim)?,
+                down: src.checked(&t("ffn_down"), ffn_dim, dim)?,
+                post_ffn_norm: src.vector(&t("post_ffw_norm"), dim)?,
+                sliding: window.is_some() && (i + 1) % SLIDING_PATTERN != 0,
+            });
+        }
+        let output = match src.optional_matrix("output.weight")? {
+            Some(m) if m.cols == dim && m.rows == vocab => m,
+            Some(_) => return Err(EngineError::Model("output.weight has the wrong shape".into())),
+            None => embed.clone(),
+        };
+        let attn_global = AttentionShape {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            // Gemma 3 scales queries by 1/sqrt(query_pre_attn_scalar) = 1/sqrt(head_dim) for
+            // every size we load.
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            window: None,
+        };
+        Ok(Self {
+            blocks,
+            output_norm: src.vector("output_norm.weight", dim)?,
+            output,
+            embed,
+            dim,
+            ffn_dim,
+            attn_global,
+            attn_local: AttentionShape { window, ..attn_global },
+            rope_global: Rope::new(head_dim, hparam_f32(file, a, "rope.freq_base", 1_000_000.0), true),
+            rope_local: Rope::new(head_dim, LOCAL_ROPE_BASE, true),
+            eps: hparam_f32(file, a, "attention.layer_norm_rms_epsilon", 1e-6),
+            context_length,
+        })
+    }
+}
+
+impl Transformer for Gemma3 {
+    fn vocab_size(&self) -> usize {
+        self.output.rows
+    }
+
+    fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    fn kv_shape(&self) -> KvShape {
+        KvShape { layers: self.blocks.len(), kv_dim: self.attn_global.n_kv_heads * self.attn_global.head_dim }
+    }
+
+    fn forward(&self, tokens: &[u32], kv: &mut SeqKv, scratch: &mut ActScratch, logits: &mut [f32]) {
+        if tokens.is_empty() {
+            return;
+        }
+        let (n, dim) = (tokens.len(), self.dim);
+        let hd = self.attn_global.head_dim;
+        let q_dim = self.attn_global.n_heads * hd;
+        let kv_dim = self.attn_global.n_kv_heads * hd;
+        let pos0 = kv.len();
+        let mut x = vec![0f32; n * dim];
+        let embed_scale = (dim as f32).sqrt();
+        for (row, &tok) in x.chunks_exact_mut(dim).zip(tokens) {
+            self.embed.dequantize_row(tok as usize, row);
+            row.iter_mut().for_each(|v| *v *= embed_scale);
+        }
+        let mut h = vec![0f32; n * dim];
+        let (mut q, mut k, mut v) = (vec![0f32; n * q_dim], vec![0f32; n * kv_dim], vec![0f32; n * kv_dim]);
+        let (mut att, mut proj) = (vec![0f32; n * q_dim], vec![0f32; n * dim]);
+        let (mut g, mut u) = (vec![0f32; n * self.ffn_dim], vec![0f32; n * self.ffn_dim]);
+        for (layer, b) in self.blocks.iter().enumerate() {
+            let (rope, shape) = if b.sliding {
+                (&self.rope_local, self.attn_local)
+            } else {
+                (&self.rope_global, self.attn_global)
+            };
+            h.copy_from_slice(&x);
+            rms_norm(&mut h, &b.attn_norm, self.eps);
+            b.wq.matmul(&h, &mut q, scratch);
+            b.wk.matmul(&h, &mut k, scratch);
+            b.wv.matmul(&h, &mut v, scratch);
+            rms_norm(&mut q, &b.q_norm, self.eps);
+            rms_norm(&mut k, &b.k_norm, self.eps);
+            for t in 0..n {
+                rope.apply(&mut q[t * q_dim..(t + 1) * q_dim], hd, pos0 + t);
+                rope.apply(&mut k[t * kv_dim..(t + 1) * kv_dim], hd, pos0 + t);
+            }
+            let cache = &mut kv.layers[layer];
+            store_kv(cache, kv_dim, pos0, &k, &v);
+            attention(cache, shape, pos0, &q, &mut att);
+            b.wo.matmul(&att, &mut proj, scratch);
+            rms_norm(&mut proj, &b.post_attn_norm, self.eps);
+            add_in_place(&mut x, &proj);
+
+            h.copy_from_slice(&x);
+            rms_norm(&mut h, &b.ffn_norm, self.eps);
+            b.gate.matmul(&h, &mut g, scratch);
+            b.up.matmul(&h, &mut u, scratch);
+            for (gv, uv) in g.iter_mut().zip(&u) {
+                *gv = gelu_f16_table(*gv) * uv;
+            }
+            b.down.matmul(&g, &mut proj, scratch);
+            rms_norm(&mut proj, &b.post_ffn_norm, self.eps);
+            add_in_place(&mut x, &proj);
+        }
+        kv.advance(n);
+        let last = &mut x[(n - 1) * dim..];
+        rms_norm(last, &self.output_norm, self.eps);
+        self.output.matmul(last, logits, scratch);
+    }
+}

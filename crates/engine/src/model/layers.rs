@@ -1,0 +1,133 @@
+//! Building blocks shared by the architecture files: tensor lookup and causal attention over
+//! the KV cache.
+
+use basalt_gguf::GgufFile;
+use half::f16;
+
+use crate::kernels::QMatrix;
+use crate::kv::LayerKv;
+use crate::EngineError;
+
+/// Looks tensors up by name in an open GGUF file.
+pub struct TensorSource<'a> {
+    pub file: &'a GgufFile,
+}
+
+impl TensorSource<'_> {
+    pub fn matrix(&self, name: &str) -> Result<QMatrix, EngineError> {
+        let info = self
+            .file
+            .header()
+            .tensor(name)
+            .ok_or_else(|| EngineError::Model(format!("tensor `{name}` is missing")))?;
+        let bytes = self.file.tensor_bytes(info).map_err(|e| EngineError::Model(e.to_string()))?;
+        QMatrix::new(info, bytes)
+    }
+
+    pub fn optional_matrix(&self, name: &str) -> Result<Option<QMatrix>, EngineError> {
+        if self.file.header().tensor(name).is_some() {
+            self.matrix(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A vector (norm weights), decoded to f32 once at load.
+    pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, EngineError> {
+        let v = self.matrix(name)?.to_f32_vec();
+        if v.len() != len {
+            return Err(EngineError::Model(format!("tensor `{name}` has {} elements, expected {len}", v.len())));
+        }
+        Ok(v)
+    }
+
+    /// Checks a matrix's shape against what the architecture's hyper-parameters imply, so a
+    /// malformed file is a load error instead of an out-of-bounds slice later.
+    pub fn checked(&self, name: &str, cols: usize, rows: usize) -> Result<QMatrix, EngineError> {
+        let m = self.matrix(name)?;
+        if m.cols != cols || m.rows != rows {
+            return Err(EngineError::Model(format!(
+                "tensor `{name}` is {}x{}, expected {cols}x{rows}",
+                m.cols, m.rows
+            )));
+        }
+        Ok(m)
+    }
+}
+
+/// The attention geometry of one layer.
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// Multiplier applied to `q . k`.
+    pub scale: f32,
+    /// Sliding-window size: a query at position p sees keys at positions > p - window.
+    pub window: Option<usize>,
+}
+
+/// Writes the new keys and values (`tokens` rows of `kv_dim`) at positions `pos0..`.
+pub fn store_kv(layer: &mut LayerKv, kv_dim: usize, pos0: usize, k: &[f32], v: &[f32]) {
+    let start = pos0 * kv_dim;
+    for (dst, src) in layer.k[start..start + k.len()].iter_mut().zip(k) {
+        *dst = f16::from_f32(*src);
+    }
+    for (dst, src) in layer.v[start..start + v.len()].iter_mut().zip(v) {
+        *dst = f16::from_f32(*src);
+    }
+}
+
+/// Causal attention for `tokens` queries at positions `pos0..pos0+tokens`, reading keys and
+/// values for positions `0..pos0+tokens` from the cache. `q` and `out` are `tokens` rows of
+/// `n_heads * head_dim`.
+pub fn attention(layer: &LayerKv, shape: AttentionShape, pos0: usize, q: &[f32], out: &mut [f32]) {
+    let AttentionShape { n_heads, n_kv_heads, head_dim, scale, window } = shape;
+    let kv_dim = n_kv_heads * head_dim;
+    let q_dim = n_heads * head_dim;
+    let group = n_heads / n_kv_heads.max(1);
+    let tokens = q.len() / q_dim;
+    let mut scores = Vec::with_capacity(pos0 + tokens);
+    let mut q16 = vec![0f32; head_dim];
+    for t in 0..tokens {
+        let pos = pos0 + t;
+        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        for h in 0..n_heads {
+            let kvh = h / group.max(1);
+            // llama.cpp multiplies an f16 cache by f16 operands: the query is rounded to f16
+            // before q.k, and the attention weights before weights.v. Doing the same keeps
+            // logits within float-summation noise of it.
+            for (d, s) in q16.iter_mut().zip(&q[t * q_dim + h * head_dim..][..head_dim]) {
+                *d = round_f16(*s);
+            }
+            scores.clear();
+            for p in first..=pos {
+                let k = &layer.k[p * kv_dim + kvh * head_dim..][..head_dim];
+                let dot: f32 = q16.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum();
+                scores.push(dot * scale);
+            }
+            crate::kernels::softmax(&mut scores);
+            let o = &mut out[t * q_dim + h * head_dim..][..head_dim];
+            o.fill(0.0);
+            for (i, &w) in scores.iter().enumerate() {
+                let w = round_f16(w);
+                let p = first + i;
+                let v = &layer.v[p * kv_dim + kvh * head_dim..][..head_dim];
+                for (acc, val) in o.iter_mut().zip(v) {
+                    *acc += w * val.to_f32();
+                }
+            }
+        }
+    }
+}
+
+#[inline]
+fn round_f16(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
+
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}

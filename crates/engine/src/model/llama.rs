@@ -1,0 +1,159 @@
+//! The LLaMA architecture (also SmolLM2 and other llama-layout GGUF files): pre-norm
+//! blocks of grouped-query attention with rotary positions and a SwiGLU feed-forward.
+
+use basalt_gguf::GgufFile;
+
+use super::layers::{add_in_place, attention, store_kv, AttentionShape, TensorSource};
+use super::{hparam, hparam_f32, Transformer};
+use crate::kernels::{rms_norm, silu, ActScratch, QMatrix, Rope};
+use crate::kv::{KvShape, SeqKv};
+use crate::EngineError;
+
+struct Block {
+    attn_norm: Vec<f32>,
+    wq: QMatrix,
+    wk: QMatrix,
+    wv: QMatrix,
+    wo: QMatrix,
+    ffn_norm: Vec<f32>,
+    gate: QMatrix,
+    up: QMatrix,
+    down: QMatrix,
+}
+
+pub struct Llama {
+    embed: QMatrix,
+    blocks: Vec<Block>,
+    output_norm: Vec<f32>,
+    /// The output projection; the embedding table when the model ties them.
+    output: QMatrix,
+    dim: usize,
+    ffn_dim: usize,
+    attn: AttentionShape,
+    rope: Rope,
+    eps: f32,
+    context_length: usize,
+}
+
+impl Llama {
+    pub fn load(file: &GgufFile) -> Result<Self, EngineError> {
+        let a = "llama";
+        let dim = hparam(file, a, "embedding_length")?;
+        let n_layers = hparam(file, a, "block_count")?;
+        let n_heads = hparam(file, a, "attention.head_count")?;
+        let n_kv_heads = hparam(file, a, "attention.head_count_kv").unwrap_or(n_heads);
+        let ffn_dim = hparam(file, a, "feed_forward_length")?;
+        let context_length = hparam(file, a, "context_length")?;
+        if n_heads == 0 || n_kv_heads == 0 || dim % n_heads != 0 || n_heads % n_kv_heads != 0 {
+            return Err(EngineError::Model(format!("bad head counts {n_heads}/{n_kv_heads} for width {dim}")));
+        }
+        let head_dim = dim / n_heads;
+        let kv_dim = n_kv_heads * head_dim;
+        let src = TensorSource { file };
+        let embed = src.matrix("token_embd.weight")?;
+        if embed.cols != dim {
+            return Err(EngineError::Model("token_embd.weight width does not match the model".into()));
+        }
+        let vocab = embed.rows;
+        let mut blocks = Vec::with_capacity(n_layers);
+        for i in 0..n_layers {
+            let t = |n: &str| format!("blk.{i}.{n}.weight");
+            blocks.push(Block {
+                attn_norm: src.vector(&t("attn_norm"), dim)?,
+                wq: src.checked(&t("attn_q"), dim, dim)?,
+                wk: src.checked(&t("attn_k"), dim, kv_dim)?,
+                wv: src.checked(&t("attn_v"), dim, kv_dim)?,
+                wo: src.checked(&t("attn_output"), dim, dim)?,
+                ffn_norm: src.vector(&t("ffn_norm"), dim)?,
+                gate: src.checked(&t("ffn_gate"), dim, ffn_dim)?,
+                up: src.checked(&t("ffn_up"), dim, ffn_dim)?,
+                down: src.checked(&t("ffn_down"), ffn_dim, dim)?,
+            });
+        }
+        let output = match src.optional_matrix("output.weight")? {
+            Some(m) if m.cols == dim && m.rows == vocab => m,
+            Some(_) => return Err(EngineError::Model("output.weight has the wrong shape".into())),
+            None => embed.clone(),
+        };
+        let rope_dim = hparam(file, a, "rope.dimension_count").unwrap_or(head_dim);
+        Ok(Self {
+            blocks,
+            output_norm: src.vector("output_norm.weight", dim)?,
+            output,
+            embed,
+            dim,
+            ffn_dim,
+            attn: AttentionShape {
+                n_heads,
+                n_kv_heads,
+                head_dim,
+                scale: 1.0 / (head_dim as f32).sqrt(),
+                window: None,
+            },
+            rope: Rope::new(rope_dim, hparam_f32(file, a, "rope.freq_base", 10_000.0), false),
+            eps: hparam_f32(file, a, "attention.layer_norm_rms_epsilon", 1e-5),
+            context_length,
+        })
+    }
+}
+
+impl Transformer for Llama {
+    fn vocab_size(&self) -> usize {
+        self.output.rows
+    }
+
+    fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    fn kv_shape(&self) -> KvShape {
+        KvShape { layers: self.blocks.len(), kv_dim: self.attn.n_kv_heads * self.attn.head_dim }
+    }
+
+    fn forward(&self, tokens: &[u32], kv: &mut SeqKv, scratch: &mut ActScratch, logits: &mut [f32]) {
+        if tokens.is_empty() {
+            return;
+        }
+        let (n, dim, hd) = (tokens.len(), self.dim, self.attn.head_dim);
+        let kv_dim = self.attn.n_kv_heads * hd;
+        let pos0 = kv.len();
+        let mut x = vec![0f32; n * dim];
+        for (row, &tok) in x.chunks_exact_mut(dim).zip(tokens) {
+            self.embed.dequantize_row(tok as usize, row);
+        }
+        let mut h = vec![0f32; n * dim];
+        let (mut q, mut k, mut v) = (vec![0f32; n * dim], vec![0f32; n * kv_dim], vec![0f32; n * kv_dim]);
+        let (mut att, mut proj) = (vec![0f32; n * dim], vec![0f32; n * dim]);
+        let (mut g, mut u) = (vec![0f32; n * self.ffn_dim], vec![0f32; n * self.ffn_dim]);
+        for (layer, b) in self.blocks.iter().enumerate() {
+            h.copy_from_slice(&x);
+            rms_norm(&mut h, &b.attn_norm, self.eps);
+            b.wq.matmul(&h, &mut q, scratch);
+            b.wk.matmul(&h, &mut k, scratch);
+            b.wv.matmul(&h, &mut v, scratch);
+            for t in 0..n {
+                self.rope.apply(&mut q[t * dim..(t + 1) * dim], hd, pos0 + t);
+                self.rope.apply(&mut k[t * kv_dim..(t + 1) * kv_dim], hd, pos0 + t);
+            }
+            let cache = &mut kv.layers[layer];
+            store_kv(cache, kv_dim, pos0, &k, &v);
+            attention(cache, self.attn, pos0, &q, &mut att);
+            b.wo.matmul(&att, &mut proj, scratch);
+            add_in_place(&mut x, &proj);
+
+            h.copy_from_slice(&x);
+            rms_norm(&mut h, &b.ffn_norm, self.eps);
+            b.gate.matmul(&h, &mut g, scratch);
+            b.up.matmul(&h, &mut u, scratch);
+            for (gv, uv) in g.iter_mut().zip(&u) {
+                *gv = silu(*gv) * uv;
+            }
+            b.down.matmul(&g, &mut proj, scratch);
+            add_in_place(&mut x, &proj);
+        }
+        kv.advance(n);
+        let last = &mut x[(n - 1) * dim..];
+        rms_norm(last, &self.output_norm, self.eps);
+        self.output.matmul(last, logits, scratch);
+    }
+}

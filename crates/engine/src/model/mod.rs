@@ -1,0 +1,46 @@
+//! Model architectures, one file each, behind the [`Transformer`] trait.
+//!
+//! A model file knows its weights and its forward pass, nothing else: no tokenizer, no
+//! sampling, no scheduling. Weights stay in their GGUF encoding inside the memory map.
+
+mod gemma3;
+pub mod layers;
+mod llama;
+
+use basalt_gguf::GgufFile;
+
+use crate::kernels::ActScratch;
+use crate::kv::{KvShape, SeqKv};
+use crate::EngineError;
+
+/// A decoder-only language model.
+pub trait Transformer: Send + Sync {
+    fn vocab_size(&self) -> usize;
+    fn context_length(&self) -> usize;
+    fn kv_shape(&self) -> KvShape;
+    /// Runs `tokens` (at positions `kv.len()..`) through the model, appends their keys and
+    /// values to `kv`, and writes the logits of the last token into `logits`. The caller has
+    /// reserved KV room for the tokens.
+    fn forward(&self, tokens: &[u32], kv: &mut SeqKv, scratch: &mut ActScratch, logits: &mut [f32]);
+}
+
+/// Reads a hyper-parameter `{arch}.{key}`.
+fn hparam(file: &GgufFile, arch: &str, key: &str) -> Result<usize, EngineError> {
+    file.header().usize(&format!("{arch}.{key}")).map_err(|e| EngineError::Model(e.to_string()))
+}
+
+fn hparam_f32(file: &GgufFile, arch: &str, key: &str, default: f32) -> f32 {
+    file.header().f64(&format!("{arch}.{key}")).map(|v| v as f32).unwrap_or(default)
+}
+
+/// Builds the architecture named in the file's metadata.
+pub fn load(file: &GgufFile) -> Result<Box<dyn Transformer>, EngineError> {
+    let arch = file.header().architecture().map_err(|e| EngineError::Model(e.to_string()))?;
+    match arch {
+        "llama" => Ok(Box::new(llama::Llama::load(file)?)),
+        "gemma3" => Ok(Box::new(gemma3::Gemma3::load(file)?)),
+        other => Err(EngineError::Model(format!(
+            "architecture `{other}` is not supported (supported: llama, gemma3)"
+        ))),
+    }
+}

@@ -1,0 +1,351 @@
+//! The per-model scheduler: a dedicated OS thread that owns every running sequence.
+//!
+//! Each sequence is a list of tokens and a count of how many of them are already in its KV
+//! cache (`computed`). A step brings every running sequence forward by one forward pass:
+//! a chunk of prompt while `computed` lags behind, one new token once it has caught up.
+//! New sequences join and finished or cancelled ones leave between steps, so streams are
+//! interleaved fairly. When KV memory runs out, the most recently admitted other sequence is
+//! preempted (its cache dropped, its tokens kept) and recomputed later.
+//!
+//! Today each sequence runs its own forward pass; batching them into one pass is the engine
+//! speed work, which keeps this contract (`computed` catching up with `tokens`).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use basalt_types::{
+    BasaltError, ErrorKind, FinishReason, GenerateEvent, TokenLogprob, TopLogprob, Usage,
+};
+use tokio::sync::mpsc;
+
+use crate::kernels::ActScratch;
+use crate::kv::{KvBudget, SeqKv};
+use crate::model::Transformer;
+use crate::sampling::{logprobs, Sampler};
+use crate::text::{StopMatcher, StopOutcome, Utf8Stream};
+use crate::tokenizer::Tokenizer;
+use crate::{EngineConfig, EventReceiver, PreparedRequest};
+
+pub(crate) struct Shared {
+    pub transformer: Box<dyn Transformer>,
+    pub tokenizer: Tokenizer,
+    pub budget: Arc<KvBudget>,
+    pub config: EngineConfig,
+}
+
+/// Counters readable from any thread.
+#[derive(Debug, Default)]
+struct Counters {
+    waiting: AtomicUsize,
+    running: AtomicUsize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerStats {
+    pub waiting: usize,
+    pub running: usize,
+}
+
+pub(crate) struct Handle {
+    tx: std_mpsc::Sender<Sequence>,
+    counters: Arc<Counters>,
+    max_waiting: usize,
+}
+
+impl Handle {
+    pub fn stats(&self) -> SchedulerStats {
+        SchedulerStats {
+            waiting: self.counters.waiting.load(Ordering::Relaxed),
+            running: self.counters.running.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn enqueue(&self, prepared: PreparedRequest) -> Result<EventReceiver, BasaltError> {
+        if self.counters.waiting.load(Ordering::Relaxed) >= self.max_waiting {
+            return Err(BasaltError::new(
+                ErrorKind::Overloaded,
+                "The model's request queue is full; retry shortly.",
+            ));
+        }
+        let (events, rx) = mpsc::unbounded_channel();
+        let seq = Sequence::new(prepared, events);
+        self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+        self.tx.send(seq).map_err(|_| {
+            self.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+            BasaltError::internal("the model's scheduler has stopped")
+        })?;
+        Ok(rx)
+    }
+}
+
+pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
+    let (tx, rx) = std_mpsc::channel();
+    let counters = Arc::new(Counters::default());
+    let max_waiting = shared.config.max_waiting;
+    let thread_counters = Arc::clone(&counters);
+    std::thread::Builder::new()
+        .name("basalt-scheduler".into())
+        .spawn(move || Scheduler::new(shared, rx, thread_counters).run())?;
+    Ok(Handle { tx, counters, max_waiting })
+}
+
+struct Sequence {
+    /// Prompt followed by every generated token.
+    tokens: Vec<u32>,
+    prompt_len: usize,
+    /// How many of `tokens` are in `kv`.
+    computed: usize,
+    kv: Option<SeqKv>,
+    max_tokens: usize,
+    /// `max_tokens` is the room left in the context window, not the caller's limit.
+    limited_by_context: bool,
+    stop_on_eog: bool,
+    sampler: Sampler,
+    utf8: Utf8Stream,
+    stops: StopMatcher,
+    logprobs: Option<u8>,
+    pending_logprobs: Vec<TokenLogprob>,
+    events: mpsc::UnboundedSender<GenerateEvent>,
+}
+
+impl Sequence {
+    fn new(p: PreparedRequest, events: mpsc::UnboundedSender<GenerateEvent>) -> Self {
+        let prompt_len = p.prompt_tokens.len();
+        Self {
+            tokens: p.prompt_tokens,
+            prompt_len,
+            computed: 0,
+            kv: None,
+            max_tokens: p.max_tokens,
+            limited_by_context: p.limited_by_context,
+            stop_on_eog: true,
+            sampler: Sampler::new(p.request.sampling),
+            utf8: Utf8Stream::default(),
+            stops: StopMatcher::new(p.request.stop),
+            logprobs: p.request.logprobs,
+            pending_logprobs: Vec::new(),
+            events,
+        }
+    }
+
+    fn generated(&self) -> usize {
+        self.tokens.len() - self.prompt_len
+    }
+
+    fn usage(&self) -> Usage {
+        Usage { input_tokens: self.prompt_len as u32, output_tokens: self.generated() as u32, cached_input_tokens: 0 }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.events.is_closed()
+    }
+
+    fn fail(self, error: BasaltError) {
+        let usage = self.usage();
+        let _ = self.events.send(GenerateEvent::Failed { error, usage });
+    }
+}
+
+enum StepResult {
+    Continue,
+    Done,
+    /// The sequence needs KV memory that is not available.
+    OutOfMemory,
+}
+
+struct Scheduler {
+    shared: Arc<Shared>,
+    inbox: std_mpsc::Receiver<Sequence>,
+    counters: Arc<Counters>,
+    waiting: VecDeque<Sequence>,
+    running: Vec<Sequence>,
+    scratch: ActScratch,
+    logits: Vec<f32>,
+}
+
+impl Scheduler {
+    fn new(shared: Arc<Shared>, inbox: std_mpsc::Receiver<Sequence>, counters: Arc<Counters>) -> Self {
+        let vocab = shared.transformer.vocab_size();
+        Self {
+            shared,
+            inbox,
+            counters,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            scratch: ActScratch::default(),
+            logits: vec![0.0; vocab],
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            if self.running.is_empty() && self.waiting.is_empty() {
+                // Idle: block until work arrives; a closed inbox means the model was unloaded.
+                match self.inbox.recv() {
+                    Ok(seq) => self.waiting.push_back(seq),
+                    Err(_) => return,
+                }
+            }
+            while let Ok(seq) = self.inbox.try_recv() {
+                self.waiting.push_back(seq);
+            }
+            self.drop_cancelled();
+            self.admit();
+            self.step();
+            self.publish_counters();
+            if self.running.is_empty() && !self.waiting.is_empty() {
+                // Nothing could be admitted (memory is held by nobody, so the head cannot fit
+                // at all): fail it rather than spin.
+                if let Some(seq) = self.waiting.pop_front() {
+                    seq.fail(BasaltError::new(
+                        ErrorKind::Overloaded,
+                        "The request needs more KV-cache memory than the server is configured with.",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn publish_counters(&self) {
+        self.counters.waiting.store(self.waiting.len(), Ordering::Relaxed);
+        self.counters.running.store(self.running.len(), Ordering::Relaxed);
+    }
+
+    fn drop_cancelled(&mut self) {
+        // Dropping a sequence drops its KV cache, which returns the memory to the budget.
+        self.running.retain(|s| !s.cancelled());
+        self.waiting.retain(|s| !s.cancelled());
+    }
+
+    fn admit(&mut self) {
+        let per_token = self.shared.transformer.kv_shape().bytes_per_token();
+        let budget = &self.shared.budget;
+        while self.running.len() < self.shared.config.max_running {
+            let Some(head) = self.waiting.front() else { break };
+            // Admit only if the first chunk of the sequence fits next to what is held.
+            let first_chunk = (head.tokens.len() - head.computed).min(self.shared.config.prefill_chunk) + 1;
+            let free = budget.limit_bytes().saturating_sub(budget.used_bytes());
+            if !self.running.is_empty() && first_chunk * per_token > free {
+                break;
+            }
+            if let Some(mut seq) = self.waiting.pop_front() {
+                seq.kv.get_or_insert_with(|| SeqKv::new(self.shared.transformer.kv_shape(), Arc::clone(budget)));
+                self.running.push(seq);
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        let mut i = 0;
+        while i < self.running.len() {
+            match self.step_one(i) {
+                StepResult::Continue => i += 1,
+                StepResult::Done => {
+                    self.running.remove(i);
+                }
+                StepResult::OutOfMemory => {
+                    if self.running.len() > 1 {
+                        // Preempt the most recently admitted other sequence: drop its cache,
+                        // keep its tokens, and put it back at the head of the queue.
+                        let victim = if i == self.running.len() - 1 { self.running.len() - 2 } else { self.running.len() - 1 };
+                        let mut seq = self.running.remove(victim);
+                        seq.kv = None;
+                        seq.computed = 0;
+                        self.waiting.push_front(seq);
+                        if victim < i {
+                            i -= 1;
+                        }
+                    } else {
+                        let seq = self.running.remove(i);
+                        seq.fail(BasaltError::new(
+                            ErrorKind::Overloaded,
+                            "The request ran out of KV-cache memory.",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One forward pass for running sequence `i`.
+    fn step_one(&mut self, i: usize) -> StepResult {
+        let chunk = self.shared.config.prefill_chunk.max(1);
+        let seq = &mut self.running[i];
+        if seq.cancelled() {
+            return StepResult::Done;
+        }
+        let end = (seq.computed + chunk).min(seq.tokens.len());
+        let n = end - seq.computed;
+        let Some(kv) = seq.kv.as_mut() else { return StepResult::Done };
+        if kv.reserve(n).is_err() {
+            return StepResult::OutOfMemory;
+        }
+        self.shared.transformer.forward(&seq.tokens[seq.computed..end], kv, &mut self.scratch, &mut self.logits);
+        seq.computed = end;
+        if seq.computed < seq.tokens.len() {
+            return StepResult::Continue; // more prompt to go
+        }
+        emit_next_token(&self.shared.tokenizer, seq, &mut self.logits)
+    }
+}
+
+/// Samples one token for `seq` from `logits`, streams its text, and decides whether the
+/// sequence is finished.
+fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> StepResult {
+    seq.sampler.apply_penalties(logits, &seq.tokens);
+    let token = seq.sampler.sample(logits);
+    if let Some(top) = seq.logprobs {
+        let (lp, alternatives) = logprobs(logits, token, top as usize);
+        let entry = |id: u32, logprob: f32| {
+            let bytes = tok.token_bytes(id);
+            TopLogprob { token: String::from_utf8_lossy(&bytes).into_owned(), bytes, logprob }
+        };
+        let chosen = entry(token, lp);
+        seq.pending_logprobs.push(TokenLogprob {
+            token: chosen.token,
+            bytes: chosen.bytes,
+            logprob: chosen.logprob,
+            top: alternatives.into_iter().map(|(id, l)| entry(id, l)).collect(),
+        });
+    }
+    let end_of_generation = seq.stop_on_eog && tok.is_end_of_generation(token);
+    // An end token is produced (and counted) like any other, but is not part of the text.
+    seq.tokens.push(token);
+    let mut text = if end_of_generation { seq.utf8.finish() } else { seq.utf8.push(&tok.token_bytes(token)) };
+
+    let reason = if end_of_generation {
+        Some(FinishReason::EndOfTurn)
+    } else if seq.generated() >= seq.max_tokens {
+        text.push_str(&seq.utf8.finish());
+        Some(if seq.limited_by_context { FinishReason::ContextWindow } else { FinishReason::MaxTokens })
+    } else {
+        None
+    };
+    let (text, reason) = match seq.stops.push(&text) {
+        StopOutcome::Stopped(before) => (before, Some(FinishReason::StopSequence)),
+        StopOutcome::Continue(mut t) => {
+            if reason.is_some() {
+                t.push_str(&seq.stops.finish());
+            }
+            (t, reason)
+        }
+    };
+    if !text.is_empty() || (!seq.pending_logprobs.is_empty() && reason.is_some()) {
+        let logprobs = std::mem::take(&mut seq.pending_logprobs);
+        if seq.events.send(GenerateEvent::Text { text, logprobs }).is_err() {
+            return StepResult::Done;
+        }
+    }
+    match reason {
+        Some(reason) => {
+            let _ = seq.events.send(GenerateEvent::Finished { reason, usage: seq.usage() });
+            StepResult::Done
+        }
+        None => StepResult::Continue,
+    }
+}
+

@@ -1,0 +1,347 @@
+//! A defensive reader for GGUF model files.
+//!
+//! GGUF files come from users (`basalt models import`) and so are untrusted input. This reader
+//! checks every length, count and offset against the bytes actually present before it
+//! allocates or slices, so a truncated or hostile header is an error, never a panic, an
+//! out-of-bounds read or a multi-gigabyte allocation.
+//!
+//! The file is memory-mapped: opening it reads only the header pages, and tensor data is
+//! paged in by the OS when a model first touches it. This crate never interprets tensor
+//! contents; the engine does.
+
+mod parse;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use thiserror::Error;
+
+pub use parse::parse_header;
+
+#[derive(Debug, Error)]
+pub enum GgufError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("not a GGUF file (magic bytes are {0:?})")]
+    BadMagic([u8; 4]),
+    #[error("unsupported GGUF version {0} (supported: 2 and 3)")]
+    UnsupportedVersion(u32),
+    #[error("GGUF file is truncated or corrupt: {0}")]
+    Corrupt(String),
+    #[error("tensor `{name}` has type {ty} which Basalt does not support")]
+    UnsupportedTensorType { name: String, ty: u32 },
+    #[error("metadata key `{0}` is missing")]
+    MissingKey(String),
+    #[error("metadata key `{key}` has the wrong type (expected {expected})")]
+    WrongType { key: String, expected: &'static str },
+}
+
+/// Tensor element encodings that Basalt knows the layout of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TensorType {
+    F32,
+    F16,
+    BF16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q8_1,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+    Q8K,
+}
+
+impl TensorType {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::F32,
+            1 => Self::F16,
+            2 => Self::Q4_0,
+            3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
+            8 => Self::Q8_0,
+            9 => Self::Q8_1,
+            10 => Self::Q2K,
+            11 => Self::Q3K,
+            12 => Self::Q4K,
+            13 => Self::Q5K,
+            14 => Self::Q6K,
+            15 => Self::Q8K,
+            30 => Self::BF16,
+            _ => return None,
+        })
+    }
+
+    /// Elements per block and bytes per block.
+    pub fn block_layout(self) -> (usize, usize) {
+        match self {
+            Self::F32 => (1, 4),
+            Self::F16 | Self::BF16 => (1, 2),
+            Self::Q4_0 => (32, 18),
+            Self::Q4_1 => (32, 20),
+            Self::Q5_0 => (32, 22),
+            Self::Q5_1 => (32, 24),
+            Self::Q8_0 => (32, 34),
+            Self::Q8_1 => (32, 36),
+            Self::Q2K => (256, 84),
+            Self::Q3K => (256, 110),
+            Self::Q4K => (256, 144),
+            Self::Q5K => (256, 176),
+            Self::Q6K => (256, 210),
+            Self::Q8K => (256, 292),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::F16 => "F16",
+            Self::BF16 => "BF16",
+            Self::Q4_0 => "Q4_0",
+            Self::Q4_1 => "Q4_1",
+            Self::Q5_0 => "Q5_0",
+            Self::Q5_1 => "Q5_1",
+            Self::Q8_0 => "Q8_0",
+            Self::Q8_1 => "Q8_1",
+            Self::Q2K => "Q2_K",
+            Self::Q3K => "Q3_K",
+            Self::Q4K => "Q4_K",
+            Self::Q5K => "Q5_K",
+            Self::Q6K => "Q6_K",
+            Self::Q8K => "Q8_K",
+        }
+    }
+}
+
+/// A metadata value. Arrays keep their element type so that a 262,144-entry token list is
+/// one vector of strings, not a vector of boxed values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    String(String),
+    Array(Array),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Array {
+    Ints(Vec<i64>),
+    Floats(Vec<f32>),
+    Bools(Vec<bool>),
+    Strings(Vec<String>),
+    /// Arrays of arrays exist in the format but no model we load uses them; we skip their
+    /// contents safely and remember only how many there were.
+    Nested(usize),
+}
+
+impl Array {
+    pub fn len(&self) -> usize {
+        match self {
+            Array::Ints(v) => v.len(),
+            Array::Floats(v) => v.len(),
+            Array::Bools(v) => v.len(),
+            Array::Strings(v) => v.len(),
+            Array::Nested(n) => *n,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Value {
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v.into()),
+            Value::U16(v) => Some(v.into()),
+            Value::U32(v) => Some(v.into()),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Value::I8(v) => Some(v.into()),
+            Value::I16(v) => Some(v.into()),
+            Value::I32(v) => Some(v.into()),
+            Value::I64(v) => Some(v),
+            Value::U64(v) => i64::try_from(v).ok(),
+            _ => self.as_u64().map(|v| v as i64),
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v.into()),
+            Value::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// Dimensions, innermost (contiguous) first, as GGUF stores them.
+    pub dims: Vec<usize>,
+    pub ty: TensorType,
+    /// Byte offset of the data, relative to the start of the data section.
+    pub offset: usize,
+    pub size_bytes: usize,
+}
+
+impl TensorInfo {
+    pub fn element_count(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+/// Everything in a GGUF file except the tensor data itself.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub version: u32,
+    pub metadata: BTreeMap<String, Value>,
+    pub tensors: Vec<TensorInfo>,
+    /// Absolute offset of the tensor data section.
+    pub data_offset: usize,
+}
+
+impl Header {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    pub fn string(&self, key: &str) -> Result<&str, GgufError> {
+        match self.metadata.get(key) {
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(GgufError::WrongType { key: key.into(), expected: "string" }),
+            None => Err(GgufError::MissingKey(key.into())),
+        }
+    }
+
+    pub fn u64(&self, key: &str) -> Result<u64, GgufError> {
+        let v = self.metadata.get(key).ok_or_else(|| GgufError::MissingKey(key.into()))?;
+        v.as_u64().ok_or_else(|| GgufError::WrongType { key: key.into(), expected: "integer" })
+    }
+
+    pub fn usize(&self, key: &str) -> Result<usize, GgufError> {
+        let v = self.u64(key)?;
+        usize::try_from(v).map_err(|_| GgufError::WrongType { key: key.into(), expected: "usize" })
+    }
+
+    pub fn f64(&self, key: &str) -> Result<f64, GgufError> {
+        let v = self.metadata.get(key).ok_or_else(|| GgufError::MissingKey(key.into()))?;
+        v.as_f64().ok_or_else(|| GgufError::WrongType { key: key.into(), expected: "number" })
+    }
+
+    pub fn array(&self, key: &str) -> Result<&Array, GgufError> {
+        match self.metadata.get(key) {
+            Some(Value::Array(a)) => Ok(a),
+            Some(_) => Err(GgufError::WrongType { key: key.into(), expected: "array" }),
+            None => Err(GgufError::MissingKey(key.into())),
+        }
+    }
+
+    pub fn architecture(&self) -> Result<&str, GgufError> {
+        self.string("general.architecture")
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+/// An open, memory-mapped GGUF file with a validated header.
+pub struct GgufFile {
+    path: PathBuf,
+    map: Arc<Mmap>,
+    header: Header,
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self, GgufError> {
+        let io = |source| GgufError::Io { path: path.to_path_buf(), source };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: the mapping is read-only. Basalt never writes model files while serving
+        // them; a file truncated underneath a running server is outside what we defend
+        // against (as for any mmap-based model server).
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let header = parse_header(&map)?;
+        Ok(Self { path: path.to_path_buf(), map: Arc::new(map), header })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The bytes of one tensor (bounds were checked when the header was parsed).
+    pub fn tensor_data(&self, info: &TensorInfo) -> Result<&[u8], GgufError> {
+        let start = self.header.data_offset + info.offset;
+        self.map
+            .get(start..start + info.size_bytes)
+            .ok_or_else(|| GgufError::Corrupt(format!("tensor `{}` lies outside the file", info.name)))
+    }
+
+    /// A tensor's bytes as an owned handle that keeps the mapping alive, for model structs
+    /// that outlive this `GgufFile`.
+    pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<TensorBytes, GgufError> {
+        self.tensor_data(info)?;
+        let start = self.header.data_offset + info.offset;
+        Ok(TensorBytes { map: Arc::clone(&self.map), start, len: info.size_bytes })
+    }
+
+    pub fn file_size(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// The bytes of one tensor inside a shared memory map.
+#[derive(Clone)]
+pub struct TensorBytes {
+    map: Arc<Mmap>,
+    start: usize,
+    len: usize,
+}
+
+impl std::ops::Deref for TensorBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // In bounds: checked by `tensor_data` when the handle was made.
+        &self.map[self.start..self.start + self.len]
+    }
+}
+
+impl std::fmt::Debug for TensorBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TensorBytes({} bytes at {})", self.len, self.start)
+    }
+}

@@ -1,0 +1,98 @@
+//! The error taxonomy shared by every layer.
+//!
+//! An error knows its kind (and so its HTTP status) and, for validation errors, the request
+//! field it is about. Each API dialect renders it in its own shape (`basalt-wire`); nothing
+//! here knows about any dialect.
+
+use thiserror::Error;
+
+/// What went wrong, coarsely: enough to pick an HTTP status and a dialect's error type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or a parameter is out of range.
+    InvalidRequest,
+    /// The prompt (plus the requested output) does not fit the model's context window.
+    ContextLengthExceeded,
+    /// The model id is not in the catalog.
+    ModelNotFound,
+    /// Any other unknown resource (route, file).
+    NotFound,
+    /// The request body is larger than the server accepts.
+    PayloadTooLarge,
+    /// The server cannot take more work right now; the client may retry.
+    Overloaded,
+    /// The model cannot serve this kind of request (e.g. chat on a base model).
+    UnsupportedForModel,
+    /// A bug or an I/O failure on our side.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status code this kind of error is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidRequest
+            | ErrorKind::ContextLengthExceeded
+            | ErrorKind::UnsupportedForModel => 400,
+            ErrorKind::ModelNotFound | ErrorKind::NotFound => 404,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::Overloaded => 429,
+            ErrorKind::Internal => 500,
+        }
+    }
+}
+
+/// An error that can reach a client.
+#[derive(Debug, Clone, PartialEq, Error)]
+#[error("{message}")]
+pub struct BasaltError {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The request field the error is about, when there is one (`messages[0].content`).
+    pub param: Option<String>,
+}
+
+impl BasaltError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), param: None }
+    }
+
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::InvalidRequest, message: message.into(), param: Some(param.into()) }
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        Self {
+            kind: ErrorKind::ModelNotFound,
+            message: format!("The model `{model}` does not exist or is not loaded"),
+            param: Some("model".into()),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_kind() {
+        assert_eq!(BasaltError::invalid("n", "bad").status(), 400);
+        assert_eq!(BasaltError::model_not_found("x").status(), 404);
+        assert_eq!(BasaltError::new(ErrorKind::PayloadTooLarge, "big").status(), 413);
+        assert_eq!(BasaltError::new(ErrorKind::Overloaded, "busy").status(), 429);
+        assert_eq!(BasaltError::internal("oops").status(), 500);
+    }
+}

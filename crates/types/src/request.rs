@@ -1,0 +1,132 @@
+//! Canonical generation requests and the events a running request emits.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// What the model is asked to continue: a conversation rendered through the model's chat
+/// template, or raw text used as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Chat(Vec<ChatMessage>),
+    Text(String),
+}
+
+/// How tokens are chosen. Defaults are the neutral values (no penalty, no truncation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy (argmax).
+    pub temperature: f32,
+    /// Nucleus sampling: keep the smallest set of tokens whose probability reaches `top_p`.
+    pub top_p: f32,
+    /// Keep only the `top_k` most likely tokens; 0 disables.
+    pub top_k: usize,
+    /// Drop tokens whose probability is below `min_p` times the most likely one's.
+    pub min_p: f32,
+    /// llama.cpp-style repetition penalty over the recent context; 1.0 disables.
+    pub repetition_penalty: f32,
+    /// OpenAI-style penalties over the tokens generated so far; 0 disables.
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    /// Seed for the sampler; the same seed and inputs give the same tokens.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            seed: None,
+        }
+    }
+}
+
+/// One generation: a prompt, how to sample, and when to stop.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    pub sampling: SamplingParams,
+    /// Upper bound on generated tokens; `None` means "until the context window is full".
+    pub max_tokens: Option<u32>,
+    /// Text that ends generation; it is not included in the output.
+    pub stop: Vec<String>,
+    /// How many alternatives to report per generated token (0 = none). `Some(0)` still reports
+    /// the chosen token's own log-probability.
+    pub logprobs: Option<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model emitted an end-of-generation token.
+    EndOfTurn,
+    /// `max_tokens` was reached.
+    MaxTokens,
+    /// A stop sequence was produced.
+    StopSequence,
+    /// The context window is full.
+    ContextWindow,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    /// Prompt tokens whose KV entries came from the prefix cache.
+    pub cached_input_tokens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// The log-probability of one generated token, with the most likely alternatives.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    pub top: Vec<TopLogprob>,
+}
+
+/// What a running generation reports, in order: any number of `Text`, then exactly one of
+/// `Finished` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerateEvent {
+    /// New text, always whole UTF-8 characters. `logprobs` has one entry per token that this
+    /// chunk completes (a token can produce no text of its own, e.g. half a character).
+    Text { text: String, logprobs: Vec<TokenLogprob> },
+    Finished { reason: FinishReason, usage: Usage },
+    Failed { error: crate::BasaltError, usage: Usage },
+}
