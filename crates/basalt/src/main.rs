@@ -1,1 +1,84 @@
-fn main() {}
+//! The `basalt` command: a thin layer of argument parsing over the library crates.
+
+mod chat;
+mod models;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "basalt", version, about = "A self-hosted foundation-model platform in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct StoreArgs {
+    /// Model store [default: $BASALT_MODELS_DIR or ${XDG_DATA_HOME:-~/.local/share}/basalt/models]
+    #[arg(long, env = "BASALT_MODELS_DIR")]
+    models_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn dir(&self) -> PathBuf {
+        self.models_dir.clone().unwrap_or_else(basalt_catalog::default_models_dir)
+    }
+}
+
+#[derive(clap::Args, Clone)]
+struct EngineArgs {
+    /// Compute threads per model [default: all cores]
+    #[arg(long)]
+    threads: Option<usize>,
+    /// KV-cache memory per model, in MiB
+    #[arg(long, default_value_t = 512)]
+    kv_cache_mb: usize,
+    /// Sequences decoded concurrently per model
+    #[arg(long, default_value_t = 16)]
+    max_running: usize,
+}
+
+impl EngineArgs {
+    fn config(&self) -> basalt_engine::EngineConfig {
+        let threads = self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        basalt_engine::set_compute_threads(threads);
+        basalt_engine::EngineConfig {
+            kv_budget_bytes: self.kv_cache_mb << 20,
+            max_running: self.max_running.max(1),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the catalog's models over HTTP (OpenAI-compatible API)
+    Serve(serve::ServeArgs),
+    /// Chat with a model in the terminal, in-process or against a running server
+    Chat(chat::ChatArgs),
+    /// Manage the model store
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Models(cmd) => models::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("basalt: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub type CliResult = Result<(), Box<dyn std::error::Error>>;

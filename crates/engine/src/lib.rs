@@ -30,6 +30,7 @@ use basalt_types::{BasaltError, ErrorKind, GenerateEvent, GenerateRequest, Promp
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+pub use kernels::set_compute_threads;
 pub use sampling::{argmax, logprobs, Rng, Sampler};
 pub use scheduler::SchedulerStats;
 

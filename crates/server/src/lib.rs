@@ -1,1 +1,70 @@
+//! Basalt's HTTP server: one axum router per API surface over the engine.
+//!
+//! Handlers parse a dialect's body (`basalt-wire`), hand canonical requests to the model's
+//! engine, and encode its events back into the dialect, streaming or not. They never do
+//! model compute on the async runtime: tokenisation runs on the blocking pool, generation on
+//! each model's scheduler thread. A client that disconnects drops its event receivers, which
+//! cancels its sequences in the engine.
 
+mod openai;
+mod state;
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use basalt_types::{BasaltError, ErrorKind};
+
+pub use state::{AppState, ServedModel};
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body accepted; larger ones get a 413.
+    pub body_limit: usize,
+    /// How often an idle stream sends a keep-alive comment.
+    pub keep_alive: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { body_limit: 4 << 20, keep_alive: Duration::from_secs(15) }
+    }
+}
+
+/// An error on an OpenAI-dialect route, rendered in OpenAI's error shape.
+pub struct OpenAiError(pub BasaltError);
+
+impl From<BasaltError> for OpenAiError {
+    fn from(e: BasaltError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(error = %self.0.message, "request failed");
+        }
+        let body = basalt_wire::openai::error_body(&self.0).to_string();
+        let mut resp = (status, body).into_response();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.0.kind == ErrorKind::Overloaded {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: std::sync::Arc<AppState>, config: ServerConfig) -> Router {
+    Router::new()
+        .merge(openai::routes(config))
+        .route("/health", get(|| async { "ok" }))
+        .fallback(|uri: axum::http::Uri| async move {
+            OpenAiError(BasaltError::new(ErrorKind::NotFound, format!("No route for {uri}")))
+        })
+        .with_state(state)
+}

@@ -1,1 +1,55 @@
+//! API dialects as pure data.
+//!
+//! Each dialect module parses its request bodies (naming the offending field on error),
+//! converts them into `basalt-types`' canonical requests, and builds its response bodies,
+//! stream chunks and error bodies from canonical events. Nothing here does I/O, so every
+//! wire shape is testable with plain values.
 
+pub mod openai;
+
+use basalt_types::BasaltError;
+use serde::de::DeserializeOwned;
+
+/// Parses a JSON body, turning a serde error into a 400 that names the field at fault
+/// (`messages[0].content`), as API users expect.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, BasaltError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            BasaltError::invalid("body", format!("The request body is not valid JSON: {inner}"))
+        } else if path == "." {
+            BasaltError::invalid("body", format!("Invalid request body: {inner}"))
+        } else {
+            BasaltError::invalid(path.clone(), format!("Invalid value for `{path}`: {inner}"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Outer {
+        items: Vec<Inner>,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = parse_json::<Outer>(br#"{"items":[{"n":1},{"n":"x"}]}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("items[1].n"));
+        let e = parse_json::<Outer>(b"{not json").unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("body"));
+        assert!(e.message.contains("not valid JSON"));
+        let e = parse_json::<Outer>(b"{}").unwrap_err();
+        assert!(e.message.contains("items"), "{}", e.message);
+    }
+}

@@ -7,6 +7,8 @@
 pub mod blocks;
 pub mod quant;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use basalt_gguf::{TensorBytes, TensorInfo, TensorType};
 use half::f16;
 
@@ -88,7 +90,7 @@ impl QMatrix {
                 for (t, row) in x.chunks_exact(self.cols).enumerate() {
                     $quantize(row, &mut acts[t]);
                 }
-                matmul_rows(w, &acts[..tokens], self.rows, out, $dot);
+                matmul_rows(w, &acts[..tokens], self.rows, self.cols, out, $dot);
             }};
         }
         match self.ty {
@@ -162,15 +164,68 @@ impl QMatrix {
     }
 }
 
+static COMPUTE_THREADS: AtomicUsize = AtomicUsize::new(1);
+/// Below this many multiply-adds a product runs on the calling thread: starting helper
+/// threads costs more than it saves.
+const PARALLEL_MIN_WORK: usize = 8 << 20;
+
+/// How many threads large matrix products may use (the `--threads` setting).
+pub fn set_compute_threads(n: usize) {
+    COMPUTE_THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
 /// `out[t * rows + r] = dot(row r of w, acts[t])`. The dot product is a generic parameter so
-/// that it inlines and vectorises for the CPU the engine is compiled for.
-#[inline(always)]
-fn rows_dispatch<W, A, D: Fn(&[W], &[A]) -> f32>(w: &[W], acts: &[Vec<A>], rows: usize, out: &mut [f32], dot: D) {
-    let per_row = w.len() / rows.max(1);
-    for (r, wrow) in w.chunks_exact(per_row.max(1)).enumerate().take(rows) {
-        for (t, a) in acts.iter().enumerate() {
-            out[t * rows + r] = dot(wrow, a);
+/// that it inlines and vectorises for the CPU the engine is compiled for. Large products are
+/// split by rows across scoped threads; the persistent worker pool of the engine-speed work
+/// replaces this.
+fn matmul_rows<W: Sync, A: Sync, D: Fn(&[W], &[A]) -> f32 + Sync>(
+    w: &[W],
+    acts: &[Vec<A>],
+    rows: usize,
+    cols: usize,
+    out: &mut [f32],
+    dot: D,
+) {
+    let per_row = (w.len() / rows.max(1)).max(1);
+    let tokens = acts.len();
+    let threads = COMPUTE_THREADS.load(Ordering::Relaxed).min(rows.max(1));
+    if threads <= 1 || rows * cols * tokens < PARALLEL_MIN_WORK {
+        for (r, wrow) in w.chunks_exact(per_row).enumerate().take(rows) {
+            for (t, a) in acts.iter().enumerate() {
+                out[t * rows + r] = dot(wrow, a);
+            }
         }
+        return;
+    }
+    let chunk_rows = rows.div_ceil(threads);
+    // Each thread fills a token-major block of its rows; blocks are scattered into `out`.
+    let mut partial: Vec<Vec<f32>> = Vec::new();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = w
+            .chunks(chunk_rows * per_row)
+            .map(|wchunk| {
+                let dot = &dot;
+                scope.spawn(move || {
+                    let n = wchunk.len() / per_row;
+                    let mut local = vec![0f32; n * tokens];
+                    for (r, wrow) in wchunk.chunks_exact(per_row).enumerate() {
+                        for (t, a) in acts.iter().enumerate() {
+                            local[t * n + r] = dot(wrow, a);
+                        }
+                    }
+                    local
+                })
+            })
+            .collect();
+        partial = handles.into_iter().map(|h| h.join().unwrap_or_default()).collect();
+    });
+    let mut r0 = 0;
+    for local in partial {
+        let n = local.len() / tokens.max(1);
+        for t in 0..tokens {
+            out[t * rows + r0..t * rows + r0 + n].copy_from_slice(&local[t * n..(t + 1) * n]);
+        }
+        r0 += n;
     }
 }
 

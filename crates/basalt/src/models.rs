@@ -1,0 +1,102 @@
+//! `basalt models ...`: the model store from the command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use basalt_catalog::{import, Catalog, ImportOptions, Modality};
+
+use crate::{CliResult, StoreArgs};
+
+#[derive(clap::Subcommand)]
+pub enum ModelsCommand {
+    /// List installed models
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show one model's catalog entry
+    Show {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Import a GGUF file, or a safetensors embedding-model directory, into the store
+    Import {
+        path: PathBuf,
+        /// Catalog id (e.g. `acme.my-model-v1:0`) [default: derived from the file]
+        #[arg(long)]
+        id: Option<String>,
+        /// Display name
+        #[arg(long)]
+        name: Option<String>,
+        /// Provider (model developer) name
+        #[arg(long)]
+        provider: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a model from the store (deletes its files)
+    Rm {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn modalities(m: &[Modality]) -> String {
+    m.iter().map(|x| format!("{x:?}").to_uppercase()).collect::<Vec<_>>().join(",")
+}
+
+pub fn run(cmd: ModelsCommand) -> CliResult {
+    match cmd {
+        ModelsCommand::List { store } => {
+            let catalog = Catalog::open(&store.dir())?;
+            println!("{:<44} {:<16} {:<12} {:>8}  NAME", "ID", "PROVIDER", "OUTPUT", "CONTEXT");
+            for e in catalog.entries() {
+                let m = &e.manifest;
+                println!(
+                    "{:<44} {:<16} {:<12} {:>8}  {}",
+                    m.id,
+                    m.provider,
+                    modalities(&m.output_modalities),
+                    m.context_length,
+                    m.name
+                );
+            }
+            for (dir, why) in &catalog.skipped {
+                eprintln!("warning: skipped {}: {why}", dir.display());
+            }
+            Ok(())
+        }
+        ModelsCommand::Show { id, store } => {
+            let catalog = Catalog::open(&store.dir())?;
+            let e = catalog.get(&id).ok_or_else(|| format!("model `{id}` is not in the catalog"))?;
+            println!("# {}", e.dir.display());
+            print!("{}", e.manifest.to_toml()?);
+            let size = std::fs::metadata(e.weights_path()).map(|m| m.len()).unwrap_or(0);
+            println!("# weights: {} ({:.1} MB)", e.weights_path().display(), size as f64 / 1e6);
+            Ok(())
+        }
+        ModelsCommand::Import { path, id, name, provider, store } => {
+            let mut catalog = Catalog::open(&store.dir())?;
+            let mut last = 0u64;
+            let entry = import(&mut catalog, &path, ImportOptions { id, name, provider }, &mut |done, total| {
+                let pct = if total > 0 { done * 100 / total } else { 100 };
+                if pct != last || done == total {
+                    last = pct;
+                    eprint!("\rimporting {}: {pct:>3}% ({:.1} / {:.1} MB)", path.display(), done as f64 / 1e6, total as f64 / 1e6);
+                    let _ = std::io::stderr().flush();
+                }
+            })?;
+            eprintln!();
+            println!("imported {} into {}", entry.manifest.id, entry.dir.display());
+            Ok(())
+        }
+        ModelsCommand::Rm { id, store } => {
+            let mut catalog = Catalog::open(&store.dir())?;
+            let entry = catalog.remove(&id)?;
+            println!("removed {} ({})", id, entry.dir.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! OpenAI-compatible routes: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use basalt_engine::EventReceiver;
+use basalt_types::{BasaltError, ErrorKind, FinishReason, GenerateEvent, TokenLogprob, Usage};
+use basalt_wire::openai::{self as wire, ChatCompletionRequest, CompletionRequest, ModelCard, Plan};
+use bytes::Bytes;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde_json::{json, Value};
+
+use crate::{AppState, OpenAiError, ServedModel, ServerConfig};
+
+type Shared = State<Arc<AppState>>;
+
+pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
+    let keep_alive = config.keep_alive;
+    Router::new()
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{*id}", get(get_model))
+        .route(
+            "/v1/chat/completions",
+            post(move |s: Shared, b: Result<Bytes, BytesRejection>| generate(s, b, Surface::Chat, keep_alive)),
+        )
+        .route(
+            "/v1/completions",
+            post(move |s: Shared, b: Result<Bytes, BytesRejection>| generate(s, b, Surface::Completion, keep_alive)),
+        )
+        .layer(DefaultBodyLimit::max(config.body_limit))
+}
+
+fn card(m: &ServedModel, created: u64) -> ModelCard {
+    ModelCard { id: m.entry.manifest.id.clone(), object: "model", created, owned_by: m.entry.manifest.provider.clone() }
+}
+
+async fn list_models(State(state): Shared) -> Json<Value> {
+    Json(wire::model_list(state.models().map(|m| card(m, state.started)).collect()))
+}
+
+async fn get_model(State(state): Shared, Path(id): Path<String>) -> Result<Json<ModelCard>, OpenAiError> {
+    let m = state.model(&id)?;
+    Ok(Json(card(&m, state.started)))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    Chat,
+    Completion,
+}
+
+fn body_error(rejection: BytesRejection) -> BasaltError {
+    if rejection.status().as_u16() == 413 {
+        BasaltError::new(ErrorKind::PayloadTooLarge, "The request body is larger than the server accepts.")
+            .with_param("body")
+    } else {
+        BasaltError::invalid("body", format!("Cannot read the request body: {rejection}"))
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn request_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{prefix}-{:016x}", h.finish())
+}
+
+async fn generate(
+    State(state): Shared,
+    body: Result<Bytes, BytesRejection>,
+    surface: Surface,
+    keep_alive: std::time::Duration,
+) -> Result<Response, OpenAiError> {
+    let body = body.map_err(body_error)?;
+    let plan = match surface {
+        Surface::Chat => basalt_wire::parse_json::<ChatCompletionRequest>(&body)?.into_plan()?,
+        Surface::Completion => basalt_wire::parse_json::<CompletionRequest>(&body)?.into_plan()?,
+    };
+    let model = state.model(&plan.model)?;
+    let receivers = submit_all(&model, &plan).await?;
+    let meta = ResponseMeta {
+        id: request_id(if surface == Surface::Chat { "chatcmpl" } else { "cmpl" }),
+        created: unix_now(),
+        model: plan.model.clone(),
+        surface,
+        choices_per_prompt: (plan.requests.len() / plan.echo.len().max(1)).max(1),
+    };
+    if plan.stream {
+        let events = stream_events(meta, plan, receivers);
+        Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(keep_alive)).into_response())
+    } else {
+        Ok(Json(collect(meta, plan, receivers).await?).into_response())
+    }
+}
+
+/// Submits every choice of the plan; tokenisation runs on the blocking pool.
+async fn submit_all(model: &Arc<ServedModel>, plan: &Plan) -> Result<Vec<EventReceiver>, BasaltError> {
+    let mut receivers = Vec::with_capacity(plan.requests.len());
+    for request in &plan.requests {
+        let model = Arc::clone(model);
+        let request = request.clone();
+        let rx = tokio::task::spawn_blocking(move || model.engine.submit(request))
+            .await
+            .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
+        receivers.push(rx);
+    }
+    Ok(receivers)
+}
+
+struct ResponseMeta {
+    id: String,
+    created: u64,
+    model: String,
+    surface: Surface,
+    /// For completions with several prompts: choices `i*k..(i+1)*k` share prompt `i`.
+    choices_per_prompt: usize,
+}
+
+impl ResponseMeta {
+    fn total_usage(&self, per_choice: &[Usage]) -> Usage {
+        let mut total = Usage::default();
+        for group in per_choice.chunks(self.choices_per_prompt.max(1)) {
+            let g = wire::sum_usage(group, true);
+            total.input_tokens += g.input_tokens;
+            total.cached_input_tokens += g.cached_input_tokens;
+            total.output_tokens += g.output_tokens;
+        }
+        total
+    }
+
+    fn object(&self, streaming: bool) -> &'static str {
+        match (self.surface, streaming) {
+            (Surface::Chat, false) => "chat.completion",
+            (Surface::Chat, true) => "chat.completion.chunk",
+            (Surface::Completion, _) => "text_completion",
+        }
+    }
+}
+
+#[derive(Default)]
+struct ChoiceResult {
+    text: String,
+    logprobs: Vec<TokenLogprob>,
+    finish: Option<FinishReason>,
+    usage: Usage,
+}
+
+async fn collect(meta: ResponseMeta, plan: Plan, receivers: Vec<EventReceiver>) -> Result<Value, BasaltError> {
+    let mut results = Vec::with_capacity(receivers.len());
+    for mut rx in receivers {
+        let mut r = ChoiceResult::default();
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                GenerateEvent::Text { text, logprobs } => {
+                    r.text.push_str(&text);
+                    r.logprobs.extend(logprobs);
+                }
+                GenerateEvent::Finished { reason, usage } => {
+                    r.finish = Some(reason);
+                    r.usage = usage;
+                    break;
+                }
+                GenerateEvent::Failed { error, .. } => return Err(error),
+            }
+        }
+        if r.finish.is_none() {
+            return Err(BasaltError::internal("the engine stopped before finishing the request"));
+        }
+        results.push(r);
+    }
+    let usage = meta.total_usage(&results.iter().map(|r| r.usage).collect::<Vec<_>>());
+    let want_logprobs = plan.requests.first().is_some_and(|r| r.logprobs.is_some());
+    let choices: Vec<Value> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let finish = r.finish.map(wire::finish_reason);
+            match meta.surface {
+                Surface::Chat => json!({
+                    "index": i,
+                    "message": {"role": "assistant", "content": r.text, "refusal": null},
+                    "logprobs": if want_logprobs { json!({"content": wire::chat_logprobs(&r.logprobs)}) } else { Value::Null },
+                    "finish_reason": finish,
+                }),
+                Surface::Completion => {
+                    let echo = plan.echo.get(i).map(String::as_str).unwrap_or("");
+                    json!({
+                        "index": i,
+                        "text": format!("{echo}{}", r.text),
+                        "logprobs": if want_logprobs { wire::completion_logprobs(&r.logprobs, echo.len()) } else { Value::Null },
+                        "finish_reason": finish,
+                    })
+                }
+            }
+        })
+        .collect();
+    Ok(json!({
+        "id": meta.id,
+        "object": meta.object(false),
+        "created": meta.created,
+        "model": meta.model,
+        "system_fingerprint": "basalt",
+        "choices": choices,
+        "usage": wire::usage_json(&usage),
+    }))
+}
+
+fn receiver_stream(index: usize, rx: EventReceiver) -> impl Stream<Item = (usize, GenerateEvent)> {
+    stream::unfold(rx, move |mut rx| async move { rx.recv().await.map(|ev| ((index, ev), rx)) })
+}
+
+fn data(v: Value) -> Result<Event, Infallible> {
+    Ok(Event::default().data(v.to_string()))
+}
+
+/// The SSE stream: every choice's events interleaved as they come, then (optionally) a usage
+/// chunk, then `[DONE]`. Dropping it (client gone) drops the receivers, which cancels the
+/// sequences in the engine.
+fn stream_events(
+    meta: ResponseMeta,
+    plan: Plan,
+    receivers: Vec<EventReceiver>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let n = receivers.len();
+    let merged = stream::select_all(receivers.into_iter().enumerate().map(|(i, rx)| Box::pin(receiver_stream(i, rx))));
+    let meta = Arc::new(meta);
+    let chunk = {
+        let meta = Arc::clone(&meta);
+        move |choice: Value, usage: Option<Value>| {
+            let mut v = json!({
+                "id": meta.id,
+                "object": meta.object(true),
+                "created": meta.created,
+                "model": meta.model,
+                "system_fingerprint": "basalt",
+                "choices": [choice],
+            });
+            if let Some(u) = usage {
+                v["usage"] = u;
+            }
+            v
+        }
+    };
+    let surface = meta.surface;
+    let include_usage = plan.include_usage;
+    let want_logprobs = plan.requests.first().is_some_and(|r| r.logprobs.is_some());
+    let echo = plan.echo.clone();
+    let null_usage = include_usage.then_some(Value::Null);
+
+    // Opening chunks: the assistant role for chat, the echoed prompt for completions.
+    let mut opening = Vec::new();
+    for i in 0..n {
+        match surface {
+            Surface::Chat => opening.push(data(chunk(
+                json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),
+                null_usage.clone(),
+            ))),
+            Surface::Completion => {
+                if let Some(e) = echo.get(i).filter(|e| !e.is_empty()) {
+                    opening.push(data(chunk(
+                        json!({"index": i, "text": e, "logprobs": null, "finish_reason": null}),
+                        null_usage.clone(),
+                    )));
+                }
+            }
+        }
+    }
+
+    let mut usages = vec![Usage::default(); n];
+    let mut offsets: Vec<usize> = (0..n).map(|i| echo.get(i).map_or(0, String::len)).collect();
+    let mut failed = false;
+    let body_chunk = chunk.clone();
+    let body = merged.filter_map(move |(i, ev)| {
+        let out = match ev {
+            _ if failed => None,
+            GenerateEvent::Text { text, logprobs } => {
+                let lp = if want_logprobs {
+                    match surface {
+                        Surface::Chat => json!({"content": wire::chat_logprobs(&logprobs)}),
+                        Surface::Completion => wire::completion_logprobs(&logprobs, offsets[i]),
+                    }
+                } else {
+                    Value::Null
+                };
+                offsets[i] += text.len();
+                let choice = match surface {
+                    Surface::Chat => json!({"index": i, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}),
+                    Surface::Completion => json!({"index": i, "text": text, "logprobs": lp, "finish_reason": null}),
+                };
+                Some(data(body_chunk(choice, null_usage.clone())))
+            }
+            GenerateEvent::Finished { reason, usage } => {
+                usages[i] = usage;
+                let finish = wire::finish_reason(reason);
+                let choice = match surface {
+                    Surface::Chat => json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": finish}),
+                    Surface::Completion => json!({"index": i, "text": "", "logprobs": null, "finish_reason": finish}),
+                };
+                Some(data(body_chunk(choice, null_usage.clone())))
+            }
+            GenerateEvent::Failed { error, .. } => {
+                // OpenAI reports a failure inside a stream as an `error` object.
+                failed = true;
+                Some(data(wire::error_body(&error)))
+            }
+        };
+        let snapshot = usages.clone();
+        async move { out.map(|o| (o, snapshot)) }
+    });
+
+    // Keep the latest usage snapshot so the closing chunk can report the total.
+    let last_usage = Arc::new(std::sync::Mutex::new(vec![Usage::default(); n]));
+    let sink = Arc::clone(&last_usage);
+    let body = body.map(move |(event, snapshot)| {
+        if let Ok(mut u) = sink.lock() {
+            *u = snapshot;
+        }
+        event
+    });
+    let closing = stream::once(async move {
+        let mut events = Vec::new();
+        if include_usage {
+            let per_choice = last_usage.lock().map(|u| u.clone()).unwrap_or_default();
+            let total = meta.total_usage(&per_choice);
+            let mut v = chunk(json!(null), Some(wire::usage_json(&total)));
+            v["choices"] = json!([]);
+            events.push(data(v));
+        }
+        events.push(Ok(Event::default().data("[DONE]")));
+        stream::iter(events)
+    })
+    .flatten();
+    stream::iter(opening).chain(body).chain(closing)
+}

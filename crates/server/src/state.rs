@@ -1,0 +1,74 @@
+//! The models a running server serves.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use basalt_catalog::{Catalog, Entry, Format, Modality};
+use basalt_engine::{EngineConfig, LoadedModel};
+use basalt_types::BasaltError;
+
+pub struct ServedModel {
+    pub entry: Entry,
+    pub engine: LoadedModel,
+}
+
+pub struct AppState {
+    models: BTreeMap<String, Arc<ServedModel>>,
+    pub started: u64,
+}
+
+impl AppState {
+    pub fn new(models: Vec<ServedModel>) -> Self {
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let models = models.into_iter().map(|m| (m.entry.manifest.id.clone(), Arc::new(m))).collect();
+        Self { models, started }
+    }
+
+    /// Loads every text-generation model of the catalog (optionally only `only`). Models that
+    /// fail to load are returned with their error instead of stopping the server.
+    pub fn load(
+        catalog: &Catalog,
+        only: &[String],
+        config: &EngineConfig,
+        mut on_loaded: impl FnMut(&Entry, Result<(), &str>),
+    ) -> (Self, Vec<(String, String)>) {
+        let mut models = Vec::new();
+        let mut failed = Vec::new();
+        for entry in catalog.entries() {
+            let m = &entry.manifest;
+            if !only.is_empty() && !only.contains(&m.id) {
+                continue;
+            }
+            if m.format != Format::Gguf || !m.output_modalities.contains(&Modality::Text) {
+                continue;
+            }
+            match LoadedModel::load(&entry.weights_path(), config.clone()) {
+                Ok(engine) => {
+                    on_loaded(entry, Ok(()));
+                    models.push(ServedModel { entry: entry.clone(), engine });
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    on_loaded(entry, Err(&msg));
+                    failed.push((m.id.clone(), msg));
+                }
+            }
+        }
+        (Self::new(models), failed)
+    }
+
+    pub fn models(&self) -> impl Iterator<Item = &Arc<ServedModel>> {
+        self.models.values()
+    }
+
+    /// Looks a model up by id; ids may arrive URL-encoded.
+    pub fn model(&self, id: &str) -> Result<Arc<ServedModel>, BasaltError> {
+        self.models.get(id).cloned().ok_or_else(|| BasaltError::model_not_found(id))
+    }
+
+    /// KV-cache bytes held by all models (zero when idle).
+    pub fn kv_bytes_in_use(&self) -> usize {
+        self.models.values().map(|m| m.engine.kv_bytes_in_use()).sum()
+    }
+}

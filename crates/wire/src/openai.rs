@@ -1,0 +1,463 @@
+//! The OpenAI dialect: `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
+
+use basalt_types::{
+    BasaltError, ChatMessage, ErrorKind, FinishReason, GenerateRequest, Prompt, Role, SamplingParams,
+    TokenLogprob, Usage,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Most alternatives per token the API returns (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u8 = 20;
+/// Most choices per request.
+pub const MAX_N: u32 = 16;
+const MAX_STOP_SEQUENCES: usize = 4;
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StopField {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatMessageIn {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+}
+
+/// Sampling fields shared by both generation endpoints (OpenAI's plus llama.cpp-style
+/// extensions `top_k`, `min_p`, `repetition_penalty`).
+#[derive(Debug, Default, Deserialize)]
+pub struct SamplingFields {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<u32>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub presence_penalty: Option<f32>,
+    pub seed: Option<i64>,
+    pub n: Option<u32>,
+    pub stop: Option<StopField>,
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessageIn>,
+    pub max_tokens: Option<u32>,
+    pub max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    pub logprobs: bool,
+    pub top_logprobs: Option<u8>,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptField {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: PromptField,
+    pub max_tokens: Option<u32>,
+    /// Legacy completions: the number of alternatives per token (0-5).
+    pub logprobs: Option<u8>,
+    #[serde(default)]
+    pub echo: bool,
+    pub suffix: Option<String>,
+    #[serde(flatten)]
+    pub sampling: SamplingFields,
+}
+
+/// What the server needs to run a request: one canonical request per choice (`n` and
+/// multiple prompts fan out), plus how to stream.
+#[derive(Debug)]
+pub struct Plan {
+    pub model: String,
+    pub requests: Vec<GenerateRequest>,
+    pub stream: bool,
+    pub include_usage: bool,
+    /// Completions with `echo`: text to put before each choice's output.
+    pub echo: Vec<String>,
+}
+
+fn check_range(param: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<(), BasaltError> {
+    match v {
+        Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => {
+            Err(BasaltError::invalid(param, format!("`{param}` must be between {lo} and {hi}, got {x}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl SamplingFields {
+    fn validate(&self) -> Result<(), BasaltError> {
+        check_range("temperature", self.temperature, 0.0, 2.0)?;
+        check_range("top_p", self.top_p, 0.0, 1.0)?;
+        check_range("min_p", self.min_p, 0.0, 1.0)?;
+        check_range("repetition_penalty", self.repetition_penalty, 0.0, 10.0)?;
+        check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
+        check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
+        if let Some(n) = self.n {
+            if n == 0 || n > MAX_N {
+                return Err(BasaltError::invalid("n", format!("`n` must be between 1 and {MAX_N}, got {n}")));
+            }
+        }
+        if self.top_p == Some(0.0) {
+            return Err(BasaltError::invalid("top_p", "`top_p` must be greater than 0"));
+        }
+        if self.stream_options.is_some() && !self.stream {
+            return Err(BasaltError::invalid("stream_options", "`stream_options` is only allowed when `stream` is true"));
+        }
+        Ok(())
+    }
+
+    fn stops(&self) -> Result<Vec<String>, BasaltError> {
+        let stops = match &self.stop {
+            None => Vec::new(),
+            Some(StopField::One(s)) => vec![s.clone()],
+            Some(StopField::Many(v)) => v.clone(),
+        };
+        if stops.len() > MAX_STOP_SEQUENCES {
+            return Err(BasaltError::invalid("stop", format!("at most {MAX_STOP_SEQUENCES} stop sequences are allowed")));
+        }
+        Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
+    }
+
+    /// Sampling parameters for choice `index`: each choice gets its own seed (derived from
+    /// the request's) so `n` choices differ but stay reproducible.
+    fn params(&self, index: u32) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature.unwrap_or(1.0),
+            top_p: self.top_p.unwrap_or(1.0),
+            top_k: self.top_k.unwrap_or(0) as usize,
+            min_p: self.min_p.unwrap_or(0.0),
+            repetition_penalty: self.repetition_penalty.unwrap_or(1.0),
+            frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
+            presence_penalty: self.presence_penalty.unwrap_or(0.0),
+            seed: self.seed.map(|s| (s as u64).wrapping_add(index as u64)),
+        }
+    }
+
+    fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+    }
+}
+
+fn max_tokens(param: &str, v: Option<u32>) -> Result<Option<u32>, BasaltError> {
+    match v {
+        Some(0) => Err(BasaltError::invalid(param, format!("`{param}` must be at least 1"))),
+        v => Ok(v),
+    }
+}
+
+impl ChatCompletionRequest {
+    pub fn into_plan(self) -> Result<Plan, BasaltError> {
+        self.sampling.validate()?;
+        if self.messages.is_empty() {
+            return Err(BasaltError::invalid("messages", "`messages` must contain at least one message"));
+        }
+        let mut messages = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.into_iter().enumerate() {
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(BasaltError::invalid(
+                        format!("messages[{i}].role"),
+                        format!("role `{other}` is not supported (use system, developer, user or assistant)"),
+                    ))
+                }
+            };
+            let content = match m.content {
+                None => String::new(),
+                Some(MessageContent::Text(t)) => t,
+                Some(MessageContent::Parts(parts)) => {
+                    let mut text = String::new();
+                    for (j, p) in parts.into_iter().enumerate() {
+                        match (p.kind.as_str(), p.text) {
+                            ("text", Some(t)) => text.push_str(&t),
+                            (kind, _) => {
+                                return Err(BasaltError::invalid(
+                                    format!("messages[{i}].content[{j}]"),
+                                    format!("content part of type `{kind}` is not supported by this model (text only)"),
+                                ))
+                            }
+                        }
+                    }
+                    text
+                }
+            };
+            messages.push(ChatMessage { role, content });
+        }
+        if self.top_logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
+            return Err(BasaltError::invalid("top_logprobs", format!("`top_logprobs` must be at most {MAX_TOP_LOGPROBS}")));
+        }
+        if self.top_logprobs.is_some() && !self.logprobs {
+            return Err(BasaltError::invalid("top_logprobs", "`top_logprobs` requires `logprobs` to be true"));
+        }
+        let limit = max_tokens("max_completion_tokens", self.max_completion_tokens)?
+            .or(max_tokens("max_tokens", self.max_tokens)?);
+        let stop = self.sampling.stops()?;
+        let logprobs = self.logprobs.then(|| self.top_logprobs.unwrap_or(0));
+        let n = self.sampling.n.unwrap_or(1);
+        let requests = (0..n)
+            .map(|i| GenerateRequest {
+                prompt: Prompt::Chat(messages.clone()),
+                sampling: self.sampling.params(i),
+                max_tokens: limit,
+                stop: stop.clone(),
+                logprobs,
+            })
+            .collect();
+        Ok(Plan {
+            model: self.model,
+            requests,
+            stream: self.sampling.stream,
+            include_usage: self.sampling.include_usage(),
+            echo: Vec::new(),
+        })
+    }
+}
+
+impl CompletionRequest {
+    pub fn into_plan(self) -> Result<Plan, BasaltError> {
+        self.sampling.validate()?;
+        if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+            return Err(BasaltError::invalid("suffix", "`suffix` (fill-in-the-middle) is not supported"));
+        }
+        if self.logprobs.is_some_and(|k| k > 5) {
+            return Err(BasaltError::invalid("logprobs", "`logprobs` must be between 0 and 5"));
+        }
+        let prompts = match self.prompt {
+            PromptField::One(p) => vec![p],
+            PromptField::Many(v) if v.is_empty() => {
+                return Err(BasaltError::invalid("prompt", "`prompt` must not be an empty list"))
+            }
+            PromptField::Many(v) => v,
+        };
+        // OpenAI's default for the legacy completions endpoint.
+        let limit = Some(max_tokens("max_tokens", self.max_tokens)?.unwrap_or(16));
+        let stop = self.sampling.stops()?;
+        let n = self.sampling.n.unwrap_or(1);
+        let mut requests = Vec::new();
+        let mut echo = Vec::new();
+        for prompt in &prompts {
+            for i in 0..n {
+                requests.push(GenerateRequest {
+                    prompt: Prompt::Text(prompt.clone()),
+                    sampling: self.sampling.params(i),
+                    max_tokens: limit,
+                    stop: stop.clone(),
+                    logprobs: self.logprobs,
+                });
+                echo.push(if self.echo { prompt.clone() } else { String::new() });
+            }
+        }
+        Ok(Plan {
+            model: self.model,
+            requests,
+            stream: self.sampling.stream,
+            include_usage: self.sampling.include_usage(),
+            echo,
+        })
+    }
+}
+
+pub fn finish_reason(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::EndOfTurn | FinishReason::StopSequence => "stop",
+        FinishReason::MaxTokens | FinishReason::ContextWindow => "length",
+    }
+}
+
+pub fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens + u.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
+    })
+}
+
+/// Adds up the usage of several choices: the prompt is counted once per distinct prompt.
+pub fn sum_usage(parts: &[Usage], prompts_shared: bool) -> Usage {
+    let mut total = Usage::default();
+    for (i, u) in parts.iter().enumerate() {
+        if !prompts_shared || i == 0 {
+            total.input_tokens += u.input_tokens;
+            total.cached_input_tokens += u.cached_input_tokens;
+        }
+        total.output_tokens += u.output_tokens;
+    }
+    total
+}
+
+/// Chat-style `logprobs.content` entries.
+pub fn chat_logprobs(items: &[TokenLogprob]) -> Value {
+    Value::Array(
+        items
+            .iter()
+            .map(|t| {
+                json!({
+                    "token": t.token,
+                    "logprob": t.logprob,
+                    "bytes": t.bytes,
+                    "top_logprobs": t.top.iter().map(|a| json!({
+                        "token": a.token, "logprob": a.logprob, "bytes": a.bytes,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Legacy completions-style `logprobs` object; `offset` is the text offset of the first token.
+pub fn completion_logprobs(items: &[TokenLogprob], mut offset: usize) -> Value {
+    let mut tokens = Vec::new();
+    let mut token_logprobs = Vec::new();
+    let mut top = Vec::new();
+    let mut offsets = Vec::new();
+    for t in items {
+        tokens.push(json!(t.token));
+        token_logprobs.push(json!(t.logprob));
+        let mut m = serde_json::Map::new();
+        for a in &t.top {
+            m.insert(a.token.clone(), json!(a.logprob));
+        }
+        top.push(Value::Object(m));
+        offsets.push(json!(offset));
+        offset += t.token.len();
+    }
+    json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets})
+}
+
+/// `{"error": {...}}` in OpenAI's shape.
+pub fn error_body(e: &BasaltError) -> Value {
+    let (kind, code): (&str, Option<&str>) = match e.kind {
+        ErrorKind::InvalidRequest | ErrorKind::UnsupportedForModel => ("invalid_request_error", None),
+        ErrorKind::ContextLengthExceeded => ("invalid_request_error", Some("context_length_exceeded")),
+        ErrorKind::ModelNotFound => ("invalid_request_error", Some("model_not_found")),
+        ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
+        ErrorKind::PayloadTooLarge => ("invalid_request_error", Some("request_too_large")),
+        ErrorKind::Overloaded => ("rate_limit_exceeded", Some("rate_limit_exceeded")),
+        ErrorKind::Internal => ("server_error", None),
+    };
+    json!({"error": {"message": e.message, "type": kind, "param": e.param, "code": code}})
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelCard {
+    pub id: String,
+    pub object: &'static str,
+    pub created: u64,
+    pub owned_by: String,
+}
+
+pub fn model_list(models: Vec<ModelCard>) -> Value {
+    json!({"object": "list", "data": models})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_json;
+
+    #[test]
+    fn chat_request_fans_out_n_and_maps_fields() {
+        let req: ChatCompletionRequest = parse_json(
+            br#"{"model":"m","messages":[{"role":"developer","content":"be brief"},
+                {"role":"user","content":[{"type":"text","text":"hi "},{"type":"text","text":"there"}]}],
+                "n":2,"seed":7,"stop":"END","max_completion_tokens":5,"logprobs":true,"top_logprobs":3,
+                "stream":true,"stream_options":{"include_usage":true},"temperature":0}"#,
+        )
+        .unwrap();
+        let plan = req.into_plan().unwrap();
+        assert_eq!(plan.requests.len(), 2);
+        assert!(plan.stream && plan.include_usage);
+        let r = &plan.requests[1];
+        assert_eq!(r.sampling.seed, Some(8));
+        assert_eq!(r.max_tokens, Some(5));
+        assert_eq!(r.stop, vec!["END".to_string()]);
+        assert_eq!(r.logprobs, Some(3));
+        match &r.prompt {
+            Prompt::Chat(m) => {
+                assert_eq!(m[0].role, Role::System);
+                assert_eq!(m[1].content, "hi there");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_parameters_name_their_field() {
+        let cases: &[(&[u8], &str)] = &[
+            (br#"{"model":"m","messages":[],"n":1}"#, "messages"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#, "temperature"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#, "n"),
+            (br#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#, "messages[0].role"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":2}"#, "top_logprobs"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#, "max_tokens"),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#,
+                "messages[0].content[0]",
+            ),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}"#, "stop"),
+        ];
+        for (body, param) in cases {
+            let err = parse_json::<ChatCompletionRequest>(body).and_then(|r| r.into_plan()).unwrap_err();
+            assert_eq!(err.param.as_deref(), Some(*param), "{}", String::from_utf8_lossy(body));
+            assert_eq!(err.status(), 400);
+        }
+    }
+
+    #[test]
+    fn completions_default_to_16_tokens_and_fan_out_prompts() {
+        let req: CompletionRequest = parse_json(br#"{"model":"m","prompt":["a","b"],"n":2,"echo":true}"#).unwrap();
+        let plan = req.into_plan().unwrap();
+        assert_eq!(plan.requests.len(), 4);
+        assert_eq!(plan.requests[0].max_tokens, Some(16));
+        assert_eq!(plan.echo, vec!["a", "a", "b", "b"]);
+    }
+
+    #[test]
+    fn error_body_shape() {
+        let body = error_body(&BasaltError::model_not_found("x"));
+        assert_eq!(body["error"]["code"], "model_not_found");
+        assert_eq!(body["error"]["param"], "model");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+}
