@@ -34,7 +34,10 @@ pub struct ChatArgs {
 
 enum Backend {
     Local(Box<LoadedModel>),
-    Remote { url: String, api_key: Option<String> },
+    Remote {
+        url: String,
+        api_key: Option<String>,
+    },
 }
 
 pub fn run(args: ChatArgs) -> CliResult {
@@ -44,14 +47,22 @@ pub fn run(args: ChatArgs) -> CliResult {
                 Some(m) => m.clone(),
                 None => first_remote_model(url, args.api_key.as_deref())?,
             };
-            (id, Backend::Remote { url: url.trim_end_matches('/').to_string(), api_key: args.api_key.clone() })
+            (
+                id,
+                Backend::Remote {
+                    url: url.trim_end_matches('/').to_string(),
+                    api_key: args.api_key.clone(),
+                },
+            )
         }
         None => {
             let catalog = Catalog::open(&args.store.dir())?;
             let config = args.engine.config();
             let mut chosen = None;
             for e in catalog.entries() {
-                if args.model.as_ref().is_some_and(|m| *m != e.manifest.id) || e.manifest.format != basalt_catalog::Format::Gguf {
+                if args.model.as_ref().is_some_and(|m| *m != e.manifest.id)
+                    || e.manifest.format != basalt_catalog::Format::Gguf
+                {
                     continue;
                 }
                 eprint!("loading {} ... ", e.manifest.id);
@@ -63,14 +74,18 @@ pub fn run(args: ChatArgs) -> CliResult {
                 }
                 eprintln!("no chat template, skipping");
             }
-            let (id, model) = chosen.ok_or("no chat model found in the store (run scripts/fetch-models)")?;
+            let (id, model) =
+                chosen.ok_or("no chat model found in the store (run scripts/fetch-models)")?;
             (id, Backend::Local(Box::new(model)))
         }
     };
     eprintln!("chatting with {model_id}; an empty line or Ctrl-D ends the chat");
     let mut history: Vec<ChatMessage> = Vec::new();
     if let Some(s) = &args.system {
-        history.push(ChatMessage { role: Role::System, content: s.clone() });
+        history.push(ChatMessage {
+            role: Role::System,
+            content: s.clone(),
+        });
     }
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
@@ -81,21 +96,36 @@ pub fn run(args: ChatArgs) -> CliResult {
         if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
             break;
         }
-        history.push(ChatMessage { role: Role::User, content: line.trim_end().to_string() });
+        history.push(ChatMessage {
+            role: Role::User,
+            content: line.trim_end().to_string(),
+        });
         let reply = match &backend {
             Backend::Local(model) => local_turn(model, &history, &args)?,
-            Backend::Remote { url, api_key } => remote_turn(url, api_key.as_deref(), &model_id, &history, &args)?,
+            Backend::Remote { url, api_key } => {
+                remote_turn(url, api_key.as_deref(), &model_id, &history, &args)?
+            }
         };
         println!();
-        history.push(ChatMessage { role: Role::Assistant, content: reply });
+        history.push(ChatMessage {
+            role: Role::Assistant,
+            content: reply,
+        });
     }
     Ok(())
 }
 
-fn local_turn(model: &LoadedModel, history: &[ChatMessage], args: &ChatArgs) -> Result<String, Box<dyn std::error::Error>> {
+fn local_turn(
+    model: &LoadedModel,
+    history: &[ChatMessage],
+    args: &ChatArgs,
+) -> Result<String, Box<dyn std::error::Error>> {
     let mut rx = model.submit(GenerateRequest {
         prompt: Prompt::Chat(history.to_vec()),
-        sampling: SamplingParams { temperature: args.temperature, ..Default::default() },
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            ..Default::default()
+        },
         max_tokens: Some(args.max_tokens),
         stop: Vec::new(),
         logprobs: None,
@@ -123,11 +153,25 @@ fn request(agent: &ureq::Agent, method: &str, url: &str, api_key: Option<&str>) 
     }
 }
 
-fn first_remote_model(url: &str, api_key: Option<&str>) -> Result<String, Box<dyn std::error::Error>> {
+fn first_remote_model(
+    url: &str,
+    api_key: Option<&str>,
+) -> Result<String, Box<dyn std::error::Error>> {
     let agent = ureq::Agent::new();
-    let body: serde_json::Value =
-        serde_json::from_reader(request(&agent, "GET", &format!("{}/v1/models", url.trim_end_matches('/')), api_key).call()?.into_reader())?;
-    body["data"][0]["id"].as_str().map(str::to_string).ok_or_else(|| "the server lists no models".into())
+    let body: serde_json::Value = serde_json::from_reader(
+        request(
+            &agent,
+            "GET",
+            &format!("{}/v1/models", url.trim_end_matches('/')),
+            api_key,
+        )
+        .call()?
+        .into_reader(),
+    )?;
+    body["data"][0]["id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| "the server lists no models".into())
 }
 
 fn remote_turn(
@@ -145,17 +189,27 @@ fn remote_turn(
         "temperature": args.temperature,
         "max_tokens": args.max_tokens,
     });
-    let resp = request(&agent, "POST", &format!("{url}/v1/chat/completions"), api_key)
-        .set("Content-Type", "application/json")
-        .send_string(&body.to_string())
-        .map_err(|e| match e {
-            ureq::Error::Status(code, r) => format!("server answered {code}: {}", r.into_string().unwrap_or_default()),
-            other => other.to_string(),
-        })?;
+    let resp = request(
+        &agent,
+        "POST",
+        &format!("{url}/v1/chat/completions"),
+        api_key,
+    )
+    .set("Content-Type", "application/json")
+    .send_string(&body.to_string())
+    .map_err(|e| match e {
+        ureq::Error::Status(code, r) => format!(
+            "server answered {code}: {}",
+            r.into_string().unwrap_or_default()
+        ),
+        other => other.to_string(),
+    })?;
     let mut reply = String::new();
     for line in BufReader::new(resp.into_reader()).lines() {
         let line = line?;
-        let Some(data) = line.strip_prefix("data: ") else { continue };
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
         if data == "[DONE]" {
             break;
         }

@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "basalt", version, about = "A self-hosted foundation-model platform in one binary")]
+#[command(
+    name = "basalt",
+    version,
+    about = "A self-hosted foundation-model platform in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,7 +29,9 @@ struct StoreArgs {
 
 impl StoreArgs {
     fn dir(&self) -> PathBuf {
-        self.models_dir.clone().unwrap_or_else(basalt_catalog::default_models_dir)
+        self.models_dir
+            .clone()
+            .unwrap_or_else(basalt_catalog::default_models_dir)
     }
 }
 
@@ -44,7 +50,9 @@ struct EngineArgs {
 
 impl EngineArgs {
     fn config(&self) -> basalt_engine::EngineConfig {
-        let threads = self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         basalt_engine::set_compute_threads(threads);
         basalt_engine::EngineConfig {
             kv_budget_bytes: self.kv_cache_mb << 20,

@@ -44,14 +44,20 @@ pub enum ModelsCommand {
 }
 
 fn modalities(m: &[Modality]) -> String {
-    m.iter().map(|x| format!("{x:?}").to_uppercase()).collect::<Vec<_>>().join(",")
+    m.iter()
+        .map(|x| format!("{x:?}").to_uppercase())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn run(cmd: ModelsCommand) -> CliResult {
     match cmd {
         ModelsCommand::List { store } => {
             let catalog = Catalog::open(&store.dir())?;
-            println!("{:<44} {:<16} {:<12} {:>8}  NAME", "ID", "PROVIDER", "OUTPUT", "CONTEXT");
+            println!(
+                "{:<44} {:<16} {:<12} {:>8}  NAME",
+                "ID", "PROVIDER", "OUTPUT", "CONTEXT"
+            );
             for e in catalog.entries() {
                 let m = &e.manifest;
                 println!(
@@ -70,26 +76,54 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
         }
         ModelsCommand::Show { id, store } => {
             let catalog = Catalog::open(&store.dir())?;
-            let e = catalog.get(&id).ok_or_else(|| format!("model `{id}` is not in the catalog"))?;
+            let e = catalog
+                .get(&id)
+                .ok_or_else(|| format!("model `{id}` is not in the catalog"))?;
             println!("# {}", e.dir.display());
             print!("{}", e.manifest.to_toml()?);
-            let size = std::fs::metadata(e.weights_path()).map(|m| m.len()).unwrap_or(0);
-            println!("# weights: {} ({:.1} MB)", e.weights_path().display(), size as f64 / 1e6);
+            let size = std::fs::metadata(e.weights_path())
+                .map(|m| m.len())
+                .unwrap_or(0);
+            println!(
+                "# weights: {} ({:.1} MB)",
+                e.weights_path().display(),
+                size as f64 / 1e6
+            );
             Ok(())
         }
-        ModelsCommand::Import { path, id, name, provider, store } => {
+        ModelsCommand::Import {
+            path,
+            id,
+            name,
+            provider,
+            store,
+        } => {
             let mut catalog = Catalog::open(&store.dir())?;
             let mut last = 0u64;
-            let entry = import(&mut catalog, &path, ImportOptions { id, name, provider }, &mut |done, total| {
-                let pct = if total > 0 { done * 100 / total } else { 100 };
-                if pct != last || done == total {
-                    last = pct;
-                    eprint!("\rimporting {}: {pct:>3}% ({:.1} / {:.1} MB)", path.display(), done as f64 / 1e6, total as f64 / 1e6);
-                    let _ = std::io::stderr().flush();
-                }
-            })?;
+            let entry = import(
+                &mut catalog,
+                &path,
+                ImportOptions { id, name, provider },
+                &mut |done, total| {
+                    let pct = if total > 0 { done * 100 / total } else { 100 };
+                    if pct != last || done == total {
+                        last = pct;
+                        eprint!(
+                            "\rimporting {}: {pct:>3}% ({:.1} / {:.1} MB)",
+                            path.display(),
+                            done as f64 / 1e6,
+                            total as f64 / 1e6
+                        );
+                        let _ = std::io::stderr().flush();
+                    }
+                },
+            )?;
             eprintln!();
-            println!("imported {} into {}", entry.manifest.id, entry.dir.display());
+            println!(
+                "imported {} into {}",
+                entry.manifest.id,
+                entry.dir.display()
+            );
             Ok(())
         }
         ModelsCommand::Rm { id, store } => {

@@ -39,11 +39,17 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> CliResult {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| basalt_catalog::data_home().join("basalt"));
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| basalt_catalog::data_home().join("basalt"));
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
     let models_dir = args.store.dir();
     let catalog = Catalog::open(&models_dir)?;
     for (dir, why) in &catalog.skipped {
@@ -51,13 +57,23 @@ pub fn run(args: ServeArgs) -> CliResult {
     }
     let config = args.engine.config();
     let started = Instant::now();
-    let (state, failed) = AppState::load(&catalog, &args.models, &config, |entry, result| match result {
-        Ok(()) => tracing::info!(model = %entry.manifest.id, "loaded"),
-        Err(e) => tracing::error!(model = %entry.manifest.id, "failed to load: {e}"),
-    });
+    let (state, failed) =
+        AppState::load(
+            &catalog,
+            &args.models,
+            &config,
+            |entry, result| match result {
+                Ok(()) => tracing::info!(model = %entry.manifest.id, "loaded"),
+                Err(e) => tracing::error!(model = %entry.manifest.id, "failed to load: {e}"),
+            },
+        );
     for id in &args.models {
         if state.model(id).is_err() && !failed.iter().any(|(f, _)| f == id) {
-            return Err(format!("model `{id}` is not in the store at {}", models_dir.display()).into());
+            return Err(format!(
+                "model `{id}` is not in the store at {}",
+                models_dir.display()
+            )
+            .into());
         }
     }
     let count = state.models().count();
@@ -67,23 +83,37 @@ pub fn run(args: ServeArgs) -> CliResult {
             models_dir.display()
         );
     }
-    tracing::info!(models = count, elapsed_ms = started.elapsed().as_millis() as u64, "catalog ready");
+    tracing::info!(
+        models = count,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "catalog ready"
+    );
 
-    let server_config = ServerConfig { body_limit: args.max_body_kb << 10, ..Default::default() };
+    let server_config = ServerConfig {
+        body_limit: args.max_body_kb << 10,
+        ..Default::default()
+    };
     let app = router(Arc::new(state), server_config);
     let addr: SocketAddr = format!("{}:{}", args.host, args.port)
         .parse()
         .or_else(|_| format!("[{}]:{}", args.host, args.port).parse())
         .map_err(|e| format!("bad listen address {}:{}: {e}", args.host, args.port))?;
     let grace = Duration::from_secs(args.shutdown_grace_secs);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tracing::info!("listening on http://{addr}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown_signal().await;
-            tracing::info!("shutting down: letting in-flight requests finish (up to {}s)", grace.as_secs());
+            tracing::info!(
+                "shutting down: letting in-flight requests finish (up to {}s)",
+                grace.as_secs()
+            );
             let _ = stop_tx.send(true);
         });
         let mut stop_rx = stop_rx;

@@ -26,7 +26,10 @@ pub struct ImportOptions {
 }
 
 fn invalid(path: &Path, message: impl Into<String>) -> CatalogError {
-    CatalogError::InvalidModel { path: path.to_path_buf(), message: message.into() }
+    CatalogError::InvalidModel {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// Lower-case letters, digits and dashes only.
@@ -66,7 +69,10 @@ pub fn import(
     }
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let result = (|| {
-        let total: u64 = files.iter().map(|(src, _)| std::fs::metadata(src).map(|m| m.len()).unwrap_or(0)).sum();
+        let total: u64 = files
+            .iter()
+            .map(|(src, _)| std::fs::metadata(src).map(|m| m.len()).unwrap_or(0))
+            .sum();
         let mut done = 0;
         let mut digest = None;
         for (src, name) in &files {
@@ -75,12 +81,18 @@ pub fn import(
                 digest = Some(hash);
             }
         }
-        let manifest = Manifest { sha256: digest, ..manifest };
+        let manifest = Manifest {
+            sha256: digest,
+            ..manifest
+        };
         // The manifest goes last: until it exists the directory is not a catalog entry.
         let tmp = dir.join(".basalt.toml.tmp");
         std::fs::write(&tmp, manifest.to_toml()?).map_err(io_err(&tmp))?;
         std::fs::rename(&tmp, dir.join(MANIFEST_FILE)).map_err(io_err(&dir))?;
-        Ok(Entry { manifest, dir: dir.clone() })
+        Ok(Entry {
+            manifest,
+            dir: dir.clone(),
+        })
     })();
     match result {
         Ok(entry) => {
@@ -116,25 +128,46 @@ fn copy_with_progress(
         progress(*done, total);
     }
     output.sync_all().map_err(io_err(dst))?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
-fn inspect_gguf(path: &Path, options: &ImportOptions) -> Result<(Manifest, Vec<(PathBuf, String)>), CatalogError> {
+fn inspect_gguf(
+    path: &Path,
+    options: &ImportOptions,
+) -> Result<(Manifest, Vec<(PathBuf, String)>), CatalogError> {
     let file = GgufFile::open(path).map_err(|e| invalid(path, e.to_string()))?;
     let h = file.header();
-    let arch = h.architecture().map_err(|e| invalid(path, e.to_string()))?.to_string();
+    let arch = h
+        .architecture()
+        .map_err(|e| invalid(path, e.to_string()))?
+        .to_string();
     if !GGUF_ARCHITECTURES.contains(&arch.as_str()) {
         return Err(invalid(
             path,
-            format!("architecture `{arch}` is not supported (supported: {})", GGUF_ARCHITECTURES.join(", ")),
+            format!(
+                "architecture `{arch}` is not supported (supported: {})",
+                GGUF_ARCHITECTURES.join(", ")
+            ),
         ));
     }
     if h.array("tokenizer.ggml.tokens").is_err() {
-        return Err(invalid(path, "the file has no tokenizer (tokenizer.ggml.tokens)"));
+        return Err(invalid(
+            path,
+            "the file has no tokenizer (tokenizer.ggml.tokens)",
+        ));
     }
-    let context_length = h.u64(&format!("{arch}.context_length")).map_err(|e| invalid(path, e.to_string()))?;
+    let context_length = h
+        .u64(&format!("{arch}.context_length"))
+        .map_err(|e| invalid(path, e.to_string()))?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
-    let base = h.string("general.basename").or_else(|_| h.string("general.name")).unwrap_or(stem);
+    let base = h
+        .string("general.basename")
+        .or_else(|_| h.string("general.name"))
+        .unwrap_or(stem);
     let size = h.string("general.size_label").unwrap_or("");
     let finetune = h.string("general.finetune").unwrap_or("");
     let provider = options
@@ -144,12 +177,23 @@ fn inspect_gguf(path: &Path, options: &ImportOptions) -> Result<(Manifest, Vec<(
         .unwrap_or_else(|| "Imported".into());
     let id = match &options.id {
         Some(id) => id.clone(),
-        None => format!("{}.{}-v1:0", slug(&provider), slug(&[base, size, finetune].join(" "))),
+        None => format!(
+            "{}.{}-v1:0",
+            slug(&provider),
+            slug(&[base, size, finetune].join(" "))
+        ),
     };
-    let file_name = path.file_name().and_then(|s| s.to_str()).unwrap_or("model.gguf").to_string();
+    let file_name = path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model.gguf")
+        .to_string();
     let manifest = Manifest {
         id,
-        name: options.name.clone().unwrap_or_else(|| h.string("general.name").unwrap_or(stem).to_string()),
+        name: options
+            .name
+            .clone()
+            .unwrap_or_else(|| h.string("general.name").unwrap_or(stem).to_string()),
         provider,
         format: Format::Gguf,
         file: file_name.clone(),
@@ -169,15 +213,21 @@ pub fn validate_safetensors(path: &Path) -> Result<usize, CatalogError> {
     let mut f = File::open(path).map_err(io_err(path))?;
     let file_len = f.metadata().map_err(io_err(path))?.len();
     let mut len_bytes = [0u8; 8];
-    f.read_exact(&mut len_bytes).map_err(|_| invalid(path, "file is shorter than a safetensors header"))?;
+    f.read_exact(&mut len_bytes)
+        .map_err(|_| invalid(path, "file is shorter than a safetensors header"))?;
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > MAX_SAFETENSORS_HEADER || header_len + 8 > file_len {
-        return Err(invalid(path, format!("safetensors header length {header_len} is impossible for a {file_len}-byte file")));
+        return Err(invalid(
+            path,
+            format!(
+                "safetensors header length {header_len} is impossible for a {file_len}-byte file"
+            ),
+        ));
     }
     let mut header = vec![0u8; header_len as usize];
     f.read_exact(&mut header).map_err(io_err(path))?;
-    let parsed: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| invalid(path, format!("safetensors header is not JSON: {e}")))?;
+    let parsed: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| invalid(path, format!("safetensors header is not JSON: {e}")))?;
     let data_len = file_len - 8 - header_len;
     let mut tensors = 0;
     for (name, info) in parsed.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
@@ -187,45 +237,102 @@ pub fn validate_safetensors(path: &Path) -> Result<usize, CatalogError> {
             "F32" | "I32" | "U32" => 4,
             "F16" | "BF16" | "I16" | "U16" => 2,
             "I8" | "U8" | "BOOL" => 1,
-            other => return Err(invalid(path, format!("tensor `{name}` has unknown dtype `{other}`"))),
+            other => {
+                return Err(invalid(
+                    path,
+                    format!("tensor `{name}` has unknown dtype `{other}`"),
+                ))
+            }
         };
-        let shape: Option<Vec<u64>> = info.get("shape").and_then(|s| s.as_array()).map(|a| a.iter().filter_map(|d| d.as_u64()).collect());
-        let offsets: Option<Vec<u64>> =
-            info.get("data_offsets").and_then(|s| s.as_array()).map(|a| a.iter().filter_map(|d| d.as_u64()).collect());
+        let shape: Option<Vec<u64>> = info
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .map(|a| a.iter().filter_map(|d| d.as_u64()).collect());
+        let offsets: Option<Vec<u64>> = info
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .map(|a| a.iter().filter_map(|d| d.as_u64()).collect());
         let (Some(shape), Some(offsets)) = (shape, offsets) else {
-            return Err(invalid(path, format!("tensor `{name}` lacks shape or data_offsets")));
+            return Err(invalid(
+                path,
+                format!("tensor `{name}` lacks shape or data_offsets"),
+            ));
         };
-        let bytes = shape.iter().try_fold(elem, |acc: u64, &d| acc.checked_mul(d));
+        let bytes = shape
+            .iter()
+            .try_fold(elem, |acc: u64, &d| acc.checked_mul(d));
         match (bytes, offsets.as_slice()) {
             (Some(b), [start, end]) if start <= end && *end <= data_len && end - start == b => {}
-            _ => return Err(invalid(path, format!("tensor `{name}`: byte range does not match its shape or the file"))),
+            _ => {
+                return Err(invalid(
+                    path,
+                    format!("tensor `{name}`: byte range does not match its shape or the file"),
+                ))
+            }
         }
         tensors += 1;
     }
     Ok(tensors)
 }
 
-fn inspect_safetensors_dir(dir: &Path, options: &ImportOptions) -> Result<(Manifest, Vec<(PathBuf, String)>), CatalogError> {
+fn inspect_safetensors_dir(
+    dir: &Path,
+    options: &ImportOptions,
+) -> Result<(Manifest, Vec<(PathBuf, String)>), CatalogError> {
     let required = ["model.safetensors", "config.json", "tokenizer.json"];
     for name in required {
         if !dir.join(name).is_file() {
-            return Err(invalid(dir, format!("a safetensors model directory needs `{name}`")));
+            return Err(invalid(
+                dir,
+                format!("a safetensors model directory needs `{name}`"),
+            ));
         }
     }
     validate_safetensors(&dir.join("model.safetensors"))?;
     let config_path = dir.join("config.json");
-    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).map_err(io_err(&config_path))?)
-        .map_err(|e| invalid(&config_path, format!("not JSON: {e}")))?;
-    let model_type = config.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
-    if !matches!(model_type, "bert" | "distilbert" | "xlm-roberta" | "roberta" | "mpnet") {
-        return Err(invalid(&config_path, format!("model_type `{model_type}` is not a supported embedding architecture")));
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).map_err(io_err(&config_path))?)
+            .map_err(|e| invalid(&config_path, format!("not JSON: {e}")))?;
+    let model_type = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    if !matches!(
+        model_type,
+        "bert" | "distilbert" | "xlm-roberta" | "roberta" | "mpnet"
+    ) {
+        return Err(invalid(
+            &config_path,
+            format!("model_type `{model_type}` is not a supported embedding architecture"),
+        ));
     }
-    let context_length = config.get("max_position_embeddings").and_then(|v| v.as_u64()).unwrap_or(512);
-    let dir_name = dir.file_name().and_then(|s| s.to_str()).unwrap_or("embedding-model");
-    let provider = options.provider.clone().unwrap_or_else(|| "Imported".into());
-    let id = options.id.clone().unwrap_or_else(|| format!("{}.{}-v1:0", slug(&provider), slug(dir_name)));
-    let mut files: Vec<(PathBuf, String)> = required.iter().map(|n| (dir.join(n), n.to_string())).collect();
-    for optional in ["vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "modules.json", "LICENSE"] {
+    let context_length = config
+        .get("max_position_embeddings")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(512);
+    let dir_name = dir
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("embedding-model");
+    let provider = options
+        .provider
+        .clone()
+        .unwrap_or_else(|| "Imported".into());
+    let id = options
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{}.{}-v1:0", slug(&provider), slug(dir_name)));
+    let mut files: Vec<(PathBuf, String)> = required
+        .iter()
+        .map(|n| (dir.join(n), n.to_string()))
+        .collect();
+    for optional in [
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "modules.json",
+        "LICENSE",
+    ] {
         if dir.join(optional).is_file() {
             files.push((dir.join(optional), optional.to_string()));
         }
@@ -259,7 +366,10 @@ mod tests {
 
     #[test]
     fn slugs_are_safe() {
-        assert_eq!(slug("huggingface.smollm2-135m-instruct-v1:0"), "huggingface-smollm2-135m-instruct-v1-0");
+        assert_eq!(
+            slug("huggingface.smollm2-135m-instruct-v1:0"),
+            "huggingface-smollm2-135m-instruct-v1-0"
+        );
         assert_eq!(slug("../../etc"), "etc");
     }
 
@@ -284,7 +394,10 @@ mod tests {
         std::fs::write(st.join("tokenizer.json"), b"{}").unwrap();
         let err = import(&mut catalog, &st, ImportOptions::default(), &mut |_, _| {}).unwrap_err();
         assert!(err.to_string().contains("impossible"), "{err}");
-        assert!(std::fs::read_dir(&store).unwrap().next().is_none(), "nothing may be left in the store");
+        assert!(
+            std::fs::read_dir(&store).unwrap().next().is_none(),
+            "nothing may be left in the store"
+        );
     }
 
     #[test]
@@ -297,7 +410,11 @@ mod tests {
         bytes.extend(header);
         bytes.extend([0u8; 8]);
         std::fs::write(src.join("model.safetensors"), &bytes).unwrap();
-        std::fs::write(src.join("config.json"), br#"{"model_type":"bert","max_position_embeddings":512}"#).unwrap();
+        std::fs::write(
+            src.join("config.json"),
+            br#"{"model_type":"bert","max_position_embeddings":512}"#,
+        )
+        .unwrap();
         std::fs::write(src.join("tokenizer.json"), b"{}").unwrap();
         let store = root.join("store");
         let mut catalog = Catalog::open(&store).unwrap();

@@ -24,7 +24,10 @@ pub const MANIFEST_FILE: &str = "basalt.toml";
 #[derive(Debug, Error)]
 pub enum CatalogError {
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid manifest {path}: {message}")]
     Manifest { path: PathBuf, message: String },
     #[error("invalid model file {path}: {message}")]
@@ -36,7 +39,10 @@ pub enum CatalogError {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CatalogError + '_ {
-    move |source| CatalogError::Io { path: path.to_path_buf(), source }
+    move |source| CatalogError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One installed model.
@@ -85,7 +91,11 @@ impl Catalog {
                 Err(e) => skipped.push((dir, e.to_string())),
             }
         }
-        Ok(Self { root: root.to_path_buf(), entries, skipped })
+        Ok(Self {
+            root: root.to_path_buf(),
+            entries,
+            skipped,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -102,7 +112,11 @@ impl Catalog {
 
     /// Deletes a model's directory from the store.
     pub fn remove(&mut self, id: &str) -> Result<Entry, CatalogError> {
-        let pos = self.entries.iter().position(|e| e.manifest.id == id).ok_or_else(|| CatalogError::NotFound(id.into()))?;
+        let pos = self
+            .entries
+            .iter()
+            .position(|e| e.manifest.id == id)
+            .ok_or_else(|| CatalogError::NotFound(id.into()))?;
         let entry = self.entries.remove(pos);
         // Only ever delete a directory that is directly inside the store and is a model
         // directory (has a manifest): a hand-edited manifest cannot point this elsewhere.
@@ -136,6 +150,10 @@ pub fn default_models_dir() -> PathBuf {
 pub fn data_home() -> PathBuf {
     match std::env::var_os("XDG_DATA_HOME") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".local").join("share"),
+        _ => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".local")
+            .join("share"),
     }
 }

@@ -48,21 +48,37 @@ pub struct Manifest {
 impl Manifest {
     pub fn read(path: &Path) -> Result<Self, CatalogError> {
         let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-        let m: Manifest = toml::from_str(&text)
-            .map_err(|e| CatalogError::Manifest { path: path.to_path_buf(), message: e.to_string() })?;
-        m.validate().map_err(|message| CatalogError::Manifest { path: path.to_path_buf(), message })?;
+        let m: Manifest = toml::from_str(&text).map_err(|e| CatalogError::Manifest {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        m.validate().map_err(|message| CatalogError::Manifest {
+            path: path.to_path_buf(),
+            message,
+        })?;
         Ok(m)
     }
 
     pub fn to_toml(&self) -> Result<String, CatalogError> {
-        toml::to_string(self).map_err(|e| CatalogError::Manifest { path: "basalt.toml".into(), message: e.to_string() })
+        toml::to_string(self).map_err(|e| CatalogError::Manifest {
+            path: "basalt.toml".into(),
+            message: e.to_string(),
+        })
     }
 
     fn validate(&self) -> Result<(), String> {
         validate_model_id(&self.id)?;
         let file = Path::new(&self.file);
-        if self.file.is_empty() || file.is_absolute() || file.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(format!("`file` must be a path inside the model directory, got `{}`", self.file));
+        if self.file.is_empty()
+            || file.is_absolute()
+            || file
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(format!(
+                "`file` must be a path inside the model directory, got `{}`",
+                self.file
+            ));
         }
         if self.output_modalities.is_empty() {
             return Err("`output_modalities` is empty".into());
@@ -75,12 +91,16 @@ impl Manifest {
 pub fn validate_model_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 128
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
         && !id.starts_with('.');
     if ok {
         Ok(())
     } else {
-        Err(format!("model id `{id}` must be 1-128 characters of letters, digits, `.`, `-`, `_`, `:`"))
+        Err(format!(
+            "model id `{id}` must be 1-128 characters of letters, digits, `.`, `-`, `_`, `:`"
+        ))
     }
 }
 
@@ -105,8 +125,23 @@ mod tests {
         };
         let text = m.to_toml().unwrap();
         assert_eq!(toml::from_str::<Manifest>(&text).unwrap(), m);
-        assert!(Manifest { file: "../x.gguf".into(), ..m.clone() }.validate().is_err());
-        assert!(Manifest { file: "/etc/passwd".into(), ..m.clone() }.validate().is_err());
-        assert!(Manifest { id: "a/b".into(), ..m }.validate().is_err());
+        assert!(Manifest {
+            file: "../x.gguf".into(),
+            ..m.clone()
+        }
+        .validate()
+        .is_err());
+        assert!(Manifest {
+            file: "/etc/passwd".into(),
+            ..m.clone()
+        }
+        .validate()
+        .is_err());
+        assert!(Manifest {
+            id: "a/b".into(),
+            ..m
+        }
+        .validate()
+        .is_err());
     }
 }

@@ -9,20 +9,36 @@ use basalt_types::{ChatMessage, GenerateEvent, GenerateRequest, Prompt, Role, Sa
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let path = PathBuf::from(args.get(1).ok_or("usage: generate MODEL PROMPT [MAX] [chat]")?);
-    let text = args.get(2).cloned().unwrap_or_else(|| "The capital of France is".into());
+    let path = PathBuf::from(
+        args.get(1)
+            .ok_or("usage: generate MODEL PROMPT [MAX] [chat]")?,
+    );
+    let text = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "The capital of France is".into());
     let max: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
     let prompt = if args.get(4).is_some_and(|s| s == "chat") {
-        Prompt::Chat(vec![ChatMessage { role: Role::User, content: text }])
+        Prompt::Chat(vec![ChatMessage {
+            role: Role::User,
+            content: text,
+        }])
     } else {
         Prompt::Text(text)
     };
     let t0 = Instant::now();
     let model = LoadedModel::load(&path, EngineConfig::default())?;
-    eprintln!("loaded in {:?}; prompt tokens: {:?}", t0.elapsed(), model.tokenize_prompt(&prompt)?);
+    eprintln!(
+        "loaded in {:?}; prompt tokens: {:?}",
+        t0.elapsed(),
+        model.tokenize_prompt(&prompt)?
+    );
     let request = GenerateRequest {
         prompt,
-        sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
         max_tokens: Some(max),
         stop: vec![],
         logprobs: None,

@@ -22,7 +22,10 @@ pub struct KvBudget {
 
 impl KvBudget {
     pub fn new(limit_bytes: usize) -> Arc<Self> {
-        Arc::new(Self { limit: limit_bytes, used: AtomicUsize::new(0) })
+        Arc::new(Self {
+            limit: limit_bytes,
+            used: AtomicUsize::new(0),
+        })
     }
 
     pub fn used_bytes(&self) -> usize {
@@ -81,8 +84,20 @@ pub struct KvExhausted;
 
 impl SeqKv {
     pub fn new(shape: KvShape, budget: Arc<KvBudget>) -> Self {
-        let layers = (0..shape.layers).map(|_| LayerKv { k: Vec::new(), v: Vec::new() }).collect();
-        Self { shape, layers, len: 0, capacity: 0, charged: 0, budget }
+        let layers = (0..shape.layers)
+            .map(|_| LayerKv {
+                k: Vec::new(),
+                v: Vec::new(),
+            })
+            .collect();
+        Self {
+            shape,
+            layers,
+            len: 0,
+            capacity: 0,
+            charged: 0,
+            budget,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -136,7 +151,10 @@ mod tests {
 
     #[test]
     fn budget_is_charged_and_returned() {
-        let shape = KvShape { layers: 2, kv_dim: 8 };
+        let shape = KvShape {
+            layers: 2,
+            kv_dim: 8,
+        };
         let budget = KvBudget::new(shape.bytes_per_token() * 128);
         let mut a = SeqKv::new(shape, budget.clone());
         a.reserve(10).unwrap();

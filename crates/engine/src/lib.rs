@@ -64,7 +64,12 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { kv_budget_bytes: 512 << 20, max_running: 16, max_waiting: 256, prefill_chunk: 256 }
+        Self {
+            kv_budget_bytes: 512 << 20,
+            max_running: 16,
+            max_waiting: 256,
+            prefill_chunk: 256,
+        }
     }
 }
 
@@ -102,15 +107,32 @@ impl LoadedModel {
         }
         let template = match file.header().string("tokenizer.chat_template") {
             Ok(src) => {
-                let piece = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or("").to_owned();
-                Some(ChatTemplate::new(src, &piece(tokenizer.bos()), &piece(tokenizer.eos()))?)
+                let piece = |id: Option<u32>| {
+                    id.and_then(|i| tokenizer.token_text(i))
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                Some(ChatTemplate::new(
+                    src,
+                    &piece(tokenizer.bos()),
+                    &piece(tokenizer.eos()),
+                )?)
             }
             Err(_) => None,
         };
         let budget = KvBudget::new(config.kv_budget_bytes);
-        let shared = Arc::new(scheduler::Shared { transformer, tokenizer, budget, config });
+        let shared = Arc::new(scheduler::Shared {
+            transformer,
+            tokenizer,
+            budget,
+            config,
+        });
         let handle = scheduler::start(Arc::clone(&shared))?;
-        Ok(Self { shared, handle, template })
+        Ok(Self {
+            shared,
+            handle,
+            template,
+        })
     }
 
     pub fn context_length(&self) -> usize {
@@ -149,11 +171,17 @@ impl LoadedModel {
                     .with_param("messages")
                 })?;
                 let text = template.render(messages).map_err(|e| {
-                    BasaltError::invalid("messages", format!("the model's chat template rejected the messages: {e}"))
+                    BasaltError::invalid(
+                        "messages",
+                        format!("the model's chat template rejected the messages: {e}"),
+                    )
                 })?;
                 // The template is ours (from the model file), so its control tokens are
                 // real; the BOS, if the template wants one, is already in the text.
-                let bos_in_text = tok.bos().and_then(|b| tok.token_text(b)).is_some_and(|b| text.starts_with(b));
+                let bos_in_text = tok
+                    .bos()
+                    .and_then(|b| tok.token_text(b))
+                    .is_some_and(|b| text.starts_with(b));
                 Ok(tok.encode(&text, !bos_in_text, true))
             }
         }
@@ -198,7 +226,12 @@ impl LoadedModel {
             None => room,
         };
         let limited_by_context = request.max_tokens.is_none();
-        Ok(PreparedRequest { prompt_tokens, max_tokens, limited_by_context, request })
+        Ok(PreparedRequest {
+            prompt_tokens,
+            max_tokens,
+            limited_by_context,
+            request,
+        })
     }
 
     /// Queues a request; events arrive on the returned receiver.

@@ -51,7 +51,11 @@ impl Rng {
 pub fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.finish()
 }
 
@@ -66,7 +70,11 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
         let rng = Rng::new(params.seed.unwrap_or_else(random_seed));
-        Self { params, rng, counts: HashMap::new() }
+        Self {
+            params,
+            rng,
+            counts: HashMap::new(),
+        }
     }
 
     /// Applies penalties to `logits` in place. `context` is every token so far (prompt and
@@ -80,7 +88,11 @@ impl Sampler {
             seen.dedup();
             for t in seen {
                 if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
                 }
             }
         }
@@ -101,15 +113,26 @@ impl Sampler {
         let token = if p.temperature <= 0.0 {
             argmax(logits)
         } else {
-            let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
-            let k = if p.top_k > 0 { p.top_k.min(cand.len()) } else { cand.len() };
+            let mut cand: Vec<(u32, f32)> = logits
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| (i as u32, l))
+                .collect();
+            let k = if p.top_k > 0 {
+                p.top_k.min(cand.len())
+            } else {
+                cand.len()
+            };
             if k < cand.len() {
                 cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
                 cand.truncate(k);
             }
             cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             let max = cand.first().map_or(0.0, |c| c.1);
-            let mut probs: Vec<f32> = cand.iter().map(|c| ((c.1 - max) / p.temperature).exp()).collect();
+            let mut probs: Vec<f32> = cand
+                .iter()
+                .map(|c| ((c.1 - max) / p.temperature).exp())
+                .collect();
             let total: f32 = probs.iter().sum();
             probs.iter_mut().for_each(|v| *v /= total);
             let mut keep = probs.len();
@@ -158,15 +181,22 @@ pub fn argmax(logits: &[f32]) -> u32 {
 pub fn logprobs(logits: &[f32], token: u32, top: usize) -> (f32, Vec<(u32, f32)>) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
-    let chosen = logits.get(token as usize).map_or(f32::NEG_INFINITY, |l| l - lse);
+    let chosen = logits
+        .get(token as usize)
+        .map_or(f32::NEG_INFINITY, |l| l - lse);
     let mut best: Vec<(u32, f32)> = Vec::new();
     if top > 0 {
         let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
         let k = top.min(idx.len());
-        idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        idx.select_nth_unstable_by(k - 1, |&a, &b| {
+            logits[b as usize].total_cmp(&logits[a as usize])
+        });
         idx.truncate(k);
         idx.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-        best = idx.into_iter().map(|i| (i, logits[i as usize] - lse)).collect();
+        best = idx
+            .into_iter()
+            .map(|i| (i, logits[i as usize] - lse))
+            .collect();
     }
     (chosen, best)
 }
@@ -176,7 +206,11 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, seed: u64) -> SamplingParams {
-        SamplingParams { temperature, seed: Some(seed), ..Default::default() }
+        SamplingParams {
+            temperature,
+            seed: Some(seed),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -199,22 +233,38 @@ mod tests {
     #[test]
     fn top_k_one_and_min_p_behave_like_greedy() {
         let logits = [1.0, 5.0, 4.9, 0.0];
-        let mut s = Sampler::new(SamplingParams { top_k: 1, ..params(1.5, 9) });
+        let mut s = Sampler::new(SamplingParams {
+            top_k: 1,
+            ..params(1.5, 9)
+        });
         assert!((0..20).all(|_| s.sample(&logits) == 1));
-        let mut s = Sampler::new(SamplingParams { min_p: 0.99, ..params(1.0, 9) });
+        let mut s = Sampler::new(SamplingParams {
+            min_p: 0.99,
+            ..params(1.0, 9)
+        });
         assert!((0..20).all(|_| s.sample(&logits) == 1));
-        let mut s = Sampler::new(SamplingParams { top_p: 0.01, ..params(1.0, 9) });
+        let mut s = Sampler::new(SamplingParams {
+            top_p: 0.01,
+            ..params(1.0, 9)
+        });
         assert!((0..20).all(|_| s.sample(&logits) == 1));
     }
 
     #[test]
     fn penalties_lower_repeated_tokens() {
-        let s = Sampler::new(SamplingParams { repetition_penalty: 2.0, ..params(0.0, 1) });
+        let s = Sampler::new(SamplingParams {
+            repetition_penalty: 2.0,
+            ..params(0.0, 1)
+        });
         let mut logits = [2.0, -2.0, 1.0];
         s.apply_penalties(&mut logits, &[0, 1]);
         assert_eq!(logits, [1.0, -4.0, 1.0]);
 
-        let mut s = Sampler::new(SamplingParams { frequency_penalty: 1.0, presence_penalty: 0.5, ..params(0.0, 1) });
+        let mut s = Sampler::new(SamplingParams {
+            frequency_penalty: 1.0,
+            presence_penalty: 0.5,
+            ..params(0.0, 1)
+        });
         s.sample(&[0.0, 9.0]);
         s.sample(&[0.0, 9.0]);
         let mut logits = [0.0, 9.0];
@@ -227,7 +277,11 @@ mod tests {
         let (lp, top) = logprobs(&[0.0, 0.0], 1, 2);
         assert!((lp - 0.5f32.ln()).abs() < 1e-6);
         assert_eq!(top.len(), 2);
-        let total: f32 = logprobs(&[1.0, 2.0, 3.0], 0, 3).1.iter().map(|(_, l)| l.exp()).sum();
+        let total: f32 = logprobs(&[1.0, 2.0, 3.0], 0, 3)
+            .1
+            .iter()
+            .map(|(_, l)| l.exp())
+            .sum();
         assert!((total - 1.0).abs() < 1e-5);
     }
 }

@@ -89,7 +89,11 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
     std::thread::Builder::new()
         .name("basalt-scheduler".into())
         .spawn(move || Scheduler::new(shared, rx, thread_counters).run())?;
-    Ok(Handle { tx, counters, max_waiting })
+    Ok(Handle {
+        tx,
+        counters,
+        max_waiting,
+    })
 }
 
 struct Sequence {
@@ -136,7 +140,11 @@ impl Sequence {
     }
 
     fn usage(&self) -> Usage {
-        Usage { input_tokens: self.prompt_len as u32, output_tokens: self.generated() as u32, cached_input_tokens: 0 }
+        Usage {
+            input_tokens: self.prompt_len as u32,
+            output_tokens: self.generated() as u32,
+            cached_input_tokens: 0,
+        }
     }
 
     fn cancelled(&self) -> bool {
@@ -167,7 +175,11 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    fn new(shared: Arc<Shared>, inbox: std_mpsc::Receiver<Sequence>, counters: Arc<Counters>) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        inbox: std_mpsc::Receiver<Sequence>,
+        counters: Arc<Counters>,
+    ) -> Self {
         let vocab = shared.transformer.vocab_size();
         Self {
             shared,
@@ -211,8 +223,12 @@ impl Scheduler {
     }
 
     fn publish_counters(&self) {
-        self.counters.waiting.store(self.waiting.len(), Ordering::Relaxed);
-        self.counters.running.store(self.running.len(), Ordering::Relaxed);
+        self.counters
+            .waiting
+            .store(self.waiting.len(), Ordering::Relaxed);
+        self.counters
+            .running
+            .store(self.running.len(), Ordering::Relaxed);
     }
 
     fn drop_cancelled(&mut self) {
@@ -225,15 +241,20 @@ impl Scheduler {
         let per_token = self.shared.transformer.kv_shape().bytes_per_token();
         let budget = &self.shared.budget;
         while self.running.len() < self.shared.config.max_running {
-            let Some(head) = self.waiting.front() else { break };
+            let Some(head) = self.waiting.front() else {
+                break;
+            };
             // Admit only if the first chunk of the sequence fits next to what is held.
-            let first_chunk = (head.tokens.len() - head.computed).min(self.shared.config.prefill_chunk) + 1;
+            let first_chunk =
+                (head.tokens.len() - head.computed).min(self.shared.config.prefill_chunk) + 1;
             let free = budget.limit_bytes().saturating_sub(budget.used_bytes());
             if !self.running.is_empty() && first_chunk * per_token > free {
                 break;
             }
             if let Some(mut seq) = self.waiting.pop_front() {
-                seq.kv.get_or_insert_with(|| SeqKv::new(self.shared.transformer.kv_shape(), Arc::clone(budget)));
+                seq.kv.get_or_insert_with(|| {
+                    SeqKv::new(self.shared.transformer.kv_shape(), Arc::clone(budget))
+                });
                 self.running.push(seq);
             }
         }
@@ -251,7 +272,11 @@ impl Scheduler {
                     if self.running.len() > 1 {
                         // Preempt the most recently admitted other sequence: drop its cache,
                         // keep its tokens, and put it back at the head of the queue.
-                        let victim = if i == self.running.len() - 1 { self.running.len() - 2 } else { self.running.len() - 1 };
+                        let victim = if i == self.running.len() - 1 {
+                            self.running.len() - 2
+                        } else {
+                            self.running.len() - 1
+                        };
                         let mut seq = self.running.remove(victim);
                         seq.kv = None;
                         seq.computed = 0;
@@ -280,11 +305,18 @@ impl Scheduler {
         }
         let end = (seq.computed + chunk).min(seq.tokens.len());
         let n = end - seq.computed;
-        let Some(kv) = seq.kv.as_mut() else { return StepResult::Done };
+        let Some(kv) = seq.kv.as_mut() else {
+            return StepResult::Done;
+        };
         if kv.reserve(n).is_err() {
             return StepResult::OutOfMemory;
         }
-        self.shared.transformer.forward(&seq.tokens[seq.computed..end], kv, &mut self.scratch, &mut self.logits);
+        self.shared.transformer.forward(
+            &seq.tokens[seq.computed..end],
+            kv,
+            &mut self.scratch,
+            &mut self.logits,
+        );
         seq.computed = end;
         if seq.computed < seq.tokens.len() {
             return StepResult::Continue; // more prompt to go
@@ -302,26 +334,41 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
         let (lp, alternatives) = logprobs(logits, token, top as usize);
         let entry = |id: u32, logprob: f32| {
             let bytes = tok.token_bytes(id);
-            TopLogprob { token: String::from_utf8_lossy(&bytes).into_owned(), bytes, logprob }
+            TopLogprob {
+                token: String::from_utf8_lossy(&bytes).into_owned(),
+                bytes,
+                logprob,
+            }
         };
         let chosen = entry(token, lp);
         seq.pending_logprobs.push(TokenLogprob {
             token: chosen.token,
             bytes: chosen.bytes,
             logprob: chosen.logprob,
-            top: alternatives.into_iter().map(|(id, l)| entry(id, l)).collect(),
+            top: alternatives
+                .into_iter()
+                .map(|(id, l)| entry(id, l))
+                .collect(),
         });
     }
     let end_of_generation = seq.stop_on_eog && tok.is_end_of_generation(token);
     // An end token is produced (and counted) like any other, but is not part of the text.
     seq.tokens.push(token);
-    let mut text = if end_of_generation { seq.utf8.finish() } else { seq.utf8.push(&tok.token_bytes(token)) };
+    let mut text = if end_of_generation {
+        seq.utf8.finish()
+    } else {
+        seq.utf8.push(&tok.token_bytes(token))
+    };
 
     let reason = if end_of_generation {
         Some(FinishReason::EndOfTurn)
     } else if seq.generated() >= seq.max_tokens {
         text.push_str(&seq.utf8.finish());
-        Some(if seq.limited_by_context { FinishReason::ContextWindow } else { FinishReason::MaxTokens })
+        Some(if seq.limited_by_context {
+            FinishReason::ContextWindow
+        } else {
+            FinishReason::MaxTokens
+        })
     } else {
         None
     };
@@ -336,16 +383,22 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
     };
     if !text.is_empty() || (!seq.pending_logprobs.is_empty() && reason.is_some()) {
         let logprobs = std::mem::take(&mut seq.pending_logprobs);
-        if seq.events.send(GenerateEvent::Text { text, logprobs }).is_err() {
+        if seq
+            .events
+            .send(GenerateEvent::Text { text, logprobs })
+            .is_err()
+        {
             return StepResult::Done;
         }
     }
     match reason {
         Some(reason) => {
-            let _ = seq.events.send(GenerateEvent::Finished { reason, usage: seq.usage() });
+            let _ = seq.events.send(GenerateEvent::Finished {
+                reason,
+                usage: seq.usage(),
+            });
             StepResult::Done
         }
         None => StepResult::Continue,
     }
 }
-

@@ -39,7 +39,11 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", source.to_owned())
             .map_err(|e| EngineError::Model(format!("chat template does not parse: {e}")))?;
-        Ok(Self { env, bos_token: bos_token.to_owned(), eos_token: eos_token.to_owned() })
+        Ok(Self {
+            env,
+            bos_token: bos_token.to_owned(),
+            eos_token: eos_token.to_owned(),
+        })
     }
 
     /// Renders a conversation, ending with the assistant's turn opened.
@@ -64,7 +68,12 @@ mod tests {
     #[test]
     fn renders_chatml_with_default_system_prompt() {
         let t = ChatTemplate::new(CHATML, "", "<|im_end|>").unwrap();
-        let out = t.render(&[ChatMessage { role: Role::User, content: "Hi".into() }]).unwrap();
+        let out = t
+            .render(&[ChatMessage {
+                role: Role::User,
+                content: "Hi".into(),
+            }])
+            .unwrap();
         assert_eq!(
             out,
             "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -75,9 +84,19 @@ mod tests {
     fn raise_exception_and_python_methods_work() {
         let src = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first must be user') }}{% endif %}{{ messages[0]['content'].strip() }}";
         let t = ChatTemplate::new(src, "", "").unwrap();
-        let err = t.render(&[ChatMessage { role: Role::System, content: "x".into() }]).unwrap_err();
+        let err = t
+            .render(&[ChatMessage {
+                role: Role::System,
+                content: "x".into(),
+            }])
+            .unwrap_err();
         assert!(err.to_string().contains("first must be user"), "{err}");
-        let ok = t.render(&[ChatMessage { role: Role::User, content: "  hi  ".into() }]).unwrap();
+        let ok = t
+            .render(&[ChatMessage {
+                role: Role::User,
+                content: "  hi  ".into(),
+            }])
+            .unwrap();
         assert_eq!(ok, "hi");
     }
 }

@@ -19,7 +19,11 @@ use basalt_gguf::GgufFile;
 use serde_json::Value;
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn check_tokenizer(fixture: &Value, tok: &Tokenizer) {
@@ -30,11 +34,17 @@ fn check_tokenizer(fixture: &Value, tok: &Tokenizer) {
             let want = ids(&case[key]);
             let got = tok.encode(text, false, special);
             if got != want {
-                failures.push(format!("{key} {text:?}:\n  llama.cpp {want:?}\n  basalt    {got:?}"));
+                failures.push(format!(
+                    "{key} {text:?}:\n  llama.cpp {want:?}\n  basalt    {got:?}"
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "tokenizer differs from llama.cpp:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "tokenizer differs from llama.cpp:\n{}",
+        failures.join("\n")
+    );
 }
 
 fn check_model(fixture_name: &str) {
@@ -48,16 +58,25 @@ fn check_model(fixture_name: &str) {
     let mut scratch = ActScratch::default();
     let mut logits = vec![0f32; model.vocab_size()];
     let noise = fixture["oracle_noise"].as_f64().unwrap() as f32;
-    let (mut worst, mut sum_diff, mut n_diff, mut ties, mut mismatches) = (0f32, 0f64, 0usize, 0, 0);
+    let (mut worst, mut sum_diff, mut n_diff, mut ties, mut mismatches) =
+        (0f32, 0f64, 0usize, 0, 0);
     for case in fixture["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         let prompt = ids(&case["prompt"]);
-        assert_eq!(tok.encode(text, true, case["special"].as_bool().unwrap()), prompt, "prompt ids for {text:?}");
+        assert_eq!(
+            tok.encode(text, true, case["special"].as_bool().unwrap()),
+            prompt,
+            "prompt ids for {text:?}"
+        );
         let generated = ids(&case["generated"]);
         let mut kv = SeqKv::new(model.kv_shape(), budget.clone());
         kv.reserve(prompt.len() + generated.len()).unwrap();
         model.forward(&prompt, &mut kv, &mut scratch, &mut logits);
-        for (step, (&want, top)) in generated.iter().zip(case["top"].as_array().unwrap()).enumerate() {
+        for (step, (&want, top)) in generated
+            .iter()
+            .zip(case["top"].as_array().unwrap())
+            .enumerate()
+        {
             let top: Vec<(u32, f32)> = top
                 .as_array()
                 .unwrap()
@@ -73,7 +92,9 @@ fn check_model(fixture_name: &str) {
             let ours = argmax(&logits);
             if ours != want {
                 let margin = top[0].1 - top[1].1;
-                let ours_is_tied = top.iter().any(|&(id, l)| id == ours && top[0].1 - l <= noise);
+                let ours_is_tied = top
+                    .iter()
+                    .any(|&(id, l)| id == ours && top[0].1 - l <= noise);
                 if !ours_is_tied {
                     eprintln!("{text:?} step {step}: greedy token {ours} here, {want} in llama.cpp (margin {margin})");
                     mismatches += 1;
@@ -88,9 +109,18 @@ fn check_model(fixture_name: &str) {
         "{fixture_name}: llama.cpp noise {noise:.3}; top-logit difference mean {mean:.3}, worst {worst:.3}; \
          {ties} near-tie choices differ, {mismatches} real disagreements"
     );
-    assert_eq!(mismatches, 0, "greedy choices disagree with llama.cpp beyond its own noise");
-    assert!(mean <= noise / 2.0, "mean logit difference {mean} exceeds half of llama.cpp's own noise {noise}");
-    assert!(worst <= 2.0 * noise, "worst logit difference {worst} exceeds twice llama.cpp's own noise {noise}");
+    assert_eq!(
+        mismatches, 0,
+        "greedy choices disagree with llama.cpp beyond its own noise"
+    );
+    assert!(
+        mean <= noise / 2.0,
+        "mean logit difference {mean} exceeds half of llama.cpp's own noise {noise}"
+    );
+    assert!(
+        worst <= 2.0 * noise,
+        "worst logit difference {worst} exceeds twice llama.cpp's own noise {noise}"
+    );
 }
 
 #[test]

@@ -24,7 +24,10 @@ pub use parse::parse_header;
 #[derive(Debug, Error)]
 pub enum GgufError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("not a GGUF file (magic bytes are {0:?})")]
     BadMagic([u8; 4]),
     #[error("unsupported GGUF version {0} (supported: 2 and 3)")]
@@ -238,30 +241,51 @@ impl Header {
     pub fn string(&self, key: &str) -> Result<&str, GgufError> {
         match self.metadata.get(key) {
             Some(Value::String(s)) => Ok(s),
-            Some(_) => Err(GgufError::WrongType { key: key.into(), expected: "string" }),
+            Some(_) => Err(GgufError::WrongType {
+                key: key.into(),
+                expected: "string",
+            }),
             None => Err(GgufError::MissingKey(key.into())),
         }
     }
 
     pub fn u64(&self, key: &str) -> Result<u64, GgufError> {
-        let v = self.metadata.get(key).ok_or_else(|| GgufError::MissingKey(key.into()))?;
-        v.as_u64().ok_or_else(|| GgufError::WrongType { key: key.into(), expected: "integer" })
+        let v = self
+            .metadata
+            .get(key)
+            .ok_or_else(|| GgufError::MissingKey(key.into()))?;
+        v.as_u64().ok_or_else(|| GgufError::WrongType {
+            key: key.into(),
+            expected: "integer",
+        })
     }
 
     pub fn usize(&self, key: &str) -> Result<usize, GgufError> {
         let v = self.u64(key)?;
-        usize::try_from(v).map_err(|_| GgufError::WrongType { key: key.into(), expected: "usize" })
+        usize::try_from(v).map_err(|_| GgufError::WrongType {
+            key: key.into(),
+            expected: "usize",
+        })
     }
 
     pub fn f64(&self, key: &str) -> Result<f64, GgufError> {
-        let v = self.metadata.get(key).ok_or_else(|| GgufError::MissingKey(key.into()))?;
-        v.as_f64().ok_or_else(|| GgufError::WrongType { key: key.into(), expected: "number" })
+        let v = self
+            .metadata
+            .get(key)
+            .ok_or_else(|| GgufError::MissingKey(key.into()))?;
+        v.as_f64().ok_or_else(|| GgufError::WrongType {
+            key: key.into(),
+            expected: "number",
+        })
     }
 
     pub fn array(&self, key: &str) -> Result<&Array, GgufError> {
         match self.metadata.get(key) {
             Some(Value::Array(a)) => Ok(a),
-            Some(_) => Err(GgufError::WrongType { key: key.into(), expected: "array" }),
+            Some(_) => Err(GgufError::WrongType {
+                key: key.into(),
+                expected: "array",
+            }),
             None => Err(GgufError::MissingKey(key.into())),
         }
     }
@@ -284,14 +308,21 @@ pub struct GgufFile {
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let io = |source| GgufError::Io { path: path.to_path_buf(), source };
+        let io = |source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(io)?;
         // SAFETY: the mapping is read-only. Basalt never writes model files while serving
         // them; a file truncated underneath a running server is outside what we defend
         // against (as for any mmap-based model server).
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         let header = parse_header(&map)?;
-        Ok(Self { path: path.to_path_buf(), map: Arc::new(map), header })
+        Ok(Self {
+            path: path.to_path_buf(),
+            map: Arc::new(map),
+            header,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -305,9 +336,9 @@ impl GgufFile {
     /// The bytes of one tensor (bounds were checked when the header was parsed).
     pub fn tensor_data(&self, info: &TensorInfo) -> Result<&[u8], GgufError> {
         let start = self.header.data_offset + info.offset;
-        self.map
-            .get(start..start + info.size_bytes)
-            .ok_or_else(|| GgufError::Corrupt(format!("tensor `{}` lies outside the file", info.name)))
+        self.map.get(start..start + info.size_bytes).ok_or_else(|| {
+            GgufError::Corrupt(format!("tensor `{}` lies outside the file", info.name))
+        })
     }
 
     /// A tensor's bytes as an owned handle that keeps the mapping alive, for model structs
@@ -315,7 +346,11 @@ impl GgufFile {
     pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<TensorBytes, GgufError> {
         self.tensor_data(info)?;
         let start = self.header.data_offset + info.offset;
-        Ok(TensorBytes { map: Arc::clone(&self.map), start, len: info.size_bytes })
+        Ok(TensorBytes {
+            map: Arc::clone(&self.map),
+            start,
+            len: info.size_bytes,
+        })
     }
 
     pub fn file_size(&self) -> usize {

@@ -27,7 +27,10 @@ impl<'a> Cursor<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], GgufError> {
         if n > self.remaining() {
-            return Err(corrupt(format!("needed {n} bytes at offset {}, file ends first", self.pos)));
+            return Err(corrupt(format!(
+                "needed {n} bytes at offset {}, file ends first",
+                self.pos
+            )));
         }
         let out = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
@@ -56,7 +59,8 @@ impl<'a> Cursor<'a> {
     /// A count that must be backed by at least `min_elem_size` bytes per element.
     fn count(&mut self, min_elem_size: usize, what: &str) -> Result<usize, GgufError> {
         let n = self.u64()?;
-        let n = usize::try_from(n).map_err(|_| corrupt(format!("{what} count {n} is too large")))?;
+        let n =
+            usize::try_from(n).map_err(|_| corrupt(format!("{what} count {n} is too large")))?;
         if n.saturating_mul(min_elem_size.max(1)) > self.remaining() {
             return Err(corrupt(format!(
                 "{what} count {n} needs more bytes than the file has left ({})",
@@ -69,7 +73,10 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, max_len: u64) -> Result<String, GgufError> {
         let len = self.u64()?;
         if len > max_len {
-            return Err(corrupt(format!("string of {len} bytes at offset {}", self.pos)));
+            return Err(corrupt(format!(
+                "string of {len} bytes at offset {}",
+                self.pos
+            )));
         }
         let bytes = self.take(usize::try_from(len).map_err(|_| corrupt("string length"))?)?;
         // Token lists contain invalid UTF-8 in some real models (partial byte tokens); keep
@@ -130,7 +137,8 @@ fn read_array(c: &mut Cursor<'_>, depth: u32) -> Result<Array, GgufError> {
             Ok(Array::Nested(n))
         }
         ty => {
-            let size = scalar_size(ty).ok_or_else(|| corrupt(format!("unknown array type {ty}")))?;
+            let size =
+                scalar_size(ty).ok_or_else(|| corrupt(format!("unknown array type {ty}")))?;
             let n = c.count(size, "array")?;
             match ty {
                 6 | 12 => {
@@ -202,14 +210,18 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, GgufError> {
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
             let d = c.u64()?;
-            let d = usize::try_from(d).map_err(|_| corrupt(format!("tensor `{name}` dimension {d}")))?;
+            let d = usize::try_from(d)
+                .map_err(|_| corrupt(format!("tensor `{name}` dimension {d}")))?;
             dims.push(d);
         }
         let raw_ty = c.u32()?;
-        let ty = TensorType::from_u32(raw_ty)
-            .ok_or_else(|| GgufError::UnsupportedTensorType { name: name.clone(), ty: raw_ty })?;
+        let ty = TensorType::from_u32(raw_ty).ok_or_else(|| GgufError::UnsupportedTensorType {
+            name: name.clone(),
+            ty: raw_ty,
+        })?;
         let offset = c.u64()?;
-        let offset = usize::try_from(offset).map_err(|_| corrupt(format!("tensor `{name}` offset")))?;
+        let offset =
+            usize::try_from(offset).map_err(|_| corrupt(format!("tensor `{name}` offset")))?;
         let elements = dims
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -225,13 +237,22 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, GgufError> {
         let size_bytes = (elements / block_elems)
             .checked_mul(block_bytes)
             .ok_or_else(|| corrupt(format!("tensor `{name}` is impossibly large")))?;
-        tensors.push(TensorInfo { name, dims, ty, offset, size_bytes });
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ty,
+            offset,
+            size_bytes,
+        });
     }
 
     let alignment = match metadata.get("general.alignment") {
-        Some(v) => v.as_u64().filter(|a| a.is_power_of_two() && *a <= 1 << 20).ok_or_else(|| {
-            corrupt("general.alignment must be a power of two no larger than 1 MiB")
-        })? as usize,
+        Some(v) => v
+            .as_u64()
+            .filter(|a| a.is_power_of_two() && *a <= 1 << 20)
+            .ok_or_else(|| {
+                corrupt("general.alignment must be a power of two no larger than 1 MiB")
+            })? as usize,
         None => 32,
     };
     let data_offset = c.pos.div_ceil(alignment) * alignment;
@@ -245,7 +266,12 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, GgufError> {
             )));
         }
     }
-    Ok(Header { version, metadata, tensors, data_offset })
+    Ok(Header {
+        version,
+        metadata,
+        tensors,
+        data_offset,
+    })
 }
 
 #[cfg(test)]
@@ -261,7 +287,11 @@ mod tests {
 
     impl Builder {
         fn new() -> Self {
-            Self { kv: Vec::new(), n_kv: 0, tensors: Vec::new() }
+            Self {
+                kv: Vec::new(),
+                n_kv: 0,
+                tensors: Vec::new(),
+            }
         }
         fn string(buf: &mut Vec<u8>, s: &str) {
             buf.extend((s.len() as u64).to_le_bytes());
@@ -398,10 +428,16 @@ mod tests {
 
     #[test]
     fn wrong_magic_and_version() {
-        assert!(matches!(parse_header(b"GGML\x03\0\0\0"), Err(GgufError::BadMagic(_))));
+        assert!(matches!(
+            parse_header(b"GGML\x03\0\0\0"),
+            Err(GgufError::BadMagic(_))
+        ));
         let mut bytes = sample();
         bytes[4..8].copy_from_slice(&7u32.to_le_bytes());
-        assert!(matches!(parse_header(&bytes), Err(GgufError::UnsupportedVersion(7))));
+        assert!(matches!(
+            parse_header(&bytes),
+            Err(GgufError::UnsupportedVersion(7))
+        ));
     }
 
     #[test]
@@ -409,6 +445,9 @@ mod tests {
         let mut b = Builder::new().tensor_f32("w", &[1], &[1.0]);
         b.tensors[0].2 = 99;
         let r = parse_header(&b.build());
-        assert!(matches!(r, Err(GgufError::UnsupportedTensorType { ty: 99, .. })), "{r:?}");
+        assert!(
+            matches!(r, Err(GgufError::UnsupportedTensorType { ty: 99, .. })),
+            "{r:?}"
+        );
     }
 }

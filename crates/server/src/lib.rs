@@ -29,7 +29,10 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { body_limit: 4 << 20, keep_alive: Duration::from_secs(15) }
+        Self {
+            body_limit: 4 << 20,
+            keep_alive: Duration::from_secs(15),
+        }
     }
 }
 
@@ -44,15 +47,20 @@ impl From<BasaltError> for OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::error!(error = %self.0.message, "request failed");
         }
         let body = basalt_wire::openai::error_body(&self.0).to_string();
         let mut resp = (status, body).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if self.0.kind == ErrorKind::Overloaded {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
@@ -64,7 +72,10 @@ pub fn router(state: std::sync::Arc<AppState>, config: ServerConfig) -> Router {
         .merge(openai::routes(config))
         .route("/health", get(|| async { "ok" }))
         .fallback(|uri: axum::http::Uri| async move {
-            OpenAiError(BasaltError::new(ErrorKind::NotFound, format!("No route for {uri}")))
+            OpenAiError(BasaltError::new(
+                ErrorKind::NotFound,
+                format!("No route for {uri}"),
+            ))
         })
         .with_state(state)
 }

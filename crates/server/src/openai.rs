@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use basalt_engine::EventReceiver;
 use basalt_types::{BasaltError, ErrorKind, FinishReason, GenerateEvent, TokenLogprob, Usage};
-use basalt_wire::openai::{self as wire, ChatCompletionRequest, CompletionRequest, ModelCard, Plan};
+use basalt_wire::openai::{self as wire, ModelCard, Plan};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
@@ -29,24 +29,38 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
         .route("/v1/models/{*id}", get(get_model))
         .route(
             "/v1/chat/completions",
-            post(move |s: Shared, b: Result<Bytes, BytesRejection>| generate(s, b, Surface::Chat, keep_alive)),
+            post(move |s: Shared, b: Result<Bytes, BytesRejection>| {
+                generate(s, b, Surface::Chat, keep_alive)
+            }),
         )
         .route(
             "/v1/completions",
-            post(move |s: Shared, b: Result<Bytes, BytesRejection>| generate(s, b, Surface::Completion, keep_alive)),
+            post(move |s: Shared, b: Result<Bytes, BytesRejection>| {
+                generate(s, b, Surface::Completion, keep_alive)
+            }),
         )
         .layer(DefaultBodyLimit::max(config.body_limit))
 }
 
 fn card(m: &ServedModel, created: u64) -> ModelCard {
-    ModelCard { id: m.entry.manifest.id.clone(), object: "model", created, owned_by: m.entry.manifest.provider.clone() }
+    ModelCard {
+        id: m.entry.manifest.id.clone(),
+        object: "model",
+        created,
+        owned_by: m.entry.manifest.provider.clone(),
+    }
 }
 
 async fn list_models(State(state): Shared) -> Json<Value> {
-    Json(wire::model_list(state.models().map(|m| card(m, state.started)).collect()))
+    Json(wire::model_list(
+        state.models().map(|m| card(m, state.started)).collect(),
+    ))
 }
 
-async fn get_model(State(state): Shared, Path(id): Path<String>) -> Result<Json<ModelCard>, OpenAiError> {
+async fn get_model(
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<ModelCard>, OpenAiError> {
     let m = state.model(&id)?;
     Ok(Json(card(&m, state.started)))
 }
@@ -59,15 +73,20 @@ enum Surface {
 
 fn body_error(rejection: BytesRejection) -> BasaltError {
     if rejection.status().as_u16() == 413 {
-        BasaltError::new(ErrorKind::PayloadTooLarge, "The request body is larger than the server accepts.")
-            .with_param("body")
+        BasaltError::new(
+            ErrorKind::PayloadTooLarge,
+            "The request body is larger than the server accepts.",
+        )
+        .with_param("body")
     } else {
         BasaltError::invalid("body", format!("Cannot read the request body: {rejection}"))
     }
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn request_id(prefix: &str) -> String {
@@ -86,13 +105,17 @@ async fn generate(
 ) -> Result<Response, OpenAiError> {
     let body = body.map_err(body_error)?;
     let plan = match surface {
-        Surface::Chat => basalt_wire::parse_json::<ChatCompletionRequest>(&body)?.into_plan()?,
-        Surface::Completion => basalt_wire::parse_json::<CompletionRequest>(&body)?.into_plan()?,
+        Surface::Chat => wire::parse_chat(&body)?.into_plan()?,
+        Surface::Completion => wire::parse_completion(&body)?.into_plan()?,
     };
     let model = state.model(&plan.model)?;
     let receivers = submit_all(&model, &plan).await?;
     let meta = ResponseMeta {
-        id: request_id(if surface == Surface::Chat { "chatcmpl" } else { "cmpl" }),
+        id: request_id(if surface == Surface::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        }),
         created: unix_now(),
         model: plan.model.clone(),
         surface,
@@ -100,14 +123,19 @@ async fn generate(
     };
     if plan.stream {
         let events = stream_events(meta, plan, receivers);
-        Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(keep_alive)).into_response())
+        Ok(Sse::new(events)
+            .keep_alive(KeepAlive::new().interval(keep_alive))
+            .into_response())
     } else {
         Ok(Json(collect(meta, plan, receivers).await?).into_response())
     }
 }
 
 /// Submits every choice of the plan; tokenisation runs on the blocking pool.
-async fn submit_all(model: &Arc<ServedModel>, plan: &Plan) -> Result<Vec<EventReceiver>, BasaltError> {
+async fn submit_all(
+    model: &Arc<ServedModel>,
+    plan: &Plan,
+) -> Result<Vec<EventReceiver>, BasaltError> {
     let mut receivers = Vec::with_capacity(plan.requests.len());
     for request in &plan.requests {
         let model = Arc::clone(model);
@@ -158,7 +186,11 @@ struct ChoiceResult {
     usage: Usage,
 }
 
-async fn collect(meta: ResponseMeta, plan: Plan, receivers: Vec<EventReceiver>) -> Result<Value, BasaltError> {
+async fn collect(
+    meta: ResponseMeta,
+    plan: Plan,
+    receivers: Vec<EventReceiver>,
+) -> Result<Value, BasaltError> {
     let mut results = Vec::with_capacity(receivers.len());
     for mut rx in receivers {
         let mut r = ChoiceResult::default();
@@ -177,7 +209,9 @@ async fn collect(meta: ResponseMeta, plan: Plan, receivers: Vec<EventReceiver>) 
             }
         }
         if r.finish.is_none() {
-            return Err(BasaltError::internal("the engine stopped before finishing the request"));
+            return Err(BasaltError::internal(
+                "the engine stopped before finishing the request",
+            ));
         }
         results.push(r);
     }
@@ -219,7 +253,9 @@ async fn collect(meta: ResponseMeta, plan: Plan, receivers: Vec<EventReceiver>) 
 }
 
 fn receiver_stream(index: usize, rx: EventReceiver) -> impl Stream<Item = (usize, GenerateEvent)> {
-    stream::unfold(rx, move |mut rx| async move { rx.recv().await.map(|ev| ((index, ev), rx)) })
+    stream::unfold(rx, move |mut rx| async move {
+        rx.recv().await.map(|ev| ((index, ev), rx))
+    })
 }
 
 fn data(v: Value) -> Result<Event, Infallible> {
@@ -235,7 +271,12 @@ fn stream_events(
     receivers: Vec<EventReceiver>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let n = receivers.len();
-    let merged = stream::select_all(receivers.into_iter().enumerate().map(|(i, rx)| Box::pin(receiver_stream(i, rx))));
+    let merged = stream::select_all(
+        receivers
+            .into_iter()
+            .enumerate()
+            .map(|(i, rx)| Box::pin(receiver_stream(i, rx))),
+    );
     let meta = Arc::new(meta);
     let chunk = {
         let meta = Arc::clone(&meta);

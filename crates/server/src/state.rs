@@ -20,8 +20,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(models: Vec<ServedModel>) -> Self {
-        let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let models = models.into_iter().map(|m| (m.entry.manifest.id.clone(), Arc::new(m))).collect();
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let models = models
+            .into_iter()
+            .map(|m| (m.entry.manifest.id.clone(), Arc::new(m)))
+            .collect();
         Self { models, started }
     }
 
@@ -46,7 +51,10 @@ impl AppState {
             match LoadedModel::load(&entry.weights_path(), config.clone()) {
                 Ok(engine) => {
                     on_loaded(entry, Ok(()));
-                    models.push(ServedModel { entry: entry.clone(), engine });
+                    models.push(ServedModel {
+                        entry: entry.clone(),
+                        engine,
+                    });
                 }
                 Err(e) => {
                     let msg = e.to_string();
@@ -64,11 +72,17 @@ impl AppState {
 
     /// Looks a model up by id; ids may arrive URL-encoded.
     pub fn model(&self, id: &str) -> Result<Arc<ServedModel>, BasaltError> {
-        self.models.get(id).cloned().ok_or_else(|| BasaltError::model_not_found(id))
+        self.models
+            .get(id)
+            .cloned()
+            .ok_or_else(|| BasaltError::model_not_found(id))
     }
 
     /// KV-cache bytes held by all models (zero when idle).
     pub fn kv_bytes_in_use(&self) -> usize {
-        self.models.values().map(|m| m.engine.kv_bytes_in_use()).sum()
+        self.models
+            .values()
+            .map(|m| m.engine.kv_bytes_in_use())
+            .sum()
     }
 }

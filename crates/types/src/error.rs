@@ -54,11 +54,19 @@ pub struct BasaltError {
 
 impl BasaltError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), param: None }
+        Self {
+            kind,
+            message: message.into(),
+            param: None,
+        }
     }
 
     pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::InvalidRequest, message: message.into(), param: Some(param.into()) }
+        Self {
+            kind: ErrorKind::InvalidRequest,
+            message: message.into(),
+            param: Some(param.into()),
+        }
     }
 
     pub fn model_not_found(model: &str) -> Self {
@@ -91,8 +99,14 @@ mod tests {
     fn statuses_follow_the_kind() {
         assert_eq!(BasaltError::invalid("n", "bad").status(), 400);
         assert_eq!(BasaltError::model_not_found("x").status(), 404);
-        assert_eq!(BasaltError::new(ErrorKind::PayloadTooLarge, "big").status(), 413);
-        assert_eq!(BasaltError::new(ErrorKind::Overloaded, "busy").status(), 429);
+        assert_eq!(
+            BasaltError::new(ErrorKind::PayloadTooLarge, "big").status(),
+            413
+        );
+        assert_eq!(
+            BasaltError::new(ErrorKind::Overloaded, "busy").status(),
+            429
+        );
         assert_eq!(BasaltError::internal("oops").status(), 500);
     }
 }

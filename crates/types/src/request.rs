@@ -126,7 +126,16 @@ pub struct TokenLogprob {
 pub enum GenerateEvent {
     /// New text, always whole UTF-8 characters. `logprobs` has one entry per token that this
     /// chunk completes (a token can produce no text of its own, e.g. half a character).
-    Text { text: String, logprobs: Vec<TokenLogprob> },
-    Finished { reason: FinishReason, usage: Usage },
-    Failed { error: crate::BasaltError, usage: Usage },
+    Text {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    Finished {
+        reason: FinishReason,
+        usage: Usage,
+    },
+    Failed {
+        error: crate::BasaltError,
+        usage: Usage,
+    },
 }

@@ -14,17 +14,29 @@ use serde::de::DeserializeOwned;
 /// (`messages[0].content`), as API users expect.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, BasaltError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(path_error)
+}
+
+/// Like [`parse_json`], for an already-parsed JSON value.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, BasaltError> {
+    serde_path_to_error::deserialize(value).map_err(path_error)
+}
+
+fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> BasaltError {
+    {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            BasaltError::invalid("body", format!("The request body is not valid JSON: {inner}"))
+            BasaltError::invalid(
+                "body",
+                format!("The request body is not valid JSON: {inner}"),
+            )
         } else if path == "." {
             BasaltError::invalid("body", format!("Invalid request body: {inner}"))
         } else {
             BasaltError::invalid(path.clone(), format!("Invalid value for `{path}`: {inner}"))
         }
-    })
+    }
 }
 
 #[cfg(test)]

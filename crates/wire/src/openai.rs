@@ -1,8 +1,8 @@
 //! The OpenAI dialect: `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
 
 use basalt_types::{
-    BasaltError, ChatMessage, ErrorKind, FinishReason, GenerateRequest, Prompt, Role, SamplingParams,
-    TokenLogprob, Usage,
+    BasaltError, ChatMessage, ErrorKind, FinishReason, GenerateRequest, Prompt, Role,
+    SamplingParams, TokenLogprob, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -76,7 +76,8 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub logprobs: bool,
     pub top_logprobs: Option<u8>,
-    #[serde(flatten)]
+    /// Filled by [`parse_chat`] from the body's sampling keys.
+    #[serde(skip)]
     pub sampling: SamplingFields,
 }
 
@@ -97,8 +98,62 @@ pub struct CompletionRequest {
     #[serde(default)]
     pub echo: bool,
     pub suffix: Option<String>,
-    #[serde(flatten)]
+    /// Filled by [`parse_completion`] from the body's sampling keys.
+    #[serde(skip)]
     pub sampling: SamplingFields,
+}
+
+/// The body keys that belong to [`SamplingFields`].
+const SAMPLING_KEYS: &[&str] = &[
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "seed",
+    "n",
+    "stop",
+    "stream",
+    "stream_options",
+];
+
+/// Splits a body into its sampling part and the rest, and parses both with field paths
+/// intact (serde's `flatten` would lose them, and errors would no longer name the field).
+fn parse_split<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<(T, SamplingFields), BasaltError> {
+    let value: Value = crate::parse_json(body)?;
+    let Value::Object(mut rest) = value else {
+        return Err(BasaltError::invalid(
+            "body",
+            "The request body must be a JSON object.",
+        ));
+    };
+    let mut sampling = serde_json::Map::new();
+    for key in SAMPLING_KEYS {
+        if let Some(v) = rest.remove(*key) {
+            if !v.is_null() {
+                sampling.insert((*key).to_string(), v);
+            }
+        }
+    }
+    let sampling: SamplingFields = crate::from_value(Value::Object(sampling))?;
+    let request: T = crate::from_value(Value::Object(rest))?;
+    Ok((request, sampling))
+}
+
+pub fn parse_chat(body: &[u8]) -> Result<ChatCompletionRequest, BasaltError> {
+    let (mut r, sampling): (ChatCompletionRequest, _) = parse_split(body)?;
+    r.sampling = sampling;
+    Ok(r)
+}
+
+pub fn parse_completion(body: &[u8]) -> Result<CompletionRequest, BasaltError> {
+    let (mut r, sampling): (CompletionRequest, _) = parse_split(body)?;
+    r.sampling = sampling;
+    Ok(r)
 }
 
 /// What the server needs to run a request: one canonical request per choice (`n` and
@@ -115,9 +170,10 @@ pub struct Plan {
 
 fn check_range(param: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<(), BasaltError> {
     match v {
-        Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => {
-            Err(BasaltError::invalid(param, format!("`{param}` must be between {lo} and {hi}, got {x}")))
-        }
+        Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => Err(BasaltError::invalid(
+            param,
+            format!("`{param}` must be between {lo} and {hi}, got {x}"),
+        )),
         _ => Ok(()),
     }
 }
@@ -132,14 +188,23 @@ impl SamplingFields {
         check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
         if let Some(n) = self.n {
             if n == 0 || n > MAX_N {
-                return Err(BasaltError::invalid("n", format!("`n` must be between 1 and {MAX_N}, got {n}")));
+                return Err(BasaltError::invalid(
+                    "n",
+                    format!("`n` must be between 1 and {MAX_N}, got {n}"),
+                ));
             }
         }
         if self.top_p == Some(0.0) {
-            return Err(BasaltError::invalid("top_p", "`top_p` must be greater than 0"));
+            return Err(BasaltError::invalid(
+                "top_p",
+                "`top_p` must be greater than 0",
+            ));
         }
         if self.stream_options.is_some() && !self.stream {
-            return Err(BasaltError::invalid("stream_options", "`stream_options` is only allowed when `stream` is true"));
+            return Err(BasaltError::invalid(
+                "stream_options",
+                "`stream_options` is only allowed when `stream` is true",
+            ));
         }
         Ok(())
     }
@@ -151,7 +216,10 @@ impl SamplingFields {
             Some(StopField::Many(v)) => v.clone(),
         };
         if stops.len() > MAX_STOP_SEQUENCES {
-            return Err(BasaltError::invalid("stop", format!("at most {MAX_STOP_SEQUENCES} stop sequences are allowed")));
+            return Err(BasaltError::invalid(
+                "stop",
+                format!("at most {MAX_STOP_SEQUENCES} stop sequences are allowed"),
+            ));
         }
         Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
     }
@@ -172,13 +240,18 @@ impl SamplingFields {
     }
 
     fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
     }
 }
 
 fn max_tokens(param: &str, v: Option<u32>) -> Result<Option<u32>, BasaltError> {
     match v {
-        Some(0) => Err(BasaltError::invalid(param, format!("`{param}` must be at least 1"))),
+        Some(0) => Err(BasaltError::invalid(
+            param,
+            format!("`{param}` must be at least 1"),
+        )),
         v => Ok(v),
     }
 }
@@ -187,7 +260,10 @@ impl ChatCompletionRequest {
     pub fn into_plan(self) -> Result<Plan, BasaltError> {
         self.sampling.validate()?;
         if self.messages.is_empty() {
-            return Err(BasaltError::invalid("messages", "`messages` must contain at least one message"));
+            return Err(BasaltError::invalid(
+                "messages",
+                "`messages` must contain at least one message",
+            ));
         }
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
@@ -224,10 +300,16 @@ impl ChatCompletionRequest {
             messages.push(ChatMessage { role, content });
         }
         if self.top_logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
-            return Err(BasaltError::invalid("top_logprobs", format!("`top_logprobs` must be at most {MAX_TOP_LOGPROBS}")));
+            return Err(BasaltError::invalid(
+                "top_logprobs",
+                format!("`top_logprobs` must be at most {MAX_TOP_LOGPROBS}"),
+            ));
         }
         if self.top_logprobs.is_some() && !self.logprobs {
-            return Err(BasaltError::invalid("top_logprobs", "`top_logprobs` requires `logprobs` to be true"));
+            return Err(BasaltError::invalid(
+                "top_logprobs",
+                "`top_logprobs` requires `logprobs` to be true",
+            ));
         }
         let limit = max_tokens("max_completion_tokens", self.max_completion_tokens)?
             .or(max_tokens("max_tokens", self.max_tokens)?);
@@ -257,15 +339,24 @@ impl CompletionRequest {
     pub fn into_plan(self) -> Result<Plan, BasaltError> {
         self.sampling.validate()?;
         if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-            return Err(BasaltError::invalid("suffix", "`suffix` (fill-in-the-middle) is not supported"));
+            return Err(BasaltError::invalid(
+                "suffix",
+                "`suffix` (fill-in-the-middle) is not supported",
+            ));
         }
         if self.logprobs.is_some_and(|k| k > 5) {
-            return Err(BasaltError::invalid("logprobs", "`logprobs` must be between 0 and 5"));
+            return Err(BasaltError::invalid(
+                "logprobs",
+                "`logprobs` must be between 0 and 5",
+            ));
         }
         let prompts = match self.prompt {
             PromptField::One(p) => vec![p],
             PromptField::Many(v) if v.is_empty() => {
-                return Err(BasaltError::invalid("prompt", "`prompt` must not be an empty list"))
+                return Err(BasaltError::invalid(
+                    "prompt",
+                    "`prompt` must not be an empty list",
+                ))
             }
             PromptField::Many(v) => v,
         };
@@ -284,7 +375,11 @@ impl CompletionRequest {
                     stop: stop.clone(),
                     logprobs: self.logprobs,
                 });
-                echo.push(if self.echo { prompt.clone() } else { String::new() });
+                echo.push(if self.echo {
+                    prompt.clone()
+                } else {
+                    String::new()
+                });
             }
         }
         Ok(Plan {
@@ -368,8 +463,12 @@ pub fn completion_logprobs(items: &[TokenLogprob], mut offset: usize) -> Value {
 /// `{"error": {...}}` in OpenAI's shape.
 pub fn error_body(e: &BasaltError) -> Value {
     let (kind, code): (&str, Option<&str>) = match e.kind {
-        ErrorKind::InvalidRequest | ErrorKind::UnsupportedForModel => ("invalid_request_error", None),
-        ErrorKind::ContextLengthExceeded => ("invalid_request_error", Some("context_length_exceeded")),
+        ErrorKind::InvalidRequest | ErrorKind::UnsupportedForModel => {
+            ("invalid_request_error", None)
+        }
+        ErrorKind::ContextLengthExceeded => {
+            ("invalid_request_error", Some("context_length_exceeded"))
+        }
         ErrorKind::ModelNotFound => ("invalid_request_error", Some("model_not_found")),
         ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
         ErrorKind::PayloadTooLarge => ("invalid_request_error", Some("request_too_large")),
@@ -394,11 +493,10 @@ pub fn model_list(models: Vec<ModelCard>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse_json;
 
     #[test]
     fn chat_request_fans_out_n_and_maps_fields() {
-        let req: ChatCompletionRequest = parse_json(
+        let req = parse_chat(
             br#"{"model":"m","messages":[{"role":"developer","content":"be brief"},
                 {"role":"user","content":[{"type":"text","text":"hi "},{"type":"text","text":"there"}]}],
                 "n":2,"seed":7,"stop":"END","max_completion_tokens":5,"logprobs":true,"top_logprobs":3,
@@ -436,17 +534,26 @@ mod tests {
                 "messages[0].content[0]",
             ),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":["a","b","c","d","e"]}"#, "stop"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, "temperature"),
+            (br#"{"model":"m","messages":[{"role":"user","content":5}]}"#, "messages[0].content"),
+            (br#"[1,2]"#, "body"),
         ];
         for (body, param) in cases {
-            let err = parse_json::<ChatCompletionRequest>(body).and_then(|r| r.into_plan()).unwrap_err();
-            assert_eq!(err.param.as_deref(), Some(*param), "{}", String::from_utf8_lossy(body));
+            let err = parse_chat(body).and_then(|r| r.into_plan()).unwrap_err();
+            assert_eq!(
+                err.param.as_deref(),
+                Some(*param),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
             assert_eq!(err.status(), 400);
         }
     }
 
     #[test]
     fn completions_default_to_16_tokens_and_fan_out_prompts() {
-        let req: CompletionRequest = parse_json(br#"{"model":"m","prompt":["a","b"],"n":2,"echo":true}"#).unwrap();
+        let req =
+            parse_completion(br#"{"model":"m","prompt":["a","b"],"n":2,"echo":true}"#).unwrap();
         let plan = req.into_plan().unwrap();
         assert_eq!(plan.requests.len(), 4);
         assert_eq!(plan.requests[0].max_tokens, Some(16));

@@ -34,7 +34,10 @@ pub struct ActScratch {
 }
 
 fn bad_layout(name: &str, ty: TensorType) -> EngineError {
-    EngineError::Model(format!("tensor `{name}` ({}) is misaligned or has a partial block", ty.name()))
+    EngineError::Model(format!(
+        "tensor `{name}` ({}) is misaligned or has a partial block",
+        ty.name()
+    ))
 }
 
 impl QMatrix {
@@ -42,9 +45,19 @@ impl QMatrix {
         let (cols, rows) = match info.dims.as_slice() {
             [c] => (*c, 1),
             [c, r] => (*c, *r),
-            _ => return Err(EngineError::Model(format!("tensor `{}` is not a matrix", info.name))),
+            _ => {
+                return Err(EngineError::Model(format!(
+                    "tensor `{}` is not a matrix",
+                    info.name
+                )))
+            }
         };
-        let m = Self { ty: info.ty, rows, cols, bytes };
+        let m = Self {
+            ty: info.ty,
+            rows,
+            cols,
+            bytes,
+        };
         // Check the encoding once here so the hot path can rely on it.
         let ok = match m.ty {
             TensorType::F32 => cast_blocks::<f32>(&m.bytes).is_some(),
@@ -217,7 +230,10 @@ fn matmul_rows<W: Sync, A: Sync, D: Fn(&[W], &[A]) -> f32 + Sync>(
                 })
             })
             .collect();
-        partial = handles.into_iter().map(|h| h.join().unwrap_or_default()).collect();
+        partial = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect();
     });
     let mut r0 = 0;
     for local in partial {
@@ -288,7 +304,10 @@ pub struct Rope {
 
 impl Rope {
     pub fn new(head_dim: usize, base: f32, neox: bool) -> Self {
-        Self { theta_scale: base.powf(-2.0 / head_dim as f32), neox }
+        Self {
+            theta_scale: base.powf(-2.0 / head_dim as f32),
+            neox,
+        }
     }
 
     /// Rotates every head in `heads` (each `head_dim` long) for position `pos`.
@@ -305,7 +324,11 @@ impl Rope {
         }
         for head in heads.chunks_exact_mut(head_dim) {
             for (i, &(cos, sin)) in cos_sin.iter().enumerate() {
-                let (a, b) = if self.neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
+                let (a, b) = if self.neox {
+                    (i, i + half)
+                } else {
+                    (2 * i, 2 * i + 1)
+                };
                 let (x0, x1) = (head[a], head[b]);
                 head[a] = x0 * cos - x1 * sin;
                 head[b] = x0 * sin + x1 * cos;

@@ -27,7 +27,10 @@ pub fn quantize_q8_0(x: &[f32], out: &mut Vec<BlockQ8_0>) {
         for (q, v) in qs.iter_mut().zip(chunk) {
             *q = round_even(v * id) as i8;
         }
-        out.push(BlockQ8_0 { d: f16::from_f32(d), qs });
+        out.push(BlockQ8_0 {
+            d: f16::from_f32(d),
+            qs,
+        });
     }
 }
 
@@ -44,7 +47,11 @@ pub fn quantize_q8_1(x: &[f32], out: &mut Vec<BlockQ8_1>) {
             sum += r;
             *q = r as i8;
         }
-        out.push(BlockQ8_1 { d: f16::from_f32(d), s: f16::from_f32(d * sum as f32), qs });
+        out.push(BlockQ8_1 {
+            d: f16::from_f32(d),
+            s: f16::from_f32(d * sum as f32),
+            qs,
+        });
     }
 }
 
@@ -60,7 +67,11 @@ pub fn quantize_q8_k(x: &[f32], out: &mut Vec<BlockQ8K>) {
                 max = v;
             }
         }
-        let mut block = BlockQ8K { d: 0.0, qs: [0; QK_K], bsums: [0; QK_K / 16] };
+        let mut block = BlockQ8K {
+            d: 0.0,
+            qs: [0; QK_K],
+            bsums: [0; QK_K / 16],
+        };
         if amax != 0.0 {
             let iscale = -127.0 / max;
             for (q, v) in block.qs.iter_mut().zip(chunk) {
@@ -103,8 +114,8 @@ pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
             q[j] = (w.qs[j] & 0xF) as i8;
             q[j + QK / 2] = (w.qs[j] >> 4) as i8;
         }
-        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32())
-            + w.m.to_f32() * a.s.to_f32();
+        sum +=
+            dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32()) + w.m.to_f32() * a.s.to_f32();
     }
     sum
 }
@@ -137,8 +148,8 @@ pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
         let q = unpack_q5(&w.qs, w.qh, 0);
-        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32())
-            + w.m.to_f32() * a.s.to_f32();
+        sum +=
+            dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32()) + w.m.to_f32() * a.s.to_f32();
     }
     sum
 }
@@ -189,7 +200,10 @@ fn dot_k4_like(d: f16, dmin: f16, scales: &[u8; 12], q: &[u8; QK_K], a: &BlockQ8
 
 #[inline]
 pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-    w.iter().zip(a).map(|(w, a)| dot_k4_like(w.d, w.dmin, &w.scales, &unpack_k4(&w.qs, None), a)).sum()
+    w.iter()
+        .zip(a)
+        .map(|(w, a)| dot_k4_like(w.d, w.dmin, &w.scales, &unpack_k4(&w.qs, None), a))
+        .sum()
 }
 
 #[inline]

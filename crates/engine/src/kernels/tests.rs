@@ -7,7 +7,10 @@ use super::*;
 struct Lcg(u64);
 impl Lcg {
     fn next_u32(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) as u32
     }
     fn byte(&mut self) -> u8 {
@@ -29,9 +32,12 @@ fn random_bytes<B: Pod>(rng: &mut Lcg, blocks: usize, fix: impl Fn(&mut B, &mut 
         // Copy through an aligned buffer: `bytes` itself may not be aligned for `B`.
         let mut aligned = vec![0u32; size.div_ceil(4)];
         // SAFETY: `aligned` has at least `size` bytes and u32 alignment >= B's (<= 4).
-        let dst = unsafe { std::slice::from_raw_parts_mut(aligned.as_mut_ptr().cast::<u8>(), size) };
+        let dst =
+            unsafe { std::slice::from_raw_parts_mut(aligned.as_mut_ptr().cast::<u8>(), size) };
         dst.copy_from_slice(chunk);
-        let mut b = cast_blocks::<B>(dst).map(|s| s[0]).unwrap_or_else(|| unreachable_block());
+        let mut b = cast_blocks::<B>(dst)
+            .map(|s| s[0])
+            .unwrap_or_else(|| unreachable_block());
         fix(&mut b, rng);
         out.push(b);
     }
@@ -48,7 +54,10 @@ fn reference(w: &[f32], x: &[f32]) -> f32 {
 
 fn check(name: &str, got: f32, want: f32) {
     let tol = 1e-3 * want.abs().max(1.0);
-    assert!((got - want).abs() <= tol, "{name}: kernel {got} vs reference {want}");
+    assert!(
+        (got - want).abs() <= tol,
+        "{name}: kernel {got} vs reference {want}"
+    );
 }
 
 const N: usize = 512;
@@ -69,11 +78,13 @@ fn q4_0_q4_1_q5_0_q5_1_q8_0_match_reference() {
         dequantize_q8_0(&a0, &mut xq0);
         let mut xq1 = vec![0f32; N];
         // Q8_1 dequantises like Q8_0 (its `s` is only a cached sum).
-        let a1_as_q8_0: Vec<BlockQ8_0> = a1.iter().map(|b| BlockQ8_0 { d: b.d, qs: b.qs }).collect();
+        let a1_as_q8_0: Vec<BlockQ8_0> =
+            a1.iter().map(|b| BlockQ8_0 { d: b.d, qs: b.qs }).collect();
         dequantize_q8_0(&a1_as_q8_0, &mut xq1);
         let mut wf = vec![0f32; N];
 
-        let w: Vec<BlockQ4_0> = random_bytes(&mut rng, N / 32, |b: &mut BlockQ4_0, r| b.d = r.scale());
+        let w: Vec<BlockQ4_0> =
+            random_bytes(&mut rng, N / 32, |b: &mut BlockQ4_0, r| b.d = r.scale());
         dequantize_q4_0(&w, &mut wf);
         check("q4_0", dot_q4_0(&w, &a0), reference(&wf, &xq0));
 
@@ -84,7 +95,8 @@ fn q4_0_q4_1_q5_0_q5_1_q8_0_match_reference() {
         dequantize_q4_1(&w, &mut wf);
         check("q4_1", dot_q4_1(&w, &a1), reference(&wf, &xq1));
 
-        let w: Vec<BlockQ5_0> = random_bytes(&mut rng, N / 32, |b: &mut BlockQ5_0, r| b.d = r.scale());
+        let w: Vec<BlockQ5_0> =
+            random_bytes(&mut rng, N / 32, |b: &mut BlockQ5_0, r| b.d = r.scale());
         dequantize_q5_0(&w, &mut wf);
         check("q5_0", dot_q5_0(&w, &a0), reference(&wf, &xq0));
 
@@ -95,7 +107,8 @@ fn q4_0_q4_1_q5_0_q5_1_q8_0_match_reference() {
         dequantize_q5_1(&w, &mut wf);
         check("q5_1", dot_q5_1(&w, &a1), reference(&wf, &xq1));
 
-        let w: Vec<BlockQ8_0> = random_bytes(&mut rng, N / 32, |b: &mut BlockQ8_0, r| b.d = r.scale());
+        let w: Vec<BlockQ8_0> =
+            random_bytes(&mut rng, N / 32, |b: &mut BlockQ8_0, r| b.d = r.scale());
         dequantize_q8_0(&w, &mut wf);
         check("q8_0", dot_q8_0(&w, &a0), reference(&wf, &xq0));
     }
@@ -139,7 +152,8 @@ fn k_quants_match_reference() {
         dequantize_q5_k(&w, &mut wf);
         check("q5_k", dot_q5_k(&w, &a), reference(&wf, &xq));
 
-        let w: Vec<BlockQ6K> = random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ6K, r| b.d = r.scale());
+        let w: Vec<BlockQ6K> =
+            random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ6K, r| b.d = r.scale());
         dequantize_q6_k(&w, &mut wf);
         check("q6_k", dot_q6_k(&w, &a), reference(&wf, &xq));
     }

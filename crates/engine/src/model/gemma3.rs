@@ -59,13 +59,17 @@ impl Gemma3 {
         let context_length = hparam(file, a, "context_length")?;
         let window = hparam(file, a, "attention.sliding_window").ok();
         if n_heads == 0 || n_kv_heads == 0 || head_dim == 0 || n_heads % n_kv_heads != 0 {
-            return Err(EngineError::Model(format!("bad head counts {n_heads}/{n_kv_heads}")));
+            return Err(EngineError::Model(format!(
+                "bad head counts {n_heads}/{n_kv_heads}"
+            )));
         }
         let (q_dim, kv_dim) = (n_heads * head_dim, n_kv_heads * head_dim);
         let src = TensorSource { file };
         let embed = src.matrix("token_embd.weight")?;
         if embed.cols != dim {
-            return Err(EngineError::Model("token_embd.weight width does not match the model".into()));
+            return Err(EngineError::Model(
+                "token_embd.weight width does not match the model".into(),
+            ));
         }
         let vocab = embed.rows;
         let mut blocks = Vec::with_capacity(n_layers);
@@ -90,7 +94,11 @@ impl Gemma3 {
         }
         let output = match src.optional_matrix("output.weight")? {
             Some(m) if m.cols == dim && m.rows == vocab => m,
-            Some(_) => return Err(EngineError::Model("output.weight has the wrong shape".into())),
+            Some(_) => {
+                return Err(EngineError::Model(
+                    "output.weight has the wrong shape".into(),
+                ))
+            }
             None => embed.clone(),
         };
         let attn_global = AttentionShape {
@@ -110,8 +118,15 @@ impl Gemma3 {
             dim,
             ffn_dim,
             attn_global,
-            attn_local: AttentionShape { window, ..attn_global },
-            rope_global: Rope::new(head_dim, hparam_f32(file, a, "rope.freq_base", 1_000_000.0), true),
+            attn_local: AttentionShape {
+                window,
+                ..attn_global
+            },
+            rope_global: Rope::new(
+                head_dim,
+                hparam_f32(file, a, "rope.freq_base", 1_000_000.0),
+                true,
+            ),
             rope_local: Rope::new(head_dim, LOCAL_ROPE_BASE, true),
             eps: hparam_f32(file, a, "attention.layer_norm_rms_epsilon", 1e-6),
             context_length,
@@ -129,10 +144,19 @@ impl Transformer for Gemma3 {
     }
 
     fn kv_shape(&self) -> KvShape {
-        KvShape { layers: self.blocks.len(), kv_dim: self.attn_global.n_kv_heads * self.attn_global.head_dim }
+        KvShape {
+            layers: self.blocks.len(),
+            kv_dim: self.attn_global.n_kv_heads * self.attn_global.head_dim,
+        }
     }
 
-    fn forward(&self, tokens: &[u32], kv: &mut SeqKv, scratch: &mut ActScratch, logits: &mut [f32]) {
+    fn forward(
+        &self,
+        tokens: &[u32],
+        kv: &mut SeqKv,
+        scratch: &mut ActScratch,
+        logits: &mut [f32],
+    ) {
         if tokens.is_empty() {
             return;
         }
@@ -148,7 +172,11 @@ impl Transformer for Gemma3 {
             row.iter_mut().for_each(|v| *v *= embed_scale);
         }
         let mut h = vec![0f32; n * dim];
-        let (mut q, mut k, mut v) = (vec![0f32; n * q_dim], vec![0f32; n * kv_dim], vec![0f32; n * kv_dim]);
+        let (mut q, mut k, mut v) = (
+            vec![0f32; n * q_dim],
+            vec![0f32; n * kv_dim],
+            vec![0f32; n * kv_dim],
+        );
         let (mut att, mut proj) = (vec![0f32; n * q_dim], vec![0f32; n * dim]);
         let (mut g, mut u) = (vec![0f32; n * self.ffn_dim], vec![0f32; n * self.ffn_dim]);
         for (layer, b) in self.blocks.iter().enumerate() {

@@ -20,7 +20,10 @@ impl TensorSource<'_> {
             .header()
             .tensor(name)
             .ok_or_else(|| EngineError::Model(format!("tensor `{name}` is missing")))?;
-        let bytes = self.file.tensor_bytes(info).map_err(|e| EngineError::Model(e.to_string()))?;
+        let bytes = self
+            .file
+            .tensor_bytes(info)
+            .map_err(|e| EngineError::Model(e.to_string()))?;
         QMatrix::new(info, bytes)
     }
 
@@ -36,7 +39,10 @@ impl TensorSource<'_> {
     pub fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, EngineError> {
         let v = self.matrix(name)?.to_f32_vec();
         if v.len() != len {
-            return Err(EngineError::Model(format!("tensor `{name}` has {} elements, expected {len}", v.len())));
+            return Err(EngineError::Model(format!(
+                "tensor `{name}` has {} elements, expected {len}",
+                v.len()
+            )));
         }
         Ok(v)
     }
@@ -82,7 +88,13 @@ pub fn store_kv(layer: &mut LayerKv, kv_dim: usize, pos0: usize, k: &[f32], v: &
 /// values for positions `0..pos0+tokens` from the cache. `q` and `out` are `tokens` rows of
 /// `n_heads * head_dim`.
 pub fn attention(layer: &LayerKv, shape: AttentionShape, pos0: usize, q: &[f32], out: &mut [f32]) {
-    let AttentionShape { n_heads, n_kv_heads, head_dim, scale, window } = shape;
+    let AttentionShape {
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        scale,
+        window,
+    } = shape;
     let kv_dim = n_kv_heads * head_dim;
     let q_dim = n_heads * head_dim;
     let group = n_heads / n_kv_heads.max(1);
@@ -97,7 +109,10 @@ pub fn attention(layer: &LayerKv, shape: AttentionShape, pos0: usize, q: &[f32],
             // llama.cpp multiplies an f16 cache by f16 operands: the query is rounded to f16
             // before q.k, and the attention weights before weights.v. Doing the same keeps
             // logits within float-summation noise of it.
-            for (d, s) in q16.iter_mut().zip(&q[t * q_dim + h * head_dim..][..head_dim]) {
+            for (d, s) in q16
+                .iter_mut()
+                .zip(&q[t * q_dim + h * head_dim..][..head_dim])
+            {
                 *d = round_f16(*s);
             }
             scores.clear();

@@ -45,14 +45,18 @@ impl Llama {
         let ffn_dim = hparam(file, a, "feed_forward_length")?;
         let context_length = hparam(file, a, "context_length")?;
         if n_heads == 0 || n_kv_heads == 0 || dim % n_heads != 0 || n_heads % n_kv_heads != 0 {
-            return Err(EngineError::Model(format!("bad head counts {n_heads}/{n_kv_heads} for width {dim}")));
+            return Err(EngineError::Model(format!(
+                "bad head counts {n_heads}/{n_kv_heads} for width {dim}"
+            )));
         }
         let head_dim = dim / n_heads;
         let kv_dim = n_kv_heads * head_dim;
         let src = TensorSource { file };
         let embed = src.matrix("token_embd.weight")?;
         if embed.cols != dim {
-            return Err(EngineError::Model("token_embd.weight width does not match the model".into()));
+            return Err(EngineError::Model(
+                "token_embd.weight width does not match the model".into(),
+            ));
         }
         let vocab = embed.rows;
         let mut blocks = Vec::with_capacity(n_layers);
@@ -72,7 +76,11 @@ impl Llama {
         }
         let output = match src.optional_matrix("output.weight")? {
             Some(m) if m.cols == dim && m.rows == vocab => m,
-            Some(_) => return Err(EngineError::Model("output.weight has the wrong shape".into())),
+            Some(_) => {
+                return Err(EngineError::Model(
+                    "output.weight has the wrong shape".into(),
+                ))
+            }
             None => embed.clone(),
         };
         let rope_dim = hparam(file, a, "rope.dimension_count").unwrap_or(head_dim);
@@ -90,7 +98,11 @@ impl Llama {
                 scale: 1.0 / (head_dim as f32).sqrt(),
                 window: None,
             },
-            rope: Rope::new(rope_dim, hparam_f32(file, a, "rope.freq_base", 10_000.0), false),
+            rope: Rope::new(
+                rope_dim,
+                hparam_f32(file, a, "rope.freq_base", 10_000.0),
+                false,
+            ),
             eps: hparam_f32(file, a, "attention.layer_norm_rms_epsilon", 1e-5),
             context_length,
         })
@@ -107,10 +119,19 @@ impl Transformer for Llama {
     }
 
     fn kv_shape(&self) -> KvShape {
-        KvShape { layers: self.blocks.len(), kv_dim: self.attn.n_kv_heads * self.attn.head_dim }
+        KvShape {
+            layers: self.blocks.len(),
+            kv_dim: self.attn.n_kv_heads * self.attn.head_dim,
+        }
     }
 
-    fn forward(&self, tokens: &[u32], kv: &mut SeqKv, scratch: &mut ActScratch, logits: &mut [f32]) {
+    fn forward(
+        &self,
+        tokens: &[u32],
+        kv: &mut SeqKv,
+        scratch: &mut ActScratch,
+        logits: &mut [f32],
+    ) {
         if tokens.is_empty() {
             return;
         }
@@ -122,7 +143,11 @@ impl Transformer for Llama {
             self.embed.dequantize_row(tok as usize, row);
         }
         let mut h = vec![0f32; n * dim];
-        let (mut q, mut k, mut v) = (vec![0f32; n * dim], vec![0f32; n * kv_dim], vec![0f32; n * kv_dim]);
+        let (mut q, mut k, mut v) = (
+            vec![0f32; n * dim],
+            vec![0f32; n * kv_dim],
+            vec![0f32; n * kv_dim],
+        );
         let (mut att, mut proj) = (vec![0f32; n * dim], vec![0f32; n * dim]);
         let (mut g, mut u) = (vec![0f32; n * self.ffn_dim], vec![0f32; n * self.ffn_dim]);
         for (layer, b) in self.blocks.iter().enumerate() {
@@ -132,8 +157,10 @@ impl Transformer for Llama {
             b.wk.matmul(&h, &mut k, scratch);
             b.wv.matmul(&h, &mut v, scratch);
             for t in 0..n {
-                self.rope.apply(&mut q[t * dim..(t + 1) * dim], hd, pos0 + t);
-                self.rope.apply(&mut k[t * kv_dim..(t + 1) * kv_dim], hd, pos0 + t);
+                self.rope
+                    .apply(&mut q[t * dim..(t + 1) * dim], hd, pos0 + t);
+                self.rope
+                    .apply(&mut k[t * kv_dim..(t + 1) * kv_dim], hd, pos0 + t);
             }
             let cache = &mut kv.layers[layer];
             store_kv(cache, kv_dim, pos0, &k, &v);

@@ -26,16 +26,24 @@ pub trait Transformer: Send + Sync {
 
 /// Reads a hyper-parameter `{arch}.{key}`.
 fn hparam(file: &GgufFile, arch: &str, key: &str) -> Result<usize, EngineError> {
-    file.header().usize(&format!("{arch}.{key}")).map_err(|e| EngineError::Model(e.to_string()))
+    file.header()
+        .usize(&format!("{arch}.{key}"))
+        .map_err(|e| EngineError::Model(e.to_string()))
 }
 
 fn hparam_f32(file: &GgufFile, arch: &str, key: &str, default: f32) -> f32 {
-    file.header().f64(&format!("{arch}.{key}")).map(|v| v as f32).unwrap_or(default)
+    file.header()
+        .f64(&format!("{arch}.{key}"))
+        .map(|v| v as f32)
+        .unwrap_or(default)
 }
 
 /// Builds the architecture named in the file's metadata.
 pub fn load(file: &GgufFile) -> Result<Box<dyn Transformer>, EngineError> {
-    let arch = file.header().architecture().map_err(|e| EngineError::Model(e.to_string()))?;
+    let arch = file
+        .header()
+        .architecture()
+        .map_err(|e| EngineError::Model(e.to_string()))?;
     match arch {
         "llama" => Ok(Box::new(llama::Llama::load(file)?)),
         "gemma3" => Ok(Box::new(gemma3::Gemma3::load(file)?)),

@@ -21,7 +21,8 @@ fn byte_to_char() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut extra = 0u32;
     for b in 0..256u32 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         let cp = if printable {
             b
         } else {
@@ -35,13 +36,17 @@ fn byte_to_char() -> [char; 256] {
 
 fn char_to_byte(c: char) -> Option<u8> {
     let cp = c as u32;
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     if cp < 256 && printable(cp) {
         return Some(cp as u8);
     }
     // Inverse of the `extra` numbering in `byte_to_char`.
     let idx = cp.checked_sub(256)?;
-    (0..256u32).filter(|&b| !printable(b)).nth(idx as usize).map(|b| b as u8)
+    (0..256u32)
+        .filter(|&b| !printable(b))
+        .nth(idx as usize)
+        .map(|b| b as u8)
 }
 
 /// The raw bytes of a normal BPE token.
@@ -60,15 +65,23 @@ impl Bpe {
         }
         let mut map = HashMap::with_capacity(merges.len());
         for (rank, m) in merges.iter().enumerate() {
-            let Some((l, r)) = m.split_once(' ') else { continue };
-            let (Some(&li), Some(&ri), Some(&mi)) =
-                (to_id.get(l), to_id.get(r), to_id.get(format!("{l}{r}").as_str()))
-            else {
+            let Some((l, r)) = m.split_once(' ') else {
+                continue;
+            };
+            let (Some(&li), Some(&ri), Some(&mi)) = (
+                to_id.get(l),
+                to_id.get(r),
+                to_id.get(format!("{l}{r}").as_str()),
+            ) else {
                 continue;
             };
             map.entry((li, ri)).or_insert((rank as u32, mi));
         }
-        Self { merges: map, byte_ids, pre }
+        Self {
+            merges: map,
+            byte_ids,
+            pre,
+        }
     }
 
     pub fn encode(&self, text: &str, out: &mut Vec<u32>) {
@@ -102,15 +115,16 @@ impl Bpe {
             .collect();
         // Min-heap on (rank, left position); entries are validated when popped.
         let mut heap = BinaryHeap::new();
-        let push = |heap: &mut BinaryHeap<Reverse<(u32, usize, u32, u32)>>, syms: &[Sym], l: usize| {
-            if let Some(r) = syms[l].next {
-                if let (Some(a), Some(b)) = (syms[l].id, syms[r].id) {
-                    if let Some(&(rank, _)) = self.merges.get(&(a, b)) {
-                        heap.push(Reverse((rank, l, a, b)));
+        let push =
+            |heap: &mut BinaryHeap<Reverse<(u32, usize, u32, u32)>>, syms: &[Sym], l: usize| {
+                if let Some(r) = syms[l].next {
+                    if let (Some(a), Some(b)) = (syms[l].id, syms[r].id) {
+                        if let Some(&(rank, _)) = self.merges.get(&(a, b)) {
+                            heap.push(Reverse((rank, l, a, b)));
+                        }
                     }
                 }
-            }
-        };
+            };
         for i in 0..n {
             push(&mut heap, &syms, i);
         }
@@ -119,7 +133,9 @@ impl Bpe {
             if !syms[l].alive || syms[l].id != Some(a) || syms[r].id != Some(b) {
                 continue;
             }
-            let Some(&(_, merged)) = self.merges.get(&(a, b)) else { continue };
+            let Some(&(_, merged)) = self.merges.get(&(a, b)) else {
+                continue;
+            };
             syms[l].id = Some(merged);
             syms[l].next = syms[r].next;
             syms[r].alive = false;
@@ -163,8 +179,15 @@ mod tests {
     #[test]
     fn merges_lowest_rank_first() {
         let vocab = ["a", "b", "c", "ab", "bc", "abc"];
-        let to_id: HashMap<String, u32> = vocab.iter().enumerate().map(|(i, s)| (s.to_string(), i as u32)).collect();
-        let merges: Vec<String> = ["b c", "a bc", "a b"].iter().map(|s| s.to_string()).collect();
+        let to_id: HashMap<String, u32> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.to_string(), i as u32))
+            .collect();
+        let merges: Vec<String> = ["b c", "a bc", "a b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let bpe = Bpe::new(&to_id, &merges, Pre::Gpt2);
         let mut out = Vec::new();
         bpe.encode("abc", &mut out);

@@ -65,7 +65,10 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("vocab", &self.tokens.len()).field("model", &self.model).finish()
+        f.debug_struct("Tokenizer")
+            .field("vocab", &self.tokens.len())
+            .field("model", &self.model)
+            .finish()
     }
 }
 
@@ -73,7 +76,10 @@ fn meta_err(msg: impl Into<String>) -> EngineError {
     EngineError::Model(format!("tokenizer metadata: {}", msg.into()))
 }
 
-fn special_matcher(tokens: &[String], ids: Vec<u32>) -> Result<Option<(AhoCorasick, Vec<u32>)>, EngineError> {
+fn special_matcher(
+    tokens: &[String],
+    ids: Vec<u32>,
+) -> Result<Option<(AhoCorasick, Vec<u32>)>, EngineError> {
     if ids.is_empty() {
         return Ok(None);
     }
@@ -93,15 +99,22 @@ impl Tokenizer {
         };
         let n = tokens.len();
         let kinds = match h.array("tokenizer.ggml.token_type") {
-            Ok(Array::Ints(v)) if v.len() == n => v.iter().map(|&c| TokenKind::from_code(c)).collect(),
+            Ok(Array::Ints(v)) if v.len() == n => {
+                v.iter().map(|&c| TokenKind::from_code(c)).collect()
+            }
             _ => vec![TokenKind::Normal; n],
         };
         let id_of = |key: &str| -> Option<u32> {
-            h.u64(key).ok().and_then(|v| u32::try_from(v).ok()).filter(|&v| (v as usize) < n)
+            h.u64(key)
+                .ok()
+                .and_then(|v| u32::try_from(v).ok())
+                .filter(|&v| (v as usize) < n)
         };
         let bos = id_of("tokenizer.ggml.bos_token_id");
         let eos = id_of("tokenizer.ggml.eos_token_id");
-        let kind = h.string("tokenizer.ggml.model").map_err(|e| meta_err(e.to_string()))?;
+        let kind = h
+            .string("tokenizer.ggml.model")
+            .map_err(|e| meta_err(e.to_string()))?;
         let flag = |key: &str, default: bool| match h.get(key) {
             Some(basalt_gguf::Value::Bool(b)) => *b,
             _ => default,
@@ -120,24 +133,49 @@ impl Tokenizer {
                 let pre = h.string("tokenizer.ggml.pre").unwrap_or("default");
                 let pre = pretokenize::Pre::for_name(pre)
                     .ok_or_else(|| meta_err(format!("pre-tokenizer `{pre}` is not supported")))?;
-                (Model::Bpe(bpe::Bpe::new(&to_id, merges, pre)), flag("tokenizer.ggml.add_bos_token", false))
+                (
+                    Model::Bpe(bpe::Bpe::new(&to_id, merges, pre)),
+                    flag("tokenizer.ggml.add_bos_token", false),
+                )
             }
             "llama" => {
                 let scores = match h.array("tokenizer.ggml.scores") {
                     Ok(Array::Floats(s)) if s.len() == n => s.clone(),
-                    _ => return Err(meta_err("tokenizer.ggml.scores is missing or has the wrong length")),
+                    _ => {
+                        return Err(meta_err(
+                            "tokenizer.ggml.scores is missing or has the wrong length",
+                        ))
+                    }
                 };
-                let spm = spm::Spm::new(&tokens, &kinds, scores, flag("tokenizer.ggml.add_space_prefix", true));
+                let spm = spm::Spm::new(
+                    &tokens,
+                    &kinds,
+                    scores,
+                    flag("tokenizer.ggml.add_space_prefix", true),
+                );
                 (Model::Spm(spm), flag("tokenizer.ggml.add_bos_token", true))
             }
-            other => return Err(meta_err(format!("tokenizer model `{other}` is not supported"))),
+            other => {
+                return Err(meta_err(format!(
+                    "tokenizer model `{other}` is not supported"
+                )))
+            }
         };
 
         let mut end_of_generation: Vec<u32> = eos.into_iter().collect();
-        for marker in ["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "<|end|>", "<eos>"] {
+        for marker in [
+            "<|im_end|>",
+            "<end_of_turn>",
+            "<|eot_id|>",
+            "<|endoftext|>",
+            "<|end|>",
+            "<eos>",
+        ] {
             if let Some(&id) = to_id.get(marker) {
-                if matches!(kinds[id as usize], TokenKind::Control | TokenKind::UserDefined)
-                    && !end_of_generation.contains(&id)
+                if matches!(
+                    kinds[id as usize],
+                    TokenKind::Control | TokenKind::UserDefined
+                ) && !end_of_generation.contains(&id)
                 {
                     end_of_generation.push(id);
                 }
@@ -149,13 +187,25 @@ impl Tokenizer {
                 .filter(|&i| {
                     let k = kinds[i as usize];
                     !tokens[i as usize].is_empty()
-                        && (k == TokenKind::UserDefined || (include_control && k == TokenKind::Control))
+                        && (k == TokenKind::UserDefined
+                            || (include_control && k == TokenKind::Control))
                 })
                 .collect()
         };
         let specials_user = special_matcher(&tokens, special_ids(false))?;
         let specials_all = special_matcher(&tokens, special_ids(true))?;
-        Ok(Self { tokens, kinds, to_id, model, bos, eos, add_bos, end_of_generation, specials_user, specials_all })
+        Ok(Self {
+            tokens,
+            kinds,
+            to_id,
+            model,
+            bos,
+            eos,
+            add_bos,
+            end_of_generation,
+            specials_user,
+            specials_all,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -192,7 +242,11 @@ impl Tokenizer {
                 out.push(b);
             }
         }
-        let matcher = if parse_special { &self.specials_all } else { &self.specials_user };
+        let matcher = if parse_special {
+            &self.specials_all
+        } else {
+            &self.specials_user
+        };
         let mut last = 0;
         if let Some((ac, ids)) = matcher {
             for m in ac.find_iter(text) {
@@ -217,7 +271,9 @@ impl Tokenizer {
 
     /// The bytes a token stands for in generated text. Control tokens stand for nothing.
     pub fn token_bytes(&self, id: u32) -> Vec<u8> {
-        let Some(text) = self.tokens.get(id as usize) else { return Vec::new() };
+        let Some(text) = self.tokens.get(id as usize) else {
+            return Vec::new();
+        };
         match self.kinds[id as usize] {
             TokenKind::Control | TokenKind::Unused => Vec::new(),
             TokenKind::UserDefined => text.as_bytes().to_vec(),
@@ -242,13 +298,22 @@ mod tests {
     #[test]
     fn smollm_pretokenizer_splits_digits_and_keeps_spaces_with_words() {
         let pieces = Pre::Smollm.split("Hello world 123  x\n\n  y's");
-        assert_eq!(pieces, vec!["Hello", " world", " ", "1", "2", "3", " ", " x", "\n\n ", " y", "'s"]);
+        assert_eq!(
+            pieces,
+            vec!["Hello", " world", " ", "1", "2", "3", " ", " x", "\n\n ", " y", "'s"]
+        );
     }
 
     #[test]
     fn gpt2_pretokenizer_handles_contractions_punctuation_and_unicode() {
-        assert_eq!(Pre::Gpt2.split("I'll go!!  ok"), vec!["I", "'ll", " go", "!!", " ", " ok"]);
-        assert_eq!(Pre::Gpt2.split("héllo 世界 🎉"), vec!["héllo", " 世界", " 🎉"]);
+        assert_eq!(
+            Pre::Gpt2.split("I'll go!!  ok"),
+            vec!["I", "'ll", " go", "!!", " ", " ok"]
+        );
+        assert_eq!(
+            Pre::Gpt2.split("héllo 世界 🎉"),
+            vec!["héllo", " 世界", " 🎉"]
+        );
         assert_eq!(Pre::Gpt2.split("a\n"), vec!["a", "\n"]);
         assert_eq!(Pre::Gpt2.split(""), Vec::<&str>::new());
     }

@@ -44,12 +44,19 @@ impl Pre {
 fn is_letter(c: char) -> bool {
     matches!(
         get_general_category(c),
-        C::UppercaseLetter | C::LowercaseLetter | C::TitlecaseLetter | C::ModifierLetter | C::OtherLetter
+        C::UppercaseLetter
+            | C::LowercaseLetter
+            | C::TitlecaseLetter
+            | C::ModifierLetter
+            | C::OtherLetter
     )
 }
 
 fn is_number(c: char) -> bool {
-    matches!(get_general_category(c), C::DecimalNumber | C::LetterNumber | C::OtherNumber)
+    matches!(
+        get_general_category(c),
+        C::DecimalNumber | C::LetterNumber | C::OtherNumber
+    )
 }
 
 /// llama.cpp's notion of whitespace (`\s`): ASCII whitespace, NEL, NBSP, and the Unicode

@@ -54,12 +54,19 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Highest score first; among equal scores, the leftmost.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.left.cmp(&self.left))
     }
 }
 
 impl Spm {
-    pub fn new(tokens: &[String], kinds: &[TokenKind], scores: Vec<f32>, add_space_prefix: bool) -> Self {
+    pub fn new(
+        tokens: &[String],
+        kinds: &[TokenKind],
+        scores: Vec<f32>,
+        add_space_prefix: bool,
+    ) -> Self {
         let mut byte_tokens = [None; 256];
         let mut unknown = None;
         for (i, (t, k)) in tokens.iter().zip(kinds).enumerate() {
@@ -75,7 +82,12 @@ impl Spm {
                 _ => {}
             }
         }
-        Self { scores, byte_tokens, unknown, add_space_prefix }
+        Self {
+            scores,
+            byte_tokens,
+            unknown,
+            add_space_prefix,
+        }
     }
 
     pub fn encode(&self, text: &str, to_id: &HashMap<String, u32>, out: &mut Vec<u32>) {
@@ -93,7 +105,12 @@ impl Spm {
         }
         let mut syms: Vec<Sym> = Vec::with_capacity(norm.len());
         for (i, (start, c)) in norm.char_indices().enumerate() {
-            syms.push(Sym { start, len: c.len_utf8(), prev: i.checked_sub(1), next: None });
+            syms.push(Sym {
+                start,
+                len: c.len_utf8(),
+                prev: i.checked_sub(1),
+                next: None,
+            });
             if i > 0 {
                 syms[i - 1].next = Some(i);
             }
@@ -103,7 +120,11 @@ impl Spm {
             let Some(right) = syms[left].next else { return };
             let (s, len) = (syms[left].start, syms[left].len + syms[right].len);
             if let Some(&id) = to_id.get(&norm[s..s + len]) {
-                let score = self.scores.get(id as usize).copied().unwrap_or(f32::NEG_INFINITY);
+                let score = self
+                    .scores
+                    .get(id as usize)
+                    .copied()
+                    .unwrap_or(f32::NEG_INFINITY);
                 heap.push(Bigram { score, left, len });
             }
         };
@@ -162,7 +183,11 @@ mod tests {
         kinds[6] = TokenKind::Byte;
         kinds[7] = TokenKind::Byte;
         let scores = vec![0.0, -1.0, -2.0, -2.0, -0.5, -0.1, 0.0, 0.0];
-        let to_id: HashMap<String, u32> = tokens.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect();
+        let to_id: HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
         let spm = Spm::new(&tokens, &kinds, scores, false);
         let mut out = Vec::new();
         spm.encode(" ab é", &to_id, &mut out);

@@ -5,13 +5,17 @@ use std::path::PathBuf;
 /// The model store the tests read: `$BASALT_MODELS_DIR` or the default location, where
 /// `scripts/fetch-models` (run by `make test`) puts the models.
 pub fn model_path(relative: &str) -> PathBuf {
-    let root = std::env::var_os("BASALT_MODELS_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        let data = std::env::var_os("XDG_DATA_HOME")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share"));
-        data.join("basalt/models")
-    });
+    let root = std::env::var_os("BASALT_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let data = std::env::var_os("XDG_DATA_HOME")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
+                });
+            data.join("basalt/models")
+        });
     let path = root.join(relative);
     assert!(
         path.is_file(),
@@ -22,7 +26,9 @@ pub fn model_path(relative: &str) -> PathBuf {
 }
 
 pub fn fixture(name: &str) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }

@@ -1,0 +1,332 @@
+//! HTTP-level behaviour of the OpenAI surface, driven through the router with
+//! `tower::ServiceExt::oneshot` (no socket), against the real default models.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use basalt_catalog::Catalog;
+use basalt_engine::EngineConfig;
+use basalt_server::{router, AppState, ServerConfig};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const SMOL: &str = "huggingface.smollm2-135m-instruct-v1:0";
+const GEMMA: &str = "google.gemma-3-270m-v1:0";
+const BODY_LIMIT: usize = 64 << 10;
+
+fn models_dir() -> PathBuf {
+    std::env::var_os("BASALT_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(basalt_catalog::default_models_dir)
+}
+
+/// One server state for the whole test binary: loading is cheap (mmap) but there is no
+/// reason to start a scheduler thread per test.
+fn state() -> Arc<AppState> {
+    static STATE: OnceLock<Arc<AppState>> = OnceLock::new();
+    STATE
+        .get_or_init(|| {
+            let catalog = Catalog::open(&models_dir()).unwrap();
+            let config = EngineConfig {
+                kv_budget_bytes: 256 << 20,
+                ..Default::default()
+            };
+            let (state, failed) =
+                AppState::load(&catalog, &[SMOL.into(), GEMMA.into()], &config, |_, _| {});
+            assert!(failed.is_empty(), "{failed:?}");
+            assert_eq!(
+                state.models().count(),
+                2,
+                "run scripts/fetch-models first (make test does)"
+            );
+            Arc::new(state)
+        })
+        .clone()
+}
+
+fn app() -> axum::Router {
+    router(
+        state(),
+        ServerConfig {
+            body_limit: BODY_LIMIT,
+            ..Default::default()
+        },
+    )
+}
+
+async fn send(method: &str, uri: &str, body: impl Into<Body>) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap();
+    let resp = app().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+    (status, value)
+}
+
+async fn post(uri: &str, body: Value) -> (StatusCode, Value) {
+    send("POST", uri, body.to_string()).await
+}
+
+/// Reads an SSE body into its `data:` payloads.
+async fn sse(body: Value) -> (StatusCode, Vec<String>) {
+    let req = Request::builder()
+        .method("POST")
+        .uri(if body.get("messages").is_some() {
+            "/v1/chat/completions"
+        } else {
+            "/v1/completions"
+        })
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = app().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let data = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect();
+    (status, data)
+}
+
+fn chat(content: &str) -> Value {
+    json!({"model": SMOL, "messages": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": content}
+    ], "temperature": 0, "max_tokens": 24})
+}
+
+#[tokio::test]
+async fn lists_models() {
+    let (status, body) = send("GET", "/v1/models", Body::empty()).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&SMOL) && ids.contains(&GEMMA), "{body}");
+    let (status, one) = send("GET", &format!("/v1/models/{GEMMA}"), Body::empty()).await;
+    assert_eq!(status, 200);
+    assert_eq!(one["owned_by"], "Google");
+}
+
+#[tokio::test]
+async fn chat_answers_and_reports_usage() {
+    let (status, body) = post(
+        "/v1/chat/completions",
+        chat("What is the capital of France?"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(answer.contains("Paris"), "{answer}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    let usage = &body["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 10);
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn seeds_reproduce_and_n_gives_choices() {
+    let mut req = chat("Tell me a story.");
+    req["temperature"] = json!(1.0);
+    req["seed"] = json!(1234);
+    req["n"] = json!(2);
+    req["max_tokens"] = json!(12);
+    let (_, a) = post("/v1/chat/completions", req.clone()).await;
+    let (_, b) = post("/v1/chat/completions", req).await;
+    assert_eq!(a["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        a["choices"][0]["message"], b["choices"][0]["message"],
+        "same seed, same text"
+    );
+    assert_eq!(a["choices"][1]["message"], b["choices"][1]["message"]);
+    assert_eq!(
+        a["usage"]["completion_tokens"],
+        json!(24),
+        "two choices of 12 tokens"
+    );
+}
+
+#[tokio::test]
+async fn logprobs_and_stop_sequences() {
+    let mut req = chat("Count from one to ten, separated by commas.");
+    req["logprobs"] = json!(true);
+    req["top_logprobs"] = json!(3);
+    req["max_tokens"] = json!(8);
+    let (status, body) = post("/v1/chat/completions", req).await;
+    assert_eq!(status, 200, "{body}");
+    let content = body["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    assert!(!content.is_empty());
+    for t in content {
+        assert!(t["logprob"].as_f64().unwrap() <= 0.0);
+        assert_eq!(t["top_logprobs"].as_array().unwrap().len(), 3);
+    }
+
+    let (_, body) = post(
+        "/v1/completions",
+        json!({"model": GEMMA, "prompt": "1, 2, 3, 4,", "max_tokens": 20, "temperature": 0, "stop": [" 7"]}),
+    )
+    .await;
+    let text = body["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    assert!(!text.contains('7') && text.contains('6'), "{text:?}");
+}
+
+#[tokio::test]
+async fn streams_chat_with_usage_chunk() {
+    let mut req = chat("What is the capital of France?");
+    req["stream"] = json!(true);
+    req["stream_options"] = json!({"include_usage": true});
+    let (status, data) = sse(req).await;
+    assert_eq!(status, 200);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(text.contains("Paris"), "{text}");
+    let usage_chunk = chunks.last().unwrap();
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert!(usage_chunk["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    let finish = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["finish_reason"].as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(finish, vec!["stop"]);
+}
+
+#[tokio::test]
+async fn errors_use_openai_shape_and_status() {
+    // Malformed JSON.
+    let (status, body) = send("POST", "/v1/chat/completions", "{not json").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["param"], "body");
+    // A bad parameter names its field.
+    let mut req = chat("hi");
+    req["temperature"] = json!("hot");
+    let (status, body) = post("/v1/chat/completions", req).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["param"], "temperature", "{body}");
+    // Unknown model.
+    let mut req = chat("hi");
+    req["model"] = json!("nope.nothing-v1:0");
+    let (status, body) = post("/v1/chat/completions", req).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "model_not_found");
+    // Chat with a base model that has no chat template.
+    let mut req = chat("hi");
+    req["model"] = json!(GEMMA);
+    let (status, body) = post("/v1/chat/completions", req).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("chat template"),
+        "{body}"
+    );
+    // Prompt longer than the context window (SmolLM2: 8192 tokens), under the body limit.
+    let long = "word ".repeat(9000);
+    let (status, body) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": long, "max_tokens": 4}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "context_length_exceeded");
+    // max_tokens beyond the room left in the context.
+    let (status, body) = post(
+        "/v1/completions",
+        json!({"model": SMOL, "prompt": "hi", "max_tokens": 9000}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["param"], "max_tokens");
+    // Body over the limit.
+    let huge = json!({"model": SMOL, "prompt": "x".repeat(BODY_LIMIT * 2)});
+    let (status, body) = post("/v1/completions", huge).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    // Unknown route.
+    let (status, body) = send("GET", "/v2/nothing", Body::empty()).await;
+    assert_eq!(status, 404);
+    assert!(body["error"]["message"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_streams_with_disconnects_return_kv_memory() {
+    let state = state();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"model": SMOL, "messages": [{"role": "user", "content": format!("Write a long story about dragon number {i}.")}],
+                "temperature": 0.8, "seed": i, "max_tokens": 48, "stream": true});
+            let req = Request::builder().method("POST").uri("/v1/chat/completions").body(Body::from(body.to_string())).unwrap();
+            let resp = app().oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut body = resp.into_body();
+            let mut received = 0;
+            // Every third client hangs up after a few chunks.
+            let limit = if i % 3 == 0 { 3 } else { usize::MAX };
+            while let Some(frame) = body.frame().await {
+                let frame = frame.unwrap();
+                if let Some(bytes) = frame.data_ref() {
+                    received += 1;
+                    if String::from_utf8_lossy(bytes).contains("[DONE]") {
+                        return (i, true);
+                    }
+                }
+                if received >= limit {
+                    drop(body);
+                    return (i, false);
+                }
+            }
+            (i, false)
+        }));
+    }
+    let mut completed = 0;
+    for t in tasks {
+        let (i, done) = t.await.unwrap();
+        if i % 3 != 0 {
+            assert!(done, "stream {i} did not finish");
+            completed += 1;
+        }
+    }
+    assert_eq!(completed, 10);
+    // The engine frees a cancelled sequence's KV memory at its next step.
+    for _ in 0..200 {
+        if state.kv_bytes_in_use() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(state.kv_bytes_in_use(), 0, "KV memory must return to idle");
+    // And the server still answers.
+    let (status, _) = post("/v1/chat/completions", chat("hi")).await;
+    assert_eq!(status, 200);
+}

@@ -1,0 +1,80 @@
+"""Starts a real `basalt serve` process for the interoperability suite.
+
+The binary comes from $BASALT_BIN (`make test` builds it and sets it); models come from the
+usual model store ($BASALT_MODELS_DIR or the default), which `make test` fills first.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+SMOL = "huggingface.smollm2-135m-instruct-v1:0"
+GEMMA = "google.gemma-3-270m-v1:0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self) -> None:
+        binary = os.environ.get("BASALT_BIN", "target/debug/basalt")
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="basalt-serve-", suffix=".log", delete=False)
+        self.data_dir = tempfile.mkdtemp(prefix="basalt-data-")
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--port", str(self.port), "--data-dir", self.data_dir,
+             "--model", SMOL, "--model", GEMMA, "--shutdown-grace-secs", "20"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"basalt serve exited early:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(self.base_url + "/health", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"basalt serve did not become healthy:\n{self.logs()}")
+
+    def logs(self) -> str:
+        with open(self.log.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def server():
+    s = Server()
+    yield s
+    code = s.stop()
+    assert code == 0, f"basalt serve exited with {code}:\n{s.logs()}"
+
+
+@pytest.fixture()
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.base_url + "/v1", api_key="unused-in-local-mode", max_retries=0, timeout=120)
