@@ -105,7 +105,7 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
                 &path,
                 ImportOptions { id, name, provider },
                 &mut |done, total| {
-                    let pct = if total > 0 { done * 100 / total } else { 100 };
+                    let pct = (done * 100).checked_div(total).unwrap_or(100);
                     if pct != last || done == total {
                         last = pct;
                         eprint!(

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
 //! Fidelity against llama.cpp (fixtures made by `scripts/oracle/make_fixtures.py`): the same
 //! token ids for every test string, and the same greedy choice at every teacher-forced step of
 //! a dozen continuations per model, with logits close to llama.cpp's.

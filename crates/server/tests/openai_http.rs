@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
 //! HTTP-level behaviour of the OpenAI surface, driven through the router with
 //! `tower::ServiceExt::oneshot` (no socket), against the real default models.
 

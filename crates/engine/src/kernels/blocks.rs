@@ -129,7 +129,9 @@ unsafe impl Pod for f32 {}
 /// Views `bytes` as a slice of blocks, or `None` if the length or alignment does not fit.
 pub fn cast_blocks<B: Pod>(bytes: &[u8]) -> Option<&[B]> {
     let size = std::mem::size_of::<B>();
-    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<B>() != 0 {
+    if !bytes.len().is_multiple_of(size)
+        || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>())
+    {
         return None;
     }
     // SAFETY: length and alignment checked above; `B: Pod` means any bytes are a valid `B`;
