@@ -8,6 +8,9 @@ use serde::Serialize;
 
 use crate::EngineError;
 
+/// Enough for conversations of thousands of messages with real templates.
+const TEMPLATE_FUEL: u64 = 50_000_000;
+
 pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
@@ -35,6 +38,9 @@ struct Context<'a> {
 impl ChatTemplate {
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, EngineError> {
         let mut env = Environment::new();
+        // Templates come from model files, i.e. from users: bound the work one render may do
+        // so a hostile template (an enormous loop) is an error, not a stalled thread.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", source.to_owned())

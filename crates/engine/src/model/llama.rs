@@ -84,6 +84,11 @@ impl Llama {
             None => embed.clone(),
         };
         let rope_dim = hparam(file, a, "rope.dimension_count").unwrap_or(head_dim);
+        if rope_dim != head_dim {
+            return Err(EngineError::Model(format!(
+                "partial rotary embeddings ({rope_dim} of {head_dim} dimensions) are not supported"
+            )));
+        }
         Ok(Self {
             blocks,
             output_norm: src.vector("output_norm.weight", dim)?,

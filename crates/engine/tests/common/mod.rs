@@ -25,6 +25,7 @@ pub fn model_path(relative: &str) -> PathBuf {
     path
 }
 
+#[allow(dead_code)] // not every test binary reads fixtures
 pub fn fixture(name: &str) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
