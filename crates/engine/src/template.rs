@@ -105,4 +105,15 @@ mod tests {
             .unwrap();
         assert_eq!(ok, "hi");
     }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let t = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        assert!(t.render(&[]).is_err());
+    }
 }
