@@ -1,5 +1,6 @@
 //! The `basalt` command: a thin layer of argument parsing over the library crates.
 
+mod bench;
 mod chat;
 mod models;
 mod serve;
@@ -71,6 +72,8 @@ enum Command {
     /// Manage the model store
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Measure the engine's prefill and decode speed on a GGUF file (see scripts/bench)
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Models(cmd) => models::run(cmd),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

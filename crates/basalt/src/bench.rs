@@ -1,0 +1,93 @@
+//! `basalt bench`: in-process engine throughput, measured the way `llama-bench` measures
+//! llama.cpp (a prompt of N tokens processed at once; N tokens generated one at a time from
+//! an empty cache), so `scripts/bench` can put the two side by side in one run.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use basalt_engine::kernels::ActScratch;
+use basalt_engine::kv::{KvBudget, SeqKv};
+use basalt_engine::{argmax, model, Rng};
+use basalt_gguf::GgufFile;
+
+use crate::CliResult;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// GGUF file to benchmark
+    model: PathBuf,
+    /// Prompt lengths to measure prefill with (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "128,512")]
+    prompt: Vec<usize>,
+    /// Tokens to generate for the decode measurement
+    #[arg(long, default_value_t = 64)]
+    generate: usize,
+    /// Repetitions of each measurement
+    #[arg(long, default_value_t = 3)]
+    repetitions: usize,
+    /// Compute threads
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+/// Tokens with ids spread over the vocabulary, as llama-bench uses random tokens.
+fn synthetic_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|_| (rng.next_u64() % vocab as u64) as u32)
+        .collect()
+}
+
+pub fn run(args: BenchArgs) -> CliResult {
+    basalt_engine::set_compute_threads(args.threads);
+    let file = GgufFile::open(&args.model)?;
+    let transformer = model::load(&file)?;
+    let vocab = transformer.vocab_size();
+    let budget = KvBudget::new(usize::MAX / 2);
+    let mut scratch = ActScratch::default();
+    let mut logits = vec![0f32; vocab];
+    let name = args
+        .model
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model");
+    let emit = |test: &str, tokens: usize, secs: &[f64]| {
+        let rates: Vec<f64> = secs.iter().map(|s| tokens as f64 / s).collect();
+        println!(
+            "{}",
+            serde_json::json!({"engine": "basalt", "model": name, "test": test, "threads": args.threads,
+                "tokens": tokens, "tokens_per_second": rates})
+        );
+    };
+    for &n in &args.prompt {
+        let mut secs = Vec::new();
+        // One untimed warm-up run pages the weights in, as llama-bench's warm-up does.
+        for rep in 0..=args.repetitions {
+            let tokens = synthetic_tokens(n, vocab, rep as u64);
+            let mut kv = SeqKv::new(transformer.kv_shape(), budget.clone());
+            kv.reserve(n).map_err(|_| "KV budget")?;
+            let t0 = Instant::now();
+            transformer.forward(&tokens, &mut kv, &mut scratch, &mut logits);
+            if rep > 0 {
+                secs.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        emit(&format!("pp{n}"), n, &secs);
+    }
+    let mut secs = Vec::new();
+    for rep in 0..=args.repetitions {
+        let mut kv = SeqKv::new(transformer.kv_shape(), budget.clone());
+        kv.reserve(args.generate + 1).map_err(|_| "KV budget")?;
+        let mut token = synthetic_tokens(1, vocab, 1000 + rep as u64)[0];
+        let t0 = Instant::now();
+        for _ in 0..args.generate {
+            transformer.forward(&[token], &mut kv, &mut scratch, &mut logits);
+            token = argmax(&logits);
+        }
+        if rep > 0 {
+            secs.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    emit(&format!("tg{}", args.generate), args.generate, &secs);
+    Ok(())
+}
