@@ -4,7 +4,7 @@
 
 use basalt_gguf::GgufFile;
 
-use super::layers::{add_in_place, attention, store_kv, AttentionShape, TensorSource};
+use super::layers::{add_in_place, attention, store_kv, Activations, AttentionShape, TensorSource};
 use super::{hparam, hparam_f32, Transformer};
 use crate::kernels::{gelu_f16_table, rms_norm, ActScratch, QMatrix, Rope};
 use crate::kv::{KvShape, SeqKv};
@@ -160,63 +160,43 @@ impl Transformer for Gemma3 {
         if tokens.is_empty() {
             return;
         }
-        let (n, dim) = (tokens.len(), self.dim);
         let hd = self.attn_global.head_dim;
         let q_dim = self.attn_global.n_heads * hd;
         let kv_dim = self.attn_global.n_kv_heads * hd;
         let pos0 = kv.len();
-        let mut x = vec![0f32; n * dim];
-        let embed_scale = (dim as f32).sqrt();
-        for (row, &tok) in x.chunks_exact_mut(dim).zip(tokens) {
-            self.embed.dequantize_row(tok as usize, row);
-            row.iter_mut().for_each(|v| *v *= embed_scale);
-        }
-        let mut h = vec![0f32; n * dim];
-        let (mut q, mut k, mut v) = (
-            vec![0f32; n * q_dim],
-            vec![0f32; n * kv_dim],
-            vec![0f32; n * kv_dim],
-        );
-        let (mut att, mut proj) = (vec![0f32; n * q_dim], vec![0f32; n * dim]);
-        let (mut g, mut u) = (vec![0f32; n * self.ffn_dim], vec![0f32; n * self.ffn_dim]);
+        let scale = (self.dim as f32).sqrt();
+        let mut a = Activations::embed(&self.embed, tokens, scale, q_dim, kv_dim, self.ffn_dim);
         for (layer, b) in self.blocks.iter().enumerate() {
             let (rope, shape) = if b.sliding {
                 (&self.rope_local, self.attn_local)
             } else {
                 (&self.rope_global, self.attn_global)
             };
-            h.copy_from_slice(&x);
-            rms_norm(&mut h, &b.attn_norm, self.eps);
-            b.wq.matmul(&h, &mut q, scratch);
-            b.wk.matmul(&h, &mut k, scratch);
-            b.wv.matmul(&h, &mut v, scratch);
-            rms_norm(&mut q, &b.q_norm, self.eps);
-            rms_norm(&mut k, &b.k_norm, self.eps);
-            for t in 0..n {
-                rope.apply(&mut q[t * q_dim..(t + 1) * q_dim], hd, pos0 + t);
-                rope.apply(&mut k[t * kv_dim..(t + 1) * kv_dim], hd, pos0 + t);
-            }
+            a.normed_input(&b.attn_norm, self.eps);
+            b.wq.matmul(&a.h, &mut a.q, scratch);
+            b.wk.matmul(&a.h, &mut a.k, scratch);
+            b.wv.matmul(&a.h, &mut a.v, scratch);
+            rms_norm(&mut a.q, &b.q_norm, self.eps);
+            rms_norm(&mut a.k, &b.k_norm, self.eps);
+            a.rope(rope, hd, pos0);
             let cache = &mut kv.layers[layer];
-            store_kv(cache, kv_dim, pos0, &k, &v);
-            attention(cache, shape, pos0, &q, &mut att);
-            b.wo.matmul(&att, &mut proj, scratch);
-            rms_norm(&mut proj, &b.post_attn_norm, self.eps);
-            add_in_place(&mut x, &proj);
+            store_kv(cache, kv_dim, pos0, &a.k, &a.v);
+            attention(cache, shape, pos0, &a.q, &mut a.att);
+            b.wo.matmul(&a.att, &mut a.proj, scratch);
+            rms_norm(&mut a.proj, &b.post_attn_norm, self.eps);
+            add_in_place(&mut a.x, &a.proj);
 
-            h.copy_from_slice(&x);
-            rms_norm(&mut h, &b.ffn_norm, self.eps);
-            b.gate.matmul(&h, &mut g, scratch);
-            b.up.matmul(&h, &mut u, scratch);
-            for (gv, uv) in g.iter_mut().zip(&u) {
-                *gv = gelu_f16_table(*gv) * uv;
+            a.normed_input(&b.ffn_norm, self.eps);
+            b.gate.matmul(&a.h, &mut a.gate, scratch);
+            b.up.matmul(&a.h, &mut a.up, scratch);
+            for (g, u) in a.gate.iter_mut().zip(&a.up) {
+                *g = gelu_f16_table(*g) * u;
             }
-            b.down.matmul(&g, &mut proj, scratch);
-            rms_norm(&mut proj, &b.post_ffn_norm, self.eps);
-            add_in_place(&mut x, &proj);
+            b.down.matmul(&a.gate, &mut a.proj, scratch);
+            rms_norm(&mut a.proj, &b.post_ffn_norm, self.eps);
+            add_in_place(&mut a.x, &a.proj);
         }
-        kv.advance(n);
-        let last = &mut x[(n - 1) * dim..];
-        rms_norm(last, &self.output_norm, self.eps);
-        self.output.matmul(last, logits, scratch);
+        kv.advance(tokens.len());
+        a.logits(&self.output_norm, self.eps, &self.output, scratch, logits);
     }
 }

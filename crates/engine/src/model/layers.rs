@@ -4,7 +4,7 @@
 use basalt_gguf::GgufFile;
 use half::f16;
 
-use crate::kernels::QMatrix;
+use crate::kernels::{rms_norm, ActScratch, QMatrix, Rope};
 use crate::kv::LayerKv;
 use crate::EngineError;
 
@@ -144,5 +144,88 @@ fn round_f16(x: f32) -> f32 {
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
+    }
+}
+
+/// The per-forward working buffers of a decoder layer, for `tokens` tokens.
+pub struct Activations {
+    pub tokens: usize,
+    pub dim: usize,
+    /// The residual stream, `tokens x dim`.
+    pub x: Vec<f32>,
+    pub h: Vec<f32>,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub att: Vec<f32>,
+    pub proj: Vec<f32>,
+    pub gate: Vec<f32>,
+    pub up: Vec<f32>,
+}
+
+impl Activations {
+    /// Looks the tokens up in the embedding table (times `scale`) and sizes the buffers.
+    pub fn embed(
+        table: &QMatrix,
+        tokens: &[u32],
+        scale: f32,
+        q_dim: usize,
+        kv_dim: usize,
+        ffn_dim: usize,
+    ) -> Self {
+        let (n, dim) = (tokens.len(), table.cols);
+        let mut x = vec![0f32; n * dim];
+        for (row, &tok) in x.chunks_exact_mut(dim).zip(tokens) {
+            table.dequantize_row(tok as usize, row);
+            if scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+        Self {
+            tokens: n,
+            dim,
+            x,
+            h: vec![0f32; n * dim],
+            q: vec![0f32; n * q_dim],
+            k: vec![0f32; n * kv_dim],
+            v: vec![0f32; n * kv_dim],
+            att: vec![0f32; n * q_dim],
+            proj: vec![0f32; n * dim],
+            gate: vec![0f32; n * ffn_dim],
+            up: vec![0f32; n * ffn_dim],
+        }
+    }
+
+    /// `h = rms_norm(x) * weight`: the input of a sub-layer.
+    pub fn normed_input(&mut self, weight: &[f32], eps: f32) {
+        self.h.copy_from_slice(&self.x);
+        rms_norm(&mut self.h, weight, eps);
+    }
+
+    /// Rotates this step's queries and keys, token `t` at position `pos0 + t`.
+    pub fn rope(&mut self, rope: &Rope, head_dim: usize, pos0: usize) {
+        let (q_dim, kv_dim) = (self.q.len() / self.tokens, self.k.len() / self.tokens);
+        for t in 0..self.tokens {
+            rope.apply(&mut self.q[t * q_dim..(t + 1) * q_dim], head_dim, pos0 + t);
+            rope.apply(
+                &mut self.k[t * kv_dim..(t + 1) * kv_dim],
+                head_dim,
+                pos0 + t,
+            );
+        }
+    }
+
+    /// The final norm and output projection of the last token.
+    pub fn logits(
+        &mut self,
+        norm: &[f32],
+        eps: f32,
+        output: &QMatrix,
+        scratch: &mut ActScratch,
+        logits: &mut [f32],
+    ) {
+        let last = &mut self.x[(self.tokens - 1) * self.dim..];
+        rms_norm(last, norm, eps);
+        output.matmul(last, logits, scratch);
     }
 }

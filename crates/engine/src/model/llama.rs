@@ -3,9 +3,9 @@
 
 use basalt_gguf::GgufFile;
 
-use super::layers::{add_in_place, attention, store_kv, AttentionShape, TensorSource};
+use super::layers::{add_in_place, attention, store_kv, Activations, AttentionShape, TensorSource};
 use super::{hparam, hparam_f32, Transformer};
-use crate::kernels::{rms_norm, silu, ActScratch, QMatrix, Rope};
+use crate::kernels::{silu, ActScratch, QMatrix, Rope};
 use crate::kv::{KvShape, SeqKv};
 use crate::EngineError;
 
@@ -140,52 +140,32 @@ impl Transformer for Llama {
         if tokens.is_empty() {
             return;
         }
-        let (n, dim, hd) = (tokens.len(), self.dim, self.attn.head_dim);
+        let hd = self.attn.head_dim;
         let kv_dim = self.attn.n_kv_heads * hd;
         let pos0 = kv.len();
-        let mut x = vec![0f32; n * dim];
-        for (row, &tok) in x.chunks_exact_mut(dim).zip(tokens) {
-            self.embed.dequantize_row(tok as usize, row);
-        }
-        let mut h = vec![0f32; n * dim];
-        let (mut q, mut k, mut v) = (
-            vec![0f32; n * dim],
-            vec![0f32; n * kv_dim],
-            vec![0f32; n * kv_dim],
-        );
-        let (mut att, mut proj) = (vec![0f32; n * dim], vec![0f32; n * dim]);
-        let (mut g, mut u) = (vec![0f32; n * self.ffn_dim], vec![0f32; n * self.ffn_dim]);
+        let mut a = Activations::embed(&self.embed, tokens, 1.0, self.dim, kv_dim, self.ffn_dim);
         for (layer, b) in self.blocks.iter().enumerate() {
-            h.copy_from_slice(&x);
-            rms_norm(&mut h, &b.attn_norm, self.eps);
-            b.wq.matmul(&h, &mut q, scratch);
-            b.wk.matmul(&h, &mut k, scratch);
-            b.wv.matmul(&h, &mut v, scratch);
-            for t in 0..n {
-                self.rope
-                    .apply(&mut q[t * dim..(t + 1) * dim], hd, pos0 + t);
-                self.rope
-                    .apply(&mut k[t * kv_dim..(t + 1) * kv_dim], hd, pos0 + t);
-            }
+            a.normed_input(&b.attn_norm, self.eps);
+            b.wq.matmul(&a.h, &mut a.q, scratch);
+            b.wk.matmul(&a.h, &mut a.k, scratch);
+            b.wv.matmul(&a.h, &mut a.v, scratch);
+            a.rope(&self.rope, hd, pos0);
             let cache = &mut kv.layers[layer];
-            store_kv(cache, kv_dim, pos0, &k, &v);
-            attention(cache, self.attn, pos0, &q, &mut att);
-            b.wo.matmul(&att, &mut proj, scratch);
-            add_in_place(&mut x, &proj);
+            store_kv(cache, kv_dim, pos0, &a.k, &a.v);
+            attention(cache, self.attn, pos0, &a.q, &mut a.att);
+            b.wo.matmul(&a.att, &mut a.proj, scratch);
+            add_in_place(&mut a.x, &a.proj);
 
-            h.copy_from_slice(&x);
-            rms_norm(&mut h, &b.ffn_norm, self.eps);
-            b.gate.matmul(&h, &mut g, scratch);
-            b.up.matmul(&h, &mut u, scratch);
-            for (gv, uv) in g.iter_mut().zip(&u) {
-                *gv = silu(*gv) * uv;
+            a.normed_input(&b.ffn_norm, self.eps);
+            b.gate.matmul(&a.h, &mut a.gate, scratch);
+            b.up.matmul(&a.h, &mut a.up, scratch);
+            for (g, u) in a.gate.iter_mut().zip(&a.up) {
+                *g = silu(*g) * u;
             }
-            b.down.matmul(&g, &mut proj, scratch);
-            add_in_place(&mut x, &proj);
+            b.down.matmul(&a.gate, &mut a.proj, scratch);
+            add_in_place(&mut a.x, &a.proj);
         }
-        kv.advance(n);
-        let last = &mut x[(n - 1) * dim..];
-        rms_norm(last, &self.output_norm, self.eps);
-        self.output.matmul(last, logits, scratch);
+        kv.advance(tokens.len());
+        a.logits(&self.output_norm, self.eps, &self.output, scratch, logits);
     }
 }
