@@ -14,7 +14,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use basalt_types::{
     BasaltError, ErrorKind, FinishReason, GenerateEvent, TokenLogprob, TopLogprob, Usage,
@@ -151,7 +150,10 @@ impl Sequence {
         self.events.is_closed()
     }
 
-    fn fail(self, error: BasaltError) {
+    /// Ends the sequence with an error. Its KV memory is released before the client hears
+    /// of it, so "finished" always means "memory returned".
+    fn fail(mut self, error: BasaltError) {
+        self.kv = None;
         let usage = self.usage();
         let _ = self.events.send(GenerateEvent::Failed { error, usage });
     }
@@ -208,17 +210,6 @@ impl Scheduler {
             self.admit();
             self.step();
             self.publish_counters();
-            if self.running.is_empty() && !self.waiting.is_empty() {
-                // Nothing could be admitted (memory is held by nobody, so the head cannot fit
-                // at all): fail it rather than spin.
-                if let Some(seq) = self.waiting.pop_front() {
-                    seq.fail(BasaltError::new(
-                        ErrorKind::Overloaded,
-                        "The request needs more KV-cache memory than the server is configured with.",
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
         }
     }
 
@@ -244,7 +235,9 @@ impl Scheduler {
             let Some(head) = self.waiting.front() else {
                 break;
             };
-            // Admit only if the first chunk of the sequence fits next to what is held.
+            // Admit only if the first chunk of the sequence fits next to what is held. With
+            // nothing running the head is always admitted: if it cannot fit even alone, its
+            // first step fails it with a clear error instead of it waiting forever.
             let first_chunk =
                 (head.tokens.len() - head.computed).min(self.shared.config.prefill_chunk) + 1;
             let free = budget.limit_bytes().saturating_sub(budget.used_bytes());
@@ -393,6 +386,7 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
     }
     match reason {
         Some(reason) => {
+            seq.kv = None; // released before the client hears "finished"
             let _ = seq.events.send(GenerateEvent::Finished {
                 reason,
                 usage: seq.usage(),
@@ -400,5 +394,212 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
             StepResult::Done
         }
         None => StepResult::Continue,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scheduler against a fake model: no weights, deterministic logits, a real KV
+    //! budget. What is tested is scheduling: completion, preemption, failure, cancellation.
+
+    use std::collections::BTreeMap;
+
+    use basalt_gguf::{Array, Header, Value};
+    use basalt_types::{GenerateRequest, Prompt, SamplingParams};
+
+    use super::*;
+    use crate::kv::KvShape;
+
+    const VOCAB: usize = 8;
+    const EOS: u32 = 7;
+
+    /// Always predicts `(last token + 1) % 7`, so it never emits EOS on its own. Each step
+    /// takes a millisecond, like a (very small) real model, so queues can fill up.
+    struct CountingModel;
+
+    impl Transformer for CountingModel {
+        fn vocab_size(&self) -> usize {
+            VOCAB
+        }
+        fn context_length(&self) -> usize {
+            4096
+        }
+        fn kv_shape(&self) -> KvShape {
+            KvShape {
+                layers: 1,
+                kv_dim: 4,
+            }
+        }
+        fn forward(&self, tokens: &[u32], kv: &mut SeqKv, _: &mut ActScratch, logits: &mut [f32]) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            kv.advance(tokens.len());
+            logits.fill(0.0);
+            let last = tokens.last().copied().unwrap_or(0);
+            logits[((last + 1) % 7) as usize] = 10.0;
+        }
+    }
+
+    fn tokenizer() -> Tokenizer {
+        let mut metadata = BTreeMap::new();
+        let tokens = ["a", "b", "c", "d", "e", "f", "g", "<eos>"]
+            .map(String::from)
+            .to_vec();
+        metadata.insert("tokenizer.ggml.model".into(), Value::String("gpt2".into()));
+        metadata.insert(
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(Array::Strings(tokens)),
+        );
+        metadata.insert(
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(Array::Ints(vec![1, 1, 1, 1, 1, 1, 1, 3])),
+        );
+        metadata.insert(
+            "tokenizer.ggml.merges".into(),
+            Value::Array(Array::Strings(vec![])),
+        );
+        metadata.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(EOS));
+        Tokenizer::from_gguf(&Header {
+            version: 3,
+            metadata,
+            tensors: vec![],
+            data_offset: 0,
+        })
+        .unwrap()
+    }
+
+    /// 16 bytes of KV per token, grown 64 tokens (1 KiB) at a time.
+    fn scheduler(budget_bytes: usize, max_running: usize) -> (Handle, Arc<Shared>) {
+        let shared = Arc::new(Shared {
+            transformer: Box::new(CountingModel),
+            tokenizer: tokenizer(),
+            budget: KvBudget::new(budget_bytes),
+            config: EngineConfig {
+                kv_budget_bytes: budget_bytes,
+                max_running,
+                max_waiting: 8,
+                prefill_chunk: 16,
+            },
+        });
+        (start(Arc::clone(&shared)).unwrap(), shared)
+    }
+
+    fn request(max_tokens: usize) -> PreparedRequest {
+        PreparedRequest {
+            prompt_tokens: vec![0, 1, 2, 3],
+            max_tokens,
+            limited_by_context: false,
+            request: GenerateRequest {
+                prompt: Prompt::Text("abcd".into()),
+                sampling: SamplingParams {
+                    temperature: 0.0,
+                    ..Default::default()
+                },
+                max_tokens: Some(max_tokens as u32),
+                stop: vec![],
+                logprobs: None,
+            },
+        }
+    }
+
+    /// Collects a request's text and final event.
+    fn drain(mut rx: EventReceiver) -> (String, GenerateEvent) {
+        let mut text = String::new();
+        while let Some(ev) = rx.blocking_recv() {
+            match ev {
+                GenerateEvent::Text { text: t, .. } => text.push_str(&t),
+                end => return (text, end),
+            }
+        }
+        panic!("stream ended without a final event");
+    }
+
+    #[test]
+    fn sequences_complete_and_release_memory() {
+        let (handle, shared) = scheduler(1 << 20, 4);
+        let rxs: Vec<_> = (0..3)
+            .map(|_| handle.enqueue(request(10)).unwrap())
+            .collect();
+        for rx in rxs {
+            let (text, end) = drain(rx);
+            assert_eq!(text, "efgabcdefg");
+            assert!(
+                matches!(end, GenerateEvent::Finished { reason: FinishReason::MaxTokens, usage } if usage.output_tokens == 10 && usage.input_tokens == 4)
+            );
+        }
+        assert_eq!(shared.budget.used_bytes(), 0);
+    }
+
+    #[test]
+    fn preempted_sequences_are_recomputed_and_finish_identically() {
+        // 2 KiB: room for two sequences of up to 64 tokens, or one of up to 128.
+        let (handle, shared) = scheduler(2048, 2);
+        let a = handle.enqueue(request(100)).unwrap();
+        let b = handle.enqueue(request(100)).unwrap();
+        let (ta, ea) = drain(a);
+        let (tb, eb) = drain(b);
+        assert_eq!(ta, tb, "preemption must not change the output");
+        assert_eq!(ta.len(), 100);
+        for end in [ea, eb] {
+            assert!(
+                matches!(end, GenerateEvent::Finished { usage, .. } if usage.output_tokens == 100)
+            );
+        }
+        assert_eq!(shared.budget.used_bytes(), 0);
+    }
+
+    #[test]
+    fn a_sequence_larger_than_the_budget_fails_cleanly() {
+        let (handle, shared) = scheduler(1024, 2);
+        let (_, end) = drain(handle.enqueue(request(200)).unwrap());
+        assert!(
+            matches!(end, GenerateEvent::Failed { ref error, .. } if error.kind == ErrorKind::Overloaded),
+            "{end:?}"
+        );
+        assert_eq!(shared.budget.used_bytes(), 0);
+        // The scheduler keeps serving.
+        let (text, _) = drain(handle.enqueue(request(3)).unwrap());
+        assert_eq!(text, "efg");
+    }
+
+    #[test]
+    fn dropping_the_receiver_cancels_and_frees_memory() {
+        let (handle, shared) = scheduler(1 << 20, 2);
+        let mut rx = handle.enqueue(request(3000)).unwrap();
+        assert!(matches!(
+            rx.blocking_recv(),
+            Some(GenerateEvent::Text { .. })
+        ));
+        drop(rx);
+        let mut idle = false;
+        for _ in 0..1000 {
+            if shared.budget.used_bytes() == 0 && handle.stats().running == 0 {
+                idle = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(
+            idle,
+            "a cancelled sequence must leave the scheduler and free its KV memory"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_is_overloaded_not_a_hang() {
+        let (handle, _shared) = scheduler(1 << 20, 1);
+        // Hold the single running slot and fill the queue.
+        let mut held = vec![handle.enqueue(request(3000)).unwrap()];
+        let mut refused = None;
+        for _ in 0..64 {
+            match handle.enqueue(request(3000)) {
+                Ok(rx) => held.push(rx),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = refused.expect("the queue must refuse work beyond max_waiting");
+        assert_eq!(e.status(), 429);
     }
 }
