@@ -7,7 +7,9 @@
 pub mod blocks;
 pub mod quant;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
 
 use basalt_gguf::{TensorBytes, TensorInfo, TensorType};
 use half::f16;
@@ -177,20 +179,37 @@ impl QMatrix {
     }
 }
 
-static COMPUTE_THREADS: AtomicUsize = AtomicUsize::new(1);
-/// Below this many multiply-adds a product runs on the calling thread: starting helper
-/// threads costs more than it saves.
-const PARALLEL_MIN_WORK: usize = 8 << 20;
+/// Products smaller than this many multiply-adds run on the calling thread: handing them to
+/// the pool costs more than it saves.
+const PARALLEL_MIN_WORK: usize = 1 << 16;
 
-/// How many threads large matrix products may use (the `--threads` setting).
+static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+
+/// Sizes the persistent compute pool that large matrix products are split across (the
+/// `--threads` setting). Takes effect once, before the first product; `1` keeps everything
+/// on the calling thread.
 pub fn set_compute_threads(n: usize) {
-    COMPUTE_THREADS.store(n.max(1), Ordering::Relaxed);
+    POOL.get_or_init(|| {
+        (n > 1)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("basalt-compute-{i}"))
+                    .build()
+                    .ok()
+            })
+            .flatten()
+    });
+}
+
+fn pool() -> Option<&'static rayon::ThreadPool> {
+    POOL.get().and_then(Option::as_ref)
 }
 
 /// `out[t * rows + r] = dot(row r of w, acts[t])`. The dot product is a generic parameter so
 /// that it inlines and vectorises for the CPU the engine is compiled for. Large products are
-/// split by rows across scoped threads; the persistent worker pool of the engine-speed work
-/// replaces this.
+/// split by rows across the compute pool; every output is computed by the same code either
+/// way, so results do not depend on the thread count.
 fn matmul_rows<W: Sync, A: Sync, D: Fn(&[W], &[A]) -> f32 + Sync>(
     w: &[W],
     acts: &[Vec<A>],
@@ -201,47 +220,57 @@ fn matmul_rows<W: Sync, A: Sync, D: Fn(&[W], &[A]) -> f32 + Sync>(
 ) {
     let per_row = (w.len() / rows.max(1)).max(1);
     let tokens = acts.len();
-    let threads = COMPUTE_THREADS.load(Ordering::Relaxed).min(rows.max(1));
-    if threads <= 1 || rows * cols * tokens < PARALLEL_MIN_WORK {
+    let pool = pool().filter(|_| rows * cols * tokens >= PARALLEL_MIN_WORK);
+    let Some(pool) = pool else {
         for (r, wrow) in w.chunks_exact(per_row).enumerate().take(rows) {
             for (t, a) in acts.iter().enumerate() {
                 out[t * rows + r] = dot(wrow, a);
             }
         }
         return;
-    }
-    let chunk_rows = rows.div_ceil(threads);
-    // Each thread fills a token-major block of its rows; blocks are scattered into `out`.
-    let mut partial: Vec<Vec<f32>> = Vec::new();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = w
-            .chunks(chunk_rows * per_row)
-            .map(|wchunk| {
-                let dot = &dot;
-                scope.spawn(move || {
-                    let n = wchunk.len() / per_row;
-                    let mut local = vec![0f32; n * tokens];
-                    for (r, wrow) in wchunk.chunks_exact(per_row).enumerate() {
-                        for (t, a) in acts.iter().enumerate() {
-                            local[t * n + r] = dot(wrow, a);
-                        }
+    };
+    // Chunks of rows small enough to balance, large enough to amortise scheduling.
+    let chunk_rows = rows.div_ceil(pool.current_num_threads() * 4).max(16);
+    if tokens == 1 {
+        pool.install(|| {
+            out[..rows]
+                .par_chunks_mut(chunk_rows)
+                .enumerate()
+                .for_each(|(c, out_chunk)| {
+                    let first = c * chunk_rows;
+                    for (i, o) in out_chunk.iter_mut().enumerate() {
+                        let r = first + i;
+                        *o = dot(&w[r * per_row..(r + 1) * per_row], &acts[0]);
                     }
-                    local
-                })
+                });
+        });
+        return;
+    }
+    // Several tokens: each chunk fills a token-major block of its rows, then the blocks are
+    // scattered into `out`.
+    let blocks: Vec<Vec<f32>> = pool.install(|| {
+        (0..rows.div_ceil(chunk_rows))
+            .into_par_iter()
+            .map(|c| {
+                let (r0, r1) = (c * chunk_rows, ((c + 1) * chunk_rows).min(rows));
+                let n = r1 - r0;
+                let mut local = vec![0f32; n * tokens];
+                for r in r0..r1 {
+                    let wrow = &w[r * per_row..(r + 1) * per_row];
+                    for (t, a) in acts.iter().enumerate() {
+                        local[t * n + (r - r0)] = dot(wrow, a);
+                    }
+                }
+                local
             })
-            .collect();
-        partial = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect();
+            .collect()
     });
-    let mut r0 = 0;
-    for local in partial {
-        let n = local.len() / tokens.max(1);
+    for (c, local) in blocks.iter().enumerate() {
+        let r0 = c * chunk_rows;
+        let n = local.len() / tokens;
         for t in 0..tokens {
             out[t * rows + r0..t * rows + r0 + n].copy_from_slice(&local[t * n..(t + 1) * n]);
         }
-        r0 += n;
     }
 }
 

@@ -187,3 +187,36 @@ fn rope_rotates_pairs_and_keeps_norm() {
     rope.apply(&mut at_zero, 8, 0);
     assert_eq!(at_zero, [0.5; 8]);
 }
+
+#[test]
+fn threaded_products_equal_single_threaded_ones() {
+    let mut rng = Lcg(5);
+    let (rows, cols, tokens) = (1000, 256, 3);
+    let w: Vec<BlockQ8_0> = random_bytes(&mut rng, rows * cols / 32, |b: &mut BlockQ8_0, r| {
+        b.d = r.scale()
+    });
+    let acts: Vec<Vec<BlockQ8_0>> = (0..tokens)
+        .map(|_| {
+            let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
+            let mut a = Vec::new();
+            quantize_q8_0(&x, &mut a);
+            a
+        })
+        .collect();
+    let mut expected = vec![0f32; rows * tokens];
+    for (r, wrow) in w.chunks_exact(cols / 32).enumerate() {
+        for (t, a) in acts.iter().enumerate() {
+            expected[t * rows + r] = dot_q8_0(wrow, a);
+        }
+    }
+    set_compute_threads(2);
+    assert!(
+        rows * cols * tokens >= PARALLEL_MIN_WORK,
+        "the product must be large enough to use the pool"
+    );
+    for t in [1, tokens] {
+        let mut out = vec![0f32; rows * t];
+        matmul_rows(&w, &acts[..t], rows, cols, &mut out, dot_q8_0);
+        assert_eq!(out, expected[..rows * t], "tokens = {t}");
+    }
+}
