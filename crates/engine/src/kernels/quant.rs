@@ -101,7 +101,14 @@ fn dot_i8(a: &[i8; QK], b: &[i8; QK]) -> i32 {
 
 #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
 mod avx2 {
+    //! AVX2 versions of the 32-element block products, in ggml's arrangement: integer
+    //! products per block, scaled and accumulated in a vector register, one horizontal sum
+    //! per row. They must agree with the portable versions (the kernel tests check both
+    //! against the same reference).
+
     use std::arch::x86_64::*;
+
+    use super::super::blocks::*;
 
     /// 32 signed bytes times 32 signed bytes, summed: `maddubs` multiplies unsigned by
     /// signed, so move `a`'s sign onto `b` first (as ggml does).
@@ -112,10 +119,10 @@ mod avx2 {
         unsafe {
             let va = _mm256_loadu_si256(a.as_ptr().cast());
             let vb = _mm256_loadu_si256(b.as_ptr().cast());
-            let abs_a = _mm256_sign_epi8(va, va);
-            let signed_b = _mm256_sign_epi8(vb, va);
-            let pairs = _mm256_maddubs_epi16(abs_a, signed_b);
-            let quads = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+            let quads = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(_mm256_sign_epi8(va, va), _mm256_sign_epi8(vb, va)),
+                _mm256_set1_epi16(1),
+            );
             let sum128 = _mm_add_epi32(
                 _mm256_castsi256_si128(quads),
                 _mm256_extracti128_si256(quads, 1),
@@ -125,10 +132,177 @@ mod avx2 {
             _mm_cvtsi128_si32(sum32)
         }
     }
+
+    #[cfg(target_feature = "fma")]
+    mod fma_kernels {
+        use super::*;
+
+        /// Unsigned bytes times signed bytes, summed in 8 lanes, as floats.
+        #[inline]
+        unsafe fn mul_sum_us8(x: __m256i, y: __m256i) -> __m256 {
+            // SAFETY (caller): AVX2 available.
+            unsafe {
+                _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                    _mm256_maddubs_epi16(x, y),
+                    _mm256_set1_epi16(1),
+                ))
+            }
+        }
+
+        /// Signed bytes times signed bytes, summed in 8 lanes, as floats.
+        #[inline]
+        unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
+            // SAFETY (caller): AVX2 available.
+            unsafe { mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)) }
+        }
+
+        #[inline]
+        unsafe fn hsum(v: __m256) -> f32 {
+            // SAFETY (caller): AVX available.
+            unsafe {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+            }
+        }
+
+        /// 16 bytes of nibbles -> 32 bytes: low nibbles first, then high nibbles.
+        #[inline]
+        unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
+            // SAFETY (caller): AVX2 available; reads exactly 16 bytes.
+            unsafe {
+                let lo = _mm_loadu_si128(qs.as_ptr().cast());
+                let both =
+                    _mm256_insertf128_si256(_mm256_castsi128_si256(lo), _mm_srli_epi16(lo, 4), 1);
+                _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+            }
+        }
+
+        /// Byte j is 0xFF where bit j of `bits` is set, else 0.
+        #[inline]
+        unsafe fn bytes_from_bits(bits: u32) -> __m256i {
+            // SAFETY (caller): AVX2 available.
+            unsafe {
+                let spread = _mm256_shuffle_epi8(
+                    _mm256_set1_epi32(bits as i32),
+                    _mm256_set_epi64x(
+                        0x0303030303030303,
+                        0x0202020202020202,
+                        0x0101010101010101,
+                        0,
+                    ),
+                );
+                let marked = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+                _mm256_cmpeq_epi8(marked, _mm256_set1_epi64x(-1))
+            }
+        }
+
+        #[inline]
+        fn scale(a: f32, b: f32) -> __m256 {
+            // SAFETY: AVX is implied by AVX2.
+            unsafe { _mm256_set1_ps(a * b) }
+        }
+
+        pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+            // SAFETY: AVX2+FMA enabled for this build; loads read whole 32-byte arrays.
+            unsafe {
+                let mut acc = _mm256_setzero_ps();
+                for (x, y) in w.iter().zip(a) {
+                    let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
+                    let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+                    acc =
+                        _mm256_fmadd_ps(scale(x.d.to_f32(), y.d.to_f32()), mul_sum_i8(qx, qy), acc);
+                }
+                hsum(acc)
+            }
+        }
+
+        pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+            // SAFETY: as above.
+            unsafe {
+                let mut acc = _mm256_setzero_ps();
+                for (x, y) in w.iter().zip(a) {
+                    let qx = _mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8));
+                    let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+                    acc =
+                        _mm256_fmadd_ps(scale(x.d.to_f32(), y.d.to_f32()), mul_sum_i8(qx, qy), acc);
+                }
+                hsum(acc)
+            }
+        }
+
+        pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+            // SAFETY: as above.
+            unsafe {
+                let mut acc = _mm256_setzero_ps();
+                let mut mins = 0f32;
+                for (x, y) in w.iter().zip(a) {
+                    mins += x.m.to_f32() * y.s.to_f32();
+                    let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+                    acc = _mm256_fmadd_ps(
+                        scale(x.d.to_f32(), y.d.to_f32()),
+                        mul_sum_us8(nibbles(&x.qs), qy),
+                        acc,
+                    );
+                }
+                hsum(acc) + mins
+            }
+        }
+
+        pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+            // SAFETY: as above.
+            unsafe {
+                let mut acc = _mm256_setzero_ps();
+                for (x, y) in w.iter().zip(a) {
+                    // (q | high << 4) - 16: where the high bit is clear, that is q | 0xF0.
+                    let high = _mm256_andnot_si256(
+                        bytes_from_bits(u32::from_le_bytes(x.qh)),
+                        _mm256_set1_epi8(0xF0u8 as i8),
+                    );
+                    let qx = _mm256_or_si256(nibbles(&x.qs), high);
+                    let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+                    acc =
+                        _mm256_fmadd_ps(scale(x.d.to_f32(), y.d.to_f32()), mul_sum_i8(qx, qy), acc);
+                }
+                hsum(acc)
+            }
+        }
+    }
+
+    #[cfg(target_feature = "fma")]
+    pub use fma_kernels::*;
 }
 
 #[inline]
 pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        avx2::dot_q4_0(w, a)
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        dot_q4_0_portable(w, a)
+    }
+}
+
+#[inline]
+#[cfg_attr(
+    all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ),
+    allow(dead_code)
+)]
+pub(super) fn dot_q4_0_portable(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
         let mut q = [0i8; QK];
@@ -143,6 +317,34 @@ pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
 
 #[inline]
 pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        avx2::dot_q4_1(w, a)
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        dot_q4_1_portable(w, a)
+    }
+}
+
+#[inline]
+#[cfg_attr(
+    all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ),
+    allow(dead_code)
+)]
+pub(super) fn dot_q4_1_portable(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
         let mut q = [0i8; QK];
@@ -171,6 +373,34 @@ fn unpack_q5(qs: &[u8; QK / 2], qh: [u8; 4], offset: i8) -> [i8; QK] {
 
 #[inline]
 pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        avx2::dot_q5_0(w, a)
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        dot_q5_0_portable(w, a)
+    }
+}
+
+#[inline]
+#[cfg_attr(
+    all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ),
+    allow(dead_code)
+)]
+pub(super) fn dot_q5_0_portable(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
         let q = unpack_q5(&w.qs, w.qh, 16);
@@ -192,6 +422,34 @@ pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
 
 #[inline]
 pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        avx2::dot_q8_0(w, a)
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        dot_q8_0_portable(w, a)
+    }
+}
+
+#[inline]
+#[cfg_attr(
+    all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ),
+    allow(dead_code)
+)]
+pub(super) fn dot_q8_0_portable(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
         sum += dot_i8(&w.qs, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32());

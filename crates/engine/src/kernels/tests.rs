@@ -220,3 +220,44 @@ fn threaded_products_equal_single_threaded_ones() {
         assert_eq!(out, expected[..rows * t], "tokens = {t}");
     }
 }
+
+#[test]
+fn simd_and_portable_block_products_agree() {
+    let mut rng = Lcg(17);
+    for _ in 0..20 {
+        let x = activations(&mut rng);
+        let (mut a0, mut a1) = (Vec::new(), Vec::new());
+        quantize_q8_0(&x, &mut a0);
+        quantize_q8_1(&x, &mut a1);
+        let w: Vec<BlockQ4_0> =
+            random_bytes(&mut rng, N / 32, |b: &mut BlockQ4_0, r| b.d = r.scale());
+        check(
+            "q4_0 simd",
+            dot_q4_0(&w, &a0),
+            quant::dot_q4_0_portable(&w, &a0),
+        );
+        let w: Vec<BlockQ4_1> = random_bytes(&mut rng, N / 32, |b: &mut BlockQ4_1, r| {
+            b.d = r.scale();
+            b.m = f16::from_f32(-r.f32().abs() * 0.1);
+        });
+        check(
+            "q4_1 simd",
+            dot_q4_1(&w, &a1),
+            quant::dot_q4_1_portable(&w, &a1),
+        );
+        let w: Vec<BlockQ5_0> =
+            random_bytes(&mut rng, N / 32, |b: &mut BlockQ5_0, r| b.d = r.scale());
+        check(
+            "q5_0 simd",
+            dot_q5_0(&w, &a0),
+            quant::dot_q5_0_portable(&w, &a0),
+        );
+        let w: Vec<BlockQ8_0> =
+            random_bytes(&mut rng, N / 32, |b: &mut BlockQ8_0, r| b.d = r.scale());
+        check(
+            "q8_0 simd",
+            dot_q8_0(&w, &a0),
+            quant::dot_q8_0_portable(&w, &a0),
+        );
+    }
+}
