@@ -133,6 +133,30 @@ mod avx2 {
         }
     }
 
+    /// Unsigned bytes times signed bytes over 32 elements: the sums of each 16-element half.
+    #[inline]
+    pub fn dot_u8_i8_halves(u: &[u8], y: &[i8]) -> (i32, i32) {
+        assert!(u.len() >= 32 && y.len() >= 32);
+        // SAFETY: AVX2 is enabled for this build; both slices hold at least 32 bytes (checked).
+        unsafe {
+            let p = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(
+                    _mm256_loadu_si256(u.as_ptr().cast()),
+                    _mm256_loadu_si256(y.as_ptr().cast()),
+                ),
+                _mm256_set1_epi16(1),
+            );
+            let hsum = |v: __m128i| {
+                let v = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+                _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32(v, 1)))
+            };
+            (
+                hsum(_mm256_castsi256_si128(p)),
+                hsum(_mm256_extracti128_si256(p, 1)),
+            )
+        }
+    }
+
     #[cfg(target_feature = "fma")]
     mod fma_kernels {
         use super::*;
@@ -476,18 +500,29 @@ fn unpack_k4(qs: &[u8; QK_K / 2], qh: Option<&[u8; QK_K / 8]>) -> [u8; QK_K] {
     q
 }
 
+/// Unsigned weights (at most 63) times signed activations over 32 elements, returned as the
+/// sums of the first and the last 16 (K-quant sub-blocks are 16 or 32 long).
+#[inline]
+fn dot_u8_i8_halves(u: &[u8], y: &[i8]) -> (i32, i32) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    {
+        avx2::dot_u8_i8_halves(u, y)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+    {
+        let half =
+            |r: std::ops::Range<usize>| -> i32 { r.map(|i| u[i] as i32 * y[i] as i32).sum() };
+        (half(0..16), half(16..32))
+    }
+}
+
 fn dot_k4_like(d: f16, dmin: f16, scales: &[u8; 12], q: &[u8; QK_K], a: &BlockQ8K) -> f32 {
     let mut sumi = 0i32;
     let mut summin = 0i32;
     for j in 0..QK_K / 32 {
         let (sc, m) = scale_min_k4(j, scales);
-        let mut qa = [0i8; QK];
-        for (d, &x) in qa.iter_mut().zip(&q[j * 32..j * 32 + 32]) {
-            *d = x as i8;
-        }
-        let mut ya = [0i8; QK];
-        ya.copy_from_slice(&a.qs[j * 32..j * 32 + 32]);
-        sumi += sc as i32 * dot_i8(&qa, &ya);
+        let (lo, hi) = dot_u8_i8_halves(&q[j * 32..j * 32 + 32], &a.qs[j * 32..j * 32 + 32]);
+        sumi += sc as i32 * (lo + hi);
         summin += m as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32);
     }
     d.to_f32() * a.d * sumi as f32 - dmin.to_f32() * a.d * summin as f32
@@ -509,19 +544,20 @@ pub fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
         .sum()
 }
 
-/// Unpacks a Q6_K block's quants (already offset by -32) in element order.
+/// Unpacks a Q6_K block's 6-bit quants (0..63; the value is the quant minus 32) in element
+/// order.
 #[inline]
-fn unpack_q6k(w: &BlockQ6K) -> [i8; QK_K] {
-    let mut q = [0i8; QK_K];
+fn unpack_q6k(w: &BlockQ6K) -> [u8; QK_K] {
+    let mut q = [0u8; QK_K];
     for half in 0..2 {
         let ql = &w.ql[half * 64..half * 64 + 64];
         let qh = &w.qh[half * 32..half * 32 + 32];
         let out = &mut q[half * 128..half * 128 + 128];
         for l in 0..32 {
-            out[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
-            out[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
-            out[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
-            out[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+            out[l] = (ql[l] & 0xF) | ((qh[l] & 3) << 4);
+            out[l + 32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+            out[l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            out[l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
         }
     }
     q
@@ -533,13 +569,12 @@ pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     for (w, a) in w.iter().zip(a) {
         let q = unpack_q6k(w);
         let mut sumi = 0i32;
-        for (j, &sc) in w.scales.iter().enumerate() {
-            let sub: i32 = q[j * 16..j * 16 + 16]
-                .iter()
-                .zip(&a.qs[j * 16..j * 16 + 16])
-                .map(|(&x, &y)| x as i32 * y as i32)
-                .sum();
-            sumi += sc as i32 * sub;
+        for j in 0..QK_K / 32 {
+            // (q - 32) . y = q . y - 32 * sum(y), and sum(y) per 16 is the block's bsums.
+            let (lo, hi) = dot_u8_i8_halves(&q[j * 32..j * 32 + 32], &a.qs[j * 32..j * 32 + 32]);
+            let (b0, b1) = (a.bsums[2 * j] as i32, a.bsums[2 * j + 1] as i32);
+            sumi += w.scales[2 * j] as i32 * (lo - 32 * b0)
+                + w.scales[2 * j + 1] as i32 * (hi - 32 * b1);
         }
         sum += w.d.to_f32() * a.d * sumi as f32;
     }
@@ -655,7 +690,7 @@ pub fn dequantize_q6_k(w: &[BlockQ6K], out: &mut [f32]) {
         let q = unpack_q6k(w);
         for (j, &sc) in w.scales.iter().enumerate() {
             for l in 0..16 {
-                out[j * 16 + l] = d * sc as f32 * q[j * 16 + l] as f32;
+                out[j * 16 + l] = d * sc as f32 * (q[j * 16 + l] as i32 - 32) as f32;
             }
         }
     }
