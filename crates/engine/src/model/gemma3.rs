@@ -4,10 +4,10 @@
 
 use basalt_gguf::GgufFile;
 
-use super::layers::{add_in_place, attention, store_kv, Activations, AttentionShape, TensorSource};
-use super::{hparam, hparam_f32, Transformer};
+use super::layers::{add_in_place, Activations, AttentionShape, Segments, TensorSource};
+use super::{hparam, hparam_f32, BatchSeq, Transformer};
 use crate::kernels::{gelu_f16_table, rms_norm, ActScratch, QMatrix, Rope};
-use crate::kv::{KvShape, SeqKv};
+use crate::kv::KvShape;
 use crate::EngineError;
 
 /// Five sliding-window layers, then one global layer, repeating.
@@ -150,22 +150,22 @@ impl Transformer for Gemma3 {
         }
     }
 
-    fn forward(
+    fn forward_batch(
         &self,
-        tokens: &[u32],
-        kv: &mut SeqKv,
+        batch: &mut [BatchSeq<'_>],
         scratch: &mut ActScratch,
         logits: &mut [f32],
     ) {
-        if tokens.is_empty() {
+        let tokens = Segments::tokens(batch);
+        if tokens.is_empty() || batch.iter().any(|b| b.tokens.is_empty()) {
             return;
         }
+        let segments = Segments::of(batch);
         let hd = self.attn_global.head_dim;
         let q_dim = self.attn_global.n_heads * hd;
         let kv_dim = self.attn_global.n_kv_heads * hd;
-        let pos0 = kv.len();
         let scale = (self.dim as f32).sqrt();
-        let mut a = Activations::embed(&self.embed, tokens, scale, q_dim, kv_dim, self.ffn_dim);
+        let mut a = Activations::embed(&self.embed, &tokens, scale, q_dim, kv_dim, self.ffn_dim);
         for (layer, b) in self.blocks.iter().enumerate() {
             let (rope, shape) = if b.sliding {
                 (&self.rope_local, self.attn_local)
@@ -178,10 +178,8 @@ impl Transformer for Gemma3 {
             b.wv.matmul(&a.h, &mut a.v, scratch);
             rms_norm(&mut a.q, &b.q_norm, self.eps);
             rms_norm(&mut a.k, &b.k_norm, self.eps);
-            a.rope(rope, hd, pos0);
-            let cache = &mut kv.layers[layer];
-            store_kv(cache, kv_dim, pos0, &a.k, &a.v);
-            attention(cache, shape, pos0, &a.q, &mut a.att);
+            a.rope(rope, hd, &segments);
+            a.attend(batch, &segments, layer, shape);
             b.wo.matmul(&a.att, &mut a.proj, scratch);
             rms_norm(&mut a.proj, &b.post_attn_norm, self.eps);
             add_in_place(&mut a.x, &a.proj);
@@ -196,7 +194,14 @@ impl Transformer for Gemma3 {
             rms_norm(&mut a.proj, &b.post_ffn_norm, self.eps);
             add_in_place(&mut a.x, &a.proj);
         }
-        kv.advance(tokens.len());
-        a.logits(&self.output_norm, self.eps, &self.output, scratch, logits);
+        a.finish(
+            batch,
+            &segments,
+            &self.output_norm,
+            self.eps,
+            &self.output,
+            scratch,
+            logits,
+        );
     }
 }

@@ -4,6 +4,7 @@
 use basalt_gguf::GgufFile;
 use half::f16;
 
+use super::BatchSeq;
 use crate::kernels::{rms_norm, ActScratch, QMatrix, Rope};
 use crate::kv::LayerKv;
 use crate::EngineError;
@@ -147,6 +148,34 @@ pub fn add_in_place(x: &mut [f32], y: &[f32]) {
     }
 }
 
+/// Where each sequence's tokens sit in a batch's flattened token rows.
+pub struct Segments {
+    /// (first row, row count, position of the first row) per sequence.
+    parts: Vec<(usize, usize, usize)>,
+}
+
+impl Segments {
+    pub fn of(batch: &[BatchSeq<'_>]) -> Self {
+        let mut row = 0;
+        let parts = batch
+            .iter()
+            .map(|b| {
+                let part = (row, b.tokens.len(), b.kv.len());
+                row += b.tokens.len();
+                part
+            })
+            .collect();
+        Self { parts }
+    }
+
+    pub fn tokens(batch: &[BatchSeq<'_>]) -> Vec<u32> {
+        batch
+            .iter()
+            .flat_map(|b| b.tokens.iter().copied())
+            .collect()
+    }
+}
+
 /// The per-forward working buffers of a decoder layer, for `tokens` tokens.
 pub struct Activations {
     pub tokens: usize,
@@ -202,30 +231,78 @@ impl Activations {
         rms_norm(&mut self.h, weight, eps);
     }
 
-    /// Rotates this step's queries and keys, token `t` at position `pos0 + t`.
-    pub fn rope(&mut self, rope: &Rope, head_dim: usize, pos0: usize) {
+    /// Rotates this step's queries and keys, each row at its sequence position.
+    pub fn rope(&mut self, rope: &Rope, head_dim: usize, segments: &Segments) {
         let (q_dim, kv_dim) = (self.q.len() / self.tokens, self.k.len() / self.tokens);
-        for t in 0..self.tokens {
-            rope.apply(&mut self.q[t * q_dim..(t + 1) * q_dim], head_dim, pos0 + t);
-            rope.apply(
-                &mut self.k[t * kv_dim..(t + 1) * kv_dim],
-                head_dim,
-                pos0 + t,
+        for &(first, count, pos0) in &segments.parts {
+            for i in 0..count {
+                let t = first + i;
+                rope.apply(&mut self.q[t * q_dim..(t + 1) * q_dim], head_dim, pos0 + i);
+                rope.apply(
+                    &mut self.k[t * kv_dim..(t + 1) * kv_dim],
+                    head_dim,
+                    pos0 + i,
+                );
+            }
+        }
+    }
+
+    /// Stores each sequence's new keys and values in its cache for `layer`, then attends
+    /// within each sequence; the result lands in `att`.
+    pub fn attend(
+        &mut self,
+        batch: &mut [BatchSeq<'_>],
+        segments: &Segments,
+        layer: usize,
+        shape: AttentionShape,
+    ) {
+        let (q_dim, kv_dim) = (self.q.len() / self.tokens, self.k.len() / self.tokens);
+        for (seq, &(first, count, pos0)) in batch.iter_mut().zip(&segments.parts) {
+            let cache = &mut seq.kv.layers[layer];
+            let (r0, r1) = (first, first + count);
+            store_kv(
+                cache,
+                kv_dim,
+                pos0,
+                &self.k[r0 * kv_dim..r1 * kv_dim],
+                &self.v[r0 * kv_dim..r1 * kv_dim],
+            );
+            attention(
+                cache,
+                shape,
+                pos0,
+                &self.q[r0 * q_dim..r1 * q_dim],
+                &mut self.att[r0 * q_dim..r1 * q_dim],
             );
         }
     }
 
-    /// The final norm and output projection of the last token.
-    pub fn logits(
+    /// Marks the batch's tokens as cached, then applies the final norm and output
+    /// projection to each sequence's last token.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish(
         &mut self,
+        batch: &mut [BatchSeq<'_>],
+        segments: &Segments,
         norm: &[f32],
         eps: f32,
         output: &QMatrix,
         scratch: &mut ActScratch,
         logits: &mut [f32],
     ) {
-        let last = &mut self.x[(self.tokens - 1) * self.dim..];
-        rms_norm(last, norm, eps);
-        output.matmul(last, logits, scratch);
+        for seq in batch.iter_mut() {
+            seq.kv.advance(seq.tokens.len());
+        }
+        let dim = self.dim;
+        let mut last = Vec::with_capacity(segments.parts.len() * dim);
+        for &(first, count, _) in &segments.parts {
+            last.extend_from_slice(&self.x[(first + count - 1) * dim..(first + count) * dim]);
+        }
+        rms_norm(&mut last, norm, eps);
+        output.matmul(
+            &last,
+            &mut logits[..segments.parts.len() * output.rows],
+            scratch,
+        );
     }
 }

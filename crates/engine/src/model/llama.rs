@@ -3,10 +3,10 @@
 
 use basalt_gguf::GgufFile;
 
-use super::layers::{add_in_place, attention, store_kv, Activations, AttentionShape, TensorSource};
-use super::{hparam, hparam_f32, Transformer};
+use super::layers::{add_in_place, Activations, AttentionShape, Segments, TensorSource};
+use super::{hparam, hparam_f32, BatchSeq, Transformer};
 use crate::kernels::{silu, ActScratch, QMatrix, Rope};
-use crate::kv::{KvShape, SeqKv};
+use crate::kv::KvShape;
 use crate::EngineError;
 
 struct Block {
@@ -130,29 +130,27 @@ impl Transformer for Llama {
         }
     }
 
-    fn forward(
+    fn forward_batch(
         &self,
-        tokens: &[u32],
-        kv: &mut SeqKv,
+        batch: &mut [BatchSeq<'_>],
         scratch: &mut ActScratch,
         logits: &mut [f32],
     ) {
-        if tokens.is_empty() {
+        let tokens = Segments::tokens(batch);
+        if tokens.is_empty() || batch.iter().any(|b| b.tokens.is_empty()) {
             return;
         }
+        let segments = Segments::of(batch);
         let hd = self.attn.head_dim;
         let kv_dim = self.attn.n_kv_heads * hd;
-        let pos0 = kv.len();
-        let mut a = Activations::embed(&self.embed, tokens, 1.0, self.dim, kv_dim, self.ffn_dim);
+        let mut a = Activations::embed(&self.embed, &tokens, 1.0, self.dim, kv_dim, self.ffn_dim);
         for (layer, b) in self.blocks.iter().enumerate() {
             a.normed_input(&b.attn_norm, self.eps);
             b.wq.matmul(&a.h, &mut a.q, scratch);
             b.wk.matmul(&a.h, &mut a.k, scratch);
             b.wv.matmul(&a.h, &mut a.v, scratch);
-            a.rope(&self.rope, hd, pos0);
-            let cache = &mut kv.layers[layer];
-            store_kv(cache, kv_dim, pos0, &a.k, &a.v);
-            attention(cache, self.attn, pos0, &a.q, &mut a.att);
+            a.rope(&self.rope, hd, &segments);
+            a.attend(batch, &segments, layer, self.attn);
             b.wo.matmul(&a.att, &mut a.proj, scratch);
             add_in_place(&mut a.x, &a.proj);
 
@@ -165,7 +163,14 @@ impl Transformer for Llama {
             b.down.matmul(&a.gate, &mut a.proj, scratch);
             add_in_place(&mut a.x, &a.proj);
         }
-        kv.advance(tokens.len());
-        a.logits(&self.output_norm, self.eps, &self.output, scratch, logits);
+        a.finish(
+            batch,
+            &segments,
+            &self.output_norm,
+            self.eps,
+            &self.output,
+            scratch,
+            logits,
+        );
     }
 }

@@ -13,15 +13,40 @@ use crate::kernels::ActScratch;
 use crate::kv::{KvShape, SeqKv};
 use crate::EngineError;
 
+/// One sequence's part of a batched forward pass: its next tokens and its cache.
+pub struct BatchSeq<'a> {
+    pub tokens: &'a [u32],
+    pub kv: &'a mut SeqKv,
+}
+
 /// A decoder-only language model.
 pub trait Transformer: Send + Sync {
     fn vocab_size(&self) -> usize;
     fn context_length(&self) -> usize;
     fn kv_shape(&self) -> KvShape;
-    /// Runs `tokens` (at positions `kv.len()..`) through the model, appends their keys and
-    /// values to `kv`, and writes the logits of the last token into `logits`. The caller has
-    /// reserved KV room for the tokens.
-    fn forward(&self, tokens: &[u32], kv: &mut SeqKv, scratch: &mut ActScratch, logits: &mut [f32]);
+
+    /// Runs every sequence's tokens (at positions `kv.len()..`) through the model in one
+    /// pass: the weight products see all tokens of all sequences at once, attention stays
+    /// within each sequence. Appends keys and values to each cache and writes the logits of
+    /// each sequence's last token into consecutive rows of `logits` (`batch.len() x vocab`).
+    /// The caller has reserved KV room for the tokens.
+    fn forward_batch(
+        &self,
+        batch: &mut [BatchSeq<'_>],
+        scratch: &mut ActScratch,
+        logits: &mut [f32],
+    );
+
+    /// One sequence: the logits of its last token into `logits` (`vocab` long).
+    fn forward(
+        &self,
+        tokens: &[u32],
+        kv: &mut SeqKv,
+        scratch: &mut ActScratch,
+        logits: &mut [f32],
+    ) {
+        self.forward_batch(&mut [BatchSeq { tokens, kv }], scratch, logits);
+    }
 }
 
 /// Reads a hyper-parameter `{arch}.{key}`.
