@@ -60,6 +60,8 @@ pub struct EngineConfig {
     /// Prompt tokens processed per sequence per scheduler step, so a long prompt cannot
     /// stall the streams already running.
     pub prefill_chunk: usize,
+    /// Tokens (prompt chunks plus decoding sequences) in one batched forward pass.
+    pub max_batch_tokens: usize,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +71,7 @@ impl Default for EngineConfig {
             max_running: 16,
             max_waiting: 256,
             prefill_chunk: 256,
+            max_batch_tokens: 1024,
         }
     }
 }

@@ -1,14 +1,12 @@
 //! The per-model scheduler: a dedicated OS thread that owns every running sequence.
 //!
 //! Each sequence is a list of tokens and a count of how many of them are already in its KV
-//! cache (`computed`). A step brings every running sequence forward by one forward pass:
-//! a chunk of prompt while `computed` lags behind, one new token once it has caught up.
-//! New sequences join and finished or cancelled ones leave between steps, so streams are
-//! interleaved fairly. When KV memory runs out, the most recently admitted other sequence is
-//! preempted (its cache dropped, its tokens kept) and recomputed later.
-//!
-//! Today each sequence runs its own forward pass; batching them into one pass is the engine
-//! speed work, which keeps this contract (`computed` catching up with `tokens`).
+//! cache (`computed`). A step brings the running sequences forward in one batched forward
+//! pass, under a token budget: a chunk of prompt for a sequence whose `computed` lags
+//! behind, one new token for one that has caught up (vLLM's continuous batching: there is no
+//! separate prefill phase). New sequences join and finished or cancelled ones leave between
+//! steps. When KV memory runs out, the most recently admitted sequence is preempted (its
+//! cache dropped, its tokens kept) and recomputed later.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::kernels::ActScratch;
 use crate::kv::{KvBudget, SeqKv};
-use crate::model::Transformer;
+use crate::model::{BatchSeq, Transformer};
 use crate::sampling::{logprobs, Sampler};
 use crate::text::{StopMatcher, StopOutcome, Utf8Stream};
 use crate::tokenizer::Tokenizer;
@@ -162,8 +160,6 @@ impl Sequence {
 enum StepResult {
     Continue,
     Done,
-    /// The sequence needs KV memory that is not available.
-    OutOfMemory,
 }
 
 struct Scheduler {
@@ -253,68 +249,102 @@ impl Scheduler {
         }
     }
 
+    /// One scheduler step: every running sequence that fits the step's token budget moves
+    /// forward in a single batched forward pass (a chunk of its prompt while `computed` lags
+    /// behind, one new token once it has caught up), so the weights are read once per step
+    /// for all of them.
     fn step(&mut self) {
-        let mut i = 0;
-        while i < self.running.len() {
-            match self.step_one(i) {
-                StepResult::Continue => i += 1,
-                StepResult::Done => {
-                    self.running.remove(i);
-                }
-                StepResult::OutOfMemory => {
-                    if self.running.len() > 1 {
-                        // Preempt the most recently admitted other sequence: drop its cache,
-                        // keep its tokens, and put it back at the head of the queue.
-                        let victim = if i == self.running.len() - 1 {
-                            self.running.len() - 2
-                        } else {
-                            self.running.len() - 1
-                        };
-                        let mut seq = self.running.remove(victim);
-                        seq.kv = None;
-                        seq.computed = 0;
-                        self.waiting.push_front(seq);
-                        if victim < i {
-                            i -= 1;
-                        }
-                    } else {
-                        let seq = self.running.remove(i);
-                        seq.fail(BasaltError::new(
-                            ErrorKind::Overloaded,
-                            "The request ran out of KV-cache memory.",
-                        ));
+        let plan = self.plan();
+        if plan.is_empty() {
+            return;
+        }
+        let vocab = self.shared.transformer.vocab_size();
+        self.logits.resize(plan.len() * vocab, 0.0);
+        let mut batch = Vec::with_capacity(plan.len());
+        let mut next = plan.iter().peekable();
+        for (i, seq) in self.running.iter_mut().enumerate() {
+            if let Some(&&(planned, n)) = next.peek() {
+                if planned == i {
+                    next.next();
+                    let Sequence {
+                        tokens,
+                        computed,
+                        kv,
+                        ..
+                    } = seq;
+                    if let Some(kv) = kv.as_mut() {
+                        batch.push(BatchSeq {
+                            tokens: &tokens[*computed..*computed + n],
+                            kv,
+                        });
                     }
                 }
             }
         }
+        self.shared
+            .transformer
+            .forward_batch(&mut batch, &mut self.scratch, &mut self.logits);
+        drop(batch);
+
+        let mut finished = Vec::new();
+        for (row, &(i, n)) in plan.iter().enumerate() {
+            let seq = &mut self.running[i];
+            seq.computed += n;
+            if seq.computed < seq.tokens.len() {
+                continue; // more prompt to go
+            }
+            let logits = &mut self.logits[row * vocab..(row + 1) * vocab];
+            if let StepResult::Done = emit_next_token(&self.shared.tokenizer, seq, logits) {
+                finished.push(i);
+            }
+        }
+        for i in finished.into_iter().rev() {
+            self.running.remove(i);
+        }
     }
 
-    /// One forward pass for running sequence `i`.
-    fn step_one(&mut self, i: usize) -> StepResult {
+    /// Chooses this step's work: `(index in running, tokens)` in running order, under the
+    /// step's token budget, with KV room reserved. When memory runs out, the most recently
+    /// admitted sequence is preempted (cache dropped, tokens kept, recomputed later); a
+    /// sequence that cannot fit even alone fails.
+    fn plan(&mut self) -> Vec<(usize, usize)> {
         let chunk = self.shared.config.prefill_chunk.max(1);
-        let seq = &mut self.running[i];
-        if seq.cancelled() {
-            return StepResult::Done;
+        let mut budget = self.shared.config.max_batch_tokens.max(1);
+        let mut plan = Vec::new();
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let seq = &mut self.running[i];
+            let n = (seq.tokens.len() - seq.computed).min(chunk).min(budget);
+            let Some(kv) = seq.kv.as_mut() else {
+                i += 1;
+                continue;
+            };
+            if n == 0 || kv.reserve(n).is_ok() {
+                if n > 0 {
+                    plan.push((i, n));
+                    budget -= n;
+                }
+                i += 1;
+            } else if self.running.len() - 1 > i {
+                self.preempt(self.running.len() - 1);
+            } else if i > 0 {
+                self.preempt(i);
+            } else {
+                let seq = self.running.remove(i);
+                seq.fail(BasaltError::new(
+                    ErrorKind::Overloaded,
+                    "The request ran out of KV-cache memory.",
+                ));
+            }
         }
-        let end = (seq.computed + chunk).min(seq.tokens.len());
-        let n = end - seq.computed;
-        let Some(kv) = seq.kv.as_mut() else {
-            return StepResult::Done;
-        };
-        if kv.reserve(n).is_err() {
-            return StepResult::OutOfMemory;
-        }
-        self.shared.transformer.forward(
-            &seq.tokens[seq.computed..end],
-            kv,
-            &mut self.scratch,
-            &mut self.logits,
-        );
-        seq.computed = end;
-        if seq.computed < seq.tokens.len() {
-            return StepResult::Continue; // more prompt to go
-        }
-        emit_next_token(&self.shared.tokenizer, seq, &mut self.logits)
+        plan
+    }
+
+    fn preempt(&mut self, index: usize) {
+        let mut seq = self.running.remove(index);
+        seq.kv = None;
+        seq.computed = 0;
+        self.waiting.push_front(seq);
     }
 }
 
@@ -430,12 +460,20 @@ mod tests {
                 kv_dim: 4,
             }
         }
-        fn forward(&self, tokens: &[u32], kv: &mut SeqKv, _: &mut ActScratch, logits: &mut [f32]) {
+        fn forward_batch(
+            &self,
+            batch: &mut [BatchSeq<'_>],
+            _: &mut ActScratch,
+            logits: &mut [f32],
+        ) {
             std::thread::sleep(std::time::Duration::from_millis(1));
-            kv.advance(tokens.len());
-            logits.fill(0.0);
-            let last = tokens.last().copied().unwrap_or(0);
-            logits[((last + 1) % 7) as usize] = 10.0;
+            for (i, seq) in batch.iter_mut().enumerate() {
+                seq.kv.advance(seq.tokens.len());
+                let row = &mut logits[i * VOCAB..(i + 1) * VOCAB];
+                row.fill(0.0);
+                let last = seq.tokens.last().copied().unwrap_or(0);
+                row[((last + 1) % 7) as usize] = 10.0;
+            }
         }
     }
 
@@ -478,6 +516,7 @@ mod tests {
                 max_running,
                 max_waiting: 8,
                 prefill_chunk: 16,
+                max_batch_tokens: 64,
             },
         });
         (start(Arc::clone(&shared)).unwrap(), shared)

@@ -134,3 +134,68 @@ fn smollm2_matches_llama_cpp() {
 fn gemma3_matches_llama_cpp() {
     check_model("gemma3.json");
 }
+
+/// A batched pass computes every row with the same kernels as a single-sequence pass, so a
+/// sequence's logits must not depend on what else shares its batch.
+#[test]
+fn batched_forward_equals_separate_forwards() {
+    use basalt_engine::model::BatchSeq;
+    let fixture = common::fixture("smollm2.json");
+    let path = common::model_path(fixture["model_file"].as_str().unwrap());
+    let file = GgufFile::open(&path).unwrap();
+    let model = model::load(&file).unwrap();
+    let vocab = model.vocab_size();
+    let budget = KvBudget::new(1 << 30);
+    let mut scratch = ActScratch::default();
+    let prompts: Vec<Vec<u32>> = fixture["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(3)
+        .map(|c| ids(&c["prompt"]))
+        .collect();
+
+    let mut separate = Vec::new();
+    let mut caches = Vec::new();
+    for p in &prompts {
+        let mut kv = SeqKv::new(model.kv_shape(), budget.clone());
+        kv.reserve(p.len() + 1).unwrap();
+        let mut logits = vec![0f32; vocab];
+        model.forward(p, &mut kv, &mut scratch, &mut logits);
+        // One decode step too, so positions past the prompt are covered.
+        let next = argmax(&logits);
+        model.forward(&[next], &mut kv, &mut scratch, &mut logits);
+        separate.push((next, logits));
+        caches.push(kv);
+    }
+
+    let mut kvs: Vec<SeqKv> = prompts
+        .iter()
+        .map(|p| {
+            let mut kv = SeqKv::new(model.kv_shape(), budget.clone());
+            kv.reserve(p.len() + 1).unwrap();
+            kv
+        })
+        .collect();
+    let mut logits = vec![0f32; vocab * prompts.len()];
+    let mut batch: Vec<BatchSeq> = prompts
+        .iter()
+        .zip(kvs.iter_mut())
+        .map(|(p, kv)| BatchSeq { tokens: p, kv })
+        .collect();
+    model.forward_batch(&mut batch, &mut scratch, &mut logits);
+    let next: Vec<[u32; 1]> = separate.iter().map(|(n, _)| [*n]).collect();
+    let mut batch: Vec<BatchSeq> = next
+        .iter()
+        .zip(kvs.iter_mut())
+        .map(|(n, kv)| BatchSeq { tokens: n, kv })
+        .collect();
+    model.forward_batch(&mut batch, &mut scratch, &mut logits);
+    for (i, (_, single)) in separate.iter().enumerate() {
+        assert_eq!(
+            &logits[i * vocab..(i + 1) * vocab],
+            single.as_slice(),
+            "sequence {i}"
+        );
+    }
+}
