@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use basalt_engine::kernels::ActScratch;
 use basalt_engine::kv::{KvBudget, SeqKv};
+use basalt_engine::model::BatchSeq;
 use basalt_engine::{argmax, model, Rng};
 use basalt_gguf::GgufFile;
 
@@ -28,6 +29,9 @@ pub struct BenchArgs {
     /// Compute threads
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Also measure aggregate decode with this many sequences decoding in one batch
+    #[arg(long, value_delimiter = ',')]
+    batch: Vec<usize>,
 }
 
 /// Tokens with ids spread over the vocabulary, as llama-bench uses random tokens.
@@ -89,5 +93,35 @@ pub fn run(args: BenchArgs) -> CliResult {
         }
     }
     emit(&format!("tg{}", args.generate), args.generate, &secs);
+
+    // Aggregate decode: `b` sequences, each one token per step, in one batched pass per step.
+    for &b in args.batch.iter().filter(|&&b| b > 0) {
+        let mut secs = Vec::new();
+        let mut batch_logits = vec![0f32; vocab * b];
+        for rep in 0..=args.repetitions {
+            let mut kvs: Vec<SeqKv> = (0..b)
+                .map(|_| {
+                    let mut kv = SeqKv::new(transformer.kv_shape(), budget.clone());
+                    kv.reserve(args.generate + 1).map(|_| kv)
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|_| "KV budget")?;
+            let mut next: Vec<[u32; 1]> =
+                synthetic_tokens(b, vocab, 2000 + rep as u64).into_iter().map(|t| [t]).collect();
+            let t0 = Instant::now();
+            for _ in 0..args.generate {
+                let mut batch: Vec<BatchSeq> =
+                    next.iter().zip(kvs.iter_mut()).map(|(t, kv)| BatchSeq { tokens: t, kv }).collect();
+                transformer.forward_batch(&mut batch, &mut scratch, &mut batch_logits);
+                for (i, t) in next.iter_mut().enumerate() {
+                    t[0] = argmax(&batch_logits[i * vocab..(i + 1) * vocab]);
+                }
+            }
+            if rep > 0 {
+                secs.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        emit(&format!("tg{}x{b}", args.generate), args.generate * b, &secs);
+    }
     Ok(())
 }
