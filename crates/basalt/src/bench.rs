@@ -106,12 +106,17 @@ pub fn run(args: BenchArgs) -> CliResult {
                 })
                 .collect::<Result<_, _>>()
                 .map_err(|_| "KV budget")?;
-            let mut next: Vec<[u32; 1]> =
-                synthetic_tokens(b, vocab, 2000 + rep as u64).into_iter().map(|t| [t]).collect();
+            let mut next: Vec<[u32; 1]> = synthetic_tokens(b, vocab, 2000 + rep as u64)
+                .into_iter()
+                .map(|t| [t])
+                .collect();
             let t0 = Instant::now();
             for _ in 0..args.generate {
-                let mut batch: Vec<BatchSeq> =
-                    next.iter().zip(kvs.iter_mut()).map(|(t, kv)| BatchSeq { tokens: t, kv }).collect();
+                let mut batch: Vec<BatchSeq> = next
+                    .iter()
+                    .zip(kvs.iter_mut())
+                    .map(|(t, kv)| BatchSeq { tokens: t, kv })
+                    .collect();
                 transformer.forward_batch(&mut batch, &mut scratch, &mut batch_logits);
                 for (i, t) in next.iter_mut().enumerate() {
                     t[0] = argmax(&batch_logits[i * vocab..(i + 1) * vocab]);
@@ -121,7 +126,11 @@ pub fn run(args: BenchArgs) -> CliResult {
                 secs.push(t0.elapsed().as_secs_f64());
             }
         }
-        emit(&format!("tg{}x{b}", args.generate), args.generate * b, &secs);
+        emit(
+            &format!("tg{}x{b}", args.generate),
+            args.generate * b,
+            &secs,
+        );
     }
     Ok(())
 }
