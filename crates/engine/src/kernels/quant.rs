@@ -227,32 +227,45 @@ mod avx2 {
             unsafe { _mm256_set1_ps(a * b) }
         }
 
-        pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+        /// The loop of the formats whose unpacked quants are signed: per block, unpack,
+        /// multiply with the activation quants, scale, accumulate in a vector; one
+        /// horizontal sum per row.
+        #[inline(always)]
+        fn signed_blocks<W>(
+            w: &[W],
+            a: &[BlockQ8_0],
+            unpack: impl Fn(&W) -> (__m256i, f32),
+        ) -> f32 {
             // SAFETY: AVX2+FMA enabled for this build; loads read whole 32-byte arrays.
             unsafe {
                 let mut acc = _mm256_setzero_ps();
                 for (x, y) in w.iter().zip(a) {
-                    let qx = _mm256_loadu_si256(x.qs.as_ptr().cast());
+                    let (qx, d) = unpack(x);
                     let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-                    acc =
-                        _mm256_fmadd_ps(scale(x.d.to_f32(), y.d.to_f32()), mul_sum_i8(qx, qy), acc);
+                    acc = _mm256_fmadd_ps(scale(d, y.d.to_f32()), mul_sum_i8(qx, qy), acc);
                 }
                 hsum(acc)
             }
         }
 
+        pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+            // SAFETY: AVX2 enabled for this build; reads the block's 32 quants.
+            signed_blocks(w, a, |x| {
+                (
+                    unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) },
+                    x.d.to_f32(),
+                )
+            })
+        }
+
         pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-            // SAFETY: as above.
-            unsafe {
-                let mut acc = _mm256_setzero_ps();
-                for (x, y) in w.iter().zip(a) {
-                    let qx = _mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8));
-                    let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-                    acc =
-                        _mm256_fmadd_ps(scale(x.d.to_f32(), y.d.to_f32()), mul_sum_i8(qx, qy), acc);
-                }
-                hsum(acc)
-            }
+            // SAFETY: AVX2 enabled for this build.
+            signed_blocks(w, a, |x| {
+                (
+                    unsafe { _mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8)) },
+                    x.d.to_f32(),
+                )
+            })
         }
 
         pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
@@ -274,22 +287,18 @@ mod avx2 {
         }
 
         pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-            // SAFETY: as above.
-            unsafe {
-                let mut acc = _mm256_setzero_ps();
-                for (x, y) in w.iter().zip(a) {
-                    // (q | high << 4) - 16: where the high bit is clear, that is q | 0xF0.
+            signed_blocks(w, a, |x| {
+                // (q | high << 4) - 16: where the high bit is clear, that is q | 0xF0.
+                // SAFETY: AVX2 enabled for this build.
+                let qx = unsafe {
                     let high = _mm256_andnot_si256(
                         bytes_from_bits(u32::from_le_bytes(x.qh)),
                         _mm256_set1_epi8(0xF0u8 as i8),
                     );
-                    let qx = _mm256_or_si256(nibbles(&x.qs), high);
-                    let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-                    acc =
-                        _mm256_fmadd_ps(scale(x.d.to_f32(), y.d.to_f32()), mul_sum_i8(qx, qy), acc);
-                }
-                hsum(acc)
-            }
+                    _mm256_or_si256(nibbles(&x.qs), high)
+                };
+                (qx, x.d.to_f32())
+            })
         }
     }
 
@@ -297,35 +306,35 @@ mod avx2 {
     pub use fma_kernels::*;
 }
 
-#[inline]
-pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        avx2::dot_q4_0(w, a)
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
-    {
-        dot_q4_0_portable(w, a)
-    }
+/// Defines `pub fn $name`: the AVX2 kernel when the build has AVX2 and FMA, else `$portable`.
+macro_rules! simd_or_portable {
+    ($name:ident, $portable:ident, $w:ty, $a:ty) => {
+        #[inline]
+        pub fn $name(w: &[$w], a: &[$a]) -> f32 {
+            #[cfg(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma"
+            ))]
+            {
+                avx2::$name(w, a)
+            }
+            #[cfg(not(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma"
+            )))]
+            {
+                $portable(w, a)
+            }
+        }
+    };
 }
 
+simd_or_portable!(dot_q4_0, dot_q4_0_portable, BlockQ4_0, BlockQ8_0);
+
 #[inline]
-#[cfg_attr(
-    all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ),
-    allow(dead_code)
-)]
+#[allow(dead_code)] // the kernel without AVX2; with it, the tests' cross-check
 pub(super) fn dot_q4_0_portable(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
@@ -339,35 +348,10 @@ pub(super) fn dot_q4_0_portable(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     sum
 }
 
-#[inline]
-pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        avx2::dot_q4_1(w, a)
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
-    {
-        dot_q4_1_portable(w, a)
-    }
-}
+simd_or_portable!(dot_q4_1, dot_q4_1_portable, BlockQ4_1, BlockQ8_1);
 
 #[inline]
-#[cfg_attr(
-    all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ),
-    allow(dead_code)
-)]
+#[allow(dead_code)] // the kernel without AVX2; with it, the tests' cross-check
 pub(super) fn dot_q4_1_portable(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
@@ -395,35 +379,10 @@ fn unpack_q5(qs: &[u8; QK / 2], qh: [u8; 4], offset: i8) -> [i8; QK] {
     q
 }
 
-#[inline]
-pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        avx2::dot_q5_0(w, a)
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
-    {
-        dot_q5_0_portable(w, a)
-    }
-}
+simd_or_portable!(dot_q5_0, dot_q5_0_portable, BlockQ5_0, BlockQ8_0);
 
 #[inline]
-#[cfg_attr(
-    all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ),
-    allow(dead_code)
-)]
+#[allow(dead_code)] // the kernel without AVX2; with it, the tests' cross-check
 pub(super) fn dot_q5_0_portable(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
@@ -444,35 +403,10 @@ pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     sum
 }
 
-#[inline]
-pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))]
-    {
-        avx2::dot_q8_0(w, a)
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
-    {
-        dot_q8_0_portable(w, a)
-    }
-}
+simd_or_portable!(dot_q8_0, dot_q8_0_portable, BlockQ8_0, BlockQ8_0);
 
 #[inline]
-#[cfg_attr(
-    all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ),
-    allow(dead_code)
-)]
+#[allow(dead_code)] // the kernel without AVX2; with it, the tests' cross-check
 pub(super) fn dot_q8_0_portable(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
