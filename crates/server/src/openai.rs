@@ -1,5 +1,6 @@
 //! OpenAI-compatible routes: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -258,8 +259,115 @@ fn receiver_stream(index: usize, rx: EventReceiver) -> impl Stream<Item = (usize
     })
 }
 
-fn data(v: Value) -> Result<Event, Infallible> {
-    Ok(Event::default().data(v.to_string()))
+/// Turns one streamed request's engine events into OpenAI chunks.
+struct ChunkEncoder {
+    meta: ResponseMeta,
+    want_logprobs: bool,
+    include_usage: bool,
+    /// Per choice: its usage once finished, and the text offset for completion logprobs.
+    usages: Vec<Usage>,
+    offsets: Vec<usize>,
+    /// After a failure nothing more is sent but the closing lines.
+    failed: bool,
+}
+
+impl ChunkEncoder {
+    fn new(meta: ResponseMeta, plan: &Plan, choices: usize) -> Self {
+        Self {
+            meta,
+            want_logprobs: plan.requests.first().is_some_and(|r| r.logprobs.is_some()),
+            include_usage: plan.include_usage,
+            usages: vec![Usage::default(); choices],
+            offsets: (0..choices)
+                .map(|i| plan.echo.get(i).map_or(0, String::len))
+                .collect(),
+            failed: false,
+        }
+    }
+
+    fn chunk(&self, choices: Value) -> Value {
+        let mut v = json!({
+            "id": self.meta.id,
+            "object": self.meta.object(true),
+            "created": self.meta.created,
+            "model": self.meta.model,
+            "system_fingerprint": "basalt",
+            "choices": choices,
+        });
+        if self.include_usage {
+            v["usage"] = Value::Null;
+        }
+        v
+    }
+
+    fn choice(&self, i: usize, text: Option<&str>, logprobs: Value, finish: Option<&str>) -> Value {
+        match self.meta.surface {
+            Surface::Chat => {
+                let delta = text.map_or(json!({}), |t| json!({"content": t}));
+                json!({"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+            }
+            Surface::Completion => {
+                json!({"index": i, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish})
+            }
+        }
+    }
+
+    /// The assistant role for chat; the echoed prompt for completions that asked for it.
+    fn opening(&self, echo: &[String]) -> Vec<Value> {
+        (0..self.usages.len())
+            .filter_map(|i| match self.meta.surface {
+                Surface::Chat => Some(self.chunk(json!([{
+                    "index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null,
+                }]))),
+                Surface::Completion => echo
+                    .get(i)
+                    .filter(|e| !e.is_empty())
+                    .map(|e| self.chunk(json!([self.choice(i, Some(e), Value::Null, None)]))),
+            })
+            .collect()
+    }
+
+    fn event(&mut self, i: usize, event: GenerateEvent) -> Option<Value> {
+        if self.failed {
+            return None;
+        }
+        match event {
+            GenerateEvent::Text { text, logprobs } => {
+                let lp = match (self.want_logprobs, self.meta.surface) {
+                    (false, _) => Value::Null,
+                    (true, Surface::Chat) => json!({"content": wire::chat_logprobs(&logprobs)}),
+                    (true, Surface::Completion) => {
+                        wire::completion_logprobs(&logprobs, self.offsets[i])
+                    }
+                };
+                self.offsets[i] += text.len();
+                Some(self.chunk(json!([self.choice(i, Some(&text), lp, None)])))
+            }
+            GenerateEvent::Finished { reason, usage } => {
+                self.usages[i] = usage;
+                let choice = self.choice(i, None, Value::Null, Some(wire::finish_reason(reason)));
+                Some(self.chunk(json!([choice])))
+            }
+            GenerateEvent::Failed { error, .. } => {
+                // OpenAI reports a failure inside a stream as an `error` object.
+                self.failed = true;
+                Some(wire::error_body(&error))
+            }
+        }
+    }
+
+    /// The usage chunk (when asked for), with the total over every choice.
+    fn closing(&self) -> Option<Value> {
+        self.include_usage.then(|| {
+            let mut v = self.chunk(json!([]));
+            v["usage"] = wire::usage_json(&self.meta.total_usage(&self.usages));
+            v
+        })
+    }
+}
+
+fn data(v: Value) -> Event {
+    Event::default().data(v.to_string())
 }
 
 /// The SSE stream: every choice's events interleaved as they come, then (optionally) a usage
@@ -270,119 +378,33 @@ fn stream_events(
     plan: Plan,
     receivers: Vec<EventReceiver>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let n = receivers.len();
+    let encoder = ChunkEncoder::new(meta, &plan, receivers.len());
+    let pending: VecDeque<Event> = encoder.opening(&plan.echo).into_iter().map(data).collect();
     let merged = stream::select_all(
         receivers
             .into_iter()
             .enumerate()
             .map(|(i, rx)| Box::pin(receiver_stream(i, rx))),
     );
-    let meta = Arc::new(meta);
-    let chunk = {
-        let meta = Arc::clone(&meta);
-        move |choice: Value, usage: Option<Value>| {
-            let mut v = json!({
-                "id": meta.id,
-                "object": meta.object(true),
-                "created": meta.created,
-                "model": meta.model,
-                "system_fingerprint": "basalt",
-                "choices": [choice],
-            });
-            if let Some(u) = usage {
-                v["usage"] = u;
-            }
-            v
-        }
-    };
-    let surface = meta.surface;
-    let include_usage = plan.include_usage;
-    let want_logprobs = plan.requests.first().is_some_and(|r| r.logprobs.is_some());
-    let echo = plan.echo.clone();
-    let null_usage = include_usage.then_some(Value::Null);
-
-    // Opening chunks: the assistant role for chat, the echoed prompt for completions.
-    let mut opening = Vec::new();
-    for i in 0..n {
-        match surface {
-            Surface::Chat => opening.push(data(chunk(
-                json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}),
-                null_usage.clone(),
-            ))),
-            Surface::Completion => {
-                if let Some(e) = echo.get(i).filter(|e| !e.is_empty()) {
-                    opening.push(data(chunk(
-                        json!({"index": i, "text": e, "logprobs": null, "finish_reason": null}),
-                        null_usage.clone(),
-                    )));
+    stream::unfold(
+        (merged, encoder, pending, false),
+        |(mut merged, mut encoder, mut pending, mut ended)| async move {
+            loop {
+                if let Some(event) = pending.pop_front() {
+                    return Some((Ok(event), (merged, encoder, pending, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                match merged.next().await {
+                    Some((i, event)) => pending.extend(encoder.event(i, event).map(data)),
+                    None => {
+                        pending.extend(encoder.closing().map(data));
+                        pending.push_back(Event::default().data("[DONE]"));
+                        ended = true;
+                    }
                 }
             }
-        }
-    }
-
-    let mut usages = vec![Usage::default(); n];
-    let mut offsets: Vec<usize> = (0..n).map(|i| echo.get(i).map_or(0, String::len)).collect();
-    let mut failed = false;
-    let body_chunk = chunk.clone();
-    let body = merged.filter_map(move |(i, ev)| {
-        let out = match ev {
-            _ if failed => None,
-            GenerateEvent::Text { text, logprobs } => {
-                let lp = if want_logprobs {
-                    match surface {
-                        Surface::Chat => json!({"content": wire::chat_logprobs(&logprobs)}),
-                        Surface::Completion => wire::completion_logprobs(&logprobs, offsets[i]),
-                    }
-                } else {
-                    Value::Null
-                };
-                offsets[i] += text.len();
-                let choice = match surface {
-                    Surface::Chat => json!({"index": i, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}),
-                    Surface::Completion => json!({"index": i, "text": text, "logprobs": lp, "finish_reason": null}),
-                };
-                Some(data(body_chunk(choice, null_usage.clone())))
-            }
-            GenerateEvent::Finished { reason, usage } => {
-                usages[i] = usage;
-                let finish = wire::finish_reason(reason);
-                let choice = match surface {
-                    Surface::Chat => json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": finish}),
-                    Surface::Completion => json!({"index": i, "text": "", "logprobs": null, "finish_reason": finish}),
-                };
-                Some(data(body_chunk(choice, null_usage.clone())))
-            }
-            GenerateEvent::Failed { error, .. } => {
-                // OpenAI reports a failure inside a stream as an `error` object.
-                failed = true;
-                Some(data(wire::error_body(&error)))
-            }
-        };
-        let snapshot = usages.clone();
-        async move { out.map(|o| (o, snapshot)) }
-    });
-
-    // Keep the latest usage snapshot so the closing chunk can report the total.
-    let last_usage = Arc::new(std::sync::Mutex::new(vec![Usage::default(); n]));
-    let sink = Arc::clone(&last_usage);
-    let body = body.map(move |(event, snapshot)| {
-        if let Ok(mut u) = sink.lock() {
-            *u = snapshot;
-        }
-        event
-    });
-    let closing = stream::once(async move {
-        let mut events = Vec::new();
-        if include_usage {
-            let per_choice = last_usage.lock().map(|u| u.clone()).unwrap_or_default();
-            let total = meta.total_usage(&per_choice);
-            let mut v = chunk(json!(null), Some(wire::usage_json(&total)));
-            v["choices"] = json!([]);
-            events.push(data(v));
-        }
-        events.push(Ok(Event::default().data("[DONE]")));
-        stream::iter(events)
-    })
-    .flatten();
-    stream::iter(opening).chain(body).chain(closing)
+        },
+    )
 }
