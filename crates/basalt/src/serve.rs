@@ -107,6 +107,12 @@ pub fn run(args: ServeArgs) -> CliResult {
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tracing::info!("listening on http://{addr}");
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                "listening on a non-loopback address without authentication: anyone who can reach \
+                 {addr} can use the models (API keys come with the multi-tenant platform)"
+            );
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown_signal().await;
