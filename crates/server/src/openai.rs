@@ -120,7 +120,7 @@ async fn generate(
         created: unix_now(),
         model: plan.model.clone(),
         surface,
-        choices_per_prompt: (plan.requests.len() / plan.echo.len().max(1)).max(1),
+        choices_per_prompt: plan.choices_per_prompt,
     };
     if plan.stream {
         let events = stream_events(meta, plan, receivers);

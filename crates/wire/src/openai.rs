@@ -166,6 +166,8 @@ pub struct Plan {
     pub include_usage: bool,
     /// Completions with `echo`: text to put before each choice's output.
     pub echo: Vec<String>,
+    /// Consecutive requests that share one prompt (`n`): usage counts that prompt once.
+    pub choices_per_prompt: usize,
 }
 
 fn check_range(param: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<(), BasaltError> {
@@ -331,6 +333,7 @@ impl ChatCompletionRequest {
             stream: self.sampling.stream,
             include_usage: self.sampling.include_usage(),
             echo: Vec::new(),
+            choices_per_prompt: n as usize,
         })
     }
 }
@@ -388,6 +391,7 @@ impl CompletionRequest {
             stream: self.sampling.stream,
             include_usage: self.sampling.include_usage(),
             echo,
+            choices_per_prompt: n as usize,
         })
     }
 }
@@ -558,6 +562,7 @@ mod tests {
         assert_eq!(plan.requests.len(), 4);
         assert_eq!(plan.requests[0].max_tokens, Some(16));
         assert_eq!(plan.echo, vec!["a", "a", "b", "b"]);
+        assert_eq!(plan.choices_per_prompt, 2);
     }
 
     #[test]
