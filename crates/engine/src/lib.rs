@@ -240,6 +240,12 @@ impl LoadedModel {
     /// Queues a request; events arrive on the returned receiver.
     pub fn submit(&self, request: GenerateRequest) -> Result<EventReceiver, BasaltError> {
         let prepared = self.prepare(request)?;
+        self.enqueue(prepared)
+    }
+
+    /// Queues a request already prepared with [`LoadedModel::prepare`] (for callers that need
+    /// the prompt's token count before generation starts).
+    pub fn enqueue(&self, prepared: PreparedRequest) -> Result<EventReceiver, BasaltError> {
         self.handle.enqueue(prepared)
     }
 }

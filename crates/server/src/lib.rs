@@ -6,6 +6,7 @@
 //! each model's scheduler thread. A client that disconnects drops its event receivers, which
 //! cancels its sequences in the engine.
 
+mod anthropic;
 mod openai;
 mod state;
 
@@ -69,7 +70,8 @@ impl IntoResponse for OpenAiError {
 /// The whole HTTP application.
 pub fn router(state: std::sync::Arc<AppState>, config: ServerConfig) -> Router {
     Router::new()
-        .merge(openai::routes(config))
+        .merge(openai::routes(config.clone()))
+        .merge(anthropic::routes(config))
         .route("/health", get(|| async { "ok" }))
         .fallback(|uri: axum::http::Uri| async move {
             OpenAiError(BasaltError::new(
@@ -78,4 +80,32 @@ pub fn router(state: std::sync::Arc<AppState>, config: ServerConfig) -> Router {
             ))
         })
         .with_state(state)
+}
+
+fn body_error(rejection: axum::extract::rejection::BytesRejection) -> BasaltError {
+    if rejection.status().as_u16() == 413 {
+        BasaltError::new(
+            ErrorKind::PayloadTooLarge,
+            "The request body is larger than the server accepts.",
+        )
+        .with_param("body")
+    } else {
+        BasaltError::invalid("body", format!("Cannot read the request body: {rejection}"))
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A unique id with a dialect's prefix (`chatcmpl-`, `msg_`).
+fn request_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{prefix}{:016x}", h.finish())
 }

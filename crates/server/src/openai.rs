@@ -2,9 +2,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -13,13 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use basalt_engine::EventReceiver;
-use basalt_types::{BasaltError, ErrorKind, FinishReason, GenerateEvent, TokenLogprob, Usage};
+use basalt_types::{BasaltError, FinishReason, GenerateEvent, TokenLogprob, Usage};
 use basalt_wire::openai::{self as wire, ModelCard, Plan};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 
-use crate::{AppState, OpenAiError, ServedModel, ServerConfig};
+use crate::{body_error, request_id, unix_now, AppState, OpenAiError, ServedModel, ServerConfig};
 
 type Shared = State<Arc<AppState>>;
 
@@ -72,32 +70,6 @@ enum Surface {
     Completion,
 }
 
-fn body_error(rejection: BytesRejection) -> BasaltError {
-    if rejection.status().as_u16() == 413 {
-        BasaltError::new(
-            ErrorKind::PayloadTooLarge,
-            "The request body is larger than the server accepts.",
-        )
-        .with_param("body")
-    } else {
-        BasaltError::invalid("body", format!("Cannot read the request body: {rejection}"))
-    }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn request_id(prefix: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("{prefix}-{:016x}", h.finish())
-}
-
 async fn generate(
     State(state): Shared,
     body: Result<Bytes, BytesRejection>,
@@ -113,9 +85,9 @@ async fn generate(
     let receivers = submit_all(&model, &plan).await?;
     let meta = ResponseMeta {
         id: request_id(if surface == Surface::Chat {
-            "chatcmpl"
+            "chatcmpl-"
         } else {
-            "cmpl"
+            "cmpl-"
         }),
         created: unix_now(),
         model: plan.model.clone(),

@@ -1,10 +1,11 @@
-//! API dialects as pure data.
+//! API dialects as pure data (OpenAI, Anthropic Messages).
 //!
 //! Each dialect module parses its request bodies (naming the offending field on error),
 //! converts them into `basalt-types`' canonical requests, and builds its response bodies,
 //! stream chunks and error bodies from canonical events. Nothing here does I/O, so every
 //! wire shape is testable with plain values.
 
+pub mod anthropic;
 pub mod openai;
 
 use basalt_types::BasaltError;

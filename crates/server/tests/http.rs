@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
 
-//! HTTP-level behaviour of the OpenAI surface, driven through the router with
+//! HTTP-level behaviour of the OpenAI and Anthropic surfaces, driven through the router with
 //! `tower::ServiceExt::oneshot` (no socket), against the real default models.
 
 use std::path::PathBuf;
@@ -331,4 +331,81 @@ async fn sixteen_streams_with_disconnects_return_kv_memory() {
     // And the server still answers.
     let (status, _) = post("/v1/chat/completions", chat("hi")).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn anthropic_messages_answer_and_count_tokens() {
+    let body = json!({"model": SMOL, "max_tokens": 24, "temperature": 0,
+        "system": "You are a helpful assistant.",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}]});
+    let (status, msg) = post("/v1/messages", body.clone()).await;
+    assert_eq!(status, 200, "{msg}");
+    assert_eq!(msg["type"], "message");
+    assert!(msg["id"].as_str().unwrap().starts_with("msg_"));
+    assert!(
+        msg["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Paris"),
+        "{msg}"
+    );
+    assert_eq!(msg["stop_reason"], "end_turn");
+    let (status, count) = post(
+        "/v1/messages/count_tokens",
+        json!({"model": SMOL, "system": body["system"], "messages": body["messages"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(count["input_tokens"], msg["usage"]["input_tokens"]);
+
+    // Streaming: the named events, in order.
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/messages")
+        .body(Body::from(streamed.to_string()))
+        .unwrap();
+    let resp = app().oneshot(req).await.unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names[..3], ["message_start", "content_block_start", "ping"]);
+    assert_eq!(
+        names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    assert!(names[3..names.len() - 3]
+        .iter()
+        .all(|n| *n == "content_block_delta"));
+
+    // Errors in Anthropic's shape.
+    let (status, err) = post(
+        "/v1/messages",
+        json!({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(err["error"]["type"], "not_found_error");
+    let (status, err) = post(
+        "/v1/messages",
+        json!({"model": SMOL, "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(err["type"], "error");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("image"),
+        "{err}"
+    );
 }

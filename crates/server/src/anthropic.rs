@@ -1,0 +1,164 @@
+//! Anthropic Messages routes: `POST /v1/messages` (streamed as named SSE events or not) and
+//! `POST /v1/messages/count_tokens`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use basalt_types::{BasaltError, ErrorKind, GenerateEvent};
+use basalt_wire::anthropic::{self as wire, CountTokensRequest, MessagesRequest};
+use bytes::Bytes;
+use futures_util::stream::{self, Stream};
+use serde_json::{json, Value};
+
+use crate::{body_error, request_id, AppState, ServerConfig};
+
+type Shared = State<Arc<AppState>>;
+
+/// An error on an Anthropic-dialect route, rendered in Anthropic's error shape.
+pub struct AnthropicError(pub BasaltError);
+
+impl From<BasaltError> for AnthropicError {
+    fn from(e: BasaltError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, wire::error_body(&self.0).to_string()).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if self.0.kind == ErrorKind::Overloaded {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
+    let keep_alive = config.keep_alive;
+    Router::new()
+        .route(
+            "/v1/messages",
+            post(move |s: Shared, b: Result<Bytes, BytesRejection>| messages(s, b, keep_alive)),
+        )
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .layer(DefaultBodyLimit::max(config.body_limit))
+}
+
+async fn messages(
+    State(state): Shared,
+    body: Result<Bytes, BytesRejection>,
+    keep_alive: std::time::Duration,
+) -> Result<Response, AnthropicError> {
+    let body = body.map_err(body_error)?;
+    let (model_id, request, stream) =
+        basalt_wire::parse_json::<MessagesRequest>(&body)?.into_request()?;
+    let model = state.model(&model_id)?;
+    // Prepared on the blocking pool (template + tokenizer); the prompt's token count is
+    // needed up front for `message_start`.
+    let (input_tokens, mut rx) = tokio::task::spawn_blocking(move || {
+        let prepared = model.engine.prepare(request)?;
+        let n = prepared.prompt_tokens.len() as u32;
+        Ok::<_, BasaltError>((n, model.engine.enqueue(prepared)?))
+    })
+    .await
+    .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
+    let id = request_id("msg_");
+    if stream {
+        return Ok(Sse::new(event_stream(id, model_id, input_tokens, rx))
+            .keep_alive(KeepAlive::new().interval(keep_alive))
+            .into_response());
+    }
+    let mut text = String::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            GenerateEvent::Text { text: t, .. } => text.push_str(&t),
+            GenerateEvent::Finished { reason, usage } => {
+                return Ok(
+                    Json(wire::message(&id, &model_id, &text, reason, &usage)).into_response()
+                );
+            }
+            GenerateEvent::Failed { error, .. } => return Err(error.into()),
+        }
+    }
+    Err(BasaltError::internal("the engine stopped before finishing the request").into())
+}
+
+fn named(name: &'static str, data: Value) -> Result<Event, Infallible> {
+    Ok(Event::default().event(name).data(data.to_string()))
+}
+
+/// `message_start`, `content_block_start`, `ping`, the text deltas, `content_block_stop`,
+/// `message_delta` (stop reason and output tokens), `message_stop`; a failure mid-way is an
+/// `error` event. Dropping the stream cancels the generation.
+fn event_stream(
+    id: String,
+    model: String,
+    input_tokens: u32,
+    rx: basalt_engine::EventReceiver,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let opening = vec![
+        named(
+            "message_start",
+            wire::message_start(&id, &model, input_tokens),
+        ),
+        named("content_block_start", wire::text_block_start()),
+        named("ping", json!({"type": "ping"})),
+    ];
+    let body = stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        let events = match rx.recv().await {
+            Some(GenerateEvent::Text { text, .. }) => {
+                if text.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![named("content_block_delta", wire::text_delta(&text))]
+                }
+            }
+            Some(GenerateEvent::Finished { reason, usage }) => {
+                let closing = vec![
+                    named("content_block_stop", wire::block_stop()),
+                    named("message_delta", wire::message_delta(reason, &usage)),
+                    named("message_stop", json!({"type": "message_stop"})),
+                ];
+                return Some((stream::iter(closing), None));
+            }
+            Some(GenerateEvent::Failed { error, .. }) => {
+                return Some((
+                    stream::iter(vec![named("error", wire::error_body(&error))]),
+                    None,
+                ));
+            }
+            None => return None,
+        };
+        Some((stream::iter(events), Some(rx)))
+    });
+    use futures_util::StreamExt;
+    stream::iter(opening).chain(body.flatten())
+}
+
+async fn count_tokens(
+    State(state): Shared,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, AnthropicError> {
+    let body = body.map_err(body_error)?;
+    let (model_id, prompt) = basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
+    let model = state.model(&model_id)?;
+    let tokens = tokio::task::spawn_blocking(move || model.engine.tokenize_prompt(&prompt))
+        .await
+        .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
+    Ok(Json(json!({"input_tokens": tokens.len()})))
+}

@@ -1,0 +1,57 @@
+"""The official `anthropic` Python SDK against a running Basalt: messages (plain and
+streaming), count_tokens, and errors.
+
+The 2.x SDK no longer takes `temperature` as an argument; it still goes on the wire through
+`extra_body`, which is how these tests make decoding greedy and the answers deterministic."""
+
+from __future__ import annotations
+
+import anthropic
+import pytest
+
+from conftest import GEMMA, SMOL
+
+SYSTEM = "You are a helpful assistant."
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture()
+def claude(server):
+    return anthropic.Anthropic(base_url=server.base_url, api_key="unused-in-local-mode", max_retries=0, timeout=120)
+
+
+def test_message(claude):
+    m = claude.messages.create(model=SMOL, max_tokens=32, system=SYSTEM, messages=QUESTION, extra_body={"temperature": 0})
+    assert m.role == "assistant"
+    assert "Paris" in m.content[0].text
+    assert m.stop_reason == "end_turn"
+    assert m.usage.input_tokens > 0 and m.usage.output_tokens > 0
+
+
+def test_message_stream(claude):
+    with claude.messages.stream(model=SMOL, max_tokens=32, system=SYSTEM, messages=QUESTION, extra_body={"temperature": 0}) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert "Paris" in text
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0
+
+
+def test_stop_sequences_and_max_tokens(claude):
+    m = claude.messages.create(model=SMOL, max_tokens=4, messages=[{"role": "user", "content": "Tell me a long story."}])
+    assert m.stop_reason == "max_tokens"
+    assert m.usage.output_tokens == 4
+
+
+def test_count_tokens(claude, server):
+    counted = claude.messages.count_tokens(model=SMOL, system=SYSTEM, messages=QUESTION)
+    m = claude.messages.create(model=SMOL, max_tokens=1, system=SYSTEM, messages=QUESTION)
+    assert counted.input_tokens == m.usage.input_tokens
+
+
+def test_errors(claude):
+    with pytest.raises(anthropic.NotFoundError):
+        claude.messages.create(model="nope.nothing-v1:0", max_tokens=4, messages=QUESTION)
+    with pytest.raises(anthropic.BadRequestError) as e:
+        claude.messages.create(model=GEMMA, max_tokens=4, messages=QUESTION)
+    assert "chat template" in str(e.value)
