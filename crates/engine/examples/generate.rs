@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(ev) = rx.blocking_recv() {
         match ev {
             GenerateEvent::Text { text, .. } => print!("{text}"),
-            GenerateEvent::Finished { reason, usage } => {
+            GenerateEvent::Finished { reason, usage, .. } => {
                 println!("\n[{reason:?} {usage:?} in {:?}]", t1.elapsed());
                 break;
             }

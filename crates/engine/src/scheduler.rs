@@ -395,13 +395,15 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
     } else {
         None
     };
-    let (text, reason) = match seq.stops.push(&text) {
-        StopOutcome::Stopped(before) => (before, Some(FinishReason::StopSequence)),
+    let (text, reason, stop_sequence) = match seq.stops.push(&text) {
+        StopOutcome::Stopped { text, sequence } => {
+            (text, Some(FinishReason::StopSequence), Some(sequence))
+        }
         StopOutcome::Continue(mut t) => {
             if reason.is_some() {
                 t.push_str(&seq.stops.finish());
             }
-            (t, reason)
+            (t, reason, None)
         }
     };
     if !text.is_empty() || (!seq.pending_logprobs.is_empty() && reason.is_some()) {
@@ -420,6 +422,7 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
             let _ = seq.events.send(GenerateEvent::Finished {
                 reason,
                 usage: seq.usage(),
+                stop_sequence,
             });
             StepResult::Done
         }
@@ -562,7 +565,7 @@ mod tests {
             let (text, end) = drain(rx);
             assert_eq!(text, "efgabcdefg");
             assert!(
-                matches!(end, GenerateEvent::Finished { reason: FinishReason::MaxTokens, usage } if usage.output_tokens == 10 && usage.input_tokens == 4)
+                matches!(end, GenerateEvent::Finished { reason: FinishReason::MaxTokens, usage, .. } if usage.output_tokens == 10 && usage.input_tokens == 4)
             );
         }
         assert_eq!(shared.budget.used_bytes(), 0);

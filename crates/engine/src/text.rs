@@ -61,8 +61,8 @@ pub struct StopMatcher {
 pub enum StopOutcome {
     /// Text that can safely be sent.
     Continue(String),
-    /// A stop sequence was found: send this text (everything before it) and end.
-    Stopped(String),
+    /// A stop sequence was found: send `text` (everything before it) and end.
+    Stopped { text: String, sequence: String },
 }
 
 impl StopMatcher {
@@ -79,15 +79,18 @@ impl StopMatcher {
         }
         self.held.push_str(text);
         // The earliest stop sequence wins.
-        if let Some(at) = self
+        let earliest = self
             .stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
-        {
-            let before = self.held[..at].to_owned();
+            .filter_map(|s| self.held.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|(at, _)| *at);
+        if let Some((at, sequence)) = earliest {
+            let outcome = StopOutcome::Stopped {
+                text: self.held[..at].to_owned(),
+                sequence: sequence.clone(),
+            };
             self.held.clear();
-            return StopOutcome::Stopped(before);
+            return outcome;
         }
         // Keep the longest suffix of `held` that is a proper prefix of some stop sequence.
         let mut keep_from = self.held.len();
@@ -130,7 +133,13 @@ mod tests {
         let mut m = StopMatcher::new(vec!["END".into(), "\n\n".into()]);
         assert_eq!(m.push("hello E"), StopOutcome::Continue("hello ".into()));
         assert_eq!(m.push("N"), StopOutcome::Continue("".into()));
-        assert_eq!(m.push("Dx"), StopOutcome::Stopped("".into()));
+        assert_eq!(
+            m.push("Dx"),
+            StopOutcome::Stopped {
+                text: "".into(),
+                sequence: "END".into()
+            }
+        );
 
         let mut m = StopMatcher::new(vec!["END".into()]);
         assert_eq!(m.push("EN"), StopOutcome::Continue("".into()));
@@ -141,13 +150,25 @@ mod tests {
 
         let mut m = StopMatcher::new(vec!["\n\n".into()]);
         assert_eq!(m.push("one\n"), StopOutcome::Continue("one".into()));
-        assert_eq!(m.push("\ntwo"), StopOutcome::Stopped("".into()));
+        assert_eq!(
+            m.push("\ntwo"),
+            StopOutcome::Stopped {
+                text: "".into(),
+                sequence: "\n\n".into()
+            }
+        );
     }
 
     #[test]
     fn multibyte_stop_sequences() {
         let mut m = StopMatcher::new(vec!["é!".into()]);
         assert_eq!(m.push("café"), StopOutcome::Continue("caf".into()));
-        assert_eq!(m.push("!"), StopOutcome::Stopped("".into()));
+        assert_eq!(
+            m.push("!"),
+            StopOutcome::Stopped {
+                text: "".into(),
+                sequence: "é!".into()
+            }
+        );
     }
 }

@@ -86,10 +86,20 @@ async fn messages(
     while let Some(event) = rx.recv().await {
         match event {
             GenerateEvent::Text { text: t, .. } => text.push_str(&t),
-            GenerateEvent::Finished { reason, usage } => {
-                return Ok(
-                    Json(wire::message(&id, &model_id, &text, reason, &usage)).into_response()
+            GenerateEvent::Finished {
+                reason,
+                usage,
+                stop_sequence,
+            } => {
+                let msg = wire::message(
+                    &id,
+                    &model_id,
+                    &text,
+                    reason,
+                    stop_sequence.as_deref(),
+                    &usage,
                 );
+                return Ok(Json(msg).into_response());
             }
             GenerateEvent::Failed { error, .. } => return Err(error.into()),
         }
@@ -128,10 +138,17 @@ fn event_stream(
                     vec![named("content_block_delta", wire::text_delta(&text))]
                 }
             }
-            Some(GenerateEvent::Finished { reason, usage }) => {
+            Some(GenerateEvent::Finished {
+                reason,
+                usage,
+                stop_sequence,
+            }) => {
                 let closing = vec![
                     named("content_block_stop", wire::block_stop()),
-                    named("message_delta", wire::message_delta(reason, &usage)),
+                    named(
+                        "message_delta",
+                        wire::message_delta(reason, stop_sequence.as_deref(), &usage),
+                    ),
                     named("message_stop", json!({"type": "message_stop"})),
                 ];
                 return Some((stream::iter(closing), None));

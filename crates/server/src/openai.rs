@@ -173,7 +173,7 @@ async fn collect(
                     r.text.push_str(&text);
                     r.logprobs.extend(logprobs);
                 }
-                GenerateEvent::Finished { reason, usage } => {
+                GenerateEvent::Finished { reason, usage, .. } => {
                     r.finish = Some(reason);
                     r.usage = usage;
                     break;
@@ -315,7 +315,7 @@ impl ChunkEncoder {
                 self.offsets[i] += text.len();
                 Some(self.chunk(json!([self.choice(i, Some(&text), lp, None)])))
             }
-            GenerateEvent::Finished { reason, usage } => {
+            GenerateEvent::Finished { reason, usage, .. } => {
                 self.usages[i] = usage;
                 let choice = self.choice(i, None, Value::Null, Some(wire::finish_reason(reason)));
                 Some(self.chunk(json!([choice])))

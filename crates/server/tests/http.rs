@@ -358,6 +358,17 @@ async fn anthropic_messages_answer_and_count_tokens() {
     assert_eq!(status, 200);
     assert_eq!(count["input_tokens"], msg["usage"]["input_tokens"]);
 
+    // A stop sequence is reported as such, with the sequence.
+    let mut stopped = body.clone();
+    stopped["stop_sequences"] = json!(["Paris"]);
+    let (_, msg) = post("/v1/messages", stopped).await;
+    assert_eq!(msg["stop_reason"], "stop_sequence", "{msg}");
+    assert_eq!(msg["stop_sequence"], "Paris");
+    assert!(!msg["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("Paris"));
+
     // Streaming: the named events, in order.
     let mut streamed = body.clone();
     streamed["stream"] = json!(true);

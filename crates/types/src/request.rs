@@ -133,6 +133,8 @@ pub enum GenerateEvent {
     Finished {
         reason: FinishReason,
         usage: Usage,
+        /// The stop sequence that ended generation, when one did.
+        stop_sequence: Option<String>,
     },
     Failed {
         error: crate::BasaltError,

@@ -189,7 +189,14 @@ pub fn usage_json(u: &Usage) -> Value {
 }
 
 /// The complete (non-streamed) response.
-pub fn message(id: &str, model: &str, text: &str, reason: FinishReason, usage: &Usage) -> Value {
+pub fn message(
+    id: &str,
+    model: &str,
+    text: &str,
+    reason: FinishReason,
+    stop_sequence: Option<&str>,
+    usage: &Usage,
+) -> Value {
     json!({
         "id": id,
         "type": "message",
@@ -197,7 +204,7 @@ pub fn message(id: &str, model: &str, text: &str, reason: FinishReason, usage: &
         "model": model,
         "content": [{"type": "text", "text": text}],
         "stop_reason": stop_reason(reason),
-        "stop_sequence": null,
+        "stop_sequence": stop_sequence,
         "usage": usage_json(usage),
     })
 }
@@ -223,10 +230,10 @@ pub fn block_stop() -> Value {
     json!({"type": "content_block_stop", "index": 0})
 }
 
-pub fn message_delta(reason: FinishReason, usage: &Usage) -> Value {
+pub fn message_delta(reason: FinishReason, stop_sequence: Option<&str>, usage: &Usage) -> Value {
     json!({
         "type": "message_delta",
-        "delta": {"stop_reason": stop_reason(reason), "stop_sequence": null},
+        "delta": {"stop_reason": stop_reason(reason), "stop_sequence": stop_sequence},
         "usage": {"output_tokens": usage.output_tokens},
     })
 }
