@@ -76,6 +76,9 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub logprobs: bool,
     pub top_logprobs: Option<u8>,
+    pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
+    pub response_format: Option<Value>,
     /// Filled by [`parse_chat`] from the body's sampling keys.
     #[serde(skip)]
     pub sampling: SamplingFields,
@@ -261,6 +264,22 @@ fn max_tokens(param: &str, v: Option<u32>) -> Result<Option<u32>, BasaltError> {
 impl ChatCompletionRequest {
     pub fn into_plan(self) -> Result<Plan, BasaltError> {
         self.sampling.validate()?;
+        // Refused rather than ignored: silently answering in free text would break the
+        // caller's contract. Tool calls and JSON schemas need constrained decoding.
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) || self.tool_choice.is_some() {
+            return Err(BasaltError::invalid(
+                "tools",
+                "tool calling is not supported yet",
+            ));
+        }
+        if let Some(format) = &self.response_format {
+            if format.get("type").and_then(Value::as_str) != Some("text") {
+                return Err(BasaltError::invalid(
+                    "response_format",
+                    "only `{\"type\": \"text\"}` is supported yet (JSON output needs constrained decoding)",
+                ));
+            }
+        }
         if self.messages.is_empty() {
             return Err(BasaltError::invalid(
                 "messages",
@@ -541,6 +560,11 @@ mod tests {
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, "temperature"),
             (br#"{"model":"m","messages":[{"role":"user","content":5}]}"#, "messages[0].content"),
             (br#"[1,2]"#, "body"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#, "tools"),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,
+                "response_format",
+            ),
         ];
         for (body, param) in cases {
             let err = parse_chat(body).and_then(|r| r.into_plan()).unwrap_err();
