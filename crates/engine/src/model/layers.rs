@@ -119,7 +119,7 @@ pub fn attention(layer: &LayerKv, shape: AttentionShape, pos0: usize, q: &[f32],
             scores.clear();
             for p in first..=pos {
                 let k = &layer.k[p * kv_dim + kvh * head_dim..][..head_dim];
-                let dot: f32 = q16.iter().zip(k).map(|(a, b)| a * b.to_f32()).sum();
+                let dot = crate::kernels::quant::dot_f16(k, &q16);
                 scores.push(dot * scale);
             }
             crate::kernels::softmax(&mut scores);
