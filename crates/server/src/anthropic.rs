@@ -6,18 +6,17 @@ use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use basalt_types::{BasaltError, ErrorKind, GenerateEvent};
+use basalt_types::{BasaltError, GenerateEvent};
 use basalt_wire::anthropic::{self as wire, CountTokensRequest, MessagesRequest};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 
-use crate::{body_error, request_id, AppState, ServerConfig};
+use crate::{body_error, error_response, request_id, AppState, ServerConfig};
 
 type Shared = State<Arc<AppState>>;
 
@@ -32,18 +31,7 @@ impl From<BasaltError> for AnthropicError {
 
 impl IntoResponse for AnthropicError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (status, wire::error_body(&self.0).to_string()).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if self.0.kind == ErrorKind::Overloaded {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        resp
+        error_response(&self.0, wire::error_body(&self.0))
     }
 }
 

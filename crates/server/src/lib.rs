@@ -48,23 +48,27 @@ impl From<BasaltError> for OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            tracing::error!(error = %self.0.message, "request failed");
-        }
-        let body = basalt_wire::openai::error_body(&self.0).to_string();
-        let mut resp = (status, body).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if self.0.kind == ErrorKind::Overloaded {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        resp
+        error_response(&self.0, basalt_wire::openai::error_body(&self.0))
     }
+}
+
+/// An error response: the error's status, a dialect's JSON body, `Retry-After` when the
+/// client should retry; server-side failures are logged.
+pub(crate) fn error_response(error: &BasaltError, body: serde_json::Value) -> Response {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() {
+        tracing::error!(error = %error.message, "request failed");
+    }
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if error.kind == ErrorKind::Overloaded {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }
 
 /// The whole HTTP application.

@@ -10,6 +10,8 @@ use basalt_types::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::check_range;
+
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Content {
@@ -120,16 +122,6 @@ fn conversation(
         });
     }
     Ok(out)
-}
-
-fn check_range(param: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<(), BasaltError> {
-    match v {
-        Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => Err(BasaltError::invalid(
-            param,
-            format!("`{param}` must be between {lo} and {hi}, got {x}"),
-        )),
-        _ => Ok(()),
-    }
 }
 
 impl MessagesRequest {

@@ -40,6 +40,22 @@ fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> BasaltError {
     }
 }
 
+/// A parameter outside its documented range is a 400 that names it, in every dialect.
+pub(crate) fn check_range(
+    param: &str,
+    v: Option<f32>,
+    lo: f32,
+    hi: f32,
+) -> Result<(), BasaltError> {
+    match v {
+        Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => Err(BasaltError::invalid(
+            param,
+            format!("`{param}` must be between {lo} and {hi}, got {x}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

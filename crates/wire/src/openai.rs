@@ -7,6 +7,8 @@ use basalt_types::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::check_range;
+
 /// Most alternatives per token the API returns (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: u8 = 20;
 /// Most choices per request.
@@ -171,16 +173,6 @@ pub struct Plan {
     pub echo: Vec<String>,
     /// Consecutive requests that share one prompt (`n`): usage counts that prompt once.
     pub choices_per_prompt: usize,
-}
-
-fn check_range(param: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<(), BasaltError> {
-    match v {
-        Some(x) if !(lo..=hi).contains(&x) || x.is_nan() => Err(BasaltError::invalid(
-            param,
-            format!("`{param}` must be between {lo} and {hi}, got {x}"),
-        )),
-        _ => Ok(()),
-    }
 }
 
 impl SamplingFields {
