@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use basalt_auth::{Authenticator, StaticKeys};
 use basalt_catalog::Catalog;
 use basalt_server::{router, AppState, ServerConfig};
 use tracing_subscriber::EnvFilter;
@@ -35,6 +36,33 @@ pub struct ServeArgs {
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
+    /// An API key clients may send as `Authorization: Bearer` or `x-api-key` (repeatable).
+    /// With any key or access key configured, every API request must authenticate.
+    #[arg(
+        long = "api-key",
+        env = "BASALT_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
+    /// An AWS-style `ACCESS_KEY_ID:SECRET` pair for SigV4-signed requests (repeatable)
+    #[arg(long = "aws-access-key", env = "BASALT_AWS_ACCESS_KEYS", value_delimiter = ',', hide_env_values = true, value_parser = parse_access_key)]
+    aws_access_keys: Vec<(String, String)>,
+    /// Serve a non-loopback address without any keys (everyone is the local user)
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Region named in the Bedrock ARNs Basalt returns (requests signed for any region are accepted)
+    #[arg(long, default_value = "us-east-1", env = "BASALT_REGION")]
+    region: String,
+}
+
+fn parse_access_key(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((id, secret)) if !id.is_empty() && !secret.is_empty() => {
+            Ok((id.to_string(), secret.to_string()))
+        }
+        _ => Err("expected ACCESS_KEY_ID:SECRET".into()),
+    }
 }
 
 pub fn run(args: ServeArgs) -> CliResult {
@@ -89,6 +117,12 @@ pub fn run(args: ServeArgs) -> CliResult {
         "catalog ready"
     );
 
+    let keys = StaticKeys::new("default", &args.api_keys, &args.aws_access_keys);
+    let auth = Authenticator::new(Arc::new(keys));
+    let state = state
+        .with_auth(auth.clone())
+        .with_region(args.region.clone());
+
     let server_config = ServerConfig {
         body_limit: args.max_body_kb << 10,
         ..Default::default()
@@ -99,6 +133,13 @@ pub fn run(args: ServeArgs) -> CliResult {
         .or_else(|_| format!("[{}]:{}", args.host, args.port).parse())
         .map_err(|e| format!("bad listen address {}:{}: {e}", args.host, args.port))?;
     let grace = Duration::from_secs(args.shutdown_grace_secs);
+    if auth.is_open() && !addr.ip().is_loopback() && !args.insecure_no_auth {
+        return Err(format!(
+            "refusing to serve {addr} without authentication: give --api-key / \
+             --aws-access-key, or --insecure-no-auth to let anyone who can reach it use the models"
+        )
+        .into());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -107,11 +148,8 @@ pub fn run(args: ServeArgs) -> CliResult {
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tracing::info!("listening on http://{addr}");
-        if !addr.ip().is_loopback() {
-            tracing::warn!(
-                "listening on a non-loopback address without authentication: anyone who can reach \
-                 {addr} can use the models (API keys come with the multi-tenant platform)"
-            );
+        if auth.is_open() {
+            tracing::info!("no keys configured: local mode, every request is the local user");
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 
-use crate::{body_error, error_response, request_id, AppState, ServerConfig};
+use crate::{
+    body_error, collect_text, error_response, request_id, start_generation, AppState, ServerConfig,
+};
 
 type Shared = State<Arc<AppState>>;
 
@@ -55,44 +57,23 @@ async fn messages(
     let (model_id, request, stream) =
         basalt_wire::parse_json::<MessagesRequest>(&body)?.into_request()?;
     let model = state.model(&model_id)?;
-    // Prepared on the blocking pool (template + tokenizer); the prompt's token count is
-    // needed up front for `message_start`.
-    let (input_tokens, mut rx) = tokio::task::spawn_blocking(move || {
-        let prepared = model.engine.prepare(request)?;
-        let n = prepared.prompt_tokens.len() as u32;
-        Ok::<_, BasaltError>((n, model.engine.enqueue(prepared)?))
-    })
-    .await
-    .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
+    let (input_tokens, rx) = start_generation(model, request).await?;
     let id = request_id("msg_");
     if stream {
         return Ok(Sse::new(event_stream(id, model_id, input_tokens, rx))
             .keep_alive(KeepAlive::new().interval(keep_alive))
             .into_response());
     }
-    let mut text = String::new();
-    while let Some(event) = rx.recv().await {
-        match event {
-            GenerateEvent::Text { text: t, .. } => text.push_str(&t),
-            GenerateEvent::Finished {
-                reason,
-                usage,
-                stop_sequence,
-            } => {
-                let msg = wire::message(
-                    &id,
-                    &model_id,
-                    &text,
-                    reason,
-                    stop_sequence.as_deref(),
-                    &usage,
-                );
-                return Ok(Json(msg).into_response());
-            }
-            GenerateEvent::Failed { error, .. } => return Err(error.into()),
-        }
-    }
-    Err(BasaltError::internal("the engine stopped before finishing the request").into())
+    let done = collect_text(rx).await?;
+    let msg = wire::message(
+        &id,
+        &model_id,
+        &done.text,
+        done.reason,
+        done.stop_sequence.as_deref(),
+        &done.usage,
+    );
+    Ok(Json(msg).into_response())
 }
 
 fn named(name: &'static str, data: Value) -> Result<Event, Infallible> {

@@ -7,6 +7,8 @@
 //! cancels its sequences in the engine.
 
 mod anthropic;
+mod auth;
+mod bedrock;
 mod openai;
 mod state;
 
@@ -16,7 +18,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use basalt_types::{BasaltError, ErrorKind};
+use std::sync::Arc;
+
+use basalt_engine::EventReceiver;
+use basalt_types::{BasaltError, ErrorKind, FinishReason, GenerateEvent, GenerateRequest, Usage};
 
 pub use state::{AppState, ServedModel};
 
@@ -72,10 +77,17 @@ pub(crate) fn error_response(error: &BasaltError, body: serde_json::Value) -> Re
 }
 
 /// The whole HTTP application.
-pub fn router(state: std::sync::Arc<AppState>, config: ServerConfig) -> Router {
+pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
+    let guard = |dialect| {
+        axum::middleware::from_fn_with_state(
+            (Arc::clone(&state), dialect, config.body_limit),
+            auth::require,
+        )
+    };
     Router::new()
-        .merge(openai::routes(config.clone()))
-        .merge(anthropic::routes(config))
+        .merge(openai::routes(config.clone()).route_layer(guard(auth::Dialect::OpenAi)))
+        .merge(anthropic::routes(config.clone()).route_layer(guard(auth::Dialect::Anthropic)))
+        .merge(bedrock::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
         .route("/health", get(|| async { "ok" }))
         .fallback(|uri: axum::http::Uri| async move {
             OpenAiError(BasaltError::new(
@@ -96,6 +108,54 @@ fn body_error(rejection: axum::extract::rejection::BytesRejection) -> BasaltErro
     } else {
         BasaltError::invalid("body", format!("Cannot read the request body: {rejection}"))
     }
+}
+
+/// Tokenises the prompt on the blocking pool and queues the request on the model's
+/// scheduler; returns the prompt's token count (dialects report it up front) and the events.
+pub(crate) async fn start_generation(
+    model: Arc<ServedModel>,
+    request: GenerateRequest,
+) -> Result<(u32, EventReceiver), BasaltError> {
+    tokio::task::spawn_blocking(move || {
+        let prepared = model.engine.prepare(request)?;
+        let n = prepared.prompt_tokens.len() as u32;
+        Ok::<_, BasaltError>((n, model.engine.enqueue(prepared)?))
+    })
+    .await
+    .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))?
+}
+
+/// A whole generation, for the non-streaming routes.
+pub(crate) struct Completed {
+    pub text: String,
+    pub reason: FinishReason,
+    pub usage: Usage,
+    pub stop_sequence: Option<String>,
+}
+
+pub(crate) async fn collect_text(mut rx: EventReceiver) -> Result<Completed, BasaltError> {
+    let mut text = String::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            GenerateEvent::Text { text: t, .. } => text.push_str(&t),
+            GenerateEvent::Finished {
+                reason,
+                usage,
+                stop_sequence,
+            } => {
+                return Ok(Completed {
+                    text,
+                    reason,
+                    usage,
+                    stop_sequence,
+                })
+            }
+            GenerateEvent::Failed { error, .. } => return Err(error),
+        }
+    }
+    Err(BasaltError::internal(
+        "the engine stopped before finishing the request",
+    ))
 }
 
 fn unix_now() -> u64 {

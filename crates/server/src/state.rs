@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use basalt_auth::Authenticator;
 use basalt_catalog::{Catalog, Entry, Format, Modality};
 use basalt_engine::{EngineConfig, LoadedModel};
 use basalt_types::BasaltError;
@@ -16,6 +17,10 @@ pub struct ServedModel {
 pub struct AppState {
     models: BTreeMap<String, Arc<ServedModel>>,
     pub started: u64,
+    /// Who may call; open (everyone is the local user) until keys are configured.
+    pub auth: Authenticator,
+    /// The region named in Bedrock ARNs we hand out.
+    pub region: String,
 }
 
 impl AppState {
@@ -27,7 +32,22 @@ impl AppState {
             .into_iter()
             .map(|m| (m.entry.manifest.id.clone(), Arc::new(m)))
             .collect();
-        Self { models, started }
+        Self {
+            models,
+            started,
+            auth: Authenticator::open(),
+            region: "us-east-1".into(),
+        }
+    }
+
+    pub fn with_auth(mut self, auth: Authenticator) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = region.into();
+        self
     }
 
     /// Loads every text-generation model of the catalog (optionally only `only`). Models that

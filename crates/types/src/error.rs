@@ -21,6 +21,12 @@ pub enum ErrorKind {
     PayloadTooLarge,
     /// The server cannot take more work right now; the client may retry.
     Overloaded,
+    /// No credentials, or credentials that name no known key.
+    Unauthenticated,
+    /// A SigV4 signature that does not verify (wrong secret, tampered request, stale clock).
+    InvalidSignature,
+    /// The caller is known but may not do this (e.g. no access to the model).
+    PermissionDenied,
     /// The model cannot serve this kind of request (e.g. chat on a base model).
     UnsupportedForModel,
     /// A bug or an I/O failure on our side.
@@ -34,6 +40,8 @@ impl ErrorKind {
             ErrorKind::InvalidRequest
             | ErrorKind::ContextLengthExceeded
             | ErrorKind::UnsupportedForModel => 400,
+            ErrorKind::Unauthenticated | ErrorKind::InvalidSignature => 401,
+            ErrorKind::PermissionDenied => 403,
             ErrorKind::ModelNotFound | ErrorKind::NotFound => 404,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::Overloaded => 429,

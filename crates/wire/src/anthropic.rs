@@ -239,6 +239,8 @@ pub fn error_body(e: &BasaltError) -> Value {
         ErrorKind::ModelNotFound | ErrorKind::NotFound => "not_found_error",
         ErrorKind::PayloadTooLarge => "request_too_large",
         ErrorKind::Overloaded => "rate_limit_error",
+        ErrorKind::Unauthenticated | ErrorKind::InvalidSignature => "authentication_error",
+        ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::Internal => "api_error",
     };
     json!({"type": "error", "error": {"type": kind, "message": e.message}})

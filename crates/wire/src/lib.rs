@@ -1,4 +1,4 @@
-//! API dialects as pure data (OpenAI, Anthropic Messages).
+//! API dialects as pure data (OpenAI, Anthropic Messages, Amazon Bedrock).
 //!
 //! Each dialect module parses its request bodies (naming the offending field on error),
 //! converts them into `basalt-types`' canonical requests, and builds its response bodies,
@@ -6,6 +6,7 @@
 //! wire shape is testable with plain values.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod openai;
 
 use basalt_types::BasaltError;

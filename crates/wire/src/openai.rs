@@ -488,6 +488,10 @@ pub fn error_body(e: &BasaltError) -> Value {
         ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
         ErrorKind::PayloadTooLarge => ("invalid_request_error", Some("request_too_large")),
         ErrorKind::Overloaded => ("rate_limit_exceeded", Some("rate_limit_exceeded")),
+        ErrorKind::Unauthenticated | ErrorKind::InvalidSignature => {
+            ("invalid_request_error", Some("invalid_api_key"))
+        }
+        ErrorKind::PermissionDenied => ("permission_denied", Some("permission_denied")),
         ErrorKind::Internal => ("server_error", None),
     };
     json!({"error": {"message": e.message, "type": kind, "param": e.param, "code": code}})

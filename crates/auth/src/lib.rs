@@ -1,0 +1,389 @@
+//! Who is calling: one authentication layer for every API surface.
+//!
+//! A request proves who it is with an API key (`Authorization: Bearer`, as OpenAI clients
+//! and boto3's `AWS_BEARER_TOKEN_BEDROCK` send it, or Anthropic's `x-api-key`) or with an
+//! AWS SigV4 signature (boto3 and the AWS CLI by default). Either way the answer is the same
+//! [`Principal`], so quotas, access and metering never care which surface was used.
+//!
+//! Keys come from a [`KeyStore`]: today the server's configuration ([`StaticKeys`]), later
+//! the tenant database. API keys are looked up by their SHA-256, so a store never needs the
+//! key itself; SigV4 needs the secret in recoverable form, which is the store's concern.
+//!
+//! This crate never does I/O and never renders errors: the server turns an [`AuthError`]
+//! into each dialect's error shape.
+
+pub mod sigv4;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use basalt_types::{BasaltError, ErrorKind};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: String,
+    /// Which key was used (never the key itself): for logs and metering.
+    pub key_id: String,
+}
+
+impl Principal {
+    /// The caller in local single-user mode, where no keys are configured.
+    pub fn local() -> Self {
+        Self {
+            tenant: "local".into(),
+            key_id: "local".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("Missing authentication: send an API key (Authorization: Bearer or x-api-key) or an AWS SigV4 signature")]
+    Missing,
+    #[error("The API key is not valid")]
+    UnknownApiKey,
+    #[error("The security token included in the request is invalid (unknown access key id)")]
+    UnknownAccessKey,
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    BadSignature(String),
+    #[error("Signature expired: {0}")]
+    Expired(String),
+}
+
+impl AuthError {
+    /// The exception name AWS services answer this failure with (all are HTTP 403 there).
+    pub fn aws_error_code(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "MissingAuthenticationTokenException",
+            AuthError::UnknownApiKey | AuthError::UnknownAccessKey => "UnrecognizedClientException",
+            AuthError::Malformed(_) => "IncompleteSignatureException",
+            AuthError::BadSignature(_) | AuthError::Expired(_) => "InvalidSignatureException",
+        }
+    }
+}
+
+impl From<AuthError> for BasaltError {
+    fn from(e: AuthError) -> Self {
+        let kind = match e {
+            AuthError::BadSignature(_) | AuthError::Expired(_) => ErrorKind::InvalidSignature,
+            _ => ErrorKind::Unauthenticated,
+        };
+        BasaltError::new(kind, e.to_string())
+    }
+}
+
+/// A SigV4 credential: its secret and whose it is.
+#[derive(Clone)]
+pub struct AccessKey {
+    pub secret: String,
+    pub principal: Principal,
+}
+
+/// Where keys live. Implementations must be cheap to query on every request.
+pub trait KeyStore: Send + Sync {
+    /// The principal owning the API key whose SHA-256 is `key_sha256`, if it is valid now.
+    fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal>;
+    /// The secret and principal of a SigV4 access key id, if it is valid now.
+    fn access_key(&self, access_key_id: &str) -> Option<AccessKey>;
+    /// Whether any key exists at all (no keys and a loopback listener = local mode).
+    fn is_empty(&self) -> bool;
+}
+
+/// Keys given in the server's configuration, all belonging to one tenant.
+#[derive(Default)]
+pub struct StaticKeys {
+    api_keys: HashMap<[u8; 32], Principal>,
+    access_keys: HashMap<String, AccessKey>,
+}
+
+impl StaticKeys {
+    pub fn new(tenant: &str, api_keys: &[String], access_keys: &[(String, String)]) -> Self {
+        let api_keys = api_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let principal = Principal {
+                    tenant: tenant.to_string(),
+                    key_id: format!("config-key-{}", i + 1),
+                };
+                (sha256(k.as_bytes()), principal)
+            })
+            .collect();
+        let access_keys = access_keys
+            .iter()
+            .map(|(id, secret)| {
+                let key = AccessKey {
+                    secret: secret.clone(),
+                    principal: Principal {
+                        tenant: tenant.to_string(),
+                        key_id: id.clone(),
+                    },
+                };
+                (id.clone(), key)
+            })
+            .collect();
+        Self {
+            api_keys,
+            access_keys,
+        }
+    }
+}
+
+impl KeyStore for StaticKeys {
+    fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
+        self.api_keys.get(key_sha256).cloned()
+    }
+    fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
+        self.access_keys.get(access_key_id).cloned()
+    }
+    fn is_empty(&self) -> bool {
+        self.api_keys.is_empty() && self.access_keys.is_empty()
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// What the request line said, still percent-encoded, as SigV4 needs it.
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub raw_path: &'a str,
+    pub raw_query: Option<&'a str>,
+}
+
+/// Decides who a request comes from.
+#[derive(Clone)]
+pub struct Authenticator {
+    keys: Arc<dyn KeyStore>,
+    /// Without keys, everyone is the local principal; with keys, credentials are required.
+    open: bool,
+    /// How far a SigV4 client's clock may be from ours (AWS allows 15 minutes).
+    pub max_clock_skew_secs: i64,
+    /// The SigV4 signing name clients must use.
+    pub service: &'static str,
+}
+
+impl Authenticator {
+    pub fn new(keys: Arc<dyn KeyStore>) -> Self {
+        let open = keys.is_empty();
+        Self {
+            keys,
+            open,
+            max_clock_skew_secs: 15 * 60,
+            service: "bedrock",
+        }
+    }
+
+    /// No keys at all: every request is the local principal (the quick-start mode).
+    pub fn open() -> Self {
+        Self::new(Arc::new(StaticKeys::default()))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Whether verifying this request needs its body (SigV4 signs the payload hash).
+    pub fn needs_body(&self, headers: &HeaderMap) -> bool {
+        !self.open && authorization(headers).is_some_and(|a| a.starts_with(sigv4::ALGORITHM))
+    }
+
+    pub fn authenticate(
+        &self,
+        line: &RequestLine<'_>,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix: i64,
+    ) -> Result<Principal, AuthError> {
+        if self.open {
+            return Ok(Principal::local());
+        }
+        if let Some(value) = authorization(headers) {
+            if value.starts_with(sigv4::ALGORITHM) {
+                return self.sigv4(line, headers, body, value, now_unix);
+            }
+            if let Some(token) = strip_prefix_ignore_case(value, "Bearer ") {
+                return self.api_key(token.trim());
+            }
+            return Err(AuthError::Malformed(
+                "unsupported Authorization scheme (use Bearer or AWS4-HMAC-SHA256)".into(),
+            ));
+        }
+        if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+            return self.api_key(key.trim());
+        }
+        Err(AuthError::Missing)
+    }
+
+    fn api_key(&self, key: &str) -> Result<Principal, AuthError> {
+        self.keys
+            .api_key(&sha256(key.as_bytes()))
+            .ok_or(AuthError::UnknownApiKey)
+    }
+
+    fn sigv4(
+        &self,
+        line: &RequestLine<'_>,
+        headers: &HeaderMap,
+        body: &[u8],
+        value: &str,
+        now: i64,
+    ) -> Result<Principal, AuthError> {
+        let auth = sigv4::Authorization::parse(value)?;
+        let key = self
+            .keys
+            .access_key(&auth.access_key_id)
+            .ok_or(AuthError::UnknownAccessKey)?;
+        let req = sigv4::WireRequest {
+            method: line.method,
+            raw_path: line.raw_path,
+            raw_query: line.raw_query,
+            headers,
+            body,
+        };
+        let expect = sigv4::Expectation {
+            secret: &key.secret,
+            now,
+            max_skew: self.max_clock_skew_secs,
+            service: self.service,
+        };
+        sigv4::verify(&req, &auth, &expect)?;
+        Ok(key.principal)
+    }
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn auth() -> Authenticator {
+        Authenticator::new(Arc::new(StaticKeys::new(
+            "acme",
+            &["sk-good".into()],
+            &[("AKID".into(), "s3cret".into())],
+        )))
+    }
+
+    fn line() -> RequestLine<'static> {
+        RequestLine {
+            method: "POST",
+            raw_path: "/v1/messages",
+            raw_query: None,
+        }
+    }
+
+    fn with(name: &'static str, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn api_keys_in_either_header() {
+        let a = auth();
+        let p = a
+            .authenticate(&line(), &with("authorization", "Bearer sk-good"), b"", 0)
+            .unwrap();
+        assert_eq!(p.tenant, "acme");
+        assert_eq!(p.key_id, "config-key-1");
+        assert!(a
+            .authenticate(&line(), &with("x-api-key", "sk-good"), b"", 0)
+            .is_ok());
+        assert_eq!(
+            a.authenticate(&line(), &with("x-api-key", "sk-bad"), b"", 0),
+            Err(AuthError::UnknownApiKey)
+        );
+        assert_eq!(
+            a.authenticate(&line(), &HeaderMap::new(), b"", 0),
+            Err(AuthError::Missing)
+        );
+        assert!(matches!(
+            a.authenticate(&line(), &with("authorization", "Basic abc"), b"", 0),
+            Err(AuthError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn sigv4_through_the_key_store() {
+        let a = auth();
+        let now = 1_796_000_000;
+        let mut h = with("host", "localhost:8080");
+        h.insert(
+            "x-amz-date",
+            HeaderValue::from_str(&sigv4::format_amz_date(now)).unwrap(),
+        );
+        let wire = sigv4::WireRequest {
+            method: "POST",
+            raw_path: "/v1/messages",
+            raw_query: None,
+            headers: &h,
+            body: b"{}",
+        };
+        let sign = |id: &str, secret: &str| {
+            sigv4::sign(
+                &wire,
+                id,
+                secret,
+                "us-east-1",
+                "bedrock",
+                &["host", "x-amz-date"],
+            )
+            .unwrap()
+        };
+        let mut good = h.clone();
+        good.insert(
+            "authorization",
+            HeaderValue::from_str(&sign("AKID", "s3cret")).unwrap(),
+        );
+        let p = a.authenticate(&line(), &good, b"{}", now).unwrap();
+        assert_eq!(p.key_id, "AKID");
+        assert!(a.needs_body(&good));
+
+        let mut unknown = h.clone();
+        unknown.insert(
+            "authorization",
+            HeaderValue::from_str(&sign("NOPE", "s3cret")).unwrap(),
+        );
+        assert_eq!(
+            a.authenticate(&line(), &unknown, b"{}", now),
+            Err(AuthError::UnknownAccessKey)
+        );
+        let mut wrong = h.clone();
+        wrong.insert(
+            "authorization",
+            HeaderValue::from_str(&sign("AKID", "guess")).unwrap(),
+        );
+        let e = a.authenticate(&line(), &wrong, b"{}", now).unwrap_err();
+        assert_eq!(e.aws_error_code(), "InvalidSignatureException");
+        assert_eq!(BasaltError::from(e).status(), 401);
+    }
+
+    #[test]
+    fn open_mode_accepts_anyone_as_local() {
+        let a = Authenticator::open();
+        assert!(a.is_open());
+        let p = a
+            .authenticate(&line(), &with("authorization", "Bearer whatever"), b"", 0)
+            .unwrap();
+        assert_eq!(p, Principal::local());
+    }
+}

@@ -1,0 +1,366 @@
+//! Amazon Bedrock routes: the runtime (`/model/{modelId}/converse`, `converse-stream`,
+//! `invoke`, `invoke-with-response-stream`, `count-tokens`) and the catalog part of the
+//! control plane (`/foundation-models`).
+//!
+//! Streams are AWS event-stream frames; an error after the first frame becomes an exception
+//! frame, as Bedrock sends it. Dropping a stream cancels the generation.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use basalt_catalog::Modality;
+use basalt_engine::EventReceiver;
+use basalt_types::{BasaltError, ErrorKind, FinishReason, GenerateEvent, Usage};
+use basalt_wire::bedrock::control::{self, FoundationModel, ListFilters};
+use basalt_wire::bedrock::converse::{self, events, ConverseRequest};
+use basalt_wire::bedrock::invoke::{self, CountTokensRequest, LlamaBody};
+use basalt_wire::bedrock::{self as wire, eventstream};
+use bytes::Bytes;
+use futures_util::stream::{self, Stream, StreamExt};
+use serde_json::{json, Value};
+
+use crate::{
+    body_error, collect_text, request_id, start_generation, AppState, ServedModel, ServerConfig,
+};
+
+type Shared = State<Arc<AppState>>;
+type BodyResult = Result<Bytes, BytesRejection>;
+
+const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
+
+/// An error on a Bedrock route: `{"message"}` named by `x-amzn-ErrorType`.
+pub struct BedrockError {
+    pub error: BasaltError,
+    /// Overrides the exception name derived from the error's kind (auth failures use
+    /// AWS's own names, such as `InvalidSignatureException`).
+    pub code: Option<&'static str>,
+}
+
+impl From<BasaltError> for BedrockError {
+    fn from(error: BasaltError) -> Self {
+        Self { error, code: None }
+    }
+}
+
+impl IntoResponse for BedrockError {
+    fn into_response(self) -> Response {
+        let (name, status) = wire::error_code(self.error.kind);
+        let name = self.code.unwrap_or(name);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp =
+            crate::error_response(&self.error, wire::error_body(&self.error)).into_response();
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            HeaderName::from_static("x-amzn-errortype"),
+            HeaderValue::from_static(name),
+        );
+        resp
+    }
+}
+
+pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/model/{model_id}/converse", post(converse))
+        .route("/model/{model_id}/converse-stream", post(converse_stream))
+        .route("/model/{model_id}/invoke", post(invoke))
+        .route(
+            "/model/{model_id}/invoke-with-response-stream",
+            post(invoke_stream),
+        )
+        .route("/model/{model_id}/count-tokens", post(count_tokens))
+        .route("/foundation-models", get(list_foundation_models))
+        .route("/foundation-models/{model_id}", get(get_foundation_model))
+        .layer(DefaultBodyLimit::max(config.body_limit))
+}
+
+/// Finds a served model by any id Bedrock clients use for it (plain id, ARN, profile).
+fn resolve(state: &AppState, raw: &str) -> Result<Arc<ServedModel>, BasaltError> {
+    wire::model_id_candidates(raw)
+        .iter()
+        .find_map(|id| state.model(id).ok())
+        .ok_or_else(|| {
+            BasaltError::new(
+                ErrorKind::ModelNotFound,
+                format!("The model `{raw}` does not exist or is not served here"),
+            )
+            .with_param("modelId")
+        })
+}
+
+fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("x-amzn-requestid"), v);
+    }
+    resp
+}
+
+fn millis(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
+async fn converse(
+    State(state): Shared,
+    Path(model_id): Path<String>,
+    body: BodyResult,
+) -> Result<Response, BedrockError> {
+    let started = Instant::now();
+    let body = body.map_err(body_error)?;
+    let request = basalt_wire::parse_json::<ConverseRequest>(&body)?.into_request()?;
+    let model = resolve(&state, &model_id)?;
+    let (_, rx) = start_generation(model, request).await?;
+    let done = collect_text(rx).await?;
+    let out = converse::response(&done.text, done.reason, &done.usage, millis(started));
+    Ok(with_request_id(Json(out).into_response(), &request_id("")))
+}
+
+async fn converse_stream(
+    State(state): Shared,
+    Path(model_id): Path<String>,
+    body: BodyResult,
+) -> Result<Response, BedrockError> {
+    let started = Instant::now();
+    let body = body.map_err(body_error)?;
+    let request = basalt_wire::parse_json::<ConverseRequest>(&body)?.into_request()?;
+    let model = resolve(&state, &model_id)?;
+    let (_, rx) = start_generation(model, request).await?;
+    let frames = generation_frames(rx, move |step| match step {
+        Step::Start => vec![frame(events::message_start())],
+        Step::Text(text) => vec![frame(events::text_delta(&text))],
+        Step::Finished(reason, usage) => vec![
+            frame(events::block_stop()),
+            frame(events::message_stop(reason)),
+            frame(events::metadata(&usage, millis(started))),
+        ],
+    });
+    Ok(event_stream_response(frames, &[]))
+}
+
+async fn invoke(
+    State(state): Shared,
+    Path(model_id): Path<String>,
+    headers: HeaderMap,
+    body: BodyResult,
+) -> Result<Response, BedrockError> {
+    let started = Instant::now();
+    let body = body.map_err(body_error)?;
+    check_json_media(&headers)?;
+    let request = basalt_wire::parse_json::<LlamaBody>(&body)?.into_request()?;
+    let model = resolve(&state, &model_id)?;
+    let (_, rx) = start_generation(model, request).await?;
+    let done = collect_text(rx).await?;
+    let out = invoke::llama_response(&done.text, done.reason, &done.usage);
+    let mut resp = with_request_id(Json(out).into_response(), &request_id(""));
+    let h = resp.headers_mut();
+    for (name, value) in [
+        (
+            "x-amzn-bedrock-input-token-count",
+            done.usage.input_tokens as u64,
+        ),
+        (
+            "x-amzn-bedrock-output-token-count",
+            done.usage.output_tokens as u64,
+        ),
+        ("x-amzn-bedrock-invocation-latency", millis(started)),
+    ] {
+        h.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    }
+    Ok(resp)
+}
+
+async fn invoke_stream(
+    State(state): Shared,
+    Path(model_id): Path<String>,
+    headers: HeaderMap,
+    body: BodyResult,
+) -> Result<Response, BedrockError> {
+    let started = Instant::now();
+    let body = body.map_err(body_error)?;
+    check_json_media(&headers)?;
+    let request = basalt_wire::parse_json::<LlamaBody>(&body)?.into_request()?;
+    let model = resolve(&state, &model_id)?;
+    let (input_tokens, rx) = start_generation(model, request).await?;
+    // Meta's chunks count generated tokens so far; the first chunk names the prompt size.
+    let mut first_byte_ms = None;
+    let mut chunks_sent = 0u32;
+    let frames = generation_frames(rx, move |step| {
+        let native = match step {
+            Step::Start => return Vec::new(),
+            Step::Text(text) => {
+                first_byte_ms.get_or_insert_with(|| millis(started));
+                chunks_sent += 1;
+                let prompt = (chunks_sent == 1).then_some(input_tokens);
+                invoke::llama_chunk(&text, prompt, chunks_sent, None)
+            }
+            Step::Finished(reason, usage) => {
+                let prompt = (chunks_sent == 0).then_some(input_tokens);
+                let mut last = invoke::llama_chunk("", prompt, usage.output_tokens, Some(reason));
+                let first = *first_byte_ms.get_or_insert_with(|| millis(started));
+                last["amazon-bedrock-invocationMetrics"] =
+                    invoke::invocation_metrics(&usage, millis(started), first);
+                last
+            }
+        };
+        vec![eventstream::event(
+            "chunk",
+            invoke::chunk_payload(&native).to_string().as_bytes(),
+        )]
+    });
+    Ok(event_stream_response(
+        frames,
+        &[("x-amzn-bedrock-content-type", "application/json")],
+    ))
+}
+
+async fn count_tokens(
+    State(state): Shared,
+    Path(model_id): Path<String>,
+    body: BodyResult,
+) -> Result<Json<Value>, BedrockError> {
+    let body = body.map_err(body_error)?;
+    let prompt = basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
+    let model = resolve(&state, &model_id)?;
+    let tokens = tokio::task::spawn_blocking(move || model.engine.tokenize_prompt(&prompt))
+        .await
+        .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
+    Ok(Json(json!({"inputTokens": tokens.len()})))
+}
+
+/// `InvokeModel` bodies are JSON; so are the responses we can produce.
+fn check_json_media(headers: &HeaderMap) -> Result<(), BasaltError> {
+    let is_json = |name: header::HeaderName, wildcard: bool| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| {
+                let v = v.split(';').next().unwrap_or("").trim();
+                v.eq_ignore_ascii_case("application/json") || (wildcard && v == "*/*")
+            })
+    };
+    if !is_json(header::CONTENT_TYPE, false) {
+        return Err(BasaltError::invalid(
+            "contentType",
+            "The body must be application/json",
+        ));
+    }
+    if !is_json(header::ACCEPT, true) {
+        return Err(BasaltError::invalid(
+            "accept",
+            "This model can only answer application/json",
+        ));
+    }
+    Ok(())
+}
+
+fn foundation_model(m: &ServedModel) -> FoundationModel {
+    let names = |mods: &[Modality]| {
+        mods.iter()
+            .map(|m| {
+                match m {
+                    Modality::Text => "TEXT",
+                    Modality::Image => "IMAGE",
+                    Modality::Embedding => "EMBEDDING",
+                }
+                .to_string()
+            })
+            .collect()
+    };
+    let manifest = &m.entry.manifest;
+    FoundationModel {
+        id: manifest.id.clone(),
+        name: manifest.name.clone(),
+        provider: manifest.provider.clone(),
+        input_modalities: names(&manifest.input_modalities),
+        output_modalities: names(&manifest.output_modalities),
+        streaming: manifest.output_modalities.contains(&Modality::Text),
+    }
+}
+
+async fn list_foundation_models(
+    State(state): Shared,
+    Query(filters): Query<ListFilters>,
+) -> Json<Value> {
+    let summaries: Vec<Value> = state
+        .models()
+        .map(|m| foundation_model(m))
+        .filter(|m| filters.matches(m))
+        .map(|m| control::summary(&state.region, &m))
+        .collect();
+    Json(json!({ "modelSummaries": summaries }))
+}
+
+async fn get_foundation_model(
+    State(state): Shared,
+    Path(model_id): Path<String>,
+) -> Result<Json<Value>, BedrockError> {
+    let m = resolve(&state, &model_id)?;
+    Ok(Json(
+        json!({"modelDetails": control::summary(&state.region, &foundation_model(&m))}),
+    ))
+}
+
+/// What a streaming route turns into frames.
+enum Step {
+    Start,
+    Text(String),
+    Finished(FinishReason, Usage),
+}
+
+fn frame((name, payload): (&str, Value)) -> Vec<u8> {
+    eventstream::event(name, payload.to_string().as_bytes())
+}
+
+/// Drives a generation into event-stream frames: `Start`, then text, then `Finished`; an
+/// engine failure becomes an exception frame and ends the stream.
+fn generation_frames(
+    rx: EventReceiver,
+    mut encode: impl FnMut(Step) -> Vec<Vec<u8>> + Send + 'static,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+    let opening: Vec<Vec<u8>> = encode(Step::Start);
+    let body = stream::unfold(Some((rx, encode)), |state| async move {
+        let (mut rx, mut encode) = state?;
+        let frames = match rx.recv().await {
+            Some(GenerateEvent::Text { text, .. }) if text.is_empty() => Vec::new(),
+            Some(GenerateEvent::Text { text, .. }) => encode(Step::Text(text)),
+            Some(GenerateEvent::Finished { reason, usage, .. }) => {
+                return Some((encode(Step::Finished(reason, usage)), None));
+            }
+            Some(GenerateEvent::Failed { error, .. }) => {
+                return Some((vec![wire::stream_exception(&error)], None));
+            }
+            None => {
+                let error =
+                    BasaltError::internal("the engine stopped before finishing the request");
+                return Some((vec![wire::stream_exception(&error)], None));
+            }
+        };
+        Some((frames, Some((rx, encode))))
+    });
+    stream::iter(opening)
+        .chain(body.flat_map(stream::iter))
+        .map(|f| Ok(Bytes::from(f)))
+}
+
+fn event_stream_response(
+    frames: impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
+    extra_headers: &[(&'static str, &'static str)],
+) -> Response {
+    let mut resp = Response::new(Body::from_stream(frames));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(EVENT_STREAM));
+    for (name, value) in extra_headers {
+        h.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    with_request_id(resp, &request_id(""))
+}

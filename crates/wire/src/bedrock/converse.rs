@@ -1,0 +1,461 @@
+//! `Converse` and `ConverseStream`: Bedrock's model-independent chat API.
+//!
+//! Content blocks are unions with exactly one key. Text (and guard content, which is text
+//! a guardrail should look at) reaches the model; cache points are accepted as hints; media
+//! blocks are refused naming the block, since our text models cannot see them.
+
+use basalt_types::{
+    BasaltError, ChatMessage, FinishReason, GenerateRequest, Prompt, Role, SamplingParams, Usage,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::usage_json;
+use crate::check_range;
+
+/// Generation cap when the caller gives no `maxTokens` (Bedrock's Meta models default
+/// to 512 as well).
+pub const DEFAULT_MAX_TOKENS: u32 = 512;
+/// Meta's documented Bedrock defaults, used for every text model.
+pub const DEFAULT_TEMPERATURE: f32 = 0.5;
+pub const DEFAULT_TOP_P: f32 = 0.9;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub role: String,
+    pub content: Vec<Map<String, Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InferenceConfig {
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    #[serde(default)]
+    pub stop_sequences: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConverseRequest {
+    #[serde(default)]
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub system: Vec<Map<String, Value>>,
+    #[serde(default)]
+    pub inference_config: InferenceConfig,
+    pub tool_config: Option<Value>,
+    pub guardrail_config: Option<Value>,
+    pub output_config: Option<Value>,
+    pub prompt_variables: Option<Value>,
+    #[serde(default)]
+    pub additional_model_request_fields: Map<String, Value>,
+    /// Accepted for compatibility (used for log filtering on Bedrock); not interpreted.
+    pub request_metadata: Option<Value>,
+    pub additional_model_response_field_paths: Option<Vec<String>>,
+    pub performance_config: Option<Value>,
+    pub service_tier: Option<Value>,
+}
+
+/// The `converse` part of a `CountTokens` request.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConverseTokensRequest {
+    #[serde(default)]
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub system: Vec<Map<String, Value>>,
+    pub tool_config: Option<Value>,
+    #[serde(default)]
+    pub additional_model_request_fields: Map<String, Value>,
+}
+
+impl ConverseRequest {
+    pub fn into_request(self) -> Result<GenerateRequest, BasaltError> {
+        refuse_unsupported(&self.tool_config, "toolConfig", "tool use")?;
+        refuse_unsupported(&self.guardrail_config, "guardrailConfig", "guardrails")?;
+        refuse_unsupported(&self.output_config, "outputConfig", "structured output")?;
+        refuse_unsupported(
+            &self.prompt_variables,
+            "promptVariables",
+            "prompt management",
+        )?;
+        let cfg = self.inference_config;
+        if cfg.max_tokens == Some(0) {
+            return Err(BasaltError::invalid(
+                "inferenceConfig.maxTokens",
+                "must be at least 1",
+            ));
+        }
+        check_range("inferenceConfig.temperature", cfg.temperature, 0.0, 1.0)?;
+        check_range("inferenceConfig.topP", cfg.top_p, 0.0, 1.0)?;
+        if let Some(i) = cfg.stop_sequences.iter().position(String::is_empty) {
+            return Err(BasaltError::invalid(
+                format!("inferenceConfig.stopSequences.{i}"),
+                "stop sequences must not be empty",
+            ));
+        }
+        let mut sampling = SamplingParams {
+            temperature: cfg.temperature.unwrap_or(DEFAULT_TEMPERATURE),
+            top_p: cfg.top_p.unwrap_or(DEFAULT_TOP_P),
+            ..Default::default()
+        };
+        additional_fields(&self.additional_model_request_fields, &mut sampling)?;
+        Ok(GenerateRequest {
+            prompt: Prompt::Chat(conversation(self.system, self.messages)?),
+            sampling,
+            max_tokens: Some(cfg.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+            stop: cfg.stop_sequences,
+            logprobs: None,
+        })
+    }
+}
+
+impl ConverseTokensRequest {
+    pub fn into_prompt(self) -> Result<Prompt, BasaltError> {
+        refuse_unsupported(&self.tool_config, "input.converse.toolConfig", "tool use")?;
+        additional_fields(
+            &self.additional_model_request_fields,
+            &mut SamplingParams::default(),
+        )?;
+        Ok(Prompt::Chat(conversation(self.system, self.messages)?))
+    }
+}
+
+fn refuse_unsupported(v: &Option<Value>, param: &str, what: &str) -> Result<(), BasaltError> {
+    match v {
+        None | Some(Value::Null) => Ok(()),
+        Some(_) => Err(BasaltError::invalid(
+            param,
+            format!("{what} is not supported by Basalt's Converse yet"),
+        )),
+    }
+}
+
+/// `additionalModelRequestFields`: the sampling knobs our models have beyond
+/// `inferenceConfig`. Unknown keys are an error, as Bedrock's models answer them.
+fn additional_fields(
+    fields: &Map<String, Value>,
+    sampling: &mut SamplingParams,
+) -> Result<(), BasaltError> {
+    for (key, value) in fields {
+        let param = format!("additionalModelRequestFields.{key}");
+        let number = || {
+            value
+                .as_f64()
+                .ok_or_else(|| BasaltError::invalid(param.as_str(), "must be a number"))
+        };
+        match key.as_str() {
+            "top_k" | "topK" => {
+                let k = value.as_u64().ok_or_else(|| {
+                    BasaltError::invalid(param.as_str(), "must be a non-negative integer")
+                })?;
+                sampling.top_k = k.min(1 << 20) as usize;
+            }
+            "seed" => {
+                sampling.seed = Some(value.as_u64().ok_or_else(|| {
+                    BasaltError::invalid(param.as_str(), "must be a non-negative integer")
+                })?);
+            }
+            "min_p" => {
+                let v = number()? as f32;
+                check_range(&param, Some(v), 0.0, 1.0)?;
+                sampling.min_p = v;
+            }
+            "repetition_penalty" => {
+                let v = number()? as f32;
+                check_range(&param, Some(v), 0.0, 10.0)?;
+                sampling.repetition_penalty = v;
+            }
+            "frequency_penalty" | "presence_penalty" => {
+                let v = number()? as f32;
+                check_range(&param, Some(v), -2.0, 2.0)?;
+                if key == "frequency_penalty" {
+                    sampling.frequency_penalty = v;
+                } else {
+                    sampling.presence_penalty = v;
+                }
+            }
+            _ => {
+                return Err(BasaltError::invalid(
+                    param,
+                    format!(
+                        "`{key}` is not a parameter of this model (supported: top_k, seed, min_p, \
+                         repetition_penalty, frequency_penalty, presence_penalty)"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn conversation(
+    system: Vec<Map<String, Value>>,
+    messages: Vec<Message>,
+) -> Result<Vec<ChatMessage>, BasaltError> {
+    if messages.is_empty() {
+        return Err(BasaltError::invalid(
+            "messages",
+            "A conversation must contain at least one message",
+        ));
+    }
+    let mut out = Vec::with_capacity(messages.len() + 1);
+    let mut system_text = Vec::new();
+    for (i, block) in system.iter().enumerate() {
+        if let Some(t) = block_text(block, &format!("system.{i}"))? {
+            system_text.push(t);
+        }
+    }
+    if !system_text.is_empty() {
+        out.push(ChatMessage {
+            role: Role::System,
+            content: system_text.join("\n"),
+        });
+    }
+    for (i, m) in messages.into_iter().enumerate() {
+        let role = match m.role.as_str() {
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(BasaltError::invalid(
+                    format!("messages.{i}.role"),
+                    format!("role `{other}` is not valid (use user or assistant)"),
+                ))
+            }
+        };
+        if i == 0 && role != Role::User {
+            return Err(BasaltError::invalid(
+                "messages.0.role",
+                "A conversation must start with a user message",
+            ));
+        }
+        if m.content.is_empty() {
+            return Err(BasaltError::invalid(
+                format!("messages.{i}.content"),
+                "a message needs at least one content block",
+            ));
+        }
+        let mut text = String::new();
+        for (j, block) in m.content.iter().enumerate() {
+            if let Some(t) = block_text(block, &format!("messages.{i}.content.{j}"))? {
+                text.push_str(&t);
+            }
+        }
+        out.push(ChatMessage {
+            role,
+            content: text,
+        });
+    }
+    Ok(out)
+}
+
+/// The text a content block contributes, `None` for blocks that carry none (cache points).
+fn block_text(block: &Map<String, Value>, param: &str) -> Result<Option<String>, BasaltError> {
+    let mut keys = block.iter();
+    let (Some((kind, value)), None) = (keys.next(), keys.next()) else {
+        return Err(BasaltError::invalid(
+            param,
+            "a content block must have exactly one member (text, image, document, ...)",
+        ));
+    };
+    let text = match kind.as_str() {
+        "text" => value.as_str(),
+        // {"guardContent": {"text": {"text": "..."}}}
+        "guardContent" => value.pointer("/text/text").and_then(Value::as_str),
+        "cachePoint" => return Ok(None),
+        "image" | "document" | "video" | "audio" => return Err(BasaltError::new(
+            basalt_types::ErrorKind::UnsupportedForModel,
+            format!(
+                "{param}: this model accepts text only; `{kind}` content blocks are not supported"
+            ),
+        )
+        .with_param(param)),
+        "toolUse" | "toolResult" => {
+            return Err(BasaltError::invalid(
+                param,
+                format!(
+                    "`{kind}` blocks need tool use, which Basalt's Converse does not support yet"
+                ),
+            ))
+        }
+        other => {
+            return Err(BasaltError::invalid(
+                param,
+                format!("content block type `{other}` is not supported"),
+            ))
+        }
+    };
+    match text {
+        Some(t) if !t.trim().is_empty() => Ok(Some(t.to_string())),
+        Some(_) => Err(BasaltError::invalid(
+            param,
+            "The text field in the content block is blank. Add text to the text field, and try again.",
+        )),
+        None => Err(BasaltError::invalid(
+            param,
+            format!("`{kind}` must hold a string of text"),
+        )),
+    }
+}
+
+pub fn stop_reason(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::EndOfTurn => "end_turn",
+        FinishReason::MaxTokens => "max_tokens",
+        FinishReason::StopSequence => "stop_sequence",
+        FinishReason::ContextWindow => "model_context_window_exceeded",
+    }
+}
+
+/// The `Converse` response.
+pub fn response(text: &str, reason: FinishReason, usage: &Usage, latency_ms: u64) -> Value {
+    json!({
+        "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+        "stopReason": stop_reason(reason),
+        "usage": usage_json(usage),
+        "metrics": {"latencyMs": latency_ms},
+    })
+}
+
+/// `ConverseStream` events, as (`:event-type`, payload). Text arrives as deltas of content
+/// block 0; the stream ends with `messageStop` and `metadata`.
+pub mod events {
+    use super::*;
+
+    pub fn message_start() -> (&'static str, Value) {
+        ("messageStart", json!({"role": "assistant"}))
+    }
+
+    pub fn text_delta(text: &str) -> (&'static str, Value) {
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": text}}),
+        )
+    }
+
+    pub fn block_stop() -> (&'static str, Value) {
+        ("contentBlockStop", json!({"contentBlockIndex": 0}))
+    }
+
+    pub fn message_stop(reason: FinishReason) -> (&'static str, Value) {
+        ("messageStop", json!({"stopReason": stop_reason(reason)}))
+    }
+
+    pub fn metadata(usage: &Usage, latency_ms: u64) -> (&'static str, Value) {
+        (
+            "metadata",
+            json!({"usage": usage_json(usage), "metrics": {"latencyMs": latency_ms}}),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_json;
+
+    fn request(body: &str) -> Result<GenerateRequest, BasaltError> {
+        parse_json::<ConverseRequest>(body.as_bytes())?.into_request()
+    }
+
+    #[test]
+    fn converts_a_conversation() {
+        let r = request(
+            r#"{"messages":[{"role":"user","content":[{"text":"Hi "},{"cachePoint":{"type":"default"}},{"text":"there"}]},
+                            {"role":"assistant","content":[{"text":"Hello"}]},
+                            {"role":"user","content":[{"guardContent":{"text":{"text":"again"}}}]}],
+                "system":[{"text":"Be brief."},{"text":"Be kind."}],
+                "inferenceConfig":{"maxTokens":7,"temperature":0,"topP":0.5,"stopSequences":["\n"]},
+                "additionalModelRequestFields":{"top_k":3,"seed":9}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.max_tokens, Some(7));
+        assert_eq!(r.sampling.temperature, 0.0);
+        assert_eq!(r.sampling.top_k, 3);
+        assert_eq!(r.sampling.seed, Some(9));
+        assert_eq!(r.stop, ["\n"]);
+        let Prompt::Chat(m) = r.prompt else {
+            panic!("chat expected")
+        };
+        assert_eq!(m[0].content, "Be brief.\nBe kind.");
+        assert_eq!(m[1].content, "Hi there");
+        assert_eq!(m[3].content, "again");
+    }
+
+    #[test]
+    fn defaults_match_bedrock_meta_models() {
+        let r = request(r#"{"messages":[{"role":"user","content":[{"text":"x"}]}]}"#).unwrap();
+        assert_eq!(r.max_tokens, Some(DEFAULT_MAX_TOKENS));
+        assert_eq!(r.sampling.temperature, DEFAULT_TEMPERATURE);
+        assert_eq!(r.sampling.top_p, DEFAULT_TOP_P);
+    }
+
+    #[test]
+    fn errors_name_the_member() {
+        let cases = [
+            (r#"{"messages":[]}"#, "messages"),
+            (
+                r#"{"messages":[{"role":"assistant","content":[{"text":"x"}]}]}"#,
+                "messages.0.role",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x"},{"image":{"format":"png","source":{"bytes":"AA=="}}}]}]}"#,
+                "messages.0.content.1",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"document":{"name":"d","source":{"bytes":"AA=="}}}]}]}"#,
+                "messages.0.content.0",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"  "}]}]}"#,
+                "messages.0.content.0",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x","image":{}}]}]}"#,
+                "messages.0.content.0",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"inferenceConfig":{"temperature":1.5}}"#,
+                "inferenceConfig.temperature",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"inferenceConfig":{"maxTokens":0}}"#,
+                "inferenceConfig.maxTokens",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"additionalModelRequestFields":{"foo":1}}"#,
+                "additionalModelRequestFields.foo",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"toolConfig":{"tools":[]}}"#,
+                "toolConfig",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"inferenceConfig":{"max_tokens":3}}"#,
+                "inferenceConfig.max_tokens",
+            ),
+        ];
+        for (body, param) in cases {
+            let e = request(body).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some(param), "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn response_shapes() {
+        let usage = Usage {
+            input_tokens: 5,
+            output_tokens: 3,
+            cached_input_tokens: 0,
+        };
+        let v = response("hey", FinishReason::MaxTokens, &usage, 12);
+        assert_eq!(v["output"]["message"]["content"][0]["text"], "hey");
+        assert_eq!(v["stopReason"], "max_tokens");
+        assert_eq!(v["usage"]["totalTokens"], 8);
+        assert_eq!(v["metrics"]["latencyMs"], 12);
+        assert_eq!(events::text_delta("a").1["delta"]["text"], "a");
+    }
+}

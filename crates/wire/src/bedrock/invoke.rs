@@ -1,0 +1,225 @@
+//! `InvokeModel` and `InvokeModelWithResponseStream` with provider-native bodies, and
+//! `CountTokens`.
+//!
+//! Our text models take Meta Llama's text body on Bedrock: `{prompt, temperature, top_p,
+//! max_gen_len}` in, `{generation, prompt_token_count, generation_token_count, stop_reason}`
+//! out. The prompt is used verbatim (the caller applies the chat format), as on Bedrock.
+
+use basalt_types::{BasaltError, FinishReason, GenerateRequest, Prompt, SamplingParams, Usage};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::converse::{
+    ConverseTokensRequest, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P,
+};
+use crate::check_range;
+
+/// Meta's Bedrock limit on `max_gen_len`.
+pub const MAX_GEN_LEN: u32 = 2048;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaBody {
+    pub prompt: String,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub max_gen_len: Option<u32>,
+    /// Accepted as Meta documents it for images; our models take none.
+    pub images: Option<Vec<Value>>,
+}
+
+impl LlamaBody {
+    pub fn into_request(self) -> Result<GenerateRequest, BasaltError> {
+        if self.images.as_ref().is_some_and(|i| !i.is_empty()) {
+            return Err(BasaltError::new(
+                basalt_types::ErrorKind::UnsupportedForModel,
+                "this model accepts text only; `images` are not supported",
+            )
+            .with_param("images"));
+        }
+        if self.prompt.is_empty() {
+            return Err(BasaltError::invalid("prompt", "`prompt` must not be empty"));
+        }
+        check_range("temperature", self.temperature, 0.0, 1.0)?;
+        check_range("top_p", self.top_p, 0.0, 1.0)?;
+        let max = self.max_gen_len.unwrap_or(DEFAULT_MAX_TOKENS);
+        if !(1..=MAX_GEN_LEN).contains(&max) {
+            return Err(BasaltError::invalid(
+                "max_gen_len",
+                format!("`max_gen_len` must be between 1 and {MAX_GEN_LEN}, got {max}"),
+            ));
+        }
+        Ok(GenerateRequest {
+            prompt: Prompt::Text(self.prompt),
+            sampling: SamplingParams {
+                temperature: self.temperature.unwrap_or(DEFAULT_TEMPERATURE),
+                top_p: self.top_p.unwrap_or(DEFAULT_TOP_P),
+                ..Default::default()
+            },
+            max_tokens: Some(max),
+            stop: Vec::new(),
+            logprobs: None,
+        })
+    }
+}
+
+/// Meta's `stop_reason`: `stop` when the model ended, `length` when a limit did.
+pub fn llama_stop_reason(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::EndOfTurn | FinishReason::StopSequence => "stop",
+        FinishReason::MaxTokens | FinishReason::ContextWindow => "length",
+    }
+}
+
+/// The complete `InvokeModel` response body.
+pub fn llama_response(text: &str, reason: FinishReason, usage: &Usage) -> Value {
+    json!({
+        "generation": text,
+        "prompt_token_count": usage.input_tokens,
+        "generation_token_count": usage.output_tokens,
+        "stop_reason": llama_stop_reason(reason),
+    })
+}
+
+/// One streamed chunk's native body: the prompt's token count only on the first chunk, the
+/// stop reason only on the last.
+pub fn llama_chunk(
+    text: &str,
+    prompt_token_count: Option<u32>,
+    generation_token_count: u32,
+    stop_reason: Option<FinishReason>,
+) -> Value {
+    json!({
+        "generation": text,
+        "prompt_token_count": prompt_token_count,
+        "generation_token_count": generation_token_count,
+        "stop_reason": stop_reason.map(llama_stop_reason),
+    })
+}
+
+/// What every stream's last chunk carries, as Bedrock adds it.
+pub fn invocation_metrics(usage: &Usage, latency_ms: u64, first_byte_ms: u64) -> Value {
+    json!({
+        "inputTokenCount": usage.input_tokens,
+        "outputTokenCount": usage.output_tokens,
+        "invocationLatency": latency_ms,
+        "firstByteLatency": first_byte_ms,
+    })
+}
+
+/// A `chunk` event's payload: the native body, base64-encoded in `bytes`.
+pub fn chunk_payload(native: &Value) -> Value {
+    json!({"bytes": base64::engine::general_purpose::STANDARD.encode(native.to_string())})
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CountTokensRequest {
+    pub input: CountTokensInput,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CountTokensInput {
+    pub converse: Option<ConverseTokensRequest>,
+    pub invoke_model: Option<InvokeModelTokensRequest>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InvokeModelTokensRequest {
+    /// The `InvokeModel` body, base64-encoded as blobs are in JSON.
+    pub body: String,
+}
+
+impl CountTokensRequest {
+    /// The prompt whose tokens are counted, exactly as the matching invocation would see it.
+    pub fn into_prompt(self) -> Result<Prompt, BasaltError> {
+        match (self.input.converse, self.input.invoke_model) {
+            (Some(c), None) => c.into_prompt(),
+            (None, Some(i)) => {
+                let body = base64::engine::general_purpose::STANDARD
+                    .decode(i.body.as_bytes())
+                    .map_err(|e| {
+                        BasaltError::invalid("input.invokeModel.body", format!("not base64: {e}"))
+                    })?;
+                let native: LlamaBody = crate::parse_json(&body).map_err(|e| {
+                    let p = e.param.clone().unwrap_or_default();
+                    e.with_param(format!("input.invokeModel.body.{p}"))
+                })?;
+                Ok(native.into_request()?.prompt)
+            }
+            _ => Err(BasaltError::invalid(
+                "input",
+                "`input` must have exactly one of `converse` or `invokeModel`",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_json;
+
+    #[test]
+    fn llama_body() {
+        let r = parse_json::<LlamaBody>(br#"{"prompt":"Hello","temperature":0.1,"max_gen_len":9}"#)
+            .unwrap()
+            .into_request()
+            .unwrap();
+        assert_eq!(r.prompt, Prompt::Text("Hello".into()));
+        assert_eq!(r.max_tokens, Some(9));
+        assert_eq!(r.sampling.top_p, DEFAULT_TOP_P);
+        let e = parse_json::<LlamaBody>(br#"{"prompt":"x","topP":0.3}"#).unwrap_err();
+        assert!(e.message.contains("topP"), "{}", e.message);
+        let e = parse_json::<LlamaBody>(br#"{"prompt":"x","max_gen_len":5000}"#)
+            .unwrap()
+            .into_request()
+            .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("max_gen_len"));
+    }
+
+    #[test]
+    fn stream_chunks_carry_base64_native_bodies() {
+        let native = llama_chunk("hi", Some(4), 1, None);
+        let payload = chunk_payload(&native);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(payload["bytes"].as_str().unwrap())
+            .unwrap();
+        let back: Value = serde_json::from_slice(&decoded).unwrap();
+        assert_eq!(back["generation"], "hi");
+        assert_eq!(back["prompt_token_count"], 4);
+        assert!(back["stop_reason"].is_null());
+    }
+
+    #[test]
+    fn count_tokens_inputs() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(br#"{"prompt":"abc"}"#);
+        let body = format!(r#"{{"input":{{"invokeModel":{{"body":"{b64}"}}}}}}"#);
+        let p = parse_json::<CountTokensRequest>(body.as_bytes())
+            .unwrap()
+            .into_prompt()
+            .unwrap();
+        assert_eq!(p, Prompt::Text("abc".into()));
+        let p = parse_json::<CountTokensRequest>(
+            br#"{"input":{"converse":{"messages":[{"role":"user","content":[{"text":"hi"}]}]}}}"#,
+        )
+        .unwrap()
+        .into_prompt()
+        .unwrap();
+        assert!(matches!(p, Prompt::Chat(m) if m[0].content == "hi"));
+        let e = parse_json::<CountTokensRequest>(br#"{"input":{}}"#)
+            .unwrap()
+            .into_prompt()
+            .unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("input"));
+        let bad = base64::engine::general_purpose::STANDARD.encode(br#"{"prompt":"a","x":1}"#);
+        let body = format!(r#"{{"input":{{"invokeModel":{{"body":"{bad}"}}}}}}"#);
+        let e = parse_json::<CountTokensRequest>(body.as_bytes())
+            .unwrap()
+            .into_prompt()
+            .unwrap_err();
+        assert!(e.param.unwrap().starts_with("input.invokeModel.body"));
+    }
+}
