@@ -1,7 +1,10 @@
 """Starts a real `basalt serve` process for the interoperability suite.
 
 The binary comes from $BASALT_BIN (`make test` builds it and sets it); models come from the
-usual model store ($BASALT_MODELS_DIR or the default), which `make test` fills first.
+usual model store ($BASALT_MODELS_DIR or the default), which `make test` fills first. The
+server runs with keys, so every SDK authenticates the way it would against the real service:
+an API key (OpenAI bearer, Anthropic `x-api-key`, Bedrock bearer) or an AWS access key pair
+(SigV4).
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ import pytest
 SMOL = "huggingface.smollm2-135m-instruct-v1:0"
 GEMMA = "google.gemma-3-270m-v1:0"
 
+API_KEY = "sk-basalt-interop-3f9a"
+ACCESS_KEY_ID = "AKIDBASALTINTEROP"
+SECRET_ACCESS_KEY = "interop/Secret+Key/0123456789"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -35,7 +42,8 @@ class Server:
         self.data_dir = tempfile.mkdtemp(prefix="basalt-data-")
         self.proc = subprocess.Popen(
             [binary, "serve", "--port", str(self.port), "--data-dir", self.data_dir,
-             "--model", SMOL, "--model", GEMMA, "--shutdown-grace-secs", "20"],
+             "--model", SMOL, "--model", GEMMA, "--shutdown-grace-secs", "20",
+             "--api-key", API_KEY, "--aws-access-key", f"{ACCESS_KEY_ID}:{SECRET_ACCESS_KEY}"],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 60
@@ -77,4 +85,4 @@ def server():
 def client(server):
     from openai import OpenAI
 
-    return OpenAI(base_url=server.base_url + "/v1", api_key="unused-in-local-mode", max_retries=0, timeout=120)
+    return OpenAI(base_url=server.base_url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from conftest import GEMMA, SMOL
+from conftest import API_KEY, GEMMA, SMOL
 
 SYSTEM = "You are a helpful assistant."
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -17,7 +17,7 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture()
 def claude(server):
-    return anthropic.Anthropic(base_url=server.base_url, api_key="unused-in-local-mode", max_retries=0, timeout=120)
+    return anthropic.Anthropic(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=120)
 
 
 def test_message(claude):

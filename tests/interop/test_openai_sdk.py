@@ -8,7 +8,7 @@ import threading
 import openai
 import pytest
 
-from conftest import GEMMA, SMOL, Server
+from conftest import API_KEY, GEMMA, SMOL, Server
 
 QUESTION = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -77,7 +77,7 @@ def test_sigterm_lets_in_flight_streams_finish():
 
     s = Server()
     try:
-        c = OpenAI(base_url=s.base_url + "/v1", api_key="x", max_retries=0, timeout=120)
+        c = OpenAI(base_url=s.base_url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
         stream = c.chat.completions.create(
             model=SMOL, messages=[{"role": "user", "content": "Write a long poem."}], max_tokens=64,
             temperature=0.7, seed=1, stream=True,
