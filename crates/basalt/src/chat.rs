@@ -82,10 +82,7 @@ pub fn run(args: ChatArgs) -> CliResult {
     eprintln!("chatting with {model_id}; an empty line or Ctrl-D ends the chat");
     let mut history: Vec<ChatMessage> = Vec::new();
     if let Some(s) = &args.system {
-        history.push(ChatMessage {
-            role: Role::System,
-            content: s.clone(),
-        });
+        history.push(ChatMessage::text(Role::System, s.clone()));
     }
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
@@ -96,10 +93,7 @@ pub fn run(args: ChatArgs) -> CliResult {
         if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
             break;
         }
-        history.push(ChatMessage {
-            role: Role::User,
-            content: line.trim_end().to_string(),
-        });
+        history.push(ChatMessage::text(Role::User, line.trim_end().to_string()));
         let reply = match &backend {
             Backend::Local(model) => local_turn(model, &history, &args)?,
             Backend::Remote { url, api_key } => {
@@ -107,10 +101,7 @@ pub fn run(args: ChatArgs) -> CliResult {
             }
         };
         println!();
-        history.push(ChatMessage {
-            role: Role::Assistant,
-            content: reply,
-        });
+        history.push(ChatMessage::text(Role::Assistant, reply));
     }
     Ok(())
 }
@@ -129,6 +120,7 @@ fn local_turn(
         max_tokens: Some(args.max_tokens),
         stop: Vec::new(),
         logprobs: None,
+        constraints: Default::default(),
     })?;
     let mut reply = String::new();
     while let Some(ev) = rx.blocking_recv() {
@@ -140,6 +132,8 @@ fn local_turn(
             }
             GenerateEvent::Finished { .. } => break,
             GenerateEvent::Failed { error, .. } => return Err(error.into()),
+            // No tools are offered, so no tool calls come back.
+            GenerateEvent::ToolCallStart { .. } | GenerateEvent::ToolArguments { .. } => {}
         }
     }
     Ok(reply)

@@ -19,10 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "The capital of France is".into());
     let max: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(32);
     let prompt = if args.get(4).is_some_and(|s| s == "chat") {
-        Prompt::Chat(vec![ChatMessage {
-            role: Role::User,
-            content: text,
-        }])
+        Prompt::Chat(vec![ChatMessage::text(Role::User, text)])
     } else {
         Prompt::Text(text)
     };
@@ -31,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!(
         "loaded in {:?}; prompt tokens: {:?}",
         t0.elapsed(),
-        model.tokenize_prompt(&prompt)?
+        model.tokenize_prompt(&prompt, &Default::default())?
     );
     let request = GenerateRequest {
         prompt,
@@ -42,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_tokens: Some(max),
         stop: vec![],
         logprobs: None,
+        constraints: Default::default(),
     };
     let t1 = Instant::now();
     let mut rx = model.submit(request)?;
@@ -53,6 +51,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 break;
             }
             GenerateEvent::Failed { error, .. } => return Err(error.into()),
+            // No tools are offered, so no tool calls come back.
+            GenerateEvent::ToolCallStart { .. } | GenerateEvent::ToolArguments { .. } => {}
         }
     }
     Ok(())

@@ -21,12 +21,16 @@ mod scheduler;
 pub mod template;
 pub mod text;
 pub mod tokenizer;
+pub mod tools;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use basalt_gguf::GgufFile;
-use basalt_types::{BasaltError, ErrorKind, GenerateEvent, GenerateRequest, Prompt};
+use basalt_grammar::{GrammarCompiler, TokenConstraint, Word};
+use basalt_types::{
+    BasaltError, ErrorKind, GenerateEvent, GenerateRequest, OutputConstraints, Prompt,
+};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -36,7 +40,7 @@ pub use scheduler::SchedulerStats;
 
 use kv::KvBudget;
 use template::ChatTemplate;
-use tokenizer::Tokenizer;
+use tokenizer::{TokenKind, Tokenizer};
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -87,12 +91,16 @@ pub struct PreparedRequest {
     /// The caller set no limit, so `max_tokens` is the room left in the context window.
     pub limited_by_context: bool,
     pub request: GenerateRequest,
+    /// The grammar the output must follow (tool calls, JSON formats), compiled.
+    pub constraint: Option<TokenConstraint>,
 }
 
 pub struct LoadedModel {
     shared: Arc<scheduler::Shared>,
     handle: scheduler::Handle,
     template: Option<ChatTemplate>,
+    /// Built on the first constrained request: it indexes the whole vocabulary.
+    grammar: OnceLock<Result<GrammarCompiler, String>>,
 }
 
 impl LoadedModel {
@@ -135,6 +143,7 @@ impl LoadedModel {
             shared,
             handle,
             template,
+            grammar: OnceLock::new(),
         })
     }
 
@@ -159,8 +168,13 @@ impl LoadedModel {
         self.shared.budget.used_bytes()
     }
 
-    /// Renders (for chat) and tokenises a prompt, exactly as `submit` will.
-    pub fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>, BasaltError> {
+    /// Renders (for chat, with the tools described) and tokenises a prompt, exactly as
+    /// `submit` will.
+    pub fn tokenize_prompt(
+        &self,
+        prompt: &Prompt,
+        constraints: &OutputConstraints,
+    ) -> Result<Vec<u32>, BasaltError> {
         let tok = &self.shared.tokenizer;
         match prompt {
             Prompt::Text(text) => Ok(tok.encode(text, true, false)),
@@ -173,7 +187,8 @@ impl LoadedModel {
                     )
                     .with_param("messages")
                 })?;
-                let text = template.render(messages).map_err(|e| {
+                let messages = tools::render_conversation(messages, constraints);
+                let text = template.render(&messages).map_err(|e| {
                     BasaltError::invalid(
                         "messages",
                         format!("the model's chat template rejected the messages: {e}"),
@@ -192,7 +207,8 @@ impl LoadedModel {
 
     /// Validates and prepares a request without queueing it.
     pub fn prepare(&self, request: GenerateRequest) -> Result<PreparedRequest, BasaltError> {
-        let prompt_tokens = self.tokenize_prompt(&request.prompt)?;
+        tools::validate(&request.constraints)?;
+        let prompt_tokens = self.tokenize_prompt(&request.prompt, &request.constraints)?;
         let ctx = self.context_length();
         let param = match request.prompt {
             Prompt::Chat(_) => "messages",
@@ -229,12 +245,56 @@ impl LoadedModel {
             None => room,
         };
         let limited_by_context = request.max_tokens.is_none();
+        let constraint = match tools::grammar(&request.constraints)? {
+            Some(lark) => Some(self.grammar_compiler()?.compile(&lark).map_err(|e| {
+                let param = if tools::calls_possible(&request.constraints) {
+                    "tools"
+                } else {
+                    "response_format"
+                };
+                BasaltError::invalid(param, format!("cannot constrain the output: {e}"))
+            })?),
+            None => None,
+        };
         Ok(PreparedRequest {
             prompt_tokens,
             max_tokens,
             limited_by_context,
             request,
+            constraint,
         })
+    }
+
+    fn grammar_compiler(&self) -> Result<&GrammarCompiler, BasaltError> {
+        self.grammar
+            .get_or_init(|| {
+                let tok = &self.shared.tokenizer;
+                let words = (0..tok.vocab_size() as u32)
+                    .map(|id| match tok.token_kind(id) {
+                        Some(TokenKind::Control | TokenKind::Unused) | None => {
+                            Word::Special(tok.token_text(id).unwrap_or_default().to_string())
+                        }
+                        Some(_) => Word::Bytes(tok.token_bytes(id)),
+                    })
+                    .collect();
+                let end = tok
+                    .end_of_turn()
+                    .ok_or("the model has no end-of-turn token")?;
+                let shared = Arc::clone(&self.shared);
+                GrammarCompiler::new(words, end, move |bytes| {
+                    shared
+                        .tokenizer
+                        .encode(&String::from_utf8_lossy(bytes), false, false)
+                })
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| {
+                BasaltError::new(
+                    ErrorKind::UnsupportedForModel,
+                    format!("this model cannot do constrained decoding: {e}"),
+                )
+            })
     }
 
     /// Queues a request; events arrive on the returned receiver.

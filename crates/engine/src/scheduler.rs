@@ -24,7 +24,9 @@ use crate::model::{BatchSeq, Transformer};
 use crate::sampling::{logprobs, Sampler};
 use crate::text::{StopMatcher, StopOutcome, Utf8Stream};
 use crate::tokenizer::Tokenizer;
+use crate::tools::{self, OutputParser};
 use crate::{EngineConfig, EventReceiver, PreparedRequest};
+use basalt_grammar::TokenConstraint;
 
 pub(crate) struct Shared {
     pub transformer: Box<dyn Transformer>,
@@ -109,12 +111,24 @@ struct Sequence {
     stops: StopMatcher,
     logprobs: Option<u8>,
     pending_logprobs: Vec<TokenLogprob>,
+    /// The grammar the output must follow, if any.
+    constraint: Option<TokenConstraint>,
+    /// Splits the answer into text and tool calls.
+    output: OutputParser,
     events: mpsc::UnboundedSender<GenerateEvent>,
 }
 
 impl Sequence {
     fn new(p: PreparedRequest, events: mpsc::UnboundedSender<GenerateEvent>) -> Self {
         let prompt_len = p.prompt_tokens.len();
+        // Stop sequences could cut a tool call or a JSON answer short of its grammar, so
+        // they apply to free text only.
+        let stop = if p.request.constraints.is_free_text() {
+            p.request.stop
+        } else {
+            Vec::new()
+        };
+        let output = OutputParser::new(&p.request.constraints, tools::new_call_id());
         Self {
             tokens: p.prompt_tokens,
             prompt_len,
@@ -125,9 +139,11 @@ impl Sequence {
             stop_on_eog: true,
             sampler: Sampler::new(p.request.sampling),
             utf8: Utf8Stream::default(),
-            stops: StopMatcher::new(p.request.stop),
+            stops: StopMatcher::new(stop),
             logprobs: p.request.logprobs,
             pending_logprobs: Vec::new(),
+            constraint: p.constraint,
+            output,
             events,
         }
     }
@@ -351,6 +367,11 @@ impl Scheduler {
 /// Samples one token for `seq` from `logits`, streams its text, and decides whether the
 /// sequence is finished.
 fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> StepResult {
+    if let Some(c) = &mut seq.constraint {
+        if let Err(e) = c.mask(logits) {
+            return fail_in_place(seq, e.to_string());
+        }
+    }
     seq.sampler.apply_penalties(logits, &seq.tokens);
     let token = seq.sampler.sample(logits);
     if let Some(top) = seq.logprobs {
@@ -375,6 +396,11 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
         });
     }
     let end_of_generation = seq.stop_on_eog && tok.is_end_of_generation(token);
+    if let (Some(c), false) = (&mut seq.constraint, end_of_generation) {
+        if let Err(e) = c.commit(token) {
+            return fail_in_place(seq, e.to_string());
+        }
+    }
     // An end token is produced (and counted) like any other, but is not part of the text.
     seq.tokens.push(token);
     let mut text = if end_of_generation {
@@ -406,18 +432,41 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
             (t, reason, None)
         }
     };
-    if !text.is_empty() || (!seq.pending_logprobs.is_empty() && reason.is_some()) {
-        let logprobs = std::mem::take(&mut seq.pending_logprobs);
-        if seq
-            .events
-            .send(GenerateEvent::Text { text, logprobs })
-            .is_err()
-        {
+    let mut events = seq.output.push(&text);
+    if reason.is_some() {
+        events.extend(seq.output.finish());
+    }
+    // Log-probabilities ride on the text they produced; tokens of a tool call have none.
+    let mut logprobs = std::mem::take(&mut seq.pending_logprobs);
+    match events
+        .iter_mut()
+        .find(|e| matches!(e, GenerateEvent::Text { .. }))
+    {
+        Some(GenerateEvent::Text { logprobs: l, .. }) => *l = std::mem::take(&mut logprobs),
+        _ if reason.is_some() && !logprobs.is_empty() && seq.output.is_text() => {
+            events.push(GenerateEvent::Text {
+                text: String::new(),
+                logprobs: std::mem::take(&mut logprobs),
+            })
+        }
+        _ => {}
+    }
+    if !logprobs.is_empty() {
+        // Not yet attached to any text (a character still incomplete): keep for later.
+        seq.pending_logprobs = logprobs;
+    }
+    for event in events {
+        if seq.events.send(event).is_err() {
             return StepResult::Done;
         }
     }
     match reason {
         Some(reason) => {
+            let reason = if seq.output.called() && reason == FinishReason::EndOfTurn {
+                FinishReason::ToolUse
+            } else {
+                reason
+            };
             seq.kv = None; // released before the client hears "finished"
             let _ = seq.events.send(GenerateEvent::Finished {
                 reason,
@@ -428,6 +477,16 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
         }
         None => StepResult::Continue,
     }
+}
+
+/// Ends a sequence whose constraint broke down, reporting the tokens it did generate.
+fn fail_in_place(seq: &mut Sequence, why: String) -> StepResult {
+    seq.kv = None;
+    let _ = seq.events.send(GenerateEvent::Failed {
+        error: BasaltError::internal(why),
+        usage: seq.usage(),
+    });
+    StepResult::Done
 }
 
 #[cfg(test)]
@@ -539,7 +598,9 @@ mod tests {
                 max_tokens: Some(max_tokens as u32),
                 stop: vec![],
                 logprobs: None,
+                constraints: Default::default(),
             },
+            constraint: None,
         }
     }
 

@@ -74,12 +74,7 @@ mod tests {
     #[test]
     fn renders_chatml_with_default_system_prompt() {
         let t = ChatTemplate::new(CHATML, "", "<|im_end|>").unwrap();
-        let out = t
-            .render(&[ChatMessage {
-                role: Role::User,
-                content: "Hi".into(),
-            }])
-            .unwrap();
+        let out = t.render(&[ChatMessage::text(Role::User, "Hi")]).unwrap();
         assert_eq!(
             out,
             "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -91,17 +86,11 @@ mod tests {
         let src = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first must be user') }}{% endif %}{{ messages[0]['content'].strip() }}";
         let t = ChatTemplate::new(src, "", "").unwrap();
         let err = t
-            .render(&[ChatMessage {
-                role: Role::System,
-                content: "x".into(),
-            }])
+            .render(&[ChatMessage::text(Role::System, "x")])
             .unwrap_err();
         assert!(err.to_string().contains("first must be user"), "{err}");
         let ok = t
-            .render(&[ChatMessage {
-                role: Role::User,
-                content: "  hi  ".into(),
-            }])
+            .render(&[ChatMessage::text(Role::User, "  hi  ")])
             .unwrap();
         assert_eq!(ok, "hi");
     }

@@ -17,7 +17,8 @@ use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 
 use crate::{
-    body_error, collect_text, error_response, request_id, start_generation, AppState, ServerConfig,
+    body_error, collect_text, error_response, request_id, start_generation, AppState, Block,
+    Blocks, ServerConfig,
 };
 
 type Shared = State<Arc<AppState>>;
@@ -69,6 +70,7 @@ async fn messages(
         &id,
         &model_id,
         &done.text,
+        &done.calls,
         done.reason,
         done.stop_sequence.as_deref(),
         &done.usage,
@@ -80,9 +82,11 @@ fn named(name: &'static str, data: Value) -> Result<Event, Infallible> {
     Ok(Event::default().event(name).data(data.to_string()))
 }
 
-/// `message_start`, `content_block_start`, `ping`, the text deltas, `content_block_stop`,
-/// `message_delta` (stop reason and output tokens), `message_stop`; a failure mid-way is an
-/// `error` event. Dropping the stream cancels the generation.
+/// `message_start` and `ping`; then content blocks, each opened by `content_block_start`
+/// with its first delta (text deltas, or a `tool_use` block and its `input_json_delta`s)
+/// and closed by `content_block_stop`; then `message_delta` (stop reason, output tokens) and
+/// `message_stop`. A failure mid-way is an `error` event. Dropping the stream cancels the
+/// generation.
 fn event_stream(
     id: String,
     model: String,
@@ -94,43 +98,68 @@ fn event_stream(
             "message_start",
             wire::message_start(&id, &model, input_tokens),
         ),
-        named("content_block_start", wire::text_block_start()),
         named("ping", json!({"type": "ping"})),
     ];
-    let body = stream::unfold(Some(rx), |rx| async move {
-        let mut rx = rx?;
-        let events = match rx.recv().await {
-            Some(GenerateEvent::Text { text, .. }) => {
-                if text.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![named("content_block_delta", wire::text_delta(&text))]
+    let body = stream::unfold(Some((rx, Blocks::default())), |state| async move {
+        let (mut rx, mut blocks) = state?;
+        let mut events = Vec::new();
+        let enter = |blocks: &mut Blocks, block: Block, events: &mut Vec<_>| {
+            let entered = blocks.enter(block);
+            if let Some(closed) = entered.closed {
+                events.push(named("content_block_stop", wire::block_stop(closed)));
+            }
+            (entered.opened, entered.index)
+        };
+        match rx.recv().await {
+            Some(GenerateEvent::Text { text, .. }) if !text.is_empty() => {
+                let (opened, index) = enter(&mut blocks, Block::Text, &mut events);
+                if opened {
+                    events.push(named("content_block_start", wire::text_block_start(index)));
                 }
+                events.push(named("content_block_delta", wire::text_delta(index, &text)));
+            }
+            Some(GenerateEvent::Text { .. }) => {}
+            Some(GenerateEvent::ToolCallStart { index: n, id, name }) => {
+                let (_, index) = enter(&mut blocks, Block::Tool(n), &mut events);
+                events.push(named(
+                    "content_block_start",
+                    wire::tool_block_start(index, &id, &name),
+                ));
+            }
+            Some(GenerateEvent::ToolArguments { index: n, json }) => {
+                let (_, index) = enter(&mut blocks, Block::Tool(n), &mut events);
+                events.push(named(
+                    "content_block_delta",
+                    wire::input_json_delta(index, &json),
+                ));
             }
             Some(GenerateEvent::Finished {
                 reason,
                 usage,
                 stop_sequence,
             }) => {
-                let closing = vec![
-                    named("content_block_stop", wire::block_stop()),
-                    named(
-                        "message_delta",
-                        wire::message_delta(reason, stop_sequence.as_deref(), &usage),
-                    ),
-                    named("message_stop", json!({"type": "message_stop"})),
-                ];
-                return Some((stream::iter(closing), None));
+                if !blocks.any() {
+                    // An empty answer is still one (empty) text block.
+                    events.push(named("content_block_start", wire::text_block_start(0)));
+                    events.push(named("content_block_stop", wire::block_stop(0)));
+                }
+                if let Some(closed) = blocks.close() {
+                    events.push(named("content_block_stop", wire::block_stop(closed)));
+                }
+                events.push(named(
+                    "message_delta",
+                    wire::message_delta(reason, stop_sequence.as_deref(), &usage),
+                ));
+                events.push(named("message_stop", json!({"type": "message_stop"})));
+                return Some((stream::iter(events), None));
             }
             Some(GenerateEvent::Failed { error, .. }) => {
-                return Some((
-                    stream::iter(vec![named("error", wire::error_body(&error))]),
-                    None,
-                ));
+                events.push(named("error", wire::error_body(&error)));
+                return Some((stream::iter(events), None));
             }
             None => return None,
-        };
-        Some((stream::iter(events), Some(rx)))
+        }
+        Some((stream::iter(events), Some((rx, blocks))))
     });
     use futures_util::StreamExt;
     stream::iter(opening).chain(body.flatten())
@@ -141,10 +170,12 @@ async fn count_tokens(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, AnthropicError> {
     let body = body.map_err(body_error)?;
-    let (model_id, prompt) = basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
+    let (model_id, prompt, constraints) =
+        basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
     let model = state.model(&model_id)?;
-    let tokens = tokio::task::spawn_blocking(move || model.engine.tokenize_prompt(&prompt))
-        .await
-        .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
+    let tokens =
+        tokio::task::spawn_blocking(move || model.engine.tokenize_prompt(&prompt, &constraints))
+            .await
+            .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
     Ok(Json(json!({"input_tokens": tokens.len()})))
 }

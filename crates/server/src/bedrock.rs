@@ -28,7 +28,8 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 
 use crate::{
-    body_error, collect_text, request_id, start_generation, AppState, ServedModel, ServerConfig,
+    body_error, collect_text, request_id, start_generation, AppState, Block, Blocks, ServedModel,
+    ServerConfig,
 };
 
 type Shared = State<Arc<AppState>>;
@@ -118,7 +119,13 @@ async fn converse(
     let model = resolve(&state, &model_id)?;
     let (_, rx) = start_generation(model, request).await?;
     let done = collect_text(rx).await?;
-    let out = converse::response(&done.text, done.reason, &done.usage, millis(started));
+    let out = converse::response(
+        &done.text,
+        &done.calls,
+        done.reason,
+        &done.usage,
+        millis(started),
+    );
     Ok(with_request_id(Json(out).into_response(), &request_id("")))
 }
 
@@ -132,14 +139,40 @@ async fn converse_stream(
     let request = basalt_wire::parse_json::<ConverseRequest>(&body)?.into_request()?;
     let model = resolve(&state, &model_id)?;
     let (_, rx) = start_generation(model, request).await?;
-    let frames = generation_frames(rx, move |step| match step {
-        Step::Start => vec![frame(events::message_start())],
-        Step::Text(text) => vec![frame(events::text_delta(&text))],
-        Step::Finished(reason, usage) => vec![
-            frame(events::block_stop()),
-            frame(events::message_stop(reason)),
-            frame(events::metadata(&usage, millis(started))),
-        ],
+    // Text blocks open with their first delta; tool-use blocks with a start event.
+    let mut blocks = Blocks::default();
+    let frames = generation_frames(rx, move |step| {
+        let mut out = Vec::new();
+        let mut enter = |block: Block, out: &mut Vec<Vec<u8>>| {
+            let entered = blocks.enter(block);
+            if let Some(closed) = entered.closed {
+                out.push(frame(events::block_stop(closed)));
+            }
+            entered.index
+        };
+        match step {
+            Step::Start => out.push(frame(events::message_start())),
+            Step::Text(text) => {
+                let index = enter(Block::Text, &mut out);
+                out.push(frame(events::text_delta(index, &text)));
+            }
+            Step::ToolStart { call, id, name } => {
+                let index = enter(Block::Tool(call), &mut out);
+                out.push(frame(events::tool_start(index, &id, &name)));
+            }
+            Step::ToolArguments { call, json } => {
+                let index = enter(Block::Tool(call), &mut out);
+                out.push(frame(events::tool_input_delta(index, &json)));
+            }
+            Step::Finished(reason, usage) => {
+                if let Some(closed) = blocks.close() {
+                    out.push(frame(events::block_stop(closed)));
+                }
+                out.push(frame(events::message_stop(reason)));
+                out.push(frame(events::metadata(&usage, millis(started))));
+            }
+        }
+        out
     });
     Ok(event_stream_response(frames, &[]))
 }
@@ -193,7 +226,8 @@ async fn invoke_stream(
     let mut chunks_sent = 0u32;
     let frames = generation_frames(rx, move |step| {
         let native = match step {
-            Step::Start => return Vec::new(),
+            // Native bodies take no tools, so no tool calls come back.
+            Step::Start | Step::ToolStart { .. } | Step::ToolArguments { .. } => return Vec::new(),
             Step::Text(text) => {
                 first_byte_ms.get_or_insert_with(|| millis(started));
                 chunks_sent += 1;
@@ -226,11 +260,13 @@ async fn count_tokens(
     body: BodyResult,
 ) -> Result<Json<Value>, BedrockError> {
     let body = body.map_err(body_error)?;
-    let prompt = basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
+    let (prompt, constraints) =
+        basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
     let model = resolve(&state, &model_id)?;
-    let tokens = tokio::task::spawn_blocking(move || model.engine.tokenize_prompt(&prompt))
-        .await
-        .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
+    let tokens =
+        tokio::task::spawn_blocking(move || model.engine.tokenize_prompt(&prompt, &constraints))
+            .await
+            .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
     Ok(Json(json!({"inputTokens": tokens.len()})))
 }
 
@@ -311,6 +347,8 @@ async fn get_foundation_model(
 enum Step {
     Start,
     Text(String),
+    ToolStart { call: u32, id: String, name: String },
+    ToolArguments { call: u32, json: String },
     Finished(FinishReason, Usage),
 }
 
@@ -330,6 +368,14 @@ fn generation_frames(
         let frames = match rx.recv().await {
             Some(GenerateEvent::Text { text, .. }) if text.is_empty() => Vec::new(),
             Some(GenerateEvent::Text { text, .. }) => encode(Step::Text(text)),
+            Some(GenerateEvent::ToolCallStart { index, id, name }) => encode(Step::ToolStart {
+                call: index,
+                id,
+                name,
+            }),
+            Some(GenerateEvent::ToolArguments { index, json }) => {
+                encode(Step::ToolArguments { call: index, json })
+            }
             Some(GenerateEvent::Finished { reason, usage, .. }) => {
                 return Some((encode(Step::Finished(reason, usage)), None));
             }

@@ -21,7 +21,9 @@ use axum::Router;
 use std::sync::Arc;
 
 use basalt_engine::EventReceiver;
-use basalt_types::{BasaltError, ErrorKind, FinishReason, GenerateEvent, GenerateRequest, Usage};
+use basalt_types::{
+    BasaltError, ErrorKind, FinishReason, GenerateEvent, GenerateRequest, ToolCall, Usage,
+};
 
 pub use state::{AppState, ServedModel};
 
@@ -128,6 +130,7 @@ pub(crate) async fn start_generation(
 /// A whole generation, for the non-streaming routes.
 pub(crate) struct Completed {
     pub text: String,
+    pub calls: Vec<ToolCall>,
     pub reason: FinishReason,
     pub usage: Usage,
     pub stop_sequence: Option<String>,
@@ -135,9 +138,20 @@ pub(crate) struct Completed {
 
 pub(crate) async fn collect_text(mut rx: EventReceiver) -> Result<Completed, BasaltError> {
     let mut text = String::new();
+    let mut calls: Vec<ToolCall> = Vec::new();
     while let Some(event) = rx.recv().await {
         match event {
             GenerateEvent::Text { text: t, .. } => text.push_str(&t),
+            GenerateEvent::ToolCallStart { id, name, .. } => calls.push(ToolCall {
+                id,
+                name,
+                arguments: String::new(),
+            }),
+            GenerateEvent::ToolArguments { index, json } => {
+                if let Some(call) = calls.get_mut(index as usize) {
+                    call.arguments.push_str(&json);
+                }
+            }
             GenerateEvent::Finished {
                 reason,
                 usage,
@@ -145,6 +159,7 @@ pub(crate) async fn collect_text(mut rx: EventReceiver) -> Result<Completed, Bas
             } => {
                 return Ok(Completed {
                     text,
+                    calls,
                     reason,
                     usage,
                     stop_sequence,
@@ -156,6 +171,62 @@ pub(crate) async fn collect_text(mut rx: EventReceiver) -> Result<Completed, Bas
     Err(BasaltError::internal(
         "the engine stopped before finishing the request",
     ))
+}
+
+/// What a streamed answer's content blocks are, for dialects that frame them (Anthropic,
+/// Bedrock): text, or tool call `n` of the generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Block {
+    Text,
+    Tool(u32),
+}
+
+/// Numbers the content blocks of a streamed answer: a block opens with its first event and
+/// closes when another one starts or the answer ends.
+#[derive(Debug, Default)]
+pub(crate) struct Blocks {
+    open: Option<(Block, usize)>,
+    count: usize,
+}
+
+/// What entering a block did: the block closed on the way (if any), whether the entered
+/// block is new, and its index.
+pub(crate) struct Entered {
+    pub closed: Option<usize>,
+    pub opened: bool,
+    pub index: usize,
+}
+
+impl Blocks {
+    pub fn enter(&mut self, block: Block) -> Entered {
+        match self.open {
+            Some((b, index)) if b == block => Entered {
+                closed: None,
+                opened: false,
+                index,
+            },
+            _ => {
+                let closed = self.close();
+                let index = self.count;
+                self.count += 1;
+                self.open = Some((block, index));
+                Entered {
+                    closed,
+                    opened: true,
+                    index,
+                }
+            }
+        }
+    }
+
+    pub fn close(&mut self) -> Option<usize> {
+        self.open.take().map(|(_, index)| index)
+    }
+
+    /// Whether any block was ever opened.
+    pub fn any(&self) -> bool {
+        self.count > 0
+    }
 }
 
 fn unix_now() -> u64 {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use basalt_engine::EventReceiver;
-use basalt_types::{BasaltError, FinishReason, GenerateEvent, TokenLogprob, Usage};
+use basalt_types::{BasaltError, FinishReason, GenerateEvent, TokenLogprob, ToolCall, Usage};
 use basalt_wire::openai::{self as wire, ModelCard, Plan};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
@@ -155,6 +155,7 @@ impl ResponseMeta {
 struct ChoiceResult {
     text: String,
     logprobs: Vec<TokenLogprob>,
+    calls: Vec<ToolCall>,
     finish: Option<FinishReason>,
     usage: Usage,
 }
@@ -172,6 +173,16 @@ async fn collect(
                 GenerateEvent::Text { text, logprobs } => {
                     r.text.push_str(&text);
                     r.logprobs.extend(logprobs);
+                }
+                GenerateEvent::ToolCallStart { id, name, .. } => r.calls.push(ToolCall {
+                    id,
+                    name,
+                    arguments: String::new(),
+                }),
+                GenerateEvent::ToolArguments { index, json } => {
+                    if let Some(call) = r.calls.get_mut(index as usize) {
+                        call.arguments.push_str(&json);
+                    }
                 }
                 GenerateEvent::Finished { reason, usage, .. } => {
                     r.finish = Some(reason);
@@ -198,7 +209,7 @@ async fn collect(
             match meta.surface {
                 Surface::Chat => json!({
                     "index": i,
-                    "message": {"role": "assistant", "content": r.text, "refusal": null},
+                    "message": chat_message(r),
                     "logprobs": if want_logprobs { json!({"content": wire::chat_logprobs(&r.logprobs)}) } else { Value::Null },
                     "finish_reason": finish,
                 }),
@@ -223,6 +234,18 @@ async fn collect(
         "choices": choices,
         "usage": wire::usage_json(&usage),
     }))
+}
+
+/// The assistant message of a chat choice: its text, or its tool calls (content null).
+fn chat_message(r: &ChoiceResult) -> Value {
+    let mut m = json!({"role": "assistant", "content": r.text, "refusal": null});
+    if !r.calls.is_empty() {
+        m["tool_calls"] = wire::tool_calls_json(&r.calls);
+        if r.text.is_empty() {
+            m["content"] = Value::Null;
+        }
+    }
+    m
 }
 
 fn receiver_stream(index: usize, rx: EventReceiver) -> impl Stream<Item = (usize, GenerateEvent)> {
@@ -314,6 +337,18 @@ impl ChunkEncoder {
                 };
                 self.offsets[i] += text.len();
                 Some(self.chunk(json!([self.choice(i, Some(&text), lp, None)])))
+            }
+            GenerateEvent::ToolCallStart { index, id, name } => {
+                let delta = wire::tool_call_start_delta(index, &id, &name);
+                Some(self.chunk(
+                    json!([{"index": i, "delta": delta, "logprobs": null, "finish_reason": null}]),
+                ))
+            }
+            GenerateEvent::ToolArguments { index, json } => {
+                let delta = wire::tool_arguments_delta(index, &json);
+                Some(self.chunk(
+                    json!([{"index": i, "delta": delta, "logprobs": null, "finish_reason": null}]),
+                ))
             }
             GenerateEvent::Finished { reason, usage, .. } => {
                 self.usages[i] = usage;

@@ -9,9 +9,11 @@
 
 mod error;
 mod request;
+mod tools;
 
 pub use error::{BasaltError, ErrorKind};
 pub use request::{
     ChatMessage, FinishReason, GenerateEvent, GenerateRequest, Prompt, Role, SamplingParams,
     TokenLogprob, TopLogprob, Usage,
 };
+pub use tools::{OutputConstraints, OutputFormat, ToolCall, ToolChoice, ToolSpec};

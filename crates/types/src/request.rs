@@ -2,12 +2,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::{OutputConstraints, ToolCall};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     System,
     User,
     Assistant,
+    /// The result of a tool call, answering an assistant message's `tool_calls`.
+    Tool,
 }
 
 impl Role {
@@ -16,6 +20,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
@@ -24,6 +29,24 @@ impl Role {
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
+    /// Calls an assistant message made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a `Tool` message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    /// A plain text message.
+    pub fn text(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
 }
 
 /// What the model is asked to continue: a conversation rendered through the model's chat
@@ -81,6 +104,8 @@ pub struct GenerateRequest {
     /// How many alternatives to report per generated token (0 = none). `Some(0)` still reports
     /// the chosen token's own log-probability.
     pub logprobs: Option<u8>,
+    /// Tools and output format; the default is free text.
+    pub constraints: OutputConstraints,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +119,8 @@ pub enum FinishReason {
     StopSequence,
     /// The context window is full.
     ContextWindow,
+    /// The model called a tool and waits for its result.
+    ToolUse,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,8 +147,8 @@ pub struct TokenLogprob {
     pub top: Vec<TopLogprob>,
 }
 
-/// What a running generation reports, in order: any number of `Text`, then exactly one of
-/// `Finished` or `Failed`.
+/// What a running generation reports, in order: any number of `Text` and tool-call events,
+/// then exactly one of `Finished` or `Failed`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GenerateEvent {
     /// New text, always whole UTF-8 characters. `logprobs` has one entry per token that this
@@ -130,6 +157,15 @@ pub enum GenerateEvent {
         text: String,
         logprobs: Vec<TokenLogprob>,
     },
+    /// A tool call starts; its arguments follow as `ToolArguments` fragments. `index`
+    /// counts the calls of this generation from 0.
+    ToolCallStart {
+        index: u32,
+        id: String,
+        name: String,
+    },
+    /// More of a tool call's arguments: the fragments, joined, are its JSON object.
+    ToolArguments { index: u32, json: String },
     Finished {
         reason: FinishReason,
         usage: Usage,

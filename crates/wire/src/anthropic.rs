@@ -1,14 +1,14 @@
 //! The Anthropic Messages dialect: `POST /v1/messages` and `/v1/messages/count_tokens`.
 //!
-//! Text conversations only for now: tool use, images and documents are refused with a
-//! validation error naming the block (they need constrained decoding and multimodal models).
+//! Text and tool use (`tools`, `tool_choice`, `tool_use` and `tool_result` blocks); images
+//! and documents are refused with an error naming the block, as our models read text only.
 
 use basalt_types::{
-    BasaltError, ChatMessage, ErrorKind, FinishReason, GenerateRequest, Prompt, Role,
-    SamplingParams, Usage,
+    BasaltError, ChatMessage, ErrorKind, FinishReason, GenerateRequest, OutputConstraints,
+    OutputFormat, Prompt, Role, SamplingParams, ToolCall, ToolChoice, ToolSpec, Usage,
 };
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::check_range;
 
@@ -16,21 +16,23 @@ use crate::check_range;
 #[serde(untagged)]
 pub enum Content {
     Text(String),
-    Blocks(Vec<Block>),
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Block {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub text: Option<String>,
+    Blocks(Vec<Map<String, Value>>),
 }
 
 #[derive(Debug, Deserialize)]
 pub struct MessageIn {
     pub role: String,
     pub content: Content,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolIn {
+    pub name: String,
+    pub description: Option<String>,
+    pub input_schema: Option<Value>,
+    /// Server tools (`web_search_...`) have a type; custom tools have none or `custom`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,7 +48,9 @@ pub struct MessagesRequest {
     pub top_k: Option<u32>,
     #[serde(default)]
     pub stream: bool,
-    pub tools: Option<Vec<Value>>,
+    #[serde(default)]
+    pub tools: Vec<ToolIn>,
+    pub tool_choice: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,23 +58,38 @@ pub struct CountTokensRequest {
     pub model: String,
     pub messages: Vec<MessageIn>,
     pub system: Option<Content>,
-    pub tools: Option<Vec<Value>>,
+    #[serde(default)]
+    pub tools: Vec<ToolIn>,
+    pub tool_choice: Option<Value>,
 }
 
-fn text_of(content: Content, param: &str) -> Result<String, BasaltError> {
+fn block_kind<'a>(block: &'a Map<String, Value>, param: &str) -> Result<&'a str, BasaltError> {
+    block.get("type").and_then(Value::as_str).ok_or_else(|| {
+        BasaltError::invalid(format!("{param}.type"), "a content block needs a `type`")
+    })
+}
+
+fn refuse_media(kind: &str, param: &str) -> BasaltError {
+    BasaltError::new(
+        ErrorKind::UnsupportedForModel,
+        format!(
+            "content block of type `{kind}` is not supported by this model (it reads text only)"
+        ),
+    )
+    .with_param(param)
+}
+
+/// The text of a system prompt or a tool result's content.
+fn plain_text(content: Content, param: &str) -> Result<String, BasaltError> {
     match content {
         Content::Text(t) => Ok(t),
         Content::Blocks(blocks) => {
             let mut text = String::new();
-            for (i, b) in blocks.into_iter().enumerate() {
-                match (b.kind.as_str(), b.text) {
-                    ("text", Some(t)) => text.push_str(&t),
-                    (kind, _) => {
-                        return Err(BasaltError::invalid(
-                            format!("{param}.{i}"),
-                            format!("content block of type `{kind}` is not supported by this model (text only)"),
-                        ))
-                    }
+            for (i, b) in blocks.iter().enumerate() {
+                let param = format!("{param}.{i}");
+                match block_kind(b, &param)? {
+                    "text" => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+                    kind => return Err(refuse_media(kind, &param)),
                 }
             }
             Ok(text)
@@ -78,17 +97,98 @@ fn text_of(content: Content, param: &str) -> Result<String, BasaltError> {
     }
 }
 
+/// One API message as canonical messages: tool results become `Tool` messages (before
+/// any text of the same turn), tool uses become the assistant's `tool_calls`.
+fn convert_message(
+    role: Role,
+    content: Content,
+    param: &str,
+    out: &mut Vec<ChatMessage>,
+) -> Result<(), BasaltError> {
+    let blocks = match content {
+        Content::Text(t) => {
+            out.push(ChatMessage::text(role, t));
+            return Ok(());
+        }
+        Content::Blocks(b) => b,
+    };
+    let mut message = ChatMessage::text(role, String::new());
+    for (i, b) in blocks.into_iter().enumerate() {
+        let param = format!("{param}.{i}");
+        match block_kind(&b, &param)? {
+            "text" => message
+                .content
+                .push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
+            "tool_use" if role == Role::Assistant => {
+                let field = |k: &str| {
+                    b.get(k)
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            BasaltError::invalid(
+                                format!("{param}.{k}"),
+                                format!("`{k}` is required"),
+                            )
+                        })
+                };
+                message.tool_calls.push(ToolCall {
+                    id: field("id")?,
+                    name: field("name")?,
+                    arguments: b
+                        .get("input")
+                        .cloned()
+                        .unwrap_or_else(|| json!({}))
+                        .to_string(),
+                });
+            }
+            "tool_result" if role == Role::User => {
+                let id = b
+                    .get("tool_use_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        BasaltError::invalid(
+                            format!("{param}.tool_use_id"),
+                            "`tool_use_id` is required",
+                        )
+                    })?;
+                let content = match b.get("content") {
+                    None | Some(Value::Null) => String::new(),
+                    Some(v) => plain_text(
+                        crate::from_value::<Content>(v.clone())?,
+                        &format!("{param}.content"),
+                    )?,
+                };
+                let content = if b.get("is_error").and_then(Value::as_bool) == Some(true) {
+                    format!("Error: {content}")
+                } else {
+                    content
+                };
+                let mut result = ChatMessage::text(Role::Tool, content);
+                result.tool_call_id = Some(id.to_string());
+                out.push(result);
+            }
+            kind @ ("tool_use" | "tool_result") => {
+                return Err(BasaltError::invalid(
+                    param,
+                    format!(
+                        "`{kind}` blocks are not allowed in a {} message",
+                        role.as_str()
+                    ),
+                ))
+            }
+            kind => return Err(refuse_media(kind, &param)),
+        }
+    }
+    if !message.content.is_empty() || !message.tool_calls.is_empty() {
+        out.push(message);
+    }
+    Ok(())
+}
+
 fn conversation(
     system: Option<Content>,
     messages: Vec<MessageIn>,
-    tools: &Option<Vec<Value>>,
 ) -> Result<Vec<ChatMessage>, BasaltError> {
-    if tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(BasaltError::invalid(
-            "tools",
-            "tool use is not supported yet",
-        ));
-    }
     if messages.is_empty() {
         return Err(BasaltError::invalid(
             "messages",
@@ -97,12 +197,9 @@ fn conversation(
     }
     let mut out = Vec::with_capacity(messages.len() + 1);
     if let Some(system) = system {
-        let text = text_of(system, "system")?;
+        let text = plain_text(system, "system")?;
         if !text.is_empty() {
-            out.push(ChatMessage {
-                role: Role::System,
-                content: text,
-            });
+            out.push(ChatMessage::text(Role::System, text));
         }
     }
     for (i, m) in messages.into_iter().enumerate() {
@@ -116,12 +213,54 @@ fn conversation(
                 ))
             }
         };
-        out.push(ChatMessage {
-            role,
-            content: text_of(m.content, &format!("messages.{i}.content"))?,
-        });
+        convert_message(role, m.content, &format!("messages.{i}.content"), &mut out)?;
     }
     Ok(out)
+}
+
+fn constraints(
+    tools: Vec<ToolIn>,
+    choice: Option<Value>,
+) -> Result<OutputConstraints, BasaltError> {
+    let mut specs = Vec::with_capacity(tools.len());
+    for (i, t) in tools.into_iter().enumerate() {
+        if t.kind.as_deref().is_some_and(|k| k != "custom") {
+            return Err(BasaltError::invalid(
+                format!("tools.{i}.type"),
+                format!("server tool `{}` is not available here; define custom tools with an input_schema", t.kind.unwrap_or_default()),
+            ));
+        }
+        specs.push(ToolSpec {
+            name: t.name,
+            description: t.description,
+            parameters: crate::schema_text(t.input_schema.as_ref()),
+        });
+    }
+    let tool_choice = match &choice {
+        None => ToolChoice::Auto,
+        Some(v) => match v.get("type").and_then(Value::as_str) {
+            Some("auto") => ToolChoice::Auto,
+            Some("any") => ToolChoice::Required,
+            Some("none") => ToolChoice::None,
+            Some("tool") => ToolChoice::Named(
+                v.get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| BasaltError::invalid("tool_choice.name", "`name` is required"))?
+                    .to_string(),
+            ),
+            _ => {
+                return Err(BasaltError::invalid(
+                    "tool_choice.type",
+                    "`type` must be auto, any, tool or none",
+                ))
+            }
+        },
+    };
+    Ok(OutputConstraints {
+        tools: specs,
+        tool_choice,
+        format: OutputFormat::Text,
+    })
 }
 
 impl MessagesRequest {
@@ -134,7 +273,8 @@ impl MessagesRequest {
         }
         check_range("temperature", self.temperature, 0.0, 1.0)?;
         check_range("top_p", self.top_p, 0.0, 1.0)?;
-        let messages = conversation(self.system, self.messages, &self.tools)?;
+        let constraints = constraints(self.tools, self.tool_choice)?;
+        let messages = conversation(self.system, self.messages)?;
         let request = GenerateRequest {
             prompt: Prompt::Chat(messages),
             sampling: SamplingParams {
@@ -150,15 +290,17 @@ impl MessagesRequest {
                 .filter(|s| !s.is_empty())
                 .collect(),
             logprobs: None,
+            constraints,
         };
         Ok((self.model, request, self.stream))
     }
 }
 
 impl CountTokensRequest {
-    pub fn into_prompt(self) -> Result<(String, Prompt), BasaltError> {
-        let messages = conversation(self.system, self.messages, &self.tools)?;
-        Ok((self.model, Prompt::Chat(messages)))
+    pub fn into_prompt(self) -> Result<(String, Prompt, OutputConstraints), BasaltError> {
+        let constraints = constraints(self.tools, self.tool_choice)?;
+        let messages = conversation(self.system, self.messages)?;
+        Ok((self.model, Prompt::Chat(messages), constraints))
     }
 }
 
@@ -168,6 +310,7 @@ pub fn stop_reason(r: FinishReason) -> &'static str {
         FinishReason::StopSequence => "stop_sequence",
         FinishReason::MaxTokens => "max_tokens",
         FinishReason::ContextWindow => "model_context_window_exceeded",
+        FinishReason::ToolUse => "tool_use",
     }
 }
 
@@ -180,21 +323,30 @@ pub fn usage_json(u: &Usage) -> Value {
     })
 }
 
-/// The complete (non-streamed) response.
+/// The complete (non-streamed) response: a text block, or the tool calls the model made.
 pub fn message(
     id: &str,
     model: &str,
     text: &str,
+    calls: &[ToolCall],
     reason: FinishReason,
     stop_sequence: Option<&str>,
     usage: &Usage,
 ) -> Value {
+    let mut content = Vec::new();
+    if !text.is_empty() || calls.is_empty() {
+        content.push(json!({"type": "text", "text": text}));
+    }
+    for c in calls {
+        content.push(json!({"type": "tool_use", "id": c.id, "name": c.name,
+                            "input": crate::arguments_value(&c.arguments)}));
+    }
     json!({
         "id": id,
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": text}],
+        "content": content,
         "stop_reason": stop_reason(reason),
         "stop_sequence": stop_sequence,
         "usage": usage_json(usage),
@@ -210,16 +362,26 @@ pub fn message_start(id: &str, model: &str, input_tokens: u32) -> Value {
     }})
 }
 
-pub fn text_block_start() -> Value {
-    json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+pub fn text_block_start(index: usize) -> Value {
+    json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
 }
 
-pub fn text_delta(text: &str) -> Value {
-    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})
+pub fn tool_block_start(index: usize, id: &str, name: &str) -> Value {
+    json!({"type": "content_block_start", "index": index,
+           "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}})
 }
 
-pub fn block_stop() -> Value {
-    json!({"type": "content_block_stop", "index": 0})
+pub fn text_delta(index: usize, text: &str) -> Value {
+    json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})
+}
+
+pub fn input_json_delta(index: usize, partial_json: &str) -> Value {
+    json!({"type": "content_block_delta", "index": index,
+           "delta": {"type": "input_json_delta", "partial_json": partial_json}})
+}
+
+pub fn block_stop(index: usize) -> Value {
+    json!({"type": "content_block_stop", "index": index})
 }
 
 pub fn message_delta(reason: FinishReason, stop_sequence: Option<&str>, usage: &Usage) -> Value {
@@ -267,13 +429,7 @@ mod tests {
         assert_eq!(r.sampling.top_k, 5);
         match r.prompt {
             Prompt::Chat(m) => {
-                assert_eq!(
-                    m[0],
-                    ChatMessage {
-                        role: Role::System,
-                        content: "be brief".into()
-                    }
-                );
+                assert_eq!(m[0], ChatMessage::text(Role::System, "be brief"));
                 assert_eq!(m[1].content, "hi");
             }
             other => panic!("{other:?}"),
@@ -284,7 +440,9 @@ mod tests {
     fn refuses_what_it_cannot_do_naming_the_field() {
         let cases: &[(&[u8], &str)] = &[
             (br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"image","source":{}}]}]}"#, "messages.0.content.0"),
-            (br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"t"}]}"#, "tools"),
+            (br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#, "tools.0.type"),
+            (br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_use","id":"a","name":"f","input":{}}]}]}"#, "messages.0.content.0"),
+            (br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"tool"}}"#, "tool_choice.name"),
             (br#"{"model":"m","max_tokens":0,"messages":[{"role":"user","content":"x"}]}"#, "max_tokens"),
             (br#"{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"x"}]}"#, "messages.0.role"),
             (br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}],"temperature":1.5}"#, "temperature"),
@@ -302,6 +460,57 @@ mod tests {
         }
         let e = parse_json::<MessagesRequest>(br#"{"model":"m","messages":[]}"#).unwrap_err();
         assert!(e.message.contains("max_tokens"), "{}", e.message);
+    }
+
+    #[test]
+    fn converts_tool_use_and_results() {
+        let req: MessagesRequest = parse_json(
+            br#"{"model":"m","max_tokens":50,
+                 "tools":[{"name":"get_weather","description":"Weather","input_schema":{"type":"object","properties":{"city":{"type":"string"}}}}],
+                 "tool_choice":{"type":"any"},
+                 "messages":[
+                   {"role":"user","content":"Weather in Paris?"},
+                   {"role":"assistant","content":[{"type":"text","text":"Let me check."},
+                     {"type":"tool_use","id":"toolu_1","name":"get_weather","input":{"city":"Paris"}}]},
+                   {"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":[{"type":"text","text":"21C"}]},
+                     {"type":"text","text":"And tomorrow?"}]}]}"#,
+        )
+        .unwrap();
+        let (_, r, _) = req.into_request().unwrap();
+        assert_eq!(r.constraints.tool_choice, ToolChoice::Required);
+        assert_eq!(r.constraints.tools[0].name, "get_weather");
+        let Prompt::Chat(m) = r.prompt else { panic!() };
+        assert_eq!(m[1].content, "Let me check.");
+        assert_eq!(m[1].tool_calls[0].arguments, r#"{"city":"Paris"}"#);
+        assert_eq!(m[2].role, Role::Tool);
+        assert_eq!(m[2].tool_call_id.as_deref(), Some("toolu_1"));
+        assert_eq!(m[2].content, "21C");
+        assert_eq!(m[3].content, "And tomorrow?");
+    }
+
+    #[test]
+    fn responses_carry_tool_use_blocks() {
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "f".into(),
+            arguments: r#"{"x":1}"#.into(),
+        };
+        let v = message(
+            "msg_1",
+            "m",
+            "",
+            &[call],
+            FinishReason::ToolUse,
+            None,
+            &Usage::default(),
+        );
+        assert_eq!(v["stop_reason"], "tool_use");
+        assert_eq!(v["content"][0]["type"], "tool_use");
+        assert_eq!(v["content"][0]["input"]["x"], 1);
+        assert_eq!(
+            input_json_delta(1, "{\"x\"")["delta"]["partial_json"],
+            "{\"x\""
+        );
     }
 
     #[test]

@@ -41,6 +41,25 @@ fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> BasaltError {
     }
 }
 
+/// A JSON Schema as the JSON text canonical types carry; a missing schema means "an object
+/// with any properties", which is what every API assumes for a tool without parameters.
+pub(crate) fn schema_text(schema: Option<&serde_json::Value>) -> String {
+    match schema {
+        Some(v) if !v.is_null() => v.to_string(),
+        _ => r#"{"type":"object","properties":{}}"#.to_string(),
+    }
+}
+
+/// A tool call's arguments as a JSON value for dialects that send objects, not text. A call
+/// cut off by `max_tokens` has unparseable arguments; it is reported as an empty object
+/// (the stop reason says why).
+pub(crate) fn arguments_value(arguments: &str) -> serde_json::Value {
+    serde_json::from_str::<serde_json::Value>(arguments)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}))
+}
+
 /// A parameter outside its documented range is a 400 that names it, in every dialect.
 pub(crate) fn check_range(
     param: &str,

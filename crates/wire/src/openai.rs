@@ -1,8 +1,9 @@
 //! The OpenAI dialect: `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
 
 use basalt_types::{
-    BasaltError, ChatMessage, ErrorKind, FinishReason, GenerateRequest, Prompt, Role,
-    SamplingParams, TokenLogprob, Usage,
+    BasaltError, ChatMessage, ErrorKind, FinishReason, GenerateRequest, OutputConstraints,
+    OutputFormat, Prompt, Role, SamplingParams, TokenLogprob, ToolCall, ToolChoice, ToolSpec,
+    Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -48,6 +49,42 @@ pub struct ChatMessageIn {
     pub role: String,
     #[serde(default)]
     pub content: Option<MessageContent>,
+    /// Calls an assistant message made.
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCallIn>,
+    /// For `tool` messages: the call answered.
+    pub tool_call_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolCallIn {
+    pub id: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    pub function: FunctionCallIn,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionCallIn {
+    pub name: String,
+    /// JSON text, as the model produced it.
+    pub arguments: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ToolIn {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionIn,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionIn {
+    pub name: String,
+    pub description: Option<String>,
+    pub parameters: Option<Value>,
+    /// Accepted: Basalt always enforces the schema.
+    pub strict: Option<bool>,
 }
 
 /// Sampling fields shared by both generation endpoints (OpenAI's plus llama.cpp-style
@@ -78,9 +115,12 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub logprobs: bool,
     pub top_logprobs: Option<u8>,
-    pub tools: Option<Vec<Value>>,
+    #[serde(default)]
+    pub tools: Vec<ToolIn>,
     pub tool_choice: Option<Value>,
     pub response_format: Option<Value>,
+    /// Accepted; Basalt's models make at most one call per turn.
+    pub parallel_tool_calls: Option<bool>,
     /// Filled by [`parse_chat`] from the body's sampling keys.
     #[serde(skip)]
     pub sampling: SamplingFields,
@@ -256,22 +296,7 @@ fn max_tokens(param: &str, v: Option<u32>) -> Result<Option<u32>, BasaltError> {
 impl ChatCompletionRequest {
     pub fn into_plan(self) -> Result<Plan, BasaltError> {
         self.sampling.validate()?;
-        // Refused rather than ignored: silently answering in free text would break the
-        // caller's contract. Tool calls and JSON schemas need constrained decoding.
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) || self.tool_choice.is_some() {
-            return Err(BasaltError::invalid(
-                "tools",
-                "tool calling is not supported yet",
-            ));
-        }
-        if let Some(format) = &self.response_format {
-            if format.get("type").and_then(Value::as_str) != Some("text") {
-                return Err(BasaltError::invalid(
-                    "response_format",
-                    "only `{\"type\": \"text\"}` is supported yet (JSON output needs constrained decoding)",
-                ));
-            }
-        }
+        let constraints = self.constraints()?;
         if self.messages.is_empty() {
             return Err(BasaltError::invalid(
                 "messages",
@@ -284,10 +309,11 @@ impl ChatCompletionRequest {
                 "system" | "developer" => Role::System,
                 "user" => Role::User,
                 "assistant" => Role::Assistant,
+                "tool" => Role::Tool,
                 other => {
                     return Err(BasaltError::invalid(
                         format!("messages[{i}].role"),
-                        format!("role `{other}` is not supported (use system, developer, user or assistant)"),
+                        format!("role `{other}` is not supported (use system, developer, user, assistant or tool)"),
                     ))
                 }
             };
@@ -300,17 +326,45 @@ impl ChatCompletionRequest {
                         match (p.kind.as_str(), p.text) {
                             ("text", Some(t)) => text.push_str(&t),
                             (kind, _) => {
-                                return Err(BasaltError::invalid(
-                                    format!("messages[{i}].content[{j}]"),
+                                return Err(BasaltError::new(
+                                    ErrorKind::UnsupportedForModel,
                                     format!("content part of type `{kind}` is not supported by this model (text only)"),
-                                ))
+                                ).with_param(format!("messages[{i}].content[{j}]")))
                             }
                         }
                     }
                     text
                 }
             };
-            messages.push(ChatMessage { role, content });
+            let mut message = ChatMessage::text(role, content);
+            if role == Role::Tool {
+                message.tool_call_id = Some(m.tool_call_id.ok_or_else(|| {
+                    BasaltError::invalid(
+                        format!("messages[{i}].tool_call_id"),
+                        "`tool` messages need the `tool_call_id` they answer",
+                    )
+                })?);
+            }
+            for (j, call) in m.tool_calls.into_iter().enumerate() {
+                if role != Role::Assistant {
+                    return Err(BasaltError::invalid(
+                        format!("messages[{i}].tool_calls"),
+                        "only assistant messages carry tool calls",
+                    ));
+                }
+                if call.kind.as_deref().is_some_and(|k| k != "function") {
+                    return Err(BasaltError::invalid(
+                        format!("messages[{i}].tool_calls[{j}].type"),
+                        "tool calls must be of type `function`",
+                    ));
+                }
+                message.tool_calls.push(ToolCall {
+                    id: call.id,
+                    name: call.function.name,
+                    arguments: call.function.arguments,
+                });
+            }
+            messages.push(message);
         }
         if self.top_logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
             return Err(BasaltError::invalid(
@@ -336,6 +390,7 @@ impl ChatCompletionRequest {
                 max_tokens: limit,
                 stop: stop.clone(),
                 logprobs,
+                constraints: constraints.clone(),
             })
             .collect();
         Ok(Plan {
@@ -345,6 +400,81 @@ impl ChatCompletionRequest {
             include_usage: self.sampling.include_usage(),
             echo: Vec::new(),
             choices_per_prompt: n as usize,
+        })
+    }
+}
+
+impl ChatCompletionRequest {
+    /// `tools`, `tool_choice` and `response_format` as canonical constraints.
+    fn constraints(&self) -> Result<OutputConstraints, BasaltError> {
+        let mut tools = Vec::with_capacity(self.tools.len());
+        for (i, t) in self.tools.iter().enumerate() {
+            if t.kind != "function" {
+                return Err(BasaltError::invalid(
+                    format!("tools[{i}].type"),
+                    format!("tool type `{}` is not supported (use function)", t.kind),
+                ));
+            }
+            tools.push(ToolSpec {
+                name: t.function.name.clone(),
+                description: t.function.description.clone(),
+                parameters: crate::schema_text(t.function.parameters.as_ref()),
+            });
+        }
+        let tool_choice = match &self.tool_choice {
+            None => ToolChoice::Auto,
+            Some(Value::String(s)) => match s.as_str() {
+                "auto" => ToolChoice::Auto,
+                "none" => ToolChoice::None,
+                "required" => ToolChoice::Required,
+                other => {
+                    return Err(BasaltError::invalid(
+                        "tool_choice",
+                        format!("`{other}` is not a tool choice (use auto, none, required or a named function)"),
+                    ))
+                }
+            },
+            Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+                Some(name) if v.get("type").and_then(Value::as_str) == Some("function") => {
+                    ToolChoice::Named(name.to_string())
+                }
+                _ => {
+                    return Err(BasaltError::invalid(
+                        "tool_choice",
+                        "a named tool choice is {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                    ))
+                }
+            },
+        };
+        let format = match &self.response_format {
+            None => OutputFormat::Text,
+            Some(v) => match v.get("type").and_then(Value::as_str) {
+                Some("text") => OutputFormat::Text,
+                Some("json_object") => OutputFormat::JsonObject,
+                Some("json_schema") => {
+                    let spec = v.get("json_schema").ok_or_else(|| {
+                        BasaltError::invalid(
+                            "response_format.json_schema",
+                            "`json_schema` is required when the type is json_schema",
+                        )
+                    })?;
+                    OutputFormat::JsonSchema {
+                        name: spec.get("name").and_then(Value::as_str).map(str::to_string),
+                        schema: crate::schema_text(spec.get("schema")),
+                    }
+                }
+                _ => {
+                    return Err(BasaltError::invalid(
+                        "response_format.type",
+                        "`type` must be text, json_object or json_schema",
+                    ))
+                }
+            },
+        };
+        Ok(OutputConstraints {
+            tools,
+            tool_choice,
+            format,
         })
     }
 }
@@ -388,6 +518,7 @@ impl CompletionRequest {
                     max_tokens: limit,
                     stop: stop.clone(),
                     logprobs: self.logprobs,
+                    constraints: Default::default(),
                 });
                 echo.push(if self.echo {
                     prompt.clone()
@@ -411,7 +542,30 @@ pub fn finish_reason(r: FinishReason) -> &'static str {
     match r {
         FinishReason::EndOfTurn | FinishReason::StopSequence => "stop",
         FinishReason::MaxTokens | FinishReason::ContextWindow => "length",
+        FinishReason::ToolUse => "tool_calls",
     }
+}
+
+/// `tool_calls` of a complete assistant message.
+pub fn tool_calls_json(calls: &[ToolCall]) -> Value {
+    calls
+        .iter()
+        .map(|c| {
+            json!({"id": c.id, "type": "function",
+                   "function": {"name": c.name, "arguments": c.arguments}})
+        })
+        .collect()
+}
+
+/// The stream delta that opens tool call `index`: its id and name, empty arguments.
+pub fn tool_call_start_delta(index: u32, id: &str, name: &str) -> Value {
+    json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+                            "function": {"name": name, "arguments": ""}}]})
+}
+
+/// A stream delta with more of tool call `index`'s arguments.
+pub fn tool_arguments_delta(index: u32, json: &str) -> Value {
+    json!({"tool_calls": [{"index": index, "function": {"arguments": json}}]})
 }
 
 pub fn usage_json(u: &Usage) -> Value {
@@ -545,7 +699,8 @@ mod tests {
             (br#"{"model":"m","messages":[],"n":1}"#, "messages"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":3}"#, "temperature"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":0}"#, "n"),
-            (br#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#, "messages[0].role"),
+            (br#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#, "messages[0].tool_call_id"),
+            (br#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#, "messages[0].role"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_logprobs":2}"#, "top_logprobs"),
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#, "max_tokens"),
             (
@@ -556,10 +711,16 @@ mod tests {
             (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, "temperature"),
             (br#"{"model":"m","messages":[{"role":"user","content":5}]}"#, "messages[0].content"),
             (br#"[1,2]"#, "body"),
-            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#, "tools"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function"}]}"#, "tools[0]"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"code","function":{"name":"f"}}]}"#, "tools[0].type"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"maybe"}"#, "tool_choice"),
             (
-                br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}"#,
-                "response_format",
+                br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"xml"}}"#,
+                "response_format.type",
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema"}}"#,
+                "response_format.json_schema",
             ),
         ];
         for (body, param) in cases {
@@ -572,6 +733,41 @@ mod tests {
             );
             assert_eq!(err.status(), 400);
         }
+    }
+
+    #[test]
+    fn tools_choices_formats_and_history() {
+        let plan = parse_chat(
+            br#"{"model":"m","messages":[
+                  {"role":"user","content":"Weather?"},
+                  {"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"w","arguments":"{\"city\":\"Oslo\"}"}}]},
+                  {"role":"tool","tool_call_id":"c1","content":"cold"}],
+                 "tools":[{"type":"function","function":{"name":"w","parameters":{"type":"object"}}}],
+                 "tool_choice":{"type":"function","function":{"name":"w"}},
+                 "response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"}}}}"#,
+        )
+        .unwrap()
+        .into_plan()
+        .unwrap();
+        let r = &plan.requests[0];
+        assert_eq!(r.constraints.tool_choice, ToolChoice::Named("w".into()));
+        assert!(
+            matches!(&r.constraints.format, OutputFormat::JsonSchema { name: Some(n), .. } if n == "x")
+        );
+        let Prompt::Chat(m) = &r.prompt else { panic!() };
+        assert_eq!(m[1].tool_calls[0].name, "w");
+        assert_eq!(m[2].role, Role::Tool);
+        assert_eq!(m[2].tool_call_id.as_deref(), Some("c1"));
+        let required = parse_chat(br#"{"model":"m","messages":[{"role":"user","content":"x"}],"tool_choice":"required","tools":[]}"#)
+            .unwrap()
+            .into_plan()
+            .unwrap();
+        assert_eq!(
+            required.requests[0].constraints.tool_choice,
+            ToolChoice::Required
+        );
+        let deltas = tool_call_start_delta(0, "c", "w");
+        assert_eq!(deltas["tool_calls"][0]["function"]["arguments"], "");
     }
 
     #[test]

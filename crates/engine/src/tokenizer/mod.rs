@@ -228,6 +228,15 @@ impl Tokenizer {
         self.to_id.get(text).copied()
     }
 
+    pub fn token_kind(&self, id: u32) -> Option<TokenKind> {
+        self.kinds.get(id as usize).copied()
+    }
+
+    /// The token that ends the model's turn: EOS, or the first end-of-generation marker.
+    pub fn end_of_turn(&self) -> Option<u32> {
+        self.eos.or_else(|| self.end_of_generation.first().copied())
+    }
+
     pub fn is_end_of_generation(&self, id: u32) -> bool {
         self.end_of_generation.contains(&id)
     }

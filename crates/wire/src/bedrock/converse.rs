@@ -1,11 +1,13 @@
 //! `Converse` and `ConverseStream`: Bedrock's model-independent chat API.
 //!
 //! Content blocks are unions with exactly one key. Text (and guard content, which is text
-//! a guardrail should look at) reaches the model; cache points are accepted as hints; media
-//! blocks are refused naming the block, since our text models cannot see them.
+//! a guardrail should look at) reaches the model, as do tool uses and tool results; cache
+//! points are accepted as hints; media blocks are refused naming the block, since our text
+//! models cannot see them. `toolConfig` and `outputConfig` become output constraints.
 
 use basalt_types::{
-    BasaltError, ChatMessage, FinishReason, GenerateRequest, Prompt, Role, SamplingParams, Usage,
+    BasaltError, ChatMessage, FinishReason, GenerateRequest, OutputConstraints, OutputFormat,
+    Prompt, Role, SamplingParams, ToolCall, ToolChoice, ToolSpec, Usage,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -74,14 +76,14 @@ pub struct ConverseTokensRequest {
 
 impl ConverseRequest {
     pub fn into_request(self) -> Result<GenerateRequest, BasaltError> {
-        refuse_unsupported(&self.tool_config, "toolConfig", "tool use")?;
         refuse_unsupported(&self.guardrail_config, "guardrailConfig", "guardrails")?;
-        refuse_unsupported(&self.output_config, "outputConfig", "structured output")?;
         refuse_unsupported(
             &self.prompt_variables,
             "promptVariables",
             "prompt management",
         )?;
+        let mut constraints = tool_constraints(self.tool_config.as_ref(), "toolConfig")?;
+        constraints.format = output_format(self.output_config.as_ref())?;
         let cfg = self.inference_config;
         if cfg.max_tokens == Some(0) {
             return Err(BasaltError::invalid(
@@ -109,19 +111,140 @@ impl ConverseRequest {
             max_tokens: Some(cfg.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
             stop: cfg.stop_sequences,
             logprobs: None,
+            constraints,
         })
     }
 }
 
 impl ConverseTokensRequest {
-    pub fn into_prompt(self) -> Result<Prompt, BasaltError> {
-        refuse_unsupported(&self.tool_config, "input.converse.toolConfig", "tool use")?;
+    pub fn into_prompt(self) -> Result<(Prompt, OutputConstraints), BasaltError> {
+        let constraints = tool_constraints(self.tool_config.as_ref(), "input.converse.toolConfig")?;
         additional_fields(
             &self.additional_model_request_fields,
             &mut SamplingParams::default(),
         )?;
-        Ok(Prompt::Chat(conversation(self.system, self.messages)?))
+        Ok((
+            Prompt::Chat(conversation(self.system, self.messages)?),
+            constraints,
+        ))
     }
+}
+
+/// The one member of a union object, by name.
+fn union_member<'a>(v: &'a Value, param: &str) -> Result<(&'a str, &'a Value), BasaltError> {
+    let mut members = v.as_object().into_iter().flatten();
+    match (members.next(), members.next()) {
+        (Some((k, v)), None) => Ok((k.as_str(), v)),
+        _ => Err(BasaltError::invalid(param, "must have exactly one member")),
+    }
+}
+
+/// `toolConfig{tools:[{toolSpec}], toolChoice}` as constraints.
+fn tool_constraints(config: Option<&Value>, param: &str) -> Result<OutputConstraints, BasaltError> {
+    let mut c = OutputConstraints::default();
+    let Some(config) = config.filter(|v| !v.is_null()) else {
+        return Ok(c);
+    };
+    let tools = config
+        .get("tools")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            BasaltError::invalid(format!("{param}.tools"), "`tools` must be a list of tools")
+        })?;
+    for (i, t) in tools.iter().enumerate() {
+        let at = format!("{param}.tools.{i}");
+        match union_member(t, &at)? {
+            ("toolSpec", spec) => {
+                let name = spec.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    BasaltError::invalid(format!("{at}.toolSpec.name"), "`name` is required")
+                })?;
+                let schema = spec.pointer("/inputSchema/json").ok_or_else(|| {
+                    BasaltError::invalid(
+                        format!("{at}.toolSpec.inputSchema"),
+                        "`inputSchema.json` is required",
+                    )
+                })?;
+                c.tools.push(ToolSpec {
+                    name: name.to_string(),
+                    description: spec
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    parameters: crate::schema_text(Some(schema)),
+                });
+            }
+            ("cachePoint", _) => {}
+            (other, _) => {
+                return Err(BasaltError::invalid(
+                    at,
+                    format!("`{other}` tools are not supported (use toolSpec)"),
+                ))
+            }
+        }
+    }
+    c.tool_choice = match config.get("toolChoice").filter(|v| !v.is_null()) {
+        None => ToolChoice::Auto,
+        Some(choice) => match union_member(choice, &format!("{param}.toolChoice"))? {
+            ("auto", _) => ToolChoice::Auto,
+            ("any", _) => ToolChoice::Required,
+            ("tool", t) => ToolChoice::Named(
+                t.get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        BasaltError::invalid(
+                            format!("{param}.toolChoice.tool.name"),
+                            "`name` is required",
+                        )
+                    })?
+                    .to_string(),
+            ),
+            (other, _) => {
+                return Err(BasaltError::invalid(
+                    format!("{param}.toolChoice"),
+                    format!("`{other}` is not a tool choice (auto, any or tool)"),
+                ))
+            }
+        },
+    };
+    Ok(c)
+}
+
+/// `outputConfig.textFormat`: a JSON Schema (sent as a string) the answer must follow.
+fn output_format(config: Option<&Value>) -> Result<OutputFormat, BasaltError> {
+    let Some(format) = config
+        .and_then(|c| c.get("textFormat"))
+        .filter(|v| !v.is_null())
+    else {
+        return Ok(OutputFormat::Text);
+    };
+    if format.get("type").and_then(Value::as_str) != Some("json_schema") {
+        return Err(BasaltError::invalid(
+            "outputConfig.textFormat.type",
+            "the only output format is json_schema",
+        ));
+    }
+    let spec = format.pointer("/structure/jsonSchema").ok_or_else(|| {
+        BasaltError::invalid(
+            "outputConfig.textFormat.structure",
+            "`structure.jsonSchema` is required",
+        )
+    })?;
+    let schema = spec.get("schema").and_then(Value::as_str).ok_or_else(|| {
+        BasaltError::invalid(
+            "outputConfig.textFormat.structure.jsonSchema.schema",
+            "`schema` must be the JSON Schema as a string",
+        )
+    })?;
+    serde_json::from_str::<Value>(schema).map_err(|e| {
+        BasaltError::invalid(
+            "outputConfig.textFormat.structure.jsonSchema.schema",
+            format!("not valid JSON: {e}"),
+        )
+    })?;
+    Ok(OutputFormat::JsonSchema {
+        name: spec.get("name").and_then(Value::as_str).map(str::to_string),
+        schema: schema.to_string(),
+    })
 }
 
 fn refuse_unsupported(v: &Option<Value>, param: &str, what: &str) -> Result<(), BasaltError> {
@@ -210,10 +333,7 @@ fn conversation(
         }
     }
     if !system_text.is_empty() {
-        out.push(ChatMessage {
-            role: Role::System,
-            content: system_text.join("\n"),
-        });
+        out.push(ChatMessage::text(Role::System, system_text.join("\n")));
     }
     for (i, m) in messages.into_iter().enumerate() {
         let role = match m.role.as_str() {
@@ -238,18 +358,91 @@ fn conversation(
                 "a message needs at least one content block",
             ));
         }
-        let mut text = String::new();
+        let mut message = ChatMessage::text(role, String::new());
         for (j, block) in m.content.iter().enumerate() {
-            if let Some(t) = block_text(block, &format!("messages.{i}.content.{j}"))? {
-                text.push_str(&t);
+            let param = format!("messages.{i}.content.{j}");
+            if let Some(tool_use) = block.get("toolUse").filter(|_| block.len() == 1) {
+                if role != Role::Assistant {
+                    return Err(BasaltError::invalid(
+                        param,
+                        "only assistant messages hold toolUse blocks",
+                    ));
+                }
+                message.tool_calls.push(tool_use_block(tool_use, &param)?);
+            } else if let Some(result) = block.get("toolResult").filter(|_| block.len() == 1) {
+                if role != Role::User {
+                    return Err(BasaltError::invalid(
+                        param,
+                        "only user messages hold toolResult blocks",
+                    ));
+                }
+                out.push(tool_result_block(result, &param)?);
+            } else if let Some(t) = block_text(block, &param)? {
+                message.content.push_str(&t);
             }
         }
-        out.push(ChatMessage {
-            role,
-            content: text,
-        });
+        if !message.content.is_empty() || !message.tool_calls.is_empty() {
+            out.push(message);
+        }
     }
     Ok(out)
+}
+
+fn tool_use_block(v: &Value, param: &str) -> Result<ToolCall, BasaltError> {
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                BasaltError::invalid(format!("{param}.toolUse.{k}"), format!("`{k}` is required"))
+            })
+    };
+    Ok(ToolCall {
+        id: field("toolUseId")?,
+        name: field("name")?,
+        arguments: v
+            .get("input")
+            .cloned()
+            .unwrap_or_else(|| json!({}))
+            .to_string(),
+    })
+}
+
+fn tool_result_block(v: &Value, param: &str) -> Result<ChatMessage, BasaltError> {
+    let id = v.get("toolUseId").and_then(Value::as_str).ok_or_else(|| {
+        BasaltError::invalid(
+            format!("{param}.toolResult.toolUseId"),
+            "`toolUseId` is required",
+        )
+    })?;
+    let mut content = String::new();
+    for (k, part) in v
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        match union_member(part, &format!("{param}.toolResult.content.{k}"))? {
+            ("text", Value::String(t)) => content.push_str(t),
+            ("json", j) => content.push_str(&j.to_string()),
+            (kind, _) => {
+                return Err(BasaltError::new(
+                    basalt_types::ErrorKind::UnsupportedForModel,
+                    format!(
+                        "this model accepts text only; `{kind}` tool results are not supported"
+                    ),
+                )
+                .with_param(format!("{param}.toolResult.content.{k}")))
+            }
+        }
+    }
+    if v.get("status").and_then(Value::as_str) == Some("error") {
+        content = format!("Error: {content}");
+    }
+    let mut message = ChatMessage::text(Role::Tool, content);
+    message.tool_call_id = Some(id.to_string());
+    Ok(message)
 }
 
 /// The text a content block contributes, `None` for blocks that carry none (cache points).
@@ -266,13 +459,15 @@ fn block_text(block: &Map<String, Value>, param: &str) -> Result<Option<String>,
         // {"guardContent": {"text": {"text": "..."}}}
         "guardContent" => value.pointer("/text/text").and_then(Value::as_str),
         "cachePoint" => return Ok(None),
-        "image" | "document" | "video" | "audio" => return Err(BasaltError::new(
-            basalt_types::ErrorKind::UnsupportedForModel,
-            format!(
+        "image" | "document" | "video" | "audio" => {
+            return Err(BasaltError::new(
+                basalt_types::ErrorKind::UnsupportedForModel,
+                format!(
                 "{param}: this model accepts text only; `{kind}` content blocks are not supported"
             ),
-        )
-        .with_param(param)),
+            )
+            .with_param(param))
+        }
         "toolUse" | "toolResult" => {
             return Err(BasaltError::invalid(
                 param,
@@ -307,13 +502,28 @@ pub fn stop_reason(r: FinishReason) -> &'static str {
         FinishReason::MaxTokens => "max_tokens",
         FinishReason::StopSequence => "stop_sequence",
         FinishReason::ContextWindow => "model_context_window_exceeded",
+        FinishReason::ToolUse => "tool_use",
     }
 }
 
-/// The `Converse` response.
-pub fn response(text: &str, reason: FinishReason, usage: &Usage, latency_ms: u64) -> Value {
+/// The `Converse` response: a text block, or the tool calls the model made.
+pub fn response(
+    text: &str,
+    calls: &[ToolCall],
+    reason: FinishReason,
+    usage: &Usage,
+    latency_ms: u64,
+) -> Value {
+    let mut content = Vec::new();
+    if !text.is_empty() || calls.is_empty() {
+        content.push(json!({"text": text}));
+    }
+    for c in calls {
+        content.push(json!({"toolUse": {"toolUseId": c.id, "name": c.name,
+                                        "input": crate::arguments_value(&c.arguments)}}));
+    }
     json!({
-        "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+        "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop_reason(reason),
         "usage": usage_json(usage),
         "metrics": {"latencyMs": latency_ms},
@@ -329,15 +539,30 @@ pub mod events {
         ("messageStart", json!({"role": "assistant"}))
     }
 
-    pub fn text_delta(text: &str) -> (&'static str, Value) {
+    pub fn text_delta(index: usize, text: &str) -> (&'static str, Value) {
         (
             "contentBlockDelta",
-            json!({"contentBlockIndex": 0, "delta": {"text": text}}),
+            json!({"contentBlockIndex": index, "delta": {"text": text}}),
         )
     }
 
-    pub fn block_stop() -> (&'static str, Value) {
-        ("contentBlockStop", json!({"contentBlockIndex": 0}))
+    /// A tool-use block opens with its id and name; text blocks need no start event.
+    pub fn tool_start(index: usize, id: &str, name: &str) -> (&'static str, Value) {
+        (
+            "contentBlockStart",
+            json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": id, "name": name}}}),
+        )
+    }
+
+    pub fn tool_input_delta(index: usize, partial_json: &str) -> (&'static str, Value) {
+        (
+            "contentBlockDelta",
+            json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": partial_json}}}),
+        )
+    }
+
+    pub fn block_stop(index: usize) -> (&'static str, Value) {
+        ("contentBlockStop", json!({"contentBlockIndex": index}))
     }
 
     pub fn message_stop(reason: FinishReason) -> (&'static str, Value) {
@@ -430,8 +655,20 @@ mod tests {
                 "additionalModelRequestFields.foo",
             ),
             (
-                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"toolConfig":{"tools":[]}}"#,
-                "toolConfig",
+                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"toolConfig":{"tools":[{"toolSpec":{"name":"f"}}]}}"#,
+                "toolConfig.tools.0.toolSpec.inputSchema",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"toolConfig":{"tools":[],"toolChoice":{"maybe":{}}}}"#,
+                "toolConfig.toolChoice",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"outputConfig":{"textFormat":{"type":"json_schema","structure":{"jsonSchema":{"schema":"{nope"}}}}}"#,
+                "outputConfig.textFormat.structure.jsonSchema.schema",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"toolUse":{"toolUseId":"a","name":"f","input":{}}}]}]}"#,
+                "messages.0.content.0",
             ),
             (
                 r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"inferenceConfig":{"max_tokens":3}}"#,
@@ -445,17 +682,58 @@ mod tests {
     }
 
     #[test]
+    fn tools_results_and_output_formats() {
+        let r = request(
+            r#"{"messages":[{"role":"user","content":[{"text":"Weather?"}]},
+                  {"role":"assistant","content":[{"toolUse":{"toolUseId":"t1","name":"w","input":{"city":"Oslo"}}}]},
+                  {"role":"user","content":[{"toolResult":{"toolUseId":"t1","content":[{"json":{"temp":3}}]}}]}],
+                "toolConfig":{"tools":[{"toolSpec":{"name":"w","description":"weather","inputSchema":{"json":{"type":"object"}}}}],
+                              "toolChoice":{"tool":{"name":"w"}}},
+                "outputConfig":{"textFormat":{"type":"json_schema","structure":{"jsonSchema":{"schema":"{\"type\":\"object\"}","name":"o"}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.constraints.tool_choice, ToolChoice::Named("w".into()));
+        assert_eq!(
+            r.constraints.tools[0].description.as_deref(),
+            Some("weather")
+        );
+        assert!(matches!(
+            r.constraints.format,
+            OutputFormat::JsonSchema { .. }
+        ));
+        let Prompt::Chat(m) = r.prompt else { panic!() };
+        assert_eq!(m[1].tool_calls[0].arguments, r#"{"city":"Oslo"}"#);
+        assert_eq!(m[2].role, Role::Tool);
+        assert_eq!(m[2].content, r#"{"temp":3}"#);
+    }
+
+    #[test]
     fn response_shapes() {
         let usage = Usage {
             input_tokens: 5,
             output_tokens: 3,
             cached_input_tokens: 0,
         };
-        let v = response("hey", FinishReason::MaxTokens, &usage, 12);
+        let v = response("hey", &[], FinishReason::MaxTokens, &usage, 12);
         assert_eq!(v["output"]["message"]["content"][0]["text"], "hey");
         assert_eq!(v["stopReason"], "max_tokens");
         assert_eq!(v["usage"]["totalTokens"], 8);
         assert_eq!(v["metrics"]["latencyMs"], 12);
-        assert_eq!(events::text_delta("a").1["delta"]["text"], "a");
+        assert_eq!(events::text_delta(0, "a").1["delta"]["text"], "a");
+        let call = ToolCall {
+            id: "t1".into(),
+            name: "f".into(),
+            arguments: r#"{"a":1}"#.into(),
+        };
+        let v = response("", &[call], FinishReason::ToolUse, &usage, 1);
+        assert_eq!(v["stopReason"], "tool_use");
+        assert_eq!(
+            v["output"]["message"]["content"][0]["toolUse"]["input"]["a"],
+            1
+        );
+        assert_eq!(
+            events::tool_input_delta(1, "{").1["delta"]["toolUse"]["input"],
+            "{"
+        );
     }
 }

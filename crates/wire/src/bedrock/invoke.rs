@@ -5,7 +5,9 @@
 //! max_gen_len}` in, `{generation, prompt_token_count, generation_token_count, stop_reason}`
 //! out. The prompt is used verbatim (the caller applies the chat format), as on Bedrock.
 
-use basalt_types::{BasaltError, FinishReason, GenerateRequest, Prompt, SamplingParams, Usage};
+use basalt_types::{
+    BasaltError, FinishReason, GenerateRequest, OutputConstraints, Prompt, SamplingParams, Usage,
+};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -60,6 +62,7 @@ impl LlamaBody {
             max_tokens: Some(max),
             stop: Vec::new(),
             logprobs: None,
+            constraints: Default::default(),
         })
     }
 }
@@ -67,7 +70,7 @@ impl LlamaBody {
 /// Meta's `stop_reason`: `stop` when the model ended, `length` when a limit did.
 pub fn llama_stop_reason(r: FinishReason) -> &'static str {
     match r {
-        FinishReason::EndOfTurn | FinishReason::StopSequence => "stop",
+        FinishReason::EndOfTurn | FinishReason::StopSequence | FinishReason::ToolUse => "stop",
         FinishReason::MaxTokens | FinishReason::ContextWindow => "length",
     }
 }
@@ -133,8 +136,9 @@ pub struct InvokeModelTokensRequest {
 }
 
 impl CountTokensRequest {
-    /// The prompt whose tokens are counted, exactly as the matching invocation would see it.
-    pub fn into_prompt(self) -> Result<Prompt, BasaltError> {
+    /// The prompt whose tokens are counted (with any tools described), exactly as the
+    /// matching invocation would see it.
+    pub fn into_prompt(self) -> Result<(Prompt, OutputConstraints), BasaltError> {
         match (self.input.converse, self.input.invoke_model) {
             (Some(c), None) => c.into_prompt(),
             (None, Some(i)) => {
@@ -147,7 +151,7 @@ impl CountTokensRequest {
                     let p = e.param.clone().unwrap_or_default();
                     e.with_param(format!("input.invokeModel.body.{p}"))
                 })?;
-                Ok(native.into_request()?.prompt)
+                Ok((native.into_request()?.prompt, OutputConstraints::default()))
             }
             _ => Err(BasaltError::invalid(
                 "input",
@@ -200,14 +204,16 @@ mod tests {
         let p = parse_json::<CountTokensRequest>(body.as_bytes())
             .unwrap()
             .into_prompt()
-            .unwrap();
+            .unwrap()
+            .0;
         assert_eq!(p, Prompt::Text("abc".into()));
         let p = parse_json::<CountTokensRequest>(
             br#"{"input":{"converse":{"messages":[{"role":"user","content":[{"text":"hi"}]}]}}}"#,
         )
         .unwrap()
         .into_prompt()
-        .unwrap();
+        .unwrap()
+        .0;
         assert!(matches!(p, Prompt::Chat(m) if m[0].content == "hi"));
         let e = parse_json::<CountTokensRequest>(br#"{"input":{}}"#)
             .unwrap()
