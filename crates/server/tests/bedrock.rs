@@ -438,3 +438,47 @@ async fn every_dialect_authenticates_through_one_layer() {
         .unwrap();
     assert_eq!(keyed_app().oneshot(health).await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn converse_stream_frames_a_tool_call() {
+    let body = json!({
+        "messages": [{"role": "user", "content": [{"text": "Add 2 and 3."}]}],
+        "toolConfig": {
+            "tools": [{"toolSpec": {"name": "add", "inputSchema": {"json": {
+                "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"], "additionalProperties": false}}}}],
+            "toolChoice": {"any": {}}},
+        "inferenceConfig": {"maxTokens": 60, "temperature": 0},
+    });
+    let (status, _, bytes) = raw(json_post(&path(SMOL, "converse-stream"), &body)).await;
+    assert_eq!(status, 200);
+    let messages = eventstream::decode_all(&bytes).unwrap();
+    let kinds: Vec<&str> = messages
+        .iter()
+        .map(|m| m.header(":event-type").unwrap())
+        .collect();
+    assert_eq!(kinds[..2], ["messageStart", "contentBlockStart"]);
+    let payloads: Vec<Value> = messages
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect();
+    assert_eq!(payloads[1]["start"]["toolUse"]["name"], "add");
+    let input: String = payloads
+        .iter()
+        .filter_map(|p| p["delta"]["toolUse"]["input"].as_str())
+        .collect();
+    let args: Value = serde_json::from_str(&input).unwrap();
+    assert!(args["a"].is_i64() && args["b"].is_i64(), "{args}");
+    let stop = payloads
+        .iter()
+        .find(|p| p.get("stopReason").is_some())
+        .unwrap();
+    assert_eq!(stop["stopReason"], "tool_use");
+
+    // A schema that cannot be compiled is the caller's error, not ours.
+    let mut bad = body.clone();
+    bad["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"] = json!({"type": "bogus"});
+    let (status, headers, _) = raw(json_post(&path(SMOL, "converse"), &bad)).await;
+    assert_eq!(status, 400);
+    assert_eq!(headers["x-amzn-errortype"], "ValidationException");
+}
