@@ -1,0 +1,201 @@
+//! The platform's durable state: tenants, their API keys and SigV4 access keys, model
+//! grants, quotas, and one usage record per request.
+//!
+//! Callers see only the [`Store`] trait; [`SqliteStore`] is the embedded implementation (a
+//! file in the data directory, WAL, migrations applied at open). A PostgreSQL store would
+//! implement the same trait. Every write is committed durably before the call returns, so
+//! a usage record written before a response is sent survives a `kill -9` right after.
+//!
+//! Secrets: API keys are stored as SHA-256 hashes (they are shown once, at creation); SigV4
+//! secrets must be recoverable to verify signatures, so they are encrypted at rest with the
+//! server key ([`SecretBox`]). This crate never logs a key or a secret.
+
+mod secrets;
+mod sqlite;
+
+use basalt_auth::{AccessKey, KeyStore, Principal};
+use serde::Serialize;
+
+pub use secrets::{random_token, SecretBox};
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("store: {0}")]
+    Backend(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    /// `active` or `suspended` (a suspended tenant's keys stop working).
+    pub status: String,
+    /// Its share of the engine under contention (fair scheduling weight), 1 by default.
+    pub weight: u32,
+    /// Whether its prompts and completions are written to the invocation log.
+    pub log_invocations: bool,
+    pub created_at: i64,
+}
+
+/// What a listing shows of an API key: never the key, never its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// A key just created: the only time its secret part is available.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub info: ApiKeyInfo,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessKeyInfo {
+    pub access_key_id: String,
+    pub tenant_id: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedAccessKey {
+    #[serde(flatten)]
+    pub info: AccessKeyInfo,
+    pub secret_access_key: String,
+}
+
+/// Per tenant and model (`*` for every model) limits; `None` is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Quota {
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u64>,
+    pub tokens_per_day: Option<u64>,
+    pub monthly_budget_usd: Option<f64>,
+}
+
+/// One request, as metered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageRecord {
+    pub request_id: String,
+    pub tenant_id: String,
+    pub key_id: String,
+    pub model_id: String,
+    /// `openai`, `anthropic`, `bedrock`.
+    pub surface: String,
+    /// `chat.completions`, `Converse`, `messages`, ...
+    pub operation: String,
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub latency_ms: u64,
+    pub time_to_first_token_ms: Option<u64>,
+    /// `ok`, `cancelled`, or the error kind.
+    pub status: String,
+    pub cost_usd: f64,
+    /// Seconds since the Unix epoch.
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UsageQuery {
+    pub tenant_id: Option<String>,
+    pub model_id: Option<String>,
+    /// Inclusive, seconds since the epoch.
+    pub from: Option<i64>,
+    /// Exclusive.
+    pub to: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UsageTotals {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+/// The platform's state. Implementations are shared across threads and must make every
+/// write durable before returning.
+pub trait Store: Send + Sync {
+    fn create_tenant(&self, name: &str, weight: u32) -> Result<Tenant, StoreError>;
+    fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    /// By id or by name.
+    fn tenant(&self, id_or_name: &str) -> Result<Tenant, StoreError>;
+    fn update_tenant(
+        &self,
+        id: &str,
+        status: Option<&str>,
+        weight: Option<u32>,
+        log_invocations: Option<bool>,
+    ) -> Result<Tenant, StoreError>;
+
+    fn create_api_key(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        expires_at: Option<i64>,
+    ) -> Result<CreatedApiKey, StoreError>;
+    fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError>;
+    fn revoke_api_key(&self, tenant_id: &str, key_id: &str) -> Result<(), StoreError>;
+    /// The principal of a valid (known, unrevoked, unexpired, tenant active) key.
+    fn principal_for_api_key(&self, key_sha256: &[u8; 32], now: i64) -> Option<Principal>;
+
+    fn create_access_key(&self, tenant_id: &str) -> Result<CreatedAccessKey, StoreError>;
+    fn access_keys(&self, tenant_id: &str) -> Result<Vec<AccessKeyInfo>, StoreError>;
+    fn revoke_access_key(&self, tenant_id: &str, access_key_id: &str) -> Result<(), StoreError>;
+    fn access_key_secret(&self, access_key_id: &str, now: i64) -> Option<AccessKey>;
+
+    fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError>;
+    fn revoke_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError>;
+    fn granted_models(&self, tenant_id: &str) -> Result<Vec<String>, StoreError>;
+
+    fn set_quota(&self, tenant_id: &str, model_id: &str, quota: &Quota) -> Result<(), StoreError>;
+    /// All quotas of a tenant: (model id or `*`, quota).
+    fn quotas(&self, tenant_id: &str) -> Result<Vec<(String, Quota)>, StoreError>;
+
+    fn record_usage(&self, record: &UsageRecord) -> Result<(), StoreError>;
+    fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError>;
+    fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError>;
+
+    /// The admin token's hash, set once at bootstrap.
+    fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError>;
+    fn set_admin_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError>;
+}
+
+/// Lets the authentication layer find keys in a store.
+pub struct StoreKeys<S: Store + ?Sized>(pub std::sync::Arc<S>);
+
+impl<S: Store + ?Sized> KeyStore for StoreKeys<S> {
+    fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
+        self.0.principal_for_api_key(key_sha256, now())
+    }
+    fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
+        self.0.access_key_secret(access_key_id, now())
+    }
+    fn is_empty(&self) -> bool {
+        // A store always demands credentials, even before its first key exists.
+        false
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

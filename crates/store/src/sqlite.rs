@@ -1,0 +1,801 @@
+//! The embedded store: one SQLite file in the data directory.
+//!
+//! WAL journaling with `synchronous = FULL`: a committed write is on disk before the call
+//! returns, so nothing acknowledged is lost on a crash. Migrations are numbered and applied
+//! in order at open (`PRAGMA user_version` records the last one). One connection behind a
+//! mutex: writes are short, and SQLite serialises writers anyway.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use basalt_auth::{sha256, AccessKey, Principal};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::{
+    now, random_token, AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, Quota,
+    SecretBox, Store, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
+};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the platform's first schema.
+    "CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL DEFAULT 'active',
+        weight INTEGER NOT NULL DEFAULT 1,
+        log_invocations INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        name TEXT NOT NULL,
+        key_hash BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+    );
+    CREATE TABLE access_keys (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        sealed_secret BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE model_grants (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        model_id TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, model_id)
+    );
+    CREATE TABLE quotas (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        model_id TEXT NOT NULL,
+        requests_per_minute INTEGER,
+        tokens_per_minute INTEGER,
+        tokens_per_day INTEGER,
+        monthly_budget_usd REAL,
+        PRIMARY KEY (tenant_id, model_id)
+    );
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        surface TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        cached_input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        ttft_ms INTEGER,
+        status TEXT NOT NULL,
+        cost_usd REAL NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX usage_by_tenant_time ON usage (tenant_id, created_at);
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
+];
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    secrets: SecretBox,
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path, secrets: SecretBox) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(backend)?;
+        Self::init(conn, secrets)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory(secrets: SecretBox) -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(backend)?, secrets)
+    }
+
+    fn init(mut conn: Connection, secrets: SecretBox) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(backend)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(backend)?;
+        let tx = conn.transaction().map_err(backend)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            tx.execute_batch(sql).map_err(backend)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            secrets,
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions
+        // roll back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn tenant_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
+        Ok(Tenant {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            status: row.get(2)?,
+            weight: row.get(3)?,
+            log_invocations: row.get(4)?,
+            created_at: row.get(5)?,
+        })
+    }
+
+    fn require_tenant(&self, id: &str) -> Result<(), StoreError> {
+        let exists: bool = self
+            .conn()
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1)",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if exists {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!("tenant `{id}`")))
+        }
+    }
+}
+
+const TENANT_COLUMNS: &str = "id, name, status, weight, log_invocations, created_at";
+
+fn where_usage(q: &UsageQuery) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut clauses = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(t) = &q.tenant_id {
+        clauses.push("tenant_id = ?");
+        args.push(Value::Text(t.clone()));
+    }
+    if let Some(m) = &q.model_id {
+        clauses.push("model_id = ?");
+        args.push(Value::Text(m.clone()));
+    }
+    if let Some(f) = q.from {
+        clauses.push("created_at >= ?");
+        args.push(Value::Integer(f));
+    }
+    if let Some(t) = q.to {
+        clauses.push("created_at < ?");
+        args.push(Value::Integer(t));
+    }
+    let sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    (sql, args)
+}
+
+impl Store for SqliteStore {
+    fn create_tenant(&self, name: &str, weight: u32) -> Result<Tenant, StoreError> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(StoreError::Invalid(
+                "tenant names are 1-64 letters, digits, `-` or `_`".into(),
+            ));
+        }
+        if weight == 0 || weight > 1000 {
+            return Err(StoreError::Invalid("weight must be 1-1000".into()));
+        }
+        let tenant = Tenant {
+            id: format!("tnt_{}", random_token(16)?),
+            name: name.to_string(),
+            status: "active".into(),
+            weight,
+            log_invocations: false,
+            created_at: now(),
+        };
+        let result = self.conn().execute(
+            "INSERT INTO tenants (id, name, status, weight, log_invocations, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                tenant.id,
+                tenant.name,
+                tenant.status,
+                tenant.weight,
+                tenant.log_invocations,
+                tenant.created_at
+            ],
+        );
+        match result {
+            Ok(_) => Ok(tenant),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Conflict(format!(
+                    "a tenant named `{name}` exists"
+                )))
+            }
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
+            ))
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([], Self::tenant_row)
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        Ok(rows)
+    }
+
+    fn tenant(&self, id_or_name: &str) -> Result<Tenant, StoreError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1 OR name = ?1"),
+                [id_or_name],
+                Self::tenant_row,
+            )
+            .optional()
+            .map_err(backend)?
+            .ok_or_else(|| StoreError::NotFound(format!("tenant `{id_or_name}`")))
+    }
+
+    fn update_tenant(
+        &self,
+        id: &str,
+        status: Option<&str>,
+        weight: Option<u32>,
+        log_invocations: Option<bool>,
+    ) -> Result<Tenant, StoreError> {
+        let t = self.tenant(id)?;
+        if let Some(s) = status {
+            if s != "active" && s != "suspended" {
+                return Err(StoreError::Invalid("status is active or suspended".into()));
+            }
+        }
+        if weight.is_some_and(|w| w == 0 || w > 1000) {
+            return Err(StoreError::Invalid("weight must be 1-1000".into()));
+        }
+        self.conn()
+            .execute(
+                "UPDATE tenants SET status = ?2, weight = ?3, log_invocations = ?4 WHERE id = ?1",
+                params![
+                    t.id,
+                    status.unwrap_or(&t.status),
+                    weight.unwrap_or(t.weight),
+                    log_invocations.unwrap_or(t.log_invocations)
+                ],
+            )
+            .map_err(backend)?;
+        self.tenant(&t.id)
+    }
+
+    fn create_api_key(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        expires_at: Option<i64>,
+    ) -> Result<CreatedApiKey, StoreError> {
+        self.require_tenant(tenant_id)?;
+        let id = format!("key_{}", random_token(12)?);
+        let key = format!("bsk-{}", random_token(40)?);
+        let info = ApiKeyInfo {
+            id,
+            tenant_id: tenant_id.to_string(),
+            name: name.to_string(),
+            created_at: now(),
+            expires_at,
+            revoked_at: None,
+        };
+        self.conn()
+            .execute(
+                "INSERT INTO api_keys (id, tenant_id, name, key_hash, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    info.id,
+                    info.tenant_id,
+                    info.name,
+                    sha256(key.as_bytes()).to_vec(),
+                    info.created_at,
+                    info.expires_at
+                ],
+            )
+            .map_err(backend)?;
+        Ok(CreatedApiKey { info, key })
+    }
+
+    fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, tenant_id, name, created_at, expires_at, revoked_at FROM api_keys
+                 WHERE tenant_id = ?1 ORDER BY created_at, id",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([tenant_id], |r| {
+                Ok(ApiKeyInfo {
+                    id: r.get(0)?,
+                    tenant_id: r.get(1)?,
+                    name: r.get(2)?,
+                    created_at: r.get(3)?,
+                    expires_at: r.get(4)?,
+                    revoked_at: r.get(5)?,
+                })
+            })
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        Ok(rows)
+    }
+
+    fn revoke_api_key(&self, tenant_id: &str, key_id: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3)
+                 WHERE id = ?1 AND tenant_id = ?2",
+                params![key_id, tenant_id, now()],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("key `{key_id}`")));
+        }
+        Ok(())
+    }
+
+    fn principal_for_api_key(&self, key_sha256: &[u8; 32], now: i64) -> Option<Principal> {
+        self.conn()
+            .query_row(
+                "SELECT k.tenant_id, k.id FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+                 WHERE k.key_hash = ?1 AND k.revoked_at IS NULL
+                   AND (k.expires_at IS NULL OR k.expires_at > ?2) AND t.status = 'active'",
+                params![key_sha256.to_vec(), now],
+                |r| {
+                    Ok(Principal {
+                        tenant: r.get(0)?,
+                        key_id: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .ok()
+            .flatten()
+    }
+
+    fn create_access_key(&self, tenant_id: &str) -> Result<CreatedAccessKey, StoreError> {
+        self.require_tenant(tenant_id)?;
+        let id = format!("BSAK{}", random_token(16)?.to_ascii_uppercase());
+        let secret = random_token(40)?;
+        let info = AccessKeyInfo {
+            access_key_id: id,
+            tenant_id: tenant_id.to_string(),
+            created_at: now(),
+            revoked_at: None,
+        };
+        self.conn()
+            .execute(
+                "INSERT INTO access_keys (id, tenant_id, sealed_secret, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    info.access_key_id,
+                    info.tenant_id,
+                    self.secrets.seal(secret.as_bytes())?,
+                    info.created_at
+                ],
+            )
+            .map_err(backend)?;
+        Ok(CreatedAccessKey {
+            info,
+            secret_access_key: secret,
+        })
+    }
+
+    fn access_keys(&self, tenant_id: &str) -> Result<Vec<AccessKeyInfo>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, tenant_id, created_at, revoked_at FROM access_keys
+                 WHERE tenant_id = ?1 ORDER BY created_at, id",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([tenant_id], |r| {
+                Ok(AccessKeyInfo {
+                    access_key_id: r.get(0)?,
+                    tenant_id: r.get(1)?,
+                    created_at: r.get(2)?,
+                    revoked_at: r.get(3)?,
+                })
+            })
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        Ok(rows)
+    }
+
+    fn revoke_access_key(&self, tenant_id: &str, access_key_id: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE access_keys SET revoked_at = COALESCE(revoked_at, ?3)
+                 WHERE id = ?1 AND tenant_id = ?2",
+                params![access_key_id, tenant_id, now()],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "access key `{access_key_id}`"
+            )));
+        }
+        Ok(())
+    }
+
+    fn access_key_secret(&self, access_key_id: &str, _now: i64) -> Option<AccessKey> {
+        let (tenant, sealed): (String, Vec<u8>) = self
+            .conn()
+            .query_row(
+                "SELECT a.tenant_id, a.sealed_secret FROM access_keys a
+                 JOIN tenants t ON t.id = a.tenant_id
+                 WHERE a.id = ?1 AND a.revoked_at IS NULL AND t.status = 'active'",
+                [access_key_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .ok()
+            .flatten()?;
+        let secret = String::from_utf8(self.secrets.open(&sealed).ok()?).ok()?;
+        Some(AccessKey {
+            secret,
+            principal: Principal {
+                tenant,
+                key_id: access_key_id.to_string(),
+            },
+        })
+    }
+
+    fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
+        self.require_tenant(tenant_id)?;
+        self.conn()
+            .execute(
+                "INSERT OR IGNORE INTO model_grants (tenant_id, model_id) VALUES (?1, ?2)",
+                params![tenant_id, model_id],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn revoke_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM model_grants WHERE tenant_id = ?1 AND model_id = ?2",
+                params![tenant_id, model_id],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn granted_models(&self, tenant_id: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT model_id FROM model_grants WHERE tenant_id = ?1 ORDER BY model_id")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([tenant_id], |r| r.get(0))
+            .map_err(backend)?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(backend)?;
+        Ok(rows)
+    }
+
+    fn set_quota(&self, tenant_id: &str, model_id: &str, q: &Quota) -> Result<(), StoreError> {
+        self.require_tenant(tenant_id)?;
+        self.conn()
+            .execute(
+                "INSERT INTO quotas (tenant_id, model_id, requests_per_minute, tokens_per_minute,
+                                     tokens_per_day, monthly_budget_usd)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (tenant_id, model_id) DO UPDATE SET
+                   requests_per_minute = excluded.requests_per_minute,
+                   tokens_per_minute = excluded.tokens_per_minute,
+                   tokens_per_day = excluded.tokens_per_day,
+                   monthly_budget_usd = excluded.monthly_budget_usd",
+                params![
+                    tenant_id,
+                    model_id,
+                    q.requests_per_minute,
+                    q.tokens_per_minute.map(|v| v as i64),
+                    q.tokens_per_day.map(|v| v as i64),
+                    q.monthly_budget_usd
+                ],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn quotas(&self, tenant_id: &str) -> Result<Vec<(String, Quota)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(
+                "SELECT model_id, requests_per_minute, tokens_per_minute, tokens_per_day,
+                        monthly_budget_usd FROM quotas WHERE tenant_id = ?1",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([tenant_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Quota {
+                        requests_per_minute: r.get(1)?,
+                        tokens_per_minute: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                        tokens_per_day: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                        monthly_budget_usd: r.get(4)?,
+                    },
+                ))
+            })
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        Ok(rows)
+    }
+
+    fn record_usage(&self, u: &UsageRecord) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO usage (request_id, tenant_id, key_id, model_id, surface, operation,
+                    input_tokens, cached_input_tokens, output_tokens, latency_ms, ttft_ms, status,
+                    cost_usd, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    u.request_id,
+                    u.tenant_id,
+                    u.key_id,
+                    u.model_id,
+                    u.surface,
+                    u.operation,
+                    u.input_tokens as i64,
+                    u.cached_input_tokens as i64,
+                    u.output_tokens as i64,
+                    u.latency_ms as i64,
+                    u.time_to_first_token_ms.map(|v| v as i64),
+                    u.status,
+                    u.cost_usd,
+                    u.created_at
+                ],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
+        let (clause, args) = where_usage(q);
+        let sql = format!(
+            "SELECT request_id, tenant_id, key_id, model_id, surface, operation, input_tokens,
+                    cached_input_tokens, output_tokens, latency_ms, ttft_ms, status, cost_usd,
+                    created_at
+             FROM usage {clause} ORDER BY id DESC LIMIT {}",
+            q.limit.unwrap_or(1000).min(100_000)
+        );
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql).map_err(backend)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(UsageRecord {
+                    request_id: r.get(0)?,
+                    tenant_id: r.get(1)?,
+                    key_id: r.get(2)?,
+                    model_id: r.get(3)?,
+                    surface: r.get(4)?,
+                    operation: r.get(5)?,
+                    input_tokens: r.get::<_, i64>(6)? as u64,
+                    cached_input_tokens: r.get::<_, i64>(7)? as u64,
+                    output_tokens: r.get::<_, i64>(8)? as u64,
+                    latency_ms: r.get::<_, i64>(9)? as u64,
+                    time_to_first_token_ms: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
+                    status: r.get(11)?,
+                    cost_usd: r.get(12)?,
+                    created_at: r.get(13)?,
+                })
+            })
+            .map_err(backend)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        Ok(rows)
+    }
+
+    fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError> {
+        let (clause, args) = where_usage(q);
+        let sql = format!(
+            "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(cached_input_tokens), 0),
+                    COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0.0)
+             FROM usage {clause}"
+        );
+        self.conn()
+            .query_row(&sql, rusqlite::params_from_iter(args), |r| {
+                Ok(UsageTotals {
+                    requests: r.get::<_, i64>(0)? as u64,
+                    input_tokens: r.get::<_, i64>(1)? as u64,
+                    cached_input_tokens: r.get::<_, i64>(2)? as u64,
+                    output_tokens: r.get::<_, i64>(3)? as u64,
+                    cost_usd: r.get(4)?,
+                })
+            })
+            .map_err(backend)
+    }
+
+    fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        let v: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT value FROM settings WHERE key = 'admin_token_sha256'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        Ok(v.and_then(|b| b.try_into().ok()))
+    }
+
+    fn set_admin_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ('admin_token_sha256', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [hash.to_vec()],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> SqliteStore {
+        SqliteStore::in_memory(SecretBox::new(&[7; 32])).unwrap()
+    }
+
+    #[test]
+    fn tenants_and_api_keys_lifecycle() {
+        let s = store();
+        let t = s.create_tenant("acme", 2).unwrap();
+        assert!(matches!(
+            s.create_tenant("acme", 1),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.create_tenant("bad name!", 1),
+            Err(StoreError::Invalid(_))
+        ));
+        assert_eq!(s.tenant("acme").unwrap(), t);
+        let k = s.create_api_key(&t.id, "ci", None).unwrap();
+        let hash = sha256(k.key.as_bytes());
+        let p = s.principal_for_api_key(&hash, now()).unwrap();
+        assert_eq!(
+            (p.tenant.as_str(), p.key_id.as_str()),
+            (t.id.as_str(), k.info.id.as_str())
+        );
+        // Listings never show the key.
+        let listed = format!("{:?}", s.api_keys(&t.id).unwrap());
+        assert!(!listed.contains(&k.key));
+        s.revoke_api_key(&t.id, &k.info.id).unwrap();
+        assert!(s.principal_for_api_key(&hash, now()).is_none());
+
+        let expiring = s.create_api_key(&t.id, "short", Some(now() + 60)).unwrap();
+        let h = sha256(expiring.key.as_bytes());
+        assert!(s.principal_for_api_key(&h, now()).is_some());
+        assert!(s.principal_for_api_key(&h, now() + 61).is_none());
+
+        s.update_tenant(&t.id, Some("suspended"), None, None)
+            .unwrap();
+        assert!(s.principal_for_api_key(&h, now()).is_none());
+    }
+
+    #[test]
+    fn access_keys_are_sealed_and_revocable() {
+        let s = store();
+        let t = s.create_tenant("acme", 1).unwrap();
+        let k = s.create_access_key(&t.id).unwrap();
+        let found = s.access_key_secret(&k.info.access_key_id, now()).unwrap();
+        assert_eq!(found.secret, k.secret_access_key);
+        assert_eq!(found.principal.tenant, t.id);
+        // The secret is not in the database in clear.
+        let raw: Vec<u8> = s
+            .conn()
+            .query_row("SELECT sealed_secret FROM access_keys", [], |r| r.get(0))
+            .unwrap();
+        assert!(!raw
+            .windows(k.secret_access_key.len())
+            .any(|w| w == k.secret_access_key.as_bytes()));
+        // Another tenant cannot revoke it.
+        let other = s.create_tenant("other", 1).unwrap();
+        assert!(s
+            .revoke_access_key(&other.id, &k.info.access_key_id)
+            .is_err());
+        s.revoke_access_key(&t.id, &k.info.access_key_id).unwrap();
+        assert!(s.access_key_secret(&k.info.access_key_id, now()).is_none());
+    }
+
+    #[test]
+    fn grants_quotas_and_usage() {
+        let s = store();
+        let a = s.create_tenant("a", 1).unwrap();
+        let b = s.create_tenant("b", 1).unwrap();
+        s.grant_model(&a.id, "m1").unwrap();
+        s.grant_model(&a.id, "m1").unwrap();
+        assert_eq!(s.granted_models(&a.id).unwrap(), ["m1"]);
+        assert!(s.granted_models(&b.id).unwrap().is_empty());
+        let q = Quota {
+            requests_per_minute: Some(5),
+            tokens_per_minute: Some(1000),
+            ..Default::default()
+        };
+        s.set_quota(&a.id, "*", &q).unwrap();
+        assert_eq!(s.quotas(&a.id).unwrap(), vec![("*".to_string(), q)]);
+        for (tenant, tokens) in [(&a, 10), (&a, 20), (&b, 5)] {
+            s.record_usage(&UsageRecord {
+                request_id: "r".into(),
+                tenant_id: tenant.id.clone(),
+                key_id: "k".into(),
+                model_id: "m1".into(),
+                surface: "openai".into(),
+                operation: "chat.completions".into(),
+                input_tokens: tokens,
+                cached_input_tokens: 0,
+                output_tokens: 1,
+                latency_ms: 3,
+                time_to_first_token_ms: Some(1),
+                status: "ok".into(),
+                cost_usd: 0.5,
+                created_at: now(),
+            })
+            .unwrap();
+        }
+        let q = UsageQuery {
+            tenant_id: Some(a.id.clone()),
+            ..Default::default()
+        };
+        let totals = s.usage_totals(&q).unwrap();
+        assert_eq!((totals.requests, totals.input_tokens), (2, 30));
+        assert!(s.usage(&q).unwrap().iter().all(|u| u.tenant_id == a.id));
+    }
+
+    #[test]
+    fn reopening_keeps_everything_and_migrates_once() {
+        let dir = std::env::temp_dir().join(format!("basalt-store-{}", random_token(8).unwrap()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("basalt.db");
+        let key = [9; 32];
+        let id = {
+            let s = SqliteStore::open(&path, SecretBox::new(&key)).unwrap();
+            s.create_tenant("persist", 1).unwrap().id
+        };
+        let s = SqliteStore::open(&path, SecretBox::new(&key)).unwrap();
+        assert_eq!(s.tenant("persist").unwrap().id, id);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
