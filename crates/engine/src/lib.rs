@@ -29,10 +29,11 @@ use std::sync::{Arc, OnceLock};
 use basalt_gguf::GgufFile;
 use basalt_grammar::{GrammarCompiler, TokenConstraint, Word};
 use basalt_types::{
-    BasaltError, ErrorKind, GenerateEvent, GenerateRequest, OutputConstraints, Prompt,
+    BasaltError, ErrorKind, FinishReason, GenerateEvent, GenerateRequest, OutputConstraints,
+    Prompt, Usage,
 };
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use kernels::set_compute_threads;
 pub use sampling::{argmax, logprobs, Rng, Sampler};
@@ -93,6 +94,38 @@ pub struct PreparedRequest {
     pub request: GenerateRequest,
     /// The grammar the output must follow (tool calls, JSON formats), compiled.
     pub constraint: Option<TokenConstraint>,
+    /// Whose request this is, for fair admission between tenants; `None` shares one lane.
+    pub tenant: Option<TenantLane>,
+    /// Receives the final accounting when the sequence ends, however it ends (finished,
+    /// failed, or cancelled by a client that went away): the tokens actually computed.
+    pub accounting: Option<oneshot::Sender<Accounting>>,
+}
+
+/// A tenant's lane in the admission queue: requests are admitted in weighted fair order
+/// between lanes, first come first served within one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantLane {
+    pub id: String,
+    /// Share of admissions under contention (1 = normal).
+    pub weight: u32,
+}
+
+/// How a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Finished(FinishReason),
+    Failed(ErrorKind),
+    /// The receiver was dropped before the end.
+    Cancelled,
+}
+
+/// What a sequence cost, reported once when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accounting {
+    pub usage: Usage,
+    /// When its first generated token was sampled.
+    pub first_token: Option<std::time::Instant>,
+    pub outcome: Outcome,
 }
 
 pub struct LoadedModel {
@@ -262,6 +295,8 @@ impl LoadedModel {
             limited_by_context,
             request,
             constraint,
+            tenant: None,
+            accounting: None,
         })
     }
 

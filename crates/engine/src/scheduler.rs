@@ -8,15 +8,16 @@
 //! steps. When KV memory runs out, the most recently admitted sequence is preempted (its
 //! cache dropped, its tokens kept) and recomputed later.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use basalt_types::{
     BasaltError, ErrorKind, FinishReason, GenerateEvent, TokenLogprob, TopLogprob, Usage,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::kernels::ActScratch;
 use crate::kv::{KvBudget, SeqKv};
@@ -25,7 +26,7 @@ use crate::sampling::{logprobs, Sampler};
 use crate::text::{StopMatcher, StopOutcome, Utf8Stream};
 use crate::tokenizer::Tokenizer;
 use crate::tools::{self, OutputParser};
-use crate::{EngineConfig, EventReceiver, PreparedRequest};
+use crate::{Accounting, EngineConfig, EventReceiver, Outcome, PreparedRequest, TenantLane};
 use basalt_grammar::TokenConstraint;
 
 pub(crate) struct Shared {
@@ -116,6 +117,28 @@ struct Sequence {
     /// Splits the answer into text and tool calls.
     output: OutputParser,
     events: mpsc::UnboundedSender<GenerateEvent>,
+    /// Fair-admission lane (tenant) and this request's arrival order.
+    lane: Option<TenantLane>,
+    arrival: u64,
+    /// Recomputing after preemption: admitted ahead of new work.
+    preempted: bool,
+    first_token: Option<Instant>,
+    outcome: Option<Outcome>,
+    accounting: Option<oneshot::Sender<Accounting>>,
+}
+
+impl Drop for Sequence {
+    /// Every sequence reports what it cost exactly once, however it ends: a client that
+    /// disconnects is billed the tokens computed until then.
+    fn drop(&mut self) {
+        if let Some(tx) = self.accounting.take() {
+            let _ = tx.send(Accounting {
+                usage: self.usage(),
+                first_token: self.first_token,
+                outcome: self.outcome.unwrap_or(Outcome::Cancelled),
+            });
+        }
+    }
 }
 
 impl Sequence {
@@ -129,6 +152,7 @@ impl Sequence {
             Vec::new()
         };
         let output = OutputParser::new(&p.request.constraints, tools::new_call_id());
+        static ARRIVALS: AtomicU64 = AtomicU64::new(0);
         Self {
             tokens: p.prompt_tokens,
             prompt_len,
@@ -145,6 +169,12 @@ impl Sequence {
             constraint: p.constraint,
             output,
             events,
+            lane: p.tenant,
+            arrival: ARRIVALS.fetch_add(1, Ordering::Relaxed),
+            preempted: false,
+            first_token: None,
+            outcome: None,
+            accounting: p.accounting,
         }
     }
 
@@ -168,6 +198,7 @@ impl Sequence {
     /// of it, so "finished" always means "memory returned".
     fn fail(mut self, error: BasaltError) {
         self.kv = None;
+        self.outcome = Some(Outcome::Failed(error.kind));
         let usage = self.usage();
         let _ = self.events.send(GenerateEvent::Failed { error, usage });
     }
@@ -186,6 +217,13 @@ struct Scheduler {
     running: Vec<Sequence>,
     scratch: ActScratch,
     logits: Vec<f32>,
+    /// Weighted fair queuing: each lane's virtual finish time, and the clock.
+    lane_service: HashMap<String, f64>,
+    virtual_time: f64,
+}
+
+fn lane_key(lane: &Option<TenantLane>) -> &str {
+    lane.as_ref().map_or("", |l| l.id.as_str())
 }
 
 impl Scheduler {
@@ -203,6 +241,8 @@ impl Scheduler {
             running: Vec::new(),
             scratch: ActScratch::default(),
             logits: vec![0.0; vocab],
+            lane_service: HashMap::new(),
+            virtual_time: 0.0,
         }
     }
 
@@ -242,23 +282,31 @@ impl Scheduler {
 
     fn admit(&mut self) {
         let per_token = self.shared.transformer.kv_shape().bytes_per_token();
-        let budget = &self.shared.budget;
+        let budget = Arc::clone(&self.shared.budget);
         while self.running.len() < self.shared.config.max_running {
-            let Some(head) = self.waiting.front() else {
+            let Some(index) = self.next_to_admit() else {
+                break;
+            };
+            let Some(candidate) = self.waiting.get(index) else {
                 break;
             };
             // Admit only if the first chunk of the sequence fits next to what is held. With
-            // nothing running the head is always admitted: if it cannot fit even alone, its
-            // first step fails it with a clear error instead of it waiting forever.
-            let first_chunk =
-                (head.tokens.len() - head.computed).min(self.shared.config.prefill_chunk) + 1;
+            // nothing running the candidate is always admitted: if it cannot fit even alone,
+            // its first step fails it with a clear error instead of it waiting forever.
+            let first_chunk = (candidate.tokens.len() - candidate.computed)
+                .min(self.shared.config.prefill_chunk)
+                + 1;
             let free = budget.limit_bytes().saturating_sub(budget.used_bytes());
             if !self.running.is_empty() && first_chunk * per_token > free {
                 break;
             }
-            if let Some(mut seq) = self.waiting.pop_front() {
+            if let Some(mut seq) = self.waiting.remove(index) {
+                if !seq.preempted {
+                    self.charge(&seq.lane);
+                }
+                seq.preempted = false;
                 seq.kv.get_or_insert_with(|| {
-                    SeqKv::new(self.shared.transformer.kv_shape(), Arc::clone(budget))
+                    SeqKv::new(self.shared.transformer.kv_shape(), Arc::clone(&budget))
                 });
                 self.running.push(seq);
             }
@@ -360,7 +408,45 @@ impl Scheduler {
         let mut seq = self.running.remove(index);
         seq.kv = None;
         seq.computed = 0;
+        seq.preempted = true;
         self.waiting.push_front(seq);
+    }
+
+    /// The waiting sequence to admit next: a preempted one first (it was admitted before);
+    /// otherwise weighted fair queuing between tenant lanes: the lane that has received the
+    /// least service per unit of weight goes next, oldest request first within a lane. A
+    /// lane that was idle restarts at the current virtual time, so idling earns no credit.
+    fn next_to_admit(&self) -> Option<usize> {
+        if let Some(i) = self.waiting.iter().position(|s| s.preempted) {
+            return Some(i);
+        }
+        let mut best: Option<(f64, u64, usize)> = None;
+        for (i, s) in self.waiting.iter().enumerate() {
+            let key = lane_key(&s.lane);
+            let served = self.lane_service.get(key).copied().unwrap_or(0.0);
+            let vt = served.max(self.virtual_time);
+            if best.is_none_or(|(bv, ba, _)| (vt, s.arrival) < (bv, ba)) {
+                best = Some((vt, s.arrival, i));
+            }
+        }
+        best.map(|(_, _, i)| i)
+    }
+
+    /// Charges one admission to the sequence's lane.
+    fn charge(&mut self, lane: &Option<TenantLane>) {
+        let weight = lane.as_ref().map_or(1, |l| l.weight.max(1)) as f64;
+        let key = lane_key(lane).to_string();
+        let start = self
+            .lane_service
+            .get(&key)
+            .copied()
+            .unwrap_or(0.0)
+            .max(self.virtual_time);
+        self.virtual_time = start;
+        self.lane_service.insert(key, start + 1.0 / weight);
+        // Forget lanes that have fallen behind the clock: they restart from it anyway.
+        let now = self.virtual_time;
+        self.lane_service.retain(|_, v| *v > now);
     }
 }
 
@@ -374,6 +460,7 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
     }
     seq.sampler.apply_penalties(logits, &seq.tokens);
     let token = seq.sampler.sample(logits);
+    seq.first_token.get_or_insert_with(Instant::now);
     if let Some(top) = seq.logprobs {
         let (lp, alternatives) = logprobs(logits, token, top as usize);
         let entry = |id: u32, logprob: f32| {
@@ -468,6 +555,7 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
                 reason
             };
             seq.kv = None; // released before the client hears "finished"
+            seq.outcome = Some(Outcome::Finished(reason));
             let _ = seq.events.send(GenerateEvent::Finished {
                 reason,
                 usage: seq.usage(),
@@ -482,6 +570,7 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
 /// Ends a sequence whose constraint broke down, reporting the tokens it did generate.
 fn fail_in_place(seq: &mut Sequence, why: String) -> StepResult {
     seq.kv = None;
+    seq.outcome = Some(Outcome::Failed(ErrorKind::Internal));
     let _ = seq.events.send(GenerateEvent::Failed {
         error: BasaltError::internal(why),
         usage: seq.usage(),
@@ -569,6 +658,14 @@ mod tests {
 
     /// 16 bytes of KV per token, grown 64 tokens (1 KiB) at a time.
     fn scheduler(budget_bytes: usize, max_running: usize) -> (Handle, Arc<Shared>) {
+        scheduler_with_queue(budget_bytes, max_running, 8)
+    }
+
+    fn scheduler_with_queue(
+        budget_bytes: usize,
+        max_running: usize,
+        max_waiting: usize,
+    ) -> (Handle, Arc<Shared>) {
         let shared = Arc::new(Shared {
             transformer: Box::new(CountingModel),
             tokenizer: tokenizer(),
@@ -576,7 +673,7 @@ mod tests {
             config: EngineConfig {
                 kv_budget_bytes: budget_bytes,
                 max_running,
-                max_waiting: 8,
+                max_waiting,
                 prefill_chunk: 16,
                 max_batch_tokens: 64,
             },
@@ -601,6 +698,8 @@ mod tests {
                 constraints: Default::default(),
             },
             constraint: None,
+            tenant: None,
+            accounting: None,
         }
     }
 
@@ -704,5 +803,124 @@ mod tests {
         }
         let e = refused.expect("the queue must refuse work beyond max_waiting");
         assert_eq!(e.status(), 429);
+    }
+
+    fn for_tenant(mut p: PreparedRequest, tenant: &str, weight: u32) -> PreparedRequest {
+        p.tenant = Some(TenantLane {
+            id: tenant.into(),
+            weight,
+        });
+        p
+    }
+
+    #[test]
+    fn a_burst_from_one_tenant_does_not_hold_back_another() {
+        let (handle, _shared) = scheduler_with_queue(1 << 20, 2, 64);
+        // Two long requests hold both slots while the queue fills, so what follows depends
+        // on admission order alone, not on timing.
+        let blockers = [
+            handle.enqueue(request(40)).unwrap(),
+            handle.enqueue(request(40)).unwrap(),
+        ];
+        // Tenant A's burst arrives first...
+        let mut waiting: Vec<(String, EventReceiver)> = (0..40)
+            .map(|i| {
+                let rx = handle.enqueue(for_tenant(request(6), "a", 1)).unwrap();
+                (format!("a{i}"), rx)
+            })
+            .collect();
+        // ...then B's single request.
+        waiting.push((
+            "b".into(),
+            handle.enqueue(for_tenant(request(6), "b", 1)).unwrap(),
+        ));
+        let (done_tx, done_rx) = std_mpsc::channel();
+        let threads: Vec<_> = waiting
+            .into_iter()
+            .map(|(name, rx)| {
+                let tx = done_tx.clone();
+                std::thread::spawn(move || {
+                    drain(rx);
+                    let _ = tx.send(name);
+                })
+            })
+            .collect();
+        drop(done_tx);
+        for b in blockers {
+            drain(b);
+        }
+        let order: Vec<String> = done_rx.iter().collect();
+        let b_at = order.iter().position(|n| n == "b").unwrap();
+        // B is admitted with the first pair that follows the blockers.
+        assert!(b_at <= 2, "B finished {b_at}th: {order:?}");
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn weights_share_admissions_in_proportion() {
+        let (handle, _shared) = scheduler_with_queue(1 << 20, 1, 64);
+        // Hold the only slot so both tenants queue up behind it, then release it.
+        let blocker = handle.enqueue(request(40)).unwrap();
+        let mut rxs = Vec::new();
+        for i in 0..12 {
+            rxs.push((
+                "a",
+                handle.enqueue(for_tenant(request(2), "a", 1)).unwrap(),
+                i,
+            ));
+            rxs.push((
+                "b",
+                handle.enqueue(for_tenant(request(2), "b", 3)).unwrap(),
+                i,
+            ));
+        }
+        drain(blocker);
+        let (tx, rx) = std_mpsc::channel();
+        let threads: Vec<_> = rxs
+            .into_iter()
+            .map(|(t, r, _)| {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    drain(r);
+                    let _ = tx.send(t);
+                })
+            })
+            .collect();
+        drop(tx);
+        let order: Vec<&str> = rx.iter().collect();
+        // With weight 3 against 1, B gets about three of the first four admissions.
+        let b_first_8 = order[..8].iter().filter(|t| **t == "b").count();
+        assert!((5..=7).contains(&b_first_8), "{order:?}");
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn accounting_arrives_for_finished_and_cancelled_sequences() {
+        let (handle, _shared) = scheduler(1 << 20, 2);
+        let (tx, acc) = oneshot::channel();
+        let mut p = request(5);
+        p.accounting = Some(tx);
+        drain(handle.enqueue(p).unwrap());
+        let a = acc.blocking_recv().unwrap();
+        assert_eq!(a.outcome, Outcome::Finished(FinishReason::MaxTokens));
+        assert_eq!((a.usage.input_tokens, a.usage.output_tokens), (4, 5));
+        assert!(a.first_token.is_some());
+
+        let (tx, acc) = oneshot::channel();
+        let mut p = request(100_000);
+        p.accounting = Some(tx);
+        let mut rx = handle.enqueue(p).unwrap();
+        // Read a few tokens, then walk away.
+        for _ in 0..3 {
+            rx.blocking_recv().unwrap();
+        }
+        drop(rx);
+        let a = acc.blocking_recv().unwrap();
+        assert_eq!(a.outcome, Outcome::Cancelled);
+        assert!(a.usage.output_tokens >= 3, "{a:?}");
     }
 }
