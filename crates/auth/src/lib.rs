@@ -27,6 +27,9 @@ pub struct Principal {
     pub tenant: String,
     /// Which key was used (never the key itself): for logs and metering.
     pub key_id: String,
+    /// A tenant of the platform, subject to model access and quotas. Operator keys given
+    /// in the server's configuration and the local user are not.
+    pub managed: bool,
 }
 
 impl Principal {
@@ -35,6 +38,7 @@ impl Principal {
         Self {
             tenant: "local".into(),
             key_id: "local".into(),
+            managed: false,
         }
     }
 }
@@ -110,6 +114,7 @@ impl StaticKeys {
                 let principal = Principal {
                     tenant: tenant.to_string(),
                     key_id: format!("config-key-{}", i + 1),
+                    managed: false,
                 };
                 (sha256(k.as_bytes()), principal)
             })
@@ -122,6 +127,7 @@ impl StaticKeys {
                     principal: Principal {
                         tenant: tenant.to_string(),
                         key_id: id.clone(),
+                        managed: false,
                     },
                 };
                 (id.clone(), key)
@@ -143,6 +149,22 @@ impl KeyStore for StaticKeys {
     }
     fn is_empty(&self) -> bool {
         self.api_keys.is_empty() && self.access_keys.is_empty()
+    }
+}
+
+/// Several key stores consulted in order (operator keys from the configuration, then the
+/// tenant database).
+pub struct ChainedKeys(pub Vec<Arc<dyn KeyStore>>);
+
+impl KeyStore for ChainedKeys {
+    fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
+        self.0.iter().find_map(|k| k.api_key(key_sha256))
+    }
+    fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
+        self.0.iter().find_map(|k| k.access_key(access_key_id))
+    }
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|k| k.is_empty())
     }
 }
 

@@ -5,11 +5,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Extension, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use basalt_auth::Principal;
 use basalt_types::{BasaltError, GenerateEvent};
 use basalt_wire::anthropic::{self as wire, CountTokensRequest, MessagesRequest};
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::{
     body_error, collect_text, error_response, request_id, start_generation, AppState, Block,
-    Blocks, ServerConfig,
+    Blocks, Call, Metering, ServerConfig,
 };
 
 type Shared = State<Arc<AppState>>;
@@ -43,7 +44,11 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
     Router::new()
         .route(
             "/v1/messages",
-            post(move |s: Shared, b: Result<Bytes, BytesRejection>| messages(s, b, keep_alive)),
+            post(
+                move |s: Shared, p: Extension<Principal>, b: Result<Bytes, BytesRejection>| {
+                    messages(s, p, b, keep_alive)
+                },
+            ),
         )
         .route("/v1/messages/count_tokens", post(count_tokens))
         .layer(DefaultBodyLimit::max(config.body_limit))
@@ -51,21 +56,27 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
 
 async fn messages(
     State(state): Shared,
+    Extension(principal): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
     keep_alive: std::time::Duration,
 ) -> Result<Response, AnthropicError> {
+    let call = Call::new(principal, "anthropic", "messages");
     let body = body.map_err(body_error)?;
     let (model_id, request, stream) =
         basalt_wire::parse_json::<MessagesRequest>(&body)?.into_request()?;
     let model = state.model(&model_id)?;
-    let (input_tokens, rx) = start_generation(model, request).await?;
+    let (input_tokens, rx, metering) = start_generation(&state, &call, model, request).await?;
     let id = request_id("msg_");
     if stream {
-        return Ok(Sse::new(event_stream(id, model_id, input_tokens, rx))
-            .keep_alive(KeepAlive::new().interval(keep_alive))
-            .into_response());
+        return Ok(
+            Sse::new(event_stream(id, model_id, input_tokens, rx, metering))
+                .keep_alive(KeepAlive::new().interval(keep_alive))
+                .into_response(),
+        );
     }
-    let done = collect_text(rx).await?;
+    let done = collect_text(rx).await;
+    metering.settled().await;
+    let done = done?;
     let msg = wire::message(
         &id,
         &model_id,
@@ -92,6 +103,7 @@ fn event_stream(
     model: String,
     input_tokens: u32,
     rx: basalt_engine::EventReceiver,
+    metering: Metering,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let opening = vec![
         named(
@@ -100,79 +112,88 @@ fn event_stream(
         ),
         named("ping", json!({"type": "ping"})),
     ];
-    let body = stream::unfold(Some((rx, Blocks::default())), |state| async move {
-        let (mut rx, mut blocks) = state?;
-        let mut events = Vec::new();
-        let enter = |blocks: &mut Blocks, block: Block, events: &mut Vec<_>| {
-            let entered = blocks.enter(block);
-            if let Some(closed) = entered.closed {
-                events.push(named("content_block_stop", wire::block_stop(closed)));
-            }
-            (entered.opened, entered.index)
-        };
-        match rx.recv().await {
-            Some(GenerateEvent::Text { text, .. }) if !text.is_empty() => {
-                let (opened, index) = enter(&mut blocks, Block::Text, &mut events);
-                if opened {
-                    events.push(named("content_block_start", wire::text_block_start(index)));
-                }
-                events.push(named("content_block_delta", wire::text_delta(index, &text)));
-            }
-            Some(GenerateEvent::Text { .. }) => {}
-            Some(GenerateEvent::ToolCallStart { index: n, id, name }) => {
-                let (_, index) = enter(&mut blocks, Block::Tool(n), &mut events);
-                events.push(named(
-                    "content_block_start",
-                    wire::tool_block_start(index, &id, &name),
-                ));
-            }
-            Some(GenerateEvent::ToolArguments { index: n, json }) => {
-                let (_, index) = enter(&mut blocks, Block::Tool(n), &mut events);
-                events.push(named(
-                    "content_block_delta",
-                    wire::input_json_delta(index, &json),
-                ));
-            }
-            Some(GenerateEvent::Finished {
-                reason,
-                usage,
-                stop_sequence,
-            }) => {
-                if !blocks.any() {
-                    // An empty answer is still one (empty) text block.
-                    events.push(named("content_block_start", wire::text_block_start(0)));
-                    events.push(named("content_block_stop", wire::block_stop(0)));
-                }
-                if let Some(closed) = blocks.close() {
+    let body = stream::unfold(
+        Some((rx, Blocks::default(), metering)),
+        |state| async move {
+            let (mut rx, mut blocks, metering) = state?;
+            let mut events = Vec::new();
+            let enter = |blocks: &mut Blocks, block: Block, events: &mut Vec<_>| {
+                let entered = blocks.enter(block);
+                if let Some(closed) = entered.closed {
                     events.push(named("content_block_stop", wire::block_stop(closed)));
                 }
-                events.push(named(
-                    "message_delta",
-                    wire::message_delta(reason, stop_sequence.as_deref(), &usage),
-                ));
-                events.push(named("message_stop", json!({"type": "message_stop"})));
-                return Some((stream::iter(events), None));
+                (entered.opened, entered.index)
+            };
+            match rx.recv().await {
+                Some(GenerateEvent::Text { text, .. }) if !text.is_empty() => {
+                    let (opened, index) = enter(&mut blocks, Block::Text, &mut events);
+                    if opened {
+                        events.push(named("content_block_start", wire::text_block_start(index)));
+                    }
+                    events.push(named("content_block_delta", wire::text_delta(index, &text)));
+                }
+                Some(GenerateEvent::Text { .. }) => {}
+                Some(GenerateEvent::ToolCallStart { index: n, id, name }) => {
+                    let (_, index) = enter(&mut blocks, Block::Tool(n), &mut events);
+                    events.push(named(
+                        "content_block_start",
+                        wire::tool_block_start(index, &id, &name),
+                    ));
+                }
+                Some(GenerateEvent::ToolArguments { index: n, json }) => {
+                    let (_, index) = enter(&mut blocks, Block::Tool(n), &mut events);
+                    events.push(named(
+                        "content_block_delta",
+                        wire::input_json_delta(index, &json),
+                    ));
+                }
+                Some(GenerateEvent::Finished {
+                    reason,
+                    usage,
+                    stop_sequence,
+                }) => {
+                    metering.settled().await;
+                    if !blocks.any() {
+                        // An empty answer is still one (empty) text block.
+                        events.push(named("content_block_start", wire::text_block_start(0)));
+                        events.push(named("content_block_stop", wire::block_stop(0)));
+                    }
+                    if let Some(closed) = blocks.close() {
+                        events.push(named("content_block_stop", wire::block_stop(closed)));
+                    }
+                    events.push(named(
+                        "message_delta",
+                        wire::message_delta(reason, stop_sequence.as_deref(), &usage),
+                    ));
+                    events.push(named("message_stop", json!({"type": "message_stop"})));
+                    return Some((stream::iter(events), None));
+                }
+                Some(GenerateEvent::Failed { error, .. }) => {
+                    metering.settled().await;
+                    events.push(named("error", wire::error_body(&error)));
+                    return Some((stream::iter(events), None));
+                }
+                None => return None,
             }
-            Some(GenerateEvent::Failed { error, .. }) => {
-                events.push(named("error", wire::error_body(&error)));
-                return Some((stream::iter(events), None));
-            }
-            None => return None,
-        }
-        Some((stream::iter(events), Some((rx, blocks))))
-    });
+            Some((stream::iter(events), Some((rx, blocks, metering))))
+        },
+    );
     use futures_util::StreamExt;
     stream::iter(opening).chain(body.flatten())
 }
 
 async fn count_tokens(
     State(state): Shared,
+    Extension(principal): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, AnthropicError> {
     let body = body.map_err(body_error)?;
     let (model_id, prompt, constraints) =
         basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
     let model = state.model(&model_id)?;
+    if let Some(p) = &state.platform {
+        p.check_access(&principal, &model_id)?;
+    }
     let tokens =
         tokio::task::spawn_blocking(move || model.engine.tokenize_prompt(&prompt, &constraints))
             .await

@@ -11,11 +11,12 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use basalt_auth::Principal;
 use basalt_catalog::Modality;
 use basalt_engine::EventReceiver;
 use basalt_types::{BasaltError, ErrorKind, FinishReason, GenerateEvent, Usage};
@@ -28,8 +29,8 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 
 use crate::{
-    body_error, collect_text, request_id, start_generation, AppState, Block, Blocks, ServedModel,
-    ServerConfig,
+    body_error, collect_text, request_id, start_generation, AppState, Block, Blocks, Call,
+    Metering, ServedModel, ServerConfig,
 };
 
 type Shared = State<Arc<AppState>>;
@@ -110,15 +111,19 @@ fn millis(since: Instant) -> u64 {
 
 async fn converse(
     State(state): Shared,
+    Extension(principal): Extension<Principal>,
     Path(model_id): Path<String>,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let started = Instant::now();
+    let call = Call::new(principal, "bedrock", "Converse");
+    let started = call.started;
     let body = body.map_err(body_error)?;
     let request = basalt_wire::parse_json::<ConverseRequest>(&body)?.into_request()?;
     let model = resolve(&state, &model_id)?;
-    let (_, rx) = start_generation(model, request).await?;
-    let done = collect_text(rx).await?;
+    let (_, rx, metering) = start_generation(&state, &call, model, request).await?;
+    let done = collect_text(rx).await;
+    metering.settled().await;
+    let done = done?;
     let out = converse::response(
         &done.text,
         &done.calls,
@@ -131,17 +136,19 @@ async fn converse(
 
 async fn converse_stream(
     State(state): Shared,
+    Extension(principal): Extension<Principal>,
     Path(model_id): Path<String>,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let started = Instant::now();
+    let call = Call::new(principal, "bedrock", "ConverseStream");
+    let started = call.started;
     let body = body.map_err(body_error)?;
     let request = basalt_wire::parse_json::<ConverseRequest>(&body)?.into_request()?;
     let model = resolve(&state, &model_id)?;
-    let (_, rx) = start_generation(model, request).await?;
+    let (_, rx, metering) = start_generation(&state, &call, model, request).await?;
     // Text blocks open with their first delta; tool-use blocks with a start event.
     let mut blocks = Blocks::default();
-    let frames = generation_frames(rx, move |step| {
+    let frames = generation_frames(rx, metering, move |step| {
         let mut out = Vec::new();
         let mut enter = |block: Block, out: &mut Vec<Vec<u8>>| {
             let entered = blocks.enter(block);
@@ -179,17 +186,21 @@ async fn converse_stream(
 
 async fn invoke(
     State(state): Shared,
+    Extension(principal): Extension<Principal>,
     Path(model_id): Path<String>,
     headers: HeaderMap,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let started = Instant::now();
+    let call = Call::new(principal, "bedrock", "InvokeModel");
+    let started = call.started;
     let body = body.map_err(body_error)?;
     check_json_media(&headers)?;
     let request = basalt_wire::parse_json::<LlamaBody>(&body)?.into_request()?;
     let model = resolve(&state, &model_id)?;
-    let (_, rx) = start_generation(model, request).await?;
-    let done = collect_text(rx).await?;
+    let (_, rx, metering) = start_generation(&state, &call, model, request).await?;
+    let done = collect_text(rx).await;
+    metering.settled().await;
+    let done = done?;
     let out = invoke::llama_response(&done.text, done.reason, &done.usage);
     let mut resp = with_request_id(Json(out).into_response(), &request_id(""));
     let h = resp.headers_mut();
@@ -211,20 +222,22 @@ async fn invoke(
 
 async fn invoke_stream(
     State(state): Shared,
+    Extension(principal): Extension<Principal>,
     Path(model_id): Path<String>,
     headers: HeaderMap,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let started = Instant::now();
+    let call = Call::new(principal, "bedrock", "InvokeModelWithResponseStream");
+    let started = call.started;
     let body = body.map_err(body_error)?;
     check_json_media(&headers)?;
     let request = basalt_wire::parse_json::<LlamaBody>(&body)?.into_request()?;
     let model = resolve(&state, &model_id)?;
-    let (input_tokens, rx) = start_generation(model, request).await?;
+    let (input_tokens, rx, metering) = start_generation(&state, &call, model, request).await?;
     // Meta's chunks count generated tokens so far; the first chunk names the prompt size.
     let mut first_byte_ms = None;
     let mut chunks_sent = 0u32;
-    let frames = generation_frames(rx, move |step| {
+    let frames = generation_frames(rx, metering, move |step| {
         let native = match step {
             // Native bodies take no tools, so no tool calls come back.
             Step::Start | Step::ToolStart { .. } | Step::ToolArguments { .. } => return Vec::new(),
@@ -256,6 +269,7 @@ async fn invoke_stream(
 
 async fn count_tokens(
     State(state): Shared,
+    Extension(principal): Extension<Principal>,
     Path(model_id): Path<String>,
     body: BodyResult,
 ) -> Result<Json<Value>, BedrockError> {
@@ -263,6 +277,9 @@ async fn count_tokens(
     let (prompt, constraints) =
         basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
     let model = resolve(&state, &model_id)?;
+    if let Some(p) = &state.platform {
+        p.check_access(&principal, &model.entry.manifest.id)?;
+    }
     let tokens =
         tokio::task::spawn_blocking(move || model.engine.tokenize_prompt(&prompt, &constraints))
             .await
@@ -322,10 +339,12 @@ fn foundation_model(m: &ServedModel) -> FoundationModel {
 
 async fn list_foundation_models(
     State(state): Shared,
+    Extension(principal): Extension<Principal>,
     Query(filters): Query<ListFilters>,
 ) -> Json<Value> {
     let summaries: Vec<Value> = state
         .models()
+        .filter(|m| state.may_use(&principal, &m.entry.manifest.id))
         .map(|m| foundation_model(m))
         .filter(|m| filters.matches(m))
         .map(|m| control::summary(&state.region, &m))
@@ -335,9 +354,13 @@ async fn list_foundation_models(
 
 async fn get_foundation_model(
     State(state): Shared,
+    Extension(principal): Extension<Principal>,
     Path(model_id): Path<String>,
 ) -> Result<Json<Value>, BedrockError> {
     let m = resolve(&state, &model_id)?;
+    if !state.may_use(&principal, &m.entry.manifest.id) {
+        return Err(BasaltError::model_not_found(&model_id).into());
+    }
     Ok(Json(
         json!({"modelDetails": control::summary(&state.region, &foundation_model(&m))}),
     ))
@@ -360,11 +383,12 @@ fn frame((name, payload): (&str, Value)) -> Vec<u8> {
 /// engine failure becomes an exception frame and ends the stream.
 fn generation_frames(
     rx: EventReceiver,
+    metering: Metering,
     mut encode: impl FnMut(Step) -> Vec<Vec<u8>> + Send + 'static,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
     let opening: Vec<Vec<u8>> = encode(Step::Start);
-    let body = stream::unfold(Some((rx, encode)), |state| async move {
-        let (mut rx, mut encode) = state?;
+    let body = stream::unfold(Some((rx, encode, metering)), |state| async move {
+        let (mut rx, mut encode, metering) = state?;
         let frames = match rx.recv().await {
             Some(GenerateEvent::Text { text, .. }) if text.is_empty() => Vec::new(),
             Some(GenerateEvent::Text { text, .. }) => encode(Step::Text(text)),
@@ -377,9 +401,11 @@ fn generation_frames(
                 encode(Step::ToolArguments { call: index, json })
             }
             Some(GenerateEvent::Finished { reason, usage, .. }) => {
+                metering.settled().await;
                 return Some((encode(Step::Finished(reason, usage)), None));
             }
             Some(GenerateEvent::Failed { error, .. }) => {
+                metering.settled().await;
                 return Some((vec![wire::stream_exception(&error)], None));
             }
             None => {
@@ -388,7 +414,7 @@ fn generation_frames(
                 return Some((vec![wire::stream_exception(&error)], None));
             }
         };
-        Some((frames, Some((rx, encode))))
+        Some((frames, Some((rx, encode, metering))))
     });
     stream::iter(opening)
         .chain(body.flat_map(stream::iter))

@@ -9,18 +9,24 @@
 mod anthropic;
 mod auth;
 mod bedrock;
+pub mod metrics;
 mod openai;
+pub mod platform;
 mod state;
 
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::oneshot;
 
-use basalt_engine::EventReceiver;
+use basalt_auth::Principal;
+use basalt_engine::{Accounting, EventReceiver};
 use basalt_types::{
     BasaltError, ErrorKind, FinishReason, GenerateEvent, GenerateRequest, ToolCall, Usage,
 };
@@ -71,9 +77,14 @@ pub(crate) fn error_response(error: &BasaltError, body: serde_json::Value) -> Re
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if error.kind == ErrorKind::Overloaded {
+    let retry = match (error.retry_after_secs, error.kind) {
+        (Some(s), _) => Some(s),
+        (None, ErrorKind::Overloaded) => Some(1),
+        _ => None,
+    };
+    if let Some(secs) = retry {
         resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }
@@ -91,6 +102,8 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
         .merge(anthropic::routes(config.clone()).route_layer(guard(auth::Dialect::Anthropic)))
         .merge(bedrock::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
         .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics_text))
         .fallback(|uri: axum::http::Uri| async move {
             OpenAiError(BasaltError::new(
                 ErrorKind::NotFound,
@@ -98,6 +111,37 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
             ))
         })
         .with_state(state)
+}
+
+/// Ready when at least one model is loaded (a load balancer should not send traffic to a
+/// server that can answer nothing).
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.models().next().is_some() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no models loaded").into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    let gauges: Vec<metrics::ModelGauges> = state
+        .models()
+        .map(|m| {
+            let stats = m.engine.stats();
+            metrics::ModelGauges {
+                model: m.entry.manifest.id.clone(),
+                waiting: stats.waiting,
+                running: stats.running,
+                kv_bytes: m.engine.kv_bytes_in_use(),
+            }
+        })
+        .collect();
+    let mut resp = state.metrics.render(&gauges).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
 }
 
 fn body_error(rejection: axum::extract::rejection::BytesRejection) -> BasaltError {
@@ -112,19 +156,143 @@ fn body_error(rejection: axum::extract::rejection::BytesRejection) -> BasaltErro
     }
 }
 
-/// Tokenises the prompt on the blocking pool and queues the request on the model's
-/// scheduler; returns the prompt's token count (dialects report it up front) and the events.
+/// Who made a request, through which surface, and when: what metering needs to know.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub principal: Principal,
+    /// `openai`, `anthropic`, `bedrock`.
+    pub surface: &'static str,
+    /// The API operation (`chat.completions`, `messages`, `Converse`, ...).
+    pub operation: &'static str,
+    pub request_id: String,
+    pub started: Instant,
+}
+
+impl Call {
+    pub fn new(principal: Principal, surface: &'static str, operation: &'static str) -> Self {
+        let request_id = request_id("req_");
+        Self {
+            principal,
+            surface,
+            operation,
+            request_id,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Resolves when the request's usage is recorded. Routes await it before sending the last
+/// bytes of a response, so an answered request is always in the usage records.
+pub(crate) struct Metering(oneshot::Receiver<()>);
+
+impl Metering {
+    pub async fn settled(self) {
+        let _ = self.0.await;
+    }
+}
+
+/// Checks model access, admits the request under the caller's quotas, tokenises the prompt
+/// on the blocking pool and queues it on the model's scheduler in the caller's fair-share
+/// lane; returns the prompt's token count (dialects report it up front), the events, and
+/// the metering of the sequence, which records its exact usage however it ends.
 pub(crate) async fn start_generation(
+    state: &Arc<AppState>,
+    call: &Call,
     model: Arc<ServedModel>,
     request: GenerateRequest,
-) -> Result<(u32, EventReceiver), BasaltError> {
-    tokio::task::spawn_blocking(move || {
-        let prepared = model.engine.prepare(request)?;
-        let n = prepared.prompt_tokens.len() as u32;
-        Ok::<_, BasaltError>((n, model.engine.enqueue(prepared)?))
+) -> Result<(u32, EventReceiver, Metering), BasaltError> {
+    let model_id = model.entry.manifest.id.clone();
+    let platform = state.platform.clone();
+    if let Some(p) = &platform {
+        p.check_access(&call.principal, &model_id)?;
+    }
+    let principal = call.principal.clone();
+    let engine_model = Arc::clone(&model);
+    let (prepared, reservation) = tokio::task::spawn_blocking(move || {
+        let mut prepared = engine_model.engine.prepare(request)?;
+        let reservation = match &platform {
+            Some(p) => {
+                let tokens = (prepared.prompt_tokens.len() + prepared.max_tokens) as u64;
+                let r = p.admit(&principal, &engine_model.entry.manifest.id, tokens)?;
+                prepared.tenant = p.lane(&principal);
+                r
+            }
+            None => None,
+        };
+        Ok::<_, BasaltError>((prepared, reservation))
     })
     .await
-    .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))?
+    .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
+    let input_tokens = prepared.prompt_tokens.len() as u32;
+    let (acc_tx, acc_rx) = oneshot::channel();
+    let mut prepared = prepared;
+    prepared.accounting = Some(acc_tx);
+    let rx = match model.engine.enqueue(prepared) {
+        Ok(rx) => rx,
+        Err(e) => {
+            if let (Some(p), Some(r)) = (&state.platform, reservation) {
+                p.settle(r, 0, 0.0);
+            }
+            return Err(e);
+        }
+    };
+    let metering = spawn_metering(
+        Arc::clone(state),
+        call.clone(),
+        model_id,
+        acc_rx,
+        reservation,
+    );
+    Ok((input_tokens, rx, metering))
+}
+
+/// Waits for a sequence's accounting, writes its usage record (durably) and metrics, and
+/// returns the unused part of its quota reservation. Runs on its own task, so a client
+/// that disconnects is still billed for what was computed.
+fn spawn_metering(
+    state: Arc<AppState>,
+    call: Call,
+    model_id: String,
+    accounting: oneshot::Receiver<Accounting>,
+    reservation: Option<platform::Reservation>,
+) -> Metering {
+    let (done_tx, done_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok(acc) = accounting.await {
+            let cost = state
+                .platform
+                .as_ref()
+                .map_or(0.0, |p| p.cost(&model_id, &acc.usage));
+            let record = platform::usage_record(&call, &model_id, &acc, cost);
+            state.metrics.observe(&metrics::Observation {
+                model: &model_id,
+                surface: call.surface,
+                status: &record.status,
+                input_tokens: record.input_tokens,
+                output_tokens: record.output_tokens,
+                latency_s: record.latency_ms as f64 / 1000.0,
+                ttft_s: record.time_to_first_token_ms.map(|t| t as f64 / 1000.0),
+            });
+            if let Some(p) = state.platform.clone() {
+                let used = record.input_tokens + record.output_tokens;
+                let written = tokio::task::spawn_blocking(move || {
+                    let result = p.store.record_usage(&record);
+                    if let Some(r) = reservation {
+                        p.settle(r, used, cost);
+                    }
+                    result
+                })
+                .await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot record usage"),
+                    Err(e) => tracing::error!(error = %e, "usage task failed"),
+                }
+            }
+        }
+        let _ = done_tx.send(());
+    });
+    Metering(done_rx)
 }
 
 /// A whole generation, for the non-streaming routes.

@@ -5,11 +5,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use basalt_auth::Principal;
 use basalt_engine::EventReceiver;
 use basalt_types::{BasaltError, FinishReason, GenerateEvent, TokenLogprob, ToolCall, Usage};
 use basalt_wire::openai::{self as wire, ModelCard, Plan};
@@ -17,7 +18,10 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 
-use crate::{body_error, request_id, unix_now, AppState, OpenAiError, ServedModel, ServerConfig};
+use crate::{
+    body_error, request_id, start_generation, unix_now, AppState, Call, Metering, OpenAiError,
+    ServedModel, ServerConfig,
+};
 
 type Shared = State<Arc<AppState>>;
 
@@ -28,15 +32,19 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
         .route("/v1/models/{*id}", get(get_model))
         .route(
             "/v1/chat/completions",
-            post(move |s: Shared, b: Result<Bytes, BytesRejection>| {
-                generate(s, b, Surface::Chat, keep_alive)
-            }),
+            post(
+                move |s: Shared, p: Extension<Principal>, b: Result<Bytes, BytesRejection>| {
+                    generate(s, p, b, Surface::Chat, keep_alive)
+                },
+            ),
         )
         .route(
             "/v1/completions",
-            post(move |s: Shared, b: Result<Bytes, BytesRejection>| {
-                generate(s, b, Surface::Completion, keep_alive)
-            }),
+            post(
+                move |s: Shared, p: Extension<Principal>, b: Result<Bytes, BytesRejection>| {
+                    generate(s, p, b, Surface::Completion, keep_alive)
+                },
+            ),
         )
         .layer(DefaultBodyLimit::max(config.body_limit))
 }
@@ -50,17 +58,29 @@ fn card(m: &ServedModel, created: u64) -> ModelCard {
     }
 }
 
-async fn list_models(State(state): Shared) -> Json<Value> {
+/// The models the caller may use (a tenant sees only those granted to it).
+async fn list_models(
+    State(state): Shared,
+    Extension(principal): Extension<Principal>,
+) -> Json<Value> {
     Json(wire::model_list(
-        state.models().map(|m| card(m, state.started)).collect(),
+        state
+            .models()
+            .filter(|m| state.may_use(&principal, &m.entry.manifest.id))
+            .map(|m| card(m, state.started))
+            .collect(),
     ))
 }
 
 async fn get_model(
     State(state): Shared,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, OpenAiError> {
     let m = state.model(&id)?;
+    if !state.may_use(&principal, &id) {
+        return Err(BasaltError::model_not_found(&id).into());
+    }
     Ok(Json(card(&m, state.started)))
 }
 
@@ -72,17 +92,26 @@ enum Surface {
 
 async fn generate(
     State(state): Shared,
+    Extension(principal): Extension<Principal>,
     body: Result<Bytes, BytesRejection>,
     surface: Surface,
     keep_alive: std::time::Duration,
 ) -> Result<Response, OpenAiError> {
+    let call = Call::new(
+        principal,
+        "openai",
+        match surface {
+            Surface::Chat => "chat.completions",
+            Surface::Completion => "completions",
+        },
+    );
     let body = body.map_err(body_error)?;
     let plan = match surface {
         Surface::Chat => wire::parse_chat(&body)?.into_plan()?,
         Surface::Completion => wire::parse_completion(&body)?.into_plan()?,
     };
     let model = state.model(&plan.model)?;
-    let receivers = submit_all(&model, &plan).await?;
+    let (receivers, meterings) = submit_all(&state, &call, &model, &plan).await?;
     let meta = ResponseMeta {
         id: request_id(if surface == Surface::Chat {
             "chatcmpl-"
@@ -95,30 +124,35 @@ async fn generate(
         choices_per_prompt: plan.choices_per_prompt,
     };
     if plan.stream {
-        let events = stream_events(meta, plan, receivers);
+        let events = stream_events(meta, plan, receivers, meterings);
         Ok(Sse::new(events)
             .keep_alive(KeepAlive::new().interval(keep_alive))
             .into_response())
     } else {
-        Ok(Json(collect(meta, plan, receivers).await?).into_response())
+        let result = collect(meta, plan, receivers).await;
+        for m in meterings {
+            m.settled().await;
+        }
+        Ok(Json(result?).into_response())
     }
 }
 
-/// Submits every choice of the plan; tokenisation runs on the blocking pool.
+/// Submits every choice of the plan (each metered as its own sequence).
 async fn submit_all(
+    state: &Arc<AppState>,
+    call: &Call,
     model: &Arc<ServedModel>,
     plan: &Plan,
-) -> Result<Vec<EventReceiver>, BasaltError> {
+) -> Result<(Vec<EventReceiver>, Vec<Metering>), BasaltError> {
     let mut receivers = Vec::with_capacity(plan.requests.len());
+    let mut meterings = Vec::with_capacity(plan.requests.len());
     for request in &plan.requests {
-        let model = Arc::clone(model);
-        let request = request.clone();
-        let rx = tokio::task::spawn_blocking(move || model.engine.submit(request))
-            .await
-            .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
+        let (_, rx, metering) =
+            start_generation(state, call, Arc::clone(model), request.clone()).await?;
         receivers.push(rx);
+        meterings.push(metering);
     }
-    Ok(receivers)
+    Ok((receivers, meterings))
 }
 
 struct ResponseMeta {
@@ -384,6 +418,7 @@ fn stream_events(
     meta: ResponseMeta,
     plan: Plan,
     receivers: Vec<EventReceiver>,
+    meterings: Vec<Metering>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let encoder = ChunkEncoder::new(meta, &plan, receivers.len());
     let pending: VecDeque<Event> = encoder.opening(&plan.echo).into_iter().map(data).collect();
@@ -394,11 +429,11 @@ fn stream_events(
             .map(|(i, rx)| Box::pin(receiver_stream(i, rx))),
     );
     stream::unfold(
-        (merged, encoder, pending, false),
-        |(mut merged, mut encoder, mut pending, mut ended)| async move {
+        (merged, encoder, pending, false, meterings),
+        |(mut merged, mut encoder, mut pending, mut ended, mut meterings)| async move {
             loop {
                 if let Some(event) = pending.pop_front() {
-                    return Some((Ok(event), (merged, encoder, pending, ended)));
+                    return Some((Ok(event), (merged, encoder, pending, ended, meterings)));
                 }
                 if ended {
                     return None;
@@ -406,6 +441,10 @@ fn stream_events(
                 match merged.next().await {
                     Some((i, event)) => pending.extend(encoder.event(i, event).map(data)),
                     None => {
+                        // The answer ends only once its usage is recorded.
+                        for m in meterings.drain(..) {
+                            m.settled().await;
+                        }
                         pending.extend(encoder.closing().map(data));
                         pending.push_back(Event::default().data("[DONE]"));
                         ended = true;

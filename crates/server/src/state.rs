@@ -4,10 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use basalt_auth::Authenticator;
+use basalt_auth::{Authenticator, Principal};
 use basalt_catalog::{Catalog, Entry, Format, Modality};
 use basalt_engine::{EngineConfig, LoadedModel};
 use basalt_types::BasaltError;
+
+use crate::metrics::Metrics;
+use crate::platform::Platform;
 
 pub struct ServedModel {
     pub entry: Entry,
@@ -21,6 +24,9 @@ pub struct AppState {
     pub auth: Authenticator,
     /// The region named in Bedrock ARNs we hand out.
     pub region: String,
+    /// Tenants, access, quotas and metering; `None` runs without a store (tests, tools).
+    pub platform: Option<Arc<Platform>>,
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -37,7 +43,21 @@ impl AppState {
             started,
             auth: Authenticator::open(),
             region: "us-east-1".into(),
+            platform: None,
+            metrics: Metrics::default(),
         }
+    }
+
+    pub fn with_platform(mut self, platform: Arc<Platform>) -> Self {
+        self.platform = Some(platform);
+        self
+    }
+
+    /// Whether the principal may see and use the model.
+    pub fn may_use(&self, principal: &Principal, model_id: &str) -> bool {
+        self.platform
+            .as_ref()
+            .is_none_or(|p| p.may_use(principal, model_id))
     }
 
     pub fn with_auth(mut self, auth: Authenticator) -> Self {

@@ -378,6 +378,7 @@ impl Store for SqliteStore {
                     Ok(Principal {
                         tenant: r.get(0)?,
                         key_id: r.get(1)?,
+                        managed: true,
                     })
                 },
             )
@@ -473,6 +474,7 @@ impl Store for SqliteStore {
             principal: Principal {
                 tenant,
                 key_id: access_key_id.to_string(),
+                managed: true,
             },
         })
     }

@@ -27,6 +27,8 @@ pub enum ErrorKind {
     InvalidSignature,
     /// The caller is known but may not do this (e.g. no access to the model).
     PermissionDenied,
+    /// A quota (requests or tokens per minute, tokens per day, budget) is used up.
+    QuotaExceeded,
     /// The model cannot serve this kind of request (e.g. chat on a base model).
     UnsupportedForModel,
     /// A bug or an I/O failure on our side.
@@ -44,7 +46,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => 403,
             ErrorKind::ModelNotFound | ErrorKind::NotFound => 404,
             ErrorKind::PayloadTooLarge => 413,
-            ErrorKind::Overloaded => 429,
+            ErrorKind::Overloaded | ErrorKind::QuotaExceeded => 429,
             ErrorKind::Internal => 500,
         }
     }
@@ -58,6 +60,8 @@ pub struct BasaltError {
     pub message: String,
     /// The request field the error is about, when there is one (`messages[0].content`).
     pub param: Option<String>,
+    /// When the client may retry (`Retry-After`), for overload and quota errors.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl BasaltError {
@@ -66,6 +70,7 @@ impl BasaltError {
             kind,
             message: message.into(),
             param: None,
+            retry_after_secs: None,
         }
     }
 
@@ -74,6 +79,7 @@ impl BasaltError {
             kind: ErrorKind::InvalidRequest,
             message: message.into(),
             param: Some(param.into()),
+            retry_after_secs: None,
         }
     }
 
@@ -82,11 +88,17 @@ impl BasaltError {
             kind: ErrorKind::ModelNotFound,
             message: format!("The model `{model}` does not exist or is not loaded"),
             param: Some("model".into()),
+            retry_after_secs: None,
         }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {

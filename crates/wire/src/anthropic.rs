@@ -400,7 +400,7 @@ pub fn error_body(e: &BasaltError) -> Value {
         | ErrorKind::UnsupportedForModel => "invalid_request_error",
         ErrorKind::ModelNotFound | ErrorKind::NotFound => "not_found_error",
         ErrorKind::PayloadTooLarge => "request_too_large",
-        ErrorKind::Overloaded => "rate_limit_error",
+        ErrorKind::Overloaded | ErrorKind::QuotaExceeded => "rate_limit_error",
         ErrorKind::Unauthenticated | ErrorKind::InvalidSignature => "authentication_error",
         ErrorKind::PermissionDenied => "permission_error",
         ErrorKind::Internal => "api_error",

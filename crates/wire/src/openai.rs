@@ -642,6 +642,7 @@ pub fn error_body(e: &BasaltError) -> Value {
         ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
         ErrorKind::PayloadTooLarge => ("invalid_request_error", Some("request_too_large")),
         ErrorKind::Overloaded => ("rate_limit_exceeded", Some("rate_limit_exceeded")),
+        ErrorKind::QuotaExceeded => ("rate_limit_exceeded", Some("insufficient_quota")),
         ErrorKind::Unauthenticated | ErrorKind::InvalidSignature => {
             ("invalid_request_error", Some("invalid_api_key"))
         }

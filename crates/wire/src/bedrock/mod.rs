@@ -23,7 +23,7 @@ pub fn error_code(kind: ErrorKind) -> (&'static str, u16) {
         | ErrorKind::UnsupportedForModel
         | ErrorKind::PayloadTooLarge => ("ValidationException", 400),
         ErrorKind::ModelNotFound | ErrorKind::NotFound => ("ResourceNotFoundException", 404),
-        ErrorKind::Overloaded => ("ThrottlingException", 429),
+        ErrorKind::Overloaded | ErrorKind::QuotaExceeded => ("ThrottlingException", 429),
         ErrorKind::Unauthenticated => ("UnrecognizedClientException", 403),
         ErrorKind::InvalidSignature => ("InvalidSignatureException", 403),
         ErrorKind::PermissionDenied => ("AccessDeniedException", 403),
@@ -44,7 +44,7 @@ pub fn error_body(e: &BasaltError) -> Value {
 /// The in-stream exception frame for an error that happens after the stream started.
 pub fn stream_exception(e: &BasaltError) -> Vec<u8> {
     let name = match e.kind {
-        ErrorKind::Overloaded => "throttlingException",
+        ErrorKind::Overloaded | ErrorKind::QuotaExceeded => "throttlingException",
         ErrorKind::InvalidRequest
         | ErrorKind::ContextLengthExceeded
         | ErrorKind::UnsupportedForModel
