@@ -14,7 +14,10 @@
 
 pub mod sigv4;
 
+pub use sigv4::constant_time_eq;
+
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use basalt_types::{BasaltError, ErrorKind};
@@ -183,8 +186,8 @@ pub struct RequestLine<'a> {
 #[derive(Clone)]
 pub struct Authenticator {
     keys: Arc<dyn KeyStore>,
-    /// Without keys, everyone is the local principal; with keys, credentials are required.
-    open: bool,
+    /// Local mode: everyone is the local principal. Closed for good once keys exist.
+    open: Arc<AtomicBool>,
     /// How far a SigV4 client's clock may be from ours (AWS allows 15 minutes).
     pub max_clock_skew_secs: i64,
     /// The SigV4 signing name clients must use.
@@ -192,14 +195,26 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// Open (local mode) exactly when the key store has no keys at all.
     pub fn new(keys: Arc<dyn KeyStore>) -> Self {
         let open = keys.is_empty();
+        Self::with_mode(keys, open)
+    }
+
+    /// `open` chooses local mode explicitly (the server decides from its store and address).
+    pub fn with_mode(keys: Arc<dyn KeyStore>, open: bool) -> Self {
         Self {
             keys,
-            open,
+            open: Arc::new(AtomicBool::new(open)),
             max_clock_skew_secs: 15 * 60,
             service: "bedrock",
         }
+    }
+
+    /// Leaves local mode: from now on every request must authenticate (the first tenant
+    /// was just created).
+    pub fn require_credentials(&self) {
+        self.open.store(false, Ordering::SeqCst);
     }
 
     /// No keys at all: every request is the local principal (the quick-start mode).
@@ -208,12 +223,12 @@ impl Authenticator {
     }
 
     pub fn is_open(&self) -> bool {
-        self.open
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Whether verifying this request needs its body (SigV4 signs the payload hash).
     pub fn needs_body(&self, headers: &HeaderMap) -> bool {
-        !self.open && authorization(headers).is_some_and(|a| a.starts_with(sigv4::ALGORITHM))
+        !self.is_open() && authorization(headers).is_some_and(|a| a.starts_with(sigv4::ALGORITHM))
     }
 
     pub fn authenticate(
@@ -223,7 +238,7 @@ impl Authenticator {
         body: &[u8],
         now_unix: i64,
     ) -> Result<Principal, AuthError> {
-        if self.open {
+        if self.is_open() {
             return Ok(Principal::local());
         }
         if let Some(value) = authorization(headers) {

@@ -363,7 +363,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Compares without an early exit, so the time taken says nothing about where a forged
 /// signature first differs.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 mod models;
+mod platform;
 mod serve;
 
 use std::path::PathBuf;
@@ -74,6 +75,14 @@ enum Command {
     Models(models::ModelsCommand),
     /// Measure the engine's prefill and decode speed on a GGUF file (see scripts/bench)
     Bench(bench::BenchArgs),
+    /// Manage tenants: create, list, status, model grants, quotas
+    #[command(subcommand)]
+    Tenants(platform::TenantsCommand),
+    /// Manage a tenant's API keys and AWS access keys
+    #[command(subcommand)]
+    Keys(platform::KeysCommand),
+    /// Show metered usage
+    Usage(platform::UsageArgs),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +92,9 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Models(cmd) => models::run(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::Tenants(cmd) => platform::tenants(cmd),
+        Command::Keys(cmd) => platform::keys(cmd),
+        Command::Usage(args) => platform::usage(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,11 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use basalt_auth::{Authenticator, StaticKeys};
+use basalt_auth::{Authenticator, ChainedKeys, KeyStore, StaticKeys};
 use basalt_catalog::Catalog;
+use basalt_server::platform::{Platform, Prices};
 use basalt_server::{router, AppState, ServerConfig};
+use basalt_store::{Store, StoreKeys};
 use tracing_subscriber::EnvFilter;
 
+use crate::platform::DataArgs;
 use crate::{CliResult, EngineArgs, StoreArgs};
 
 #[derive(clap::Args)]
@@ -22,9 +25,8 @@ pub struct ServeArgs {
     port: u16,
     #[command(flatten)]
     store: StoreArgs,
-    /// Data directory (state such as usage records) [default: ${XDG_DATA_HOME:-~/.local/share}/basalt]
-    #[arg(long, env = "BASALT_DATA_DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
     /// Serve only these model ids (repeatable) [default: every text model in the store]
     #[arg(long = "model")]
     models: Vec<String>,
@@ -51,6 +53,13 @@ pub struct ServeArgs {
     /// Serve a non-loopback address without any keys (everyone is the local user)
     #[arg(long)]
     insecure_no_auth: bool,
+    /// The admin API's token [default: generated on first start, printed once]
+    #[arg(long, env = "BASALT_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Prices for metering: a TOML table per model id (or "*"), with input_per_million,
+    /// cached_input_per_million and output_per_million in US dollars
+    #[arg(long, env = "BASALT_PRICES")]
+    prices: Option<PathBuf>,
     /// Region named in the Bedrock ARNs Basalt returns (requests signed for any region are accepted)
     #[arg(long, default_value = "us-east-1", env = "BASALT_REGION")]
     region: String,
@@ -72,12 +81,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         )
         .with_writer(std::io::stderr)
         .init();
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| basalt_catalog::data_home().join("basalt"));
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    let store = args.data.open_store()?;
     let models_dir = args.store.dir();
     let catalog = Catalog::open(&models_dir)?;
     for (dir, why) in &catalog.skipped {
@@ -117,29 +121,50 @@ pub fn run(args: ServeArgs) -> CliResult {
         "catalog ready"
     );
 
-    let keys = StaticKeys::new("default", &args.api_keys, &args.aws_access_keys);
-    let auth = Authenticator::new(Arc::new(keys));
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+        .parse()
+        .or_else(|_| format!("[{}]:{}", args.host, args.port).parse())
+        .map_err(|e| format!("bad listen address {}:{}: {e}", args.host, args.port))?;
+    // Operator keys from the flags, then the tenants' keys in the store. Local mode (no
+    // credentials needed) only while neither exists, and only on a loopback address.
+    let operator_keys = StaticKeys::new("operator", &args.api_keys, &args.aws_access_keys);
+    let no_keys_anywhere = operator_keys.is_empty() && store.tenants()?.is_empty();
+    if no_keys_anywhere && !addr.ip().is_loopback() && !args.insecure_no_auth {
+        return Err(format!(
+            "refusing to serve {addr} without authentication: create a tenant and keys \
+             (`basalt tenants create`, `basalt keys create`), give --api-key / \
+             --aws-access-key, or pass --insecure-no-auth to let anyone who can reach it in"
+        )
+        .into());
+    }
+    let keys = ChainedKeys(vec![
+        Arc::new(operator_keys),
+        Arc::new(StoreKeys(Arc::clone(&store))),
+    ]);
+    let auth = Authenticator::with_mode(Arc::new(keys), no_keys_anywhere);
+    let admin_hash = admin_token(store.as_ref(), args.admin_token.as_deref())?;
+    let prices = match &args.prices {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read prices {}: {e}", path.display()))?;
+            toml::from_str::<Prices>(&text)
+                .map_err(|e| format!("bad prices file {}: {e}", path.display()))?
+        }
+        None => Prices::new(),
+    };
+    let platform = Arc::new(Platform::new(store, prices));
     let state = state
         .with_auth(auth.clone())
-        .with_region(args.region.clone());
+        .with_region(args.region.clone())
+        .with_platform(platform)
+        .with_admin_token_hash(admin_hash);
 
     let server_config = ServerConfig {
         body_limit: args.max_body_kb << 10,
         ..Default::default()
     };
     let app = router(Arc::new(state), server_config);
-    let addr: SocketAddr = format!("{}:{}", args.host, args.port)
-        .parse()
-        .or_else(|_| format!("[{}]:{}", args.host, args.port).parse())
-        .map_err(|e| format!("bad listen address {}:{}: {e}", args.host, args.port))?;
     let grace = Duration::from_secs(args.shutdown_grace_secs);
-    if auth.is_open() && !addr.ip().is_loopback() && !args.insecure_no_auth {
-        return Err(format!(
-            "refusing to serve {addr} without authentication: give --api-key / \
-             --aws-access-key, or --insecure-no-auth to let anyone who can reach it use the models"
-        )
-        .into());
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -149,7 +174,10 @@ pub fn run(args: ServeArgs) -> CliResult {
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         tracing::info!("listening on http://{addr}");
         if auth.is_open() {
-            tracing::info!("no keys configured: local mode, every request is the local user");
+            tracing::info!(
+                "no tenants or keys yet: local mode, every request is the local user \
+                 (creating a tenant through the admin API switches authentication on)"
+            );
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -171,6 +199,30 @@ pub fn run(args: ServeArgs) -> CliResult {
         tracing::info!("stopped");
         Ok::<(), Box<dyn std::error::Error>>(())
     })
+}
+
+/// The admin token's hash: the one given (stored, so the CLI and later starts agree), the
+/// one stored earlier, or a new one printed once.
+fn admin_token(
+    store: &dyn Store,
+    given: Option<&str>,
+) -> Result<[u8; 32], Box<dyn std::error::Error>> {
+    if let Some(token) = given {
+        let hash = basalt_auth::sha256(token.as_bytes());
+        store.set_admin_token_hash(&hash)?;
+        return Ok(hash);
+    }
+    if let Some(hash) = store.admin_token_hash()? {
+        return Ok(hash);
+    }
+    let token = format!("bat-{}", basalt_store::random_token(40)?);
+    let hash = basalt_auth::sha256(token.as_bytes());
+    store.set_admin_token_hash(&hash)?;
+    eprintln!(
+        "\nAdmin API token (shown once; only its hash is kept): {token}\n\
+         Use it as `Authorization: Bearer <token>` on /admin/...; set BASALT_ADMIN_TOKEN to choose your own.\n"
+    );
+    Ok(hash)
 }
 
 async fn shutdown_signal() {

@@ -18,8 +18,8 @@ use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 
 use crate::{
-    body_error, collect_text, error_response, request_id, start_generation, AppState, Block,
-    Blocks, Call, Metering, ServerConfig,
+    body_error, collect_text, error_response, start_generation, AppState, Block, Blocks, Call,
+    Metering, ServerConfig,
 };
 
 type Shared = State<Arc<AppState>>;
@@ -60,13 +60,13 @@ async fn messages(
     body: Result<Bytes, BytesRejection>,
     keep_alive: std::time::Duration,
 ) -> Result<Response, AnthropicError> {
-    let call = Call::new(principal, "anthropic", "messages");
+    let call = Call::new(principal, "anthropic", "messages", "msg_");
     let body = body.map_err(body_error)?;
     let (model_id, request, stream) =
         basalt_wire::parse_json::<MessagesRequest>(&body)?.into_request()?;
     let model = state.model(&model_id)?;
     let (input_tokens, rx, metering) = start_generation(&state, &call, model, request).await?;
-    let id = request_id("msg_");
+    let id = call.request_id.clone();
     if stream {
         return Ok(
             Sse::new(event_stream(id, model_id, input_tokens, rx, metering))

@@ -29,8 +29,8 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 
 use crate::{
-    body_error, collect_text, request_id, start_generation, AppState, Block, Blocks, Call,
-    Metering, ServedModel, ServerConfig,
+    body_error, collect_text, start_generation, AppState, Block, Blocks, Call, Metering,
+    ServedModel, ServerConfig,
 };
 
 type Shared = State<Arc<AppState>>;
@@ -115,7 +115,7 @@ async fn converse(
     Path(model_id): Path<String>,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let call = Call::new(principal, "bedrock", "Converse");
+    let call = Call::new(principal, "bedrock", "Converse", "");
     let started = call.started;
     let body = body.map_err(body_error)?;
     let request = basalt_wire::parse_json::<ConverseRequest>(&body)?.into_request()?;
@@ -131,7 +131,7 @@ async fn converse(
         &done.usage,
         millis(started),
     );
-    Ok(with_request_id(Json(out).into_response(), &request_id("")))
+    Ok(with_request_id(Json(out).into_response(), &call.request_id))
 }
 
 async fn converse_stream(
@@ -140,7 +140,7 @@ async fn converse_stream(
     Path(model_id): Path<String>,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let call = Call::new(principal, "bedrock", "ConverseStream");
+    let call = Call::new(principal, "bedrock", "ConverseStream", "");
     let started = call.started;
     let body = body.map_err(body_error)?;
     let request = basalt_wire::parse_json::<ConverseRequest>(&body)?.into_request()?;
@@ -181,7 +181,7 @@ async fn converse_stream(
         }
         out
     });
-    Ok(event_stream_response(frames, &[]))
+    Ok(event_stream_response(frames, &[], &call.request_id))
 }
 
 async fn invoke(
@@ -191,7 +191,7 @@ async fn invoke(
     headers: HeaderMap,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let call = Call::new(principal, "bedrock", "InvokeModel");
+    let call = Call::new(principal, "bedrock", "InvokeModel", "");
     let started = call.started;
     let body = body.map_err(body_error)?;
     check_json_media(&headers)?;
@@ -202,7 +202,7 @@ async fn invoke(
     metering.settled().await;
     let done = done?;
     let out = invoke::llama_response(&done.text, done.reason, &done.usage);
-    let mut resp = with_request_id(Json(out).into_response(), &request_id(""));
+    let mut resp = with_request_id(Json(out).into_response(), &call.request_id);
     let h = resp.headers_mut();
     for (name, value) in [
         (
@@ -227,7 +227,7 @@ async fn invoke_stream(
     headers: HeaderMap,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let call = Call::new(principal, "bedrock", "InvokeModelWithResponseStream");
+    let call = Call::new(principal, "bedrock", "InvokeModelWithResponseStream", "");
     let started = call.started;
     let body = body.map_err(body_error)?;
     check_json_media(&headers)?;
@@ -264,6 +264,7 @@ async fn invoke_stream(
     Ok(event_stream_response(
         frames,
         &[("x-amzn-bedrock-content-type", "application/json")],
+        &call.request_id,
     ))
 }
 
@@ -424,6 +425,7 @@ fn generation_frames(
 fn event_stream_response(
     frames: impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static,
     extra_headers: &[(&'static str, &'static str)],
+    request_id: &str,
 ) -> Response {
     let mut resp = Response::new(Body::from_stream(frames));
     let h = resp.headers_mut();
@@ -434,5 +436,5 @@ fn event_stream_response(
             HeaderValue::from_static(value),
         );
     }
-    with_request_id(resp, &request_id(""))
+    with_request_id(resp, request_id)
 }

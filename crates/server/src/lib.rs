@@ -6,6 +6,7 @@
 //! each model's scheduler thread. A client that disconnects drops its event receivers, which
 //! cancels its sequences in the engine.
 
+mod admin;
 mod anthropic;
 mod auth;
 mod bedrock;
@@ -101,6 +102,17 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
         .merge(openai::routes(config.clone()).route_layer(guard(auth::Dialect::OpenAi)))
         .merge(anthropic::routes(config.clone()).route_layer(guard(auth::Dialect::Anthropic)))
         .merge(bedrock::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
+        .merge(
+            Router::new()
+                .route("/v1/usage", get(admin::own_usage))
+                .route_layer(guard(auth::Dialect::OpenAi)),
+        )
+        .merge(
+            admin::routes().route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                admin::require_admin,
+            )),
+        )
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
@@ -169,8 +181,15 @@ pub(crate) struct Call {
 }
 
 impl Call {
-    pub fn new(principal: Principal, surface: &'static str, operation: &'static str) -> Self {
-        let request_id = request_id("req_");
+    /// `id_prefix` makes the request id the dialect's own response id (`chatcmpl-`,
+    /// `msg_`), so what a client sees is what the usage record says.
+    pub fn new(
+        principal: Principal,
+        surface: &'static str,
+        operation: &'static str,
+        id_prefix: &str,
+    ) -> Self {
+        let request_id = request_id(id_prefix);
         Self {
             principal,
             surface,

@@ -19,8 +19,8 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 
 use crate::{
-    body_error, request_id, start_generation, unix_now, AppState, Call, Metering, OpenAiError,
-    ServedModel, ServerConfig,
+    body_error, start_generation, unix_now, AppState, Call, Metering, OpenAiError, ServedModel,
+    ServerConfig,
 };
 
 type Shared = State<Arc<AppState>>;
@@ -97,14 +97,10 @@ async fn generate(
     surface: Surface,
     keep_alive: std::time::Duration,
 ) -> Result<Response, OpenAiError> {
-    let call = Call::new(
-        principal,
-        "openai",
-        match surface {
-            Surface::Chat => "chat.completions",
-            Surface::Completion => "completions",
-        },
-    );
+    let call = match surface {
+        Surface::Chat => Call::new(principal, "openai", "chat.completions", "chatcmpl-"),
+        Surface::Completion => Call::new(principal, "openai", "completions", "cmpl-"),
+    };
     let body = body.map_err(body_error)?;
     let plan = match surface {
         Surface::Chat => wire::parse_chat(&body)?.into_plan()?,
@@ -113,11 +109,7 @@ async fn generate(
     let model = state.model(&plan.model)?;
     let (receivers, meterings) = submit_all(&state, &call, &model, &plan).await?;
     let meta = ResponseMeta {
-        id: request_id(if surface == Surface::Chat {
-            "chatcmpl-"
-        } else {
-            "cmpl-"
-        }),
+        id: call.request_id.clone(),
         created: unix_now(),
         model: plan.model.clone(),
         surface,

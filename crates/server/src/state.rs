@@ -27,6 +27,8 @@ pub struct AppState {
     /// Tenants, access, quotas and metering; `None` runs without a store (tests, tools).
     pub platform: Option<Arc<Platform>>,
     pub metrics: Metrics,
+    /// The admin API's token, hashed; `None` disables the admin API.
+    pub admin_token_sha256: Option<[u8; 32]>,
 }
 
 impl AppState {
@@ -45,7 +47,13 @@ impl AppState {
             region: "us-east-1".into(),
             platform: None,
             metrics: Metrics::default(),
+            admin_token_sha256: None,
         }
+    }
+
+    pub fn with_admin_token_hash(mut self, hash: [u8; 32]) -> Self {
+        self.admin_token_sha256 = Some(hash);
+        self
     }
 
     pub fn with_platform(mut self, platform: Arc<Platform>) -> Self {

@@ -1,0 +1,340 @@
+//! The platform's state from the command line: opening the store (shared with `serve`),
+//! and `basalt tenants`, `basalt keys`, `basalt usage`, which work on the store directly,
+//! with or without a running server.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use basalt_store::{Quota, SecretBox, SqliteStore, Store, UsageQuery};
+
+use crate::CliResult;
+
+#[derive(clap::Args, Clone)]
+pub struct DataArgs {
+    /// Data directory (the platform database, the server key) [default: ${XDG_DATA_HOME:-~/.local/share}/basalt]
+    #[arg(long, env = "BASALT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Key that encrypts SigV4 secrets at rest, 64 hex digits [default: generated once into <data dir>/server.key]
+    #[arg(long, env = "BASALT_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+}
+
+impl DataArgs {
+    pub fn dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| basalt_catalog::data_home().join("basalt"))
+    }
+
+    /// Opens (creating if needed) the data directory's database.
+    pub fn open_store(&self) -> Result<Arc<SqliteStore>, Box<dyn std::error::Error>> {
+        let dir = self.dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+        let key = match &self.secret_key {
+            Some(hex) => parse_hex_key(hex)?,
+            None => server_key(&dir.join("server.key"))?,
+        };
+        let store =
+            SqliteStore::open(&dir.join("basalt.db"), SecretBox::new(&key)).map_err(|e| {
+                format!(
+                    "cannot open the platform database in {}: {e}",
+                    dir.display()
+                )
+            })?;
+        Ok(Arc::new(store))
+    }
+}
+
+fn parse_hex_key(hex: &str) -> Result<[u8; 32], String> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return Err("the secret key must be 64 hex digits".into());
+    }
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|_| "the secret key must be 64 hex digits".to_string())?;
+    }
+    Ok(key)
+}
+
+/// The server key in `path`, created (owner-readable only) on first use.
+fn server_key(path: &Path) -> Result<[u8; 32], Box<dyn std::error::Error>> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return Ok(parse_hex_key(&text)?);
+    }
+    let key = SecretBox::generate_key()?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(hex.as_bytes())?;
+    f.sync_all()?;
+    Ok(key)
+}
+
+#[derive(clap::Subcommand)]
+pub enum TenantsCommand {
+    /// Create a tenant (and grant it models)
+    Create {
+        name: String,
+        /// Share of the engine under contention
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// Grant this model (repeatable; `*` grants every model)
+        #[arg(long = "model")]
+        models: Vec<String>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List tenants
+    List {
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Change a tenant's status, weight or invocation logging
+    Set {
+        tenant: String,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        weight: Option<u32>,
+        #[arg(long)]
+        log_invocations: Option<bool>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Grant a model (`*` for all)
+    Grant {
+        tenant: String,
+        model: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Take a model grant back
+    Revoke {
+        tenant: String,
+        model: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Set a tenant's quota for a model (`*` for all models together)
+    Quota {
+        tenant: String,
+        model: String,
+        #[arg(long)]
+        requests_per_minute: Option<u32>,
+        #[arg(long)]
+        tokens_per_minute: Option<u64>,
+        #[arg(long)]
+        tokens_per_day: Option<u64>,
+        #[arg(long)]
+        monthly_budget_usd: Option<f64>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key (printed once; only its hash is kept)
+    Create {
+        tenant: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Days until the key stops working
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Create an AWS-style access key pair for SigV4 (the secret is printed once)
+    CreateAws {
+        tenant: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// List a tenant's keys (never the keys themselves)
+    List {
+        tenant: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Revoke an API key or access key by its id
+    Revoke {
+        tenant: String,
+        key_id: String,
+        #[command(flatten)]
+        data: DataArgs,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct UsageArgs {
+    #[arg(long)]
+    tenant: Option<String>,
+    #[arg(long)]
+    model: Option<String>,
+    /// Only the last this many hours
+    #[arg(long)]
+    since_hours: Option<u32>,
+    /// Print the individual records too
+    #[arg(long)]
+    records: bool,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+fn print(v: &impl serde::Serialize) -> CliResult {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub fn tenants(cmd: TenantsCommand) -> CliResult {
+    match cmd {
+        TenantsCommand::Create {
+            name,
+            weight,
+            models,
+            data,
+        } => {
+            let s = data.open_store()?;
+            let t = s.create_tenant(&name, weight)?;
+            for m in &models {
+                s.grant_model(&t.id, m)?;
+            }
+            print(&t)
+        }
+        TenantsCommand::List { data } => print(&data.open_store()?.tenants()?),
+        TenantsCommand::Set {
+            tenant,
+            status,
+            weight,
+            log_invocations,
+            data,
+        } => {
+            let s = data.open_store()?;
+            let id = s.tenant(&tenant)?.id;
+            print(&s.update_tenant(&id, status.as_deref(), weight, log_invocations)?)
+        }
+        TenantsCommand::Grant {
+            tenant,
+            model,
+            data,
+        } => {
+            let s = data.open_store()?;
+            let id = s.tenant(&tenant)?.id;
+            s.grant_model(&id, &model)?;
+            print(&s.granted_models(&id)?)
+        }
+        TenantsCommand::Revoke {
+            tenant,
+            model,
+            data,
+        } => {
+            let s = data.open_store()?;
+            let id = s.tenant(&tenant)?.id;
+            s.revoke_model(&id, &model)?;
+            print(&s.granted_models(&id)?)
+        }
+        TenantsCommand::Quota {
+            tenant,
+            model,
+            requests_per_minute,
+            tokens_per_minute,
+            tokens_per_day,
+            monthly_budget_usd,
+            data,
+        } => {
+            let s = data.open_store()?;
+            let id = s.tenant(&tenant)?.id;
+            let q = Quota {
+                requests_per_minute,
+                tokens_per_minute,
+                tokens_per_day,
+                monthly_budget_usd,
+            };
+            s.set_quota(&id, &model, &q)?;
+            print(&s.quotas(&id)?)
+        }
+    }
+}
+
+pub fn keys(cmd: KeysCommand) -> CliResult {
+    match cmd {
+        KeysCommand::Create {
+            tenant,
+            name,
+            expires_in_days,
+            data,
+        } => {
+            let s = data.open_store()?;
+            let id = s.tenant(&tenant)?.id;
+            let expires = expires_in_days.map(|d| basalt_store::now() + i64::from(d) * 86_400);
+            let k = s.create_api_key(&id, &name, expires)?;
+            eprintln!("Store this key now: it is not shown again.");
+            print(&k)
+        }
+        KeysCommand::CreateAws { tenant, data } => {
+            let s = data.open_store()?;
+            let id = s.tenant(&tenant)?.id;
+            let k = s.create_access_key(&id)?;
+            eprintln!("Store this secret now: it is not shown again.");
+            print(&k)
+        }
+        KeysCommand::List { tenant, data } => {
+            let s = data.open_store()?;
+            let id = s.tenant(&tenant)?.id;
+            print(&serde_json::json!({
+                "keys": s.api_keys(&id)?,
+                "access_keys": s.access_keys(&id)?,
+            }))
+        }
+        KeysCommand::Revoke {
+            tenant,
+            key_id,
+            data,
+        } => {
+            let s = data.open_store()?;
+            let id = s.tenant(&tenant)?.id;
+            match s.revoke_api_key(&id, &key_id) {
+                Ok(()) => Ok(()),
+                Err(basalt_store::StoreError::NotFound(_)) => {
+                    Ok(s.revoke_access_key(&id, &key_id)?)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+pub fn usage(args: UsageArgs) -> CliResult {
+    let s = args.data.open_store()?;
+    let tenant_id = match &args.tenant {
+        Some(t) => Some(s.tenant(t)?.id),
+        None => None,
+    };
+    let q = UsageQuery {
+        tenant_id,
+        model_id: args.model,
+        from: args
+            .since_hours
+            .map(|h| basalt_store::now() - i64::from(h) * 3600),
+        to: None,
+        limit: Some(1000),
+    };
+    if args.records {
+        print(&serde_json::json!({"totals": s.usage_totals(&q)?, "records": s.usage(&q)?}))
+    } else {
+        print(&s.usage_totals(&q)?)
+    }
+}
