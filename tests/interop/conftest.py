@@ -33,17 +33,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+OPERATOR_KEYS = ["--api-key", API_KEY, "--aws-access-key", f"{ACCESS_KEY_ID}:{SECRET_ACCESS_KEY}"]
+
+
 class Server:
-    def __init__(self) -> None:
-        binary = os.environ.get("BASALT_BIN", "target/debug/basalt")
+    """`basalt serve` on a free port. By default with operator keys; `args` replaces them
+    (the platform suite runs with an admin token and tenants instead), and `data_dir`
+    reuses a data directory (to restart on the same database)."""
+
+    def __init__(self, args: list[str] | None = None, data_dir: str | None = None) -> None:
+        self.binary = os.environ.get("BASALT_BIN", "target/debug/basalt")
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="basalt-serve-", suffix=".log", delete=False)
-        self.data_dir = tempfile.mkdtemp(prefix="basalt-data-")
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="basalt-data-")
         self.proc = subprocess.Popen(
-            [binary, "serve", "--port", str(self.port), "--data-dir", self.data_dir,
+            [self.binary, "serve", "--port", str(self.port), "--data-dir", self.data_dir,
              "--model", SMOL, "--model", GEMMA, "--shutdown-grace-secs", "20",
-             "--api-key", API_KEY, "--aws-access-key", f"{ACCESS_KEY_ID}:{SECRET_ACCESS_KEY}"],
+             *(OPERATOR_KEYS if args is None else args)],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 60

@@ -1,0 +1,268 @@
+"""The multi-tenant platform through the real SDKs: tenants and keys from the admin API,
+rejection of missing, revoked, expired and wrong credentials on every surface, per-tenant
+model access, exact metering of complete and cancelled streams, usage isolation, quotas
+under parallel load, and a database that survives `kill -9` during load."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import subprocess
+import time
+
+import anthropic
+import boto3
+import httpx
+import openai
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from conftest import GEMMA, SMOL, Server
+
+ADMIN = "adm-interop-7d1c"
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+LONG = [{"role": "user", "content": "Write a long story about a lighthouse."}]
+
+
+def admin(server: Server, method: str, path: str, body: dict | None = None) -> httpx.Response:
+    return httpx.request(method, server.base_url + path, json=body,
+                         headers={"authorization": f"Bearer {ADMIN}"}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def platform():
+    s = Server(args=["--admin-token", ADMIN])
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def tenants(platform):
+    """alpha may use SmolLM2 only; beta every model."""
+    assert admin(platform, "POST", "/admin/tenants", {"name": "alpha", "models": [SMOL]}).status_code == 201
+    assert admin(platform, "POST", "/admin/tenants", {"name": "beta", "models": ["*"]}).status_code == 201
+    key = lambda t, body=None: admin(platform, "POST", f"/admin/tenants/{t}/keys", body or {"name": "k"}).json()
+    revoked = key("alpha")
+    assert admin(platform, "DELETE", f"/admin/tenants/alpha/keys/{revoked['id']}").status_code == 204
+    expired = key("alpha", {"name": "short", "expires_at": int(time.time()) + 1})
+    aws = admin(platform, "POST", "/admin/tenants/alpha/access-keys").json()
+    revoked_aws = admin(platform, "POST", "/admin/tenants/alpha/access-keys").json()
+    admin(platform, "DELETE", f"/admin/tenants/alpha/access-keys/{revoked_aws['access_key_id']}")
+    time.sleep(1.2)  # let the short-lived key expire
+    return {
+        "alpha": key("alpha")["key"], "beta": key("beta")["key"], "revoked": revoked["key"],
+        "expired": expired["key"], "aws": aws, "revoked_aws": revoked_aws,
+    }
+
+
+def oai(server, key):
+    return openai.OpenAI(base_url=server.base_url + "/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def claude(server, key):
+    return anthropic.Anthropic(base_url=server.base_url, api_key=key, max_retries=0, timeout=120)
+
+
+def bedrock(server, key_id, secret, service="bedrock-runtime"):
+    return boto3.client(service, endpoint_url=server.base_url, region_name="us-east-1",
+                        aws_access_key_id=key_id, aws_secret_access_key=secret,
+                        config=Config(retries={"max_attempts": 1}, read_timeout=120))
+
+
+def test_the_admin_api_needs_its_token(platform):
+    assert httpx.get(platform.base_url + "/admin/tenants").status_code == 401
+    assert httpx.get(platform.base_url + "/admin/tenants", headers={"authorization": "Bearer nope"}).status_code == 401
+    assert admin(platform, "GET", "/admin/tenants").status_code == 200
+
+
+def test_bad_credentials_are_rejected_on_every_surface(platform, tenants):
+    for key in ["", "bsk-not-a-key", tenants["revoked"], tenants["expired"]]:
+        with pytest.raises(openai.AuthenticationError):
+            oai(platform, key or "x").chat.completions.create(model=SMOL, messages=QUESTION, max_tokens=2)
+        with pytest.raises(anthropic.AuthenticationError):
+            claude(platform, key or "x").messages.create(model=SMOL, max_tokens=2, messages=QUESTION)
+    # Bedrock: no credentials at all, a wrong secret, a revoked access key.
+    r = httpx.post(f"{platform.base_url}/model/{SMOL}/converse", json={"messages": []})
+    assert r.status_code == 403 and r.headers["x-amzn-errortype"] == "MissingAuthenticationTokenException"
+    aws = tenants["aws"]
+    for key_id, secret, code in [
+        (aws["access_key_id"], "wrong-secret", "InvalidSignatureException"),
+        (tenants["revoked_aws"]["access_key_id"], tenants["revoked_aws"]["secret_access_key"], "UnrecognizedClientException"),
+    ]:
+        with pytest.raises(ClientError) as e:
+            bedrock(platform, key_id, secret).converse(
+                modelId=SMOL, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+        assert e.value.response["Error"]["Code"] == code
+    # And the good ones work.
+    r = bedrock(platform, aws["access_key_id"], aws["secret_access_key"]).converse(
+        modelId=SMOL, messages=[{"role": "user", "content": [{"text": "hi"}]}], inferenceConfig={"maxTokens": 2})
+    assert r["usage"]["outputTokens"] == 2
+
+
+def test_model_access_is_per_tenant(platform, tenants):
+    alpha, beta = tenants["alpha"], tenants["beta"]
+    assert [m.id for m in oai(platform, alpha).models.list()] == [SMOL]
+    assert {m.id for m in oai(platform, beta).models.list()} == {SMOL, GEMMA}
+    with pytest.raises(openai.PermissionDeniedError):
+        oai(platform, alpha).completions.create(model=GEMMA, prompt="Hello", max_tokens=2)
+    with pytest.raises(anthropic.PermissionDeniedError):
+        claude(platform, alpha).messages.create(model=GEMMA, max_tokens=2, messages=QUESTION)
+    aws = tenants["aws"]
+    with pytest.raises(ClientError) as e:
+        bedrock(platform, aws["access_key_id"], aws["secret_access_key"]).invoke_model(
+            modelId=GEMMA, body=json.dumps({"prompt": "Hello", "max_gen_len": 2}))
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    listed = bedrock(platform, aws["access_key_id"], aws["secret_access_key"], "bedrock").list_foundation_models()
+    assert [m["modelId"] for m in listed["modelSummaries"]] == [SMOL]
+    # beta may use the base model.
+    assert oai(platform, beta).completions.create(model=GEMMA, prompt="Hello", max_tokens=2).usage.completion_tokens == 2
+
+
+def usage_of(platform, key, request_id, timeout=15.0) -> dict:
+    """The tenant's own usage record for a request (metering of a cancelled stream lands
+    moments after the client leaves)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        r = httpx.get(platform.base_url + "/v1/usage", headers={"authorization": f"Bearer {key}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        for rec in r.json()["records"]:
+            if rec["request_id"] == request_id:
+                return rec
+        time.sleep(0.2)
+    raise AssertionError(f"no usage record for {request_id}")
+
+
+def test_metering_is_exact_for_complete_and_cancelled_streams(platform, tenants):
+    key = tenants["beta"]
+    # OpenAI, complete: the usage chunk and the record agree, and the answer was already in
+    # the store when the response ended.
+    stream = oai(platform, key).chat.completions.create(
+        model=SMOL, messages=QUESTION, max_tokens=12, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    rec = usage_of(platform, key, chunks[0].id, timeout=0.5)
+    assert (rec["input_tokens"], rec["output_tokens"], rec["status"]) == (
+        chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens, "ok")
+    assert rec["surface"] == "openai" and rec["time_to_first_token_ms"] is not None
+
+    # OpenAI, cancelled after three chunks: billed for what the engine computed.
+    stream = oai(platform, key).chat.completions.create(model=SMOL, messages=LONG, max_tokens=300, stream=True)
+    seen = []
+    for c in stream:
+        seen.append(c)
+        if len(seen) == 4:
+            break
+    stream.close()
+    rec = usage_of(platform, key, seen[0].id)
+    assert rec["status"] == "cancelled"
+    assert 3 <= rec["output_tokens"] < 300
+
+    # Anthropic, complete and cancelled.
+    with claude(platform, key).messages.stream(model=SMOL, max_tokens=10, messages=QUESTION) as s:
+        final = s.get_final_message()
+    rec = usage_of(platform, key, final.id, timeout=0.5)
+    assert (rec["input_tokens"], rec["output_tokens"]) == (final.usage.input_tokens, final.usage.output_tokens)
+    with claude(platform, key).messages.stream(model=SMOL, max_tokens=300, messages=LONG) as s:
+        events = iter(s)
+        first = next(events)
+        msg_id = first.message.id
+        for _ in range(4):
+            next(events)
+    rec = usage_of(platform, key, msg_id)
+    assert rec["status"] == "cancelled" and 1 <= rec["output_tokens"] < 300
+
+    # Bedrock, complete and cancelled (the request id is boto3's RequestId).
+    aws_keys = admin(platform, "POST", "/admin/tenants/beta/access-keys").json()
+    brt = bedrock(platform, aws_keys["access_key_id"], aws_keys["secret_access_key"])
+    r = brt.converse_stream(modelId=SMOL, messages=[{"role": "user", "content": [{"text": "Hi"}]}],
+                            inferenceConfig={"maxTokens": 10})
+    events = list(r["stream"])
+    rec = usage_of(platform, key, r["ResponseMetadata"]["RequestId"], timeout=0.5)
+    assert rec["output_tokens"] == events[-1]["metadata"]["usage"]["outputTokens"]
+    assert rec["operation"] == "ConverseStream"
+    r = brt.converse_stream(modelId=SMOL, messages=[{"role": "user", "content": [{"text": "Tell a long story."}]}],
+                            inferenceConfig={"maxTokens": 300})
+    stream = r["stream"]
+    for i, _ in enumerate(stream):
+        if i == 4:
+            break
+    stream.close()
+    rec = usage_of(platform, key, r["ResponseMetadata"]["RequestId"])
+    assert rec["status"] == "cancelled" and 1 <= rec["output_tokens"] < 300
+
+
+def test_tenants_see_only_their_own_usage(platform, tenants):
+    alpha = oai(platform, tenants["alpha"]).chat.completions.create(model=SMOL, messages=QUESTION, max_tokens=2)
+    mine = httpx.get(platform.base_url + "/v1/usage", headers={"authorization": f"Bearer {tenants['alpha']}"}).json()
+    theirs = httpx.get(platform.base_url + "/v1/usage", headers={"authorization": f"Bearer {tenants['beta']}"}).json()
+    alpha_id = admin(platform, "GET", "/admin/tenants/alpha").json()["id"]
+    assert {r["tenant_id"] for r in mine["records"]} == {alpha_id}
+    assert alpha.id in {r["request_id"] for r in mine["records"]}
+    assert alpha.id not in {r["request_id"] for r in theirs["records"]}
+    assert alpha_id not in {r["tenant_id"] for r in theirs["records"]}
+    # Asking for another tenant's usage with one's own key is refused.
+    r = httpx.get(platform.base_url + f"/v1/usage?tenant={alpha_id}", headers={"authorization": f"Bearer {tenants['beta']}"})
+    assert r.status_code == 403
+    # The admin sees it, filtered by tenant and model.
+    report = admin(platform, "GET", f"/admin/usage?tenant=alpha&model={SMOL}").json()
+    assert report["totals"]["requests"] == len(mine["records"]) and report["totals"]["requests"] >= 1
+
+
+def test_quotas_hold_under_parallel_load(platform):
+    assert admin(platform, "POST", "/admin/tenants", {"name": "gamma", "models": [SMOL]}).status_code == 201
+    key = admin(platform, "POST", "/admin/tenants/gamma/keys").json()["key"]
+    assert admin(platform, "PUT", f"/admin/tenants/gamma/quotas/{SMOL}", {"requests_per_minute": 4}).status_code == 204
+
+    def call(_):
+        return httpx.post(platform.base_url + "/v1/chat/completions", timeout=120,
+                          headers={"authorization": f"Bearer {key}"},
+                          json={"model": SMOL, "messages": QUESTION, "max_tokens": 2})
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+        responses = list(pool.map(call, range(12)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes.count(200) == 4 and codes.count(429) == 8, codes
+    throttled = next(r for r in responses if r.status_code == 429)
+    assert int(throttled.headers["retry-after"]) >= 1
+    assert "requests per minute" in throttled.json()["error"]["message"]
+    # Bedrock says it its own way.
+    admin(platform, "POST", "/admin/tenants/gamma/access-keys")
+    r = httpx.post(f"{platform.base_url}/model/{SMOL}/converse", headers={"authorization": f"Bearer {key}"},
+                   json={"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
+    assert r.status_code == 429 and r.headers["x-amzn-errortype"] == "ThrottlingException"
+
+
+def test_usage_survives_kill_9_during_load():
+    """Every request that got an answer is in the usage records after a `kill -9`."""
+    s = Server(args=["--admin-token", ADMIN])
+    try:
+        assert admin(s, "POST", "/admin/tenants", {"name": "delta", "models": ["*"]}).status_code == 201
+        key = admin(s, "POST", "/admin/tenants/delta/keys").json()["key"]
+        answered: list[str] = []
+        stop = time.time() + 4.0
+
+        def worker(_):
+            client = oai(s, key)
+            while time.time() < stop:
+                try:
+                    r = client.chat.completions.create(model=SMOL, messages=QUESTION, max_tokens=3)
+                except Exception:
+                    return
+                answered.append(r.id)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+            futures = [pool.submit(worker, i) for i in range(6)]
+            time.sleep(2.5)
+            s.proc.kill()  # SIGKILL: no chance to flush anything
+            s.proc.wait()
+            for f in futures:
+                f.result()
+        assert len(answered) >= 3, "the load produced too few answers to mean anything"
+        out = subprocess.run([s.binary, "usage", "--records", "--data-dir", s.data_dir],
+                             capture_output=True, text=True, check=True)
+        recorded = {r["request_id"] for r in json.loads(out.stdout)["records"]}
+        missing = [a for a in answered if a not in recorded]
+        assert not missing, f"{len(missing)} answered requests missing from usage"
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
