@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import pathlib
 import subprocess
 import time
 
@@ -230,6 +231,29 @@ def test_quotas_hold_under_parallel_load(platform):
     r = httpx.post(f"{platform.base_url}/model/{SMOL}/converse", headers={"authorization": f"Bearer {key}"},
                    json={"messages": [{"role": "user", "content": [{"text": "hi"}]}]})
     assert r.status_code == 429 and r.headers["x-amzn-errortype"] == "ThrottlingException"
+
+
+def test_invocation_logging_is_opt_in(platform, tenants):
+    alpha_id = admin(platform, "GET", "/admin/tenants/alpha").json()["id"]
+    beta_id = admin(platform, "GET", "/admin/tenants/beta").json()["id"]
+    assert admin(platform, "PATCH", "/admin/tenants/alpha", {"log_invocations": True}).json()["log_invocations"]
+    r = oai(platform, tenants["alpha"]).chat.completions.create(
+        model=SMOL, messages=[{"role": "user", "content": "Remember the word zanzibar."}], max_tokens=4)
+    oai(platform, tenants["beta"]).chat.completions.create(
+        model=SMOL, messages=[{"role": "user", "content": "Secret word: quokka."}], max_tokens=4)
+    logs = pathlib.Path(platform.data_dir) / "invocation-logs"
+    lines = [json.loads(l) for f in sorted((logs / alpha_id).glob("*.jsonl")) for l in f.read_text().splitlines()]
+    entry = next(e for e in lines if e["requestId"] == r.id)
+    assert entry["schemaType"] == "ModelInvocationLog" and entry["operation"] == "chat.completions"
+    assert entry["modelId"] == SMOL and entry["accountId"] == alpha_id
+    assert "zanzibar" in json.dumps(entry["input"]["inputBodyJson"])
+    assert entry["output"]["outputBodyJson"]["text"] == r.choices[0].message.content
+    assert entry["input"]["inputTokenCount"] == r.usage.prompt_tokens
+    assert entry["output"]["outputTokenCount"] == r.usage.completion_tokens
+    # Tenants that did not opt in leave no text anywhere under the logs.
+    assert not (logs / beta_id).exists()
+    assert all("quokka" not in f.read_text() for f in logs.rglob("*.jsonl"))
+    admin(platform, "PATCH", "/admin/tenants/alpha", {"log_invocations": False})
 
 
 def test_usage_survives_kill_9_during_load():

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use basalt_auth::{Authenticator, ChainedKeys, KeyStore, StaticKeys};
 use basalt_catalog::Catalog;
+use basalt_server::invocation_log::InvocationLog;
 use basalt_server::platform::{Platform, Prices};
 use basalt_server::{router, AppState, ServerConfig};
 use basalt_store::{Store, StoreKeys};
@@ -60,6 +61,12 @@ pub struct ServeArgs {
     /// cached_input_per_million and output_per_million in US dollars
     #[arg(long, env = "BASALT_PRICES")]
     prices: Option<PathBuf>,
+    /// Where tenants that opted in have their invocations logged [default: <data dir>/invocation-logs]
+    #[arg(long)]
+    invocation_log_dir: Option<PathBuf>,
+    /// Size at which an invocation log file is rotated, in MiB
+    #[arg(long, default_value_t = 64)]
+    invocation_log_max_mb: u64,
     /// Region named in the Bedrock ARNs Basalt returns (requests signed for any region are accepted)
     #[arg(long, default_value = "us-east-1", env = "BASALT_REGION")]
     region: String,
@@ -153,11 +160,19 @@ pub fn run(args: ServeArgs) -> CliResult {
         None => Prices::new(),
     };
     let platform = Arc::new(Platform::new(store, prices));
+    let log_dir = args
+        .invocation_log_dir
+        .clone()
+        .unwrap_or_else(|| args.data.dir().join("invocation-logs"));
     let state = state
         .with_auth(auth.clone())
         .with_region(args.region.clone())
         .with_platform(platform)
-        .with_admin_token_hash(admin_hash);
+        .with_admin_token_hash(admin_hash)
+        .with_invocation_log(InvocationLog::new(
+            log_dir,
+            args.invocation_log_max_mb << 20,
+        ));
 
     let server_config = ServerConfig {
         body_limit: args.max_body_kb << 10,

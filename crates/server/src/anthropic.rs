@@ -62,6 +62,7 @@ async fn messages(
 ) -> Result<Response, AnthropicError> {
     let call = Call::new(principal, "anthropic", "messages", "msg_");
     let body = body.map_err(body_error)?;
+    let call = call.with_body(&state, &body);
     let (model_id, request, stream) =
         basalt_wire::parse_json::<MessagesRequest>(&body)?.into_request()?;
     let model = state.model(&model_id)?;

@@ -118,6 +118,7 @@ async fn converse(
     let call = Call::new(principal, "bedrock", "Converse", "");
     let started = call.started;
     let body = body.map_err(body_error)?;
+    let call = call.with_body(&state, &body);
     let request = basalt_wire::parse_json::<ConverseRequest>(&body)?.into_request()?;
     let model = resolve(&state, &model_id)?;
     let (_, rx, metering) = start_generation(&state, &call, model, request).await?;
@@ -143,6 +144,7 @@ async fn converse_stream(
     let call = Call::new(principal, "bedrock", "ConverseStream", "");
     let started = call.started;
     let body = body.map_err(body_error)?;
+    let call = call.with_body(&state, &body);
     let request = basalt_wire::parse_json::<ConverseRequest>(&body)?.into_request()?;
     let model = resolve(&state, &model_id)?;
     let (_, rx, metering) = start_generation(&state, &call, model, request).await?;
@@ -194,6 +196,7 @@ async fn invoke(
     let call = Call::new(principal, "bedrock", "InvokeModel", "");
     let started = call.started;
     let body = body.map_err(body_error)?;
+    let call = call.with_body(&state, &body);
     check_json_media(&headers)?;
     let request = basalt_wire::parse_json::<LlamaBody>(&body)?.into_request()?;
     let model = resolve(&state, &model_id)?;
@@ -230,6 +233,7 @@ async fn invoke_stream(
     let call = Call::new(principal, "bedrock", "InvokeModelWithResponseStream", "");
     let started = call.started;
     let body = body.map_err(body_error)?;
+    let call = call.with_body(&state, &body);
     check_json_media(&headers)?;
     let request = basalt_wire::parse_json::<LlamaBody>(&body)?.into_request()?;
     let model = resolve(&state, &model_id)?;

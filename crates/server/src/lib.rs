@@ -10,6 +10,7 @@ mod admin;
 mod anthropic;
 mod auth;
 mod bedrock;
+pub mod invocation_log;
 pub mod metrics;
 mod openai;
 pub mod platform;
@@ -125,6 +126,39 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
         .with_state(state)
 }
 
+async fn write_invocation_log(
+    state: &AppState,
+    log: &Arc<invocation_log::InvocationLog>,
+    call: &Call,
+    model_id: &str,
+    acc: &Accounting,
+    transcript: invocation_log::Transcript,
+) {
+    let input_body = call
+        .input_body
+        .as_ref()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let entry = invocation_log::Entry {
+        timestamp: unix_now() as i64,
+        tenant: call.principal.tenant.clone(),
+        key_id: call.principal.key_id.clone(),
+        region: state.region.clone(),
+        request_id: call.request_id.clone(),
+        operation: call.operation,
+        model_id: model_id.to_string(),
+        input_body,
+        input_tokens: acc.usage.input_tokens as u64,
+        output: transcript,
+        output_tokens: acc.usage.output_tokens as u64,
+    };
+    let log = Arc::clone(log);
+    let written = tokio::task::spawn_blocking(move || log.write(&entry)).await;
+    if !matches!(written, Ok(Ok(_))) {
+        tracing::error!(request = %call.request_id, "cannot write the invocation log");
+    }
+}
+
 /// Ready when at least one model is loaded (a load balancer should not send traffic to a
 /// server that can answer nothing).
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
@@ -172,6 +206,8 @@ fn body_error(rejection: axum::extract::rejection::BytesRejection) -> BasaltErro
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
     pub principal: Principal,
+    /// The request body, kept only for tenants that log invocations.
+    pub input_body: Option<bytes::Bytes>,
     /// `openai`, `anthropic`, `bedrock`.
     pub surface: &'static str,
     /// The API operation (`chat.completions`, `messages`, `Converse`, ...).
@@ -192,11 +228,20 @@ impl Call {
         let request_id = request_id(id_prefix);
         Self {
             principal,
+            input_body: None,
             surface,
             operation,
             request_id,
             started: Instant::now(),
         }
+    }
+
+    /// Keeps the body for the invocation log, if this caller's tenant logs invocations.
+    pub fn with_body(mut self, state: &AppState, body: &bytes::Bytes) -> Self {
+        if state.invocation_log.is_some() && state.logs_invocations(&self.principal) {
+            self.input_body = Some(body.clone());
+        }
+        self
     }
 }
 
@@ -255,12 +300,21 @@ pub(crate) async fn start_generation(
             return Err(e);
         }
     };
+    // Tenants that opted into invocation logging get their transcript copied on the way.
+    let (rx, transcript) = match (&state.invocation_log, &call.input_body) {
+        (Some(_), Some(_)) => {
+            let (rx, t) = invocation_log::tap(rx);
+            (rx, Some(t))
+        }
+        _ => (rx, None),
+    };
     let metering = spawn_metering(
         Arc::clone(state),
         call.clone(),
         model_id,
         acc_rx,
         reservation,
+        transcript,
     );
     Ok((input_tokens, rx, metering))
 }
@@ -274,10 +328,16 @@ fn spawn_metering(
     model_id: String,
     accounting: oneshot::Receiver<Accounting>,
     reservation: Option<platform::Reservation>,
+    transcript: Option<oneshot::Receiver<invocation_log::Transcript>>,
 ) -> Metering {
     let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(async move {
         if let Ok(acc) = accounting.await {
+            if let (Some(t), Some(log)) = (transcript, state.invocation_log.clone()) {
+                if let Ok(t) = t.await {
+                    write_invocation_log(&state, &log, &call, &model_id, &acc, t).await;
+                }
+            }
             let cost = state
                 .platform
                 .as_ref()

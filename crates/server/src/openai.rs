@@ -102,6 +102,7 @@ async fn generate(
         Surface::Completion => Call::new(principal, "openai", "completions", "cmpl-"),
     };
     let body = body.map_err(body_error)?;
+    let call = call.with_body(&state, &body);
     let plan = match surface {
         Surface::Chat => wire::parse_chat(&body)?.into_plan()?,
         Surface::Completion => wire::parse_completion(&body)?.into_plan()?,

@@ -9,6 +9,7 @@ use basalt_catalog::{Catalog, Entry, Format, Modality};
 use basalt_engine::{EngineConfig, LoadedModel};
 use basalt_types::BasaltError;
 
+use crate::invocation_log::InvocationLog;
 use crate::metrics::Metrics;
 use crate::platform::Platform;
 
@@ -29,6 +30,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The admin API's token, hashed; `None` disables the admin API.
     pub admin_token_sha256: Option<[u8; 32]>,
+    /// Where opted-in tenants' invocations are logged.
+    pub invocation_log: Option<Arc<InvocationLog>>,
 }
 
 impl AppState {
@@ -48,7 +51,23 @@ impl AppState {
             platform: None,
             metrics: Metrics::default(),
             admin_token_sha256: None,
+            invocation_log: None,
         }
+    }
+
+    pub fn with_invocation_log(mut self, log: InvocationLog) -> Self {
+        self.invocation_log = Some(Arc::new(log));
+        self
+    }
+
+    /// Whether the principal's tenant has turned invocation logging on.
+    pub fn logs_invocations(&self, principal: &Principal) -> bool {
+        principal.managed
+            && self.platform.as_ref().is_some_and(|p| {
+                p.store
+                    .tenant(&principal.tenant)
+                    .is_ok_and(|t| t.log_invocations)
+            })
     }
 
     pub fn with_admin_token_hash(mut self, hash: [u8; 32]) -> Self {

@@ -96,5 +96,9 @@ async fn failed_streams_are_billed_for_what_was_computed() {
         assert!(r.output_tokens > 0);
     }
     let surfaces: Vec<&str> = records.iter().map(|r| r.surface.as_str()).collect();
-    assert!(surfaces.contains(&"openai") && surfaces.contains(&"anthropic") && surfaces.contains(&"bedrock"));
+    assert!(
+        surfaces.contains(&"openai")
+            && surfaces.contains(&"anthropic")
+            && surfaces.contains(&"bedrock")
+    );
 }
