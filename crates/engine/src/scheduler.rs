@@ -815,15 +815,15 @@ mod tests {
 
     #[test]
     fn a_burst_from_one_tenant_does_not_hold_back_another() {
-        let (handle, _shared) = scheduler_with_queue(1 << 20, 2, 64);
+        let (handle, _shared) = scheduler_with_queue(1 << 20, 2, 128);
         // Two long requests hold both slots while the queue fills, so what follows depends
         // on admission order alone, not on timing.
         let blockers = [
             handle.enqueue(request(40)).unwrap(),
             handle.enqueue(request(40)).unwrap(),
         ];
-        // Tenant A's burst arrives first...
-        let mut waiting: Vec<(String, EventReceiver)> = (0..40)
+        // Tenant A's burst of a hundred arrives first...
+        let mut waiting: Vec<(String, EventReceiver)> = (0..100)
             .map(|i| {
                 let rx = handle.enqueue(for_tenant(request(6), "a", 1)).unwrap();
                 (format!("a{i}"), rx)

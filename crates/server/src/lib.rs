@@ -117,6 +117,10 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            count_responses,
+        ))
         .fallback(|uri: axum::http::Uri| async move {
             OpenAiError(BasaltError::new(
                 ErrorKind::NotFound,
@@ -157,6 +161,31 @@ async fn write_invocation_log(
     if !matches!(written, Ok(Ok(_))) {
         tracing::error!(request = %call.request_id, "cannot write the invocation log");
     }
+}
+
+/// Counts every response by API surface and status, rejections included.
+async fn count_responses(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let surface = if path.starts_with("/v1/messages") {
+        "anthropic"
+    } else if path.starts_with("/v1/") {
+        "openai"
+    } else if path.starts_with("/model/") || path.starts_with("/foundation-models") {
+        "bedrock"
+    } else if path.starts_with("/admin/") {
+        "admin"
+    } else {
+        "other"
+    };
+    let response = next.run(request).await;
+    state
+        .metrics
+        .count_response(surface, response.status().as_u16());
+    response
 }
 
 /// Ready when at least one model is loaded (a load balancer should not send traffic to a

@@ -39,6 +39,8 @@ type Labels = (String, String); // (model, surface)
 
 #[derive(Default)]
 struct Inner {
+    /// Every HTTP response, by surface and status code (rejections included).
+    responses: BTreeMap<(String, u16), u64>,
     requests: BTreeMap<(String, String, String), u64>,
     input_tokens: BTreeMap<Labels, u64>,
     output_tokens: BTreeMap<Labels, u64>,
@@ -78,6 +80,13 @@ fn escape(v: &str) -> String {
 }
 
 impl Metrics {
+    pub fn count_response(&self, surface: &str, status: u16) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *m.responses
+            .entry((surface.to_string(), status))
+            .or_default() += 1;
+    }
+
     pub fn observe(&self, o: &Observation<'_>) {
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let labels = (o.model.to_string(), o.surface.to_string());
@@ -108,6 +117,18 @@ impl Metrics {
     pub fn render(&self, gauges: &[ModelGauges]) -> String {
         let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP basalt_http_responses_total HTTP responses by surface and status code.\n\
+             # TYPE basalt_http_responses_total counter"
+        );
+        for ((surface, code), v) in &m.responses {
+            let _ = writeln!(
+                out,
+                "basalt_http_responses_total{{surface=\"{}\",code=\"{code}\"}} {v}",
+                escape(surface)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP basalt_requests_total Requests finished, by outcome."
@@ -220,6 +241,7 @@ mod tests {
             latency_s: 0.3,
             ttft_s: Some(0.1),
         });
+        m.count_response("bedrock", 403);
         let text = m.render(&[ModelGauges {
             model: "m".into(),
             waiting: 2,
@@ -238,6 +260,7 @@ mod tests {
             r#"basalt_time_per_output_token_seconds_count{model="m",surface="openai"} 1"#
         ));
         assert!(text.contains(r#"basalt_queue_depth{model="m"} 2"#));
+        assert!(text.contains(r#"basalt_http_responses_total{surface="bedrock",code="403"} 1"#));
         assert!(text.contains(r#"basalt_kv_cache_bytes{model="m"} 4096"#));
     }
 }
