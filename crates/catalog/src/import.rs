@@ -331,11 +331,18 @@ fn inspect_safetensors_dir(
         "tokenizer_config.json",
         "special_tokens_map.json",
         "modules.json",
+        "sentence_bert_config.json",
+        "pooling.json",
         "LICENSE",
     ] {
         if dir.join(optional).is_file() {
             files.push((dir.join(optional), optional.to_string()));
         }
+    }
+    // sentence-transformers keeps its pooling settings in `1_Pooling/config.json`.
+    let pooling = dir.join("1_Pooling").join("config.json");
+    if pooling.is_file() && !dir.join("pooling.json").is_file() {
+        files.push((pooling, "pooling.json".to_string()));
     }
     let manifest = Manifest {
         id,

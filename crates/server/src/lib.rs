@@ -33,7 +33,7 @@ use basalt_types::{
     BasaltError, ErrorKind, FinishReason, GenerateEvent, GenerateRequest, ToolCall, Usage,
 };
 
-pub use state::{AppState, ServedModel};
+pub use state::{AppState, ServedEmbedder, ServedModel};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

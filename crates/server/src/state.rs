@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use basalt_auth::{Authenticator, Principal};
 use basalt_catalog::{Catalog, Entry, Format, Modality};
+use basalt_embed::{Embedder, EmbeddingModel};
 use basalt_engine::{EngineConfig, LoadedModel};
 use basalt_types::BasaltError;
 
@@ -18,8 +19,15 @@ pub struct ServedModel {
     pub engine: LoadedModel,
 }
 
+/// An embedding model being served, with its batching worker.
+pub struct ServedEmbedder {
+    pub entry: Entry,
+    pub embedder: Embedder,
+}
+
 pub struct AppState {
     models: BTreeMap<String, Arc<ServedModel>>,
+    embedders: BTreeMap<String, Arc<ServedEmbedder>>,
     pub started: u64,
     /// Who may call; open (everyone is the local user) until keys are configured.
     pub auth: Authenticator,
@@ -45,6 +53,7 @@ impl AppState {
             .collect();
         Self {
             models,
+            embedders: BTreeMap::new(),
             started,
             auth: Authenticator::open(),
             region: "us-east-1".into(),
@@ -106,10 +115,29 @@ impl AppState {
         mut on_loaded: impl FnMut(&Entry, Result<(), &str>),
     ) -> (Self, Vec<(String, String)>) {
         let mut models = Vec::new();
+        let mut embedders = Vec::new();
         let mut failed = Vec::new();
         for entry in catalog.entries() {
             let m = &entry.manifest;
             if !only.is_empty() && !only.contains(&m.id) {
+                continue;
+            }
+            if m.format == Format::Safetensors && m.output_modalities.contains(&Modality::Embedding)
+            {
+                match EmbeddingModel::load(&entry.dir).and_then(Embedder::start) {
+                    Ok(embedder) => {
+                        on_loaded(entry, Ok(()));
+                        embedders.push(ServedEmbedder {
+                            entry: entry.clone(),
+                            embedder,
+                        });
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        on_loaded(entry, Err(&msg));
+                        failed.push((m.id.clone(), msg));
+                    }
+                }
                 continue;
             }
             if m.format != Format::Gguf || !m.output_modalities.contains(&Modality::Text) {
@@ -130,7 +158,12 @@ impl AppState {
                 }
             }
         }
-        (Self::new(models), failed)
+        let mut state = Self::new(models);
+        state.embedders = embedders
+            .into_iter()
+            .map(|e| (e.entry.manifest.id.clone(), Arc::new(e)))
+            .collect();
+        (state, failed)
     }
 
     pub fn models(&self) -> impl Iterator<Item = &Arc<ServedModel>> {
@@ -143,6 +176,14 @@ impl AppState {
             .get(id)
             .cloned()
             .ok_or_else(|| BasaltError::model_not_found(id))
+    }
+
+    pub fn embedders(&self) -> impl Iterator<Item = &Arc<ServedEmbedder>> {
+        self.embedders.values()
+    }
+
+    pub fn embedder(&self, id: &str) -> Option<Arc<ServedEmbedder>> {
+        self.embedders.get(id).cloned()
     }
 
     /// KV-cache bytes held by all models (zero when idle).
