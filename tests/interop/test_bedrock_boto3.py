@@ -12,7 +12,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import ACCESS_KEY_ID, API_KEY, GEMMA, SECRET_ACCESS_KEY, SMOL
+from conftest import ACCESS_KEY_ID, API_KEY, GEMMA, MINILM, SECRET_ACCESS_KEY, SMOL
 from tls_front import TlsFront
 
 SYSTEM = [{"text": "You are a helpful assistant."}]
@@ -109,7 +109,7 @@ def test_control_plane_lists_the_catalog(server):
     ids = {m["modelId"] for m in models}
     assert {SMOL, GEMMA} <= ids
     assert all(m["modelLifecycle"]["status"] == "ACTIVE" for m in models)
-    assert bedrock.list_foundation_models(byOutputModality="EMBEDDING")["modelSummaries"] == []
+    assert [m["modelId"] for m in bedrock.list_foundation_models(byOutputModality="EMBEDDING")["modelSummaries"]] == [MINILM]
     google = bedrock.list_foundation_models(byProvider="google")["modelSummaries"]
     assert [m["modelId"] for m in google] == [GEMMA]
     details = bedrock.get_foundation_model(modelIdentifier=SMOL)["modelDetails"]

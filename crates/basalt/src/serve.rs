@@ -107,7 +107,8 @@ pub fn run(args: ServeArgs) -> CliResult {
             },
         );
     for id in &args.models {
-        if state.model(id).is_err() && !failed.iter().any(|(f, _)| f == id) {
+        let served = state.model(id).is_ok() || state.embedder(id).is_some();
+        if !served && !failed.iter().any(|(f, _)| f == id) {
             return Err(format!(
                 "model `{id}` is not in the store at {}",
                 models_dir.display()
@@ -115,7 +116,7 @@ pub fn run(args: ServeArgs) -> CliResult {
             .into());
         }
     }
-    let count = state.models().count();
+    let count = state.models().count() + state.embedders().count();
     if count == 0 {
         tracing::warn!(
             "no models to serve in {}: run `scripts/fetch-models` or `basalt models import`",

@@ -53,7 +53,7 @@ impl BertConfig {
                 .and_then(|x| x.as_f64())
                 .unwrap_or(1e-12) as f32,
         };
-        if c.heads == 0 || c.hidden % c.heads != 0 || c.hidden == 0 || c.layers == 0 {
+        if c.heads == 0 || !c.hidden.is_multiple_of(c.heads) || c.hidden == 0 || c.layers == 0 {
             return Err(EmbedError::Model(
                 "config.json: hidden size must be a multiple of the head count".into(),
             ));

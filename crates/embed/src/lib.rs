@@ -59,6 +59,9 @@ pub struct Embedding {
     pub tokens: u32,
     /// The text was longer than the model reads and was cut.
     pub truncated: bool,
+    /// The pooled vector's length before normalisation (1 when the model does not
+    /// normalise): `vector * norm` is the raw pooled embedding.
+    pub norm: f32,
 }
 
 pub struct EmbeddingModel {
@@ -167,16 +170,19 @@ impl EmbeddingModel {
                     acc.iter().map(|a| (*a / n as f64) as f32).collect()
                 }
             };
+            let mut scale = 1.0f64;
             if self.normalize {
                 let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
                 if norm > 0.0 {
                     v.iter_mut().for_each(|x| *x = (*x as f64 / norm) as f32);
+                    scale = norm;
                 }
             }
             out.push(Embedding {
                 vector: v,
                 tokens: n as u32,
                 truncated: e.truncated,
+                norm: scale as f32,
             });
             row += n;
         }

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use crate::{
     body_error, collect_text, start_generation, AppState, Block, Blocks, Call, Metering,
-    ServedModel, ServerConfig,
+    ServedEmbedder, ServedModel, ServerConfig,
 };
 
 type Shared = State<Arc<AppState>>;
@@ -83,8 +83,21 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
         .layer(DefaultBodyLimit::max(config.body_limit))
 }
 
+/// An embedding model under any id Bedrock clients use for it.
+fn resolve_embedder(state: &AppState, raw: &str) -> Option<Arc<ServedEmbedder>> {
+    wire::model_id_candidates(raw)
+        .iter()
+        .find_map(|id| state.embedder(id))
+}
+
 /// Finds a served model by any id Bedrock clients use for it (plain id, ARN, profile).
 fn resolve(state: &AppState, raw: &str) -> Result<Arc<ServedModel>, BasaltError> {
+    if resolve_embedder(state, raw).is_some() {
+        return Err(BasaltError::invalid(
+            "modelId",
+            format!("`{raw}` is an embedding model: call InvokeModel with a Titan or Cohere embedding body"),
+        ));
+    }
     wire::model_id_candidates(raw)
         .iter()
         .find_map(|id| state.model(id).ok())
@@ -198,6 +211,18 @@ async fn invoke(
     let body = body.map_err(body_error)?;
     let call = call.with_body(&state, &body);
     check_json_media(&headers)?;
+    if let Some(served) = resolve_embedder(&state, &model_id) {
+        let (out, tokens) = crate::embeddings::invoke(&state, &call, served, &body).await?;
+        let mut resp = with_request_id(Json(out).into_response(), &call.request_id);
+        let h = resp.headers_mut();
+        for (name, value) in [
+            ("x-amzn-bedrock-input-token-count", tokens as u64),
+            ("x-amzn-bedrock-invocation-latency", millis(started)),
+        ] {
+            h.insert(HeaderName::from_static(name), HeaderValue::from(value));
+        }
+        return Ok(resp);
+    }
     let request = basalt_wire::parse_json::<LlamaBody>(&body)?.into_request()?;
     let model = resolve(&state, &model_id)?;
     let (_, rx, metering) = start_generation(&state, &call, model, request).await?;
@@ -318,7 +343,7 @@ fn check_json_media(headers: &HeaderMap) -> Result<(), BasaltError> {
     Ok(())
 }
 
-fn foundation_model(m: &ServedModel) -> FoundationModel {
+fn foundation_model(entry: &basalt_catalog::Entry) -> FoundationModel {
     let names = |mods: &[Modality]| {
         mods.iter()
             .map(|m| {
@@ -331,7 +356,7 @@ fn foundation_model(m: &ServedModel) -> FoundationModel {
             })
             .collect()
     };
-    let manifest = &m.entry.manifest;
+    let manifest = &entry.manifest;
     FoundationModel {
         id: manifest.id.clone(),
         name: manifest.name.clone(),
@@ -347,10 +372,12 @@ async fn list_foundation_models(
     Extension(principal): Extension<Principal>,
     Query(filters): Query<ListFilters>,
 ) -> Json<Value> {
-    let summaries: Vec<Value> = state
-        .models()
-        .filter(|m| state.may_use(&principal, &m.entry.manifest.id))
-        .map(|m| foundation_model(m))
+    let text = state.models().map(|m| &m.entry);
+    let embed = state.embedders().map(|e| &e.entry);
+    let summaries: Vec<Value> = text
+        .chain(embed)
+        .filter(|e| state.may_use(&principal, &e.manifest.id))
+        .map(foundation_model)
         .filter(|m| filters.matches(m))
         .map(|m| control::summary(&state.region, &m))
         .collect();
@@ -362,12 +389,15 @@ async fn get_foundation_model(
     Extension(principal): Extension<Principal>,
     Path(model_id): Path<String>,
 ) -> Result<Json<Value>, BedrockError> {
-    let m = resolve(&state, &model_id)?;
-    if !state.may_use(&principal, &m.entry.manifest.id) {
+    let entry = match resolve_embedder(&state, &model_id) {
+        Some(e) => e.entry.clone(),
+        None => resolve(&state, &model_id)?.entry.clone(),
+    };
+    if !state.may_use(&principal, &entry.manifest.id) {
         return Err(BasaltError::model_not_found(&model_id).into());
     }
     Ok(Json(
-        json!({"modelDetails": control::summary(&state.region, &foundation_model(&m))}),
+        json!({"modelDetails": control::summary(&state.region, &foundation_model(&entry))}),
     ))
 }
 

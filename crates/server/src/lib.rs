@@ -10,6 +10,7 @@ mod admin;
 mod anthropic;
 mod auth;
 mod bedrock;
+mod embeddings;
 pub mod invocation_log;
 pub mod metrics;
 mod openai;
@@ -191,7 +192,7 @@ async fn count_responses(
 /// Ready when at least one model is loaded (a load balancer should not send traffic to a
 /// server that can answer nothing).
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.models().next().is_some() {
+    if state.models().next().is_some() || state.embedders().next().is_some() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no models loaded").into_response()
@@ -346,6 +347,52 @@ pub(crate) async fn start_generation(
         transcript,
     );
     Ok((input_tokens, rx, metering))
+}
+
+/// Meters a request that did not go through the generation engine (embeddings): the usage
+/// record is written before this returns, so before the response is sent.
+pub(crate) async fn record_now(
+    state: &Arc<AppState>,
+    call: &Call,
+    model_id: &str,
+    usage: Usage,
+    status: &str,
+    reservation: Option<platform::Reservation>,
+) {
+    let acc = Accounting {
+        usage,
+        first_token: None,
+        outcome: basalt_engine::Outcome::Cancelled, // replaced by `status` below
+    };
+    let cost = state
+        .platform
+        .as_ref()
+        .map_or(0.0, |p| p.cost(model_id, &usage));
+    let mut record = platform::usage_record(call, model_id, &acc, cost);
+    record.status = status.to_string();
+    state.metrics.observe(&metrics::Observation {
+        model: model_id,
+        surface: call.surface,
+        status,
+        input_tokens: record.input_tokens,
+        output_tokens: 0,
+        latency_s: record.latency_ms as f64 / 1000.0,
+        ttft_s: None,
+    });
+    if let Some(p) = state.platform.clone() {
+        let used = record.input_tokens;
+        let written = tokio::task::spawn_blocking(move || {
+            let result = p.store.record_usage(&record);
+            if let Some(r) = reservation {
+                p.settle(r, used, cost);
+            }
+            result
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::error!(request = %call.request_id, "cannot record usage");
+        }
+    }
 }
 
 /// Waits for a sequence's accounting, writes its usage record (durably) and metrics, and

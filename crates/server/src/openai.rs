@@ -29,6 +29,7 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
     let keep_alive = config.keep_alive;
     Router::new()
         .route("/v1/models", get(list_models))
+        .route("/v1/embeddings", post(crate::embeddings::openai_embeddings))
         .route("/v1/models/{*id}", get(get_model))
         .route(
             "/v1/chat/completions",
@@ -49,12 +50,12 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
         .layer(DefaultBodyLimit::max(config.body_limit))
 }
 
-fn card(m: &ServedModel, created: u64) -> ModelCard {
+fn card(entry: &basalt_catalog::Entry, created: u64) -> ModelCard {
     ModelCard {
-        id: m.entry.manifest.id.clone(),
+        id: entry.manifest.id.clone(),
         object: "model",
         created,
-        owned_by: m.entry.manifest.provider.clone(),
+        owned_by: entry.manifest.provider.clone(),
     }
 }
 
@@ -63,11 +64,12 @@ async fn list_models(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
 ) -> Json<Value> {
+    let text = state.models().map(|m| &m.entry);
+    let embed = state.embedders().map(|e| &e.entry);
     Json(wire::model_list(
-        state
-            .models()
-            .filter(|m| state.may_use(&principal, &m.entry.manifest.id))
-            .map(|m| card(m, state.started))
+        text.chain(embed)
+            .filter(|e| state.may_use(&principal, &e.manifest.id))
+            .map(|e| card(e, state.started))
             .collect(),
     ))
 }
@@ -77,11 +79,14 @@ async fn get_model(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, OpenAiError> {
-    let m = state.model(&id)?;
+    let entry = match state.embedder(&id) {
+        Some(e) => e.entry.clone(),
+        None => state.model(&id)?.entry.clone(),
+    };
     if !state.may_use(&principal, &id) {
         return Err(BasaltError::model_not_found(&id).into());
     }
-    Ok(Json(card(&m, state.started)))
+    Ok(Json(card(&entry, state.started)))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

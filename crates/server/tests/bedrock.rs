@@ -271,7 +271,7 @@ async fn lists_and_describes_foundation_models() {
     assert!(ids.contains(&SMOL) && ids.contains(&GEMMA), "{v}");
     let (_, none) = send(
         "GET",
-        "/foundation-models?byOutputModality=EMBEDDING",
+        "/foundation-models?byOutputModality=IMAGE",
         Body::empty(),
     )
     .await;
@@ -481,4 +481,94 @@ async fn converse_stream_frames_a_tool_call() {
     let (status, headers, _) = raw(json_post(&path(SMOL, "converse"), &bad)).await;
     assert_eq!(status, 400);
     assert_eq!(headers["x-amzn-errortype"], "ValidationException");
+}
+
+#[tokio::test]
+async fn embeddings_on_every_surface_agree() {
+    // OpenAI: two texts, floats.
+    let (status, v) = post(
+        "/v1/embeddings",
+        json!({"model": MINILM, "input": ["A man is eating food.", "A man is eating a piece of bread."]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let a: Vec<f64> = serde_json::from_value(v["data"][0]["embedding"].clone()).unwrap();
+    let b: Vec<f64> = serde_json::from_value(v["data"][1]["embedding"].clone()).unwrap();
+    assert_eq!(a.len(), 384);
+    let cos: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    assert!((cos - 0.755).abs() < 0.001, "{cos}");
+    let prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(prompt_tokens, 8 + 11);
+
+    // Titan: the same vector for the same text, and the token count.
+    let (status, t) = post(
+        &path(MINILM, "invoke"),
+        json!({"inputText": "A man is eating food.", "dimensions": 384}),
+    )
+    .await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["inputTextTokenCount"], 8);
+    let titan: Vec<f64> = serde_json::from_value(t["embedding"].clone()).unwrap();
+    let diff = titan
+        .iter()
+        .zip(&a)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(diff < 1e-6, "{diff}");
+    // normalize: false returns the raw pooled vector (longer than 1).
+    let (_, raw) = post(
+        &path(MINILM, "invoke"),
+        json!({"inputText": "A man is eating food.", "normalize": false}),
+    )
+    .await;
+    let raw: Vec<f64> = serde_json::from_value(raw["embedding"].clone()).unwrap();
+    assert!(raw.iter().map(|x| x * x).sum::<f64>().sqrt() > 1.01);
+
+    // Cohere: several texts, floats.
+    let (status, c) = post(
+        &path(MINILM, "invoke"),
+        json!({"texts": ["A man is eating food.", "hello"], "input_type": "search_document"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["response_type"], "embeddings_floats");
+    assert_eq!(c["embeddings"].as_array().unwrap().len(), 2);
+
+    // Wrong dimensions, refused truncation, text-model bodies: clear 400s.
+    let (status, e) = post(
+        &path(MINILM, "invoke"),
+        json!({"inputText": "x", "dimensions": 1024}),
+    )
+    .await;
+    assert_eq!(status, 400, "{e}");
+    let long = "word ".repeat(400);
+    let (status, e) = post(&path(MINILM, "invoke"), json!({"inputText": long})).await;
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = post(
+        &path(MINILM, "invoke"),
+        json!({"texts": [long], "input_type": "search_query", "truncate": "NONE"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{e}");
+    let (status, v) = post("/v1/embeddings", json!({"model": MINILM, "input": long})).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"][0]["truncated"], true);
+    assert_eq!(v["usage"]["prompt_tokens"], 256);
+    let (status, _) = post("/v1/embeddings", json!({"model": SMOL, "input": "x"})).await;
+    assert_eq!(status, 400);
+    let (status, _) = post(&path(MINILM, "converse"), question()).await;
+    assert_eq!(status, 400);
+
+    // The catalog lists it with its modality.
+    let (_, list) = send(
+        "GET",
+        "/foundation-models?byOutputModality=EMBEDDING",
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(list["modelSummaries"][0]["modelId"], MINILM);
+    assert_eq!(
+        list["modelSummaries"][0]["responseStreamingSupported"],
+        false
+    );
 }

@@ -17,6 +17,7 @@ use tower::ServiceExt;
 
 pub const SMOL: &str = "huggingface.smollm2-135m-instruct-v1:0";
 pub const GEMMA: &str = "google.gemma-3-270m-v1:0";
+pub const MINILM: &str = "sentence-transformers.all-minilm-l6-v2-v1:0";
 pub const BODY_LIMIT: usize = 64 << 10;
 
 pub fn models_dir() -> PathBuf {
@@ -36,8 +37,12 @@ pub fn state() -> Arc<AppState> {
                 kv_budget_bytes: 256 << 20,
                 ..Default::default()
             };
-            let (state, failed) =
-                AppState::load(&catalog, &[SMOL.into(), GEMMA.into()], &config, |_, _| {});
+            let (state, failed) = AppState::load(
+                &catalog,
+                &[SMOL.into(), GEMMA.into(), MINILM.into()],
+                &config,
+                |_, _| {},
+            );
             assert!(failed.is_empty(), "{failed:?}");
             assert_eq!(
                 state.models().count(),
