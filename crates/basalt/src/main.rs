@@ -1,6 +1,7 @@
 //! The `basalt` command: a thin layer of argument parsing over the library crates.
 
 mod bench;
+mod bench_embed;
 mod chat;
 mod models;
 mod platform;
@@ -75,6 +76,8 @@ enum Command {
     Models(models::ModelsCommand),
     /// Measure the engine's prefill and decode speed on a GGUF file (see scripts/bench)
     Bench(bench::BenchArgs),
+    /// Measure embedding throughput on a model directory (see scripts/bench-embeddings)
+    BenchEmbed(bench_embed::BenchEmbedArgs),
     /// Manage tenants: create, list, status, model grants, quotas
     #[command(subcommand)]
     Tenants(platform::TenantsCommand),
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Models(cmd) => models::run(cmd),
         Command::Bench(args) => bench::run(args),
+        Command::BenchEmbed(args) => bench_embed::run(args),
         Command::Tenants(cmd) => platform::tenants(cmd),
         Command::Keys(cmd) => platform::keys(cmd),
         Command::Usage(args) => platform::usage(args),

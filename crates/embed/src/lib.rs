@@ -190,6 +190,25 @@ impl EmbeddingModel {
     }
 }
 
+/// The threads an embedding model computes on (its own, so it does not compete with a
+/// text model's pool for the same cores unknowingly).
+pub struct ComputePool(rayon::ThreadPool);
+
+impl ComputePool {
+    pub fn new(threads: usize) -> Result<Self, EmbedError> {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("basalt-embed-{i}"))
+            .build()
+            .map(Self)
+            .map_err(|e| EmbedError::Model(format!("cannot start compute threads: {e}")))
+    }
+
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.0.install(f)
+    }
+}
+
 struct Job {
     texts: Vec<String>,
     allow_truncation: bool,
@@ -206,13 +225,15 @@ pub struct Embedder {
 const MAX_BATCH_TEXTS: usize = 64;
 
 impl Embedder {
-    pub fn start(model: EmbeddingModel) -> Result<Self, EmbedError> {
+    /// Starts the batching worker, computing on `threads` threads.
+    pub fn start(model: EmbeddingModel, threads: usize) -> Result<Self, EmbedError> {
         let model = Arc::new(model);
         let (tx, rx) = std_mpsc::channel::<Job>();
         let worker = Arc::clone(&model);
+        let pool = ComputePool::new(threads)?;
         std::thread::Builder::new()
             .name("basalt-embed".into())
-            .spawn(move || run(&worker, &rx))
+            .spawn(move || run(&worker, &pool, &rx))
             .map_err(|e| EmbedError::Model(format!("cannot start the embedding thread: {e}")))?;
         Ok(Self { model, tx })
     }
@@ -235,7 +256,7 @@ impl Embedder {
     }
 }
 
-fn run(model: &EmbeddingModel, rx: &std_mpsc::Receiver<Job>) {
+fn run(model: &EmbeddingModel, pool: &ComputePool, rx: &std_mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         // Everything already waiting joins this pass (up to the batch size).
         let mut jobs = vec![first];
@@ -254,14 +275,14 @@ fn run(model: &EmbeddingModel, rx: &std_mpsc::Receiver<Job>) {
         let (strict, lenient): (Vec<Job>, Vec<Job>) =
             jobs.into_iter().partition(|j| !j.allow_truncation);
         for job in strict {
-            let result = model.embed(&job.texts, false);
+            let result = pool.install(|| model.embed(&job.texts, false));
             let _ = job.reply.send(result);
         }
         if lenient.is_empty() {
             continue;
         }
         let texts: Vec<String> = lenient.iter().flat_map(|j| j.texts.clone()).collect();
-        match model.embed(&texts, true) {
+        match pool.install(|| model.embed(&texts, true)) {
             Ok(mut all) => {
                 for job in lenient.into_iter().rev() {
                     let rest = all.split_off(all.len() - job.texts.len());

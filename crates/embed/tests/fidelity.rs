@@ -96,3 +96,41 @@ fn refusing_truncation_is_an_error_naming_the_input() {
     let e = model.embed(&["short".into(), long], false).unwrap_err();
     assert!(e.to_string().contains("input 1"), "{e}");
 }
+
+#[test]
+fn concurrent_requests_are_batched_and_answered_separately() {
+    use basalt_embed::Embedder;
+    let embedder = Embedder::start(EmbeddingModel::load(&model_dir()).unwrap(), 2).unwrap();
+    let texts: Vec<Vec<String>> = (0..12)
+        .map(|i| {
+            vec![
+                format!("Request {i} asks about lighthouses."),
+                format!("and {i} more"),
+            ]
+        })
+        .collect();
+    // Submitted together, they share forward passes; each still gets exactly its own.
+    let receivers: Vec<_> = texts
+        .iter()
+        .map(|t| embedder.submit(t.clone(), true).unwrap())
+        .collect();
+    for (t, rx) in texts.iter().zip(receivers) {
+        let got = rx.blocking_recv().unwrap().unwrap();
+        let alone = embedder.model.embed(t, true).unwrap();
+        assert_eq!(got.len(), 2);
+        for (a, b) in got.iter().zip(&alone) {
+            let diff = a
+                .vector
+                .iter()
+                .zip(&b.vector)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(diff < 1e-5);
+        }
+    }
+    // One request that refuses truncation fails alone.
+    let bad = embedder.submit(vec!["word ".repeat(400)], false).unwrap();
+    let good = embedder.submit(vec!["fine".into()], false).unwrap();
+    assert!(bad.blocking_recv().unwrap().is_err());
+    assert!(good.blocking_recv().unwrap().is_ok());
+}

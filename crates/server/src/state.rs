@@ -124,7 +124,8 @@ impl AppState {
             }
             if m.format == Format::Safetensors && m.output_modalities.contains(&Modality::Embedding)
             {
-                match EmbeddingModel::load(&entry.dir).and_then(Embedder::start) {
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                match EmbeddingModel::load(&entry.dir).and_then(|m| Embedder::start(m, threads)) {
                     Ok(embedder) => {
                         on_loaded(entry, Ok(()));
                         embedders.push(ServedEmbedder {
