@@ -398,12 +398,10 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Formats seconds since the epoch as `YYYYMMDDTHHMMSSZ`.
-pub fn format_amz_date(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
+/// The UTC calendar date (year, month, day) of seconds since the epoch.
+pub fn civil_date(unix: i64) -> (i64, i64, i64) {
     // Inverse of days_from_civil.
-    let z = days + 719_468;
+    let z = unix.div_euclid(86_400) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -411,7 +409,13 @@ pub fn format_amz_date(unix: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Formats seconds since the epoch as `YYYYMMDDTHHMMSSZ`.
+pub fn format_amz_date(unix: i64) -> String {
+    let (y, m, d) = civil_date(unix);
+    let secs = unix.rem_euclid(86_400);
     format!(
         "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
         secs / 3600,

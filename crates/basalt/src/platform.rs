@@ -27,6 +27,16 @@ impl DataArgs {
             .unwrap_or_else(|| basalt_catalog::data_home().join("basalt"))
     }
 
+    /// The store and the id of a tenant named by id or name.
+    fn tenant(
+        &self,
+        tenant: &str,
+    ) -> Result<(Arc<SqliteStore>, String), Box<dyn std::error::Error>> {
+        let store = self.open_store()?;
+        let id = store.tenant(tenant)?.id;
+        Ok((store, id))
+    }
+
     /// Opens (creating if needed) the data directory's database.
     pub fn open_store(&self) -> Result<Arc<SqliteStore>, Box<dyn std::error::Error>> {
         let dir = self.dir();
@@ -222,8 +232,7 @@ pub fn tenants(cmd: TenantsCommand) -> CliResult {
             log_invocations,
             data,
         } => {
-            let s = data.open_store()?;
-            let id = s.tenant(&tenant)?.id;
+            let (s, id) = data.tenant(&tenant)?;
             print(&s.update_tenant(&id, status.as_deref(), weight, log_invocations)?)
         }
         TenantsCommand::Grant {
@@ -231,8 +240,7 @@ pub fn tenants(cmd: TenantsCommand) -> CliResult {
             model,
             data,
         } => {
-            let s = data.open_store()?;
-            let id = s.tenant(&tenant)?.id;
+            let (s, id) = data.tenant(&tenant)?;
             s.grant_model(&id, &model)?;
             print(&s.granted_models(&id)?)
         }
@@ -241,8 +249,7 @@ pub fn tenants(cmd: TenantsCommand) -> CliResult {
             model,
             data,
         } => {
-            let s = data.open_store()?;
-            let id = s.tenant(&tenant)?.id;
+            let (s, id) = data.tenant(&tenant)?;
             s.revoke_model(&id, &model)?;
             print(&s.granted_models(&id)?)
         }
@@ -255,8 +262,7 @@ pub fn tenants(cmd: TenantsCommand) -> CliResult {
             monthly_budget_usd,
             data,
         } => {
-            let s = data.open_store()?;
-            let id = s.tenant(&tenant)?.id;
+            let (s, id) = data.tenant(&tenant)?;
             let q = Quota {
                 requests_per_minute,
                 tokens_per_minute,
@@ -277,23 +283,20 @@ pub fn keys(cmd: KeysCommand) -> CliResult {
             expires_in_days,
             data,
         } => {
-            let s = data.open_store()?;
-            let id = s.tenant(&tenant)?.id;
+            let (s, id) = data.tenant(&tenant)?;
             let expires = expires_in_days.map(|d| basalt_store::now() + i64::from(d) * 86_400);
             let k = s.create_api_key(&id, &name, expires)?;
             eprintln!("Store this key now: it is not shown again.");
             print(&k)
         }
         KeysCommand::CreateAws { tenant, data } => {
-            let s = data.open_store()?;
-            let id = s.tenant(&tenant)?.id;
+            let (s, id) = data.tenant(&tenant)?;
             let k = s.create_access_key(&id)?;
             eprintln!("Store this secret now: it is not shown again.");
             print(&k)
         }
         KeysCommand::List { tenant, data } => {
-            let s = data.open_store()?;
-            let id = s.tenant(&tenant)?.id;
+            let (s, id) = data.tenant(&tenant)?;
             print(&serde_json::json!({
                 "keys": s.api_keys(&id)?,
                 "access_keys": s.access_keys(&id)?,
@@ -304,8 +307,7 @@ pub fn keys(cmd: KeysCommand) -> CliResult {
             key_id,
             data,
         } => {
-            let s = data.open_store()?;
-            let id = s.tenant(&tenant)?.id;
+            let (s, id) = data.tenant(&tenant)?;
             match s.revoke_api_key(&id, &key_id) {
                 Ok(()) => Ok(()),
                 Err(basalt_store::StoreError::NotFound(_)) => {

@@ -23,6 +23,19 @@ pub struct SafeTensors {
     entries: HashMap<String, Entry>,
 }
 
+/// A header field that is a list of non-negative integers (empty if it is not).
+fn numbers(entry: &serde_json::Value, key: &str) -> Vec<usize> {
+    entry
+        .get(key)
+        .and_then(|s| s.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_u64().map(|x| x as usize))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn bad(path: &Path, why: impl std::fmt::Display) -> EmbedError {
     EmbedError::Model(format!("{}: {why}", path.display()))
 }
@@ -51,24 +64,8 @@ impl SafeTensors {
                 continue;
             }
             let dtype = v.get("dtype").and_then(|d| d.as_str()).unwrap_or("");
-            let shape: Vec<usize> = v
-                .get("shape")
-                .and_then(|s| s.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_u64().map(|x| x as usize))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let offsets: Vec<usize> = v
-                .get("data_offsets")
-                .and_then(|s| s.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_u64().map(|x| x as usize))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let shape = numbers(&v, "shape");
+            let offsets = numbers(&v, "data_offsets");
             let [start, end] = offsets[..] else {
                 return Err(bad(path, format!("tensor `{name}` has no data offsets")));
             };

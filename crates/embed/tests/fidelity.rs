@@ -12,15 +12,7 @@ use basalt_embed::EmbeddingModel;
 fn model_dir() -> PathBuf {
     let root = std::env::var_os("BASALT_MODELS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let data = std::env::var_os("XDG_DATA_HOME")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
-                });
-            data.join("basalt/models")
-        });
+        .unwrap_or_else(basalt_catalog::default_models_dir);
     let dir = root.join("all-minilm-l6-v2");
     assert!(
         dir.join("model.safetensors").is_file(),

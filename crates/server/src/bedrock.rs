@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use basalt_auth::Principal;
 use basalt_catalog::Modality;
 use basalt_engine::EventReceiver;
-use basalt_types::{BasaltError, ErrorKind, FinishReason, GenerateEvent, Usage};
+use basalt_types::{BasaltError, ErrorKind, FinishReason, GenerateEvent, GenerateRequest, Usage};
 use basalt_wire::bedrock::control::{self, FoundationModel, ListFilters};
 use basalt_wire::bedrock::converse::{self, events, ConverseRequest};
 use basalt_wire::bedrock::invoke::{self, CountTokensRequest, LlamaBody};
@@ -122,19 +122,49 @@ fn millis(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
+/// The start every generating route shares: meter the call from here, keep the body for
+/// the invocation log, parse it with `parse`, resolve the model and queue the generation.
+async fn start(
+    state: &Arc<AppState>,
+    principal: Principal,
+    operation: &'static str,
+    model_id: &str,
+    body: BodyResult,
+    parse: impl FnOnce(&[u8]) -> Result<GenerateRequest, BasaltError>,
+) -> Result<(Call, u32, EventReceiver, Metering), BasaltError> {
+    let call = Call::new(principal, "bedrock", operation, "");
+    let body = body.map_err(body_error)?;
+    let call = call.with_body(state, &body);
+    let request = parse(&body)?;
+    let model = resolve(state, model_id)?;
+    let (input_tokens, rx, metering) = start_generation(state, &call, model, request).await?;
+    Ok((call, input_tokens, rx, metering))
+}
+
+fn parse_converse(body: &[u8]) -> Result<GenerateRequest, BasaltError> {
+    basalt_wire::parse_json::<ConverseRequest>(body)?.into_request()
+}
+
+fn parse_llama(body: &[u8]) -> Result<GenerateRequest, BasaltError> {
+    basalt_wire::parse_json::<LlamaBody>(body)?.into_request()
+}
+
 async fn converse(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
     Path(model_id): Path<String>,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let call = Call::new(principal, "bedrock", "Converse", "");
+    let (call, _, rx, metering) = start(
+        &state,
+        principal,
+        "Converse",
+        &model_id,
+        body,
+        parse_converse,
+    )
+    .await?;
     let started = call.started;
-    let body = body.map_err(body_error)?;
-    let call = call.with_body(&state, &body);
-    let request = basalt_wire::parse_json::<ConverseRequest>(&body)?.into_request()?;
-    let model = resolve(&state, &model_id)?;
-    let (_, rx, metering) = start_generation(&state, &call, model, request).await?;
     let done = collect_text(rx).await;
     metering.settled().await;
     let done = done?;
@@ -154,13 +184,16 @@ async fn converse_stream(
     Path(model_id): Path<String>,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let call = Call::new(principal, "bedrock", "ConverseStream", "");
+    let (call, _, rx, metering) = start(
+        &state,
+        principal,
+        "ConverseStream",
+        &model_id,
+        body,
+        parse_converse,
+    )
+    .await?;
     let started = call.started;
-    let body = body.map_err(body_error)?;
-    let call = call.with_body(&state, &body);
-    let request = basalt_wire::parse_json::<ConverseRequest>(&body)?.into_request()?;
-    let model = resolve(&state, &model_id)?;
-    let (_, rx, metering) = start_generation(&state, &call, model, request).await?;
     // Text blocks open with their first delta; tool-use blocks with a start event.
     let mut blocks = Blocks::default();
     let frames = generation_frames(rx, metering, move |step| {
@@ -206,12 +239,11 @@ async fn invoke(
     headers: HeaderMap,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let call = Call::new(principal, "bedrock", "InvokeModel", "");
-    let started = call.started;
-    let body = body.map_err(body_error)?;
-    let call = call.with_body(&state, &body);
     check_json_media(&headers)?;
     if let Some(served) = resolve_embedder(&state, &model_id) {
+        let call = Call::new(principal, "bedrock", "InvokeModel", "");
+        let started = call.started;
+        let body = body.map_err(body_error)?;
         let (out, tokens) = crate::embeddings::invoke(&state, &call, served, &body).await?;
         let mut resp = with_request_id(Json(out).into_response(), &call.request_id);
         let h = resp.headers_mut();
@@ -223,9 +255,16 @@ async fn invoke(
         }
         return Ok(resp);
     }
-    let request = basalt_wire::parse_json::<LlamaBody>(&body)?.into_request()?;
-    let model = resolve(&state, &model_id)?;
-    let (_, rx, metering) = start_generation(&state, &call, model, request).await?;
+    let (call, _, rx, metering) = start(
+        &state,
+        principal,
+        "InvokeModel",
+        &model_id,
+        body,
+        parse_llama,
+    )
+    .await?;
+    let started = call.started;
     let done = collect_text(rx).await;
     metering.settled().await;
     let done = done?;
@@ -255,14 +294,17 @@ async fn invoke_stream(
     headers: HeaderMap,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let call = Call::new(principal, "bedrock", "InvokeModelWithResponseStream", "");
-    let started = call.started;
-    let body = body.map_err(body_error)?;
-    let call = call.with_body(&state, &body);
     check_json_media(&headers)?;
-    let request = basalt_wire::parse_json::<LlamaBody>(&body)?.into_request()?;
-    let model = resolve(&state, &model_id)?;
-    let (input_tokens, rx, metering) = start_generation(&state, &call, model, request).await?;
+    let (call, input_tokens, rx, metering) = start(
+        &state,
+        principal,
+        "InvokeModelWithResponseStream",
+        &model_id,
+        body,
+        parse_llama,
+    )
+    .await?;
+    let started = call.started;
     // Meta's chunks count generated tokens so far; the first chunk names the prompt size.
     let mut first_byte_ms = None;
     let mut chunks_sent = 0u32;

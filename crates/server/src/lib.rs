@@ -370,28 +370,43 @@ pub(crate) async fn record_now(
         .map_or(0.0, |p| p.cost(model_id, &usage));
     let mut record = platform::usage_record(call, model_id, &acc, cost);
     record.status = status.to_string();
+    persist_usage(state, record, reservation).await;
+}
+
+/// Records a finished request everywhere it is counted: the metrics, the durable usage
+/// record (before this returns), and the settlement of its quota reservation.
+async fn persist_usage(
+    state: &Arc<AppState>,
+    record: basalt_store::UsageRecord,
+    reservation: Option<platform::Reservation>,
+) {
     state.metrics.observe(&metrics::Observation {
-        model: model_id,
-        surface: call.surface,
-        status,
+        model: &record.model_id,
+        surface: &record.surface,
+        status: &record.status,
         input_tokens: record.input_tokens,
-        output_tokens: 0,
+        output_tokens: record.output_tokens,
         latency_s: record.latency_ms as f64 / 1000.0,
-        ttft_s: None,
+        ttft_s: record.time_to_first_token_ms.map(|t| t as f64 / 1000.0),
     });
-    if let Some(p) = state.platform.clone() {
-        let used = record.input_tokens;
-        let written = tokio::task::spawn_blocking(move || {
-            let result = p.store.record_usage(&record);
-            if let Some(r) = reservation {
-                p.settle(r, used, cost);
-            }
-            result
-        })
-        .await;
-        if !matches!(written, Ok(Ok(()))) {
-            tracing::error!(request = %call.request_id, "cannot record usage");
+    let Some(p) = state.platform.clone() else {
+        return;
+    };
+    let used = record.input_tokens + record.output_tokens;
+    let cost = record.cost_usd;
+    let request_id = record.request_id.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let result = p.store.record_usage(&record);
+        if let Some(r) = reservation {
+            p.settle(r, used, cost);
         }
+        result
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(request = %request_id, error = %e, "cannot record usage"),
+        Err(e) => tracing::error!(request = %request_id, error = %e, "usage task failed"),
     }
 }
 
@@ -419,31 +434,7 @@ fn spawn_metering(
                 .as_ref()
                 .map_or(0.0, |p| p.cost(&model_id, &acc.usage));
             let record = platform::usage_record(&call, &model_id, &acc, cost);
-            state.metrics.observe(&metrics::Observation {
-                model: &model_id,
-                surface: call.surface,
-                status: &record.status,
-                input_tokens: record.input_tokens,
-                output_tokens: record.output_tokens,
-                latency_s: record.latency_ms as f64 / 1000.0,
-                ttft_s: record.time_to_first_token_ms.map(|t| t as f64 / 1000.0),
-            });
-            if let Some(p) = state.platform.clone() {
-                let used = record.input_tokens + record.output_tokens;
-                let written = tokio::task::spawn_blocking(move || {
-                    let result = p.store.record_usage(&record);
-                    if let Some(r) = reservation {
-                        p.settle(r, used, cost);
-                    }
-                    result
-                })
-                .await;
-                match written {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "cannot record usage"),
-                    Err(e) => tracing::error!(error = %e, "usage task failed"),
-                }
-            }
+            persist_usage(&state, record, reservation).await;
         }
         let _ = done_tx.send(());
     });

@@ -107,18 +107,8 @@ fn utc_day(now: i64) -> (i64, u64) {
 
 /// The first second of the UTC month containing `now`, and a key for the month.
 fn utc_month(now: i64) -> (i64, i64) {
-    // Civil-from-days, enough to find the first of the month.
-    let days = now.div_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    ((days - (d - 1)) * 86_400, y * 12 + m)
+    let (y, m, d) = basalt_auth::sigv4::civil_date(now);
+    ((now.div_euclid(86_400) - (d - 1)) * 86_400, y * 12 + m)
 }
 
 impl Platform {
@@ -253,9 +243,10 @@ impl Platform {
             if let Some(tpd) = q.tokens_per_day {
                 let used = match w.day {
                     Some((d, used)) if d == day => used,
-                    _ => self.used_since(&p.tenant, scope, day * 86_400, |t| {
+                    _ => {
+                        let t = self.totals_since(&p.tenant, scope, day * 86_400)?;
                         t.input_tokens + t.output_tokens
-                    })?,
+                    }
                 };
                 w.day = Some((day, used));
                 if used + tokens > tpd {
@@ -268,7 +259,7 @@ impl Platform {
             if let Some(budget) = q.monthly_budget_usd {
                 let spent = match w.month {
                     Some((m, spent)) if m == month => spent,
-                    _ => self.cost_since(&p.tenant, scope, month_start)?,
+                    _ => self.totals_since(&p.tenant, scope, month_start)?.cost_usd,
                 };
                 w.month = Some((month, spent));
                 if spent >= budget {
@@ -301,36 +292,21 @@ impl Platform {
         }))
     }
 
-    fn used_since(
+    /// The tenant's usage (of one model, or of all for `*`) since `from`, from the store.
+    fn totals_since(
         &self,
         tenant: &str,
         scope: &str,
         from: i64,
-        f: impl Fn(&basalt_store::UsageTotals) -> u64,
-    ) -> Result<u64, BasaltError> {
-        let totals = self
-            .store
+    ) -> Result<basalt_store::UsageTotals, BasaltError> {
+        self.store
             .usage_totals(&UsageQuery {
                 tenant_id: Some(tenant.to_string()),
                 model_id: (scope != "*").then(|| scope.to_string()),
                 from: Some(from),
                 ..Default::default()
             })
-            .map_err(|e| BasaltError::internal(e.to_string()))?;
-        Ok(f(&totals))
-    }
-
-    fn cost_since(&self, tenant: &str, scope: &str, from: i64) -> Result<f64, BasaltError> {
-        Ok(self
-            .store
-            .usage_totals(&UsageQuery {
-                tenant_id: Some(tenant.to_string()),
-                model_id: (scope != "*").then(|| scope.to_string()),
-                from: Some(from),
-                ..Default::default()
-            })
-            .map_err(|e| BasaltError::internal(e.to_string()))?
-            .cost_usd)
+            .map_err(|e| BasaltError::internal(e.to_string()))
     }
 
     /// Replaces a reservation by what the request really used (returning the unused part).
