@@ -123,7 +123,8 @@ fn millis(since: Instant) -> u64 {
 }
 
 /// The start every generating route shares: meter the call from here, keep the body for
-/// the invocation log, parse it with `parse`, resolve the model and queue the generation.
+/// the invocation log, resolve the model, parse the body with `parse` and queue the
+/// generation.
 async fn start(
     state: &Arc<AppState>,
     principal: Principal,
@@ -135,8 +136,8 @@ async fn start(
     let call = Call::new(principal, "bedrock", operation, "");
     let body = body.map_err(body_error)?;
     let call = call.with_body(state, &body);
-    let request = parse(&body)?;
     let model = resolve(state, model_id)?;
+    let request = parse(&body)?;
     let (input_tokens, rx, metering) = start_generation(state, &call, model, request).await?;
     Ok((call, input_tokens, rx, metering))
 }
