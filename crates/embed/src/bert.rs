@@ -290,21 +290,25 @@ fn layer_norm(x: &mut [f32], width: usize, n: &Norm, eps: f32) {
     });
 }
 
-fn norm_row(row: &mut [f32], width: usize, n: &Norm, eps: f32) {
-    {
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / width as f64;
-        let var = row
-            .iter()
-            .map(|&v| {
-                let d = v as f64 - mean;
-                d * d
-            })
-            .sum::<f64>()
-            / width as f64;
-        let inv = 1.0 / (var + eps as f64).sqrt();
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = ((*v as f64 - mean) * inv) as f32 * n.w[j] + n.b[j];
+/// Sum with sixteen independent lanes, so it vectorises (as PyTorch's f32 reductions do).
+fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
         }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn norm_row(row: &mut [f32], width: usize, n: &Norm, eps: f32) {
+    let mean = lane_sum(row, |x| x) / width as f32;
+    let var = lane_sum(row, |x| (x - mean) * (x - mean)) / width as f32;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, w), b) in row.iter_mut().zip(&n.w).zip(&n.b) {
+        *v = (*v - mean) * inv * w + b;
     }
 }
 
