@@ -22,6 +22,7 @@ import pytest
 SMOL = "huggingface.smollm2-135m-instruct-v1:0"
 GEMMA = "google.gemma-3-270m-v1:0"
 MINILM = "sentence-transformers.all-minilm-l6-v2-v1:0"
+DCGAN = "basalt.dcgan-faces-v1:0"
 
 API_KEY = "sk-basalt-interop-3f9a"
 ACCESS_KEY_ID = "AKIDBASALTINTEROP"
@@ -50,7 +51,8 @@ class Server:
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="basalt-data-")
         self.proc = subprocess.Popen(
             [self.binary, "serve", "--port", str(self.port), "--data-dir", self.data_dir,
-             "--model", SMOL, "--model", GEMMA, "--model", MINILM, "--shutdown-grace-secs", "20",
+             "--model", SMOL, "--model", GEMMA, "--model", MINILM, "--model", DCGAN,
+             "--shutdown-grace-secs", "20",
              *(OPERATOR_KEYS if args is None else args)],
             stdout=self.log, stderr=subprocess.STDOUT,
         )

@@ -19,7 +19,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import GEMMA, MINILM, SMOL, Server
+from conftest import DCGAN, GEMMA, MINILM, SMOL, Server
 
 ADMIN = "adm-interop-7d1c"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -104,7 +104,7 @@ def test_bad_credentials_are_rejected_on_every_surface(platform, tenants):
 def test_model_access_is_per_tenant(platform, tenants):
     alpha, beta = tenants["alpha"], tenants["beta"]
     assert [m.id for m in oai(platform, alpha).models.list()] == [SMOL]
-    assert {m.id for m in oai(platform, beta).models.list()} == {SMOL, GEMMA, MINILM}
+    assert {m.id for m in oai(platform, beta).models.list()} == {SMOL, GEMMA, MINILM, DCGAN}
     with pytest.raises(openai.PermissionDeniedError):
         oai(platform, alpha).completions.create(model=GEMMA, prompt="Hello", max_tokens=2)
     with pytest.raises(anthropic.PermissionDeniedError):

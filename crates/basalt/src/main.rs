@@ -3,6 +3,7 @@
 mod bench;
 mod bench_embed;
 mod chat;
+mod generate_image;
 mod models;
 mod platform;
 mod serve;
@@ -78,6 +79,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure embedding throughput on a model directory (see scripts/bench-embeddings)
     BenchEmbed(bench_embed::BenchEmbedArgs),
+    /// Generate images with an image model of the store
+    GenerateImage(generate_image::GenerateImageArgs),
     /// Manage tenants: create, list, status, model grants, quotas
     #[command(subcommand)]
     Tenants(platform::TenantsCommand),
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Models(cmd) => models::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::BenchEmbed(args) => bench_embed::run(args),
+        Command::GenerateImage(args) => generate_image::run(args),
         Command::Tenants(cmd) => platform::tenants(cmd),
         Command::Keys(cmd) => platform::keys(cmd),
         Command::Usage(args) => platform::usage(args),

@@ -107,7 +107,7 @@ pub fn run(args: ServeArgs) -> CliResult {
             },
         );
     for id in &args.models {
-        let served = state.model(id).is_ok() || state.embedder(id).is_some();
+        let served = state.entries().any(|e| &e.manifest.id == id);
         if !served && !failed.iter().any(|(f, _)| f == id) {
             return Err(format!(
                 "model `{id}` is not in the store at {}",
@@ -116,7 +116,7 @@ pub fn run(args: ServeArgs) -> CliResult {
             .into());
         }
     }
-    let count = state.models().count() + state.embedders().count();
+    let count = state.entries().count();
     if count == 0 {
         tracing::warn!(
             "no models to serve in {}: run `scripts/fetch-models` or `basalt models import`",

@@ -13,6 +13,9 @@ pub enum Format {
     Gguf,
     /// A Hugging Face directory: `model.safetensors`, `config.json`, `tokenizer.json`.
     Safetensors,
+    /// A PyTorch checkpoint (`torch.save`'s zip format) of a model Basalt knows by
+    /// architecture (the DCGAN face generator).
+    Torch,
 }
 
 /// Bedrock's modality names.

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use crate::{
     body_error, collect_text, start_generation, AppState, Block, Blocks, Call, Metering,
-    ServedEmbedder, ServedModel, ServerConfig,
+    ServedEmbedder, ServedImageModel, ServedModel, ServerConfig,
 };
 
 type Shared = State<Arc<AppState>>;
@@ -83,6 +83,13 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
         .layer(DefaultBodyLimit::max(config.body_limit))
 }
 
+/// An image model under any id Bedrock clients use for it.
+fn resolve_image_model(state: &AppState, raw: &str) -> Option<Arc<ServedImageModel>> {
+    wire::model_id_candidates(raw)
+        .iter()
+        .find_map(|id| state.image_model(id))
+}
+
 /// An embedding model under any id Bedrock clients use for it.
 fn resolve_embedder(state: &AppState, raw: &str) -> Option<Arc<ServedEmbedder>> {
     wire::model_id_candidates(raw)
@@ -96,6 +103,14 @@ fn resolve(state: &AppState, raw: &str) -> Result<Arc<ServedModel>, BasaltError>
         return Err(BasaltError::invalid(
             "modelId",
             format!("`{raw}` is an embedding model: call InvokeModel with a Titan or Cohere embedding body"),
+        ));
+    }
+    if resolve_image_model(state, raw).is_some() {
+        return Err(BasaltError::invalid(
+            "modelId",
+            format!(
+                "`{raw}` is an image model: call InvokeModel with a Titan or Stability image body"
+            ),
         ));
     }
     wire::model_id_candidates(raw)
@@ -241,6 +256,12 @@ async fn invoke(
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
     check_json_media(&headers)?;
+    if let Some(served) = resolve_image_model(&state, &model_id) {
+        let call = Call::new(principal, "bedrock", "InvokeModel", "");
+        let body = body.map_err(body_error)?;
+        let out = crate::images::invoke(&state, &call, served, &body).await?;
+        return Ok(with_request_id(Json(out).into_response(), &call.request_id));
+    }
     if let Some(served) = resolve_embedder(&state, &model_id) {
         let call = Call::new(principal, "bedrock", "InvokeModel", "");
         let started = call.started;
@@ -415,10 +436,8 @@ async fn list_foundation_models(
     Extension(principal): Extension<Principal>,
     Query(filters): Query<ListFilters>,
 ) -> Json<Value> {
-    let text = state.models().map(|m| &m.entry);
-    let embed = state.embedders().map(|e| &e.entry);
-    let summaries: Vec<Value> = text
-        .chain(embed)
+    let summaries: Vec<Value> = state
+        .entries()
         .filter(|e| state.may_use(&principal, &e.manifest.id))
         .map(foundation_model)
         .filter(|m| filters.matches(m))
@@ -432,10 +451,12 @@ async fn get_foundation_model(
     Extension(principal): Extension<Principal>,
     Path(model_id): Path<String>,
 ) -> Result<Json<Value>, BedrockError> {
-    let entry = match resolve_embedder(&state, &model_id) {
-        Some(e) => e.entry.clone(),
-        None => resolve(&state, &model_id)?.entry.clone(),
-    };
+    let candidates = wire::model_id_candidates(&model_id);
+    let entry = state
+        .entries()
+        .find(|e| candidates.contains(&e.manifest.id))
+        .cloned()
+        .ok_or_else(|| BasaltError::model_not_found(&model_id))?;
     if !state.may_use(&principal, &entry.manifest.id) {
         return Err(BasaltError::model_not_found(&model_id).into());
     }

@@ -11,6 +11,7 @@ mod anthropic;
 mod auth;
 mod bedrock;
 mod embeddings;
+mod images;
 pub mod invocation_log;
 pub mod metrics;
 mod openai;
@@ -34,7 +35,7 @@ use basalt_types::{
     BasaltError, ErrorKind, FinishReason, GenerateEvent, GenerateRequest, ToolCall, Usage,
 };
 
-pub use state::{AppState, ServedEmbedder, ServedModel};
+pub use state::{AppState, ServedEmbedder, ServedImageModel, ServedModel};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -192,7 +193,7 @@ async fn count_responses(
 /// Ready when at least one model is loaded (a load balancer should not send traffic to a
 /// server that can answer nothing).
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.models().next().is_some() || state.embedders().next().is_some() {
+    if state.entries().next().is_some() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "no models loaded").into_response()

@@ -30,6 +30,7 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/embeddings", post(crate::embeddings::openai_embeddings))
+        .route("/v1/images/generations", post(crate::images::openai_images))
         .route("/v1/models/{*id}", get(get_model))
         .route(
             "/v1/chat/completions",
@@ -64,10 +65,9 @@ async fn list_models(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
 ) -> Json<Value> {
-    let text = state.models().map(|m| &m.entry);
-    let embed = state.embedders().map(|e| &e.entry);
     Json(wire::model_list(
-        text.chain(embed)
+        state
+            .entries()
             .filter(|e| state.may_use(&principal, &e.manifest.id))
             .map(|e| card(e, state.started))
             .collect(),
@@ -79,9 +79,9 @@ async fn get_model(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, OpenAiError> {
-    let entry = match state.embedder(&id) {
-        Some(e) => e.entry.clone(),
-        None => state.model(&id)?.entry.clone(),
+    let entry = match state.entries().find(|e| e.manifest.id == id) {
+        Some(e) => e.clone(),
+        None => return Err(BasaltError::model_not_found(&id).into()),
     };
     if !state.may_use(&principal, &id) {
         return Err(BasaltError::model_not_found(&id).into());

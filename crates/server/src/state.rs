@@ -8,6 +8,7 @@ use basalt_auth::{Authenticator, Principal};
 use basalt_catalog::{Catalog, Entry, Format, Modality};
 use basalt_embed::{Embedder, EmbeddingModel};
 use basalt_engine::{EngineConfig, LoadedModel};
+use basalt_image::ImageModel;
 use basalt_types::BasaltError;
 
 use crate::invocation_log::InvocationLog;
@@ -19,6 +20,12 @@ pub struct ServedModel {
     pub engine: LoadedModel,
 }
 
+/// An image model being served.
+pub struct ServedImageModel {
+    pub entry: Entry,
+    pub model: Arc<ImageModel>,
+}
+
 /// An embedding model being served, with its batching worker.
 pub struct ServedEmbedder {
     pub entry: Entry,
@@ -28,6 +35,7 @@ pub struct ServedEmbedder {
 pub struct AppState {
     models: BTreeMap<String, Arc<ServedModel>>,
     embedders: BTreeMap<String, Arc<ServedEmbedder>>,
+    image_models: BTreeMap<String, Arc<ServedImageModel>>,
     pub started: u64,
     /// Who may call; open (everyone is the local user) until keys are configured.
     pub auth: Authenticator,
@@ -54,6 +62,7 @@ impl AppState {
         Self {
             models,
             embedders: BTreeMap::new(),
+            image_models: BTreeMap::new(),
             started,
             auth: Authenticator::open(),
             region: "us-east-1".into(),
@@ -116,6 +125,7 @@ impl AppState {
     ) -> (Self, Vec<(String, String)>) {
         let mut models = Vec::new();
         let mut embedders = Vec::new();
+        let mut image_models = Vec::new();
         let mut failed = Vec::new();
         for entry in catalog.entries() {
             let m = &entry.manifest;
@@ -131,6 +141,23 @@ impl AppState {
                         embedders.push(ServedEmbedder {
                             entry: entry.clone(),
                             embedder,
+                        });
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        on_loaded(entry, Err(&msg));
+                        failed.push((m.id.clone(), msg));
+                    }
+                }
+                continue;
+            }
+            if m.format == Format::Torch && m.output_modalities.contains(&Modality::Image) {
+                match ImageModel::load(&entry.weights_path()) {
+                    Ok(model) => {
+                        on_loaded(entry, Ok(()));
+                        image_models.push(ServedImageModel {
+                            entry: entry.clone(),
+                            model: Arc::new(model),
                         });
                     }
                     Err(e) => {
@@ -164,6 +191,10 @@ impl AppState {
             .into_iter()
             .map(|e| (e.entry.manifest.id.clone(), Arc::new(e)))
             .collect();
+        state.image_models = image_models
+            .into_iter()
+            .map(|e| (e.entry.manifest.id.clone(), Arc::new(e)))
+            .collect();
         (state, failed)
     }
 
@@ -185,6 +216,23 @@ impl AppState {
 
     pub fn embedder(&self, id: &str) -> Option<Arc<ServedEmbedder>> {
         self.embedders.get(id).cloned()
+    }
+
+    pub fn image_models(&self) -> impl Iterator<Item = &Arc<ServedImageModel>> {
+        self.image_models.values()
+    }
+
+    pub fn image_model(&self, id: &str) -> Option<Arc<ServedImageModel>> {
+        self.image_models.get(id).cloned()
+    }
+
+    /// Every served model's catalog entry: text, embedding and image models.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.models
+            .values()
+            .map(|m| &m.entry)
+            .chain(self.embedders.values().map(|e| &e.entry))
+            .chain(self.image_models.values().map(|i| &i.entry))
     }
 
     /// KV-cache bytes held by all models (zero when idle).

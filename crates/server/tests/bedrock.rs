@@ -269,9 +269,16 @@ async fn lists_and_describes_foundation_models() {
         .map(|m| m["modelId"].as_str().unwrap())
         .collect();
     assert!(ids.contains(&SMOL) && ids.contains(&GEMMA), "{v}");
-    let (_, none) = send(
+    let (_, images) = send(
         "GET",
         "/foundation-models?byOutputModality=IMAGE",
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(images["modelSummaries"][0]["modelId"], DCGAN);
+    let (_, none) = send(
+        "GET",
+        "/foundation-models?byInferenceType=PROVISIONED",
         Body::empty(),
     )
     .await;
@@ -571,4 +578,84 @@ async fn embeddings_on_every_surface_agree() {
         list["modelSummaries"][0]["responseStreamingSupported"],
         false
     );
+}
+
+/// The RGB pixels of one of Basalt's PNGs (IHDR size, then the stored-deflate IDAT).
+fn png_pixels(png: &[u8]) -> (u32, u32, Vec<u8>) {
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    let idat_len = u32::from_be_bytes(png[33..37].try_into().unwrap()) as usize;
+    assert_eq!(&png[37..41], b"IDAT");
+    let z = &png[41..41 + idat_len];
+    // zlib header, then stored blocks: [final, len, !len, bytes]...
+    let mut raw = Vec::new();
+    let mut i = 2;
+    loop {
+        let last = z[i] & 1 == 1;
+        let len = u16::from_le_bytes([z[i + 1], z[i + 2]]) as usize;
+        raw.extend_from_slice(&z[i + 5..i + 5 + len]);
+        i += 5 + len;
+        if last {
+            break;
+        }
+    }
+    let row = w as usize * 3 + 1;
+    assert_eq!(raw.len(), row * h as usize);
+    let pixels = raw.chunks(row).flat_map(|r| r[1..].to_vec()).collect();
+    (w, h, pixels)
+}
+
+#[tokio::test]
+async fn images_on_every_surface() {
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let (status, v) = post(
+        "/v1/images/generations",
+        json!({"model": DCGAN, "prompt": "a face", "n": 2, "size": "96x80", "seed": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let a = png_pixels(&b64(&v["data"][0]["b64_json"]));
+    let b = png_pixels(&b64(&v["data"][1]["b64_json"]));
+    assert_eq!((a.0, a.1), (96, 80));
+    let (min, max) =
+        a.2.iter()
+            .fold((255, 0), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+    assert!(max - min > 50, "a flat image: {min}..{max}");
+    assert_ne!(a.2, b.2, "different seeds must give different images");
+    // The same seed gives the same image, on any surface.
+    let (_, t) = post(
+        &path(DCGAN, "invoke"),
+        json!({"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "a face"},
+               "imageGenerationConfig": {"numberOfImages": 1, "width": 96, "height": 80, "seed": 1}}),
+    )
+    .await;
+    assert_eq!(png_pixels(&b64(&t["images"][0])).2, a.2);
+    let (status, s) = post(
+        &path(DCGAN, "invoke"),
+        json!({"text_prompts": [{"text": "a face"}], "seed": 2, "width": 96, "height": 80}),
+    )
+    .await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["artifacts"][0]["seed"], 2);
+    assert_eq!(png_pixels(&b64(&s["artifacts"][0]["base64"])).2, b.2);
+    // Sizes and counts are validated.
+    let (status, _) = post(
+        "/v1/images/generations",
+        json!({"model": DCGAN, "prompt": "x", "size": "4096x4096"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = post(
+        "/v1/images/generations",
+        json!({"model": DCGAN, "prompt": "x", "n": 50}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, e) = post(&path(DCGAN, "converse"), question()).await;
+    assert_eq!(status, 400, "{e}");
 }

@@ -8,6 +8,7 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod embeddings;
+pub mod images;
 pub mod openai;
 
 use basalt_types::BasaltError;

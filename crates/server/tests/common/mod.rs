@@ -18,6 +18,7 @@ use tower::ServiceExt;
 pub const SMOL: &str = "huggingface.smollm2-135m-instruct-v1:0";
 pub const GEMMA: &str = "google.gemma-3-270m-v1:0";
 pub const MINILM: &str = "sentence-transformers.all-minilm-l6-v2-v1:0";
+pub const DCGAN: &str = "basalt.dcgan-faces-v1:0";
 pub const BODY_LIMIT: usize = 64 << 10;
 
 pub fn models_dir() -> PathBuf {
@@ -39,7 +40,7 @@ pub fn state() -> Arc<AppState> {
             };
             let (state, failed) = AppState::load(
                 &catalog,
-                &[SMOL.into(), GEMMA.into(), MINILM.into()],
+                &[SMOL.into(), GEMMA.into(), MINILM.into(), DCGAN.into()],
                 &config,
                 |_, _| {},
             );

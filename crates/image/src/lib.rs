@@ -1,0 +1,128 @@
+//! Image generation in-process.
+//!
+//! Today one model kind: the DCGAN face generator ([`dcgan`]), read straight from its
+//! PyTorch checkpoint ([`torch`]). [`ImageModel::generate`] makes a PNG of the requested
+//! size from a seed (Lanczos-resampled from the model's 64x64). The generator takes no
+//! text: a prompt only chooses the seed when none is given ([`seed_for`]); the catalog and
+//! the API documentation say so.
+
+pub mod dcgan;
+pub mod png;
+pub mod resize;
+pub mod torch;
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("image model: {0}")]
+    Model(String),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Largest side Basalt upscales to.
+pub const MAX_SIDE: u32 = 1024;
+
+/// The seed a prompt stands for when no seed is given: FNV-1a of its bytes, so the same
+/// prompt gives the same image.
+pub fn seed_for(prompt: &str) -> u64 {
+    prompt.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Standard normal noise from a seed (SplitMix64 and Box-Muller).
+fn noise(seed: u64, n: usize) -> Vec<f32> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u1, u2) = (next(), next());
+            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+        })
+        .collect()
+}
+
+pub struct ImageModel {
+    generator: dcgan::Dcgan,
+}
+
+impl ImageModel {
+    pub fn load(checkpoint: &Path) -> Result<Self, ImageError> {
+        Ok(Self {
+            generator: dcgan::Dcgan::load(checkpoint)?,
+        })
+    }
+
+    /// The model's own resolution.
+    pub fn native_size(&self) -> u32 {
+        64
+    }
+
+    /// A PNG of `width` x `height` from `seed`.
+    pub fn generate(&self, seed: u64, width: u32, height: u32) -> Result<Vec<u8>, ImageError> {
+        if !(16..=MAX_SIDE).contains(&width) || !(16..=MAX_SIDE).contains(&height) {
+            return Err(ImageError::Input(format!(
+                "width and height must be between 16 and {MAX_SIDE}, got {width}x{height}"
+            )));
+        }
+        let z = noise(seed, self.generator.latent);
+        let (size, chw) = self.generator.generate(&z)?;
+        let pixels = size * size;
+        let planes: Vec<Vec<f32>> = (0..3)
+            .map(|c| {
+                let plane = &chw[c * pixels..(c + 1) * pixels];
+                if width as usize == size && height as usize == size {
+                    plane.to_vec()
+                } else {
+                    resize::resize_plane(plane, size, width as usize, height as usize)
+                }
+            })
+            .collect();
+        let n = (width * height) as usize;
+        let mut rgb = Vec::with_capacity(n * 3);
+        for p in 0..n {
+            for plane in &planes {
+                // tanh output in [-1, 1] to 0..255.
+                rgb.push(((plane[p] + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8);
+            }
+        }
+        Ok(png::encode_rgb(width, height, &rgb))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_is_standard_normal_and_seeded() {
+        let a = noise(7, 10_000);
+        let mean: f32 = a.iter().sum::<f32>() / a.len() as f32;
+        let var: f32 = a.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / a.len() as f32;
+        assert!(
+            mean.abs() < 0.05 && (var - 1.0).abs() < 0.05,
+            "{mean} {var}"
+        );
+        assert_eq!(noise(7, 5), noise(7, 5));
+        assert_ne!(noise(7, 5), noise(8, 5));
+        assert_eq!(seed_for("a face"), seed_for("a face"));
+        assert_ne!(seed_for("a face"), seed_for("another face"));
+    }
+
+    #[test]
+    fn png_structure() {
+        let png = png::encode_rgb(2, 2, &[255, 0, 0, 0, 255, 0, 0, 0, 255, 9, 9, 9]);
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(&png[12..16], b"IHDR");
+        assert_eq!(&png[png.len() - 8..png.len() - 4], b"IEND");
+    }
+}

@@ -1,0 +1,109 @@
+//! Image generation for every surface: OpenAI's `POST /v1/images/generations` here,
+//! Bedrock's `InvokeModel` (Titan and Stability bodies) through [`invoke`]. One path does
+//! access, quotas and metering (one output unit per image) and runs the model on the
+//! blocking pool.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
+use axum::Json;
+use basalt_auth::Principal;
+use basalt_types::{BasaltError, Usage};
+use basalt_wire::images::{self as wire, ImageRequest, NativeImageBody};
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::{body_error, record_now, unix_now, AppState, Call, OpenAiError, ServedImageModel};
+
+/// Generates the request's images: `(seed, PNG)` each.
+pub(crate) async fn generate(
+    state: &Arc<AppState>,
+    call: &Call,
+    served: Arc<ServedImageModel>,
+    request: ImageRequest,
+) -> Result<Vec<(u64, Vec<u8>)>, BasaltError> {
+    let model_id = served.entry.manifest.id.clone();
+    if let Some(p) = &state.platform {
+        p.check_access(&call.principal, &model_id)?;
+    }
+    let reservation = match &state.platform {
+        Some(p) => p.admit(&call.principal, &model_id, request.n as u64)?,
+        None => None,
+    };
+    // The model reads no text: the prompt picks the seed only when none is given.
+    let base = request
+        .seed
+        .unwrap_or_else(|| basalt_image::seed_for(&request.prompt));
+    let model = Arc::clone(&served.model);
+    let result = tokio::task::spawn_blocking(move || {
+        (0..request.n as u64)
+            .map(|i| {
+                let seed = base.wrapping_add(i);
+                model
+                    .generate(seed, request.width, request.height)
+                    .map(|png| (seed, png))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| BasaltError::internal(format!("image task failed: {e}")))?
+    .map_err(|e| match e {
+        basalt_image::ImageError::Input(m) => BasaltError::invalid("size", m),
+        other => BasaltError::internal(other.to_string()),
+    });
+    let (images, status) = match &result {
+        Ok(v) => (v.len() as u32, "ok".to_string()),
+        Err(e) => (0, format!("error:{:?}", e.kind).to_ascii_lowercase()),
+    };
+    // Images are metered as output units, one per image.
+    let usage = Usage {
+        input_tokens: 0,
+        output_tokens: images,
+        cached_input_tokens: 0,
+    };
+    record_now(state, call, &model_id, usage, &status, reservation).await;
+    result
+}
+
+pub(crate) async fn openai_images(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, OpenAiError> {
+    let call = Call::new(principal, "openai", "images.generations", "img-");
+    let body = body.map_err(body_error)?;
+    let default_model = state
+        .image_models()
+        .next()
+        .map(|m| m.entry.manifest.id.clone())
+        .unwrap_or_default();
+    let (model_id, request) = basalt_wire::parse_json::<wire::OpenAiImagesRequest>(&body)?
+        .into_request(&default_model)?;
+    let served = state
+        .image_model(&model_id)
+        .ok_or_else(|| BasaltError::model_not_found(&model_id))?;
+    let images = generate(&state, &call, served, request).await?;
+    let pngs: Vec<Vec<u8>> = images.into_iter().map(|(_, p)| p).collect();
+    Ok(Json(wire::openai_response(unix_now(), &pngs)))
+}
+
+/// `InvokeModel` on an image model: the Titan or the Stability body.
+pub(crate) async fn invoke(
+    state: &Arc<AppState>,
+    call: &Call,
+    served: Arc<ServedImageModel>,
+    body: &[u8],
+) -> Result<Value, BasaltError> {
+    match wire::parse_native(body)? {
+        NativeImageBody::Titan(t) => {
+            let images = generate(state, call, served, t.into_request()?).await?;
+            let pngs: Vec<Vec<u8>> = images.into_iter().map(|(_, p)| p).collect();
+            Ok(wire::titan_response(&pngs))
+        }
+        NativeImageBody::Stability(s) => {
+            let images = generate(state, call, served, s.into_request()?).await?;
+            Ok(wire::stability_response(&images))
+        }
+    }
+}
