@@ -93,3 +93,15 @@ def test_sigterm_lets_in_flight_streams_finish():
         assert s.proc.wait(timeout=30) == 0, s.logs()
     finally:
         s.stop()
+
+
+def test_repeated_prompts_report_cached_tokens(client):
+    # A system prompt long enough to be worth caching (32 tokens or more in common).
+    messages = [{"role": "system", "content": "You are a terse assistant for a paint shop. You answer questions "
+                                              "about colours, pigments and mixing in a few words, never more."},
+                {"role": "user", "content": "Name three primary colours."}]
+    first = client.chat.completions.create(model=SMOL, messages=messages, max_tokens=8, temperature=0)
+    second = client.chat.completions.create(model=SMOL, messages=messages, max_tokens=8, temperature=0)
+    assert second.choices[0].message.content == first.choices[0].message.content
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached == second.usage.prompt_tokens - 1, second.usage

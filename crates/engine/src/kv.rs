@@ -137,6 +137,24 @@ impl SeqKv {
     pub fn kv_dim(&self) -> usize {
         self.shape.kv_dim
     }
+
+    /// Bytes of the model's KV budget this cache holds.
+    pub fn charged_bytes(&self) -> usize {
+        self.charged
+    }
+
+    /// Fills this empty cache with the first `n` positions of `other` (same model).
+    pub fn copy_prefix(&mut self, other: &SeqKv, n: usize) -> Result<(), KvExhausted> {
+        let n = n.min(other.len);
+        self.reserve(n)?;
+        let elems = n * self.shape.kv_dim;
+        for (dst, src) in self.layers.iter_mut().zip(&other.layers) {
+            dst.k[..elems].copy_from_slice(&src.k[..elems]);
+            dst.v[..elems].copy_from_slice(&src.v[..elems]);
+        }
+        self.len = n;
+        Ok(())
+    }
 }
 
 impl Drop for SeqKv {

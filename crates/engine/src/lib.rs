@@ -16,6 +16,7 @@
 pub mod kernels;
 pub mod kv;
 pub mod model;
+mod prefix_cache;
 mod sampling;
 mod scheduler;
 pub mod template;
@@ -67,6 +68,9 @@ pub struct EngineConfig {
     pub prefill_chunk: usize,
     /// Tokens (prompt chunks plus decoding sequences) in one batched forward pass.
     pub max_batch_tokens: usize,
+    /// Finished sequences whose KV cache is kept for reuse by prompts with the same
+    /// beginning (0 turns prefix caching off). Their memory is given back on demand.
+    pub prefix_cache_entries: usize,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +81,7 @@ impl Default for EngineConfig {
             max_waiting: 256,
             prefill_chunk: 256,
             max_batch_tokens: 1024,
+            prefix_cache_entries: 32,
         }
     }
 }
@@ -170,6 +175,7 @@ impl LoadedModel {
             tokenizer,
             budget,
             config,
+            cached_bytes: Default::default(),
         });
         let handle = scheduler::start(Arc::clone(&shared))?;
         Ok(Self {
@@ -198,7 +204,11 @@ impl LoadedModel {
 
     /// KV cache bytes in use right now (returns to 0 when no request is active).
     pub fn kv_bytes_in_use(&self) -> usize {
-        self.shared.budget.used_bytes()
+        self.shared.budget.used_bytes().saturating_sub(
+            self.shared
+                .cached_bytes
+                .load(std::sync::atomic::Ordering::Acquire),
+        )
     }
 
     /// Renders (for chat, with the tools described) and tokenises a prompt, exactly as

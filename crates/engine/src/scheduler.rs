@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::kernels::ActScratch;
 use crate::kv::{KvBudget, SeqKv};
 use crate::model::{BatchSeq, Transformer};
+use crate::prefix_cache::PrefixCache;
 use crate::sampling::{logprobs, Sampler};
 use crate::text::{StopMatcher, StopOutcome, Utf8Stream};
 use crate::tokenizer::Tokenizer;
@@ -34,6 +35,8 @@ pub(crate) struct Shared {
     pub tokenizer: Tokenizer,
     pub budget: Arc<KvBudget>,
     pub config: EngineConfig,
+    /// KV bytes the prefix cache holds (reclaimable; not "in use").
+    pub cached_bytes: AtomicUsize,
 }
 
 /// Counters readable from any thread.
@@ -122,6 +125,8 @@ struct Sequence {
     arrival: u64,
     /// Recomputing after preemption: admitted ahead of new work.
     preempted: bool,
+    /// Prompt tokens whose KV came from the prefix cache.
+    cached: usize,
     first_token: Option<Instant>,
     outcome: Option<Outcome>,
     accounting: Option<oneshot::Sender<Accounting>>,
@@ -172,6 +177,7 @@ impl Sequence {
             lane: p.tenant,
             arrival: ARRIVALS.fetch_add(1, Ordering::Relaxed),
             preempted: false,
+            cached: 0,
             first_token: None,
             outcome: None,
             accounting: p.accounting,
@@ -186,7 +192,7 @@ impl Sequence {
         Usage {
             input_tokens: self.prompt_len as u32,
             output_tokens: self.generated() as u32,
-            cached_input_tokens: 0,
+            cached_input_tokens: self.cached as u32,
         }
     }
 
@@ -220,6 +226,7 @@ struct Scheduler {
     /// Weighted fair queuing: each lane's virtual finish time, and the clock.
     lane_service: HashMap<String, f64>,
     virtual_time: f64,
+    cache: PrefixCache,
 }
 
 fn lane_key(lane: &Option<TenantLane>) -> &str {
@@ -233,6 +240,7 @@ impl Scheduler {
         counters: Arc<Counters>,
     ) -> Self {
         let vocab = shared.transformer.vocab_size();
+        let cache = PrefixCache::new(shared.config.prefix_cache_entries);
         Self {
             shared,
             inbox,
@@ -243,6 +251,7 @@ impl Scheduler {
             logits: vec![0.0; vocab],
             lane_service: HashMap::new(),
             virtual_time: 0.0,
+            cache,
         }
     }
 
@@ -298,11 +307,17 @@ impl Scheduler {
                 + 1;
             let free = budget.limit_bytes().saturating_sub(budget.used_bytes());
             if !self.running.is_empty() && first_chunk * per_token > free {
+                // Cached prefixes give their memory back before anyone waits for it.
+                if self.cache.evict_lru() {
+                    self.publish_cache();
+                    continue;
+                }
                 break;
             }
             if let Some(mut seq) = self.waiting.remove(index) {
                 if !seq.preempted {
                     self.charge(&seq.lane);
+                    self.reuse_prefix(&mut seq);
                 }
                 seq.preempted = false;
                 seq.kv.get_or_insert_with(|| {
@@ -358,7 +373,8 @@ impl Scheduler {
                 continue; // more prompt to go
             }
             let logits = &mut self.logits[row * vocab..(row + 1) * vocab];
-            if let StepResult::Done = emit_next_token(&self.shared.tokenizer, seq, logits) {
+            let done = emit_next_token(&self.shared, &mut self.cache, seq, logits);
+            if let StepResult::Done = done {
                 finished.push(i);
             }
         }
@@ -389,6 +405,8 @@ impl Scheduler {
                     budget -= n;
                 }
                 i += 1;
+            } else if self.cache.evict_lru() {
+                self.publish_cache(); // and try this sequence again
             } else if self.running.len() - 1 > i {
                 self.preempt(self.running.len() - 1);
             } else if i > 0 {
@@ -432,6 +450,32 @@ impl Scheduler {
         best.map(|(_, _, i)| i)
     }
 
+    /// Starts a new sequence from the longest cached prefix of its prompt, if any.
+    fn reuse_prefix(&mut self, seq: &mut Sequence) {
+        if seq.kv.is_some() || seq.computed > 0 {
+            return;
+        }
+        let Some((cached, n)) = self.cache.lookup(&seq.tokens[..seq.prompt_len]) else {
+            return;
+        };
+        let mut kv = SeqKv::new(
+            self.shared.transformer.kv_shape(),
+            Arc::clone(&self.shared.budget),
+        );
+        // Not enough memory for the copy: compute the prompt as usual.
+        if kv.copy_prefix(cached, n).is_ok() {
+            seq.kv = Some(kv);
+            seq.computed = n;
+            seq.cached = n;
+        }
+    }
+
+    fn publish_cache(&self) {
+        self.shared
+            .cached_bytes
+            .store(self.cache.bytes(), Ordering::Release);
+    }
+
     /// Charges one admission to the sequence's lane.
     fn charge(&mut self, lane: &Option<TenantLane>) {
         let weight = lane.as_ref().map_or(1, |l| l.weight.max(1)) as f64;
@@ -452,7 +496,13 @@ impl Scheduler {
 
 /// Samples one token for `seq` from `logits`, streams its text, and decides whether the
 /// sequence is finished.
-fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> StepResult {
+fn emit_next_token(
+    shared: &Shared,
+    cache: &mut PrefixCache,
+    seq: &mut Sequence,
+    logits: &mut [f32],
+) -> StepResult {
+    let tok = &shared.tokenizer;
     if let Some(c) = &mut seq.constraint {
         if let Err(e) = c.mask(logits) {
             return fail_in_place(seq, e.to_string());
@@ -554,7 +604,12 @@ fn emit_next_token(tok: &Tokenizer, seq: &mut Sequence, logits: &mut [f32]) -> S
             } else {
                 reason
             };
-            seq.kv = None; // released before the client hears "finished"
+            // Its memory is released, or handed to the prefix cache (where any request can
+            // reclaim it), before the client hears "finished".
+            if let Some(kv) = seq.kv.take() {
+                cache.insert(seq.tokens.clone(), kv);
+                shared.cached_bytes.store(cache.bytes(), Ordering::Release);
+            }
             seq.outcome = Some(Outcome::Finished(reason));
             let _ = seq.events.send(GenerateEvent::Finished {
                 reason,
@@ -657,6 +712,12 @@ mod tests {
     }
 
     /// 16 bytes of KV per token, grown 64 tokens (1 KiB) at a time.
+    /// KV memory held by live sequences: the budget's use minus what the prefix cache
+    /// keeps (which any request can reclaim).
+    fn live_bytes(shared: &Shared) -> usize {
+        shared.budget.used_bytes() - shared.cached_bytes.load(Ordering::Acquire)
+    }
+
     fn scheduler(budget_bytes: usize, max_running: usize) -> (Handle, Arc<Shared>) {
         scheduler_with_queue(budget_bytes, max_running, 8)
     }
@@ -676,7 +737,9 @@ mod tests {
                 max_waiting,
                 prefill_chunk: 16,
                 max_batch_tokens: 64,
+                prefix_cache_entries: 4,
             },
+            cached_bytes: Default::default(),
         });
         (start(Arc::clone(&shared)).unwrap(), shared)
     }
@@ -728,7 +791,7 @@ mod tests {
                 matches!(end, GenerateEvent::Finished { reason: FinishReason::MaxTokens, usage, .. } if usage.output_tokens == 10 && usage.input_tokens == 4)
             );
         }
-        assert_eq!(shared.budget.used_bytes(), 0);
+        assert_eq!(live_bytes(&shared), 0);
     }
 
     #[test]
@@ -746,7 +809,7 @@ mod tests {
                 matches!(end, GenerateEvent::Finished { usage, .. } if usage.output_tokens == 100)
             );
         }
-        assert_eq!(shared.budget.used_bytes(), 0);
+        assert_eq!(live_bytes(&shared), 0);
     }
 
     #[test]
@@ -757,7 +820,7 @@ mod tests {
             matches!(end, GenerateEvent::Failed { ref error, .. } if error.kind == ErrorKind::Overloaded),
             "{end:?}"
         );
-        assert_eq!(shared.budget.used_bytes(), 0);
+        assert_eq!(live_bytes(&shared), 0);
         // The scheduler keeps serving.
         let (text, _) = drain(handle.enqueue(request(3)).unwrap());
         assert_eq!(text, "efg");
@@ -922,5 +985,41 @@ mod tests {
         let a = acc.blocking_recv().unwrap();
         assert_eq!(a.outcome, Outcome::Cancelled);
         assert!(a.usage.output_tokens >= 3, "{a:?}");
+    }
+
+    fn long_prompt(max_tokens: usize) -> PreparedRequest {
+        let mut p = request(max_tokens);
+        p.prompt_tokens = (0..40).map(|i| (i % 6) as u32).collect();
+        p
+    }
+
+    #[test]
+    fn repeated_prompts_reuse_cached_prefixes() {
+        let (handle, shared) = scheduler(1 << 20, 2);
+        let (first, end1) = drain(handle.enqueue(long_prompt(8)).unwrap());
+        let (second, end2) = drain(handle.enqueue(long_prompt(8)).unwrap());
+        assert_eq!(first, second, "a cached prefix must not change the output");
+        let cached = |e: &GenerateEvent| match e {
+            GenerateEvent::Finished { usage, .. } => usage.cached_input_tokens,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(cached(&end1), 0);
+        // All but the last prompt token, whose logits start the answer.
+        assert_eq!(cached(&end2), 39);
+        assert_eq!(live_bytes(&shared), 0);
+        assert!(shared.cached_bytes.load(Ordering::Acquire) > 0);
+    }
+
+    #[test]
+    fn cached_prefixes_give_memory_back_before_anyone_is_preempted() {
+        // 2 KiB: 128 tokens at 16 bytes each. Fill the cache, then ask for all of it.
+        let (handle, shared) = scheduler(2048, 2);
+        drain(handle.enqueue(long_prompt(20)).unwrap());
+        assert!(shared.cached_bytes.load(Ordering::Acquire) > 0);
+        let mut big = request(120);
+        big.prompt_tokens = vec![5; 4];
+        let (text, end) = drain(handle.enqueue(big).unwrap());
+        assert!(matches!(end, GenerateEvent::Finished { .. }), "{end:?}");
+        assert_eq!(text.len(), 120);
     }
 }

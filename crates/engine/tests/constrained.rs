@@ -229,3 +229,46 @@ fn bad_schemas_and_tools_are_request_errors() {
     });
     assert_eq!(e.param.as_deref(), Some("tools.1.parameters"));
 }
+
+/// Prefix caching with the real weights: the same conversation twice gives the same greedy
+/// answer, the second time from cached keys and values for all but the last prompt token.
+#[test]
+fn a_repeated_prompt_is_served_from_the_prefix_cache_unchanged() {
+    let ask = || {
+        let request = GenerateRequest {
+            prompt: Prompt::Chat(vec![
+                ChatMessage::text(
+                    Role::System,
+                    "You are a helpful assistant who answers in one sentence.",
+                ),
+                ChatMessage::text(
+                    Role::User,
+                    "What is the capital of France, and why is it famous?",
+                ),
+            ]),
+            sampling: SamplingParams {
+                temperature: 0.0,
+                ..Default::default()
+            },
+            max_tokens: Some(24),
+            stop: vec![],
+            logprobs: None,
+            constraints: OutputConstraints::default(),
+        };
+        let mut rx = smollm().submit(request).unwrap();
+        let mut text = String::new();
+        while let Some(ev) = rx.blocking_recv() {
+            match ev {
+                GenerateEvent::Text { text: t, .. } => text.push_str(&t),
+                GenerateEvent::Finished { usage, .. } => return (text, usage),
+                other => panic!("{other:?}"),
+            }
+        }
+        panic!("no end");
+    };
+    let (first, u1) = ask();
+    let (second, u2) = ask();
+    assert_eq!(first, second);
+    assert_eq!(u2.cached_input_tokens, u2.input_tokens - 1, "{u2:?}");
+    assert!(u2.cached_input_tokens > u1.cached_input_tokens);
+}
