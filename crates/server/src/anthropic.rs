@@ -75,9 +75,7 @@ async fn messages(
                 .into_response(),
         );
     }
-    let done = collect_text(rx).await;
-    metering.settled().await;
-    let done = done?;
+    let done = collect_text(rx, metering).await?;
     let msg = wire::message(
         &id,
         &model_id,

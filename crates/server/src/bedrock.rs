@@ -181,9 +181,7 @@ async fn converse(
     )
     .await?;
     let started = call.started;
-    let done = collect_text(rx).await;
-    metering.settled().await;
-    let done = done?;
+    let done = collect_text(rx, metering).await?;
     let out = converse::response(
         &done.text,
         &done.calls,
@@ -287,9 +285,7 @@ async fn invoke(
     )
     .await?;
     let started = call.started;
-    let done = collect_text(rx).await;
-    metering.settled().await;
-    let done = done?;
+    let done = collect_text(rx, metering).await?;
     let out = invoke::llama_response(&done.text, done.reason, &done.usage);
     let mut resp = with_request_id(Json(out).into_response(), &call.request_id);
     let h = resp.headers_mut();

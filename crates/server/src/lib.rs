@@ -451,7 +451,18 @@ pub(crate) struct Completed {
     pub stop_sequence: Option<String>,
 }
 
-pub(crate) async fn collect_text(mut rx: EventReceiver) -> Result<Completed, BasaltError> {
+/// Collects a whole generation; returns once its usage is recorded, whatever the outcome,
+/// so the response that follows is never ahead of the bill.
+pub(crate) async fn collect_text(
+    rx: EventReceiver,
+    metering: Metering,
+) -> Result<Completed, BasaltError> {
+    let done = collect_events(rx).await;
+    metering.settled().await;
+    done
+}
+
+async fn collect_events(mut rx: EventReceiver) -> Result<Completed, BasaltError> {
     let mut text = String::new();
     let mut calls: Vec<ToolCall> = Vec::new();
     while let Some(event) = rx.recv().await {
