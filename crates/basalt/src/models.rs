@@ -54,14 +54,27 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
     match cmd {
         ModelsCommand::List { store } => {
             let catalog = Catalog::open(&store.dir())?;
+            // Columns as wide as their widest value.
+            let width = |f: &dyn Fn(&basalt_catalog::Manifest) -> usize, title: &str| {
+                catalog
+                    .entries()
+                    .iter()
+                    .map(|e| f(&e.manifest))
+                    .max()
+                    .unwrap_or(0)
+                    .max(title.len())
+            };
+            let wi = width(&|m| m.id.len(), "ID");
+            let wp = width(&|m| m.provider.len(), "PROVIDER");
+            let wo = width(&|m| modalities(&m.output_modalities).len(), "OUTPUT");
             println!(
-                "{:<44} {:<16} {:<12} {:>8}  NAME",
+                "{:<wi$}  {:<wp$}  {:<wo$}  {:>8}  NAME",
                 "ID", "PROVIDER", "OUTPUT", "CONTEXT"
             );
             for e in catalog.entries() {
                 let m = &e.manifest;
                 println!(
-                    "{:<44} {:<16} {:<12} {:>8}  {}",
+                    "{:<wi$}  {:<wp$}  {:<wo$}  {:>8}  {}",
                     m.id,
                     m.provider,
                     modalities(&m.output_modalities),

@@ -211,6 +211,13 @@ impl LoadedModel {
         )
     }
 
+    /// KV cache bytes the prefix cache keeps for reuse (given back whenever needed).
+    pub fn kv_bytes_cached(&self) -> usize {
+        self.shared
+            .cached_bytes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Renders (for chat, with the tools described) and tokenises a prompt, exactly as
     /// `submit` will.
     pub fn tokenize_prompt(

@@ -210,6 +210,7 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
                 waiting: stats.waiting,
                 running: stats.running,
                 kv_bytes: m.engine.kv_bytes_in_use(),
+                prefix_cache_bytes: m.engine.kv_bytes_cached(),
             }
         })
         .collect();

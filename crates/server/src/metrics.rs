@@ -71,6 +71,7 @@ pub struct ModelGauges {
     pub waiting: usize,
     pub running: usize,
     pub kv_bytes: usize,
+    pub prefix_cache_bytes: usize,
 }
 
 fn escape(v: &str) -> String {
@@ -215,6 +216,11 @@ impl Metrics {
             ("basalt_kv_cache_bytes", "KV-cache memory in use.", |g| {
                 g.kv_bytes
             }),
+            (
+                "basalt_prefix_cache_bytes",
+                "KV-cache memory kept for prompt prefixes (reclaimable).",
+                |g| g.prefix_cache_bytes,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
             for g in gauges {
@@ -247,6 +253,7 @@ mod tests {
             waiting: 2,
             running: 1,
             kv_bytes: 4096,
+            prefix_cache_bytes: 0,
         }]);
         assert!(text.contains(r#"basalt_requests_total{model="m",surface="openai",status="ok"} 1"#));
         assert!(text.contains(r#"basalt_output_tokens_total{model="m",surface="openai"} 5"#));
