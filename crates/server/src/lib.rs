@@ -1,10 +1,13 @@
-//! Basalt's HTTP server: one axum router per API surface over the engine.
+//! Basalt's HTTP server: one axum router per API surface (OpenAI, Anthropic, Bedrock, admin)
+//! over the engines, behind one authentication layer.
 //!
-//! Handlers parse a dialect's body (`basalt-wire`), hand canonical requests to the model's
-//! engine, and encode its events back into the dialect, streaming or not. They never do
-//! model compute on the async runtime: tokenisation runs on the blocking pool, generation on
-//! each model's scheduler thread. A client that disconnects drops its event receivers, which
-//! cancels its sequences in the engine.
+//! Handlers parse a dialect's body (`basalt-wire`), go through the platform layer (model
+//! access, quotas, metering: [`platform`]), hand canonical requests to the model's engine,
+//! and encode its events back into the dialect, streaming or not. They never do model
+//! compute on the async runtime: tokenisation, embeddings and images run on the blocking
+//! pool or their own threads, generation on each model's scheduler thread. A client that
+//! disconnects drops its event receivers, which cancels its sequences in the engine; what
+//! they computed is still metered.
 
 mod admin;
 mod anthropic;

@@ -1,7 +1,7 @@
 //! The canonical vocabulary of Basalt.
 //!
-//! Every API dialect (OpenAI today; Bedrock and Anthropic next) parses its own body and
-//! converts it into these types; the engine only ever sees these. Keeping them free of any
+//! Every API dialect (OpenAI, Anthropic Messages, Bedrock) parses its own body and converts
+//! it into these types; the engine only ever sees these. Keeping them free of any
 //! dialect's quirks is what lets one engine serve every surface with the same behaviour.
 //!
 //! This crate must stay dependency-light (serde and thiserror only): every other crate
