@@ -243,6 +243,9 @@ pub(crate) struct Call {
     pub principal: Principal,
     /// The request body, kept only for tenants that log invocations.
     pub input_body: Option<bytes::Bytes>,
+    /// The caller's tenant record, read once per request (by [`Call::with_body`]) for its
+    /// logging choice and its fair-share weight.
+    pub tenant: Option<basalt_store::Tenant>,
     /// `openai`, `anthropic`, `bedrock`.
     pub surface: &'static str,
     /// The API operation (`chat.completions`, `messages`, `Converse`, ...).
@@ -264,6 +267,7 @@ impl Call {
         Self {
             principal,
             input_body: None,
+            tenant: None,
             surface,
             operation,
             request_id,
@@ -271,9 +275,14 @@ impl Call {
         }
     }
 
-    /// Keeps the body for the invocation log, if this caller's tenant logs invocations.
+    /// Reads the caller's tenant (once), and keeps the body for the invocation log if the
+    /// tenant logs invocations.
     pub fn with_body(mut self, state: &AppState, body: &bytes::Bytes) -> Self {
-        if state.invocation_log.is_some() && state.logs_invocations(&self.principal) {
+        if let (Some(p), true) = (&state.platform, self.principal.managed) {
+            self.tenant = p.store.tenant(&self.principal.tenant).ok();
+        }
+        let logs = self.tenant.as_ref().is_some_and(|t| t.log_invocations);
+        if state.invocation_log.is_some() && logs {
             self.input_body = Some(body.clone());
         }
         self
@@ -306,6 +315,7 @@ pub(crate) async fn start_generation(
         p.check_access(&call.principal, &model_id)?;
     }
     let principal = call.principal.clone();
+    let tenant = call.tenant.clone();
     let engine_model = Arc::clone(&model);
     let (prepared, reservation) = tokio::task::spawn_blocking(move || {
         let mut prepared = engine_model.engine.prepare(request)?;
@@ -313,7 +323,7 @@ pub(crate) async fn start_generation(
             Some(p) => {
                 let tokens = (prepared.prompt_tokens.len() + prepared.max_tokens) as u64;
                 let r = p.admit(&principal, &engine_model.entry.manifest.id, tokens)?;
-                prepared.tenant = p.lane(&principal);
+                prepared.tenant = p.lane(&principal, tenant.as_ref());
                 r
             }
             None => None,

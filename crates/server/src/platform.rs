@@ -147,12 +147,16 @@ impl Platform {
         }
     }
 
-    /// The tenant's lane in the engine's fair admission queue.
-    pub fn lane(&self, p: &Principal) -> Option<TenantLane> {
+    /// The tenant's lane in the engine's fair admission queue; `known` is the tenant record
+    /// when the caller already read it.
+    pub fn lane(&self, p: &Principal, known: Option<&basalt_store::Tenant>) -> Option<TenantLane> {
         if !p.managed {
             return None;
         }
-        let weight = self.store.tenant(&p.tenant).map(|t| t.weight).unwrap_or(1);
+        let weight = match known {
+            Some(t) => t.weight,
+            None => self.store.tenant(&p.tenant).map_or(1, |t| t.weight),
+        };
         Some(TenantLane {
             id: p.tenant.clone(),
             weight,

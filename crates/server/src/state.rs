@@ -78,16 +78,6 @@ impl AppState {
         self
     }
 
-    /// Whether the principal's tenant has turned invocation logging on.
-    pub fn logs_invocations(&self, principal: &Principal) -> bool {
-        principal.managed
-            && self.platform.as_ref().is_some_and(|p| {
-                p.store
-                    .tenant(&principal.tenant)
-                    .is_ok_and(|t| t.log_invocations)
-            })
-    }
-
     pub fn with_admin_token_hash(mut self, hash: [u8; 32]) -> Self {
         self.admin_token_sha256 = Some(hash);
         self
