@@ -23,6 +23,7 @@ SMOL = "huggingface.smollm2-135m-instruct-v1:0"
 GEMMA = "google.gemma-3-270m-v1:0"
 MINILM = "sentence-transformers.all-minilm-l6-v2-v1:0"
 DCGAN = "basalt.dcgan-faces-v1:0"
+DEFAULT_MODELS = [SMOL, GEMMA, MINILM, DCGAN]
 
 API_KEY = "sk-basalt-interop-3f9a"
 ACCESS_KEY_ID = "AKIDBASALTINTEROP"
@@ -40,19 +41,22 @@ OPERATOR_KEYS = ["--api-key", API_KEY, "--aws-access-key", f"{ACCESS_KEY_ID}:{SE
 
 class Server:
     """`basalt serve` on a free port. By default with operator keys; `args` replaces them
-    (the platform suite runs with an admin token and tenants instead), and `data_dir`
-    reuses a data directory (to restart on the same database)."""
+    (the platform suite runs with an admin token and tenants instead), `data_dir` reuses a
+    data directory (to restart on the same database), `models` and `models_dir` choose
+    another set of models or another model store."""
 
-    def __init__(self, args: list[str] | None = None, data_dir: str | None = None) -> None:
+    def __init__(self, args: list[str] | None = None, data_dir: str | None = None,
+                 models: list[str] | None = None, models_dir: str | None = None) -> None:
         self.binary = os.environ.get("BASALT_BIN", "target/debug/basalt")
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="basalt-serve-", suffix=".log", delete=False)
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="basalt-data-")
+        model_args = [a for m in (models or DEFAULT_MODELS) for a in ("--model", m)]
+        store_args = ["--models-dir", models_dir] if models_dir else []
         self.proc = subprocess.Popen(
             [self.binary, "serve", "--port", str(self.port), "--data-dir", self.data_dir,
-             "--model", SMOL, "--model", GEMMA, "--model", MINILM, "--model", DCGAN,
-             "--shutdown-grace-secs", "20",
+             *model_args, *store_args, "--shutdown-grace-secs", "20",
              *(OPERATOR_KEYS if args is None else args)],
             stdout=self.log, stderr=subprocess.STDOUT,
         )

@@ -20,7 +20,7 @@ pub enum ModelsCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Import a GGUF file, or a safetensors embedding-model directory, into the store
+    /// Import a GGUF file, a safetensors embedding-model directory, or a diffusers (Stable Diffusion) directory into the store
     Import {
         path: PathBuf,
         /// Catalog id (e.g. `acme.my-model-v1:0`) [default: derived from the file]

@@ -45,7 +45,8 @@ fn slug(s: &str) -> String {
     out.trim_end_matches('-').to_string()
 }
 
-/// Imports a GGUF file or a safetensors model directory. `progress(done, total)` is called
+/// Imports a GGUF file, a safetensors embedding-model directory, or a diffusers
+/// (Stable Diffusion) directory. `progress(done, total)` is called
 /// as bytes are copied.
 pub fn import(
     catalog: &mut Catalog,
@@ -54,7 +55,9 @@ pub fn import(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Entry, CatalogError> {
     let meta = std::fs::metadata(source).map_err(io_err(source))?;
-    let (manifest, files) = if meta.is_dir() {
+    let (manifest, files) = if meta.is_dir() && source.join("model_index.json").is_file() {
+        inspect_diffusers_dir(source, &options)?
+    } else if meta.is_dir() {
         inspect_safetensors_dir(source, &options)?
     } else {
         inspect_gguf(source, &options)?
@@ -76,6 +79,9 @@ pub fn import(
         let mut done = 0;
         let mut digest = None;
         for (src, name) in &files {
+            if let Some(parent) = dir.join(name).parent() {
+                std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
             let hash = copy_with_progress(src, &dir.join(name), &mut done, total, progress)?;
             if *name == manifest.file {
                 digest = Some(hash);
@@ -360,6 +366,103 @@ fn inspect_safetensors_dir(
     Ok((manifest, files))
 }
 
+/// Files of a diffusers directory Basalt reads: `(path, required)`. Weights may be the
+/// `.fp16` variant; they are stored under the canonical name.
+const DIFFUSERS_FILES: [(&str, bool); 13] = [
+    ("model_index.json", true),
+    ("scheduler/scheduler_config.json", true),
+    ("text_encoder/config.json", true),
+    ("text_encoder/model.safetensors", true),
+    ("tokenizer/vocab.json", true),
+    ("tokenizer/merges.txt", true),
+    ("tokenizer/special_tokens_map.json", false),
+    ("tokenizer/tokenizer_config.json", false),
+    ("unet/config.json", true),
+    ("unet/diffusion_pytorch_model.safetensors", true),
+    ("vae/config.json", true),
+    ("vae/diffusion_pytorch_model.safetensors", true),
+    ("LICENSE", false),
+];
+
+fn inspect_diffusers_dir(
+    dir: &Path,
+    options: &ImportOptions,
+) -> Result<(Manifest, Vec<(PathBuf, String)>), CatalogError> {
+    let index_path = dir.join("model_index.json");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).map_err(io_err(&index_path))?)
+            .map_err(|e| invalid(&index_path, format!("not JSON: {e}")))?;
+    let class = index
+        .get("_class_name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    if !matches!(
+        class,
+        "StableDiffusionPipeline" | "StableDiffusionImg2ImgPipeline"
+    ) {
+        return Err(invalid(
+            &index_path,
+            format!("pipeline `{class}` is not supported (Stable Diffusion 1.x/2.x layouts are)"),
+        ));
+    }
+    let mut files = Vec::new();
+    for (name, required) in DIFFUSERS_FILES {
+        let canonical = dir.join(name);
+        let fp16 = dir.join(name.replace(".safetensors", ".fp16.safetensors"));
+        let found = [canonical, fp16].into_iter().find(|p| p.is_file());
+        match found {
+            Some(path) => {
+                if name.ends_with(".safetensors") {
+                    validate_safetensors(&path)?;
+                }
+                files.push((path, name.to_string()));
+            }
+            None if required => {
+                return Err(invalid(
+                    dir,
+                    format!("a diffusers directory needs `{name}`"),
+                ))
+            }
+            None => {}
+        }
+    }
+    let text_config_path = dir.join("text_encoder/config.json");
+    let text_config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&text_config_path).map_err(io_err(&text_config_path))?,
+    )
+    .map_err(|e| invalid(&text_config_path, format!("not JSON: {e}")))?;
+    let context_length = text_config
+        .get("max_position_embeddings")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(77);
+    let dir_name = dir
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or("stable-diffusion");
+    let provider = options
+        .provider
+        .clone()
+        .unwrap_or_else(|| "Imported".into());
+    let id = options
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{}.{}-v1:0", slug(&provider), slug(dir_name)));
+    let manifest = Manifest {
+        id,
+        name: options.name.clone().unwrap_or_else(|| dir_name.to_string()),
+        provider,
+        format: Format::Diffusers,
+        file: "model_index.json".into(),
+        sha256: None,
+        input_modalities: vec![Modality::Text],
+        output_modalities: vec![Modality::Image],
+        context_length: u32::try_from(context_length).unwrap_or(u32::MAX),
+        license: None,
+        license_file: dir.join("LICENSE").is_file().then(|| "LICENSE".to_string()),
+    };
+    Ok((manifest, files))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +508,63 @@ mod tests {
             std::fs::read_dir(&store).unwrap().next().is_none(),
             "nothing may be left in the store"
         );
+    }
+
+    #[test]
+    fn diffusers_directory_round_trip() {
+        let root = temp_dir("sd-ok");
+        let src = root.join("tiny-sd");
+        let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        let mut weights = (header.len() as u64).to_le_bytes().to_vec();
+        weights.extend(header);
+        weights.extend([0u8; 8]);
+        for (name, _) in DIFFUSERS_FILES {
+            let path = src.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let body: &[u8] = match name {
+                "model_index.json" => br#"{"_class_name":"StableDiffusionPipeline"}"#,
+                "text_encoder/config.json" => br#"{"max_position_embeddings":77}"#,
+                n if n.ends_with(".safetensors") => &weights,
+                _ => b"{}",
+            };
+            // The UNet comes as the fp16 variant; it is stored under the canonical name.
+            let path = if name.starts_with("unet/diffusion") {
+                src.join("unet/diffusion_pytorch_model.fp16.safetensors")
+            } else {
+                path
+            };
+            std::fs::write(path, body).unwrap();
+        }
+        let mut catalog = Catalog::open(&root.join("store")).unwrap();
+        let entry = import(&mut catalog, &src, ImportOptions::default(), &mut |_, _| {}).unwrap();
+        assert_eq!(entry.manifest.format, Format::Diffusers);
+        assert_eq!(entry.manifest.output_modalities, vec![Modality::Image]);
+        assert_eq!(entry.manifest.context_length, 77);
+        assert!(entry
+            .dir
+            .join("unet/diffusion_pytorch_model.safetensors")
+            .is_file());
+        assert!(entry.dir.join("tokenizer/merges.txt").is_file());
+
+        // A broken weights file or another pipeline class is refused.
+        std::fs::write(src.join("vae/diffusion_pytorch_model.safetensors"), b"junk").unwrap();
+        let opts = || ImportOptions {
+            id: Some("imported.other-v1:0".into()),
+            ..ImportOptions::default()
+        };
+        assert!(import(&mut catalog, &src, opts(), &mut |_, _| {}).is_err());
+        std::fs::write(
+            src.join("vae/diffusion_pytorch_model.safetensors"),
+            &weights,
+        )
+        .unwrap();
+        std::fs::write(
+            src.join("model_index.json"),
+            br#"{"_class_name":"StableDiffusionXLPipeline"}"#,
+        )
+        .unwrap();
+        assert!(import(&mut catalog, &src, opts(), &mut |_, _| {}).is_err());
+        assert!(catalog.get("imported.other-v1:0").is_none());
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub enum Format {
     /// A PyTorch checkpoint (`torch.save`'s zip format) of a model Basalt knows by
     /// architecture (the DCGAN face generator).
     Torch,
+    /// A diffusers pipeline directory (`model_index.json`, `unet/`, `vae/`, `text_encoder/`,
+    /// `tokenizer/`, `scheduler/`): Stable Diffusion 1.x/2.x and SD-Turbo.
+    Diffusers,
 }
 
 /// Bedrock's modality names.

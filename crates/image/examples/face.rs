@@ -8,7 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size: u32 = rest.first().map_or(Ok(64), |s| s.parse())?;
     let model = basalt_image::ImageModel::load(std::path::Path::new(ckpt))?;
     let t = std::time::Instant::now();
-    let png = model.generate(seed.parse()?, size, size)?;
+    let png = model.generate_seeded(seed.parse()?, size, size)?;
     println!("{} bytes in {:?}", png.len(), t.elapsed());
     std::fs::write(out, png)?;
     Ok(())

@@ -118,7 +118,7 @@ impl Dcgan {
     /// One image, `[3][64][64]` in [-1, 1], from a noise vector.
     pub fn generate(&self, z: &[f32]) -> Result<(usize, Vec<f32>), ImageError> {
         if z.len() != self.latent {
-            return Err(ImageError::Input(format!(
+            return Err(ImageError::Model(format!(
                 "noise must have {} values",
                 self.latent
             )));

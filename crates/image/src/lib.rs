@@ -1,10 +1,13 @@
-//! Image generation in-process.
+//! Image generation in-process, and the interface every image model serves through.
 //!
-//! Today one model kind: the DCGAN face generator ([`dcgan`]), read straight from its
-//! PyTorch checkpoint ([`torch`]). [`ImageModel::generate`] makes a PNG of the requested
-//! size from a seed (Lanczos-resampled from the model's 64x64). The generator takes no
-//! text: a prompt only chooses the seed when none is given ([`seed_for`]); the catalog and
-//! the API documentation say so.
+//! [`ImageGenerator`] is what the server and the CLI call: a PNG from an [`ImageJob`]
+//! (prompt, seed, size, steps, guidance), with progress reported per step. This crate holds
+//! the DCGAN face generator ([`dcgan`]), read straight from its PyTorch checkpoint
+//! ([`torch`]): [`ImageModel`] makes a PNG of the requested size from a seed (Lanczos-resampled
+//! from the model's 64x64). That generator takes no text: a prompt only chooses the seed when
+//! none is given ([`seed_for`]); the catalog and the API documentation say so. Text-to-image
+//! diffusion lives in its own crate (`basalt-diffusion`), so this one never pulls in a tensor
+//! library.
 
 pub mod dcgan;
 pub mod png;
@@ -17,8 +20,12 @@ use std::path::Path;
 pub enum ImageError {
     #[error("image model: {0}")]
     Model(String),
-    #[error("{0}")]
-    Input(String),
+    /// A request the model cannot serve; `param` names the request field at fault.
+    #[error("{message}")]
+    Input {
+        param: &'static str,
+        message: String,
+    },
 }
 
 /// Largest side Basalt upscales to.
@@ -32,8 +39,9 @@ pub fn seed_for(prompt: &str) -> u64 {
     })
 }
 
-/// Standard normal noise from a seed (SplitMix64 and Box-Muller).
-fn noise(seed: u64, n: usize) -> Vec<f32> {
+/// Standard normal noise from a seed (SplitMix64 and Box-Muller). The same seed gives the
+/// same noise on every machine, which is what makes a seeded image reproducible.
+pub fn noise(seed: u64, n: usize) -> Vec<f32> {
     let mut state = seed;
     let mut next = || {
         state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -51,6 +59,88 @@ fn noise(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// One image to make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageJob {
+    pub prompt: String,
+    /// What the image should not show (classifier-free guidance's unconditional side).
+    pub negative_prompt: Option<String>,
+    pub seed: u64,
+    /// `None`: the model's native size.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Denoising steps; `None`: the model's default. Ignored by one-shot generators.
+    pub steps: Option<u32>,
+    /// Classifier-free guidance scale; `None`: the model's default.
+    pub guidance: Option<f32>,
+}
+
+impl ImageJob {
+    pub fn new(prompt: impl Into<String>, seed: u64) -> Self {
+        Self {
+            prompt: prompt.into(),
+            negative_prompt: None,
+            seed,
+            width: None,
+            height: None,
+            steps: None,
+            guidance: None,
+        }
+    }
+}
+
+/// An image model as the server and the CLI see it.
+pub trait ImageGenerator: Send + Sync {
+    /// Whether the prompt shapes the image (false: it only seeds it).
+    fn reads_text(&self) -> bool;
+
+    /// The model's native `(width, height)`.
+    fn native_size(&self) -> (u32, u32);
+
+    /// The steps `job` will take: what one image is metered by, and the total that
+    /// progress counts to.
+    fn steps(&self, job: &ImageJob) -> u32;
+
+    /// Makes one PNG; `progress(done, total)` is called after each step.
+    fn generate(
+        &self,
+        job: &ImageJob,
+        progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<Vec<u8>, ImageError>;
+}
+
+/// Checks a requested side against `MAX_SIDE` and a model's granularity.
+pub fn check_size(width: u32, height: u32, multiple: u32) -> Result<(), ImageError> {
+    if !(16..=MAX_SIDE).contains(&width) || !(16..=MAX_SIDE).contains(&height) {
+        return Err(ImageError::Input {
+            param: "size",
+            message: format!(
+                "width and height must be between 16 and {MAX_SIDE}, got {width}x{height}"
+            ),
+        });
+    }
+    if !width.is_multiple_of(multiple) || !height.is_multiple_of(multiple) {
+        return Err(ImageError::Input {
+            param: "size",
+            message: format!(
+                "width and height must be multiples of {multiple} for this model, got {width}x{height}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Converts planar RGB in `[-1, 1]` to interleaved 8-bit RGB.
+pub fn planes_to_rgb(planes: &[Vec<f32>], pixels: usize) -> Vec<u8> {
+    let mut rgb = Vec::with_capacity(pixels * 3);
+    for p in 0..pixels {
+        for plane in planes {
+            rgb.push(((plane[p] + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8);
+        }
+    }
+    rgb
+}
+
 pub struct ImageModel {
     generator: dcgan::Dcgan,
 }
@@ -62,18 +152,14 @@ impl ImageModel {
         })
     }
 
-    /// The model's own resolution.
-    pub fn native_size(&self) -> u32 {
-        64
-    }
-
     /// A PNG of `width` x `height` from `seed`.
-    pub fn generate(&self, seed: u64, width: u32, height: u32) -> Result<Vec<u8>, ImageError> {
-        if !(16..=MAX_SIDE).contains(&width) || !(16..=MAX_SIDE).contains(&height) {
-            return Err(ImageError::Input(format!(
-                "width and height must be between 16 and {MAX_SIDE}, got {width}x{height}"
-            )));
-        }
+    pub fn generate_seeded(
+        &self,
+        seed: u64,
+        width: u32,
+        height: u32,
+    ) -> Result<Vec<u8>, ImageError> {
+        check_size(width, height, 1)?;
         let z = noise(seed, self.generator.latent);
         let (size, chw) = self.generator.generate(&z)?;
         let pixels = size * size;
@@ -87,15 +173,34 @@ impl ImageModel {
                 }
             })
             .collect();
-        let n = (width * height) as usize;
-        let mut rgb = Vec::with_capacity(n * 3);
-        for p in 0..n {
-            for plane in &planes {
-                // tanh output in [-1, 1] to 0..255.
-                rgb.push(((plane[p] + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8);
-            }
-        }
+        // tanh output in [-1, 1].
+        let rgb = planes_to_rgb(&planes, (width * height) as usize);
         Ok(png::encode_rgb(width, height, &rgb))
+    }
+}
+
+impl ImageGenerator for ImageModel {
+    fn reads_text(&self) -> bool {
+        false
+    }
+
+    fn native_size(&self) -> (u32, u32) {
+        (64, 64)
+    }
+
+    fn steps(&self, _job: &ImageJob) -> u32 {
+        1
+    }
+
+    fn generate(
+        &self,
+        job: &ImageJob,
+        progress: &mut dyn FnMut(u32, u32),
+    ) -> Result<Vec<u8>, ImageError> {
+        let png =
+            self.generate_seeded(job.seed, job.width.unwrap_or(64), job.height.unwrap_or(64))?;
+        progress(1, 1);
+        Ok(png)
     }
 }
 

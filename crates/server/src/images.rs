@@ -1,7 +1,7 @@
 //! Image generation for every surface: OpenAI's `POST /v1/images/generations` here,
 //! Bedrock's `InvokeModel` (Titan and Stability bodies) through [`invoke`]. One path does
-//! access, quotas and metering (one output unit per image) and runs the model on the
-//! blocking pool.
+//! access, quotas and metering (one output unit per image and denoising step; one-shot
+//! generators count one step) and runs the model on the blocking pool.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, State};
 use axum::Json;
 use basalt_auth::Principal;
+use basalt_image::ImageJob;
 use basalt_types::{BasaltError, Usage};
 use basalt_wire::images::{self as wire, ImageRequest, NativeImageBody};
 use bytes::Bytes;
@@ -27,39 +28,53 @@ pub(crate) async fn generate(
     if let Some(p) = &state.platform {
         p.check_access(&call.principal, &model_id)?;
     }
-    let reservation = match &state.platform {
-        Some(p) => p.admit(&call.principal, &model_id, request.n as u64)?,
-        None => None,
-    };
-    // The model reads no text: the prompt picks the seed only when none is given.
+    // Without a seed the prompt picks one, so a prompt alone is reproducible.
     let base = request
         .seed
         .unwrap_or_else(|| basalt_image::seed_for(&request.prompt));
+    let job = |i: u64| ImageJob {
+        prompt: request.prompt.clone(),
+        negative_prompt: request.negative_prompt.clone(),
+        seed: base.wrapping_add(i),
+        width: request.width,
+        height: request.height,
+        steps: request.steps,
+        guidance: request.cfg_scale,
+    };
+    let jobs: Vec<ImageJob> = (0..request.n as u64).map(job).collect();
+    let steps_per_image = jobs.first().map_or(1, |j| served.model.steps(j));
+    let reservation = match &state.platform {
+        Some(p) => p.admit(
+            &call.principal,
+            &model_id,
+            u64::from(request.n) * u64::from(steps_per_image),
+        )?,
+        None => None,
+    };
     let model = Arc::clone(&served.model);
     let result = tokio::task::spawn_blocking(move || {
-        (0..request.n as u64)
-            .map(|i| {
-                let seed = base.wrapping_add(i);
+        jobs.iter()
+            .map(|job| {
                 model
-                    .generate(seed, request.width, request.height)
-                    .map(|png| (seed, png))
+                    .generate(job, &mut |_, _| {})
+                    .map(|png| (job.seed, png))
             })
             .collect::<Result<Vec<_>, _>>()
     })
     .await
     .map_err(|e| BasaltError::internal(format!("image task failed: {e}")))?
     .map_err(|e| match e {
-        basalt_image::ImageError::Input(m) => BasaltError::invalid("size", m),
+        basalt_image::ImageError::Input { param, message } => BasaltError::invalid(param, message),
         other => BasaltError::internal(other.to_string()),
     });
     let (images, status) = match &result {
         Ok(v) => (v.len() as u32, "ok".to_string()),
         Err(e) => (0, format!("error:{:?}", e.kind).to_ascii_lowercase()),
     };
-    // Images are metered as output units, one per image.
+    // Images are metered as output units: one per image and step.
     let usage = Usage {
         input_tokens: 0,
-        output_tokens: images,
+        output_tokens: images * steps_per_image,
         cached_input_tokens: 0,
     };
     record_now(state, call, &model_id, usage, &status, reservation).await;

@@ -6,9 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use basalt_auth::{Authenticator, Principal};
 use basalt_catalog::{Catalog, Entry, Format, Modality};
+use basalt_diffusion::StableDiffusion;
 use basalt_embed::{Embedder, EmbeddingModel};
 use basalt_engine::{EngineConfig, LoadedModel};
-use basalt_image::ImageModel;
+use basalt_image::{ImageGenerator, ImageModel};
 use basalt_types::BasaltError;
 
 use crate::invocation_log::InvocationLog;
@@ -20,10 +21,10 @@ pub struct ServedModel {
     pub engine: LoadedModel,
 }
 
-/// An image model being served.
+/// An image model being served: DCGAN or Stable Diffusion behind one interface.
 pub struct ServedImageModel {
     pub entry: Entry,
-    pub model: Arc<ImageModel>,
+    pub model: Arc<dyn ImageGenerator>,
 }
 
 /// An embedding model being served, with its batching worker.
@@ -141,17 +142,25 @@ impl AppState {
                 }
                 continue;
             }
-            if m.format == Format::Torch && m.output_modalities.contains(&Modality::Image) {
-                match ImageModel::load(&entry.weights_path()) {
+            if m.output_modalities.contains(&Modality::Image) {
+                let loaded: Result<Arc<dyn ImageGenerator>, String> = match m.format {
+                    Format::Torch => ImageModel::load(&entry.weights_path())
+                        .map(|m| Arc::new(m) as Arc<dyn ImageGenerator>)
+                        .map_err(|e| e.to_string()),
+                    Format::Diffusers => StableDiffusion::load(&entry.dir, Default::default())
+                        .map(|m| Arc::new(m) as Arc<dyn ImageGenerator>)
+                        .map_err(|e| e.to_string()),
+                    other => Err(format!("{other:?} is not an image model format")),
+                };
+                match loaded {
                     Ok(model) => {
                         on_loaded(entry, Ok(()));
                         image_models.push(ServedImageModel {
                             entry: entry.clone(),
-                            model: Arc::new(model),
+                            model,
                         });
                     }
-                    Err(e) => {
-                        let msg = e.to_string();
+                    Err(msg) => {
                         on_loaded(entry, Err(&msg));
                         failed.push((m.id.clone(), msg));
                     }

@@ -13,11 +13,19 @@ pub const MAX_IMAGES: u32 = 10;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageRequest {
     pub prompt: String,
+    /// What the image should not show (Titan's `negativeText`, Stability's negative-weight
+    /// prompts, OpenAI's `negative_prompt` extension).
+    pub negative_prompt: Option<String>,
     pub n: u32,
-    pub width: u32,
-    pub height: u32,
+    /// `None`: the model's native size.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
     /// The first image's seed; image `i` uses `seed + i`. `None`: derived from the prompt.
     pub seed: Option<u64>,
+    /// Denoising steps; `None`: the model's default. Models without steps ignore it.
+    pub steps: Option<u32>,
+    /// Classifier-free guidance scale; `None`: the model's default.
+    pub cfg_scale: Option<f32>,
 }
 
 fn b64(png: &[u8]) -> String {
@@ -48,6 +56,12 @@ pub struct OpenAiImagesRequest {
     pub user: Option<String>,
     /// Extension: the seed of the first image.
     pub seed: Option<u64>,
+    /// Extension: denoising steps (diffusion models).
+    pub steps: Option<u32>,
+    /// Extension: classifier-free guidance scale (diffusion models).
+    pub guidance_scale: Option<f32>,
+    /// Extension: what the image should not show (diffusion models).
+    pub negative_prompt: Option<String>,
 }
 
 impl OpenAiImagesRequest {
@@ -59,27 +73,31 @@ impl OpenAiImagesRequest {
             ));
         }
         let (width, height) = match self.size.as_deref() {
-            None => (64, 64),
+            None => (None, None),
             Some(s) => {
                 let parsed = s
                     .split_once('x')
                     .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
-                parsed.ok_or_else(|| {
+                let (w, h) = parsed.ok_or_else(|| {
                     BasaltError::invalid(
                         "size",
                         format!("`size` must look like 256x256, got `{s}`"),
                     )
-                })?
+                })?;
+                (Some(w), Some(h))
             }
         };
         Ok((
             self.model.unwrap_or_else(|| default_model.to_string()),
             ImageRequest {
                 prompt: self.prompt,
+                negative_prompt: self.negative_prompt,
                 n: check_count(self.n.unwrap_or(1), "n", MAX_IMAGES)?,
                 width,
                 height,
                 seed: self.seed,
+                steps: self.steps,
+                cfg_scale: self.guidance_scale,
             },
         ))
     }
@@ -143,15 +161,18 @@ impl TitanImageRequest {
         let c = self.image_generation_config;
         Ok(ImageRequest {
             prompt: params.text,
+            negative_prompt: params.negative_text.filter(|t| !t.is_empty()),
             // Titan allows up to 5 images per request.
             n: check_count(
                 c.number_of_images.unwrap_or(1),
                 "imageGenerationConfig.numberOfImages",
                 5,
             )?,
-            width: c.width.unwrap_or(64),
-            height: c.height.unwrap_or(64),
+            width: c.width,
+            height: c.height,
             seed: c.seed,
+            steps: None,
+            cfg_scale: c.cfg_scale,
         })
     }
 }
@@ -184,14 +205,15 @@ pub struct StabilityPrompt {
 
 impl StabilityRequest {
     pub fn into_request(self) -> Result<ImageRequest, BasaltError> {
-        // The positive prompts (weight > 0) make the prompt; negative ones do not apply to a
-        // model that reads no text.
-        let prompt: Vec<&str> = self
-            .text_prompts
-            .iter()
-            .filter(|p| p.weight.unwrap_or(1.0) > 0.0)
-            .map(|p| p.text.as_str())
-            .collect();
+        // Positive prompts (weight > 0) make the prompt, negative ones the negative prompt.
+        let joined = |positive: bool| -> Vec<&str> {
+            self.text_prompts
+                .iter()
+                .filter(|p| (p.weight.unwrap_or(1.0) > 0.0) == positive)
+                .map(|p| p.text.as_str())
+                .collect()
+        };
+        let (prompt, negative) = (joined(true), joined(false));
         if prompt.is_empty() {
             return Err(BasaltError::invalid(
                 "text_prompts",
@@ -200,10 +222,13 @@ impl StabilityRequest {
         }
         Ok(ImageRequest {
             prompt: prompt.join(" "),
+            negative_prompt: (!negative.is_empty()).then(|| negative.join(" ")),
             n: check_count(self.samples.unwrap_or(1), "samples", MAX_IMAGES)?,
-            width: self.width.unwrap_or(64),
-            height: self.height.unwrap_or(64),
+            width: self.width,
+            height: self.height,
             seed: self.seed,
+            steps: self.steps,
+            cfg_scale: self.cfg_scale,
         })
     }
 }
@@ -251,7 +276,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (m.as_str(), r.n, r.width, r.height, r.seed),
-            ("d", 2, 128, 96, Some(5))
+            ("d", 2, Some(128), Some(96), Some(5))
         );
         for (body, param) in [
             (&br#"{"prompt":"x","n":0}"#[..], "n"),
@@ -274,7 +299,10 @@ mod tests {
             panic!()
         };
         let r = t.into_request().unwrap();
-        assert_eq!((r.n, r.width, r.seed), (2, 128, Some(3)));
+        assert_eq!(
+            (r.n, r.width, r.seed, r.cfg_scale),
+            (2, Some(128), Some(3), Some(8.0))
+        );
         let NativeImageBody::Stability(s) = parse_native(
             br#"{"text_prompts":[{"text":"a face","weight":1},{"text":"blurry","weight":-1}],"seed":9,"steps":30,"cfg_scale":7}"#,
         )
@@ -283,6 +311,8 @@ mod tests {
         };
         let r = s.into_request().unwrap();
         assert_eq!((r.prompt.as_str(), r.seed), ("a face", Some(9)));
+        assert_eq!(r.negative_prompt.as_deref(), Some("blurry"));
+        assert_eq!((r.steps, r.cfg_scale), (Some(30), Some(7.0)));
         assert!(parse_native(br#"{"prompt":"x"}"#).is_err());
         let v = stability_response(&[(9, vec![1, 2])]);
         assert_eq!(v["artifacts"][0]["seed"], 9);
