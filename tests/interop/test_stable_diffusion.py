@@ -137,3 +137,27 @@ def test_images_are_metered_per_image_and_step(sd_server):
     records = [rec for rec in json.loads(out.stdout)["records"] if rec["model_id"] == TINY_SD]
     # Two images of three steps each: six units, on the request's own record.
     assert any(rec["output_tokens"] == 6 and rec["input_tokens"] == 0 for rec in records), records
+
+
+def test_a_client_that_leaves_stops_the_generation_and_pays_for_its_steps(sd_server):
+    import time
+
+    import httpx
+
+    # 150 steps of the tiny model take several seconds; the client gives up after one.
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(sd_server.base_url + "/v1/images/generations",
+                   headers={"authorization": f"Bearer {API_KEY}"},
+                   json={"model": TINY_SD, "prompt": "a slow cat", "steps": 150, "seed": 99},
+                   timeout=1.0)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        out = subprocess.run([sd_server.binary, "usage", "--records", "--data-dir", sd_server.data_dir],
+                             capture_output=True, text=True, check=True)
+        cancelled = [r for r in json.loads(out.stdout)["records"]
+                     if r["model_id"] == TINY_SD and r["status"] == "cancelled"]
+        if cancelled:
+            assert 0 < cancelled[0]["output_tokens"] < 150, cancelled
+            return
+        time.sleep(0.2)
+    raise AssertionError("the abandoned generation was never recorded as cancelled")

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use basalt_catalog::{Catalog, Format, Modality};
 use basalt_diffusion::StableDiffusion;
-use basalt_image::{ImageGenerator, ImageJob, ImageModel};
+use basalt_image::{ImageGenerator, ImageJob, ImageModel, Step};
 
 use crate::{CliResult, StoreArgs};
 
@@ -96,6 +96,7 @@ pub fn run(args: GenerateImageArgs) -> CliResult {
                 args.n
             );
             let _ = std::io::stderr().flush();
+            Step::Continue
         })?;
         let path = if args.n == 1 {
             args.out.clone()

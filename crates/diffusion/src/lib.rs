@@ -23,7 +23,7 @@ pub mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
-use basalt_image::{ImageError, ImageGenerator, ImageJob};
+use basalt_image::{ImageError, ImageGenerator, ImageJob, Step};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::{unet_2d::UNet2DConditionModel, vae};
@@ -46,12 +46,15 @@ pub enum DiffusionError {
     },
     #[error("diffusion model: {0}")]
     Tensor(#[from] candle_core::Error),
+    #[error("generation cancelled")]
+    Cancelled,
 }
 
 impl From<DiffusionError> for ImageError {
     fn from(e: DiffusionError) -> Self {
         match e {
             DiffusionError::Input { param, message } => ImageError::Input { param, message },
+            DiffusionError::Cancelled => ImageError::Cancelled,
             other => ImageError::Model(other.to_string()),
         }
     }
@@ -247,11 +250,12 @@ impl StableDiffusion {
         Ok((width, height, steps, guidance))
     }
 
-    /// Runs the pipeline; returns RGB planes in `[-1, 1]`.
+    /// Runs the pipeline; returns RGB planes in `[-1, 1]`. `progress` may stop it between
+    /// steps.
     pub fn run(
         &self,
         job: &ImageJob,
-        progress: &mut dyn FnMut(u32, u32),
+        progress: &mut dyn FnMut(u32, u32) -> Step,
     ) -> Result<(u32, u32, Vec<Vec<f32>>), DiffusionError> {
         let (width, height, steps, guidance) = self.resolve(job)?;
         // Guidance at or below 1 is the conditional prediction alone (SD-Turbo runs so).
@@ -293,7 +297,9 @@ impl StableDiffusion {
                 None
             };
             latents = plan.step(i, &predicted, &latents, fresh.as_ref())?;
-            progress(i as u32 + 1, steps);
+            if progress(i as u32 + 1, steps) == Step::Stop {
+                return Err(DiffusionError::Cancelled);
+            }
         }
         let image = self
             .autoencoder
@@ -328,7 +334,7 @@ impl ImageGenerator for StableDiffusion {
     fn generate(
         &self,
         job: &ImageJob,
-        progress: &mut dyn FnMut(u32, u32),
+        progress: &mut dyn FnMut(u32, u32) -> Step,
     ) -> Result<Vec<u8>, ImageError> {
         let (width, height, planes) = self.run(job, progress)?;
         let rgb = basalt_image::planes_to_rgb(&planes, (width * height) as usize);

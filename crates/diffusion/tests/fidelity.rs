@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use basalt_diffusion::{ClipTokenizer, Defaults, StableDiffusion};
-use basalt_image::ImageJob;
+use basalt_image::{ImageJob, Step};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -81,7 +81,7 @@ fn images_match_diffusers() {
                 case["seed"].as_u64().unwrap(),
             )
         };
-        let (w, h, planes) = model.run(&job, &mut |_, _| {}).unwrap();
+        let (w, h, planes) = model.run(&job, &mut |_, _| Step::Continue).unwrap();
         assert_eq!((w, h), (size, size));
         let expected = case["pixels"].as_array().unwrap();
         assert_eq!(expected.len(), (w * h * 3) as usize);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use basalt_diffusion::{
     ClipTextEncoder, Defaults, StableDiffusion, TextEncoderConfig, UnetConfig, VaeConfig,
 };
-use basalt_image::{ImageGenerator, ImageJob};
+use basalt_image::{ImageError, ImageGenerator, ImageJob, Step};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::stable_diffusion::{unet_2d::UNet2DConditionModel, vae};
@@ -161,10 +161,24 @@ fn tiny_pipeline_is_deterministic_per_seed_and_follows_the_prompt() {
     let mut seen = Vec::new();
     let a = model
         .generate(&job("a cat", 7, 3, 7.5), &mut |done, total| {
-            seen.push((done, total))
+            seen.push((done, total));
+            Step::Continue
         })
         .unwrap();
     assert_eq!(seen, [(1, 3), (2, 3), (3, 3)]);
+
+    // A caller that stops after the second step gets no image, and no third step runs.
+    let mut steps = 0;
+    let stopped = model.generate(&job("a cat", 7, 3, 7.5), &mut |done, _| {
+        steps = done;
+        if done == 2 {
+            Step::Stop
+        } else {
+            Step::Continue
+        }
+    });
+    assert!(matches!(stopped, Err(ImageError::Cancelled)));
+    assert_eq!(steps, 2);
     assert_eq!(decode_png(&a), (32, 32));
 
     // Same everything: the same bytes, also from a second load of the same files.
@@ -172,7 +186,7 @@ fn tiny_pipeline_is_deterministic_per_seed_and_follows_the_prompt() {
     assert_eq!(
         a,
         again
-            .generate(&job("a cat", 7, 3, 7.5), &mut |_, _| {})
+            .generate(&job("a cat", 7, 3, 7.5), &mut |_, _| Step::Continue)
             .unwrap()
     );
     // Each input changes the picture.
@@ -186,12 +200,14 @@ fn tiny_pipeline_is_deterministic_per_seed_and_follows_the_prompt() {
             ..job("a cat", 7, 3, 7.5)
         },
     ] {
-        let image = model.generate(&other, &mut |_, _| {}).unwrap();
+        let image = model.generate(&other, &mut |_, _| Step::Continue).unwrap();
         assert_ne!(a, image, "{other:?} gave the same image");
     }
 
     // The decoded pixels are not one flat colour.
-    let (w, h, planes) = model.run(&job("a cat", 7, 3, 7.5), &mut |_, _| {}).unwrap();
+    let (w, h, planes) = model
+        .run(&job("a cat", 7, 3, 7.5), &mut |_, _| Step::Continue)
+        .unwrap();
     assert_eq!((w, h), (32, 32));
     let first = planes[0][0];
     assert!(planes.iter().flatten().any(|v| (v - first).abs() > 1e-3));
@@ -204,7 +220,7 @@ fn tiny_pipeline_is_deterministic_per_seed_and_follows_the_prompt() {
                 height: Some(16),
                 ..job("a cat", 7, 1, 0.0)
             },
-            &mut |_, _| {},
+            &mut |_, _| Step::Continue,
         )
         .unwrap();
     assert_eq!(decode_png(&wide), (48, 16));
@@ -224,18 +240,18 @@ fn ancestral_sampling_is_seeded_too() {
     )
     .unwrap();
     let one = model
-        .generate(&ImageJob::new("a cat", 3), &mut |_, _| {})
+        .generate(&ImageJob::new("a cat", 3), &mut |_, _| Step::Continue)
         .unwrap();
     assert_eq!(
         one,
         model
-            .generate(&ImageJob::new("a cat", 3), &mut |_, _| {})
+            .generate(&ImageJob::new("a cat", 3), &mut |_, _| Step::Continue)
             .unwrap()
     );
     assert_ne!(
         one,
         model
-            .generate(&ImageJob::new("a cat", 4), &mut |_, _| {})
+            .generate(&ImageJob::new("a cat", 4), &mut |_, _| Step::Continue)
             .unwrap()
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -260,16 +276,15 @@ fn bad_requests_and_broken_models_are_errors() {
         job("x", 1, 1, -1.0),
         job("x", 1, 1, f32::NAN),
     ] {
-        let e = model.generate(&bad, &mut |_, _| {}).unwrap_err();
-        assert!(
-            matches!(e, basalt_image::ImageError::Input { .. }),
-            "{bad:?}: {e}"
-        );
+        let e = model
+            .generate(&bad, &mut |_, _| Step::Continue)
+            .unwrap_err();
+        assert!(matches!(e, ImageError::Input { .. }), "{bad:?}: {e}");
     }
     // A prompt longer than the encoder's window is cut, not refused.
     let long = "cat ".repeat(100);
     model
-        .generate(&job(&long, 1, 1, 1.0), &mut |_, _| {})
+        .generate(&job(&long, 1, 1, 1.0), &mut |_, _| Step::Continue)
         .unwrap();
 
     // Truncated weights, a missing file, a config that does not match the weights.

@@ -20,6 +20,9 @@ use std::path::Path;
 pub enum ImageError {
     #[error("image model: {0}")]
     Model(String),
+    /// The progress callback asked to stop (the client went away).
+    #[error("generation cancelled")]
+    Cancelled,
     /// A request the model cannot serve; `param` names the request field at fault.
     #[error("{message}")]
     Input {
@@ -101,12 +104,20 @@ pub trait ImageGenerator: Send + Sync {
     /// progress counts to.
     fn steps(&self, job: &ImageJob) -> u32;
 
-    /// Makes one PNG; `progress(done, total)` is called after each step.
+    /// Makes one PNG. `progress(done, total)` is called after each step; returning
+    /// [`Step::Stop`] abandons the image with [`ImageError::Cancelled`].
     fn generate(
         &self,
         job: &ImageJob,
-        progress: &mut dyn FnMut(u32, u32),
+        progress: &mut dyn FnMut(u32, u32) -> Step,
     ) -> Result<Vec<u8>, ImageError>;
+}
+
+/// A progress callback's answer: go on, or stop (the caller no longer wants the image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Continue,
+    Stop,
 }
 
 /// Checks a requested side against `MAX_SIDE` and a model's granularity.
@@ -195,11 +206,12 @@ impl ImageGenerator for ImageModel {
     fn generate(
         &self,
         job: &ImageJob,
-        progress: &mut dyn FnMut(u32, u32),
+        progress: &mut dyn FnMut(u32, u32) -> Step,
     ) -> Result<Vec<u8>, ImageError> {
         let png =
             self.generate_seeded(job.seed, job.width.unwrap_or(64), job.height.unwrap_or(64))?;
-        progress(1, 1);
+        // One step: nothing is left to save by stopping now.
+        let _ = progress(1, 1);
         Ok(png)
     }
 }

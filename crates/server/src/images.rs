@@ -1,15 +1,17 @@
 //! Image generation for every surface: OpenAI's `POST /v1/images/generations` here,
 //! Bedrock's `InvokeModel` (Titan and Stability bodies) through [`invoke`]. One path does
 //! access, quotas and metering (one output unit per image and denoising step; one-shot
-//! generators count one step) and runs the model on the blocking pool.
+//! generators count one step) and runs the model on the blocking pool; a client that goes
+//! away stops the model at its next step and pays for the steps computed.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, State};
 use axum::Json;
 use basalt_auth::Principal;
-use basalt_image::ImageJob;
+use basalt_image::{ImageError, ImageJob, Step};
 use basalt_types::{BasaltError, Usage};
 use basalt_wire::images::{self as wire, ImageRequest, NativeImageBody};
 use bytes::Bytes;
@@ -51,34 +53,71 @@ pub(crate) async fn generate(
         )?,
         None => None,
     };
+    // The work runs in its own task, so that when the client goes away (and this future is
+    // dropped) the steps already computed are still metered; the flag stops the model at
+    // its next step.
+    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+    let stop = Arc::clone(&cancel.0);
     let model = Arc::clone(&served.model);
-    let result = tokio::task::spawn_blocking(move || {
-        jobs.iter()
-            .map(|job| {
-                model
-                    .generate(job, &mut |_, _| {})
-                    .map(|png| (job.seed, png))
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(|e| BasaltError::internal(format!("image task failed: {e}")))?
-    .map_err(|e| match e {
-        basalt_image::ImageError::Input { param, message } => BasaltError::invalid(param, message),
-        other => BasaltError::internal(other.to_string()),
+    let state = Arc::clone(state);
+    let call = call.clone();
+    let task = tokio::spawn(async move {
+        let steps_done = Arc::new(AtomicU32::new(0));
+        let counter = Arc::clone(&steps_done);
+        let result = tokio::task::spawn_blocking(move || {
+            jobs.iter()
+                .map(|job| {
+                    let mut progress = |_done: u32, _total: u32| {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        if stop.load(Ordering::Relaxed) {
+                            Step::Stop
+                        } else {
+                            Step::Continue
+                        }
+                    };
+                    model
+                        .generate(job, &mut progress)
+                        .map(|png| (job.seed, png))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| BasaltError::internal(format!("image task failed: {e}")))?;
+        let cancelled = matches!(result, Err(ImageError::Cancelled));
+        let result = result.map_err(|e| match e {
+            ImageError::Input { param, message } => BasaltError::invalid(param, message),
+            other => BasaltError::internal(other.to_string()),
+        });
+        let status = match &result {
+            Ok(_) => "ok".to_string(),
+            Err(_) if cancelled => "cancelled".to_string(),
+            Err(e) => format!("error:{:?}", e.kind).to_ascii_lowercase(),
+        };
+        // Metered as output units: one per image and step computed (a cancelled or failed
+        // request pays for the steps it ran).
+        let usage = Usage {
+            input_tokens: 0,
+            output_tokens: steps_done.load(Ordering::Relaxed),
+            cached_input_tokens: 0,
+        };
+        record_now(&state, &call, &model_id, usage, &status, reservation).await;
+        result
     });
-    let (images, status) = match &result {
-        Ok(v) => (v.len() as u32, "ok".to_string()),
-        Err(e) => (0, format!("error:{:?}", e.kind).to_ascii_lowercase()),
-    };
-    // Images are metered as output units: one per image and step.
-    let usage = Usage {
-        input_tokens: 0,
-        output_tokens: images * steps_per_image,
-        cached_input_tokens: 0,
-    };
-    record_now(state, call, &model_id, usage, &status, reservation).await;
+    let result = task
+        .await
+        .map_err(|e| BasaltError::internal(format!("image task failed: {e}")))?;
+    drop(cancel);
     result
+}
+
+/// Sets its flag when dropped: a request future dropped by a departed client stops the
+/// generation it started.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 pub(crate) async fn openai_images(
