@@ -102,8 +102,18 @@ impl QMatrix {
                 let w = cast_blocks::<$block>(bytes).unwrap_or(&[]);
                 let acts = &mut scratch.$acts;
                 acts.resize_with(tokens, Vec::new);
-                for (t, row) in x.chunks_exact(self.cols).enumerate() {
-                    $quantize(row, &mut acts[t]);
+                let rows = x.chunks_exact(self.cols);
+                match pool().filter(|_| tokens > 1 && x.len() >= PARALLEL_MIN_WORK) {
+                    Some(pool) => pool.install(|| {
+                        acts[..tokens]
+                            .par_iter_mut()
+                            .zip(x.par_chunks_exact(self.cols))
+                            .for_each(|(a, row)| $quantize(row, a))
+                    }),
+                    None => acts
+                        .iter_mut()
+                        .zip(rows)
+                        .for_each(|(a, row)| $quantize(row, a)),
                 }
                 matmul_rows(w, &acts[..tokens], self.rows, self.cols, out, $dot);
             }};
@@ -204,6 +214,23 @@ pub fn set_compute_threads(n: usize) {
 
 fn pool() -> Option<&'static rayon::ThreadPool> {
     POOL.get().and_then(Option::as_ref)
+}
+
+/// Runs `f` on every chunk of `out` (`chunk` elements each, with its index): on the compute
+/// pool when `work` (multiply-adds, roughly) is worth the hand-off, else on this thread.
+/// Each chunk is computed by the same code either way, so results never depend on it.
+pub fn for_each_chunk<F>(out: &mut [f32], chunk: usize, work: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    match pool().filter(|_| work >= PARALLEL_MIN_WORK) {
+        Some(pool) => pool.install(|| {
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(i, c)| f(i, c))
+        }),
+        None => out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c)),
+    }
 }
 
 /// `out[t * rows + r] = dot(row r of w, acts[t])`. The dot product is a generic parameter so

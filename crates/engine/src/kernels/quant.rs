@@ -532,20 +532,81 @@ pub fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
     sum
 }
 
+/// `sum(w[i] * a[i])` with eight lane accumulators (lane `k` takes elements `8i + k`), then
+/// the lanes summed in order and the tail added: the F16C version computes exactly this, in
+/// the same order, eight lanes per instruction.
 #[inline]
 pub fn dot_f16(w: &[f16], a: &[f32]) -> f32 {
+    let n = w.len().min(a.len());
+    let chunks = n / 8;
     let mut acc = [0f32; 8];
-    let chunks = w.len() / 8;
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "f16c",
+        target_feature = "avx"
+    ))]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: F16C and AVX are enabled for this build; each iteration reads 8 halves
+        // from `w` and 8 floats from `a`, both inside the first `chunks * 8 <= n` elements.
+        unsafe {
+            let mut v = _mm256_setzero_ps();
+            for i in 0..chunks {
+                let wf = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(i * 8).cast()));
+                let af = _mm256_loadu_ps(a.as_ptr().add(i * 8));
+                v = _mm256_add_ps(v, _mm256_mul_ps(wf, af));
+            }
+            _mm256_storeu_ps(acc.as_mut_ptr(), v);
+        }
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "f16c",
+        target_feature = "avx"
+    )))]
     for i in 0..chunks {
         for k in 0..8 {
             acc[k] += w[i * 8 + k].to_f32() * a[i * 8 + k];
         }
     }
     let mut sum: f32 = acc.iter().sum();
-    for i in chunks * 8..w.len() {
+    for i in chunks * 8..n {
         sum += w[i].to_f32() * a[i];
     }
     sum
+}
+
+/// `o[i] += p * v[i]` for a row of halves (each element rounded exactly as the scalar loop
+/// would: one multiply, one add).
+#[inline]
+pub fn axpy_f16(o: &mut [f32], p: f32, v: &[f16]) {
+    let n = o.len().min(v.len());
+    let mut done = 0;
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "f16c",
+        target_feature = "avx"
+    ))]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: F16C and AVX are enabled for this build; each iteration reads 8 halves
+        // and reads and writes 8 floats, inside the first `n` elements of both slices.
+        unsafe {
+            let pv = _mm256_set1_ps(p);
+            while done + 8 <= n {
+                let vf = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(done).cast()));
+                let op = o.as_mut_ptr().add(done);
+                _mm256_storeu_ps(
+                    op,
+                    _mm256_add_ps(_mm256_loadu_ps(op), _mm256_mul_ps(pv, vf)),
+                );
+                done += 8;
+            }
+        }
+    }
+    for i in done..n {
+        o[i] += p * v[i].to_f32();
+    }
 }
 
 pub fn dequantize_q4_0(w: &[BlockQ4_0], out: &mut [f32]) {

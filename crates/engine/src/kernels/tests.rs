@@ -261,3 +261,36 @@ fn simd_and_portable_block_products_agree() {
         );
     }
 }
+
+#[test]
+fn half_precision_helpers_equal_their_scalar_definitions_bit_for_bit() {
+    // The attention's f16 dot product and axpy are vectorised with F16C where the build has
+    // it; they must round exactly as the scalar loops they replace, so that the fidelity
+    // fixtures (made against llama.cpp) keep matching.
+    let mut rng = Lcg(7);
+    for n in [1, 7, 8, 9, 64, 100, 256] {
+        let w: Vec<f16> = (0..n).map(|_| f16::from_f32(rng.f32() * 3.0)).collect();
+        let a: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+        let mut lanes = [0f32; 8];
+        for i in 0..n / 8 {
+            for k in 0..8 {
+                lanes[k] += w[i * 8 + k].to_f32() * a[i * 8 + k];
+            }
+        }
+        let mut want: f32 = lanes.iter().sum();
+        for i in n / 8 * 8..n {
+            want += w[i].to_f32() * a[i];
+        }
+        assert_eq!(
+            quant::dot_f16(&w, &a).to_bits(),
+            want.to_bits(),
+            "dot, n = {n}"
+        );
+
+        let p = rng.f32();
+        let mut got = a.clone();
+        quant::axpy_f16(&mut got, p, &w);
+        let want: Vec<f32> = a.iter().zip(&w).map(|(x, v)| x + p * v.to_f32()).collect();
+        assert_eq!(got, want, "axpy, n = {n}");
+    }
+}

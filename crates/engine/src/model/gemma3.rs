@@ -58,7 +58,12 @@ impl Gemma3 {
         let ffn_dim = hparam(file, a, "feed_forward_length")?;
         let context_length = hparam(file, a, "context_length")?;
         let window = hparam(file, a, "attention.sliding_window").ok();
-        if n_heads == 0 || n_kv_heads == 0 || head_dim == 0 || n_heads % n_kv_heads != 0 {
+        if n_heads == 0
+            || n_kv_heads == 0
+            || head_dim == 0
+            || head_dim > super::layers::MAX_HEAD_DIM
+            || n_heads % n_kv_heads != 0
+        {
             return Err(EngineError::Model(format!(
                 "bad head counts {n_heads}/{n_kv_heads}"
             )));

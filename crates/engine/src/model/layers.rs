@@ -85,10 +85,16 @@ pub fn store_kv(layer: &mut LayerKv, kv_dim: usize, pos0: usize, k: &[f32], v: &
     }
 }
 
-/// Causal attention for `tokens` queries at positions `pos0..pos0+tokens`, reading keys and
-/// values for positions `0..pos0+tokens` from the cache. `q` and `out` are `tokens` rows of
-/// `n_heads * head_dim`.
-pub fn attention(layer: &LayerKv, shape: AttentionShape, pos0: usize, q: &[f32], out: &mut [f32]) {
+/// Causal attention of one query head at position `pos` over the cache: `q` and `out` are
+/// `head_dim` long.
+fn attend_head(
+    layer: &LayerKv,
+    shape: AttentionShape,
+    pos: usize,
+    head: usize,
+    q: &[f32],
+    out: &mut [f32],
+) {
     let AttentionShape {
         n_heads,
         n_kv_heads,
@@ -97,44 +103,68 @@ pub fn attention(layer: &LayerKv, shape: AttentionShape, pos0: usize, q: &[f32],
         window,
     } = shape;
     let kv_dim = n_kv_heads * head_dim;
-    let q_dim = n_heads * head_dim;
-    let group = n_heads / n_kv_heads.max(1);
-    let tokens = q.len() / q_dim;
-    let mut scores = Vec::with_capacity(pos0 + tokens);
-    let mut q16 = vec![0f32; head_dim];
-    for t in 0..tokens {
-        let pos = pos0 + t;
-        let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        for h in 0..n_heads {
-            let kvh = h / group.max(1);
-            // llama.cpp multiplies an f16 cache by f16 operands: the query is rounded to f16
-            // before q.k, and the attention weights before weights.v. Doing the same keeps
-            // logits within float-summation noise of it.
-            for (d, s) in q16
-                .iter_mut()
-                .zip(&q[t * q_dim + h * head_dim..][..head_dim])
-            {
-                *d = round_f16(*s);
-            }
-            scores.clear();
-            for p in first..=pos {
-                let k = &layer.k[p * kv_dim + kvh * head_dim..][..head_dim];
-                let dot = crate::kernels::quant::dot_f16(k, &q16);
-                scores.push(dot * scale);
-            }
-            crate::kernels::softmax(&mut scores);
-            let o = &mut out[t * q_dim + h * head_dim..][..head_dim];
-            o.fill(0.0);
-            for (i, &w) in scores.iter().enumerate() {
-                let w = round_f16(w);
-                let p = first + i;
-                let v = &layer.v[p * kv_dim + kvh * head_dim..][..head_dim];
-                for (acc, val) in o.iter_mut().zip(v) {
-                    *acc += w * val.to_f32();
-                }
-            }
-        }
+    let kvh = head / (n_heads / n_kv_heads.max(1)).max(1);
+    let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+    // llama.cpp multiplies an f16 cache by f16 operands: the query is rounded to f16 before
+    // q.k, and the attention weights before weights.v. Doing the same keeps logits within
+    // float-summation noise of it.
+    let mut q16 = [0f32; MAX_HEAD_DIM];
+    let q16 = &mut q16[..head_dim];
+    for (d, s) in q16.iter_mut().zip(q) {
+        *d = round_f16(*s);
     }
+    let mut scores: Vec<f32> = (first..=pos)
+        .map(|p| {
+            let k = &layer.k[p * kv_dim + kvh * head_dim..][..head_dim];
+            crate::kernels::quant::dot_f16(k, q16) * scale
+        })
+        .collect();
+    crate::kernels::softmax(&mut scores);
+    out.fill(0.0);
+    for (i, &w) in scores.iter().enumerate() {
+        let v = &layer.v[(first + i) * kv_dim + kvh * head_dim..][..head_dim];
+        crate::kernels::quant::axpy_f16(out, round_f16(w), v);
+    }
+}
+
+/// Longest head the attention supports (the models we load use 64 to 256).
+pub const MAX_HEAD_DIM: usize = 512;
+
+/// Attention for a batch of sequences at once: `parts[s] = (first row, rows, pos0)` of
+/// sequence `s`, whose cache is `caches[s]`. Every (token, head) pair is an independent
+/// task, spread over the compute pool when the batch is large enough (prefill, many
+/// sequences decoding together).
+pub fn attention_batch(
+    caches: &[&LayerKv],
+    parts: &[(usize, usize, usize)],
+    shape: AttentionShape,
+    q: &[f32],
+    out: &mut [f32],
+) {
+    let (n_heads, head_dim) = (shape.n_heads, shape.head_dim);
+    if head_dim == 0 || head_dim > MAX_HEAD_DIM || n_heads == 0 {
+        out.fill(0.0);
+        return;
+    }
+    // Row r belongs to sequence `owner[r]`, at position pos0 + (r - first).
+    let mut owner = Vec::with_capacity(q.len() / (n_heads * head_dim));
+    let mut work = 0;
+    for (s, &(first, rows, pos0)) in parts.iter().enumerate() {
+        for t in 0..rows {
+            owner.push((s, pos0 + t));
+            let span = shape.window.map_or(pos0 + t + 1, |w| w.min(pos0 + t + 1));
+            work += span * n_heads * head_dim * 2;
+        }
+        debug_assert_eq!(owner.len(), first + rows);
+    }
+    crate::kernels::for_each_chunk(out, head_dim, work, |i, o| {
+        let (row, head) = (i / n_heads, i % n_heads);
+        if let (Some(&(s, pos)), Some(q_head)) =
+            (owner.get(row), q.get(i * head_dim..(i + 1) * head_dim))
+        {
+            attend_head(caches[s], shape, pos, head, q_head, o);
+        }
+    });
 }
 
 #[inline]
@@ -256,25 +286,19 @@ impl Activations {
         layer: usize,
         shape: AttentionShape,
     ) {
-        let (q_dim, kv_dim) = (self.q.len() / self.tokens, self.k.len() / self.tokens);
+        let kv_dim = self.k.len() / self.tokens;
         for (seq, &(first, count, pos0)) in batch.iter_mut().zip(&segments.parts) {
-            let cache = &mut seq.kv.layers[layer];
             let (r0, r1) = (first, first + count);
             store_kv(
-                cache,
+                &mut seq.kv.layers[layer],
                 kv_dim,
                 pos0,
                 &self.k[r0 * kv_dim..r1 * kv_dim],
                 &self.v[r0 * kv_dim..r1 * kv_dim],
             );
-            attention(
-                cache,
-                shape,
-                pos0,
-                &self.q[r0 * q_dim..r1 * q_dim],
-                &mut self.att[r0 * q_dim..r1 * q_dim],
-            );
         }
+        let caches: Vec<&LayerKv> = batch.iter().map(|s| &s.kv.layers[layer]).collect();
+        attention_batch(&caches, &segments.parts, shape, &self.q, &mut self.att);
     }
 
     /// Marks the batch's tokens as cached, then applies the final norm and output

@@ -50,6 +50,11 @@ impl Llama {
             )));
         }
         let head_dim = dim / n_heads;
+        if head_dim > super::layers::MAX_HEAD_DIM {
+            return Err(EngineError::Model(format!(
+                "heads of {head_dim} dimensions are wider than the engine supports"
+            )));
+        }
         let kv_dim = n_kv_heads * head_dim;
         let src = TensorSource { file };
         let embed = src.matrix("token_embd.weight")?;
