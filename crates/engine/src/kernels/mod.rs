@@ -98,7 +98,16 @@ impl QMatrix {
         // `new` validated that these casts succeed; an empty slice can only result from a
         // bug, and then yields zeros rather than a panic.
         macro_rules! with_acts {
-            ($block:ty, $acts:ident, $quantize:ident, $dot:ident) => {{
+            ($block:ty, $acts:ident, $quantize:ident, $dot:ident) => {
+                with_acts!(
+                    $block,
+                    $acts,
+                    $quantize,
+                    $dot,
+                    |w: [&[$block]; 4], a: &[_]| { w.map(|row| $dot(row, a)) }
+                )
+            };
+            ($block:ty, $acts:ident, $quantize:ident, $dot:ident, $dot4:expr) => {{
                 let w = cast_blocks::<$block>(bytes).unwrap_or(&[]);
                 let acts = &mut scratch.$acts;
                 acts.resize_with(tokens, Vec::new);
@@ -115,15 +124,15 @@ impl QMatrix {
                         .zip(rows)
                         .for_each(|(a, row)| $quantize(row, a)),
                 }
-                matmul_rows(w, &acts[..tokens], self.rows, self.cols, out, $dot);
+                matmul_rows(w, &acts[..tokens], self.rows, self.cols, out, $dot, $dot4);
             }};
         }
         match self.ty {
-            TensorType::Q4_0 => with_acts!(BlockQ4_0, q8_0, quantize_q8_0, dot_q4_0),
-            TensorType::Q4_1 => with_acts!(BlockQ4_1, q8_1, quantize_q8_1, dot_q4_1),
-            TensorType::Q5_0 => with_acts!(BlockQ5_0, q8_0, quantize_q8_0, dot_q5_0),
+            TensorType::Q4_0 => with_acts!(BlockQ4_0, q8_0, quantize_q8_0, dot_q4_0, dot4_q4_0),
+            TensorType::Q4_1 => with_acts!(BlockQ4_1, q8_1, quantize_q8_1, dot_q4_1, dot4_q4_1),
+            TensorType::Q5_0 => with_acts!(BlockQ5_0, q8_0, quantize_q8_0, dot_q5_0, dot4_q5_0),
             TensorType::Q5_1 => with_acts!(BlockQ5_1, q8_1, quantize_q8_1, dot_q5_1),
-            TensorType::Q8_0 => with_acts!(BlockQ8_0, q8_0, quantize_q8_0, dot_q8_0),
+            TensorType::Q8_0 => with_acts!(BlockQ8_0, q8_0, quantize_q8_0, dot_q8_0, dot4_q8_0),
             TensorType::Q4K => with_acts!(BlockQ4K, q8_k, quantize_q8_k, dot_q4_k),
             TensorType::Q5K => with_acts!(BlockQ5K, q8_k, quantize_q8_k, dot_q5_k),
             TensorType::Q6K => with_acts!(BlockQ6K, q8_k, quantize_q8_k, dot_q6_k),
@@ -233,31 +242,64 @@ where
     }
 }
 
-/// `out[t * rows + r] = dot(row r of w, acts[t])`. The dot product is a generic parameter so
-/// that it inlines and vectorises for the CPU the engine is compiled for. Large products are
+/// Rows `r0..r1` of `w` against activation row `a`, four rows at a time through `dot4`
+/// (the remainder one by one): `emit(r, value)` for each.
+#[inline(always)]
+fn rows_against<W, A>(
+    w: &[W],
+    per_row: usize,
+    (r0, r1): (usize, usize),
+    a: &[A],
+    dot: &impl Fn(&[W], &[A]) -> f32,
+    dot4: &impl Fn([&[W]; 4], &[A]) -> [f32; 4],
+    mut emit: impl FnMut(usize, f32),
+) {
+    let row = |r: usize| &w[r * per_row..(r + 1) * per_row];
+    let mut r = r0;
+    while r + 4 <= r1 {
+        let v = dot4([row(r), row(r + 1), row(r + 2), row(r + 3)], a);
+        for (i, v) in v.into_iter().enumerate() {
+            emit(r + i, v);
+        }
+        r += 4;
+    }
+    for r in r..r1 {
+        emit(r, dot(row(r), a));
+    }
+}
+
+/// `out[t * rows + r] = dot(row r of w, acts[t])`. The dot products are generic parameters
+/// so that they inline and vectorise for the CPU the engine is compiled for; `dot4` takes
+/// four rows at once and must give each exactly what `dot` gives it. Large products are
 /// split by rows across the compute pool; every output is computed by the same code either
 /// way, so results do not depend on the thread count.
-fn matmul_rows<W: Sync, A: Sync, D: Fn(&[W], &[A]) -> f32 + Sync>(
+fn matmul_rows<W: Sync, A: Sync>(
     w: &[W],
     acts: &[Vec<A>],
     rows: usize,
     cols: usize,
     out: &mut [f32],
-    dot: D,
+    dot: impl Fn(&[W], &[A]) -> f32 + Sync,
+    dot4: impl Fn([&[W]; 4], &[A]) -> [f32; 4] + Sync,
 ) {
     let per_row = (w.len() / rows.max(1)).max(1);
+    let rows = rows.min(w.len() / per_row);
     let tokens = acts.len();
     let pool = pool().filter(|_| rows * cols * tokens >= PARALLEL_MIN_WORK);
     let Some(pool) = pool else {
-        for (r, wrow) in w.chunks_exact(per_row).enumerate().take(rows) {
-            for (t, a) in acts.iter().enumerate() {
-                out[t * rows + r] = dot(wrow, a);
-            }
+        for (t, a) in acts.iter().enumerate() {
+            rows_against(w, per_row, (0, rows), a, &dot, &dot4, |r, v| {
+                out[t * rows + r] = v
+            });
         }
         return;
     };
-    // Chunks of rows small enough to balance, large enough to amortise scheduling.
-    let chunk_rows = rows.div_ceil(pool.current_num_threads() * 4).max(16);
+    // Chunks of rows small enough to balance, large enough to amortise scheduling; a
+    // multiple of four so the four-row kernel covers them.
+    let chunk_rows = rows
+        .div_ceil(pool.current_num_threads() * 4)
+        .max(16)
+        .next_multiple_of(4);
     if tokens == 1 {
         pool.install(|| {
             out[..rows]
@@ -265,10 +307,10 @@ fn matmul_rows<W: Sync, A: Sync, D: Fn(&[W], &[A]) -> f32 + Sync>(
                 .enumerate()
                 .for_each(|(c, out_chunk)| {
                     let first = c * chunk_rows;
-                    for (i, o) in out_chunk.iter_mut().enumerate() {
-                        let r = first + i;
-                        *o = dot(&w[r * per_row..(r + 1) * per_row], &acts[0]);
-                    }
+                    let span = (first, first + out_chunk.len());
+                    rows_against(w, per_row, span, &acts[0], &dot, &dot4, |r, v| {
+                        out_chunk[r - first] = v
+                    });
                 });
         });
         return;
@@ -282,10 +324,14 @@ fn matmul_rows<W: Sync, A: Sync, D: Fn(&[W], &[A]) -> f32 + Sync>(
                 let (r0, r1) = (c * chunk_rows, ((c + 1) * chunk_rows).min(rows));
                 let n = r1 - r0;
                 let mut local = vec![0f32; n * tokens];
-                for r in r0..r1 {
-                    let wrow = &w[r * per_row..(r + 1) * per_row];
+                // Four rows at a time against every token: the four rows stay in L1 while
+                // the tokens' activations stream past them.
+                for g in (r0..r1).step_by(4) {
+                    let span = (g, (g + 4).min(r1));
                     for (t, a) in acts.iter().enumerate() {
-                        local[t * n + (r - r0)] = dot(wrow, a);
+                        rows_against(w, per_row, span, a, &dot, &dot4, |r, v| {
+                            local[t * n + (r - r0)] = v
+                        });
                     }
                 }
                 local

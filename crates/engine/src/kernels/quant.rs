@@ -157,6 +157,115 @@ mod avx2 {
         }
     }
 
+    #[inline]
+    unsafe fn hsum_i32(v: __m256i) -> i32 {
+        // SAFETY (caller): AVX2 available.
+        unsafe {
+            let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+            _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)))
+        }
+    }
+
+    /// Q4_K: the sub-block products weighted by their 6-bit scales are summed as exact
+    /// integers in vector lanes (one horizontal sum per super-block instead of two per
+    /// sub-block), then combined by the portable version's float expression in its order,
+    /// so the result is bit-for-bit the portable one's.
+    pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+        w.iter()
+            .zip(a)
+            .map(|(w, a)| {
+                // SAFETY: AVX2 is enabled for this build; every load reads 32 bytes inside
+                // the block's 128 quant bytes or the activation's 256.
+                let sumi = unsafe {
+                    let mask = _mm256_set1_epi8(0x0F);
+                    let mut acc = _mm256_setzero_si256();
+                    for c in 0..QK_K / 64 {
+                        let bytes = _mm256_loadu_si256(w.qs.as_ptr().add(c * 32).cast());
+                        let lo = _mm256_and_si256(bytes, mask);
+                        let hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
+                        let y0 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64).cast());
+                        let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64 + 32).cast());
+                        let (s0, _) = scale_min_k4(2 * c, &w.scales);
+                        let (s1, _) = scale_min_k4(2 * c + 1, &w.scales);
+                        let p0 = _mm256_madd_epi16(
+                            _mm256_maddubs_epi16(lo, y0),
+                            _mm256_set1_epi16(s0 as i16),
+                        );
+                        let p1 = _mm256_madd_epi16(
+                            _mm256_maddubs_epi16(hi, y1),
+                            _mm256_set1_epi16(s1 as i16),
+                        );
+                        acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+                    }
+                    hsum_i32(acc)
+                };
+                let summin: i32 = (0..QK_K / 32)
+                    .map(|j| {
+                        let (_, m) = scale_min_k4(j, &w.scales);
+                        m as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32)
+                    })
+                    .sum();
+                w.d.to_f32() * a.d * sumi as f32 - w.dmin.to_f32() * a.d * summin as f32
+            })
+            .sum()
+    }
+
+    /// Q6_K: the 6-bit quants unpacked in vector registers, products weighted by the
+    /// signed 16-element scales summed as exact integers; bit-for-bit the portable result.
+    pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+        let mut sum = 0f32;
+        for (w, a) in w.iter().zip(a) {
+            // SAFETY: AVX2 is enabled for this build; loads read 32 bytes inside `ql` (128
+            // bytes), `qh` (64) and the activation quants (256).
+            let dot = unsafe {
+                let low4 = _mm256_set1_epi8(0x0F);
+                let low2 = _mm256_set1_epi8(0x03);
+                let mut acc = _mm256_setzero_si256();
+                for half in 0..2 {
+                    let ql0 = _mm256_loadu_si256(w.ql.as_ptr().add(half * 64).cast());
+                    let ql1 = _mm256_loadu_si256(w.ql.as_ptr().add(half * 64 + 32).cast());
+                    let qh = _mm256_loadu_si256(w.qh.as_ptr().add(half * 32).cast());
+                    let high = |shift: i32| {
+                        let bits = match shift {
+                            0 => qh,
+                            2 => _mm256_srli_epi16(qh, 2),
+                            4 => _mm256_srli_epi16(qh, 4),
+                            _ => _mm256_srli_epi16(qh, 6),
+                        };
+                        _mm256_slli_epi16(_mm256_and_si256(bits, low2), 4)
+                    };
+                    let quads = [
+                        _mm256_or_si256(_mm256_and_si256(ql0, low4), high(0)),
+                        _mm256_or_si256(_mm256_and_si256(ql1, low4), high(2)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), high(4)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), high(6)),
+                    ];
+                    for (i, q) in quads.into_iter().enumerate() {
+                        let j = half * 4 + i;
+                        let y = _mm256_loadu_si256(a.qs.as_ptr().add(j * 32).cast());
+                        let scales = _mm256_inserti128_si256(
+                            _mm256_castsi128_si256(_mm_set1_epi16(w.scales[2 * j] as i16)),
+                            _mm_set1_epi16(w.scales[2 * j + 1] as i16),
+                            1,
+                        );
+                        acc = _mm256_add_epi32(
+                            acc,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales),
+                        );
+                    }
+                }
+                hsum_i32(acc)
+            };
+            // (q - 32) . y = q . y - 32 * sum(y); the sums per 16 are the block's bsums.
+            let offset: i32 = (0..QK_K / 16)
+                .map(|g| w.scales[g] as i32 * a.bsums[g] as i32)
+                .sum();
+            sum += w.d.to_f32() * a.d * (dot - 32 * offset) as f32;
+        }
+        sum
+    }
+
     #[cfg(target_feature = "fma")]
     mod fma_kernels {
         use super::*;
@@ -248,24 +357,116 @@ mod avx2 {
             }
         }
 
-        pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+        /// Four rows against one activation row: the activation block is loaded and its
+        /// scale converted once for all four, and the four accumulations are independent
+        /// chains the core overlaps. Each row's arithmetic, and its order, is exactly that
+        /// of [`signed_blocks`], so the results are bit-for-bit the same.
+        #[inline(always)]
+        fn signed_blocks4<W>(
+            w: [&[W]; 4],
+            a: &[BlockQ8_0],
+            unpack: impl Fn(&W) -> (__m256i, f32),
+        ) -> [f32; 4] {
+            let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
+            // SAFETY: AVX2+FMA enabled for this build; loads read whole 32-byte arrays.
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for (b, y) in a[..n].iter().enumerate() {
+                    let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+                    let dy = y.d.to_f32();
+                    for (acc, row) in acc.iter_mut().zip(w) {
+                        let (qx, d) = unpack(&row[b]);
+                        *acc = _mm256_fmadd_ps(scale(d, dy), mul_sum_i8(qx, qy), *acc);
+                    }
+                }
+                acc.map(|v| hsum(v))
+            }
+        }
+
+        #[inline(always)]
+        fn unpack_q8_0(x: &BlockQ8_0) -> (__m256i, f32) {
             // SAFETY: AVX2 enabled for this build; reads the block's 32 quants.
-            signed_blocks(w, a, |x| {
-                (
-                    unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) },
-                    x.d.to_f32(),
-                )
-            })
+            (
+                unsafe { _mm256_loadu_si256(x.qs.as_ptr().cast()) },
+                x.d.to_f32(),
+            )
+        }
+
+        #[inline(always)]
+        fn unpack_q4_0(x: &BlockQ4_0) -> (__m256i, f32) {
+            // SAFETY: AVX2 enabled for this build.
+            (
+                unsafe { _mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8)) },
+                x.d.to_f32(),
+            )
+        }
+
+        #[inline(always)]
+        fn unpack_q5_0(x: &BlockQ5_0) -> (__m256i, f32) {
+            // (q | high << 4) - 16: where the high bit is clear, that is q | 0xF0.
+            // SAFETY: AVX2 enabled for this build.
+            let qx = unsafe {
+                let high = _mm256_andnot_si256(
+                    bytes_from_bits(u32::from_le_bytes(x.qh)),
+                    _mm256_set1_epi8(0xF0u8 as i8),
+                );
+                _mm256_or_si256(nibbles(&x.qs), high)
+            };
+            (qx, x.d.to_f32())
+        }
+
+        pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+            signed_blocks(w, a, unpack_q8_0)
+        }
+
+        pub fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+            signed_blocks4(w, a, unpack_q8_0)
         }
 
         pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-            // SAFETY: AVX2 enabled for this build.
-            signed_blocks(w, a, |x| {
-                (
-                    unsafe { _mm256_sub_epi8(nibbles(&x.qs), _mm256_set1_epi8(8)) },
-                    x.d.to_f32(),
-                )
-            })
+            signed_blocks(w, a, unpack_q4_0)
+        }
+
+        pub fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+            signed_blocks4(w, a, unpack_q4_0)
+        }
+
+        pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+            signed_blocks(w, a, unpack_q5_0)
+        }
+
+        pub fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+            signed_blocks4(w, a, unpack_q5_0)
+        }
+
+        /// Four rows of Q4_1; per row the same operations in the same order as
+        /// [`dot_q4_1`].
+        pub fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+            let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
+            // SAFETY: as in `dot_q4_1`.
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut mins = [0f32; 4];
+                for (b, y) in a[..n].iter().enumerate() {
+                    let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+                    let (dy, sy) = (y.d.to_f32(), y.s.to_f32());
+                    for r in 0..4 {
+                        let x = &w[r][b];
+                        mins[r] += x.m.to_f32() * sy;
+                        acc[r] = _mm256_fmadd_ps(
+                            scale(x.d.to_f32(), dy),
+                            mul_sum_us8(nibbles(&x.qs), qy),
+                            acc[r],
+                        );
+                    }
+                }
+                [
+                    hsum(acc[0]) + mins[0],
+                    hsum(acc[1]) + mins[1],
+                    hsum(acc[2]) + mins[2],
+                    hsum(acc[3]) + mins[3],
+                ]
+            }
         }
 
         pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
@@ -284,21 +485,6 @@ mod avx2 {
                 }
                 hsum(acc) + mins
             }
-        }
-
-        pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-            signed_blocks(w, a, |x| {
-                // (q | high << 4) - 16: where the high bit is clear, that is q | 0xF0.
-                // SAFETY: AVX2 enabled for this build.
-                let qx = unsafe {
-                    let high = _mm256_andnot_si256(
-                        bytes_from_bits(u32::from_le_bytes(x.qh)),
-                        _mm256_set1_epi8(0xF0u8 as i8),
-                    );
-                    _mm256_or_si256(nibbles(&x.qs), high)
-                };
-                (qx, x.d.to_f32())
-            })
         }
     }
 
@@ -330,6 +516,37 @@ macro_rules! simd_or_portable {
         }
     };
 }
+
+/// Defines `pub fn $name`, four weight rows against one activation row: the AVX2 kernel
+/// when the build has AVX2 and FMA, else four calls of the one-row product `$one`.
+macro_rules! simd4_or_one_by_one {
+    ($name:ident, $one:ident, $w:ty, $a:ty) => {
+        #[inline]
+        pub fn $name(w: [&[$w]; 4], a: &[$a]) -> [f32; 4] {
+            #[cfg(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma"
+            ))]
+            {
+                avx2::$name(w, a)
+            }
+            #[cfg(not(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma"
+            )))]
+            {
+                w.map(|row| $one(row, a))
+            }
+        }
+    };
+}
+
+simd4_or_one_by_one!(dot4_q4_0, dot_q4_0, BlockQ4_0, BlockQ8_0);
+simd4_or_one_by_one!(dot4_q4_1, dot_q4_1, BlockQ4_1, BlockQ8_1);
+simd4_or_one_by_one!(dot4_q5_0, dot_q5_0, BlockQ5_0, BlockQ8_0);
+simd4_or_one_by_one!(dot4_q8_0, dot_q8_0, BlockQ8_0, BlockQ8_0);
 
 simd_or_portable!(dot_q4_0, dot_q4_0_portable, BlockQ4_0, BlockQ8_0);
 
@@ -462,8 +679,11 @@ fn dot_k4_like(d: f16, dmin: f16, scales: &[u8; 12], q: &[u8; QK_K], a: &BlockQ8
     d.to_f32() * a.d * sumi as f32 - dmin.to_f32() * a.d * summin as f32
 }
 
+simd_or_portable!(dot_q4_k, dot_q4_k_portable, BlockQ4K, BlockQ8K);
+
 #[inline]
-pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+#[allow(dead_code)] // the kernel without AVX2; with it, the tests' cross-check
+pub(super) fn dot_q4_k_portable(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     w.iter()
         .zip(a)
         .map(|(w, a)| dot_k4_like(w.d, w.dmin, &w.scales, &unpack_k4(&w.qs, None), a))
@@ -497,8 +717,11 @@ fn unpack_q6k(w: &BlockQ6K) -> [u8; QK_K] {
     q
 }
 
+simd_or_portable!(dot_q6_k, dot_q6_k_portable, BlockQ6K, BlockQ8K);
+
 #[inline]
-pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+#[allow(dead_code)] // the kernel without AVX2; with it, the tests' cross-check
+pub(super) fn dot_q6_k_portable(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
         let q = unpack_q6k(w);

@@ -191,7 +191,8 @@ fn rope_rotates_pairs_and_keeps_norm() {
 #[test]
 fn threaded_products_equal_single_threaded_ones() {
     let mut rng = Lcg(5);
-    let (rows, cols, tokens) = (1000, 256, 3);
+    // Not a multiple of four: the four-row kernel's remainder is covered too.
+    let (rows, cols, tokens) = (1002, 256, 3);
     let w: Vec<BlockQ8_0> = random_bytes(&mut rng, rows * cols / 32, |b: &mut BlockQ8_0, r| {
         b.d = r.scale()
     });
@@ -216,7 +217,7 @@ fn threaded_products_equal_single_threaded_ones() {
     );
     for t in [1, tokens] {
         let mut out = vec![0f32; rows * t];
-        matmul_rows(&w, &acts[..t], rows, cols, &mut out, dot_q8_0);
+        matmul_rows(&w, &acts[..t], rows, cols, &mut out, dot_q8_0, dot4_q8_0);
         assert_eq!(out, expected[..rows * t], "tokens = {t}");
     }
 }
@@ -259,6 +260,24 @@ fn simd_and_portable_block_products_agree() {
             dot_q8_0(&w, &a0),
             quant::dot_q8_0_portable(&w, &a0),
         );
+        // The K-quant kernels sum integers exactly and keep the float expression: equal
+        // to the bit.
+        let mut ak = Vec::new();
+        quantize_q8_k(&x, &mut ak);
+        let w: Vec<BlockQ4K> = random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ4K, r| {
+            b.d = r.scale();
+            b.dmin = r.scale();
+        });
+        assert_eq!(
+            dot_q4_k(&w, &ak).to_bits(),
+            quant::dot_q4_k_portable(&w, &ak).to_bits()
+        );
+        let w: Vec<BlockQ6K> =
+            random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ6K, r| b.d = r.scale());
+        assert_eq!(
+            dot_q6_k(&w, &ak).to_bits(),
+            quant::dot_q6_k_portable(&w, &ak).to_bits()
+        );
     }
 }
 
@@ -293,4 +312,60 @@ fn half_precision_helpers_equal_their_scalar_definitions_bit_for_bit() {
         let want: Vec<f32> = a.iter().zip(&w).map(|(x, v)| x + p * v.to_f32()).collect();
         assert_eq!(got, want, "axpy, n = {n}");
     }
+}
+
+#[test]
+fn four_row_products_equal_one_row_products_bit_for_bit() {
+    let mut rng = Lcg(23);
+    let x = activations(&mut rng);
+    let (mut a0, mut a1) = (Vec::new(), Vec::new());
+    quantize_q8_0(&x, &mut a0);
+    quantize_q8_1(&x, &mut a1);
+    let per_row = N / 32;
+    macro_rules! check4 {
+        ($block:ty, $acts:expr, $dot:ident, $dot4:ident, $fix:expr) => {{
+            let w: Vec<$block> = random_bytes(&mut rng, 4 * per_row, $fix);
+            let rows: Vec<&[$block]> = w.chunks_exact(per_row).collect();
+            let four = $dot4([rows[0], rows[1], rows[2], rows[3]], &$acts);
+            for (r, got) in four.iter().enumerate() {
+                assert_eq!(
+                    got.to_bits(),
+                    $dot(rows[r], &$acts).to_bits(),
+                    "{} row {r}",
+                    stringify!($dot4)
+                );
+            }
+        }};
+    }
+    check4!(
+        BlockQ4_0,
+        a0,
+        dot_q4_0,
+        dot4_q4_0,
+        |b: &mut BlockQ4_0, r| b.d = r.scale()
+    );
+    check4!(
+        BlockQ5_0,
+        a0,
+        dot_q5_0,
+        dot4_q5_0,
+        |b: &mut BlockQ5_0, r| b.d = r.scale()
+    );
+    check4!(
+        BlockQ8_0,
+        a0,
+        dot_q8_0,
+        dot4_q8_0,
+        |b: &mut BlockQ8_0, r| b.d = r.scale()
+    );
+    check4!(
+        BlockQ4_1,
+        a1,
+        dot_q4_1,
+        dot4_q4_1,
+        |b: &mut BlockQ4_1, r| {
+            b.d = r.scale();
+            b.m = f16::from_f32(-r.f32().abs() * 0.1);
+        }
+    );
 }
