@@ -270,7 +270,10 @@ fn rows_against<W, A>(
 
 /// `out[t * rows + r] = dot(row r of w, acts[t])`. The dot products are generic parameters
 /// so that they inline and vectorise for the CPU the engine is compiled for; `dot4` takes
-/// four rows at once and must give each exactly what `dot` gives it. Large products are
+/// four rows at once and must give each exactly what `dot` gives it. It is used only when
+/// several tokens share the product (four rows then stay in L1 while every token's
+/// activations pass): for a single token, interleaving four rows measured slower than one
+/// row at a time (`basalt bench`, tg64). Large products are
 /// split by rows across the compute pool; every output is computed by the same code either
 /// way, so results do not depend on the thread count.
 fn matmul_rows<W: Sync, A: Sync>(
@@ -287,10 +290,24 @@ fn matmul_rows<W: Sync, A: Sync>(
     let tokens = acts.len();
     let pool = pool().filter(|_| rows * cols * tokens >= PARALLEL_MIN_WORK);
     let Some(pool) = pool else {
-        for (t, a) in acts.iter().enumerate() {
-            rows_against(w, per_row, (0, rows), a, &dot, &dot4, |r, v| {
-                out[t * rows + r] = v
-            });
+        if tokens == 1 {
+            for (r, o) in out[..rows].iter_mut().enumerate() {
+                *o = dot(&w[r * per_row..(r + 1) * per_row], &acts[0]);
+            }
+            return;
+        }
+        for g in (0..rows).step_by(4) {
+            for (t, a) in acts.iter().enumerate() {
+                rows_against(
+                    w,
+                    per_row,
+                    (g, (g + 4).min(rows)),
+                    a,
+                    &dot,
+                    &dot4,
+                    |r, v| out[t * rows + r] = v,
+                );
+            }
         }
         return;
     };
@@ -307,10 +324,10 @@ fn matmul_rows<W: Sync, A: Sync>(
                 .enumerate()
                 .for_each(|(c, out_chunk)| {
                     let first = c * chunk_rows;
-                    let span = (first, first + out_chunk.len());
-                    rows_against(w, per_row, span, &acts[0], &dot, &dot4, |r, v| {
-                        out_chunk[r - first] = v
-                    });
+                    for (i, o) in out_chunk.iter_mut().enumerate() {
+                        let r = first + i;
+                        *o = dot(&w[r * per_row..(r + 1) * per_row], &acts[0]);
+                    }
                 });
         });
         return;
