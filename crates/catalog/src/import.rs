@@ -281,6 +281,33 @@ pub fn validate_safetensors(path: &Path) -> Result<usize, CatalogError> {
     Ok(tensors)
 }
 
+fn read_json(path: &Path) -> Result<serde_json::Value, CatalogError> {
+    serde_json::from_slice(&std::fs::read(path).map_err(io_err(path))?)
+        .map_err(|e| invalid(path, format!("not JSON: {e}")))
+}
+
+/// A directory import's name (the folder's), provider and id, unless the options give them.
+fn identity(
+    dir: &Path,
+    options: &ImportOptions,
+    fallback_name: &'static str,
+) -> (String, String, String) {
+    let dir_name = dir
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or(fallback_name)
+        .to_string();
+    let provider = options
+        .provider
+        .clone()
+        .unwrap_or_else(|| "Imported".into());
+    let id = options
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{}.{}-v1:0", slug(&provider), slug(&dir_name)));
+    (dir_name, provider, id)
+}
+
 fn inspect_safetensors_dir(
     dir: &Path,
     options: &ImportOptions,
@@ -296,9 +323,7 @@ fn inspect_safetensors_dir(
     }
     validate_safetensors(&dir.join("model.safetensors"))?;
     let config_path = dir.join("config.json");
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&config_path).map_err(io_err(&config_path))?)
-            .map_err(|e| invalid(&config_path, format!("not JSON: {e}")))?;
+    let config = read_json(&config_path)?;
     let model_type = config
         .get("model_type")
         .and_then(|v| v.as_str())
@@ -316,18 +341,7 @@ fn inspect_safetensors_dir(
         .get("max_position_embeddings")
         .and_then(|v| v.as_u64())
         .unwrap_or(512);
-    let dir_name = dir
-        .file_name()
-        .and_then(|s| s.to_str())
-        .unwrap_or("embedding-model");
-    let provider = options
-        .provider
-        .clone()
-        .unwrap_or_else(|| "Imported".into());
-    let id = options
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("{}.{}-v1:0", slug(&provider), slug(dir_name)));
+    let (dir_name, provider, id) = identity(dir, options, "embedding-model");
     let mut files: Vec<(PathBuf, String)> = required
         .iter()
         .map(|n| (dir.join(n), n.to_string()))
@@ -352,7 +366,7 @@ fn inspect_safetensors_dir(
     }
     let manifest = Manifest {
         id,
-        name: options.name.clone().unwrap_or_else(|| dir_name.to_string()),
+        name: options.name.clone().unwrap_or(dir_name),
         provider,
         format: Format::Safetensors,
         file: "model.safetensors".into(),
@@ -389,9 +403,7 @@ fn inspect_diffusers_dir(
     options: &ImportOptions,
 ) -> Result<(Manifest, Vec<(PathBuf, String)>), CatalogError> {
     let index_path = dir.join("model_index.json");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&index_path).map_err(io_err(&index_path))?)
-            .map_err(|e| invalid(&index_path, format!("not JSON: {e}")))?;
+    let index = read_json(&index_path)?;
     let class = index
         .get("_class_name")
         .and_then(|v| v.as_str())
@@ -426,30 +438,14 @@ fn inspect_diffusers_dir(
             None => {}
         }
     }
-    let text_config_path = dir.join("text_encoder/config.json");
-    let text_config: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&text_config_path).map_err(io_err(&text_config_path))?,
-    )
-    .map_err(|e| invalid(&text_config_path, format!("not JSON: {e}")))?;
-    let context_length = text_config
+    let context_length = read_json(&dir.join("text_encoder/config.json"))?
         .get("max_position_embeddings")
         .and_then(|v| v.as_u64())
         .unwrap_or(77);
-    let dir_name = dir
-        .file_name()
-        .and_then(|s| s.to_str())
-        .unwrap_or("stable-diffusion");
-    let provider = options
-        .provider
-        .clone()
-        .unwrap_or_else(|| "Imported".into());
-    let id = options
-        .id
-        .clone()
-        .unwrap_or_else(|| format!("{}.{}-v1:0", slug(&provider), slug(dir_name)));
+    let (dir_name, provider, id) = identity(dir, options, "stable-diffusion");
     let manifest = Manifest {
         id,
-        name: options.name.clone().unwrap_or_else(|| dir_name.to_string()),
+        name: options.name.clone().unwrap_or(dir_name),
         provider,
         format: Format::Diffusers,
         file: "model_index.json".into(),

@@ -382,6 +382,17 @@ mod tests {
         );
     }
 
+    fn total_difference(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
     #[test]
     fn samplers_recover_the_clean_sample_from_a_perfect_noise_prediction() {
         // If the model predicts exactly the noise that was added, one DDIM step to the end
@@ -394,15 +405,7 @@ mod tests {
         let a = ddim.alphas_cumprod[plan.timesteps()[0] as usize];
         let xt = (x0.affine(a.sqrt(), 0.0).unwrap() + eps.affine((1.0 - a).sqrt(), 0.0).unwrap())
             .unwrap();
-        let back = plan.step(0, &eps, &xt, None).unwrap();
-        let diff: f32 = (back - &x0)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = total_difference(&plan.step(0, &eps, &xt, None).unwrap(), &x0);
         assert!(diff < 1e-4, "{diff}");
 
         let euler =
@@ -410,15 +413,7 @@ mod tests {
         let plan = euler.plan(1).unwrap();
         let sigma = plan.sigmas[0];
         let xt = (&x0 + eps.affine(sigma, 0.0).unwrap()).unwrap();
-        let back = plan.step(0, &eps, &xt, None).unwrap();
-        let diff: f32 = (back - &x0)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = total_difference(&plan.step(0, &eps, &xt, None).unwrap(), &x0);
         assert!(diff < 1e-3, "{diff}");
     }
 
