@@ -270,9 +270,19 @@ mod avx2 {
     mod fma_kernels {
         use super::*;
 
-        /// Unsigned bytes times signed bytes, summed in 8 lanes, as floats.
+        /// Unsigned bytes times signed bytes, summed in 8 lanes, as floats. Lane `i` is the
+        /// exact integer sum of products `4i..4i + 4` either way: activation quants lie in
+        /// -127..=127 and weight magnitudes are at most 128, so no pair reaches `maddubs`'s
+        /// i16 saturation, and the VNNI form (one instruction instead of two) gives the
+        /// same bits.
         #[inline]
         unsafe fn mul_sum_us8(x: __m256i, y: __m256i) -> __m256 {
+            #[cfg(all(target_feature = "avx512vnni", target_feature = "avx512vl"))]
+            // SAFETY (caller): AVX2 available; AVX-512 VNNI and VL are enabled for this build.
+            unsafe {
+                _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y))
+            }
+            #[cfg(not(all(target_feature = "avx512vnni", target_feature = "avx512vl")))]
             // SAFETY (caller): AVX2 available.
             unsafe {
                 _mm256_cvtepi32_ps(_mm256_madd_epi16(
