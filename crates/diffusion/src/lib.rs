@@ -327,8 +327,8 @@ impl ImageGenerator for StableDiffusion {
         self.native
     }
 
-    fn steps(&self, job: &ImageJob) -> u32 {
-        job.steps.unwrap_or(self.defaults.steps)
+    fn check(&self, job: &ImageJob) -> Result<u32, ImageError> {
+        Ok(self.resolve(job)?.2)
     }
 
     fn generate(

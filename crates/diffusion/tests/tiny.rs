@@ -276,11 +276,18 @@ fn bad_requests_and_broken_models_are_errors() {
         job("x", 1, 1, -1.0),
         job("x", 1, 1, f32::NAN),
     ] {
+        // Refused up front by `check` (before any quota is reserved), and by `generate`.
+        assert!(
+            matches!(model.check(&bad), Err(ImageError::Input { .. })),
+            "{bad:?}"
+        );
         let e = model
             .generate(&bad, &mut |_, _| Step::Continue)
             .unwrap_err();
         assert!(matches!(e, ImageError::Input { .. }), "{bad:?}: {e}");
     }
+    assert_eq!(model.check(&job("x", 1, 7, 3.0)).unwrap(), 7);
+    assert_eq!(model.check(&ImageJob::new("x", 1)).unwrap(), 30);
     // A prompt longer than the encoder's window is cut, not refused.
     let long = "cat ".repeat(100);
     model

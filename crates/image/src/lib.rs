@@ -100,9 +100,10 @@ pub trait ImageGenerator: Send + Sync {
     /// The model's native `(width, height)`.
     fn native_size(&self) -> (u32, u32);
 
-    /// The steps `job` will take: what one image is metered by, and the total that
-    /// progress counts to.
-    fn steps(&self, job: &ImageJob) -> u32;
+    /// Checks `job` without running it (size, steps, guidance) and returns the steps it
+    /// will take: what one image is metered by, and the total progress counts to. Callers
+    /// check before reserving quota, so a bad request is a validation error, not a 429.
+    fn check(&self, job: &ImageJob) -> Result<u32, ImageError>;
 
     /// Makes one PNG. `progress(done, total)` is called after each step; returning
     /// [`Step::Stop`] abandons the image with [`ImageError::Cancelled`].
@@ -199,8 +200,9 @@ impl ImageGenerator for ImageModel {
         (64, 64)
     }
 
-    fn steps(&self, _job: &ImageJob) -> u32 {
-        1
+    fn check(&self, job: &ImageJob) -> Result<u32, ImageError> {
+        check_size(job.width.unwrap_or(64), job.height.unwrap_or(64), 1)?;
+        Ok(1)
     }
 
     fn generate(

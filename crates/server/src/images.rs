@@ -44,7 +44,11 @@ pub(crate) async fn generate(
         guidance: request.cfg_scale,
     };
     let jobs: Vec<ImageJob> = (0..request.n as u64).map(job).collect();
-    let steps_per_image = jobs.first().map_or(1, |j| served.model.steps(j));
+    // The jobs differ only in their seeds: checking the first checks them all.
+    let steps_per_image = match jobs.first() {
+        Some(j) => served.model.check(j).map_err(image_error)?,
+        None => 1,
+    };
     let reservation = match &state.platform {
         Some(p) => p.admit(
             &call.principal,
@@ -84,10 +88,7 @@ pub(crate) async fn generate(
         .await
         .map_err(|e| BasaltError::internal(format!("image task failed: {e}")))?;
         let cancelled = matches!(result, Err(ImageError::Cancelled));
-        let result = result.map_err(|e| match e {
-            ImageError::Input { param, message } => BasaltError::invalid(param, message),
-            other => BasaltError::internal(other.to_string()),
-        });
+        let result = result.map_err(image_error);
         let status = match &result {
             Ok(_) => "ok".to_string(),
             Err(_) if cancelled => "cancelled".to_string(),
@@ -108,6 +109,15 @@ pub(crate) async fn generate(
         .map_err(|e| BasaltError::internal(format!("image task failed: {e}")))?;
     drop(cancel);
     result
+}
+
+/// A model's refusal as the API error every surface renders: bad input is the caller's
+/// (naming the field), anything else is ours.
+fn image_error(e: ImageError) -> BasaltError {
+    match e {
+        ImageError::Input { param, message } => BasaltError::invalid(param, message),
+        other => BasaltError::internal(other.to_string()),
+    }
 }
 
 /// Sets its flag when dropped: a request future dropped by a departed client stops the
