@@ -225,6 +225,18 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
     POOL.get().and_then(Option::as_ref)
 }
 
+/// Runs `f` on a thread of the compute pool, when there is one. A forward pass run this way
+/// gives each of its products to the pool from inside it: the pool thread running the pass
+/// works on the product too and the others steal from it, instead of every product being
+/// injected from outside while the caller blocks and is woken again (per product, that
+/// hand-off cost as much as a small product itself).
+pub fn in_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    match pool() {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
+}
+
 /// Runs `f` on every chunk of `out` (`chunk` elements each, with its index): on the compute
 /// pool when `work` (multiply-adds, roughly) is worth the hand-off, else on this thread.
 /// Each chunk is computed by the same code either way, so results never depend on it.
