@@ -666,12 +666,7 @@ mod tests {
                 kv_dim: 4,
             }
         }
-        fn forward_batch(
-            &self,
-            batch: &mut [BatchSeq<'_>],
-            _: &mut ActScratch,
-            logits: &mut [f32],
-        ) {
+        fn run_batch(&self, batch: &mut [BatchSeq<'_>], _: &mut ActScratch, logits: &mut [f32]) {
             std::thread::sleep(std::time::Duration::from_millis(1));
             for (i, seq) in batch.iter_mut().enumerate() {
                 seq.kv.advance(seq.tokens.len());

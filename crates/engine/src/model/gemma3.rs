@@ -139,8 +139,22 @@ impl Gemma3 {
     }
 }
 
-impl Gemma3 {
-    /// The forward pass of [`Transformer::forward_batch`], on whichever thread calls it.
+impl Transformer for Gemma3 {
+    fn vocab_size(&self) -> usize {
+        self.output.rows
+    }
+
+    fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    fn kv_shape(&self) -> KvShape {
+        KvShape {
+            layers: self.blocks.len(),
+            kv_dim: self.attn_global.n_kv_heads * self.attn_global.head_dim,
+        }
+    }
+
     fn run_batch(&self, batch: &mut [BatchSeq<'_>], scratch: &mut ActScratch, logits: &mut [f32]) {
         let tokens = Segments::tokens(batch);
         if tokens.is_empty() || batch.iter().any(|b| b.tokens.is_empty()) {
@@ -189,31 +203,5 @@ impl Gemma3 {
             scratch,
             logits,
         );
-    }
-}
-
-impl Transformer for Gemma3 {
-    fn vocab_size(&self) -> usize {
-        self.output.rows
-    }
-
-    fn context_length(&self) -> usize {
-        self.context_length
-    }
-
-    fn kv_shape(&self) -> KvShape {
-        KvShape {
-            layers: self.blocks.len(),
-            kv_dim: self.attn_global.n_kv_heads * self.attn_global.head_dim,
-        }
-    }
-
-    fn forward_batch(
-        &self,
-        batch: &mut [BatchSeq<'_>],
-        scratch: &mut ActScratch,
-        logits: &mut [f32],
-    ) {
-        crate::kernels::in_compute_pool(|| self.run_batch(batch, scratch, logits));
     }
 }

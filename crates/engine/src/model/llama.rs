@@ -119,8 +119,22 @@ impl Llama {
     }
 }
 
-impl Llama {
-    /// The forward pass of [`Transformer::forward_batch`], on whichever thread calls it.
+impl Transformer for Llama {
+    fn vocab_size(&self) -> usize {
+        self.output.rows
+    }
+
+    fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    fn kv_shape(&self) -> KvShape {
+        KvShape {
+            layers: self.blocks.len(),
+            kv_dim: self.attn.n_kv_heads * self.attn.head_dim,
+        }
+    }
+
     fn run_batch(&self, batch: &mut [BatchSeq<'_>], scratch: &mut ActScratch, logits: &mut [f32]) {
         let tokens = Segments::tokens(batch);
         if tokens.is_empty() || batch.iter().any(|b| b.tokens.is_empty()) {
@@ -158,31 +172,5 @@ impl Llama {
             scratch,
             logits,
         );
-    }
-}
-
-impl Transformer for Llama {
-    fn vocab_size(&self) -> usize {
-        self.output.rows
-    }
-
-    fn context_length(&self) -> usize {
-        self.context_length
-    }
-
-    fn kv_shape(&self) -> KvShape {
-        KvShape {
-            layers: self.blocks.len(),
-            kv_dim: self.attn.n_kv_heads * self.attn.head_dim,
-        }
-    }
-
-    fn forward_batch(
-        &self,
-        batch: &mut [BatchSeq<'_>],
-        scratch: &mut ActScratch,
-        logits: &mut [f32],
-    ) {
-        crate::kernels::in_compute_pool(|| self.run_batch(batch, scratch, logits));
     }
 }

@@ -30,12 +30,20 @@ pub trait Transformer: Send + Sync {
     /// within each sequence. Appends keys and values to each cache and writes the logits of
     /// each sequence's last token into consecutive rows of `logits` (`batch.len() x vocab`).
     /// The caller has reserved KV room for the tokens.
+    ///
+    /// Runs on a compute-pool thread (see `kernels::in_compute_pool`); architectures
+    /// implement [`Transformer::run_batch`].
     fn forward_batch(
         &self,
         batch: &mut [BatchSeq<'_>],
         scratch: &mut ActScratch,
         logits: &mut [f32],
-    );
+    ) {
+        crate::kernels::in_compute_pool(|| self.run_batch(batch, scratch, logits));
+    }
+
+    /// The forward pass of [`Transformer::forward_batch`], on whichever thread calls it.
+    fn run_batch(&self, batch: &mut [BatchSeq<'_>], scratch: &mut ActScratch, logits: &mut [f32]);
 
     /// One sequence: the logits of its last token into `logits` (`vocab` long).
     fn forward(
