@@ -68,9 +68,10 @@ pub struct EngineConfig {
     pub prefill_chunk: usize,
     /// Tokens (prompt chunks plus decoding sequences) in one batched forward pass.
     pub max_batch_tokens: usize,
-    /// Finished sequences whose KV cache is kept for reuse by prompts with the same
-    /// beginning (0 turns prefix caching off). Their memory is given back on demand.
-    pub prefix_cache_entries: usize,
+    /// Keep full KV blocks indexed by the tokens before them, so prompts with the same
+    /// beginning share them (prefix caching). Blocks no sequence holds are given back on
+    /// demand.
+    pub prefix_caching: bool,
 }
 
 impl Default for EngineConfig {
@@ -81,7 +82,7 @@ impl Default for EngineConfig {
             max_waiting: 256,
             prefill_chunk: 256,
             max_batch_tokens: 1024,
-            prefix_cache_entries: 32,
+            prefix_caching: true,
         }
     }
 }

@@ -1,107 +1,281 @@
-//! Prefix caching: the KV entries of finished sequences, kept so that a new prompt that
-//! starts with the same tokens (a system prompt, few-shot examples, the chat so far) copies
-//! them instead of computing them again. What Bedrock calls prompt caching; the reused
-//! tokens are reported as cached input tokens.
+//! Prefix caching: full KV blocks indexed by the tokens that produced them, so a new prompt
+//! that starts with the same tokens (a system prompt, few-shot examples, the chat so far)
+//! shares those blocks instead of computing them again. What Bedrock calls prompt caching;
+//! the shared tokens are reported as cached input tokens.
 //!
-//! Entries are whole sequences' caches, copied (not shared) into a new sequence, and they
-//! stay charged to the model's KV budget: the scheduler evicts the least recently used
-//! entry whenever a running or waiting sequence needs the memory, before preempting anyone.
-//! The cache never holds memory a live request could use.
+//! The index is a trie of blocks: a node is keyed by its parent node and the
+//! [`BLOCK_TOKENS`] tokens of its block, so a match is exact (no hash can collide) and a
+//! block is only found behind the very prefix it was computed after. Blocks are registered
+//! as soon as a sequence fills them, so requests running at the same time share a prefix
+//! too, not only later ones.
+//!
+//! A node holds a reference to its block; a block that only the cache still holds is
+//! reclaimable. Whenever a live sequence needs memory, the scheduler evicts the least
+//! recently used reclaimable leaf (leaves first, so no reachable node loses its parent)
+//! before it preempts anyone. The cache never holds memory a live request could use.
 
-use crate::kv::SeqKv;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-/// Shorter common prefixes are not worth a copy.
-pub const MIN_PREFIX_TOKENS: usize = 32;
+use crate::kv::{KvBlock, SeqKv, BLOCK_TOKENS};
 
-struct Entry {
-    /// The tokens whose keys and values `kv` holds, position by position.
-    tokens: Vec<u32>,
-    kv: SeqKv,
+/// The node id standing for "no tokens yet".
+const ROOT: u64 = 0;
+
+type Key = (u64, [u32; BLOCK_TOKENS]);
+
+struct Node {
+    id: u64,
+    block: Arc<KvBlock>,
+    /// Cached nodes whose key names this one as parent.
+    children: usize,
     last_used: u64,
 }
 
+/// How far a sequence's blocks are registered: the first `blocks` of them, the last one
+/// under trie node `node`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Chain {
+    blocks: usize,
+    node: u64,
+}
+
 pub(crate) struct PrefixCache {
-    entries: Vec<Entry>,
-    max_entries: usize,
+    nodes: HashMap<Key, Node>,
+    /// Each node's key by id, to reach a parent from its child's key.
+    key_of: HashMap<u64, Key>,
+    enabled: bool,
+    next_id: u64,
     clock: u64,
 }
 
+fn block_tokens(tokens: &[u32], index: usize) -> Option<[u32; BLOCK_TOKENS]> {
+    tokens
+        .get(index * BLOCK_TOKENS..(index + 1) * BLOCK_TOKENS)?
+        .try_into()
+        .ok()
+}
+
 impl PrefixCache {
-    pub fn new(max_entries: usize) -> Self {
+    pub fn new(enabled: bool) -> Self {
         Self {
-            entries: Vec::new(),
-            max_entries,
+            nodes: HashMap::new(),
+            key_of: HashMap::new(),
+            enabled,
+            next_id: ROOT + 1,
             clock: 0,
         }
     }
 
-    /// KV bytes the cache holds.
-    pub fn bytes(&self) -> usize {
-        self.entries.iter().map(|e| e.kv.charged_bytes()).sum()
+    /// KV bytes only the cache holds: what evicting everything would give back.
+    pub fn reclaimable_bytes(&self) -> usize {
+        self.nodes
+            .values()
+            .filter(|n| Arc::strong_count(&n.block) == 1)
+            .map(|n| n.block.bytes())
+            .sum()
     }
 
-    /// Keeps a finished sequence's cache for `tokens` (its computed positions).
-    pub fn insert(&mut self, mut tokens: Vec<u32>, kv: SeqKv) {
-        tokens.truncate(kv.len());
-        if self.max_entries == 0 || tokens.len() < MIN_PREFIX_TOKENS {
-            return;
-        }
-        // Already covered by an entry that extends it: nothing new to keep.
-        if self.entries.iter().any(|e| e.tokens.starts_with(&tokens)) {
-            return;
-        }
-        // Entries this one extends are superseded.
-        self.entries.retain(|e| !tokens.starts_with(&e.tokens));
-        self.clock += 1;
-        self.entries.push(Entry {
-            tokens,
-            kv,
-            last_used: self.clock,
-        });
-        while self.entries.len() > self.max_entries {
-            self.evict_lru();
-        }
-    }
-
-    /// The entry sharing the longest prefix with `prompt`, and that prefix's length. At
+    /// The cached blocks that `prompt` starts with, in order, and the chain they form. At
     /// least one prompt token is always left to compute (its logits start the answer).
-    pub fn lookup(&mut self, prompt: &[u32]) -> Option<(&SeqKv, usize)> {
-        let limit = prompt.len().saturating_sub(1);
-        let (best, len) = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let common = e
-                    .tokens
-                    .iter()
-                    .zip(prompt)
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                (i, common.min(limit))
-            })
-            .max_by_key(|&(_, len)| len)?;
-        if len < MIN_PREFIX_TOKENS {
-            return None;
+    pub fn lookup(&mut self, prompt: &[u32]) -> (Vec<Arc<KvBlock>>, Chain) {
+        let mut blocks = Vec::new();
+        let mut chain = Chain::default();
+        if !self.enabled {
+            return (blocks, chain);
         }
         self.clock += 1;
-        let entry = &mut self.entries[best];
-        entry.last_used = self.clock;
-        Some((&entry.kv, len))
+        let usable = prompt.len().saturating_sub(1) / BLOCK_TOKENS;
+        for index in 0..usable {
+            let Some(tokens) = block_tokens(prompt, index) else {
+                break;
+            };
+            let Some(node) = self.nodes.get_mut(&(chain.node, tokens)) else {
+                break;
+            };
+            node.last_used = self.clock;
+            blocks.push(Arc::clone(&node.block));
+            chain = Chain {
+                blocks: index + 1,
+                node: node.id,
+            };
+        }
+        (blocks, chain)
     }
 
-    /// Drops the least recently used entry, returning its memory; false if empty.
+    /// Registers the blocks of `kv` that have filled since `chain` (their tokens are the
+    /// first `kv.len()` of `tokens`), so other sequences can share them.
+    pub fn register(&mut self, tokens: &[u32], kv: &SeqKv, chain: &mut Chain) {
+        if !self.enabled {
+            return;
+        }
+        let full = kv.len().min(tokens.len()) / BLOCK_TOKENS;
+        while chain.blocks < full {
+            let (Some(block_tokens), Some(block)) = (
+                block_tokens(tokens, chain.blocks),
+                kv.blocks().get(chain.blocks),
+            ) else {
+                return;
+            };
+            self.clock += 1;
+            let key = (chain.node, block_tokens);
+            let id = match self.nodes.get_mut(&key) {
+                // Computed by another sequence first: keep that one, follow its chain.
+                Some(node) => {
+                    node.last_used = self.clock;
+                    node.id
+                }
+                None => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.nodes.insert(
+                        key,
+                        Node {
+                            id,
+                            block: Arc::clone(block),
+                            children: 0,
+                            last_used: self.clock,
+                        },
+                    );
+                    self.key_of.insert(id, key);
+                    if let Some(parent) = self.node_by_id(chain.node) {
+                        parent.children += 1;
+                    }
+                    id
+                }
+            };
+            *chain = Chain {
+                blocks: chain.blocks + 1,
+                node: id,
+            };
+        }
+    }
+
+    fn node_by_id(&mut self, id: u64) -> Option<&mut Node> {
+        let key = self.key_of.get(&id)?;
+        self.nodes.get_mut(key)
+    }
+
+    /// Drops the least recently used block that only the cache holds and that no cached
+    /// block follows, returning its memory; false if there is none.
     pub fn evict_lru(&mut self) -> bool {
-        let Some(i) = self
-            .entries
+        let victim = self
+            .nodes
             .iter()
-            .enumerate()
-            .min_by_key(|(_, e)| e.last_used)
-            .map(|(i, _)| i)
-        else {
+            .filter(|(_, n)| n.children == 0 && Arc::strong_count(&n.block) == 1)
+            .min_by_key(|(_, n)| n.last_used)
+            .map(|(key, n)| (*key, n.id));
+        let Some((key, id)) = victim else {
             return false;
         };
-        self.entries.swap_remove(i);
+        self.nodes.remove(&key);
+        self.key_of.remove(&id);
+        if let Some(parent) = self.node_by_id(key.0) {
+            parent.children = parent.children.saturating_sub(1);
+        }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{KvBudget, KvShape};
+
+    const SHAPE: KvShape = KvShape {
+        layers: 1,
+        kv_dim: 4,
+    };
+
+    /// A sequence that has computed `tokens`, registered in `cache`.
+    fn computed(cache: &mut PrefixCache, budget: &Arc<KvBudget>, tokens: &[u32]) -> SeqKv {
+        let (shared, mut chain) = cache.lookup(tokens);
+        let mut kv = SeqKv::from_prefix(SHAPE, Arc::clone(budget), shared);
+        let rest = tokens.len() - kv.len();
+        kv.reserve(rest).unwrap();
+        kv.advance(rest);
+        cache.register(tokens, &kv, &mut chain);
+        kv
+    }
+
+    fn tokens(n: usize, salt: u32) -> Vec<u32> {
+        (0..n as u32).map(|i| i * 7 + salt).collect()
+    }
+
+    #[test]
+    fn a_shared_prefix_is_found_block_by_block_and_shared_not_copied() {
+        let budget = KvBudget::new(1 << 20);
+        let mut cache = PrefixCache::new(true);
+        let a = computed(&mut cache, &budget, &tokens(3 * BLOCK_TOKENS + 3, 0));
+        let used = budget.used_bytes();
+
+        // Two full blocks in common, then a different third block.
+        let mut other = tokens(2 * BLOCK_TOKENS, 0);
+        other.extend(tokens(BLOCK_TOKENS + 1, 99));
+        let (blocks, chain) = cache.lookup(&other);
+        assert_eq!((blocks.len(), chain.blocks), (2, 2));
+        assert!(Arc::ptr_eq(&blocks[0], &a.blocks()[0]));
+        assert_eq!(budget.used_bytes(), used, "sharing allocates nothing");
+
+        // A prompt equal to the cached tokens still leaves its last token to compute.
+        let exact = tokens(3 * BLOCK_TOKENS, 0);
+        assert_eq!(cache.lookup(&exact).0.len(), 2);
+        // A different first block shares nothing, even if later blocks match.
+        let mut shifted = tokens(BLOCK_TOKENS, 5);
+        shifted.extend(&tokens(3 * BLOCK_TOKENS, 0)[BLOCK_TOKENS..]);
+        assert!(cache.lookup(&shifted).0.is_empty());
+    }
+
+    #[test]
+    fn eviction_takes_only_unheld_leaves_and_gives_all_memory_back() {
+        let budget = KvBudget::new(1 << 20);
+        let mut cache = PrefixCache::new(true);
+        let a = computed(&mut cache, &budget, &tokens(2 * BLOCK_TOKENS, 0));
+        // Held by a live sequence: nothing to reclaim.
+        assert_eq!(cache.reclaimable_bytes(), 0);
+        assert!(!cache.evict_lru());
+        drop(a);
+        assert_eq!(cache.reclaimable_bytes(), 2 * SHAPE.bytes_per_block());
+        // The leaf goes first; its parent stays reachable until it is a leaf itself.
+        assert!(cache.evict_lru());
+        assert_eq!(cache.lookup(&tokens(2 * BLOCK_TOKENS + 1, 0)).0.len(), 1);
+        assert!(cache.evict_lru());
+        assert!(!cache.evict_lru());
+        assert_eq!(budget.used_bytes(), 0);
+    }
+
+    #[test]
+    fn concurrent_copies_of_a_block_follow_the_first_chain() {
+        let budget = KvBudget::new(1 << 20);
+        let mut cache = PrefixCache::new(true);
+        let prompt = tokens(3 * BLOCK_TOKENS, 0);
+        // Two sequences computed the same first block before either registered it.
+        let mut first = SeqKv::new(SHAPE, budget.clone());
+        let mut second = SeqKv::new(SHAPE, budget.clone());
+        for kv in [&mut first, &mut second] {
+            kv.reserve(BLOCK_TOKENS).unwrap();
+            kv.advance(BLOCK_TOKENS);
+        }
+        let (mut c1, mut c2) = (Chain::default(), Chain::default());
+        cache.register(&prompt, &first, &mut c1);
+        cache.register(&prompt, &second, &mut c2);
+        // The second one's next block lands behind the first one's: found by a lookup.
+        second.reserve(BLOCK_TOKENS).unwrap();
+        second.advance(BLOCK_TOKENS);
+        cache.register(&prompt, &second, &mut c2);
+        let (blocks, _) = cache.lookup(&prompt);
+        assert_eq!(blocks.len(), 2);
+        assert!(Arc::ptr_eq(&blocks[0], &first.blocks()[0]));
+        assert!(Arc::ptr_eq(&blocks[1], &second.blocks()[1]));
+    }
+
+    #[test]
+    fn a_disabled_cache_keeps_nothing() {
+        let budget = KvBudget::new(1 << 20);
+        let mut cache = PrefixCache::new(false);
+        let a = computed(&mut cache, &budget, &tokens(2 * BLOCK_TOKENS + 1, 0));
+        drop(a);
+        assert_eq!(budget.used_bytes(), 0);
+        assert!(cache.lookup(&tokens(2 * BLOCK_TOKENS + 1, 0)).0.is_empty());
     }
 }

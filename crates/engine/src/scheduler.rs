@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::kernels::ActScratch;
 use crate::kv::{KvBudget, SeqKv};
 use crate::model::{BatchSeq, Transformer};
-use crate::prefix_cache::PrefixCache;
+use crate::prefix_cache::{Chain, PrefixCache};
 use crate::sampling::{logprobs, Sampler};
 use crate::text::{StopMatcher, StopOutcome, Utf8Stream};
 use crate::tokenizer::Tokenizer;
@@ -127,6 +127,8 @@ struct Sequence {
     preempted: bool,
     /// Prompt tokens whose KV came from the prefix cache.
     cached: usize,
+    /// How many of this sequence's KV blocks the prefix cache knows.
+    chain: Chain,
     first_token: Option<Instant>,
     outcome: Option<Outcome>,
     accounting: Option<oneshot::Sender<Accounting>>,
@@ -178,6 +180,7 @@ impl Sequence {
             arrival: ARRIVALS.fetch_add(1, Ordering::Relaxed),
             preempted: false,
             cached: 0,
+            chain: Chain::default(),
             first_token: None,
             outcome: None,
             accounting: p.accounting,
@@ -240,7 +243,7 @@ impl Scheduler {
         counters: Arc<Counters>,
     ) -> Self {
         let vocab = shared.transformer.vocab_size();
-        let cache = PrefixCache::new(shared.config.prefix_cache_entries);
+        let cache = PrefixCache::new(shared.config.prefix_caching);
         Self {
             shared,
             inbox,
@@ -271,6 +274,7 @@ impl Scheduler {
             self.admit();
             self.step();
             self.publish_counters();
+            self.publish_cache();
         }
     }
 
@@ -309,7 +313,6 @@ impl Scheduler {
             if !self.running.is_empty() && first_chunk * per_token > free {
                 // Cached prefixes give their memory back before anyone waits for it.
                 if self.cache.evict_lru() {
-                    self.publish_cache();
                     continue;
                 }
                 break;
@@ -317,8 +320,8 @@ impl Scheduler {
             if let Some(mut seq) = self.waiting.remove(index) {
                 if !seq.preempted {
                     self.charge(&seq.lane);
-                    self.reuse_prefix(&mut seq);
                 }
+                self.reuse_prefix(&mut seq);
                 seq.preempted = false;
                 seq.kv.get_or_insert_with(|| {
                     SeqKv::new(self.shared.transformer.kv_shape(), Arc::clone(&budget))
@@ -369,11 +372,14 @@ impl Scheduler {
         for (row, &(i, n)) in plan.iter().enumerate() {
             let seq = &mut self.running[i];
             seq.computed += n;
+            if let Some(kv) = &seq.kv {
+                self.cache.register(&seq.tokens, kv, &mut seq.chain);
+            }
             if seq.computed < seq.tokens.len() {
                 continue; // more prompt to go
             }
             let logits = &mut self.logits[row * vocab..(row + 1) * vocab];
-            let done = emit_next_token(&self.shared, &mut self.cache, seq, logits);
+            let done = emit_next_token(&self.shared, seq, logits);
             if let StepResult::Done = done {
                 finished.push(i);
             }
@@ -406,7 +412,7 @@ impl Scheduler {
                 }
                 i += 1;
             } else if self.cache.evict_lru() {
-                self.publish_cache(); // and try this sequence again
+                // and try this sequence again
             } else if self.running.len() - 1 > i {
                 self.preempt(self.running.len() - 1);
             } else if i > 0 {
@@ -426,6 +432,7 @@ impl Scheduler {
         let mut seq = self.running.remove(index);
         seq.kv = None;
         seq.computed = 0;
+        seq.chain = Chain::default();
         seq.preempted = true;
         self.waiting.push_front(seq);
     }
@@ -450,30 +457,34 @@ impl Scheduler {
         best.map(|(_, _, i)| i)
     }
 
-    /// Starts a new sequence from the longest cached prefix of its prompt, if any.
+    /// Starts a sequence from the cached blocks its tokens begin with, if any: a new
+    /// sequence from its prompt's prefix (reported as cached input tokens), a preempted one
+    /// from what it had computed itself, as far as that is still cached.
     fn reuse_prefix(&mut self, seq: &mut Sequence) {
         if seq.kv.is_some() || seq.computed > 0 {
             return;
         }
-        let Some((cached, n)) = self.cache.lookup(&seq.tokens[..seq.prompt_len]) else {
+        let (blocks, chain) = self.cache.lookup(&seq.tokens);
+        if blocks.is_empty() {
             return;
-        };
-        let mut kv = SeqKv::new(
+        }
+        let kv = SeqKv::from_prefix(
             self.shared.transformer.kv_shape(),
             Arc::clone(&self.shared.budget),
+            blocks,
         );
-        // Not enough memory for the copy: compute the prompt as usual.
-        if kv.copy_prefix(cached, n).is_ok() {
-            seq.kv = Some(kv);
-            seq.computed = n;
-            seq.cached = n;
+        seq.computed = kv.len();
+        if !seq.preempted {
+            seq.cached = kv.len();
         }
+        seq.chain = chain;
+        seq.kv = Some(kv);
     }
 
     fn publish_cache(&self) {
         self.shared
             .cached_bytes
-            .store(self.cache.bytes(), Ordering::Release);
+            .store(self.cache.reclaimable_bytes(), Ordering::Release);
     }
 
     /// Charges one admission to the sequence's lane.
@@ -496,12 +507,7 @@ impl Scheduler {
 
 /// Samples one token for `seq` from `logits`, streams its text, and decides whether the
 /// sequence is finished.
-fn emit_next_token(
-    shared: &Shared,
-    cache: &mut PrefixCache,
-    seq: &mut Sequence,
-    logits: &mut [f32],
-) -> StepResult {
+fn emit_next_token(shared: &Shared, seq: &mut Sequence, logits: &mut [f32]) -> StepResult {
     let tok = &shared.tokenizer;
     if let Some(c) = &mut seq.constraint {
         if let Err(e) = c.mask(logits) {
@@ -604,12 +610,9 @@ fn emit_next_token(
             } else {
                 reason
             };
-            // Its memory is released, or handed to the prefix cache (where any request can
-            // reclaim it), before the client hears "finished".
-            if let Some(kv) = seq.kv.take() {
-                cache.insert(seq.tokens.clone(), kv);
-                shared.cached_bytes.store(cache.bytes(), Ordering::Release);
-            }
+            // Its memory is released before the client hears "finished"; the blocks the
+            // prefix cache knows stay there, reclaimable by any request.
+            seq.kv = None;
             seq.outcome = Some(Outcome::Finished(reason));
             let _ = seq.events.send(GenerateEvent::Finished {
                 reason,
@@ -644,7 +647,7 @@ mod tests {
     use basalt_types::{GenerateRequest, Prompt, SamplingParams};
 
     use super::*;
-    use crate::kv::KvShape;
+    use crate::kv::{KvShape, BLOCK_TOKENS};
 
     const VOCAB: usize = 8;
     const EOS: u32 = 7;
@@ -732,7 +735,7 @@ mod tests {
                 max_waiting,
                 prefill_chunk: 16,
                 max_batch_tokens: 64,
-                prefix_cache_entries: 4,
+                prefix_caching: true,
             },
             cached_bytes: Default::default(),
         });
@@ -999,8 +1002,8 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(cached(&end1), 0);
-        // All but the last prompt token, whose logits start the answer.
-        assert_eq!(cached(&end2), 39);
+        // Whole blocks, leaving the last prompt token (whose logits start the answer).
+        assert_eq!(cached(&end2) as usize, 39 / BLOCK_TOKENS * BLOCK_TOKENS);
         assert_eq!(live_bytes(&shared), 0);
         assert!(shared.cached_bytes.load(Ordering::Acquire) > 0);
     }
@@ -1016,5 +1019,48 @@ mod tests {
         let (text, end) = drain(handle.enqueue(big).unwrap());
         assert!(matches!(end, GenerateEvent::Finished { .. }), "{end:?}");
         assert_eq!(text.len(), 120);
+    }
+
+    /// Requests running at the same time share the blocks of their common prefix: the one
+    /// admitted later finds the blocks the first has already filled, and the memory held is
+    /// less than two private copies.
+    #[test]
+    fn concurrent_requests_share_prefix_blocks() {
+        let (handle, shared) = scheduler(1 << 20, 2);
+        let rx1 = handle.enqueue(long_prompt(200)).unwrap();
+        // Wait until the first is decoding (its prompt blocks are registered).
+        let mut rx1 = rx1;
+        assert!(matches!(
+            rx1.blocking_recv(),
+            Some(GenerateEvent::Text { .. })
+        ));
+        let (second, end2) = drain(handle.enqueue(long_prompt(8)).unwrap());
+        let cached = match end2 {
+            GenerateEvent::Finished { usage, .. } => usage.cached_input_tokens as usize,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(cached, 39 / BLOCK_TOKENS * BLOCK_TOKENS);
+        let (first, _) = drain(rx1);
+        assert!(first.len() >= 190 && second.len() == 8, "{first} {second}");
+        assert_eq!(live_bytes(&shared), 0);
+    }
+
+    /// Two sequences sharing prompt blocks outgrow the budget: one is preempted, resumes
+    /// from whatever of its blocks is still cached, and both outputs are unchanged.
+    #[test]
+    fn preemption_with_shared_blocks_keeps_outputs_identical() {
+        let unconstrained = {
+            let (handle, _shared) = scheduler(1 << 20, 2);
+            drain(handle.enqueue(long_prompt(60)).unwrap()).0
+        };
+        // 16 bytes a token: 2560 bytes hold 160 tokens, so two 100-token sequences collide.
+        let (handle, shared) = scheduler(2560, 2);
+        let a = handle.enqueue(long_prompt(60)).unwrap();
+        let b = handle.enqueue(long_prompt(60)).unwrap();
+        let (text_a, _) = drain(a);
+        let (text_b, _) = drain(b);
+        assert_eq!(text_a, unconstrained);
+        assert_eq!(text_b, unconstrained);
+        assert_eq!(live_bytes(&shared), 0);
     }
 }

@@ -6,7 +6,7 @@ use half::f16;
 
 use super::BatchSeq;
 use crate::kernels::{rms_norm, ActScratch, QMatrix, Rope};
-use crate::kv::LayerKv;
+use crate::kv::LayerView;
 use crate::EngineError;
 
 /// Looks tensors up by name in an open GGUF file.
@@ -74,21 +74,10 @@ pub struct AttentionShape {
     pub window: Option<usize>,
 }
 
-/// Writes the new keys and values (`tokens` rows of `kv_dim`) at positions `pos0..`.
-pub fn store_kv(layer: &mut LayerKv, kv_dim: usize, pos0: usize, k: &[f32], v: &[f32]) {
-    let start = pos0 * kv_dim;
-    for (dst, src) in layer.k[start..start + k.len()].iter_mut().zip(k) {
-        *dst = f16::from_f32(*src);
-    }
-    for (dst, src) in layer.v[start..start + v.len()].iter_mut().zip(v) {
-        *dst = f16::from_f32(*src);
-    }
-}
-
 /// Causal attention of one query head at position `pos` over the cache: `q` and `out` are
 /// `head_dim` long.
 fn attend_head(
-    layer: &LayerKv,
+    layer: LayerView<'_>,
     shape: AttentionShape,
     pos: usize,
     head: usize,
@@ -113,18 +102,22 @@ fn attend_head(
     for (d, s) in q16.iter_mut().zip(q) {
         *d = round_f16(*s);
     }
-    let mut scores: Vec<f32> = (first..=pos)
-        .map(|p| {
-            let k = &layer.k[p * kv_dim + kvh * head_dim..][..head_dim];
-            crate::kernels::quant::dot_f16(k, q16) * scale
-        })
-        .collect();
+    let mut scores = Vec::with_capacity(pos + 1 - first);
+    layer.for_each_run(false, first, pos, |_, keys| {
+        for k in keys.chunks_exact(kv_dim) {
+            let k = &k[kvh * head_dim..][..head_dim];
+            scores.push(crate::kernels::quant::dot_f16(k, q16) * scale);
+        }
+    });
     crate::kernels::softmax(&mut scores);
     out.fill(0.0);
-    for (i, &w) in scores.iter().enumerate() {
-        let v = &layer.v[(first + i) * kv_dim + kvh * head_dim..][..head_dim];
-        crate::kernels::quant::axpy_f16(out, round_f16(w), v);
-    }
+    let mut weights = scores.iter();
+    layer.for_each_run(true, first, pos, |_, values| {
+        for (v, &w) in values.chunks_exact(kv_dim).zip(weights.by_ref()) {
+            let v = &v[kvh * head_dim..][..head_dim];
+            crate::kernels::quant::axpy_f16(out, round_f16(w), v);
+        }
+    });
 }
 
 /// Longest head the attention supports (the models we load use 64 to 256).
@@ -135,7 +128,7 @@ pub const MAX_HEAD_DIM: usize = 512;
 /// task, spread over the compute pool when the batch is large enough (prefill, many
 /// sequences decoding together).
 pub fn attention_batch(
-    caches: &[&LayerKv],
+    caches: &[LayerView<'_>],
     parts: &[(usize, usize, usize)],
     shape: AttentionShape,
     q: &[f32],
@@ -289,15 +282,14 @@ impl Activations {
         let kv_dim = self.k.len() / self.tokens;
         for (seq, &(first, count, pos0)) in batch.iter_mut().zip(&segments.parts) {
             let (r0, r1) = (first, first + count);
-            store_kv(
-                &mut seq.kv.layers[layer],
-                kv_dim,
+            seq.kv.store(
+                layer,
                 pos0,
                 &self.k[r0 * kv_dim..r1 * kv_dim],
                 &self.v[r0 * kv_dim..r1 * kv_dim],
             );
         }
-        let caches: Vec<&LayerKv> = batch.iter().map(|s| &s.kv.layers[layer]).collect();
+        let caches: Vec<LayerView<'_>> = batch.iter().map(|s| s.kv.layer(layer)).collect();
         attention_batch(&caches, &segments.parts, shape, &self.q, &mut self.att);
     }
 
