@@ -7,6 +7,7 @@
 pub mod blocks;
 pub mod quant;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
@@ -157,6 +158,111 @@ impl QMatrix {
         }
     }
 
+    /// Several products of the same input at once (`q`, `k`, `v`; `gate`, `up`):
+    /// `outs[i] = x * mats[i]`. For one token the input is quantised once per activation
+    /// format and all the matrices' rows are split across the compute pool as one piece of
+    /// work, so the pool synchronises once instead of once per matrix (decode runs a few
+    /// hundred products per token, and each hand-off between threads costs about as much as
+    /// a small product). Every output is computed by the same one-row kernel as in
+    /// [`QMatrix::matmul`], so the results are identical.
+    pub fn matmul_shared_input(
+        mats: &[&QMatrix],
+        x: &[f32],
+        outs: &mut [&mut [f32]],
+        scratch: &mut ActScratch,
+    ) {
+        let cols = mats.first().map_or(0, |m| m.cols);
+        let fusable = cols > 0
+            && x.len() == cols
+            && mats.len() == outs.len()
+            && mats
+                .iter()
+                .zip(outs.iter())
+                .all(|(m, out)| m.cols == cols && out.len() == m.rows && m.ty.block_layout().0 > 1);
+        if !fusable {
+            for (m, out) in mats.iter().zip(outs.iter_mut()) {
+                m.matmul(x, out, scratch);
+            }
+            return;
+        }
+        for m in mats {
+            m.quantize_activation(x, scratch);
+        }
+        let total_rows: usize = mats.iter().map(|m| m.rows).sum();
+        let acts: &ActScratch = scratch;
+        let Some(pool) = pool().filter(|_| total_rows * cols >= PARALLEL_MIN_WORK) else {
+            for (m, out) in mats.iter().zip(outs.iter_mut()) {
+                m.one_token_rows(0, out, acts);
+            }
+            return;
+        };
+        let chunk_rows = total_rows
+            .div_ceil(pool.current_num_threads() * 4)
+            .max(16)
+            .next_multiple_of(4);
+        let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
+        for (m, out) in mats.iter().zip(outs.iter_mut()) {
+            for (c, chunk) in out.chunks_mut(chunk_rows).enumerate() {
+                tasks.push((m, c * chunk_rows, chunk));
+            }
+        }
+        pool.install(|| {
+            tasks
+                .par_iter_mut()
+                .for_each(|(m, first, out)| m.one_token_rows(*first, out, acts))
+        });
+    }
+
+    /// Quantises one token's activation `x` into the format this matrix's kernel reads.
+    fn quantize_activation(&self, x: &[f32], scratch: &mut ActScratch) {
+        fn first<B>(rows: &mut Vec<Vec<B>>) -> &mut Vec<B> {
+            if rows.is_empty() {
+                rows.push(Vec::new());
+            }
+            &mut rows[0]
+        }
+        match self.ty {
+            TensorType::Q4_0 | TensorType::Q5_0 | TensorType::Q8_0 => {
+                quantize_q8_0(x, first(&mut scratch.q8_0))
+            }
+            TensorType::Q4_1 | TensorType::Q5_1 => quantize_q8_1(x, first(&mut scratch.q8_1)),
+            TensorType::Q4K | TensorType::Q5K | TensorType::Q6K => {
+                quantize_q8_k(x, first(&mut scratch.q8_k))
+            }
+            _ => {}
+        }
+    }
+
+    /// Rows `first..first + out.len()` against the one token whose activation
+    /// [`QMatrix::quantize_activation`] left in `acts`; quantised formats only.
+    fn one_token_rows(&self, first: usize, out: &mut [f32], acts: &ActScratch) {
+        let bytes: &[u8] = &self.bytes;
+        macro_rules! rows {
+            ($block:ty, $acts:ident, $dot:ident) => {{
+                let w = cast_blocks::<$block>(bytes).unwrap_or(&[]);
+                let per_row = w.len() / self.rows.max(1);
+                match acts.$acts.first() {
+                    Some(a) if per_row > 0 && first + out.len() <= self.rows => {
+                        one_token_rows(w, per_row, first, out, a, &$dot)
+                    }
+                    _ => out.fill(0.0),
+                }
+            }};
+        }
+        match self.ty {
+            TensorType::Q4_0 => rows!(BlockQ4_0, q8_0, dot_q4_0),
+            TensorType::Q4_1 => rows!(BlockQ4_1, q8_1, dot_q4_1),
+            TensorType::Q5_0 => rows!(BlockQ5_0, q8_0, dot_q5_0),
+            TensorType::Q5_1 => rows!(BlockQ5_1, q8_1, dot_q5_1),
+            TensorType::Q8_0 => rows!(BlockQ8_0, q8_0, dot_q8_0),
+            TensorType::Q4K => rows!(BlockQ4K, q8_k, dot_q4_k),
+            TensorType::Q5K => rows!(BlockQ5K, q8_k, dot_q5_k),
+            TensorType::Q6K => rows!(BlockQ6K, q8_k, dot_q6_k),
+            // Float weights are never fused (`matmul_shared_input` checks).
+            _ => out.fill(0.0),
+        }
+    }
+
     /// Decodes row `r` into `out` (`cols` long): the embedding lookup.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let (block_elems, block_bytes) = self.ty.block_layout();
@@ -230,10 +336,47 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
 /// works on the product too and the others steal from it, instead of every product being
 /// injected from outside while the caller blocks and is woken again (per product, that
 /// hand-off cost as much as a small product itself).
+///
+/// While the pass runs, the pool's other threads poll for its work instead of going to
+/// sleep between products: a pass hands out a few hundred small pieces of work per token,
+/// and a thread that slept between them had to be woken through the kernel for the next
+/// one (context switches were 14% of decode's samples in `perf`).
 pub fn in_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    match pool() {
-        Some(pool) => pool.install(f),
-        None => f(),
+    let Some(pool) = pool() else {
+        return f();
+    };
+    pool.install(|| {
+        let done = AtomicBool::new(false);
+        let runner = rayon::current_thread_index();
+        rayon::scope(|s| {
+            for _ in 1..rayon::current_num_threads() {
+                s.spawn(|_| poll_until(&done, runner));
+            }
+            // Set however `f` ends, so the pollers always stop.
+            let _finished = SetOnDrop(&done);
+            f()
+        })
+    })
+}
+
+/// Runs whatever work the pool has until `done`. Returns at once on the thread running the
+/// pass itself: polling there would hold up the pass it waits for.
+fn poll_until(done: &AtomicBool, runner: Option<usize>) {
+    if rayon::current_thread_index() == runner {
+        return;
+    }
+    while !done.load(Ordering::Acquire) {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 

@@ -173,9 +173,7 @@ impl Transformer for Gemma3 {
                 (&self.rope_global, self.attn_global)
             };
             a.normed_input(&b.attn_norm, self.eps);
-            b.wq.matmul(&a.h, &mut a.q, scratch);
-            b.wk.matmul(&a.h, &mut a.k, scratch);
-            b.wv.matmul(&a.h, &mut a.v, scratch);
+            a.project_qkv([&b.wq, &b.wk, &b.wv], scratch);
             rms_norm(&mut a.q, &b.q_norm, self.eps);
             rms_norm(&mut a.k, &b.k_norm, self.eps);
             a.rope(rope, hd, &segments);
@@ -185,8 +183,7 @@ impl Transformer for Gemma3 {
             add_in_place(&mut a.x, &a.proj);
 
             a.normed_input(&b.ffn_norm, self.eps);
-            b.gate.matmul(&a.h, &mut a.gate, scratch);
-            b.up.matmul(&a.h, &mut a.up, scratch);
+            a.project_gate_up([&b.gate, &b.up], scratch);
             for (g, u) in a.gate.iter_mut().zip(&a.up) {
                 *g = gelu_f16_table(*g) * u;
             }

@@ -254,6 +254,18 @@ impl Activations {
         rms_norm(&mut self.h, weight, eps);
     }
 
+    /// `q`, `k`, `v` = `h` times the three projections, as one fused product.
+    pub fn project_qkv(&mut self, [wq, wk, wv]: [&QMatrix; 3], scratch: &mut ActScratch) {
+        let outs: &mut [&mut [f32]] = &mut [&mut self.q, &mut self.k, &mut self.v];
+        QMatrix::matmul_shared_input(&[wq, wk, wv], &self.h, outs, scratch);
+    }
+
+    /// `gate`, `up` = `h` times the two feed-forward input projections, as one fused product.
+    pub fn project_gate_up(&mut self, [gate, up]: [&QMatrix; 2], scratch: &mut ActScratch) {
+        let outs: &mut [&mut [f32]] = &mut [&mut self.gate, &mut self.up];
+        QMatrix::matmul_shared_input(&[gate, up], &self.h, outs, scratch);
+    }
+
     /// Rotates this step's queries and keys, each row at its sequence position.
     pub fn rope(&mut self, rope: &Rope, head_dim: usize, segments: &Segments) {
         let (q_dim, kv_dim) = (self.q.len() / self.tokens, self.k.len() / self.tokens);

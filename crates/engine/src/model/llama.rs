@@ -146,17 +146,14 @@ impl Transformer for Llama {
         let mut a = Activations::embed(&self.embed, &tokens, 1.0, self.dim, kv_dim, self.ffn_dim);
         for (layer, b) in self.blocks.iter().enumerate() {
             a.normed_input(&b.attn_norm, self.eps);
-            b.wq.matmul(&a.h, &mut a.q, scratch);
-            b.wk.matmul(&a.h, &mut a.k, scratch);
-            b.wv.matmul(&a.h, &mut a.v, scratch);
+            a.project_qkv([&b.wq, &b.wk, &b.wv], scratch);
             a.rope(&self.rope, hd, &segments);
             a.attend(batch, &segments, layer, self.attn);
             b.wo.matmul(&a.att, &mut a.proj, scratch);
             add_in_place(&mut a.x, &a.proj);
 
             a.normed_input(&b.ffn_norm, self.eps);
-            b.gate.matmul(&a.h, &mut a.gate, scratch);
-            b.up.matmul(&a.h, &mut a.up, scratch);
+            a.project_gate_up([&b.gate, &b.up], scratch);
             for (g, u) in a.gate.iter_mut().zip(&a.up) {
                 *g = silu(*g) * u;
             }
