@@ -105,10 +105,13 @@ impl QMatrix {
                     $acts,
                     $quantize,
                     $dot,
-                    |w: [&[$block]; 4], a: &[_]| { w.map(|row| $dot(row, a)) }
+                    |w: [&[$block]; 4], a: &[_]| { w.map(|row| $dot(row, a)) },
+                    |w: [&[$block]; 4], a: [&[_]; 4]| {
+                        tile_by_rows(w, a, |w: [&[$block]; 4], a: &[_]| w.map(|row| $dot(row, a)))
+                    }
                 )
             };
-            ($block:ty, $acts:ident, $quantize:ident, $dot:ident, $dot4:expr) => {{
+            ($block:ty, $acts:ident, $quantize:ident, $dot:ident, $dot4:expr, $tile:expr) => {{
                 let w = cast_blocks::<$block>(bytes).unwrap_or(&[]);
                 let acts = &mut scratch.$acts;
                 acts.resize_with(tokens, Vec::new);
@@ -125,18 +128,73 @@ impl QMatrix {
                         .zip(rows)
                         .for_each(|(a, row)| $quantize(row, a)),
                 }
-                matmul_rows(w, &acts[..tokens], self.rows, self.cols, out, $dot, $dot4);
+                let kernels = RowKernels {
+                    dot: $dot,
+                    dot4: $dot4,
+                    tile: $tile,
+                };
+                matmul_rows(w, &acts[..tokens], self.rows, self.cols, out, &kernels);
             }};
         }
         match self.ty {
-            TensorType::Q4_0 => with_acts!(BlockQ4_0, q8_0, quantize_q8_0, dot_q4_0, dot4_q4_0),
-            TensorType::Q4_1 => with_acts!(BlockQ4_1, q8_1, quantize_q8_1, dot_q4_1, dot4_q4_1),
-            TensorType::Q5_0 => with_acts!(BlockQ5_0, q8_0, quantize_q8_0, dot_q5_0, dot4_q5_0),
+            TensorType::Q4_0 => {
+                with_acts!(
+                    BlockQ4_0,
+                    q8_0,
+                    quantize_q8_0,
+                    dot_q4_0,
+                    dot4_q4_0,
+                    tile_q4_0
+                )
+            }
+            TensorType::Q4_1 => {
+                with_acts!(
+                    BlockQ4_1,
+                    q8_1,
+                    quantize_q8_1,
+                    dot_q4_1,
+                    dot4_q4_1,
+                    tile_q4_1
+                )
+            }
+            TensorType::Q5_0 => {
+                with_acts!(
+                    BlockQ5_0,
+                    q8_0,
+                    quantize_q8_0,
+                    dot_q5_0,
+                    dot4_q5_0,
+                    tile_q5_0
+                )
+            }
             TensorType::Q5_1 => with_acts!(BlockQ5_1, q8_1, quantize_q8_1, dot_q5_1),
-            TensorType::Q8_0 => with_acts!(BlockQ8_0, q8_0, quantize_q8_0, dot_q8_0, dot4_q8_0),
-            TensorType::Q4K => with_acts!(BlockQ4K, q8_k, quantize_q8_k, dot_q4_k),
+            TensorType::Q8_0 => {
+                with_acts!(
+                    BlockQ8_0,
+                    q8_0,
+                    quantize_q8_0,
+                    dot_q8_0,
+                    dot4_q8_0,
+                    tile_q8_0
+                )
+            }
+            TensorType::Q4K => with_acts!(
+                BlockQ4K,
+                q8_k,
+                quantize_q8_k,
+                dot_q4_k,
+                |w: [&[BlockQ4K]; 4], a: &[_]| w.map(|row| dot_q4_k(row, a)),
+                tile_q4_k
+            ),
             TensorType::Q5K => with_acts!(BlockQ5K, q8_k, quantize_q8_k, dot_q5_k),
-            TensorType::Q6K => with_acts!(BlockQ6K, q8_k, quantize_q8_k, dot_q6_k),
+            TensorType::Q6K => with_acts!(
+                BlockQ6K,
+                q8_k,
+                quantize_q8_k,
+                dot_q6_k,
+                |w: [&[BlockQ6K]; 4], a: &[_]| w.map(|row| dot_q6_k(row, a)),
+                tile_q6_k
+            ),
             TensorType::F32 => {
                 let w = cast_blocks::<f32>(bytes).unwrap_or(&[]);
                 for (r, wrow) in w.chunks_exact(self.cols).enumerate() {
@@ -397,29 +455,58 @@ where
     }
 }
 
-/// Rows `r0..r1` of `w` against activation row `a`, four rows at a time through `dot4`
-/// (the remainder one by one): `emit(r, value)` for each.
+/// The block products one matrix format offers, from the smallest to the largest unit of
+/// work. `dot4` and `tile` must give every (row, token) exactly what `dot` gives it.
+struct RowKernels<D, D4, T> {
+    /// One row against one token.
+    dot: D,
+    /// Four rows against one token (the activation block loaded once).
+    dot4: D4,
+    /// Four rows against four tokens, `[row][token]` (each weight block unpacked once for
+    /// four tokens, each activation block loaded once for four rows).
+    tile: T,
+}
+
+/// Rows `r0..r1` (at most four) of `w` against every token of `acts`: whole groups of
+/// four rows through the four-by-four tile, four tokens at a time, the remaining tokens
+/// through the four-row product; a partial group row by row. `emit(row, token, value)`.
 #[inline(always)]
-fn rows_against<W, A>(
+fn row_group<W, A, D, D4, T>(
     w: &[W],
     per_row: usize,
     (r0, r1): (usize, usize),
-    a: &[A],
-    dot: &impl Fn(&[W], &[A]) -> f32,
-    dot4: &impl Fn([&[W]; 4], &[A]) -> [f32; 4],
-    mut emit: impl FnMut(usize, f32),
-) {
+    acts: &[Vec<A>],
+    k: &RowKernels<D, D4, T>,
+    mut emit: impl FnMut(usize, usize, f32),
+) where
+    D: Fn(&[W], &[A]) -> f32,
+    D4: Fn([&[W]; 4], &[A]) -> [f32; 4],
+    T: Fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4],
+{
     let row = |r: usize| &w[r * per_row..(r + 1) * per_row];
-    let mut r = r0;
-    while r + 4 <= r1 {
-        let v = dot4([row(r), row(r + 1), row(r + 2), row(r + 3)], a);
-        for (i, v) in v.into_iter().enumerate() {
-            emit(r + i, v);
+    if r1 - r0 < 4 {
+        for (t, a) in acts.iter().enumerate() {
+            for r in r0..r1 {
+                emit(r, t, (k.dot)(row(r), a));
+            }
         }
-        r += 4;
+        return;
     }
-    for r in r..r1 {
-        emit(r, dot(row(r), a));
+    let rows = [row(r0), row(r0 + 1), row(r0 + 2), row(r0 + 3)];
+    let mut quads = acts.chunks_exact(4);
+    for (q, four) in quads.by_ref().enumerate() {
+        let values = (k.tile)(rows, [&four[0], &four[1], &four[2], &four[3]]);
+        for (i, by_token) in values.iter().enumerate() {
+            for (j, &v) in by_token.iter().enumerate() {
+                emit(r0 + i, q * 4 + j, v);
+            }
+        }
+    }
+    let done = acts.len() - quads.remainder().len();
+    for (j, a) in quads.remainder().iter().enumerate() {
+        for (i, v) in (k.dot4)(rows, a).into_iter().enumerate() {
+            emit(r0 + i, done + j, v);
+        }
     }
 }
 
@@ -476,49 +563,43 @@ fn prefetch<T>(data: &[T]) {
     let _ = data;
 }
 
-/// `out[t * rows + r] = dot(row r of w, acts[t])`. The dot products are generic parameters
-/// so that they inline and vectorise for the CPU the engine is compiled for; `dot4` takes
-/// four rows at once and must give each exactly what `dot` gives it. It is used only when
-/// several tokens share the product (four rows then stay in L1 while every token's
-/// activations pass): for a single token, interleaving four rows measured slower than one
-/// row at a time (`basalt bench`, tg64). Large products are
-/// split by rows across the compute pool; every output is computed by the same code either
-/// way, so results do not depend on the thread count.
-fn matmul_rows<W: Sync, A: Sync>(
+/// `out[t * rows + r] = dot(row r of w, acts[t])`. The kernels are generic parameters so
+/// that they inline and vectorise for the CPU the engine is compiled for. When several
+/// tokens share the product, rows go in groups of four through the register tile (four
+/// rows by four tokens); for a single token, one row at a time, prefetching ahead:
+/// interleaving four rows measured slower than one row at a time there (`basalt bench`,
+/// tg64). Large products are split by rows across the compute pool; every output is
+/// computed by the same code either way, so results do not depend on the thread count.
+fn matmul_rows<W: Sync, A: Sync, D, D4, T>(
     w: &[W],
     acts: &[Vec<A>],
     rows: usize,
     cols: usize,
     out: &mut [f32],
-    dot: impl Fn(&[W], &[A]) -> f32 + Sync,
-    dot4: impl Fn([&[W]; 4], &[A]) -> [f32; 4] + Sync,
-) {
+    k: &RowKernels<D, D4, T>,
+) where
+    D: Fn(&[W], &[A]) -> f32 + Sync,
+    D4: Fn([&[W]; 4], &[A]) -> [f32; 4] + Sync,
+    T: Fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4] + Sync,
+{
     let per_row = (w.len() / rows.max(1)).max(1);
     let rows = rows.min(w.len() / per_row);
     let tokens = acts.len();
     let pool = pool().filter(|_| rows * cols * tokens >= PARALLEL_MIN_WORK);
     let Some(pool) = pool else {
         if tokens == 1 {
-            one_token_rows(w, per_row, 0, &mut out[..rows], &acts[0], &dot);
+            one_token_rows(w, per_row, 0, &mut out[..rows], &acts[0], &k.dot);
             return;
         }
         for g in (0..rows).step_by(4) {
-            for (t, a) in acts.iter().enumerate() {
-                rows_against(
-                    w,
-                    per_row,
-                    (g, (g + 4).min(rows)),
-                    a,
-                    &dot,
-                    &dot4,
-                    |r, v| out[t * rows + r] = v,
-                );
-            }
+            row_group(w, per_row, (g, (g + 4).min(rows)), acts, k, |r, t, v| {
+                out[t * rows + r] = v
+            });
         }
         return;
     };
     // Chunks of rows small enough to balance, large enough to amortise scheduling; a
-    // multiple of four so the four-row kernel covers them.
+    // multiple of four so the four-row kernels cover them.
     let chunk_rows = rows
         .div_ceil(pool.current_num_threads() * 4)
         .max(16)
@@ -529,7 +610,7 @@ fn matmul_rows<W: Sync, A: Sync>(
                 .par_chunks_mut(chunk_rows)
                 .enumerate()
                 .for_each(|(c, out_chunk)| {
-                    one_token_rows(w, per_row, c * chunk_rows, out_chunk, &acts[0], &dot)
+                    one_token_rows(w, per_row, c * chunk_rows, out_chunk, &acts[0], &k.dot)
                 });
         });
         return;
@@ -543,15 +624,10 @@ fn matmul_rows<W: Sync, A: Sync>(
                 let (r0, r1) = (c * chunk_rows, ((c + 1) * chunk_rows).min(rows));
                 let n = r1 - r0;
                 let mut local = vec![0f32; n * tokens];
-                // Four rows at a time against every token: the four rows stay in L1 while
-                // the tokens' activations stream past them.
                 for g in (r0..r1).step_by(4) {
-                    let span = (g, (g + 4).min(r1));
-                    for (t, a) in acts.iter().enumerate() {
-                        rows_against(w, per_row, span, a, &dot, &dot4, |r, v| {
-                            local[t * n + (r - r0)] = v
-                        });
-                    }
+                    row_group(w, per_row, (g, (g + 4).min(r1)), acts, k, |r, t, v| {
+                        local[t * n + (r - r0)] = v
+                    });
                 }
                 local
             })
@@ -604,15 +680,27 @@ pub fn gelu_tanh(x: f32) -> f32 {
 /// GELU as llama.cpp computes it on CPUs: through an f16 lookup table (input and output
 /// rounded to f16) inside (-10, 10), exact outside. Matching it matters for fidelity: the
 /// rounding is visible in Gemma's logits.
+///
+/// Every f16 input has its answer precomputed once (65,536 entries, 128 KiB), so the
+/// activation costs a lookup instead of a `tanh` (which was 6% of Gemma's prefill).
 pub fn gelu_f16_table(x: f32) -> f32 {
     if x <= -10.0 {
         0.0
     } else if x >= 10.0 {
         x
     } else {
-        f16::from_f32(gelu_tanh(f16::from_f32(x).to_f32())).to_f32()
+        let table = GELU_F16.get_or_init(|| {
+            (0..=u16::MAX)
+                .map(|bits| f16::from_f32(gelu_tanh(f16::from_bits(bits).to_f32())))
+                .collect()
+        });
+        table
+            .get(f16::from_f32(x).to_bits() as usize)
+            .map_or(0.0, |v| v.to_f32())
     }
 }
+
+static GELU_F16: OnceLock<Vec<f16>> = OnceLock::new();
 
 /// Rotary position embedding tables for one head dimension and frequency base.
 #[derive(Debug, Clone)]

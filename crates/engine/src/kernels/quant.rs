@@ -167,103 +167,199 @@ mod avx2 {
         }
     }
 
-    /// Q4_K: the sub-block products weighted by their 6-bit scales are summed as exact
-    /// integers in vector lanes (one horizontal sum per super-block instead of two per
-    /// sub-block), then combined by the portable version's float expression in its order,
-    /// so the result is bit-for-bit the portable one's.
-    pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-        w.iter()
-            .zip(a)
-            .map(|(w, a)| {
-                // SAFETY: AVX2 is enabled for this build; every load reads 32 bytes inside
-                // the block's 128 quant bytes or the activation's 256.
-                let sumi = unsafe {
-                    let mask = _mm256_set1_epi8(0x0F);
-                    let mut acc = _mm256_setzero_si256();
-                    for c in 0..QK_K / 64 {
-                        let bytes = _mm256_loadu_si256(w.qs.as_ptr().add(c * 32).cast());
-                        let lo = _mm256_and_si256(bytes, mask);
-                        let hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
-                        let y0 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64).cast());
-                        let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64 + 32).cast());
-                        let (s0, _) = scale_min_k4(2 * c, &w.scales);
-                        let (s1, _) = scale_min_k4(2 * c + 1, &w.scales);
-                        let p0 = _mm256_madd_epi16(
-                            _mm256_maddubs_epi16(lo, y0),
-                            _mm256_set1_epi16(s0 as i16),
-                        );
-                        let p1 = _mm256_madd_epi16(
-                            _mm256_maddubs_epi16(hi, y1),
-                            _mm256_set1_epi16(s1 as i16),
-                        );
-                        acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
-                    }
-                    hsum_i32(acc)
-                };
-                let summin: i32 = (0..QK_K / 32)
-                    .map(|j| {
-                        let (_, m) = scale_min_k4(j, &w.scales);
-                        m as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32)
-                    })
-                    .sum();
-                w.d.to_f32() * a.d * sumi as f32 - w.dmin.to_f32() * a.d * summin as f32
-            })
-            .sum()
+    /// A Q4_K super-block unpacked once (nibbles split, 6-bit scales and mins decoded), so
+    /// that a tile can multiply it with several tokens.
+    struct Q4kUnpacked {
+        q: [__m256i; 8],
+        scales: [i16; 8],
+        mins: [i32; 8],
+        d: f32,
+        dmin: f32,
     }
 
-    /// Q6_K: the 6-bit quants unpacked in vector registers, products weighted by the
-    /// signed 16-element scales summed as exact integers; bit-for-bit the portable result.
+    #[inline(always)]
+    fn unpack_q4k(w: &BlockQ4K) -> Q4kUnpacked {
+        // SAFETY: AVX2 is enabled for this build; every load reads 32 bytes inside the
+        // block's 128 quant bytes.
+        unsafe {
+            let mask = _mm256_set1_epi8(0x0F);
+            let mut q = [_mm256_setzero_si256(); 8];
+            for c in 0..QK_K / 64 {
+                let bytes = _mm256_loadu_si256(w.qs.as_ptr().add(c * 32).cast());
+                q[2 * c] = _mm256_and_si256(bytes, mask);
+                q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
+            }
+            let mut scales = [0i16; 8];
+            let mut mins = [0i32; 8];
+            for j in 0..QK_K / 32 {
+                let (s, m) = scale_min_k4(j, &w.scales);
+                scales[j] = s as i16;
+                mins[j] = m as i32;
+            }
+            Q4kUnpacked {
+                q,
+                scales,
+                mins,
+                d: w.d.to_f32(),
+                dmin: w.dmin.to_f32(),
+            }
+        }
+    }
+
+    /// One unpacked Q4_K super-block against one activation super-block: the sub-block
+    /// products weighted by their 6-bit scales are summed as exact integers in vector lanes
+    /// (one horizontal sum per super-block instead of two per sub-block), then combined by
+    /// the portable version's float expression in its order, so the result is bit-for-bit
+    /// the portable one's.
+    #[inline(always)]
+    fn dot_q4k_unpacked(u: &Q4kUnpacked, a: &BlockQ8K) -> f32 {
+        // SAFETY: AVX2 is enabled for this build; loads read 32 bytes inside the
+        // activation's 256 quants.
+        let sumi = unsafe {
+            let mut acc = _mm256_setzero_si256();
+            for c in 0..QK_K / 64 {
+                let y0 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64).cast());
+                let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64 + 32).cast());
+                let p0 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(u.q[2 * c], y0),
+                    _mm256_set1_epi16(u.scales[2 * c]),
+                );
+                let p1 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(u.q[2 * c + 1], y1),
+                    _mm256_set1_epi16(u.scales[2 * c + 1]),
+                );
+                acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+            }
+            hsum_i32(acc)
+        };
+        let summin: i32 = (0..QK_K / 32)
+            .map(|j| u.mins[j] * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32))
+            .sum();
+        u.d * a.d * sumi as f32 - u.dmin * a.d * summin as f32
+    }
+
+    pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+        let mut sum = 0f32;
+        for (w, a) in w.iter().zip(a) {
+            sum += dot_q4k_unpacked(&unpack_q4k(w), a);
+        }
+        sum
+    }
+
+    /// Four rows of Q4_K against four tokens: each super-block unpacked once; per (row,
+    /// token) the same operations in the same order as [`dot_q4_k`].
+    pub fn tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+        k_tile(w, a, unpack_q4k, dot_q4k_unpacked)
+    }
+
+    /// The K-quant tile loop: every weight super-block unpacked once, then multiplied with
+    /// the four tokens, each (row, token) summed over super-blocks in order from zero.
+    #[inline(always)]
+    fn k_tile<W, U>(
+        w: [&[W]; 4],
+        a: [&[BlockQ8K]; 4],
+        unpack: impl Fn(&W) -> U,
+        dot: impl Fn(&U, &BlockQ8K) -> f32,
+    ) -> [[f32; 4]; 4] {
+        let n = w
+            .iter()
+            .map(|r| r.len())
+            .chain(a.iter().map(|t| t.len()))
+            .min()
+            .unwrap_or(0);
+        let mut sums = [[0f32; 4]; 4];
+        for b in 0..n {
+            for (row, sums) in w.iter().zip(sums.iter_mut()) {
+                let u = unpack(&row[b]);
+                for (tok, sum) in a.iter().zip(sums.iter_mut()) {
+                    *sum += dot(&u, &tok[b]);
+                }
+            }
+        }
+        sums
+    }
+
+    /// A Q6_K super-block unpacked once: the 6-bit quants (0..63) in element order, 32 per
+    /// register.
+    struct Q6kUnpacked {
+        q: [__m256i; 8],
+        scales: [i8; QK_K / 16],
+        d: f32,
+    }
+
+    #[inline(always)]
+    fn unpack_q6k_avx2(w: &BlockQ6K) -> Q6kUnpacked {
+        // SAFETY: AVX2 is enabled for this build; loads read 32 bytes inside `ql` (128
+        // bytes) and `qh` (64).
+        unsafe {
+            let low4 = _mm256_set1_epi8(0x0F);
+            let low2 = _mm256_set1_epi8(0x03);
+            let mut q = [_mm256_setzero_si256(); 8];
+            for half in 0..2 {
+                let ql0 = _mm256_loadu_si256(w.ql.as_ptr().add(half * 64).cast());
+                let ql1 = _mm256_loadu_si256(w.ql.as_ptr().add(half * 64 + 32).cast());
+                let qh = _mm256_loadu_si256(w.qh.as_ptr().add(half * 32).cast());
+                let high = |bits: __m256i| _mm256_slli_epi16(_mm256_and_si256(bits, low2), 4);
+                q[half * 4] = _mm256_or_si256(_mm256_and_si256(ql0, low4), high(qh));
+                q[half * 4 + 1] =
+                    _mm256_or_si256(_mm256_and_si256(ql1, low4), high(_mm256_srli_epi16(qh, 2)));
+                q[half * 4 + 2] = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                    high(_mm256_srli_epi16(qh, 4)),
+                );
+                q[half * 4 + 3] = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                    high(_mm256_srli_epi16(qh, 6)),
+                );
+            }
+            Q6kUnpacked {
+                q,
+                scales: w.scales,
+                d: w.d.to_f32(),
+            }
+        }
+    }
+
+    /// One unpacked Q6_K super-block against one activation super-block: products weighted
+    /// by the signed 16-element scales summed as exact integers; bit-for-bit the portable
+    /// result.
+    #[inline(always)]
+    fn dot_q6k_unpacked(u: &Q6kUnpacked, a: &BlockQ8K) -> f32 {
+        // SAFETY: AVX2 is enabled for this build; loads read 32 bytes inside the
+        // activation's 256 quants.
+        let dot = unsafe {
+            let mut acc = _mm256_setzero_si256();
+            for (j, &q) in u.q.iter().enumerate() {
+                let y = _mm256_loadu_si256(a.qs.as_ptr().add(j * 32).cast());
+                let scales = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_set1_epi16(u.scales[2 * j] as i16)),
+                    _mm_set1_epi16(u.scales[2 * j + 1] as i16),
+                    1,
+                );
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales));
+            }
+            hsum_i32(acc)
+        };
+        // (q - 32) . y = q . y - 32 * sum(y); the sums per 16 are the block's bsums.
+        let offset: i32 = (0..QK_K / 16)
+            .map(|g| u.scales[g] as i32 * a.bsums[g] as i32)
+            .sum();
+        u.d * a.d * (dot - 32 * offset) as f32
+    }
+
+    /// Q6_K: see [`dot_q6k_unpacked`].
     pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
         let mut sum = 0f32;
         for (w, a) in w.iter().zip(a) {
-            // SAFETY: AVX2 is enabled for this build; loads read 32 bytes inside `ql` (128
-            // bytes), `qh` (64) and the activation quants (256).
-            let dot = unsafe {
-                let low4 = _mm256_set1_epi8(0x0F);
-                let low2 = _mm256_set1_epi8(0x03);
-                let mut acc = _mm256_setzero_si256();
-                for half in 0..2 {
-                    let ql0 = _mm256_loadu_si256(w.ql.as_ptr().add(half * 64).cast());
-                    let ql1 = _mm256_loadu_si256(w.ql.as_ptr().add(half * 64 + 32).cast());
-                    let qh = _mm256_loadu_si256(w.qh.as_ptr().add(half * 32).cast());
-                    let high = |shift: i32| {
-                        let bits = match shift {
-                            0 => qh,
-                            2 => _mm256_srli_epi16(qh, 2),
-                            4 => _mm256_srli_epi16(qh, 4),
-                            _ => _mm256_srli_epi16(qh, 6),
-                        };
-                        _mm256_slli_epi16(_mm256_and_si256(bits, low2), 4)
-                    };
-                    let quads = [
-                        _mm256_or_si256(_mm256_and_si256(ql0, low4), high(0)),
-                        _mm256_or_si256(_mm256_and_si256(ql1, low4), high(2)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4), high(4)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4), high(6)),
-                    ];
-                    for (i, q) in quads.into_iter().enumerate() {
-                        let j = half * 4 + i;
-                        let y = _mm256_loadu_si256(a.qs.as_ptr().add(j * 32).cast());
-                        let scales = _mm256_inserti128_si256(
-                            _mm256_castsi128_si256(_mm_set1_epi16(w.scales[2 * j] as i16)),
-                            _mm_set1_epi16(w.scales[2 * j + 1] as i16),
-                            1,
-                        );
-                        acc = _mm256_add_epi32(
-                            acc,
-                            _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales),
-                        );
-                    }
-                }
-                hsum_i32(acc)
-            };
-            // (q - 32) . y = q . y - 32 * sum(y); the sums per 16 are the block's bsums.
-            let offset: i32 = (0..QK_K / 16)
-                .map(|g| w.scales[g] as i32 * a.bsums[g] as i32)
-                .sum();
-            sum += w.d.to_f32() * a.d * (dot - 32 * offset) as f32;
+            sum += dot_q6k_unpacked(&unpack_q6k_avx2(w), a);
         }
         sum
+    }
+
+    /// Four rows of Q6_K against four tokens; per (row, token) the same operations in the
+    /// same order as [`dot_q6_k`].
+    pub fn tile_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+        k_tile(w, a, unpack_q6k_avx2, dot_q6k_unpacked)
     }
 
     #[cfg(target_feature = "fma")]
@@ -393,6 +489,46 @@ mod avx2 {
             }
         }
 
+        /// Four rows against four activation rows (a register tile): each weight block is
+        /// unpacked once for the four tokens and each activation block loaded once for the
+        /// four rows. Every (row, token) pair accumulates exactly as [`signed_blocks`] does,
+        /// block by block in the same order, so the results are the same to the bit.
+        #[inline(always)]
+        fn signed_tile<W>(
+            w: [&[W]; 4],
+            a: [&[BlockQ8_0]; 4],
+            unpack: impl Fn(&W) -> (__m256i, f32),
+        ) -> [[f32; 4]; 4] {
+            let n = w
+                .iter()
+                .map(|r| r.len())
+                .chain(a.iter().map(|t| t.len()))
+                .min()
+                .unwrap_or(0);
+            // SAFETY: AVX2+FMA enabled for this build; loads read whole 32-byte arrays.
+            unsafe {
+                let mut acc = [[_mm256_setzero_ps(); 4]; 4];
+                for b in 0..n {
+                    // Spelled out: `w.map` was not inlined (a call per block in `perf`).
+                    let xs = [
+                        unpack(&w[0][b]),
+                        unpack(&w[1][b]),
+                        unpack(&w[2][b]),
+                        unpack(&w[3][b]),
+                    ];
+                    for (t, tok) in a.iter().enumerate() {
+                        let y = &tok[b];
+                        let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+                        let dy = y.d.to_f32();
+                        for (acc, &(qx, d)) in acc.iter_mut().zip(&xs) {
+                            acc[t] = _mm256_fmadd_ps(scale(d, dy), mul_sum_i8(qx, qy), acc[t]);
+                        }
+                    }
+                }
+                acc.map(|row| row.map(|v| hsum(v)))
+            }
+        }
+
         #[inline(always)]
         fn unpack_q8_0(x: &BlockQ8_0) -> (__m256i, f32) {
             // SAFETY: AVX2 enabled for this build; reads the block's 32 quants.
@@ -431,6 +567,61 @@ mod avx2 {
 
         pub fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
             signed_blocks4(w, a, unpack_q8_0)
+        }
+
+        pub fn tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+            signed_tile(w, a, unpack_q8_0)
+        }
+
+        pub fn tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+            signed_tile(w, a, unpack_q4_0)
+        }
+
+        pub fn tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+            signed_tile(w, a, unpack_q5_0)
+        }
+
+        /// Four rows of Q4_1 against four activation rows; per (row, token) the same
+        /// operations in the same order as [`dot_q4_1`].
+        pub fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] {
+            let n = w
+                .iter()
+                .map(|r| r.len())
+                .chain(a.iter().map(|t| t.len()))
+                .min()
+                .unwrap_or(0);
+            // SAFETY: as in `dot_q4_1`.
+            unsafe {
+                let mut acc = [[_mm256_setzero_ps(); 4]; 4];
+                let mut mins = [[0f32; 4]; 4];
+                for b in 0..n {
+                    let unpack = |x: &BlockQ4_1| (nibbles(&x.qs), x.d.to_f32(), x.m.to_f32());
+                    let xs = [
+                        unpack(&w[0][b]),
+                        unpack(&w[1][b]),
+                        unpack(&w[2][b]),
+                        unpack(&w[3][b]),
+                    ];
+                    for (t, tok) in a.iter().enumerate() {
+                        let y = &tok[b];
+                        let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+                        let (dy, sy) = (y.d.to_f32(), y.s.to_f32());
+                        for r in 0..4 {
+                            let (qx, d, m) = xs[r];
+                            mins[r][t] += m * sy;
+                            acc[r][t] =
+                                _mm256_fmadd_ps(scale(d, dy), mul_sum_us8(qx, qy), acc[r][t]);
+                        }
+                    }
+                }
+                let mut out = [[0f32; 4]; 4];
+                for r in 0..4 {
+                    for t in 0..4 {
+                        out[r][t] = hsum(acc[r][t]) + mins[r][t];
+                    }
+                }
+                out
+            }
         }
 
         pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
@@ -552,6 +743,77 @@ macro_rules! simd4_or_one_by_one {
         }
     };
 }
+
+/// Defines `pub fn $name`, four weight rows against four activation rows (`[row][token]`):
+/// the AVX2 register tile when the build has AVX2 and FMA, else the four-row product
+/// `$four` token by token.
+macro_rules! simd_tile_or_by_rows {
+    ($name:ident, $four:ident, $w:ty, $a:ty) => {
+        #[inline]
+        pub fn $name(w: [&[$w]; 4], a: [&[$a]; 4]) -> [[f32; 4]; 4] {
+            #[cfg(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma"
+            ))]
+            {
+                avx2::$name(w, a)
+            }
+            #[cfg(not(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma"
+            )))]
+            {
+                tile_by_rows(w, a, $four)
+            }
+        }
+    };
+}
+
+/// A four-by-four tile from a four-row product, token by token (`[row][token]`).
+#[inline(always)]
+pub fn tile_by_rows<W, A>(
+    w: [&[W]; 4],
+    a: [&[A]; 4],
+    four: impl Fn([&[W]; 4], &[A]) -> [f32; 4],
+) -> [[f32; 4]; 4] {
+    let by_token = a.map(|t| four(w, t));
+    let mut out = [[0f32; 4]; 4];
+    for (t, rows) in by_token.iter().enumerate() {
+        for (r, v) in rows.iter().enumerate() {
+            out[r][t] = *v;
+        }
+    }
+    out
+}
+
+/// Four rows against four tokens for a K-quant: the AVX2 tile (each super-block unpacked
+/// once for the four tokens), else the one-row product pair by pair.
+macro_rules! k_tile_or_by_rows {
+    ($name:ident, $one:ident, $w:ty) => {
+        #[inline]
+        pub fn $name(w: [&[$w]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+            #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+            {
+                avx2::$name(w, a)
+            }
+            #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
+            {
+                tile_by_rows(w, a, |w: [&[$w]; 4], a: &[BlockQ8K]| {
+                    w.map(|row| $one(row, a))
+                })
+            }
+        }
+    };
+}
+
+k_tile_or_by_rows!(tile_q4_k, dot_q4_k, BlockQ4K);
+k_tile_or_by_rows!(tile_q6_k, dot_q6_k, BlockQ6K);
+simd_tile_or_by_rows!(tile_q4_0, dot4_q4_0, BlockQ4_0, BlockQ8_0);
+simd_tile_or_by_rows!(tile_q4_1, dot4_q4_1, BlockQ4_1, BlockQ8_1);
+simd_tile_or_by_rows!(tile_q5_0, dot4_q5_0, BlockQ5_0, BlockQ8_0);
+simd_tile_or_by_rows!(tile_q8_0, dot4_q8_0, BlockQ8_0, BlockQ8_0);
 
 simd4_or_one_by_one!(dot4_q4_0, dot_q4_0, BlockQ4_0, BlockQ8_0);
 simd4_or_one_by_one!(dot4_q4_1, dot_q4_1, BlockQ4_1, BlockQ8_1);

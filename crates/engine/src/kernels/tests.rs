@@ -192,7 +192,8 @@ fn rope_rotates_pairs_and_keeps_norm() {
 fn threaded_products_equal_single_threaded_ones() {
     let mut rng = Lcg(5);
     // Not a multiple of four: the four-row kernel's remainder is covered too.
-    let (rows, cols, tokens) = (1002, 256, 3);
+    // Six tokens: one four-token tile and a remainder of two.
+    let (rows, cols, tokens) = (1002, 256, 6);
     let w: Vec<BlockQ8_0> = random_bytes(&mut rng, rows * cols / 32, |b: &mut BlockQ8_0, r| {
         b.d = r.scale()
     });
@@ -217,7 +218,12 @@ fn threaded_products_equal_single_threaded_ones() {
     );
     for t in [1, tokens] {
         let mut out = vec![0f32; rows * t];
-        matmul_rows(&w, &acts[..t], rows, cols, &mut out, dot_q8_0, dot4_q8_0);
+        let kernels = RowKernels {
+            dot: dot_q8_0,
+            dot4: dot4_q8_0,
+            tile: tile_q8_0,
+        };
+        matmul_rows(&w, &acts[..t], rows, cols, &mut out, &kernels);
         assert_eq!(out, expected[..rows * t], "tokens = {t}");
     }
 }
@@ -368,4 +374,121 @@ fn four_row_products_equal_one_row_products_bit_for_bit() {
             b.m = f16::from_f32(-r.f32().abs() * 0.1);
         }
     );
+}
+
+/// The four-by-four register tiles give every (row, token) exactly what the one-row
+/// product gives it.
+#[test]
+fn tiles_equal_one_row_products_bit_for_bit() {
+    let mut rng = Lcg(29);
+    let xs: Vec<Vec<f32>> = (0..4).map(|_| activations(&mut rng)).collect();
+    let a0: Vec<Vec<BlockQ8_0>> = xs
+        .iter()
+        .map(|x| {
+            let mut a = Vec::new();
+            quantize_q8_0(x, &mut a);
+            a
+        })
+        .collect();
+    let a1: Vec<Vec<BlockQ8_1>> = xs
+        .iter()
+        .map(|x| {
+            let mut a = Vec::new();
+            quantize_q8_1(x, &mut a);
+            a
+        })
+        .collect();
+    let per_row = N / 32;
+    macro_rules! check_tile {
+        ($block:ty, $acts:expr, $dot:ident, $tile:ident, $fix:expr) => {{
+            let w: Vec<$block> = random_bytes(&mut rng, 4 * per_row, $fix);
+            let rows: Vec<&[$block]> = w.chunks_exact(per_row).collect();
+            let acts = &$acts;
+            let tile = $tile(
+                [rows[0], rows[1], rows[2], rows[3]],
+                [&acts[0], &acts[1], &acts[2], &acts[3]],
+            );
+            for (r, by_token) in tile.iter().enumerate() {
+                for (t, got) in by_token.iter().enumerate() {
+                    assert_eq!(
+                        got.to_bits(),
+                        $dot(rows[r], &acts[t]).to_bits(),
+                        "{} row {r} token {t}",
+                        stringify!($tile)
+                    );
+                }
+            }
+        }};
+    }
+    check_tile!(
+        BlockQ4_0,
+        a0,
+        dot_q4_0,
+        tile_q4_0,
+        |b: &mut BlockQ4_0, r| b.d = r.scale()
+    );
+    check_tile!(
+        BlockQ5_0,
+        a0,
+        dot_q5_0,
+        tile_q5_0,
+        |b: &mut BlockQ5_0, r| b.d = r.scale()
+    );
+    check_tile!(
+        BlockQ8_0,
+        a0,
+        dot_q8_0,
+        tile_q8_0,
+        |b: &mut BlockQ8_0, r| b.d = r.scale()
+    );
+    check_tile!(
+        BlockQ4_1,
+        a1,
+        dot_q4_1,
+        tile_q4_1,
+        |b: &mut BlockQ4_1, r| {
+            b.d = r.scale();
+            b.m = f16::from_f32(-r.f32().abs() * 0.1);
+        }
+    );
+    let ak: Vec<Vec<BlockQ8K>> = xs
+        .iter()
+        .map(|x| {
+            let mut a = Vec::new();
+            quantize_q8_k(x, &mut a);
+            a
+        })
+        .collect();
+    let per_row = N / QK_K;
+    check_tile!(BlockQ4K, ak, dot_q4_k, tile_q4_k, |b: &mut BlockQ4K, r| {
+        b.d = r.scale();
+        b.dmin = r.scale();
+    });
+    check_tile!(BlockQ6K, ak, dot_q6_k, tile_q6_k, |b: &mut BlockQ6K, r| b
+        .d =
+        r.scale());
+}
+
+/// The GELU table holds, for every f16 input, what rounding, `gelu_tanh` and rounding again
+/// give.
+#[test]
+fn gelu_table_equals_its_definition() {
+    for bits in (0..=u16::MAX).step_by(7) {
+        let x = f16::from_bits(bits).to_f32();
+        if !x.is_finite() {
+            continue;
+        }
+        let want = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x
+        } else {
+            f16::from_f32(gelu_tanh(x)).to_f32()
+        };
+        assert_eq!(gelu_f16_table(x).to_bits(), want.to_bits(), "x = {x}");
+    }
+    // Between f16 values: the input is rounded first.
+    let x = 0.123_456_7f32;
+    let rounded = f16::from_f32(x).to_f32();
+    assert_eq!(gelu_f16_table(x), gelu_f16_table(rounded));
 }
