@@ -398,9 +398,9 @@ fn tiles_equal_one_row_products_bit_for_bit() {
             a
         })
         .collect();
-    let per_row = N / 32;
     macro_rules! check_tile {
-        ($block:ty, $acts:expr, $dot:ident, $tile:ident, $fix:expr) => {{
+        ($block:ty, $elems:expr, $acts:expr, $dot:ident, $tile:ident, $fix:expr) => {{
+            let per_row = N / $elems;
             let w: Vec<$block> = random_bytes(&mut rng, 4 * per_row, $fix);
             let rows: Vec<&[$block]> = w.chunks_exact(per_row).collect();
             let acts = &$acts;
@@ -422,6 +422,7 @@ fn tiles_equal_one_row_products_bit_for_bit() {
     }
     check_tile!(
         BlockQ4_0,
+        32,
         a0,
         dot_q4_0,
         tile_q4_0,
@@ -429,6 +430,7 @@ fn tiles_equal_one_row_products_bit_for_bit() {
     );
     check_tile!(
         BlockQ5_0,
+        32,
         a0,
         dot_q5_0,
         tile_q5_0,
@@ -436,6 +438,7 @@ fn tiles_equal_one_row_products_bit_for_bit() {
     );
     check_tile!(
         BlockQ8_0,
+        32,
         a0,
         dot_q8_0,
         tile_q8_0,
@@ -443,6 +446,7 @@ fn tiles_equal_one_row_products_bit_for_bit() {
     );
     check_tile!(
         BlockQ4_1,
+        32,
         a1,
         dot_q4_1,
         tile_q4_1,
@@ -459,14 +463,25 @@ fn tiles_equal_one_row_products_bit_for_bit() {
             a
         })
         .collect();
-    let per_row = N / QK_K;
-    check_tile!(BlockQ4K, ak, dot_q4_k, tile_q4_k, |b: &mut BlockQ4K, r| {
-        b.d = r.scale();
-        b.dmin = r.scale();
-    });
-    check_tile!(BlockQ6K, ak, dot_q6_k, tile_q6_k, |b: &mut BlockQ6K, r| b
-        .d =
-        r.scale());
+    check_tile!(
+        BlockQ4K,
+        QK_K,
+        ak,
+        dot_q4_k,
+        tile_q4_k,
+        |b: &mut BlockQ4K, r| {
+            b.d = r.scale();
+            b.dmin = r.scale();
+        }
+    );
+    check_tile!(
+        BlockQ6K,
+        QK_K,
+        ak,
+        dot_q6_k,
+        tile_q6_k,
+        |b: &mut BlockQ6K, r| b.d = r.scale()
+    );
 }
 
 /// The GELU table holds, for every f16 input, what rounding, `gelu_tanh` and rounding again
