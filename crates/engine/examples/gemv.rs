@@ -29,6 +29,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         wanted
     };
+    // `GEMV_TOKENS=N`: N tokens per product (a prefill chunk or a batch) instead of one;
+    // the time per block is then per block and token.
+    let tokens: usize = std::env::var("GEMV_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let mut scratch = ActScratch::default();
     if std::env::var_os("GEMV_STREAM").is_some() {
         stream(&file, &mut scratch)?;
@@ -40,10 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         };
         let m = QMatrix::new(info, file.tensor_bytes(info)?)?;
-        let x: Vec<f32> = (0..m.cols)
+        let x: Vec<f32> = (0..m.cols * tokens)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
             .collect();
-        let mut out = vec![0f32; m.rows];
+        let mut out = vec![0f32; m.rows * tokens];
         // Enough repetitions for ~0.3 s, at least 3.
         let t0 = Instant::now();
         m.matmul(&x, &mut out, &mut scratch);
@@ -54,9 +61,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             m.matmul(&x, &mut out, &mut scratch);
         }
         let per = t0.elapsed().as_secs_f64() / reps as f64;
-        let blocks = (m.rows * m.cols / 32) as f64;
+        let blocks = (m.rows * m.cols / 32 * tokens) as f64;
         println!(
-            "{name:28} {:5} {:6}x{:<6} {:9.1} us  {:6.2} ns/block  {:6.1} GB/s",
+            "{name:28} {:5} {:6}x{:<6} {:9.1} us  {:6.2} ns/block  {:6.1} GB/s (weights)",
             m.ty.name(),
             m.cols,
             m.rows,
