@@ -379,7 +379,7 @@ impl Scheduler {
                 continue; // more prompt to go
             }
             let logits = &mut self.logits[row * vocab..(row + 1) * vocab];
-            let done = emit_next_token(&self.shared, seq, logits);
+            let done = emit_next_token(&self.shared, &self.cache, seq, logits);
             if let StepResult::Done = done {
                 finished.push(i);
             }
@@ -418,7 +418,10 @@ impl Scheduler {
             } else if i > 0 {
                 self.preempt(i);
             } else {
-                let seq = self.running.remove(i);
+                let mut seq = self.running.remove(i);
+                // Its blocks become reclaimable before the client hears of the failure.
+                seq.kv = None;
+                self.publish_cache();
                 seq.fail(BasaltError::new(
                     ErrorKind::Overloaded,
                     "The request ran out of KV-cache memory.",
@@ -507,11 +510,16 @@ impl Scheduler {
 
 /// Samples one token for `seq` from `logits`, streams its text, and decides whether the
 /// sequence is finished.
-fn emit_next_token(shared: &Shared, seq: &mut Sequence, logits: &mut [f32]) -> StepResult {
+fn emit_next_token(
+    shared: &Shared,
+    cache: &PrefixCache,
+    seq: &mut Sequence,
+    logits: &mut [f32],
+) -> StepResult {
     let tok = &shared.tokenizer;
     if let Some(c) = &mut seq.constraint {
         if let Err(e) = c.mask(logits) {
-            return fail_in_place(seq, e.to_string());
+            return fail_in_place(shared, cache, seq, e.to_string());
         }
     }
     seq.sampler.apply_penalties(logits, &seq.tokens);
@@ -541,7 +549,7 @@ fn emit_next_token(shared: &Shared, seq: &mut Sequence, logits: &mut [f32]) -> S
     let end_of_generation = seq.stop_on_eog && tok.is_end_of_generation(token);
     if let (Some(c), false) = (&mut seq.constraint, end_of_generation) {
         if let Err(e) = c.commit(token) {
-            return fail_in_place(seq, e.to_string());
+            return fail_in_place(shared, cache, seq, e.to_string());
         }
     }
     // An end token is produced (and counted) like any other, but is not part of the text.
@@ -611,8 +619,11 @@ fn emit_next_token(shared: &Shared, seq: &mut Sequence, logits: &mut [f32]) -> S
                 reason
             };
             // Its memory is released before the client hears "finished"; the blocks the
-            // prefix cache knows stay there, reclaimable by any request.
+            // prefix cache knows stay there, reclaimable by any request (and counted so).
             seq.kv = None;
+            shared
+                .cached_bytes
+                .store(cache.reclaimable_bytes(), Ordering::Release);
             seq.outcome = Some(Outcome::Finished(reason));
             let _ = seq.events.send(GenerateEvent::Finished {
                 reason,
@@ -626,8 +637,16 @@ fn emit_next_token(shared: &Shared, seq: &mut Sequence, logits: &mut [f32]) -> S
 }
 
 /// Ends a sequence whose constraint broke down, reporting the tokens it did generate.
-fn fail_in_place(seq: &mut Sequence, why: String) -> StepResult {
+fn fail_in_place(
+    shared: &Shared,
+    cache: &PrefixCache,
+    seq: &mut Sequence,
+    why: String,
+) -> StepResult {
     seq.kv = None;
+    shared
+        .cached_bytes
+        .store(cache.reclaimable_bytes(), Ordering::Release);
     seq.outcome = Some(Outcome::Failed(ErrorKind::Internal));
     let _ = seq.events.send(GenerateEvent::Failed {
         error: BasaltError::internal(why),

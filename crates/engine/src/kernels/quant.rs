@@ -1071,6 +1071,55 @@ pub fn dot_f16(w: &[f16], a: &[f32]) -> f32 {
     sum
 }
 
+/// Four rows of halves against one row of floats: four independent accumulation chains
+/// (one chain, as in [`dot_f16`], is bound by the latency of its additions). Each row gets
+/// exactly what [`dot_f16`] gives it: the same operations in the same order.
+pub fn dot4_f16(w: [&[f16]; 4], a: &[f32]) -> [f32; 4] {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "f16c",
+        target_feature = "avx"
+    ))]
+    {
+        use std::arch::x86_64::*;
+        let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
+        let chunks = n / 8;
+        let mut acc = [[0f32; 8]; 4];
+        // SAFETY: F16C and AVX are enabled for this build; each iteration reads 8 halves
+        // from every row and 8 floats from `a`, inside the first `chunks * 8 <= n` elements.
+        unsafe {
+            let mut v = [_mm256_setzero_ps(); 4];
+            for i in 0..chunks {
+                let af = _mm256_loadu_ps(a.as_ptr().add(i * 8));
+                for (v, row) in v.iter_mut().zip(&w) {
+                    let wf = _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(i * 8).cast()));
+                    *v = _mm256_add_ps(*v, _mm256_mul_ps(wf, af));
+                }
+            }
+            for (acc, v) in acc.iter_mut().zip(v) {
+                _mm256_storeu_ps(acc.as_mut_ptr(), v);
+            }
+        }
+        let mut out = [0f32; 4];
+        for ((o, acc), row) in out.iter_mut().zip(&acc).zip(&w) {
+            let mut sum: f32 = acc.iter().sum();
+            for i in chunks * 8..n {
+                sum += row[i].to_f32() * a[i];
+            }
+            *o = sum;
+        }
+        out
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "f16c",
+        target_feature = "avx"
+    )))]
+    {
+        w.map(|row| dot_f16(row, a))
+    }
+}
+
 /// `o[i] += p * v[i]` for a row of halves (each element rounded exactly as the scalar loop
 /// would: one multiply, one add).
 #[inline]
@@ -1101,6 +1150,42 @@ pub fn axpy_f16(o: &mut [f32], p: f32, v: &[f16]) {
     }
     for i in done..n {
         o[i] += p * v[i].to_f32();
+    }
+}
+
+/// `o[i] += p[0] * v[0][i]`, then `+= p[1] * v[1][i]`, and so on for four rows: exactly
+/// four [`axpy_f16`] calls in order, with `o` kept in registers between them instead of
+/// stored and reloaded for every row.
+pub fn axpy4_f16(o: &mut [f32], p: [f32; 4], v: [&[f16]; 4]) {
+    let n = v.iter().map(|r| r.len()).min().unwrap_or(0).min(o.len());
+    let mut done = 0;
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "f16c",
+        target_feature = "avx"
+    ))]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: F16C and AVX are enabled for this build; each iteration reads 8 halves of
+        // every row and reads and writes 8 floats, inside the first `n` elements.
+        unsafe {
+            let pv = p.map(|x| _mm256_set1_ps(x));
+            while done + 8 <= n {
+                let op = o.as_mut_ptr().add(done);
+                let mut acc = _mm256_loadu_ps(op);
+                for (pv, row) in pv.iter().zip(&v) {
+                    let vf = _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(done).cast()));
+                    acc = _mm256_add_ps(acc, _mm256_mul_ps(*pv, vf));
+                }
+                _mm256_storeu_ps(op, acc);
+                done += 8;
+            }
+        }
+    }
+    for i in done..n {
+        for (p, row) in p.iter().zip(&v) {
+            o[i] += p * row[i].to_f32();
+        }
     }
 }
 

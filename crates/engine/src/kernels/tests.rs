@@ -311,12 +311,37 @@ fn half_precision_helpers_equal_their_scalar_definitions_bit_for_bit() {
             want.to_bits(),
             "dot, n = {n}"
         );
+        let others: Vec<Vec<f16>> = (0..3)
+            .map(|_| (0..n).map(|_| f16::from_f32(rng.f32() * 3.0)).collect())
+            .collect();
+        let rows = [&w[..], &others[0], &others[1], &others[2]];
+        for (r, got) in quant::dot4_f16(rows, &a).iter().enumerate() {
+            assert_eq!(
+                got.to_bits(),
+                quant::dot_f16(rows[r], &a).to_bits(),
+                "dot4 row {r}, n = {n}"
+            );
+        }
 
         let p = rng.f32();
         let mut got = a.clone();
         quant::axpy_f16(&mut got, p, &w);
         let want: Vec<f32> = a.iter().zip(&w).map(|(x, v)| x + p * v.to_f32()).collect();
         assert_eq!(got, want, "axpy, n = {n}");
+
+        let ps = [rng.f32(), rng.f32(), rng.f32(), rng.f32()];
+        let mut four = a.clone();
+        quant::axpy4_f16(&mut four, ps, rows);
+        let mut one_by_one = a.clone();
+        for (p, row) in ps.iter().zip(rows) {
+            quant::axpy_f16(&mut one_by_one, *p, row);
+        }
+        assert!(
+            four.iter()
+                .zip(&one_by_one)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "axpy4, n = {n}"
+        );
     }
 }
 
