@@ -693,18 +693,19 @@ mod avx2 {
     pub use fma_kernels::*;
 }
 
-/// Defines `pub fn $name`: the AVX2 kernel when the build has AVX2 and FMA, else `$portable`.
-macro_rules! simd_or_portable {
-    ($name:ident, $portable:ident, $w:ty, $a:ty) => {
+/// Defines `pub fn $name(args) -> ret`: the AVX2 kernel `avx2::$name` when the build has
+/// AVX2 and FMA, else the portable `$fallback` (an expression over the same arguments).
+macro_rules! avx2_or {
+    ($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty, $fallback:expr) => {
         #[inline]
-        pub fn $name(w: &[$w], a: &[$a]) -> f32 {
+        pub fn $name($($arg: $ty),*) -> $ret {
             #[cfg(all(
                 target_arch = "x86_64",
                 target_feature = "avx2",
                 target_feature = "fma"
             ))]
             {
-                avx2::$name(w, a)
+                avx2::$name($($arg),*)
             }
             #[cfg(not(all(
                 target_arch = "x86_64",
@@ -712,60 +713,7 @@ macro_rules! simd_or_portable {
                 target_feature = "fma"
             )))]
             {
-                $portable(w, a)
-            }
-        }
-    };
-}
-
-/// Defines `pub fn $name`, four weight rows against one activation row: the AVX2 kernel
-/// when the build has AVX2 and FMA, else four calls of the one-row product `$one`.
-macro_rules! simd4_or_one_by_one {
-    ($name:ident, $one:ident, $w:ty, $a:ty) => {
-        #[inline]
-        pub fn $name(w: [&[$w]; 4], a: &[$a]) -> [f32; 4] {
-            #[cfg(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma"
-            ))]
-            {
-                avx2::$name(w, a)
-            }
-            #[cfg(not(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma"
-            )))]
-            {
-                w.map(|row| $one(row, a))
-            }
-        }
-    };
-}
-
-/// Defines `pub fn $name`, four weight rows against four activation rows (`[row][token]`):
-/// the AVX2 register tile when the build has AVX2 and FMA, else the four-row product
-/// `$four` token by token.
-macro_rules! simd_tile_or_by_rows {
-    ($name:ident, $four:ident, $w:ty, $a:ty) => {
-        #[inline]
-        pub fn $name(w: [&[$w]; 4], a: [&[$a]; 4]) -> [[f32; 4]; 4] {
-            #[cfg(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma"
-            ))]
-            {
-                avx2::$name(w, a)
-            }
-            #[cfg(not(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma"
-            )))]
-            {
-                tile_by_rows(w, a, $four)
+                $fallback
             }
         }
     };
@@ -788,39 +736,19 @@ pub fn tile_by_rows<W, A>(
     out
 }
 
-/// Four rows against four tokens for a K-quant: the AVX2 tile (each super-block unpacked
-/// once for the four tokens), else the one-row product pair by pair.
-macro_rules! k_tile_or_by_rows {
-    ($name:ident, $one:ident, $w:ty) => {
-        #[inline]
-        pub fn $name(w: [&[$w]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
-            #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
-            {
-                avx2::$name(w, a)
-            }
-            #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2")))]
-            {
-                tile_by_rows(w, a, |w: [&[$w]; 4], a: &[BlockQ8K]| {
-                    w.map(|row| $one(row, a))
-                })
-            }
-        }
-    };
-}
+avx2_or!(tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, |w: [&[BlockQ4K]; 4], a: &[BlockQ8K]| w.map(|row| dot_q4_k(row, a))));
+avx2_or!(tile_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, |w: [&[BlockQ6K]; 4], a: &[BlockQ8K]| w.map(|row| dot_q6_k(row, a))));
+avx2_or!(tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, dot4_q4_0));
+avx2_or!(tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, dot4_q4_1));
+avx2_or!(tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, dot4_q5_0));
+avx2_or!(tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, dot4_q8_0));
 
-k_tile_or_by_rows!(tile_q4_k, dot_q4_k, BlockQ4K);
-k_tile_or_by_rows!(tile_q6_k, dot_q6_k, BlockQ6K);
-simd_tile_or_by_rows!(tile_q4_0, dot4_q4_0, BlockQ4_0, BlockQ8_0);
-simd_tile_or_by_rows!(tile_q4_1, dot4_q4_1, BlockQ4_1, BlockQ8_1);
-simd_tile_or_by_rows!(tile_q5_0, dot4_q5_0, BlockQ5_0, BlockQ8_0);
-simd_tile_or_by_rows!(tile_q8_0, dot4_q8_0, BlockQ8_0, BlockQ8_0);
+avx2_or!(dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4], w.map(|row| dot_q4_0(row, a)));
+avx2_or!(dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4], w.map(|row| dot_q4_1(row, a)));
+avx2_or!(dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[BlockQ8_0]) -> [f32; 4], w.map(|row| dot_q5_0(row, a)));
+avx2_or!(dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4], w.map(|row| dot_q8_0(row, a)));
 
-simd4_or_one_by_one!(dot4_q4_0, dot_q4_0, BlockQ4_0, BlockQ8_0);
-simd4_or_one_by_one!(dot4_q4_1, dot_q4_1, BlockQ4_1, BlockQ8_1);
-simd4_or_one_by_one!(dot4_q5_0, dot_q5_0, BlockQ5_0, BlockQ8_0);
-simd4_or_one_by_one!(dot4_q8_0, dot_q8_0, BlockQ8_0, BlockQ8_0);
-
-simd_or_portable!(dot_q4_0, dot_q4_0_portable, BlockQ4_0, BlockQ8_0);
+avx2_or!(dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32, dot_q4_0_portable(w, a));
 
 #[inline]
 #[allow(dead_code)] // the kernel without AVX2; with it, the tests' cross-check
@@ -837,7 +765,7 @@ pub(super) fn dot_q4_0_portable(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     sum
 }
 
-simd_or_portable!(dot_q4_1, dot_q4_1_portable, BlockQ4_1, BlockQ8_1);
+avx2_or!(dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32, dot_q4_1_portable(w, a));
 
 #[inline]
 #[allow(dead_code)] // the kernel without AVX2; with it, the tests' cross-check
@@ -868,7 +796,7 @@ fn unpack_q5(qs: &[u8; QK / 2], qh: [u8; 4], offset: i8) -> [i8; QK] {
     q
 }
 
-simd_or_portable!(dot_q5_0, dot_q5_0_portable, BlockQ5_0, BlockQ8_0);
+avx2_or!(dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32, dot_q5_0_portable(w, a));
 
 #[inline]
 #[allow(dead_code)] // the kernel without AVX2; with it, the tests' cross-check
@@ -892,7 +820,7 @@ pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     sum
 }
 
-simd_or_portable!(dot_q8_0, dot_q8_0_portable, BlockQ8_0, BlockQ8_0);
+avx2_or!(dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32, dot_q8_0_portable(w, a));
 
 #[inline]
 #[allow(dead_code)] // the kernel without AVX2; with it, the tests' cross-check
@@ -951,7 +879,7 @@ fn dot_k4_like(d: f16, dmin: f16, scales: &[u8; 12], q: &[u8; QK_K], a: &BlockQ8
     d.to_f32() * a.d * sumi as f32 - dmin.to_f32() * a.d * summin as f32
 }
 
-simd_or_portable!(dot_q4_k, dot_q4_k_portable, BlockQ4K, BlockQ8K);
+avx2_or!(dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32, dot_q4_k_portable(w, a));
 
 #[inline]
 #[allow(dead_code)] // the kernel without AVX2; with it, the tests' cross-check
@@ -989,7 +917,7 @@ fn unpack_q6k(w: &BlockQ6K) -> [u8; QK_K] {
     q
 }
 
-simd_or_portable!(dot_q6_k, dot_q6_k_portable, BlockQ6K, BlockQ8K);
+avx2_or!(dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32, dot_q6_k_portable(w, a));
 
 #[inline]
 #[allow(dead_code)] // the kernel without AVX2; with it, the tests' cross-check
