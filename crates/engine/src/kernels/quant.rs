@@ -960,49 +960,18 @@ pub fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
 /// the same order, eight lanes per instruction.
 #[inline]
 pub fn dot_f16(w: &[f16], a: &[f32]) -> f32 {
-    let n = w.len().min(a.len());
-    let chunks = n / 8;
-    let mut acc = [0f32; 8];
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "f16c",
-        target_feature = "avx"
-    ))]
-    {
-        use std::arch::x86_64::*;
-        // SAFETY: F16C and AVX are enabled for this build; each iteration reads 8 halves
-        // from `w` and 8 floats from `a`, both inside the first `chunks * 8 <= n` elements.
-        unsafe {
-            let mut v = _mm256_setzero_ps();
-            for i in 0..chunks {
-                let wf = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(i * 8).cast()));
-                let af = _mm256_loadu_ps(a.as_ptr().add(i * 8));
-                v = _mm256_add_ps(v, _mm256_mul_ps(wf, af));
-            }
-            _mm256_storeu_ps(acc.as_mut_ptr(), v);
-        }
-    }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "f16c",
-        target_feature = "avx"
-    )))]
-    for i in 0..chunks {
-        for k in 0..8 {
-            acc[k] += w[i * 8 + k].to_f32() * a[i * 8 + k];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for i in chunks * 8..n {
-        sum += w[i].to_f32() * a[i];
-    }
+    let [sum] = dot_rows_f16([w], a);
     sum
 }
 
-/// Four rows of halves against one row of floats: four independent accumulation chains
-/// (one chain, as in [`dot_f16`], is bound by the latency of its additions). Each row gets
-/// exactly what [`dot_f16`] gives it: the same operations in the same order.
-pub fn dot4_f16(w: [&[f16]; 4], a: &[f32]) -> [f32; 4] {
+/// [`dot_f16`] for `N` rows of halves against one row of floats at once: `N` independent
+/// accumulation chains (one chain is bound by the latency of its additions), each row
+/// computed exactly as [`dot_f16`] computes it alone.
+#[inline]
+pub fn dot_rows_f16<const N: usize>(w: [&[f16]; N], a: &[f32]) -> [f32; N] {
+    let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
+    let chunks = n / 8;
+    let mut acc = [[0f32; 8]; N];
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "f16c",
@@ -1010,13 +979,10 @@ pub fn dot4_f16(w: [&[f16]; 4], a: &[f32]) -> [f32; 4] {
     ))]
     {
         use std::arch::x86_64::*;
-        let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
-        let chunks = n / 8;
-        let mut acc = [[0f32; 8]; 4];
         // SAFETY: F16C and AVX are enabled for this build; each iteration reads 8 halves
         // from every row and 8 floats from `a`, inside the first `chunks * 8 <= n` elements.
         unsafe {
-            let mut v = [_mm256_setzero_ps(); 4];
+            let mut v = [_mm256_setzero_ps(); N];
             for i in 0..chunks {
                 let af = _mm256_loadu_ps(a.as_ptr().add(i * 8));
                 for (v, row) in v.iter_mut().zip(&w) {
@@ -1028,63 +994,42 @@ pub fn dot4_f16(w: [&[f16]; 4], a: &[f32]) -> [f32; 4] {
                 _mm256_storeu_ps(acc.as_mut_ptr(), v);
             }
         }
-        let mut out = [0f32; 4];
-        for ((o, acc), row) in out.iter_mut().zip(&acc).zip(&w) {
-            let mut sum: f32 = acc.iter().sum();
-            for i in chunks * 8..n {
-                sum += row[i].to_f32() * a[i];
-            }
-            *o = sum;
-        }
-        out
     }
     #[cfg(not(all(
         target_arch = "x86_64",
         target_feature = "f16c",
         target_feature = "avx"
     )))]
-    {
-        w.map(|row| dot_f16(row, a))
+    for (acc, row) in acc.iter_mut().zip(&w) {
+        for i in 0..chunks {
+            for k in 0..8 {
+                acc[k] += row[i * 8 + k].to_f32() * a[i * 8 + k];
+            }
+        }
     }
+    let mut out = [0f32; N];
+    for ((o, acc), row) in out.iter_mut().zip(&acc).zip(&w) {
+        let mut sum: f32 = acc.iter().sum();
+        for i in chunks * 8..n {
+            sum += row[i].to_f32() * a[i];
+        }
+        *o = sum;
+    }
+    out
 }
 
 /// `o[i] += p * v[i]` for a row of halves (each element rounded exactly as the scalar loop
 /// would: one multiply, one add).
 #[inline]
 pub fn axpy_f16(o: &mut [f32], p: f32, v: &[f16]) {
-    let n = o.len().min(v.len());
-    let mut done = 0;
-    #[cfg(all(
-        target_arch = "x86_64",
-        target_feature = "f16c",
-        target_feature = "avx"
-    ))]
-    {
-        use std::arch::x86_64::*;
-        // SAFETY: F16C and AVX are enabled for this build; each iteration reads 8 halves
-        // and reads and writes 8 floats, inside the first `n` elements of both slices.
-        unsafe {
-            let pv = _mm256_set1_ps(p);
-            while done + 8 <= n {
-                let vf = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(done).cast()));
-                let op = o.as_mut_ptr().add(done);
-                _mm256_storeu_ps(
-                    op,
-                    _mm256_add_ps(_mm256_loadu_ps(op), _mm256_mul_ps(pv, vf)),
-                );
-                done += 8;
-            }
-        }
-    }
-    for i in done..n {
-        o[i] += p * v[i].to_f32();
-    }
+    axpy_rows_f16(o, [p], [v]);
 }
 
-/// `o[i] += p[0] * v[0][i]`, then `+= p[1] * v[1][i]`, and so on for four rows: exactly
-/// four [`axpy_f16`] calls in order, with `o` kept in registers between them instead of
-/// stored and reloaded for every row.
-pub fn axpy4_f16(o: &mut [f32], p: [f32; 4], v: [&[f16]; 4]) {
+/// `o[i] += p[0] * v[0][i]`, then `+= p[1] * v[1][i]`, and so on for `N` rows: exactly `N`
+/// [`axpy_f16`] calls in order, with `o` kept in registers between rows instead of stored
+/// and reloaded for every row.
+#[inline]
+pub fn axpy_rows_f16<const N: usize>(o: &mut [f32], p: [f32; N], v: [&[f16]; N]) {
     let n = v.iter().map(|r| r.len()).min().unwrap_or(0).min(o.len());
     let mut done = 0;
     #[cfg(all(

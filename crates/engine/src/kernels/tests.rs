@@ -315,7 +315,7 @@ fn half_precision_helpers_equal_their_scalar_definitions_bit_for_bit() {
             .map(|_| (0..n).map(|_| f16::from_f32(rng.f32() * 3.0)).collect())
             .collect();
         let rows = [&w[..], &others[0], &others[1], &others[2]];
-        for (r, got) in quant::dot4_f16(rows, &a).iter().enumerate() {
+        for (r, got) in quant::dot_rows_f16(rows, &a).iter().enumerate() {
             assert_eq!(
                 got.to_bits(),
                 quant::dot_f16(rows[r], &a).to_bits(),
@@ -331,7 +331,7 @@ fn half_precision_helpers_equal_their_scalar_definitions_bit_for_bit() {
 
         let ps = [rng.f32(), rng.f32(), rng.f32(), rng.f32()];
         let mut four = a.clone();
-        quant::axpy4_f16(&mut four, ps, rows);
+        quant::axpy_rows_f16(&mut four, ps, rows);
         let mut one_by_one = a.clone();
         for (p, row) in ps.iter().zip(rows) {
             quant::axpy_f16(&mut one_by_one, *p, row);

@@ -109,7 +109,7 @@ fn attend_head(
         let mut quads = keys.chunks_exact(4 * kv_dim);
         for quad in quads.by_ref() {
             let k = |i: usize| &quad[i * kv_dim + offset..][..head_dim];
-            let four = crate::kernels::quant::dot4_f16([k(0), k(1), k(2), k(3)], q16);
+            let four = crate::kernels::quant::dot_rows_f16([k(0), k(1), k(2), k(3)], q16);
             scores.extend(four.map(|s| s * scale));
         }
         for k in quads.remainder().chunks_exact(kv_dim) {
@@ -128,7 +128,7 @@ fn attend_head(
             for (w, s) in w.iter_mut().zip(weights.by_ref()) {
                 *w = round_f16(*s);
             }
-            crate::kernels::quant::axpy4_f16(out, w, [v(0), v(1), v(2), v(3)]);
+            crate::kernels::quant::axpy_rows_f16(out, w, [v(0), v(1), v(2), v(3)]);
         }
         for (v, &w) in quads.remainder().chunks_exact(kv_dim).zip(weights.by_ref()) {
             crate::kernels::quant::axpy_f16(out, round_f16(w), &v[offset..][..head_dim]);
