@@ -86,6 +86,17 @@ pub fn quantize_q8_k(x: &[f32], out: &mut Vec<BlockQ8K>) {
     }
 }
 
+/// The blocks a four-by-four tile can multiply: the shortest of its rows and tokens.
+#[inline(always)]
+#[allow(dead_code)] // used by the SIMD tiles only
+fn tile_blocks<W, A>(w: &[&[W]; 4], a: &[&[A]; 4]) -> usize {
+    w.iter()
+        .map(|r| r.len())
+        .chain(a.iter().map(|t| t.len()))
+        .min()
+        .unwrap_or(0)
+}
+
 /// The integer core of every 32-element block product.
 #[inline]
 fn dot_i8(a: &[i8; QK], b: &[i8; QK]) -> i32 {
@@ -261,12 +272,7 @@ mod avx2 {
         unpack: impl Fn(&W) -> U,
         dot: impl Fn(&U, &BlockQ8K) -> f32,
     ) -> [[f32; 4]; 4] {
-        let n = w
-            .iter()
-            .map(|r| r.len())
-            .chain(a.iter().map(|t| t.len()))
-            .min()
-            .unwrap_or(0);
+        let n = super::tile_blocks(&w, &a);
         let mut sums = [[0f32; 4]; 4];
         for b in 0..n {
             for (row, sums) in w.iter().zip(sums.iter_mut()) {
@@ -499,12 +505,7 @@ mod avx2 {
             a: [&[BlockQ8_0]; 4],
             unpack: impl Fn(&W) -> (__m256i, f32),
         ) -> [[f32; 4]; 4] {
-            let n = w
-                .iter()
-                .map(|r| r.len())
-                .chain(a.iter().map(|t| t.len()))
-                .min()
-                .unwrap_or(0);
+            let n = super::super::tile_blocks(&w, &a);
             // SAFETY: AVX2+FMA enabled for this build; loads read whole 32-byte arrays.
             unsafe {
                 let mut acc = [[_mm256_setzero_ps(); 4]; 4];
@@ -584,12 +585,7 @@ mod avx2 {
         /// Four rows of Q4_1 against four activation rows; per (row, token) the same
         /// operations in the same order as [`dot_q4_1`].
         pub fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] {
-            let n = w
-                .iter()
-                .map(|r| r.len())
-                .chain(a.iter().map(|t| t.len()))
-                .min()
-                .unwrap_or(0);
+            let n = super::super::tile_blocks(&w, &a);
             // SAFETY: as in `dot_q4_1`.
             unsafe {
                 let mut acc = [[_mm256_setzero_ps(); 4]; 4];
