@@ -93,6 +93,22 @@ impl QMatrix {
 
     /// `out[t][r] = dot(row r, x[t])` for `t` rows of activations `x` (each `cols` long).
     pub fn matmul(&self, x: &[f32], out: &mut [f32], scratch: &mut ActScratch) {
+        self.matmul_with(x, out, scratch, true);
+    }
+
+    /// The activation format this matrix's kernels read (`None`: float weights).
+    fn activation_format(&self) -> Option<TensorType> {
+        match self.ty {
+            TensorType::Q4_0 | TensorType::Q5_0 | TensorType::Q8_0 => Some(TensorType::Q8_0),
+            TensorType::Q4_1 | TensorType::Q5_1 => Some(TensorType::Q8_1),
+            TensorType::Q4K | TensorType::Q5K | TensorType::Q6K => Some(TensorType::Q8K),
+            _ => None,
+        }
+    }
+
+    /// [`QMatrix::matmul`]; with `quantize` false, `scratch` already holds `x` quantised in
+    /// this matrix's activation format (a product sharing its input with the previous one).
+    fn matmul_with(&self, x: &[f32], out: &mut [f32], scratch: &mut ActScratch, quantize: bool) {
         let tokens = x.len() / self.cols;
         debug_assert_eq!(out.len(), tokens * self.rows);
         let bytes: &[u8] = &self.bytes;
@@ -117,6 +133,7 @@ impl QMatrix {
                 acts.resize_with(tokens, Vec::new);
                 let rows = x.chunks_exact(self.cols);
                 match pool().filter(|_| tokens > 1 && x.len() >= PARALLEL_MIN_WORK) {
+                    _ if !quantize => {}
                     Some(pool) => pool.install(|| {
                         acts[..tokens]
                             .par_iter_mut()
@@ -237,14 +254,22 @@ impl QMatrix {
                 .iter()
                 .zip(outs.iter())
                 .all(|(m, out)| m.cols == cols && out.len() == m.rows && m.ty.block_layout().0 > 1);
+        // Each activation format is quantised once, by the first product that reads it.
+        let first_reader = |i: usize| {
+            let format = mats[i].activation_format();
+            format.is_none() || mats[..i].iter().all(|m| m.activation_format() != format)
+        };
         if !fusable {
-            for (m, out) in mats.iter().zip(outs.iter_mut()) {
-                m.matmul(x, out, scratch);
+            let same_cols = mats.iter().all(|m| m.cols == cols);
+            for (i, (m, out)) in mats.iter().zip(outs.iter_mut()).enumerate() {
+                m.matmul_with(x, out, scratch, !same_cols || first_reader(i));
             }
             return;
         }
-        for m in mats {
-            m.quantize_activation(x, scratch);
+        for (i, m) in mats.iter().enumerate() {
+            if first_reader(i) {
+                m.quantize_activation(x, scratch);
+            }
         }
         let total_rows: usize = mats.iter().map(|m| m.rows).sum();
         let acts: &ActScratch = scratch;
