@@ -17,18 +17,32 @@ fn round_even(x: f32) -> i32 {
     x.round_ties_even() as i32
 }
 
+/// One 32-value block quantised as ggml's Q8_0/Q8_1 do: the scale `amax / 127`, each value
+/// `round_ties_even(v * 127 / amax)`; also the sum of the quants (Q8_1's `s`).
+#[inline]
+fn quantize_block(chunk: &[f32]) -> (f32, [i8; QK], i32) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    if let Ok(chunk) = <&[f32; QK]>::try_from(chunk) {
+        return avx2::quantize_block(chunk);
+    }
+    let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut qs = [0i8; QK];
+    let mut sum = 0i32;
+    for (q, v) in qs.iter_mut().zip(chunk) {
+        let r = round_even(v * id);
+        sum += r;
+        *q = r as i8;
+    }
+    (amax, qs, sum)
+}
+
 pub fn quantize_q8_0(x: &[f32], out: &mut Vec<BlockQ8_0>) {
     out.clear();
     for chunk in x.chunks_exact(QK) {
-        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut qs = [0i8; QK];
-        for (q, v) in qs.iter_mut().zip(chunk) {
-            *q = round_even(v * id) as i8;
-        }
+        let (amax, qs, _) = quantize_block(chunk);
         out.push(BlockQ8_0 {
-            d: f16::from_f32(d),
+            d: f16::from_f32(amax / 127.0),
             qs,
         });
     }
@@ -37,16 +51,8 @@ pub fn quantize_q8_0(x: &[f32], out: &mut Vec<BlockQ8_0>) {
 pub fn quantize_q8_1(x: &[f32], out: &mut Vec<BlockQ8_1>) {
     out.clear();
     for chunk in x.chunks_exact(QK) {
-        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let (amax, qs, sum) = quantize_block(chunk);
         let d = amax / 127.0;
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut qs = [0i8; QK];
-        let mut sum = 0i32;
-        for (q, v) in qs.iter_mut().zip(chunk) {
-            let r = round_even(v * id);
-            sum += r;
-            *q = r as i8;
-        }
         out.push(BlockQ8_1 {
             d: f16::from_f32(d),
             s: f16::from_f32(d * sum as f32),
@@ -120,6 +126,40 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::blocks::*;
+
+    /// [`super::quantize_block`] eight lanes at a time: the same maximum of magnitudes (for
+    /// finite inputs), the same scale, the same products rounded to nearest-even, so the
+    /// same quants and sum.
+    #[inline]
+    pub fn quantize_block(chunk: &[f32; 32]) -> (f32, [i8; 32], i32) {
+        // SAFETY: AVX2 is enabled for this build; the loads read the 32 floats of `chunk`
+        // and the store writes the 32 bytes of `qs`.
+        unsafe {
+            let magnitude = |v: __m256| _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
+            let v = [0, 8, 16, 24].map(|i| _mm256_loadu_ps(chunk.as_ptr().add(i)));
+            let m = _mm256_max_ps(
+                _mm256_max_ps(magnitude(v[0]), magnitude(v[1])),
+                _mm256_max_ps(magnitude(v[2]), magnitude(v[3])),
+            );
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+            let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            // `cvtps` rounds to nearest-even (the default rounding mode), as `round_even`.
+            let q = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, id)));
+            let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            // Pack to bytes (packs work within 128-bit lanes), then restore the order.
+            let bytes = _mm256_packs_epi16(
+                _mm256_packs_epi32(q[0], q[1]),
+                _mm256_packs_epi32(q[2], q[3]),
+            );
+            let bytes =
+                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            let mut qs = [0i8; 32];
+            _mm256_storeu_si256(qs.as_mut_ptr().cast(), bytes);
+            (amax, qs, hsum_i32(sum))
+        }
+    }
 
     /// 32 signed bytes times 32 signed bytes, summed: `maddubs` multiplies unsigned by
     /// signed, so move `a`'s sign onto `b` first (as ggml does).

@@ -532,3 +532,34 @@ fn gelu_table_equals_its_definition() {
     let rounded = f16::from_f32(x).to_f32();
     assert_eq!(gelu_f16_table(x), gelu_f16_table(rounded));
 }
+
+/// Activation quantisation (vectorised where the build allows) gives exactly ggml's scalar
+/// definition: scale `amax / 127`, quants `round_ties_even(v * 127 / amax)`, and their sum.
+#[test]
+fn activation_quantisation_equals_the_scalar_definition() {
+    let mut rng = Lcg(31);
+    let mut x = activations(&mut rng);
+    // A block of zeros, and one of ties (x.5 after scaling).
+    x[..32].fill(0.0);
+    for (i, v) in x[32..64].iter_mut().enumerate() {
+        *v = (i as f32 - 16.0) + 0.5;
+    }
+    x[63] = 127.0;
+    let (mut a0, mut a1) = (Vec::new(), Vec::new());
+    quantize_q8_0(&x, &mut a0);
+    quantize_q8_1(&x, &mut a1);
+    for (b, chunk) in x.chunks_exact(32).enumerate() {
+        let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let qs: Vec<i8> = chunk
+            .iter()
+            .map(|v| (v * id).round_ties_even() as i32 as i8)
+            .collect();
+        let sum: i32 = qs.iter().map(|&q| q as i32).sum();
+        let d = amax / 127.0;
+        assert_eq!(a0[b].qs.to_vec(), qs, "block {b}");
+        assert_eq!(a0[b].d, f16::from_f32(d));
+        assert_eq!(a1[b].qs.to_vec(), qs);
+        assert_eq!(a1[b].s, f16::from_f32(d * sum as f32), "block {b}");
+    }
+}
