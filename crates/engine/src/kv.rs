@@ -159,6 +159,18 @@ impl SeqKv {
         &self.blocks
     }
 
+    /// Replaces full block `index` by `block`: the prefix cache's block for the same tokens
+    /// after the same prefix, which holds the same keys and values (every kernel computes a
+    /// position exactly as it would in any other batch or chunk), so that sequences that
+    /// computed the same prefix at the same time end up sharing one copy.
+    pub fn share_block(&mut self, index: usize, block: Arc<KvBlock>) {
+        if (index + 1) * BLOCK_TOKENS <= self.len {
+            if let Some(slot) = self.blocks.get_mut(index) {
+                *slot = block;
+            }
+        }
+    }
+
     /// Makes room for `extra` more positions, allocating (and charging) blocks.
     pub fn reserve(&mut self, extra: usize) -> Result<(), KvExhausted> {
         let needed = (self.len + extra).div_ceil(BLOCK_TOKENS);

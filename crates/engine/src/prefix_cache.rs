@@ -104,8 +104,10 @@ impl PrefixCache {
     }
 
     /// Registers the blocks of `kv` that have filled since `chain` (their tokens are the
-    /// first `kv.len()` of `tokens`), so other sequences can share them.
-    pub fn register(&mut self, tokens: &[u32], kv: &SeqKv, chain: &mut Chain) {
+    /// first `kv.len()` of `tokens`), so other sequences can share them. A block whose
+    /// tokens the cache already has (another sequence computed them at the same time) is
+    /// replaced in `kv` by the cached one, so the two share it and the chain stays held.
+    pub fn register(&mut self, tokens: &[u32], kv: &mut SeqKv, chain: &mut Chain) {
         if !self.enabled {
             return;
         }
@@ -113,16 +115,17 @@ impl PrefixCache {
         while chain.blocks < full {
             let (Some(block_tokens), Some(block)) = (
                 block_tokens(tokens, chain.blocks),
-                kv.blocks().get(chain.blocks),
+                kv.blocks().get(chain.blocks).cloned(),
             ) else {
                 return;
             };
             self.clock += 1;
             let key = (chain.node, block_tokens);
             let id = match self.nodes.get_mut(&key) {
-                // Computed by another sequence first: keep that one, follow its chain.
+                // Computed by another sequence first: share that one, follow its chain.
                 Some(node) => {
                     node.last_used = self.clock;
+                    kv.share_block(chain.blocks, Arc::clone(&node.block));
                     node.id
                 }
                 None => {
@@ -132,7 +135,7 @@ impl PrefixCache {
                         key,
                         Node {
                             id,
-                            block: Arc::clone(block),
+                            block,
                             children: 0,
                             last_used: self.clock,
                         },
@@ -194,7 +197,7 @@ mod tests {
         let rest = tokens.len() - kv.len();
         kv.reserve(rest).unwrap();
         kv.advance(rest);
-        cache.register(tokens, &kv, &mut chain);
+        cache.register(tokens, &mut kv, &mut chain);
         kv
     }
 
@@ -257,12 +260,16 @@ mod tests {
             kv.advance(BLOCK_TOKENS);
         }
         let (mut c1, mut c2) = (Chain::default(), Chain::default());
-        cache.register(&prompt, &first, &mut c1);
-        cache.register(&prompt, &second, &mut c2);
+        cache.register(&prompt, &mut first, &mut c1);
+        assert_eq!(budget.used_bytes(), 2 * SHAPE.bytes_per_block());
+        cache.register(&prompt, &mut second, &mut c2);
+        // The second now shares the first's block; its own copy is gone.
+        assert!(Arc::ptr_eq(&first.blocks()[0], &second.blocks()[0]));
+        assert_eq!(budget.used_bytes(), SHAPE.bytes_per_block());
         // The second one's next block lands behind the first one's: found by a lookup.
         second.reserve(BLOCK_TOKENS).unwrap();
         second.advance(BLOCK_TOKENS);
-        cache.register(&prompt, &second, &mut c2);
+        cache.register(&prompt, &mut second, &mut c2);
         let (blocks, _) = cache.lookup(&prompt);
         assert_eq!(blocks.len(), 2);
         assert!(Arc::ptr_eq(&blocks[0], &first.blocks()[0]));

@@ -310,9 +310,12 @@ impl Scheduler {
                 .min(self.shared.config.prefill_chunk)
                 + 1;
             let free = budget.limit_bytes().saturating_sub(budget.used_bytes());
-            if !self.running.is_empty() && first_chunk * per_token > free {
-                // Cached prefixes give their memory back before anyone waits for it.
-                if self.cache.evict_lru() {
+            let needed = first_chunk * per_token;
+            if !self.running.is_empty() && needed > free {
+                // Cached prefixes give their memory back before anyone waits for it, when
+                // that is enough to make room (otherwise the cache is kept: emptying it
+                // could not admit the sequence anyway).
+                if free + self.cache.reclaimable_bytes() >= needed && self.cache.evict_lru() {
                     continue;
                 }
                 break;
@@ -372,7 +375,7 @@ impl Scheduler {
         for (row, &(i, n)) in plan.iter().enumerate() {
             let seq = &mut self.running[i];
             seq.computed += n;
-            if let Some(kv) = &seq.kv {
+            if let Some(kv) = &mut seq.kv {
                 self.cache.register(&seq.tokens, kv, &mut seq.chain);
             }
             if seq.computed < seq.tokens.len() {

@@ -7,6 +7,7 @@
 pub mod blocks;
 pub mod quant;
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
@@ -424,30 +425,61 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
 /// sleep between products: a pass hands out a few hundred small pieces of work per token,
 /// and a thread that slept between them had to be woken through the kernel for the next
 /// one (context switches were 14% of decode's samples in `perf`).
+///
+/// All models share the pool, so a thread polling for one model's pass may pick up another
+/// model's whole pass and run it; the first pass then finishes after that one (the two
+/// take turns instead of interleaving their products).
 pub fn in_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let Some(pool) = pool() else {
         return f();
     };
     pool.install(|| {
         let done = AtomicBool::new(false);
-        let runner = rayon::current_thread_index();
         rayon::scope(|s| {
             for _ in 1..rayon::current_num_threads() {
-                s.spawn(|_| poll_until(&done, runner));
+                s.spawn(|_| poll_until(&done));
             }
             // Set however `f` ends, so the pollers always stop.
             let _finished = SetOnDrop(&done);
+            let _busy = Busy::enter();
             f()
         })
     })
 }
 
-/// Runs whatever work the pool has until `done`. Returns at once on the thread running the
-/// pass itself: polling there would hold up the pass it waits for.
-fn poll_until(done: &AtomicBool, runner: Option<usize>) {
-    if rayon::current_thread_index() == runner {
+thread_local! {
+    /// Passes and pollers on this thread's stack.
+    static BUSY: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks this thread as running a pass or a poller while alive.
+struct Busy;
+
+impl Busy {
+    fn enter() -> Self {
+        BUSY.with(|b| b.set(b.get() + 1));
+        Busy
+    }
+
+    fn is_set() -> bool {
+        BUSY.with(|b| b.get() > 0)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.with(|b| b.set(b.get().saturating_sub(1)));
+    }
+}
+
+/// Runs whatever work the pool has until `done`. Returns at once on a thread that already
+/// runs a pass or a poller further down its stack (the pass's own thread, when it picks up
+/// its own poller while waiting): polling there would hold up what it is part of.
+fn poll_until(done: &AtomicBool) {
+    if Busy::is_set() {
         return;
     }
+    let _busy = Busy::enter();
     while !done.load(Ordering::Acquire) {
         if rayon::yield_now() != Some(rayon::Yield::Executed) {
             std::hint::spin_loop();

@@ -23,7 +23,11 @@ fn round_even(x: f32) -> i32 {
 fn quantize_block(chunk: &[f32]) -> (f32, [i8; QK], i32) {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
     if let Ok(chunk) = <&[f32; QK]>::try_from(chunk) {
-        return avx2::quantize_block(chunk);
+        // Finite inputs only: the vector conversion turns NaN and infinities into
+        // `i32::MIN` where the scalar one gives 0 or saturates.
+        if let Some(block) = avx2::quantize_block(chunk) {
+            return block;
+        }
     }
     let amax = chunk.iter().fold(0f32, |m, v| m.max(v.abs()));
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -127,11 +131,11 @@ mod avx2 {
 
     use super::super::blocks::*;
 
-    /// [`super::quantize_block`] eight lanes at a time: the same maximum of magnitudes (for
-    /// finite inputs), the same scale, the same products rounded to nearest-even, so the
-    /// same quants and sum.
+    /// [`super::quantize_block`] eight lanes at a time: the same maximum of magnitudes, the
+    /// same scale, the same products rounded to nearest-even, so the same quants and sum.
+    /// `None` if the block holds a NaN or an infinity (the caller takes the scalar path).
     #[inline]
-    pub fn quantize_block(chunk: &[f32; 32]) -> (f32, [i8; 32], i32) {
+    pub fn quantize_block(chunk: &[f32; 32]) -> Option<(f32, [i8; 32], i32)> {
         // SAFETY: AVX2 is enabled for this build; the loads read the 32 floats of `chunk`
         // and the store writes the 32 bytes of `qs`.
         unsafe {
@@ -144,6 +148,13 @@ mod avx2 {
             let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
             let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
             let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+            // A NaN anywhere makes some lane unordered with itself.
+            let nan = v.iter().fold(0, |bits, &v| {
+                bits | _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))
+            });
+            if nan != 0 || !amax.is_finite() {
+                return None;
+            }
             let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
             // `cvtps` rounds to nearest-even (the default rounding mode), as `round_even`.
             let q = v.map(|v| _mm256_cvtps_epi32(_mm256_mul_ps(v, id)));
@@ -157,7 +168,7 @@ mod avx2 {
                 _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             let mut qs = [0i8; 32];
             _mm256_storeu_si256(qs.as_mut_ptr().cast(), bytes);
-            (amax, qs, hsum_i32(sum))
+            Some((amax, qs, hsum_i32(sum)))
         }
     }
 
