@@ -301,9 +301,21 @@ mod avx2 {
     }
 
     pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+        k_row(w, a, unpack_q4k, dot_q4k_unpacked)
+    }
+
+    /// One K-quant row against one token: each super-block unpacked and multiplied, the
+    /// results summed in order from zero (as [`k_tile`] sums each of its pairs).
+    #[inline(always)]
+    fn k_row<W, U>(
+        w: &[W],
+        a: &[BlockQ8K],
+        unpack: impl Fn(&W) -> U,
+        dot: impl Fn(&U, &BlockQ8K) -> f32,
+    ) -> f32 {
         let mut sum = 0f32;
         for (w, a) in w.iter().zip(a) {
-            sum += dot_q4k_unpacked(&unpack_q4k(w), a);
+            sum += dot(&unpack(w), a);
         }
         sum
     }
@@ -406,11 +418,7 @@ mod avx2 {
 
     /// Q6_K: see [`dot_q6k_unpacked`].
     pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-        let mut sum = 0f32;
-        for (w, a) in w.iter().zip(a) {
-            sum += dot_q6k_unpacked(&unpack_q6k_avx2(w), a);
-        }
-        sum
+        k_row(w, a, unpack_q6k_avx2, dot_q6k_unpacked)
     }
 
     /// Four rows of Q6_K against four tokens; per (row, token) the same operations in the
