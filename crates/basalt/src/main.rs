@@ -92,6 +92,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything else: this build uses the build machine's instruction set.
+    let missing = basalt_engine::kernels::missing_cpu_features();
+    if !missing.is_empty() {
+        eprintln!(
+            "error: this basalt binary was compiled for a CPU with {} and this CPU lacks it; \
+             build basalt on this machine (`make run` does)",
+            missing.join(", ")
+        );
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),

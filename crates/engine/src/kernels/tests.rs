@@ -570,3 +570,10 @@ fn activation_quantisation_equals_the_scalar_definition() {
         );
     }
 }
+
+/// Tests run where they were compiled, so nothing the build uses can be missing; and the
+/// check names only extensions the build was compiled with.
+#[test]
+fn the_build_machine_has_every_extension_the_build_uses() {
+    assert_eq!(missing_cpu_features(), Vec::<&str>::new());
+}
