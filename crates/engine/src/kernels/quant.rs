@@ -554,6 +554,18 @@ mod avx2 {
             }
         }
 
+        /// Block `b` of each of four rows, unpacked. Spelled out: `w.map` was not inlined
+        /// (a call per block in `perf`).
+        #[inline(always)]
+        fn column<W, U>(w: &[&[W]; 4], b: usize, unpack: &impl Fn(&W) -> U) -> [U; 4] {
+            [
+                unpack(&w[0][b]),
+                unpack(&w[1][b]),
+                unpack(&w[2][b]),
+                unpack(&w[3][b]),
+            ]
+        }
+
         /// Four rows against four activation rows (a register tile): each weight block is
         /// unpacked once for the four tokens and each activation block loaded once for the
         /// four rows. Every (row, token) pair accumulates exactly as [`signed_blocks`] does,
@@ -569,13 +581,7 @@ mod avx2 {
             unsafe {
                 let mut acc = [[_mm256_setzero_ps(); 4]; 4];
                 for b in 0..n {
-                    // Spelled out: `w.map` was not inlined (a call per block in `perf`).
-                    let xs = [
-                        unpack(&w[0][b]),
-                        unpack(&w[1][b]),
-                        unpack(&w[2][b]),
-                        unpack(&w[3][b]),
-                    ];
+                    let xs = column(&w, b, &unpack);
                     for (t, tok) in a.iter().enumerate() {
                         let y = &tok[b];
                         let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
@@ -651,12 +657,7 @@ mod avx2 {
                 let mut mins = [[0f32; 4]; 4];
                 for b in 0..n {
                     let unpack = |x: &BlockQ4_1| (nibbles(&x.qs), x.d.to_f32(), x.m.to_f32());
-                    let xs = [
-                        unpack(&w[0][b]),
-                        unpack(&w[1][b]),
-                        unpack(&w[2][b]),
-                        unpack(&w[3][b]),
-                    ];
+                    let xs = column(&w, b, &unpack);
                     for (t, tok) in a.iter().enumerate() {
                         let y = &tok[b];
                         let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
