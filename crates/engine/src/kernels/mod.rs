@@ -196,23 +196,27 @@ impl QMatrix {
                     tile_q8_0
                 )
             }
-            TensorType::Q4K => with_acts!(
-                BlockQ4K,
-                q8_k,
-                quantize_q8_k,
-                dot_q4_k,
-                |w: [&[BlockQ4K]; 4], a: &[_]| w.map(|row| dot_q4_k(row, a)),
-                tile_q4_k
-            ),
+            TensorType::Q4K => {
+                with_acts!(
+                    BlockQ4K,
+                    q8_k,
+                    quantize_q8_k,
+                    dot_q4_k,
+                    dot4_q4_k,
+                    tile_q4_k
+                )
+            }
             TensorType::Q5K => with_acts!(BlockQ5K, q8_k, quantize_q8_k, dot_q5_k),
-            TensorType::Q6K => with_acts!(
-                BlockQ6K,
-                q8_k,
-                quantize_q8_k,
-                dot_q6_k,
-                |w: [&[BlockQ6K]; 4], a: &[_]| w.map(|row| dot_q6_k(row, a)),
-                tile_q6_k
-            ),
+            TensorType::Q6K => {
+                with_acts!(
+                    BlockQ6K,
+                    q8_k,
+                    quantize_q8_k,
+                    dot_q6_k,
+                    dot4_q6_k,
+                    tile_q6_k
+                )
+            }
             TensorType::F32 => {
                 let w = cast_blocks::<f32>(bytes).unwrap_or(&[]);
                 for (r, wrow) in w.chunks_exact(self.cols).enumerate() {

@@ -792,12 +792,25 @@ pub fn tile_by_rows<W, A>(
     out
 }
 
-avx2_or!(tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, |w: [&[BlockQ4K]; 4], a: &[BlockQ8K]| w.map(|row| dot_q4_k(row, a))));
-avx2_or!(tile_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, |w: [&[BlockQ6K]; 4], a: &[BlockQ8K]| w.map(|row| dot_q6_k(row, a))));
+avx2_or!(tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, dot4_q4_k));
+avx2_or!(tile_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, dot4_q6_k));
 avx2_or!(tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, dot4_q4_0));
 avx2_or!(tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, dot4_q4_1));
 avx2_or!(tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, dot4_q5_0));
 avx2_or!(tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4], tile_by_rows(w, a, dot4_q8_0));
+
+/// Four Q4_K rows against one token, row by row: a batch's K-quant products go through the
+/// tiles, so there is no separate four-row kernel.
+#[inline]
+pub fn dot4_q4_k(w: [&[BlockQ4K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
+    w.map(|row| dot_q4_k(row, a))
+}
+
+/// Four Q6_K rows against one token, row by row (see [`dot4_q4_k`]).
+#[inline]
+pub fn dot4_q6_k(w: [&[BlockQ6K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
+    w.map(|row| dot_q6_k(row, a))
+}
 
 avx2_or!(dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4], w.map(|row| dot_q4_0(row, a)));
 avx2_or!(dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4], w.map(|row| dot_q4_1(row, a)));
