@@ -11,7 +11,7 @@ PORT ?= 8080
 
 export CARGO_TARGET_DIR
 
-.PHONY: run test models venv lint
+.PHONY: run test test-baseline models venv lint
 
 ## Fetch the default models if missing, build, and serve them on $(HOST):$(PORT).
 run: models
@@ -22,7 +22,18 @@ run: models
 test: models venv
 	$(CARGO) build -p basalt
 	$(CARGO) test --workspace
+	$(MAKE) test-baseline
 	BASALT_BIN=$(CARGO_TARGET_DIR)/debug/basalt $(VENV)/bin/python -m pytest -q tests/interop
+
+## The kernel tests again in a build for a baseline x86-64 CPU (what a portable binary is):
+## there each SIMD level's features exist only inside its own functions, the configuration
+## where a kernel could lose its intrinsics' inlining or run code the level lacks. The
+## normal build is for the build machine's CPU (.cargo/config.toml).
+test-baseline:
+	@if [ "$$(uname -m)" = x86_64 ]; then \
+		RUSTFLAGS="-C target-cpu=x86-64-v2" CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/baseline \
+			$(CARGO) test -p basalt-engine --lib kernels; \
+	fi
 
 models:
 	$(PYTHON) scripts/fetch-models --quiet

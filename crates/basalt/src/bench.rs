@@ -60,6 +60,7 @@ pub fn run(args: BenchArgs) -> CliResult {
         println!(
             "{}",
             serde_json::json!({"engine": "basalt", "model": name, "test": test, "threads": args.threads,
+                "kernels": basalt_engine::kernels::Isa::current().name(),
                 "tokens": tokens, "tokens_per_second": rates})
         );
     };

@@ -92,7 +92,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // Before anything else: this build uses the build machine's instruction set.
+    // Before anything else: the compiler may have used the build machine's instruction set
+    // outside the kernels (which choose their own level at run time).
     let missing = basalt_engine::kernels::missing_cpu_features();
     if !missing.is_empty() {
         eprintln!(
@@ -100,6 +101,11 @@ fn main() -> ExitCode {
              build basalt on this machine (`make run` does)",
             missing.join(", ")
         );
+        return ExitCode::FAILURE;
+    }
+    // A mistyped or unrunnable BASALT_KERNELS is an error now rather than ignored later.
+    if let Err(e) = basalt_engine::kernels::isa::configure_from_env() {
+        eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();

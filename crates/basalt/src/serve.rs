@@ -125,6 +125,7 @@ pub fn run(args: ServeArgs) -> CliResult {
     }
     tracing::info!(
         models = count,
+        kernels = basalt_engine::kernels::Isa::current().name(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "catalog ready"
     );

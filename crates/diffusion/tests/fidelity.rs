@@ -13,7 +13,11 @@ use basalt_image::{ImageJob, Step};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    // The package directory as cargo gives it when it runs the test, not as compiled in: a
+    // build directory shared by several checkouts can hold a binary compiled in another.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("tests/fixtures")
 }
 
 fn fixture() -> Value {

@@ -5,7 +5,10 @@
 //! [`ActScratch`], which are reused across calls.
 
 pub mod blocks;
+pub mod isa;
 pub mod quant;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +22,8 @@ use half::f16;
 use crate::EngineError;
 use blocks::*;
 use quant::*;
+
+pub use isa::{missing_cpu_features, Isa};
 
 /// A weight matrix of `rows` rows of `cols` elements each, in its file encoding.
 #[derive(Debug, Clone)]
@@ -607,43 +612,6 @@ fn one_token_rows<W, A>(
         }
         *o = dot(&w[r * per_row..(r + 1) * per_row], a);
     }
-}
-
-/// The instruction-set extensions this build was compiled to use (`.cargo/config.toml`
-/// compiles for the build machine's CPU) that the running CPU lacks. A binary copied to an
-/// older CPU would otherwise die of an illegal instruction in the middle of a request; the
-/// binary checks this first and refuses to start, naming what is missing.
-pub fn missing_cpu_features() -> Vec<&'static str> {
-    #[allow(unused_mut)]
-    let mut missing = Vec::new();
-    #[cfg(target_arch = "x86_64")]
-    {
-        macro_rules! check {
-            ($($feature:tt),*) => {$(
-                if cfg!(target_feature = $feature)
-                    && !std::arch::is_x86_feature_detected!($feature)
-                {
-                    missing.push($feature);
-                }
-            )*};
-        }
-        check!(
-            "sse4.1",
-            "avx",
-            "avx2",
-            "fma",
-            "f16c",
-            "bmi2",
-            "avx512f",
-            "avx512bw",
-            "avx512vl",
-            "avx512dq",
-            "avx512vnni",
-            "avx512bf16",
-            "avxvnni"
-        );
-    }
-    missing
 }
 
 /// Hints that `data` will be read soon (a no-op where the target has no prefetch hint).

@@ -229,7 +229,15 @@ fn threaded_products_equal_single_threaded_ones() {
 }
 
 #[test]
-fn simd_and_portable_block_products_agree() {
+fn every_kernel_level_agrees_with_the_portable_kernels() {
+    // Every level this CPU runs, not only the one `Isa::current` picks: a CPU without
+    // AVX-512 VNNI takes the AVX2 kernels, which are checked here too.
+    for isa in Isa::available() {
+        block_products_agree_with_portable(isa);
+    }
+}
+
+fn block_products_agree_with_portable(isa: Isa) {
     let mut rng = Lcg(17);
     for _ in 0..20 {
         let x = activations(&mut rng);
@@ -239,8 +247,8 @@ fn simd_and_portable_block_products_agree() {
         let w: Vec<BlockQ4_0> =
             random_bytes(&mut rng, N / 32, |b: &mut BlockQ4_0, r| b.d = r.scale());
         check(
-            "q4_0 simd",
-            dot_q4_0(&w, &a0),
+            &format!("q4_0 {}", isa.name()),
+            at::dot_q4_0(isa, &w, &a0),
             quant::dot_q4_0_portable(&w, &a0),
         );
         let w: Vec<BlockQ4_1> = random_bytes(&mut rng, N / 32, |b: &mut BlockQ4_1, r| {
@@ -248,22 +256,22 @@ fn simd_and_portable_block_products_agree() {
             b.m = f16::from_f32(-r.f32().abs() * 0.1);
         });
         check(
-            "q4_1 simd",
-            dot_q4_1(&w, &a1),
+            &format!("q4_1 {}", isa.name()),
+            at::dot_q4_1(isa, &w, &a1),
             quant::dot_q4_1_portable(&w, &a1),
         );
         let w: Vec<BlockQ5_0> =
             random_bytes(&mut rng, N / 32, |b: &mut BlockQ5_0, r| b.d = r.scale());
         check(
-            "q5_0 simd",
-            dot_q5_0(&w, &a0),
+            &format!("q5_0 {}", isa.name()),
+            at::dot_q5_0(isa, &w, &a0),
             quant::dot_q5_0_portable(&w, &a0),
         );
         let w: Vec<BlockQ8_0> =
             random_bytes(&mut rng, N / 32, |b: &mut BlockQ8_0, r| b.d = r.scale());
         check(
-            "q8_0 simd",
-            dot_q8_0(&w, &a0),
+            &format!("q8_0 {}", isa.name()),
+            at::dot_q8_0(isa, &w, &a0),
             quant::dot_q8_0_portable(&w, &a0),
         );
         // The K-quant kernels sum integers exactly and keep the float expression: equal
@@ -275,16 +283,98 @@ fn simd_and_portable_block_products_agree() {
             b.dmin = r.scale();
         });
         assert_eq!(
-            dot_q4_k(&w, &ak).to_bits(),
+            at::dot_q4_k(isa, &w, &ak).to_bits(),
             quant::dot_q4_k_portable(&w, &ak).to_bits()
         );
         let w: Vec<BlockQ6K> =
             random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ6K, r| b.d = r.scale());
         assert_eq!(
-            dot_q6_k(&w, &ak).to_bits(),
+            at::dot_q6_k(isa, &w, &ak).to_bits(),
             quant::dot_q6_k_portable(&w, &ak).to_bits()
         );
     }
+}
+
+/// The SIMD levels differ only in how a byte product is computed (VNNI's one instruction
+/// or AVX2's two), which gives the same integers, so every kernel gives the same bits at
+/// every SIMD level: a model answers the same on any x86 CPU with AVX2.
+#[test]
+fn simd_levels_give_the_same_bits() {
+    let levels: Vec<Isa> = Isa::available()
+        .into_iter()
+        .filter(|i| *i > Isa::PORTABLE)
+        .collect();
+    let mut rng = Lcg(41);
+    let xs: Vec<Vec<f32>> = (0..4).map(|_| activations(&mut rng)).collect();
+    let a0: Vec<Vec<BlockQ8_0>> = xs
+        .iter()
+        .map(|x| {
+            let mut a = Vec::new();
+            quantize_q8_0(x, &mut a);
+            a
+        })
+        .collect();
+    let a1: Vec<Vec<BlockQ8_1>> = xs
+        .iter()
+        .map(|x| {
+            let mut a = Vec::new();
+            quantize_q8_1(x, &mut a);
+            a
+        })
+        .collect();
+    macro_rules! same_bits {
+        ($block:ty, $acts:expr, $dot:ident, $tile:ident, $fix:expr) => {{
+            let per_row = N / 32;
+            let w: Vec<$block> = random_bytes(&mut rng, 4 * per_row, $fix);
+            let rows: Vec<&[$block]> = w.chunks_exact(per_row).collect();
+            let rows4 = [rows[0], rows[1], rows[2], rows[3]];
+            let acts4 = [&$acts[0][..], &$acts[1], &$acts[2], &$acts[3]];
+            let results: Vec<(u32, Vec<u32>)> = levels
+                .iter()
+                .map(|&isa| {
+                    let one = at::$dot(isa, rows[0], &$acts[0]).to_bits();
+                    let tile = at::$tile(isa, rows4, acts4);
+                    (one, tile.iter().flatten().map(|v| v.to_bits()).collect())
+                })
+                .collect();
+            assert!(
+                results.windows(2).all(|w| w[0] == w[1]),
+                "{}: levels differ",
+                stringify!($tile)
+            );
+        }};
+    }
+    same_bits!(
+        BlockQ4_0,
+        a0,
+        dot_q4_0,
+        tile_q4_0,
+        |b: &mut BlockQ4_0, r| b.d = r.scale()
+    );
+    same_bits!(
+        BlockQ5_0,
+        a0,
+        dot_q5_0,
+        tile_q5_0,
+        |b: &mut BlockQ5_0, r| b.d = r.scale()
+    );
+    same_bits!(
+        BlockQ8_0,
+        a0,
+        dot_q8_0,
+        tile_q8_0,
+        |b: &mut BlockQ8_0, r| b.d = r.scale()
+    );
+    same_bits!(
+        BlockQ4_1,
+        a1,
+        dot_q4_1,
+        tile_q4_1,
+        |b: &mut BlockQ4_1, r| {
+            b.d = r.scale();
+            b.m = f16::from_f32(-r.f32().abs() * 0.1);
+        }
+    );
 }
 
 #[test]
@@ -347,6 +437,12 @@ fn half_precision_helpers_equal_their_scalar_definitions_bit_for_bit() {
 
 #[test]
 fn four_row_products_equal_one_row_products_bit_for_bit() {
+    for isa in Isa::available() {
+        four_rows_equal_one_row(isa);
+    }
+}
+
+fn four_rows_equal_one_row(isa: Isa) {
     let mut rng = Lcg(23);
     let x = activations(&mut rng);
     let (mut a0, mut a1) = (Vec::new(), Vec::new());
@@ -357,13 +453,14 @@ fn four_row_products_equal_one_row_products_bit_for_bit() {
         ($block:ty, $acts:expr, $dot:ident, $dot4:ident, $fix:expr) => {{
             let w: Vec<$block> = random_bytes(&mut rng, 4 * per_row, $fix);
             let rows: Vec<&[$block]> = w.chunks_exact(per_row).collect();
-            let four = $dot4([rows[0], rows[1], rows[2], rows[3]], &$acts);
+            let four = at::$dot4(isa, [rows[0], rows[1], rows[2], rows[3]], &$acts);
             for (r, got) in four.iter().enumerate() {
                 assert_eq!(
                     got.to_bits(),
-                    $dot(rows[r], &$acts).to_bits(),
-                    "{} row {r}",
-                    stringify!($dot4)
+                    at::$dot(isa, rows[r], &$acts).to_bits(),
+                    "{} {} row {r}",
+                    stringify!($dot4),
+                    isa.name()
                 );
             }
         }};
@@ -405,6 +502,12 @@ fn four_row_products_equal_one_row_products_bit_for_bit() {
 /// product gives it.
 #[test]
 fn tiles_equal_one_row_products_bit_for_bit() {
+    for isa in Isa::available() {
+        tiles_equal_one_row(isa);
+    }
+}
+
+fn tiles_equal_one_row(isa: Isa) {
     let mut rng = Lcg(29);
     let xs: Vec<Vec<f32>> = (0..4).map(|_| activations(&mut rng)).collect();
     let a0: Vec<Vec<BlockQ8_0>> = xs
@@ -429,7 +532,8 @@ fn tiles_equal_one_row_products_bit_for_bit() {
             let w: Vec<$block> = random_bytes(&mut rng, 4 * per_row, $fix);
             let rows: Vec<&[$block]> = w.chunks_exact(per_row).collect();
             let acts = &$acts;
-            let tile = $tile(
+            let tile = at::$tile(
+                isa,
                 [rows[0], rows[1], rows[2], rows[3]],
                 [&acts[0], &acts[1], &acts[2], &acts[3]],
             );
@@ -437,9 +541,10 @@ fn tiles_equal_one_row_products_bit_for_bit() {
                 for (t, got) in by_token.iter().enumerate() {
                     assert_eq!(
                         got.to_bits(),
-                        $dot(rows[r], &acts[t]).to_bits(),
-                        "{} row {r} token {t}",
-                        stringify!($tile)
+                        at::$dot(isa, rows[r], &acts[t]).to_bits(),
+                        "{} {} row {r} token {t}",
+                        stringify!($tile),
+                        isa.name()
                     );
                 }
             }

@@ -27,7 +27,10 @@ pub fn model_path(relative: &str) -> PathBuf {
 
 #[allow(dead_code)] // not every test binary reads fixtures
 pub fn fixture(name: &str) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // The package directory as cargo gives it when it runs the test, not as compiled in: a
+    // build directory shared by several checkouts can hold a binary compiled in another.
+    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("tests/fixtures")
         .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

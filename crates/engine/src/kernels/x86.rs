@@ -1,0 +1,832 @@
+//! x86-64 SIMD versions of the block products, activation quantisation and half-precision
+//! helpers, at two levels: [`avx2`] (AVX2, FMA, F16C) and [`vnni`] (the same plus AVX-512
+//! VNNI's one-instruction byte dot product on 256-bit registers).
+//!
+//! The integer arithmetic follows ggml's arrangement: integer products per block, scaled
+//! and accumulated in a vector register, one horizontal sum per row. Every kernel must
+//! agree with the portable version in `quant` (bit for bit for the K-quants, the f16
+//! helpers and quantisation; within float reassociation for the rest), and the two levels
+//! give identical bits (the kernel tests run every level the CPU has).
+//!
+//! Every function here assumes the CPU has AVX2, FMA and F16C. The only ways in are the
+//! `unsafe` `#[target_feature]` entry points in [`avx2`] and [`vnni`], which `quant` calls
+//! only with an [`super::isa::Isa`] proving the CPU has their level. The private helpers
+//! are `#[inline(always)]` so that they are compiled inside those entry points, with their
+//! features; nothing here may be made public except through them.
+//!
+//! In a build for a baseline CPU (`target-cpu=x86-64-v2`), an intrinsic is inlined only
+//! into a function compiled with its feature. So no intrinsic may sit in a closure, a
+//! function passed as a value (`impl Fn`) or an `array::map` callback here: those become
+//! separate functions without the entry point's features, and every intrinsic in them a
+//! call (that measured 10x slower). Formats plug into the shared loops through the
+//! `SignedBlock` and `KQuantBlock` traits instead, whose `#[inline(always)]` methods are
+//! inlined like the helpers.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::blocks::*;
+
+/// Declares each listed kernel at both levels: `avx2::$name` and `vnni::$name` call the
+/// generic `$body::<false>` / `$body::<true>` (`true`: byte products with `vpdpbusd`).
+macro_rules! at_both_levels {
+    ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident;)*) => {
+        /// The kernels for AVX2, FMA and F16C.
+        pub mod avx2 {
+            use super::*;
+            $(
+                /// # Safety
+                /// The CPU must support AVX2, FMA and F16C.
+                #[target_feature(enable = "avx2,fma,f16c")]
+                pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                    $body::<false>($($arg),*)
+                }
+            )*
+            pub use super::avx2_only::*;
+        }
+
+        /// The kernels for AVX2, FMA, F16C, AVX-512 VNNI and AVX-512 VL.
+        pub mod vnni {
+            use super::*;
+            $(
+                /// # Safety
+                /// The CPU must support AVX2, FMA, F16C, AVX-512 VNNI and AVX-512 VL.
+                #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+                pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                    $body::<true>($($arg),*)
+                }
+            )*
+        }
+    };
+}
+
+at_both_levels! {
+    fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 = dot_q4_0_body;
+    fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 = dot_q5_0_body;
+    fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 = dot_q8_0_body;
+    fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 = dot_q4_1_body;
+    fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = dot4_q4_0_body;
+    fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = dot4_q5_0_body;
+    fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = dot4_q8_0_body;
+    fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] = dot4_q4_1_body;
+    fn tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q4_0_body;
+    fn tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q5_0_body;
+    fn tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q8_0_body;
+    fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] = tile_q4_1_body;
+}
+
+/// The kernels with nothing for VNNI to do (K-quant products multiply by per-sub-block
+/// scales with `madd` anyway; quantisation and the f16 helpers have no byte products):
+/// one version, which the VNNI level calls too.
+mod avx2_only {
+    use super::*;
+
+    /// [`super::super::quant`]'s scalar block quantisation eight lanes at a time: the same
+    /// maximum of magnitudes, the same scale, the same products rounded to nearest-even,
+    /// so the same quants and sum. `None` if the block holds a NaN or an infinity (the
+    /// caller takes the scalar path: the vector conversion turns those into `i32::MIN`).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn quantize_block(chunk: &[f32; 32]) -> Option<(f32, [i8; 32], i32)> {
+        // Written without closures: see the module docs.
+        let mut v = [_mm256_setzero_ps(); 4];
+        let mut magnitudes = [_mm256_setzero_ps(); 4];
+        for i in 0..4 {
+            // SAFETY: the loads read the 32 floats of `chunk`.
+            v[i] = unsafe { _mm256_loadu_ps(chunk.as_ptr().add(8 * i)) };
+            magnitudes[i] = _mm256_andnot_ps(_mm256_set1_ps(-0.0), v[i]);
+        }
+        let m = _mm256_max_ps(
+            _mm256_max_ps(magnitudes[0], magnitudes[1]),
+            _mm256_max_ps(magnitudes[2], magnitudes[3]),
+        );
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        // A NaN anywhere makes some lane unordered with itself.
+        let mut nan = 0;
+        for &v in &v {
+            nan |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+        }
+        if nan != 0 || !amax.is_finite() {
+            return None;
+        }
+        let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+        // `cvtps` rounds to nearest-even (the default rounding mode), as the scalar path.
+        let mut q = [_mm256_setzero_si256(); 4];
+        for i in 0..4 {
+            q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id));
+        }
+        let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        // Pack to bytes (packs work within 128-bit lanes), then restore the order.
+        let bytes = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let mut qs = [0i8; 32];
+        // SAFETY: writes the 32 bytes of `qs`.
+        unsafe { _mm256_storeu_si256(qs.as_mut_ptr().cast(), bytes) };
+        Some((amax, qs, hsum_i32(sum)))
+    }
+
+    /// Q4_K, one row: see [`Q4kUnpacked`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+        k_row(w, a)
+    }
+
+    /// Four rows of Q4_K against four tokens: each super-block unpacked once; per (row,
+    /// token) the same operations in the same order as [`dot_q4_k`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+        k_tile(w, a)
+    }
+
+    /// Q6_K, one row: see [`Q6kUnpacked`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+        k_row(w, a)
+    }
+
+    /// Four rows of Q6_K against four tokens; per (row, token) the same operations in the
+    /// same order as [`dot_q6_k`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn tile_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+        k_tile(w, a)
+    }
+
+    /// `quant::dot_rows_f16`'s eight lane sums over the first `chunks` groups of eight
+    /// elements (fewer if a slice is shorter), eight lanes per instruction: each lane sums
+    /// in the same order as the scalar definition, so the same bits.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_rows_f16_lanes<const N: usize>(
+        w: [&[f16]; N],
+        a: &[f32],
+        chunks: usize,
+    ) -> [[f32; 8]; N] {
+        let shortest = w.iter().map(|r| r.len()).fold(a.len(), usize::min);
+        let chunks = chunks.min(shortest / 8);
+        let mut v = [_mm256_setzero_ps(); N];
+        for i in 0..chunks {
+            // SAFETY: every row and `a` hold at least `chunks * 8` elements (clamped above).
+            let af = unsafe { _mm256_loadu_ps(a.as_ptr().add(i * 8)) };
+            for (v, row) in v.iter_mut().zip(&w) {
+                // SAFETY: as above; 8 halves are 16 bytes.
+                let halves = unsafe { _mm_loadu_si128(row.as_ptr().add(i * 8).cast()) };
+                // Multiply then add, each rounded, as the scalar loop (not a fused FMA).
+                *v = _mm256_add_ps(*v, _mm256_mul_ps(_mm256_cvtph_ps(halves), af));
+            }
+        }
+        let mut acc = [[0f32; 8]; N];
+        for (acc, v) in acc.iter_mut().zip(v) {
+            // SAFETY: writes the 8 floats of `acc`.
+            unsafe { _mm256_storeu_ps(acc.as_mut_ptr(), v) };
+        }
+        acc
+    }
+
+    /// `quant::axpy_rows_f16` on the first `n` elements rounded down to a multiple of 8
+    /// (fewer if a slice is shorter), rounding each step exactly as the scalar loop;
+    /// returns how many elements it did.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy_rows_f16_lanes<const N: usize>(
+        o: &mut [f32],
+        p: [f32; N],
+        v: [&[f16]; N],
+        n: usize,
+    ) -> usize {
+        let n = v.iter().map(|r| r.len()).fold(n.min(o.len()), usize::min) / 8 * 8;
+        let mut pv = [_mm256_setzero_ps(); N];
+        for (pv, &p) in pv.iter_mut().zip(&p) {
+            *pv = _mm256_set1_ps(p);
+        }
+        for done in (0..n).step_by(8) {
+            // SAFETY: `o` and every row hold at least `n` elements (clamped above).
+            unsafe {
+                let op = o.as_mut_ptr().add(done);
+                let mut acc = _mm256_loadu_ps(op);
+                for (pv, row) in pv.iter().zip(&v) {
+                    let vf = _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(done).cast()));
+                    acc = _mm256_add_ps(acc, _mm256_mul_ps(*pv, vf));
+                }
+                _mm256_storeu_ps(op, acc);
+            }
+        }
+        n
+    }
+}
+
+/// An f16 scale as f32 with F16C (exact; `half` would check the CPU on every call when the
+/// build does not enable F16C globally).
+///
+/// Where a loop converts scales, it uses [`half8`] or [`half_pair`] instead: a conversion
+/// of one lane is compiled as an insert into whatever register is free, and LLVM picked the
+/// loop's accumulator, which chained every block's scale behind the previous block's sum
+/// (one-row products ran 2x slower in a baseline build).
+#[inline(always)]
+fn half(h: f16) -> f32 {
+    // SAFETY: F16C available (module contract).
+    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32))) }
+}
+
+/// An f16 scale broadcast to eight f32 lanes. Two of these multiplied lane by lane give
+/// what multiplying the scalars and broadcasting gives, in one instruction fewer.
+#[inline(always)]
+fn half8(h: f16) -> __m256 {
+    // SAFETY: F16C and AVX2 available (module contract).
+    unsafe { _mm256_cvtph_ps(_mm_set1_epi16(h.to_bits() as i16)) }
+}
+
+/// Two f16 values (a block's scale and min, stored side by side) as f32, converted together.
+#[inline(always)]
+fn half_pair(a: f16, b: f16) -> (f32, f32) {
+    let bits = a.to_bits() as u32 | (b.to_bits() as u32) << 16;
+    // SAFETY: F16C and AVX available (module contract).
+    unsafe {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+        (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+    }
+}
+
+#[inline(always)]
+fn hsum_i32(v: __m256i) -> i32 {
+    // SAFETY: AVX2 available (module contract).
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+        _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)))
+    }
+}
+
+#[inline(always)]
+fn hsum(v: __m256) -> f32 {
+    // SAFETY: AVX available (module contract).
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+}
+
+/// Unsigned bytes times signed bytes, summed in 8 lanes, as floats. Lane `i` is the exact
+/// integer sum of products `4i..4i + 4` either way: activation quants lie in -127..=127 and
+/// weight magnitudes are at most 128, so no pair reaches `maddubs`'s i16 saturation, and
+/// the VNNI form (one instruction instead of two) gives the same bits.
+#[inline(always)]
+fn mul_sum_us8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256 {
+    if VNNI {
+        // SAFETY: only the VNNI entry points instantiate `VNNI = true`, and they enable
+        // AVX-512 VNNI and VL.
+        unsafe { _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)) }
+    } else {
+        // SAFETY: AVX2 available (module contract).
+        unsafe {
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(
+                _mm256_maddubs_epi16(x, y),
+                _mm256_set1_epi16(1),
+            ))
+        }
+    }
+}
+
+/// Signed bytes times signed bytes, summed in 8 lanes, as floats: `maddubs` multiplies
+/// unsigned by signed, so `x`'s sign moves onto `y` first (as ggml does).
+#[inline(always)]
+fn mul_sum_i8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256 {
+    // SAFETY: AVX2 available (module contract).
+    let (ux, sy) = unsafe { (_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)) };
+    mul_sum_us8::<VNNI>(ux, sy)
+}
+
+/// 16 bytes of nibbles -> 32 bytes: low nibbles first, then high nibbles.
+#[inline(always)]
+fn nibbles(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: AVX2 available (module contract); reads exactly 16 bytes.
+    unsafe {
+        let lo = _mm_loadu_si128(qs.as_ptr().cast());
+        let both = _mm256_insertf128_si256(_mm256_castsi128_si256(lo), _mm_srli_epi16(lo, 4), 1);
+        _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+    }
+}
+
+/// Byte j is 0xFF where bit j of `bits` is set, else 0.
+#[inline(always)]
+fn bytes_from_bits(bits: u32) -> __m256i {
+    // SAFETY: AVX2 available (module contract).
+    unsafe {
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(bits as i32),
+            _mm256_set_epi64x(
+                0x0303030303030303,
+                0x0202020202020202,
+                0x0101010101010101,
+                0,
+            ),
+        );
+        let marked = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+        _mm256_cmpeq_epi8(marked, _mm256_set1_epi64x(-1))
+    }
+}
+
+#[inline(always)]
+fn scale(a: f32, b: f32) -> __m256 {
+    // SAFETY: AVX available (module contract).
+    unsafe { _mm256_set1_ps(a * b) }
+}
+
+#[inline(always)]
+fn mul(a: __m256, b: __m256) -> __m256 {
+    // SAFETY: AVX available (module contract).
+    unsafe { _mm256_mul_ps(a, b) }
+}
+
+#[inline(always)]
+fn load32(qs: &[i8; 32]) -> __m256i {
+    // SAFETY: AVX available (module contract); reads exactly the 32 bytes.
+    unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
+}
+
+#[inline(always)]
+fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+    // SAFETY: FMA available (module contract).
+    unsafe { _mm256_fmadd_ps(a, b, c) }
+}
+
+#[inline(always)]
+fn zeros() -> __m256 {
+    // SAFETY: AVX available (module contract).
+    unsafe { _mm256_setzero_ps() }
+}
+
+#[inline(always)]
+fn zeros_i() -> __m256i {
+    // SAFETY: AVX available (module contract).
+    unsafe { _mm256_setzero_si256() }
+}
+
+// --- The 32-element formats whose unpacked quants are signed (Q4_0, Q5_0, Q8_0) ---
+
+/// A 32-element weight block whose quants unpack to signed bytes (Q4_0, Q5_0, Q8_0).
+trait SignedBlock {
+    /// The 32 quants as signed bytes, and the block's scale in every lane.
+    fn unpack(&self) -> (__m256i, __m256);
+}
+
+impl SignedBlock for BlockQ8_0 {
+    #[inline(always)]
+    fn unpack(&self) -> (__m256i, __m256) {
+        (load32(&self.qs), half8(self.d))
+    }
+}
+
+impl SignedBlock for BlockQ4_0 {
+    #[inline(always)]
+    fn unpack(&self) -> (__m256i, __m256) {
+        // SAFETY: AVX2 available (module contract).
+        let q = unsafe { _mm256_sub_epi8(nibbles(&self.qs), _mm256_set1_epi8(8)) };
+        (q, half8(self.d))
+    }
+}
+
+impl SignedBlock for BlockQ5_0 {
+    #[inline(always)]
+    fn unpack(&self) -> (__m256i, __m256) {
+        // (q | high << 4) - 16: where the high bit is clear, that is q | 0xF0.
+        // SAFETY: AVX2 available (module contract).
+        let q = unsafe {
+            let high = _mm256_andnot_si256(
+                bytes_from_bits(u32::from_le_bytes(self.qh)),
+                _mm256_set1_epi8(0xF0u8 as i8),
+            );
+            _mm256_or_si256(nibbles(&self.qs), high)
+        };
+        (q, half8(self.d))
+    }
+}
+
+/// The loop of the signed formats: per block, unpack, multiply with the activation quants,
+/// scale, accumulate in a vector; one horizontal sum per row.
+#[inline(always)]
+fn signed_blocks<const VNNI: bool, W: SignedBlock>(w: &[W], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = zeros();
+    for (x, y) in w.iter().zip(a) {
+        let (qx, d) = x.unpack();
+        acc = fmadd(
+            mul(d, half8(y.d)),
+            mul_sum_i8::<VNNI>(qx, load32(&y.qs)),
+            acc,
+        );
+    }
+    hsum(acc)
+}
+
+/// Four rows against one activation row: the activation block is loaded and its scale
+/// converted once for all four, and the four accumulations are independent chains the core
+/// overlaps. Each row's arithmetic, and its order, is exactly that of [`signed_blocks`], so
+/// the results are bit-for-bit the same.
+#[inline(always)]
+fn signed_blocks4<const VNNI: bool, W: SignedBlock>(w: [&[W]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+    let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
+    let mut acc = [zeros(); 4];
+    for (b, y) in a[..n].iter().enumerate() {
+        let (qy, dy) = (load32(&y.qs), half8(y.d));
+        for (acc, row) in acc.iter_mut().zip(w) {
+            let (qx, d) = row[b].unpack();
+            *acc = fmadd(mul(d, dy), mul_sum_i8::<VNNI>(qx, qy), *acc);
+        }
+    }
+    let mut out = [0f32; 4];
+    for (o, acc) in out.iter_mut().zip(acc) {
+        *o = hsum(acc);
+    }
+    out
+}
+
+/// Four rows against four activation rows (a register tile): each weight block is unpacked
+/// once for the four tokens and each activation block loaded once for the four rows. Every
+/// (row, token) pair accumulates exactly as [`signed_blocks`] does, block by block in the
+/// same order, so the results are the same to the bit.
+#[inline(always)]
+fn signed_tile<const VNNI: bool, W: SignedBlock>(
+    w: [&[W]; 4],
+    a: [&[BlockQ8_0]; 4],
+) -> [[f32; 4]; 4] {
+    let n = super::quant::tile_blocks(&w, &a);
+    let mut acc = [[zeros(); 4]; 4];
+    for b in 0..n {
+        // Spelled out rather than `w.map(..)`, which was not inlined (a call per block).
+        let xs = [
+            w[0][b].unpack(),
+            w[1][b].unpack(),
+            w[2][b].unpack(),
+            w[3][b].unpack(),
+        ];
+        for (t, tok) in a.iter().enumerate() {
+            let y = &tok[b];
+            let (qy, dy) = (load32(&y.qs), half8(y.d));
+            for (acc, &(qx, d)) in acc.iter_mut().zip(&xs) {
+                acc[t] = fmadd(mul(d, dy), mul_sum_i8::<VNNI>(qx, qy), acc[t]);
+            }
+        }
+    }
+    horizontal_sums(&acc, &[[0.0; 4]; 4])
+}
+
+/// `hsum(acc[r][t]) + add[r][t]` for a tile.
+#[inline(always)]
+fn horizontal_sums(acc: &[[__m256; 4]; 4], add: &[[f32; 4]; 4]) -> [[f32; 4]; 4] {
+    let mut out = [[0f32; 4]; 4];
+    for r in 0..4 {
+        for t in 0..4 {
+            out[r][t] = hsum(acc[r][t]) + add[r][t];
+        }
+    }
+    out
+}
+
+#[inline(always)]
+fn dot_q4_0_body<const VNNI: bool>(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+    signed_blocks::<VNNI, _>(w, a)
+}
+
+#[inline(always)]
+fn dot_q5_0_body<const VNNI: bool>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    signed_blocks::<VNNI, _>(w, a)
+}
+
+#[inline(always)]
+fn dot_q8_0_body<const VNNI: bool>(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    signed_blocks::<VNNI, _>(w, a)
+}
+
+#[inline(always)]
+fn dot4_q4_0_body<const VNNI: bool>(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+    signed_blocks4::<VNNI, _>(w, a)
+}
+
+#[inline(always)]
+fn dot4_q5_0_body<const VNNI: bool>(w: [&[BlockQ5_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+    signed_blocks4::<VNNI, _>(w, a)
+}
+
+#[inline(always)]
+fn dot4_q8_0_body<const VNNI: bool>(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+    signed_blocks4::<VNNI, _>(w, a)
+}
+
+#[inline(always)]
+fn tile_q4_0_body<const VNNI: bool>(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+    signed_tile::<VNNI, _>(w, a)
+}
+
+#[inline(always)]
+fn tile_q5_0_body<const VNNI: bool>(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+    signed_tile::<VNNI, _>(w, a)
+}
+
+#[inline(always)]
+fn tile_q8_0_body<const VNNI: bool>(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+    signed_tile::<VNNI, _>(w, a)
+}
+
+// --- Q4_1: unsigned nibbles and a min, against Q8_1 activations (which carry d * sum) ---
+
+#[inline(always)]
+fn dot_q4_1_body<const VNNI: bool>(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    let mut acc = zeros();
+    let mut mins = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let ((dx, mx), (dy, sy)) = (half_pair(x.d, x.m), half_pair(y.d, y.s));
+        mins += mx * sy;
+        let p = mul_sum_us8::<VNNI>(nibbles(&x.qs), load32(&y.qs));
+        acc = fmadd(scale(dx, dy), p, acc);
+    }
+    hsum(acc) + mins
+}
+
+/// Four rows of Q4_1; per row the same operations in the same order as [`dot_q4_1_body`].
+#[inline(always)]
+fn dot4_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+    let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
+    let mut acc = [zeros(); 4];
+    let mut mins = [0f32; 4];
+    for (b, y) in a[..n].iter().enumerate() {
+        let (qy, (dy, sy)) = (load32(&y.qs), half_pair(y.d, y.s));
+        for r in 0..4 {
+            let x = &w[r][b];
+            let (dx, mx) = half_pair(x.d, x.m);
+            mins[r] += mx * sy;
+            let p = mul_sum_us8::<VNNI>(nibbles(&x.qs), qy);
+            acc[r] = fmadd(scale(dx, dy), p, acc[r]);
+        }
+    }
+    let mut out = [0f32; 4];
+    for r in 0..4 {
+        out[r] = hsum(acc[r]) + mins[r];
+    }
+    out
+}
+
+/// Four rows of Q4_1 against four activation rows; per (row, token) the same operations in
+/// the same order as [`dot_q4_1_body`].
+#[inline(always)]
+fn tile_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] {
+    let n = super::quant::tile_blocks(&w, &a);
+    let mut acc = [[zeros(); 4]; 4];
+    let mut mins = [[0f32; 4]; 4];
+    for b in 0..n {
+        let mut xs = [(zeros_i(), 0f32, 0f32); 4];
+        for (x, row) in xs.iter_mut().zip(&w) {
+            let x_b = &row[b];
+            let (d, m) = half_pair(x_b.d, x_b.m);
+            *x = (nibbles(&x_b.qs), d, m);
+        }
+        for (t, tok) in a.iter().enumerate() {
+            let y = &tok[b];
+            let (qy, (dy, sy)) = (load32(&y.qs), half_pair(y.d, y.s));
+            for r in 0..4 {
+                let (qx, d, m) = xs[r];
+                mins[r][t] += m * sy;
+                acc[r][t] = fmadd(scale(d, dy), mul_sum_us8::<VNNI>(qx, qy), acc[r][t]);
+            }
+        }
+    }
+    horizontal_sums(&acc, &mins)
+}
+
+// --- K-quants (256-element super-blocks against Q8_K activations) ---
+
+/// A K-quant super-block format: unpacked once, then multiplied with any number of
+/// activation super-blocks.
+trait KQuantBlock {
+    type Unpacked;
+    fn unpack(&self) -> Self::Unpacked;
+    fn dot(u: &Self::Unpacked, a: &BlockQ8K) -> f32;
+}
+
+/// One K-quant row against one token: each super-block unpacked and multiplied, the results
+/// summed in order from zero (as [`k_tile`] sums each of its pairs).
+#[inline(always)]
+fn k_row<W: KQuantBlock>(w: &[W], a: &[BlockQ8K]) -> f32 {
+    let mut sum = 0f32;
+    for (w, a) in w.iter().zip(a) {
+        sum += W::dot(&w.unpack(), a);
+    }
+    sum
+}
+
+/// The K-quant tile loop: every weight super-block unpacked once, then multiplied with the
+/// four tokens, each (row, token) summed over super-blocks in order from zero.
+#[inline(always)]
+fn k_tile<W: KQuantBlock>(w: [&[W]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+    let n = super::quant::tile_blocks(&w, &a);
+    let mut sums = [[0f32; 4]; 4];
+    for b in 0..n {
+        for (row, sums) in w.iter().zip(sums.iter_mut()) {
+            let u = row[b].unpack();
+            for (tok, sum) in a.iter().zip(sums.iter_mut()) {
+                *sum += W::dot(&u, &tok[b]);
+            }
+        }
+    }
+    sums
+}
+
+/// A Q4_K super-block unpacked once (nibbles split, 6-bit scales and mins decoded), so that
+/// a tile can multiply it with several tokens.
+struct Q4kUnpacked {
+    q: [__m256i; 8],
+    scales: [i16; 8],
+    mins: [i32; 8],
+    d: f32,
+    dmin: f32,
+}
+
+impl KQuantBlock for BlockQ4K {
+    type Unpacked = Q4kUnpacked;
+
+    #[inline(always)]
+    fn unpack(&self) -> Q4kUnpacked {
+        unpack_q4k(self)
+    }
+
+    #[inline(always)]
+    fn dot(u: &Q4kUnpacked, a: &BlockQ8K) -> f32 {
+        dot_q4k_unpacked(u, a)
+    }
+}
+
+#[inline(always)]
+fn unpack_q4k(w: &BlockQ4K) -> Q4kUnpacked {
+    // SAFETY: AVX2 available (module contract); every load reads 32 bytes inside the
+    // block's 128 quant bytes.
+    let q = unsafe {
+        let mask = _mm256_set1_epi8(0x0F);
+        let mut q = [_mm256_setzero_si256(); 8];
+        for c in 0..QK_K / 64 {
+            let bytes = _mm256_loadu_si256(w.qs.as_ptr().add(c * 32).cast());
+            q[2 * c] = _mm256_and_si256(bytes, mask);
+            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
+        }
+        q
+    };
+    let mut scales = [0i16; 8];
+    let mut mins = [0i32; 8];
+    for j in 0..QK_K / 32 {
+        let (s, m) = scale_min_k4(j, &w.scales);
+        scales[j] = s as i16;
+        mins[j] = m as i32;
+    }
+    let (d, dmin) = half_pair(w.d, w.dmin);
+    Q4kUnpacked {
+        q,
+        scales,
+        mins,
+        d,
+        dmin,
+    }
+}
+
+/// One unpacked Q4_K super-block against one activation super-block: the sub-block
+/// products weighted by their 6-bit scales are summed as exact integers in vector lanes
+/// (one horizontal sum per super-block instead of two per sub-block), then combined by the
+/// portable version's float expression in its order, so the result is bit-for-bit the
+/// portable one's.
+#[inline(always)]
+fn dot_q4k_unpacked(u: &Q4kUnpacked, a: &BlockQ8K) -> f32 {
+    // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
+    // activation's 256 quants.
+    let sumi = unsafe {
+        let mut acc = _mm256_setzero_si256();
+        for c in 0..QK_K / 64 {
+            let y0 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64).cast());
+            let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64 + 32).cast());
+            let p0 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(u.q[2 * c], y0),
+                _mm256_set1_epi16(u.scales[2 * c]),
+            );
+            let p1 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(u.q[2 * c + 1], y1),
+                _mm256_set1_epi16(u.scales[2 * c + 1]),
+            );
+            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+        }
+        hsum_i32(acc)
+    };
+    let summin: i32 = (0..QK_K / 32)
+        .map(|j| u.mins[j] * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32))
+        .sum();
+    u.d * a.d * sumi as f32 - u.dmin * a.d * summin as f32
+}
+
+/// A Q6_K super-block unpacked once: the 6-bit quants (0..63) in element order, 32 per
+/// register.
+struct Q6kUnpacked {
+    q: [__m256i; 8],
+    scales: [i8; QK_K / 16],
+    d: f32,
+}
+
+impl KQuantBlock for BlockQ6K {
+    type Unpacked = Q6kUnpacked;
+
+    #[inline(always)]
+    fn unpack(&self) -> Q6kUnpacked {
+        unpack_q6k(self)
+    }
+
+    #[inline(always)]
+    fn dot(u: &Q6kUnpacked, a: &BlockQ8K) -> f32 {
+        dot_q6k_unpacked(u, a)
+    }
+}
+
+/// The two high bits of each 6-bit quant, from `qh` shifted into bits 0-1, moved to bits
+/// 4-5.
+#[inline(always)]
+fn q6_high(bits: __m256i) -> __m256i {
+    // SAFETY: AVX2 available (module contract).
+    unsafe { _mm256_slli_epi16(_mm256_and_si256(bits, _mm256_set1_epi8(0x03)), 4) }
+}
+
+#[inline(always)]
+fn unpack_q6k(w: &BlockQ6K) -> Q6kUnpacked {
+    // SAFETY: AVX2 available (module contract); loads read 32 bytes inside `ql` (128
+    // bytes) and `qh` (64).
+    let q = unsafe {
+        let low4 = _mm256_set1_epi8(0x0F);
+        let mut q = [_mm256_setzero_si256(); 8];
+        for half in 0..2 {
+            let ql0 = _mm256_loadu_si256(w.ql.as_ptr().add(half * 64).cast());
+            let ql1 = _mm256_loadu_si256(w.ql.as_ptr().add(half * 64 + 32).cast());
+            let qh = _mm256_loadu_si256(w.qh.as_ptr().add(half * 32).cast());
+            q[half * 4] = _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high(qh));
+            q[half * 4 + 1] = _mm256_or_si256(
+                _mm256_and_si256(ql1, low4),
+                q6_high(_mm256_srli_epi16(qh, 2)),
+            );
+            q[half * 4 + 2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                q6_high(_mm256_srli_epi16(qh, 4)),
+            );
+            q[half * 4 + 3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                q6_high(_mm256_srli_epi16(qh, 6)),
+            );
+        }
+        q
+    };
+    Q6kUnpacked {
+        q,
+        scales: w.scales,
+        d: half(w.d),
+    }
+}
+
+/// One unpacked Q6_K super-block against one activation super-block: products weighted by
+/// the signed 16-element scales summed as exact integers; bit-for-bit the portable result.
+#[inline(always)]
+fn dot_q6k_unpacked(u: &Q6kUnpacked, a: &BlockQ8K) -> f32 {
+    // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
+    // activation's 256 quants.
+    let dot = unsafe {
+        let mut acc = _mm256_setzero_si256();
+        for (j, &q) in u.q.iter().enumerate() {
+            let y = _mm256_loadu_si256(a.qs.as_ptr().add(j * 32).cast());
+            let scales = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_set1_epi16(u.scales[2 * j] as i16)),
+                _mm_set1_epi16(u.scales[2 * j + 1] as i16),
+                1,
+            );
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales));
+        }
+        hsum_i32(acc)
+    };
+    // (q - 32) . y = q . y - 32 * sum(y); the sums per 16 are the block's bsums.
+    let offset: i32 = (0..QK_K / 16)
+        .map(|g| u.scales[g] as i32 * a.bsums[g] as i32)
+        .sum();
+    u.d * a.d * (dot - 32 * offset) as f32
+}
