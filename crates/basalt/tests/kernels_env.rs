@@ -25,21 +25,10 @@ fn an_unknown_kernel_level_is_refused_at_start_up() {
     );
 }
 
-/// The default SmolLM2 file in the model store (`$BASALT_MODELS_DIR` or the default
-/// location, where `make test` fetches it).
+/// The default SmolLM2 file in the model store (where `make test` fetches it).
 fn smollm2() -> PathBuf {
-    let root = std::env::var_os("BASALT_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let data = std::env::var_os("XDG_DATA_HOME")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".local/share")
-                });
-            data.join("basalt/models")
-        });
-    let path = root.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = basalt_catalog::default_models_dir()
+        .join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.is_file(),
         "{} is missing: run `make test`",

@@ -52,6 +52,17 @@ fn reference(w: &[f32], x: &[f32]) -> f32 {
     w.iter().zip(x).map(|(a, b)| a * b).sum()
 }
 
+/// Each row of `xs` quantised with `quantize`.
+fn quantized<B>(xs: &[Vec<f32>], quantize: fn(&[f32], &mut Vec<B>)) -> Vec<Vec<B>> {
+    xs.iter()
+        .map(|x| {
+            let mut a = Vec::new();
+            quantize(x, &mut a);
+            a
+        })
+        .collect()
+}
+
 fn check(name: &str, got: f32, want: f32) {
     let tol = 1e-3 * want.abs().max(1.0);
     assert!(
@@ -306,22 +317,8 @@ fn simd_levels_give_the_same_bits() {
         .collect();
     let mut rng = Lcg(41);
     let xs: Vec<Vec<f32>> = (0..4).map(|_| activations(&mut rng)).collect();
-    let a0: Vec<Vec<BlockQ8_0>> = xs
-        .iter()
-        .map(|x| {
-            let mut a = Vec::new();
-            quantize_q8_0(x, &mut a);
-            a
-        })
-        .collect();
-    let a1: Vec<Vec<BlockQ8_1>> = xs
-        .iter()
-        .map(|x| {
-            let mut a = Vec::new();
-            quantize_q8_1(x, &mut a);
-            a
-        })
-        .collect();
+    let a0: Vec<Vec<BlockQ8_0>> = quantized(&xs, quantize_q8_0);
+    let a1: Vec<Vec<BlockQ8_1>> = quantized(&xs, quantize_q8_1);
     macro_rules! same_bits {
         ($block:ty, $acts:expr, $dot:ident, $tile:ident, $fix:expr) => {{
             let per_row = N / 32;
@@ -510,22 +507,8 @@ fn tiles_equal_one_row_products_bit_for_bit() {
 fn tiles_equal_one_row(isa: Isa) {
     let mut rng = Lcg(29);
     let xs: Vec<Vec<f32>> = (0..4).map(|_| activations(&mut rng)).collect();
-    let a0: Vec<Vec<BlockQ8_0>> = xs
-        .iter()
-        .map(|x| {
-            let mut a = Vec::new();
-            quantize_q8_0(x, &mut a);
-            a
-        })
-        .collect();
-    let a1: Vec<Vec<BlockQ8_1>> = xs
-        .iter()
-        .map(|x| {
-            let mut a = Vec::new();
-            quantize_q8_1(x, &mut a);
-            a
-        })
-        .collect();
+    let a0: Vec<Vec<BlockQ8_0>> = quantized(&xs, quantize_q8_0);
+    let a1: Vec<Vec<BlockQ8_1>> = quantized(&xs, quantize_q8_1);
     macro_rules! check_tile {
         ($block:ty, $elems:expr, $acts:expr, $dot:ident, $tile:ident, $fix:expr) => {{
             let per_row = N / $elems;
@@ -585,14 +568,7 @@ fn tiles_equal_one_row(isa: Isa) {
             b.m = f16::from_f32(-r.f32().abs() * 0.1);
         }
     );
-    let ak: Vec<Vec<BlockQ8K>> = xs
-        .iter()
-        .map(|x| {
-            let mut a = Vec::new();
-            quantize_q8_k(x, &mut a);
-            a
-        })
-        .collect();
+    let ak: Vec<Vec<BlockQ8K>> = quantized(&xs, quantize_q8_k);
     check_tile!(
         BlockQ4K,
         QK_K,
