@@ -659,7 +659,9 @@ fn k_tile<W: KQuantBlock>(w: [&[W]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
 struct Q4kUnpacked {
     q: [__m256i; 8],
     scales: [i16; 8],
-    mins: [i32; 8],
+    /// The eight sub-block mins as 16 i16 lanes, each twice: lane `i` pairs with the
+    /// activation's `bsums[i]` (sums of 16 quants; a sub-block is 32).
+    mins: __m256i,
     d: f32,
     dmin: f32,
 }
@@ -693,12 +695,15 @@ fn unpack_q4k(w: &BlockQ4K) -> Q4kUnpacked {
         q
     };
     let mut scales = [0i16; 8];
-    let mut mins = [0i32; 8];
+    let mut mins = [0i16; 16];
     for j in 0..QK_K / 32 {
         let (s, m) = scale_min_k4(j, &w.scales);
         scales[j] = s as i16;
-        mins[j] = m as i32;
+        mins[2 * j] = m as i16;
+        mins[2 * j + 1] = m as i16;
     }
+    // SAFETY: AVX available (module contract); reads the 32 bytes of `mins`.
+    let mins = unsafe { _mm256_loadu_si256(mins.as_ptr().cast()) };
     let (d, dmin) = half_pair(w.d, w.dmin);
     Q4kUnpacked {
         q,
@@ -735,9 +740,11 @@ fn dot_q4k_unpacked(u: &Q4kUnpacked, a: &BlockQ8K) -> f32 {
         }
         hsum_i32(acc)
     };
-    let summin: i32 = (0..QK_K / 32)
-        .map(|j| u.mins[j] * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32))
-        .sum();
+    // sum_j min_j * (bsums[2j] + bsums[2j + 1]) as one multiply-add of 16 lanes: the same
+    // exact integer as the scalar loop.
+    // SAFETY: AVX2 available (module contract); reads the 32 bytes of `bsums`.
+    let summin =
+        hsum_i32(unsafe { _mm256_madd_epi16(u.mins, _mm256_loadu_si256(a.bsums.as_ptr().cast())) });
     u.d * a.d * sumi as f32 - u.dmin * a.d * summin as f32
 }
 
@@ -746,6 +753,8 @@ fn dot_q4k_unpacked(u: &Q4kUnpacked, a: &BlockQ8K) -> f32 {
 struct Q6kUnpacked {
     q: [__m256i; 8],
     scales: [i8; QK_K / 16],
+    /// The 16 scales widened to i16 lanes, for the offset term.
+    scales16: __m256i,
     d: f32,
 }
 
@@ -798,9 +807,12 @@ fn unpack_q6k(w: &BlockQ6K) -> Q6kUnpacked {
         }
         q
     };
+    // SAFETY: AVX2 available (module contract); reads the 16 bytes of `scales`.
+    let scales16 = unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(w.scales.as_ptr().cast())) };
     Q6kUnpacked {
         q,
         scales: w.scales,
+        scales16,
         d: half(w.d),
     }
 }
@@ -810,7 +822,7 @@ fn unpack_q6k(w: &BlockQ6K) -> Q6kUnpacked {
 #[inline(always)]
 fn dot_q6k_unpacked(u: &Q6kUnpacked, a: &BlockQ8K) -> f32 {
     // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
-    // activation's 256 quants.
+    // activation's 256 quants, or its 32 bytes of `bsums`.
     let dot = unsafe {
         let mut acc = _mm256_setzero_si256();
         for (j, &q) in u.q.iter().enumerate() {
@@ -822,11 +834,11 @@ fn dot_q6k_unpacked(u: &Q6kUnpacked, a: &BlockQ8K) -> f32 {
             );
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales));
         }
-        hsum_i32(acc)
+        // (q - 32) . y = q . y - 32 * sum(y), and the sums per 16 are the block's bsums:
+        // subtract 32 * scale * bsum lane by lane before the one horizontal sum, the same
+        // exact integer as subtracting the scalar sum afterwards.
+        let offset = _mm256_madd_epi16(u.scales16, _mm256_loadu_si256(a.bsums.as_ptr().cast()));
+        hsum_i32(_mm256_sub_epi32(acc, _mm256_slli_epi32(offset, 5)))
     };
-    // (q - 32) . y = q . y - 32 * sum(y); the sums per 16 are the block's bsums.
-    let offset: i32 = (0..QK_K / 16)
-        .map(|g| u.scales[g] as i32 * a.bsums[g] as i32)
-        .sum();
-    u.d * a.d * (dot - 32 * offset) as f32
+    u.d * a.d * dot as f32
 }
