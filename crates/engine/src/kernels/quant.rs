@@ -74,6 +74,23 @@ pub fn quantize_q8_1(x: &[f32], out: &mut Vec<BlockQ8_1>) {
 pub fn quantize_q8_k(x: &[f32], out: &mut Vec<BlockQ8K>) {
     out.clear();
     for chunk in x.chunks_exact(QK_K) {
+        #[cfg(target_arch = "x86_64")]
+        if let (true, Ok(values)) = (Isa::current().has_avx2(), <&[f32; QK_K]>::try_from(chunk)) {
+            let mut block = BlockQ8K {
+                d: 0.0,
+                qs: [0; QK_K],
+                bsums: [0; QK_K / 16],
+            };
+            // SAFETY: `Isa::current` reports AVX2 only where the CPU has AVX2, FMA and F16C.
+            if let Some(d) = unsafe { super::x86::avx2::quantize_block_k(values, &mut block.qs) } {
+                block.d = d;
+                for (s, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
+                    *s = group.iter().map(|&q| q as i16).sum();
+                }
+                out.push(block);
+                continue;
+            }
+        }
         // The scale comes from the signed value of largest magnitude, so that it maps to
         // exactly -127 (ggml's choice, kept for fidelity).
         let (mut amax, mut max) = (0f32, 0f32);

@@ -652,6 +652,53 @@ fn activation_quantisation_equals_the_scalar_definition() {
     }
 }
 
+/// Q8_K quantisation (vectorised where the CPU allows) gives exactly ggml's scalar
+/// definition: the scale from the first value of largest magnitude (which maps to -127),
+/// quants rounded to nearest-even and capped at 127, and the sums of each 16.
+#[test]
+fn q8_k_quantisation_equals_the_scalar_definition() {
+    let mut rng = Lcg(37);
+    let mut x: Vec<f32> = (0..6 * QK_K).map(|_| rng.f32() * 4.0).collect();
+    // Block 1: all zeros. Block 2: the largest magnitude twice, negative first. Block 3: a
+    // NaN (scalar path). Block 4: positive first. Block 5: values that round at .5.
+    x[QK_K..2 * QK_K].fill(0.0);
+    x[2 * QK_K + 3] = -9.0;
+    x[2 * QK_K + 200] = 9.0;
+    x[3 * QK_K + 7] = f32::NAN;
+    x[4 * QK_K + 1] = 9.0;
+    x[4 * QK_K + 2] = -9.0;
+    for (i, v) in x[5 * QK_K..].iter_mut().enumerate() {
+        *v = (i % 255) as f32 - 127.0 + 0.5;
+    }
+    let mut got = Vec::new();
+    quantize_q8_k(&x, &mut got);
+    for (b, chunk) in x.chunks_exact(QK_K).enumerate() {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in chunk {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let (mut qs, mut d) = ([0i8; QK_K], 0f32);
+        if amax != 0.0 {
+            let iscale = -127.0 / max;
+            for (q, v) in qs.iter_mut().zip(chunk) {
+                *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            }
+            d = 1.0 / iscale;
+        }
+        assert_eq!(got[b].qs.to_vec(), qs.to_vec(), "block {b}");
+        assert_eq!(got[b].d.to_bits(), d.to_bits(), "block {b}");
+        for (g, group) in qs.chunks_exact(16).enumerate() {
+            let sum: i16 = group.iter().map(|&q| q as i16).sum();
+            assert_eq!(got[b].bsums[g], sum, "block {b} group {g}");
+        }
+    }
+    // d = -max / 127: the first of two equal magnitudes sets its sign.
+    assert!(got[2].d > 0.0 && got[4].d < 0.0);
+}
+
 /// Tests run where they were compiled, so nothing the build uses can be missing; and the
 /// check names only extensions the build was compiled with.
 #[test]

@@ -133,6 +133,70 @@ mod avx2_only {
         Some((amax, qs, hsum_i32(sum)))
     }
 
+    /// `quant::quantize_q8_k`'s block eight lanes at a time: the same scale (from the
+    /// first value of largest magnitude, which maps to -127), the same products rounded to
+    /// nearest-even and capped at 127, so the same quants. Leaves `bsums` to the caller.
+    /// `None` if the block holds a NaN or an infinity (the scalar path handles those).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn quantize_block_k(chunk: &[f32; QK_K], qs: &mut [i8; QK_K]) -> Option<f32> {
+        const VECTORS: usize = QK_K / 8;
+        let sign = _mm256_set1_ps(-0.0);
+        let mut v = [_mm256_setzero_ps(); VECTORS];
+        let mut amax = _mm256_setzero_ps();
+        let mut unordered = 0;
+        for (i, v) in v.iter_mut().enumerate() {
+            // SAFETY: reads floats `8i..8i + 8` of `chunk`.
+            *v = unsafe { _mm256_loadu_ps(chunk.as_ptr().add(8 * i)) };
+            unordered |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(*v, *v));
+            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, *v));
+        }
+        let m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        if unordered != 0 || !amax.is_finite() {
+            return None;
+        }
+        if amax == 0.0 {
+            *qs = [0; QK_K];
+            return Some(0.0);
+        }
+        // The first value whose magnitude is the maximum, as the scalar scan (`>`) keeps.
+        let target = _mm256_set1_ps(amax);
+        let mut max = amax;
+        for (i, &v) in v.iter().enumerate() {
+            let hits = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(
+                _mm256_andnot_ps(sign, v),
+                target,
+            ));
+            if hits != 0 {
+                max = chunk[8 * i + hits.trailing_zeros() as usize];
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let scale = _mm256_set1_ps(iscale);
+        let cap = _mm256_set1_epi32(127);
+        for (j, four) in v.chunks_exact(4).enumerate() {
+            let mut q = [_mm256_setzero_si256(); 4];
+            for (q, &v) in q.iter_mut().zip(four) {
+                // `cvtps` rounds to nearest-even (the default rounding mode).
+                *q = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v, scale)), cap);
+            }
+            let bytes = _mm256_packs_epi16(
+                _mm256_packs_epi32(q[0], q[1]),
+                _mm256_packs_epi32(q[2], q[3]),
+            );
+            let bytes =
+                _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            // SAFETY: writes bytes `32j..32j + 32` of `qs`.
+            unsafe { _mm256_storeu_si256(qs.as_mut_ptr().add(32 * j).cast(), bytes) };
+        }
+        Some(1.0 / iscale)
+    }
+
     /// Q4_K, one row: see [`Q4kUnpacked`].
     ///
     /// # Safety
