@@ -716,6 +716,20 @@ fn matmul_rows<W: Sync, A: Sync, D, D4, T>(
     }
 }
 
+/// `gate[i] = activation(gate[i]) * up[i]`, the gated unit of a feed-forward block, split
+/// across the compute pool when large (a prefill chunk); each element computed the same
+/// way either way.
+pub fn gated_in_place(gate: &mut [f32], up: &[f32], activation: impl Fn(f32) -> f32 + Sync) {
+    const CHUNK: usize = 4096;
+    let n = gate.len().min(up.len());
+    // A lookup or an exponential per element: about eight multiply-adds' worth.
+    for_each_chunk(&mut gate[..n], CHUNK, n * 8, |i, g| {
+        for (g, u) in g.iter_mut().zip(&up[i * CHUNK..]) {
+            *g = activation(*g) * u;
+        }
+    });
+}
+
 /// RMS normalisation in place: `x * w / sqrt(mean(x^2) + eps)`, row by row.
 pub fn rms_norm(x: &mut [f32], w: &[f32], eps: f32) {
     for row in x.chunks_exact_mut(w.len()) {

@@ -699,6 +699,22 @@ fn q8_k_quantisation_equals_the_scalar_definition() {
     assert!(got[2].d > 0.0 && got[4].d < 0.0);
 }
 
+/// The gated unit gives each element what the plain loop gives it, whether it runs split
+/// across the pool (a prefill-sized input) or not.
+#[test]
+fn gated_unit_equals_the_elementwise_loop() {
+    set_compute_threads(2);
+    let mut rng = Lcg(43);
+    for n in [5, 4096, 4097, 3 * 4096 + 17, 64 * 1024] {
+        let gate: Vec<f32> = (0..n).map(|_| rng.f32() * 8.0).collect();
+        let up: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+        let want: Vec<f32> = gate.iter().zip(&up).map(|(g, u)| silu(*g) * u).collect();
+        let mut got = gate.clone();
+        gated_in_place(&mut got, &up, silu);
+        assert_eq!(got, want, "n = {n}");
+    }
+}
+
 /// Tests run where they were compiled, so nothing the build uses can be missing; and the
 /// check names only extensions the build was compiled with.
 #[test]

@@ -6,7 +6,7 @@ use basalt_gguf::GgufFile;
 
 use super::layers::{add_in_place, Activations, AttentionShape, Segments, TensorSource};
 use super::{hparam, hparam_f32, BatchSeq, Transformer};
-use crate::kernels::{gelu_f16_table, rms_norm, ActScratch, QMatrix, Rope};
+use crate::kernels::{gated_in_place, gelu_f16_table, rms_norm, ActScratch, QMatrix, Rope};
 use crate::kv::KvShape;
 use crate::EngineError;
 
@@ -184,9 +184,7 @@ impl Transformer for Gemma3 {
 
             a.normed_input(&b.ffn_norm, self.eps);
             a.project_gate_up([&b.gate, &b.up], scratch);
-            for (g, u) in a.gate.iter_mut().zip(&a.up) {
-                *g = gelu_f16_table(*g) * u;
-            }
+            gated_in_place(&mut a.gate, &a.up, gelu_f16_table);
             b.down.matmul(&a.gate, &mut a.proj, scratch);
             rms_norm(&mut a.proj, &b.post_ffn_norm, self.eps);
             add_in_place(&mut a.x, &a.proj);

@@ -5,7 +5,7 @@ use basalt_gguf::GgufFile;
 
 use super::layers::{add_in_place, Activations, AttentionShape, Segments, TensorSource};
 use super::{hparam, hparam_f32, BatchSeq, Transformer};
-use crate::kernels::{silu, ActScratch, QMatrix, Rope};
+use crate::kernels::{gated_in_place, silu, ActScratch, QMatrix, Rope};
 use crate::kv::KvShape;
 use crate::EngineError;
 
@@ -154,9 +154,7 @@ impl Transformer for Llama {
 
             a.normed_input(&b.ffn_norm, self.eps);
             a.project_gate_up([&b.gate, &b.up], scratch);
-            for (g, u) in a.gate.iter_mut().zip(&a.up) {
-                *g = silu(*g) * u;
-            }
+            gated_in_place(&mut a.gate, &a.up, silu);
             b.down.matmul(&a.gate, &mut a.proj, scratch);
             add_in_place(&mut a.x, &a.proj);
         }
