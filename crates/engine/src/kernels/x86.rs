@@ -735,81 +735,72 @@ impl KQuantBlock for BlockQ4K {
 
     #[inline(always)]
     fn unpack(&self) -> Q4kUnpacked {
-        unpack_q4k(self)
+        // SAFETY: AVX2 available (module contract); every load reads 32 bytes inside the
+        // block's 128 quant bytes.
+        let q = unsafe {
+            let mask = _mm256_set1_epi8(0x0F);
+            let mut q = [_mm256_setzero_si256(); 8];
+            for c in 0..QK_K / 64 {
+                let bytes = _mm256_loadu_si256(self.qs.as_ptr().add(c * 32).cast());
+                q[2 * c] = _mm256_and_si256(bytes, mask);
+                q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
+            }
+            q
+        };
+        let mut scales = [0i16; 8];
+        let mut mins = [0i16; 16];
+        for j in 0..QK_K / 32 {
+            let (s, m) = scale_min_k4(j, &self.scales);
+            scales[j] = s as i16;
+            mins[2 * j] = m as i16;
+            mins[2 * j + 1] = m as i16;
+        }
+        // SAFETY: AVX available (module contract); reads the 32 bytes of `mins`.
+        let mins = unsafe { _mm256_loadu_si256(mins.as_ptr().cast()) };
+        let (d, dmin) = half_pair(self.d, self.dmin);
+        Q4kUnpacked {
+            q,
+            scales,
+            mins,
+            d,
+            dmin,
+        }
     }
 
+    /// One unpacked Q4_K super-block against one activation super-block: the sub-block
+    /// products weighted by their 6-bit scales are summed as exact integers in vector lanes
+    /// (one horizontal sum per super-block instead of two per sub-block), then combined by the
+    /// portable version's float expression in its order, so the result is bit-for-bit the
+    /// portable one's.
     #[inline(always)]
     fn dot(u: &Q4kUnpacked, a: &BlockQ8K) -> f32 {
-        dot_q4k_unpacked(u, a)
+        // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
+        // activation's 256 quants.
+        let sumi = unsafe {
+            let mut acc = _mm256_setzero_si256();
+            for c in 0..QK_K / 64 {
+                let y0 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64).cast());
+                let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64 + 32).cast());
+                let p0 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(u.q[2 * c], y0),
+                    _mm256_set1_epi16(u.scales[2 * c]),
+                );
+                let p1 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(u.q[2 * c + 1], y1),
+                    _mm256_set1_epi16(u.scales[2 * c + 1]),
+                );
+                acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+            }
+            hsum_i32(acc)
+        };
+        // sum_j min_j * (bsums[2j] + bsums[2j + 1]) as one multiply-add of 16 lanes: the same
+        // exact integer as the scalar loop.
+        // SAFETY: AVX2 available (module contract); reads the 32 bytes of `bsums`.
+        let summin = hsum_i32(unsafe {
+            _mm256_madd_epi16(u.mins, _mm256_loadu_si256(a.bsums.as_ptr().cast()))
+        });
+        u.d * a.d * sumi as f32 - u.dmin * a.d * summin as f32
     }
-}
-
-#[inline(always)]
-fn unpack_q4k(w: &BlockQ4K) -> Q4kUnpacked {
-    // SAFETY: AVX2 available (module contract); every load reads 32 bytes inside the
-    // block's 128 quant bytes.
-    let q = unsafe {
-        let mask = _mm256_set1_epi8(0x0F);
-        let mut q = [_mm256_setzero_si256(); 8];
-        for c in 0..QK_K / 64 {
-            let bytes = _mm256_loadu_si256(w.qs.as_ptr().add(c * 32).cast());
-            q[2 * c] = _mm256_and_si256(bytes, mask);
-            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
-        }
-        q
-    };
-    let mut scales = [0i16; 8];
-    let mut mins = [0i16; 16];
-    for j in 0..QK_K / 32 {
-        let (s, m) = scale_min_k4(j, &w.scales);
-        scales[j] = s as i16;
-        mins[2 * j] = m as i16;
-        mins[2 * j + 1] = m as i16;
-    }
-    // SAFETY: AVX available (module contract); reads the 32 bytes of `mins`.
-    let mins = unsafe { _mm256_loadu_si256(mins.as_ptr().cast()) };
-    let (d, dmin) = half_pair(w.d, w.dmin);
-    Q4kUnpacked {
-        q,
-        scales,
-        mins,
-        d,
-        dmin,
-    }
-}
-
-/// One unpacked Q4_K super-block against one activation super-block: the sub-block
-/// products weighted by their 6-bit scales are summed as exact integers in vector lanes
-/// (one horizontal sum per super-block instead of two per sub-block), then combined by the
-/// portable version's float expression in its order, so the result is bit-for-bit the
-/// portable one's.
-#[inline(always)]
-fn dot_q4k_unpacked(u: &Q4kUnpacked, a: &BlockQ8K) -> f32 {
-    // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
-    // activation's 256 quants.
-    let sumi = unsafe {
-        let mut acc = _mm256_setzero_si256();
-        for c in 0..QK_K / 64 {
-            let y0 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64).cast());
-            let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64 + 32).cast());
-            let p0 = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(u.q[2 * c], y0),
-                _mm256_set1_epi16(u.scales[2 * c]),
-            );
-            let p1 = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(u.q[2 * c + 1], y1),
-                _mm256_set1_epi16(u.scales[2 * c + 1]),
-            );
-            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
-        }
-        hsum_i32(acc)
-    };
-    // sum_j min_j * (bsums[2j] + bsums[2j + 1]) as one multiply-add of 16 lanes: the same
-    // exact integer as the scalar loop.
-    // SAFETY: AVX2 available (module contract); reads the 32 bytes of `bsums`.
-    let summin =
-        hsum_i32(unsafe { _mm256_madd_epi16(u.mins, _mm256_loadu_si256(a.bsums.as_ptr().cast())) });
-    u.d * a.d * sumi as f32 - u.dmin * a.d * summin as f32
 }
 
 /// A Q6_K super-block unpacked once: the 6-bit quants (0..63) in element order, 32 per
@@ -827,12 +818,66 @@ impl KQuantBlock for BlockQ6K {
 
     #[inline(always)]
     fn unpack(&self) -> Q6kUnpacked {
-        unpack_q6k(self)
+        // SAFETY: AVX2 available (module contract); loads read 32 bytes inside `ql` (128
+        // bytes) and `qh` (64).
+        let q = unsafe {
+            let low4 = _mm256_set1_epi8(0x0F);
+            let mut q = [_mm256_setzero_si256(); 8];
+            for half in 0..2 {
+                let ql0 = _mm256_loadu_si256(self.ql.as_ptr().add(half * 64).cast());
+                let ql1 = _mm256_loadu_si256(self.ql.as_ptr().add(half * 64 + 32).cast());
+                let qh = _mm256_loadu_si256(self.qh.as_ptr().add(half * 32).cast());
+                q[half * 4] = _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high(qh));
+                q[half * 4 + 1] = _mm256_or_si256(
+                    _mm256_and_si256(ql1, low4),
+                    q6_high(_mm256_srli_epi16(qh, 2)),
+                );
+                q[half * 4 + 2] = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                    q6_high(_mm256_srli_epi16(qh, 4)),
+                );
+                q[half * 4 + 3] = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                    q6_high(_mm256_srli_epi16(qh, 6)),
+                );
+            }
+            q
+        };
+        // SAFETY: AVX2 available (module contract); reads the 16 bytes of `scales`.
+        let scales16 =
+            unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(self.scales.as_ptr().cast())) };
+        Q6kUnpacked {
+            q,
+            scales: self.scales,
+            scales16,
+            d: half(self.d),
+        }
     }
 
+    /// One unpacked Q6_K super-block against one activation super-block: products weighted by
+    /// the signed 16-element scales summed as exact integers; bit-for-bit the portable result.
     #[inline(always)]
     fn dot(u: &Q6kUnpacked, a: &BlockQ8K) -> f32 {
-        dot_q6k_unpacked(u, a)
+        // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
+        // activation's 256 quants, or its 32 bytes of `bsums`.
+        let dot = unsafe {
+            let mut acc = _mm256_setzero_si256();
+            for (j, &q) in u.q.iter().enumerate() {
+                let y = _mm256_loadu_si256(a.qs.as_ptr().add(j * 32).cast());
+                let scales = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_set1_epi16(u.scales[2 * j] as i16)),
+                    _mm_set1_epi16(u.scales[2 * j + 1] as i16),
+                    1,
+                );
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales));
+            }
+            // (q - 32) . y = q . y - 32 * sum(y), and the sums per 16 are the block's bsums:
+            // subtract 32 * scale * bsum lane by lane before the one horizontal sum, the same
+            // exact integer as subtracting the scalar sum afterwards.
+            let offset = _mm256_madd_epi16(u.scales16, _mm256_loadu_si256(a.bsums.as_ptr().cast()));
+            hsum_i32(_mm256_sub_epi32(acc, _mm256_slli_epi32(offset, 5)))
+        };
+        u.d * a.d * dot as f32
     }
 }
 
@@ -842,67 +887,4 @@ impl KQuantBlock for BlockQ6K {
 fn q6_high(bits: __m256i) -> __m256i {
     // SAFETY: AVX2 available (module contract).
     unsafe { _mm256_slli_epi16(_mm256_and_si256(bits, _mm256_set1_epi8(0x03)), 4) }
-}
-
-#[inline(always)]
-fn unpack_q6k(w: &BlockQ6K) -> Q6kUnpacked {
-    // SAFETY: AVX2 available (module contract); loads read 32 bytes inside `ql` (128
-    // bytes) and `qh` (64).
-    let q = unsafe {
-        let low4 = _mm256_set1_epi8(0x0F);
-        let mut q = [_mm256_setzero_si256(); 8];
-        for half in 0..2 {
-            let ql0 = _mm256_loadu_si256(w.ql.as_ptr().add(half * 64).cast());
-            let ql1 = _mm256_loadu_si256(w.ql.as_ptr().add(half * 64 + 32).cast());
-            let qh = _mm256_loadu_si256(w.qh.as_ptr().add(half * 32).cast());
-            q[half * 4] = _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high(qh));
-            q[half * 4 + 1] = _mm256_or_si256(
-                _mm256_and_si256(ql1, low4),
-                q6_high(_mm256_srli_epi16(qh, 2)),
-            );
-            q[half * 4 + 2] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
-                q6_high(_mm256_srli_epi16(qh, 4)),
-            );
-            q[half * 4 + 3] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
-                q6_high(_mm256_srli_epi16(qh, 6)),
-            );
-        }
-        q
-    };
-    // SAFETY: AVX2 available (module contract); reads the 16 bytes of `scales`.
-    let scales16 = unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(w.scales.as_ptr().cast())) };
-    Q6kUnpacked {
-        q,
-        scales: w.scales,
-        scales16,
-        d: half(w.d),
-    }
-}
-
-/// One unpacked Q6_K super-block against one activation super-block: products weighted by
-/// the signed 16-element scales summed as exact integers; bit-for-bit the portable result.
-#[inline(always)]
-fn dot_q6k_unpacked(u: &Q6kUnpacked, a: &BlockQ8K) -> f32 {
-    // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
-    // activation's 256 quants, or its 32 bytes of `bsums`.
-    let dot = unsafe {
-        let mut acc = _mm256_setzero_si256();
-        for (j, &q) in u.q.iter().enumerate() {
-            let y = _mm256_loadu_si256(a.qs.as_ptr().add(j * 32).cast());
-            let scales = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(_mm_set1_epi16(u.scales[2 * j] as i16)),
-                _mm_set1_epi16(u.scales[2 * j + 1] as i16),
-                1,
-            );
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales));
-        }
-        // (q - 32) . y = q . y - 32 * sum(y), and the sums per 16 are the block's bsums:
-        // subtract 32 * scale * bsum lane by lane before the one horizontal sum, the same
-        // exact integer as subtracting the scalar sum afterwards.
-        let offset = _mm256_madd_epi16(u.scales16, _mm256_loadu_si256(a.bsums.as_ptr().cast()));
-        hsum_i32(_mm256_sub_epi32(acc, _mm256_slli_epi32(offset, 5)))
-    };
-    u.d * a.d * dot as f32
 }
