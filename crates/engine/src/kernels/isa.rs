@@ -61,7 +61,8 @@ impl Isa {
         {
             use std::arch::is_x86_feature_detected as has;
             let avx2 = has!("avx2") && has!("fma") && has!("f16c");
-            if avx2 && has!("avx512vnni") && has!("avx512vl") {
+            let avx512 = has!("avx512f") && has!("avx512bw") && has!("avx512vl");
+            if avx2 && avx512 && has!("avx512vnni") {
                 return Isa(Level::Avx512Vnni);
             }
             if avx2 {

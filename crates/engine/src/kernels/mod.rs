@@ -133,7 +133,18 @@ impl QMatrix {
                     }
                 )
             };
-            ($block:ty, $acts:ident, $quantize:ident, $dot:ident, $dot4:expr, $tile:expr) => {{
+            ($block:ty, $acts:ident, $quantize:ident, $dot:ident, $dot4:expr, $tile:expr) => {
+                with_acts!(
+                    $block,
+                    $acts,
+                    $quantize,
+                    $dot,
+                    $dot4,
+                    $tile,
+                    |w: [&[$block]; 4], a: [&[_]; 8]| tile8_by_quads(w, a, $tile)
+                )
+            };
+            ($block:ty, $acts:ident, $quantize:ident, $dot:ident, $dot4:expr, $tile:expr, $tile8:expr) => {{
                 let w = cast_blocks::<$block>(bytes).unwrap_or(&[]);
                 let acts = &mut scratch.$acts;
                 acts.resize_with(tokens, Vec::new);
@@ -155,6 +166,7 @@ impl QMatrix {
                     dot: $dot,
                     dot4: $dot4,
                     tile: $tile,
+                    tile8: $tile8,
                 };
                 matmul_rows(w, &acts[..tokens], self.rows, self.cols, out, &kernels);
             }};
@@ -167,7 +179,8 @@ impl QMatrix {
                     quantize_q8_0,
                     dot_q4_0,
                     dot4_q4_0,
-                    tile_q4_0
+                    tile_q4_0,
+                    tile8_q4_0
                 )
             }
             TensorType::Q4_1 => {
@@ -187,7 +200,8 @@ impl QMatrix {
                     quantize_q8_0,
                     dot_q5_0,
                     dot4_q5_0,
-                    tile_q5_0
+                    tile_q5_0,
+                    tile8_q5_0
                 )
             }
             TensorType::Q5_1 => with_acts!(BlockQ5_1, q8_1, quantize_q8_1, dot_q5_1),
@@ -198,7 +212,8 @@ impl QMatrix {
                     quantize_q8_0,
                     dot_q8_0,
                     dot4_q8_0,
-                    tile_q8_0
+                    tile_q8_0,
+                    tile8_q8_0
                 )
             }
             TensorType::Q4K => {
@@ -522,8 +537,9 @@ where
 }
 
 /// The block products one matrix format offers, from the smallest to the largest unit of
-/// work. `dot4` and `tile` must give every (row, token) exactly what `dot` gives it.
-struct RowKernels<D, D4, T> {
+/// work. `dot4`, `tile` and `tile8` must give every (row, token) exactly what `dot` gives
+/// it.
+struct RowKernels<D, D4, T, T8> {
     /// One row against one token.
     dot: D,
     /// Four rows against one token (the activation block loaded once).
@@ -531,23 +547,27 @@ struct RowKernels<D, D4, T> {
     /// Four rows against four tokens, `[row][token]` (each weight block unpacked once for
     /// four tokens, each activation block loaded once for four rows).
     tile: T,
+    /// Four rows against eight tokens (the unpacking shared by twice the tokens; two
+    /// four-token tiles where a format or level has nothing better).
+    tile8: T8,
 }
 
 /// Rows `r0..r1` (at most four) of `w` against every token of `acts`: whole groups of
-/// four rows through the four-by-four tile, four tokens at a time, the remaining tokens
+/// four rows through the tiles, eight tokens at a time, then four, the remaining tokens
 /// through the four-row product; a partial group row by row. `emit(row, token, value)`.
 #[inline(always)]
-fn row_group<W, A, D, D4, T>(
+fn row_group<W, A, D, D4, T, T8>(
     w: &[W],
     per_row: usize,
     (r0, r1): (usize, usize),
     acts: &[Vec<A>],
-    k: &RowKernels<D, D4, T>,
+    k: &RowKernels<D, D4, T, T8>,
     mut emit: impl FnMut(usize, usize, f32),
 ) where
     D: Fn(&[W], &[A]) -> f32,
     D4: Fn([&[W]; 4], &[A]) -> [f32; 4],
     T: Fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4],
+    T8: Fn([&[W]; 4], [&[A]; 8]) -> [[f32; 8]; 4],
 {
     let row = |r: usize| &w[r * per_row..(r + 1) * per_row];
     if r1 - r0 < 4 {
@@ -567,12 +587,25 @@ fn row_group<W, A, D, D4, T>(
             prefetch(next);
         }
     }
-    let mut quads = acts.chunks_exact(4);
+    let mut octets = acts.chunks_exact(8);
+    for (o, e) in octets.by_ref().enumerate() {
+        let values = (k.tile8)(
+            rows,
+            [&e[0], &e[1], &e[2], &e[3], &e[4], &e[5], &e[6], &e[7]],
+        );
+        for (i, by_token) in values.iter().enumerate() {
+            for (j, &v) in by_token.iter().enumerate() {
+                emit(r0 + i, o * 8 + j, v);
+            }
+        }
+    }
+    let first_quad = acts.len() - octets.remainder().len();
+    let mut quads = octets.remainder().chunks_exact(4);
     for (q, four) in quads.by_ref().enumerate() {
         let values = (k.tile)(rows, [&four[0], &four[1], &four[2], &four[3]]);
         for (i, by_token) in values.iter().enumerate() {
             for (j, &v) in by_token.iter().enumerate() {
-                emit(r0 + i, q * 4 + j, v);
+                emit(r0 + i, first_quad + q * 4 + j, v);
             }
         }
     }
@@ -644,17 +677,18 @@ fn prefetch<T>(data: &[T]) {
 /// interleaving four rows measured slower than one row at a time there (`basalt bench`,
 /// tg64). Large products are split by rows across the compute pool; every output is
 /// computed by the same code either way, so results do not depend on the thread count.
-fn matmul_rows<W: Sync, A: Sync, D, D4, T>(
+fn matmul_rows<W: Sync, A: Sync, D, D4, T, T8>(
     w: &[W],
     acts: &[Vec<A>],
     rows: usize,
     cols: usize,
     out: &mut [f32],
-    k: &RowKernels<D, D4, T>,
+    k: &RowKernels<D, D4, T, T8>,
 ) where
     D: Fn(&[W], &[A]) -> f32 + Sync,
     D4: Fn([&[W]; 4], &[A]) -> [f32; 4] + Sync,
     T: Fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4] + Sync,
+    T8: Fn([&[W]; 4], [&[A]; 8]) -> [[f32; 8]; 4] + Sync,
 {
     let per_row = (w.len() / rows.max(1)).max(1);
     let rows = rows.min(w.len() / per_row);

@@ -234,6 +234,50 @@ dispatched! {
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q6_k_portable(row, a)));
 }
 
+/// Four rows against eight tokens through two four-by-four tiles (`[row][token]`).
+#[inline(always)]
+pub fn tile8_by_quads<W, A>(
+    w: [&[W]; 4],
+    a: [&[A]; 8],
+    tile: impl Fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4],
+) -> [[f32; 8]; 4] {
+    let low = tile(w, [a[0], a[1], a[2], a[3]]);
+    let high = tile(w, [a[4], a[5], a[6], a[7]]);
+    let mut out = [[0f32; 8]; 4];
+    for r in 0..4 {
+        out[r][..4].copy_from_slice(&low[r]);
+        out[r][4..].copy_from_slice(&high[r]);
+    }
+    out
+}
+
+/// Defines `$name(w, a)`, four rows against eight tokens at the level in use, and
+/// `$name_at(isa, w, a)` at a given level: the AVX-512 kernel (two rows per 512-bit
+/// register) at the VNNI level, else two four-by-four tiles of the same level. Every
+/// (row, token) gets what the one-row product gives it.
+macro_rules! tile8 {
+    ($name:ident, $name_at:ident, $tile:ident, $block:ty) => {
+        #[inline]
+        pub fn $name(w: [&[$block]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
+            $name_at(Isa::current(), w, a)
+        }
+
+        #[inline]
+        pub fn $name_at(isa: Isa, w: [&[$block]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
+            #[cfg(target_arch = "x86_64")]
+            if isa.has_avx512_vnni() {
+                // SAFETY: the VNNI level requires AVX-512 F, BW, VL and VNNI.
+                return unsafe { super::x86::avx512::$name(w, a) };
+            }
+            tile8_by_quads(w, a, |w, a| at::$tile(isa, w, a))
+        }
+    };
+}
+
+tile8!(tile8_q4_0, tile8_q4_0_at, tile_q4_0, BlockQ4_0);
+tile8!(tile8_q5_0, tile8_q5_0_at, tile_q5_0, BlockQ5_0);
+tile8!(tile8_q8_0, tile8_q8_0_at, tile_q8_0, BlockQ8_0);
+
 /// Four Q4_K rows against one token, row by row: a batch's K-quant products go through the
 /// tiles, so there is no separate four-row kernel.
 #[inline]

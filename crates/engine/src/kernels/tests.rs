@@ -233,6 +233,7 @@ fn threaded_products_equal_single_threaded_ones() {
             dot: dot_q8_0,
             dot4: dot4_q8_0,
             tile: tile_q8_0,
+            tile8: tile8_q8_0,
         };
         matmul_rows(&w, &acts[..t], rows, cols, &mut out, &kernels);
         assert_eq!(out, expected[..rows * t], "tokens = {t}");
@@ -588,6 +589,70 @@ fn tiles_equal_one_row(isa: Isa) {
         tile_q6_k,
         |b: &mut BlockQ6K, r| b.d = r.scale()
     );
+}
+
+/// The four-row, eight-token tiles (two rows per 512-bit register at the VNNI level) give
+/// every (row, token) exactly what the one-row product gives it, at every level.
+#[test]
+fn eight_token_tiles_equal_one_row_products_bit_for_bit() {
+    let mut rng = Lcg(47);
+    let xs: Vec<Vec<f32>> = (0..8).map(|_| activations(&mut rng)).collect();
+    let acts = quantized(&xs, quantize_q8_0);
+    let a8: [&[BlockQ8_0]; 8] = std::array::from_fn(|t| &acts[t][..]);
+    macro_rules! check_tile8 {
+        ($block:ty, $dot:ident, $tile8_at:ident, $fix:expr) => {{
+            let per_row = N / 32;
+            let w: Vec<$block> = random_bytes(&mut rng, 4 * per_row, $fix);
+            let rows: Vec<&[$block]> = w.chunks_exact(per_row).collect();
+            for isa in Isa::available() {
+                let tile = $tile8_at(isa, [rows[0], rows[1], rows[2], rows[3]], a8);
+                for (r, by_token) in tile.iter().enumerate() {
+                    for (t, got) in by_token.iter().enumerate() {
+                        assert_eq!(
+                            got.to_bits(),
+                            at::$dot(isa, rows[r], a8[t]).to_bits(),
+                            "{} {} row {r} token {t}",
+                            stringify!($tile8_at),
+                            isa.name()
+                        );
+                    }
+                }
+            }
+        }};
+    }
+    check_tile8!(
+        BlockQ4_0,
+        dot_q4_0,
+        tile8_q4_0_at,
+        |b: &mut BlockQ4_0, r| b.d = r.scale()
+    );
+    check_tile8!(
+        BlockQ5_0,
+        dot_q5_0,
+        tile8_q5_0_at,
+        |b: &mut BlockQ5_0, r| b.d = r.scale()
+    );
+    check_tile8!(
+        BlockQ8_0,
+        dot_q8_0,
+        tile8_q8_0_at,
+        |b: &mut BlockQ8_0, r| b.d = r.scale()
+    );
+    // Q8_0 weights of -128 (a file may hold them) and activations at both ends.
+    let w: Vec<BlockQ8_0> = random_bytes(&mut rng, 4 * (N / 32), |b: &mut BlockQ8_0, r| {
+        b.d = r.scale();
+        b.qs[0] = -128;
+        b.qs[1] = 127;
+    });
+    let rows: Vec<&[BlockQ8_0]> = w.chunks_exact(N / 32).collect();
+    for isa in Isa::available() {
+        let tile = tile8_q8_0_at(isa, [rows[0], rows[1], rows[2], rows[3]], a8);
+        for (r, by_token) in tile.iter().enumerate() {
+            for (t, got) in by_token.iter().enumerate() {
+                assert_eq!(got.to_bits(), at::dot_q8_0(isa, rows[r], a8[t]).to_bits());
+            }
+        }
+    }
 }
 
 /// The GELU table holds, for every f16 input, what rounding, `gelu_tanh` and rounding again

@@ -615,6 +615,90 @@ fn tile_q8_0_body<const VNNI: bool>(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) 
     signed_tile::<VNNI, _>(w, a)
 }
 
+// --- Four rows by eight tokens in 512-bit registers (the VNNI level) ---
+
+/// The AVX-512 kernels: four rows against eight tokens, two rows per 512-bit register.
+pub mod avx512 {
+    use super::*;
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile8_q5_0(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
+        signed_tile8(w, a)
+    }
+
+    /// # Safety
+    /// As [`tile8_q5_0`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile8_q8_0(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
+        signed_tile8(w, a)
+    }
+
+    /// # Safety
+    /// As [`tile8_q5_0`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile8_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
+        signed_tile8(w, a)
+    }
+}
+
+/// Four rows against eight tokens, rows `2p` and `2p + 1` side by side in one 512-bit
+/// register. Each (row, token) gets exactly the lane arithmetic of [`signed_blocks`] (the
+/// same integer lanes from `vpdpbusd`, the same scale products and FMAs, the same
+/// horizontal sum of its eight lanes), so the same bits as the one-row product.
+#[inline(always)]
+fn signed_tile8<W: SignedBlock>(w: [&[W]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
+    let n = w
+        .iter()
+        .map(|r| r.len())
+        .chain(a.iter().map(|t| t.len()))
+        .min()
+        .unwrap_or(0);
+    // SAFETY: AVX-512 F, BW, VL and VNNI available (the caller's target features); loads
+    // read whole 32-byte quant arrays.
+    unsafe {
+        let zero = _mm512_setzero_si512();
+        let mut acc = [[_mm512_setzero_ps(); 8]; 2];
+        for b in 0..n {
+            let (x0, d0) = w[0][b].unpack();
+            let (x1, d1) = w[1][b].unpack();
+            let (x2, d2) = w[2][b].unpack();
+            let (x3, d3) = w[3][b].unpack();
+            let x = [
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x0), x1),
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x2), x3),
+            ];
+            let d = [
+                _mm512_insertf32x8::<1>(_mm512_castps256_ps512(d0), d1),
+                _mm512_insertf32x8::<1>(_mm512_castps256_ps512(d2), d3),
+            ];
+            // x + 128 is unsigned, so `vpdpbusd` takes it as it is; starting each lane's sum
+            // from -128 times the sum of its four activations leaves exactly sum(x * y).
+            let bias = _mm512_set1_epi8(-128);
+            let ux = [_mm512_xor_si512(x[0], bias), _mm512_xor_si512(x[1], bias)];
+            for (t, tok) in a.iter().enumerate() {
+                let y = &tok[b];
+                let yy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y.qs.as_ptr().cast()));
+                let dy = _mm512_cvtph_ps(_mm256_set1_epi16(y.d.to_bits() as i16));
+                let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, bias, yy));
+                for p in 0..2 {
+                    let prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, ux[p], yy));
+                    acc[p][t] = _mm512_fmadd_ps(_mm512_mul_ps(d[p], dy), prod, acc[p][t]);
+                }
+            }
+        }
+        let mut out = [[0f32; 8]; 4];
+        for p in 0..2 {
+            for t in 0..8 {
+                out[2 * p][t] = hsum(_mm512_castps512_ps256(acc[p][t]));
+                out[2 * p + 1][t] = hsum(_mm512_extractf32x8_ps::<1>(acc[p][t]));
+            }
+        }
+        out
+    }
+}
+
 // --- Q4_1: unsigned nibbles and a min, against Q8_1 activations (which carry d * sum) ---
 
 #[inline(always)]
