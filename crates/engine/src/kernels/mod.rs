@@ -190,7 +190,8 @@ impl QMatrix {
                     quantize_q8_1,
                     dot_q4_1,
                     dot4_q4_1,
-                    tile_q4_1
+                    tile_q4_1,
+                    tile8_q4_1
                 )
             }
             TensorType::Q5_0 => {

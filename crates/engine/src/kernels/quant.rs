@@ -256,14 +256,14 @@ pub fn tile8_by_quads<W, A>(
 /// register) at the VNNI level, else two four-by-four tiles of the same level. Every
 /// (row, token) gets what the one-row product gives it.
 macro_rules! tile8 {
-    ($name:ident, $name_at:ident, $tile:ident, $block:ty) => {
+    ($name:ident, $name_at:ident, $tile:ident, $block:ty, $act:ty) => {
         #[inline]
-        pub fn $name(w: [&[$block]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
+        pub fn $name(w: [&[$block]; 4], a: [&[$act]; 8]) -> [[f32; 8]; 4] {
             $name_at(Isa::current(), w, a)
         }
 
         #[inline]
-        pub fn $name_at(isa: Isa, w: [&[$block]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
+        pub fn $name_at(isa: Isa, w: [&[$block]; 4], a: [&[$act]; 8]) -> [[f32; 8]; 4] {
             #[cfg(target_arch = "x86_64")]
             if isa.has_avx512_vnni() {
                 // SAFETY: the VNNI level requires AVX-512 F, BW, VL and VNNI.
@@ -274,9 +274,10 @@ macro_rules! tile8 {
     };
 }
 
-tile8!(tile8_q4_0, tile8_q4_0_at, tile_q4_0, BlockQ4_0);
-tile8!(tile8_q5_0, tile8_q5_0_at, tile_q5_0, BlockQ5_0);
-tile8!(tile8_q8_0, tile8_q8_0_at, tile_q8_0, BlockQ8_0);
+tile8!(tile8_q4_0, tile8_q4_0_at, tile_q4_0, BlockQ4_0, BlockQ8_0);
+tile8!(tile8_q4_1, tile8_q4_1_at, tile_q4_1, BlockQ4_1, BlockQ8_1);
+tile8!(tile8_q5_0, tile8_q5_0_at, tile_q5_0, BlockQ5_0, BlockQ8_0);
+tile8!(tile8_q8_0, tile8_q8_0_at, tile_q8_0, BlockQ8_0, BlockQ8_0);
 
 /// Four Q4_K rows against one token, row by row: a batch's K-quant products go through the
 /// tiles, so there is no separate four-row kernel.

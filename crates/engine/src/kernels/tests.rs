@@ -638,6 +638,26 @@ fn eight_token_tiles_equal_one_row_products_bit_for_bit() {
         tile8_q8_0_at,
         |b: &mut BlockQ8_0, r| b.d = r.scale()
     );
+    let a1 = quantized(&xs, quantize_q8_1);
+    let a18: [&[BlockQ8_1]; 8] = std::array::from_fn(|t| &a1[t][..]);
+    let w: Vec<BlockQ4_1> = random_bytes(&mut rng, 4 * (N / 32), |b: &mut BlockQ4_1, r| {
+        b.d = r.scale();
+        b.m = f16::from_f32(-r.f32().abs() * 0.1);
+    });
+    let rows: Vec<&[BlockQ4_1]> = w.chunks_exact(N / 32).collect();
+    for isa in Isa::available() {
+        let tile = tile8_q4_1_at(isa, [rows[0], rows[1], rows[2], rows[3]], a18);
+        for (r, by_token) in tile.iter().enumerate() {
+            for (t, got) in by_token.iter().enumerate() {
+                assert_eq!(
+                    got.to_bits(),
+                    at::dot_q4_1(isa, rows[r], a18[t]).to_bits(),
+                    "tile8_q4_1 {} row {r} token {t}",
+                    isa.name()
+                );
+            }
+        }
+    }
     // Q8_0 weights of -128 (a file may hold them) and activations at both ends.
     let w: Vec<BlockQ8_0> = random_bytes(&mut rng, 4 * (N / 32), |b: &mut BlockQ8_0, r| {
         b.d = r.scale();

@@ -638,8 +638,83 @@ pub mod avx512 {
     /// # Safety
     /// As [`tile8_q5_0`].
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile8_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 8]) -> [[f32; 8]; 4] {
+        tile8_q4_1_body(w, a)
+    }
+
+    /// # Safety
+    /// As [`tile8_q5_0`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn tile8_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
         signed_tile8(w, a)
+    }
+}
+
+/// Q4_1's four rows against eight tokens, two rows per 512-bit register; per (row, token)
+/// the lane arithmetic of [`dot_q4_1_body`]: the same `vpdpbusd` lanes, scale products and
+/// FMAs, and its min terms `m_row * s_token` summed over blocks in order, here the eight
+/// tokens of a row at once (each lane rounding as the scalar sum does).
+#[inline(always)]
+fn tile8_q4_1_body(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 8]) -> [[f32; 8]; 4] {
+    let n = w
+        .iter()
+        .map(|r| r.len())
+        .chain(a.iter().map(|t| t.len()))
+        .min()
+        .unwrap_or(0);
+    // SAFETY: AVX-512 F, BW, VL and VNNI available (the caller's target features); loads
+    // read whole 32-byte quant arrays and the 8 floats of `s`.
+    unsafe {
+        let zero = _mm512_setzero_si512();
+        let mut acc = [[_mm512_setzero_ps(); 8]; 2];
+        let mut mins = [_mm256_setzero_ps(); 4];
+        for b in 0..n {
+            let mut q = [zeros_i(); 4];
+            let mut d = [zeros(); 4];
+            let mut m = [0f32; 4];
+            for r in 0..4 {
+                let x = &w[r][b];
+                let (dx, mx) = half_pair(x.d, x.m);
+                q[r] = nibbles(&x.qs);
+                d[r] = _mm256_set1_ps(dx);
+                m[r] = mx;
+            }
+            let x = [
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]),
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[2]), q[3]),
+            ];
+            let dx = [
+                _mm512_insertf32x8::<1>(_mm512_castps256_ps512(d[0]), d[1]),
+                _mm512_insertf32x8::<1>(_mm512_castps256_ps512(d[2]), d[3]),
+            ];
+            let mut s = [0f32; 8];
+            for (t, tok) in a.iter().enumerate() {
+                let y = &tok[b];
+                let (dy, sy) = half_pair(y.d, y.s);
+                s[t] = sy;
+                let yy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y.qs.as_ptr().cast()));
+                let dy = _mm512_set1_ps(dy);
+                for p in 0..2 {
+                    let prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, x[p], yy));
+                    acc[p][t] = _mm512_fmadd_ps(_mm512_mul_ps(dx[p], dy), prod, acc[p][t]);
+                }
+            }
+            let s = _mm256_loadu_ps(s.as_ptr());
+            for r in 0..4 {
+                mins[r] = _mm256_add_ps(mins[r], _mm256_mul_ps(_mm256_set1_ps(m[r]), s));
+            }
+        }
+        let mut out = [[0f32; 8]; 4];
+        for (r, out) in out.iter_mut().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr(), mins[r]);
+        }
+        for p in 0..2 {
+            for t in 0..8 {
+                out[2 * p][t] += hsum(_mm512_castps512_ps256(acc[p][t]));
+                out[2 * p + 1][t] += hsum(_mm512_extractf32x8_ps::<1>(acc[p][t]));
+            }
+        }
+        out
     }
 }
 
