@@ -119,10 +119,10 @@ pub fn quantize_q8_k(x: &[f32], out: &mut Vec<BlockQ8K>) {
     }
 }
 
-/// The blocks a four-by-four tile can multiply: the shortest of its rows and tokens.
+/// The blocks a tile of four rows can multiply: the shortest of its rows and tokens.
 #[inline(always)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the SIMD tiles
-pub(super) fn tile_blocks<W, A>(w: &[&[W]; 4], a: &[&[A]; 4]) -> usize {
+pub(super) fn tile_blocks<W, A, const T: usize>(w: &[&[W]; 4], a: &[&[A]; T]) -> usize {
     w.iter()
         .map(|r| r.len())
         .chain(a.iter().map(|t| t.len()))

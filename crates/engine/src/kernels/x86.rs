@@ -656,12 +656,7 @@ pub mod avx512 {
 /// tokens of a row at once (each lane rounding as the scalar sum does).
 #[inline(always)]
 fn tile8_q4_1_body(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 8]) -> [[f32; 8]; 4] {
-    let n = w
-        .iter()
-        .map(|r| r.len())
-        .chain(a.iter().map(|t| t.len()))
-        .min()
-        .unwrap_or(0);
+    let n = super::quant::tile_blocks(&w, &a);
     // SAFETY: AVX-512 F, BW, VL and VNNI available (the caller's target features); loads
     // read whole 32-byte quant arrays and the 8 floats of `s`.
     unsafe {
@@ -724,12 +719,7 @@ fn tile8_q4_1_body(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 8]) -> [[f32; 8]; 4] 
 /// horizontal sum of its eight lanes), so the same bits as the one-row product.
 #[inline(always)]
 fn signed_tile8<W: SignedBlock>(w: [&[W]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
-    let n = w
-        .iter()
-        .map(|r| r.len())
-        .chain(a.iter().map(|t| t.len()))
-        .min()
-        .unwrap_or(0);
+    let n = super::quant::tile_blocks(&w, &a);
     // SAFETY: AVX-512 F, BW, VL and VNNI available (the caller's target features); loads
     // read whole 32-byte quant arrays.
     unsafe {
