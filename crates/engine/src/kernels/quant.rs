@@ -74,49 +74,45 @@ pub fn quantize_q8_1(x: &[f32], out: &mut Vec<BlockQ8_1>) {
 pub fn quantize_q8_k(x: &[f32], out: &mut Vec<BlockQ8K>) {
     out.clear();
     for chunk in x.chunks_exact(QK_K) {
-        #[cfg(target_arch = "x86_64")]
-        if let (true, Ok(values)) = (Isa::current().has_avx2(), <&[f32; QK_K]>::try_from(chunk)) {
-            let mut block = BlockQ8K {
-                d: 0.0,
-                qs: [0; QK_K],
-                bsums: [0; QK_K / 16],
-            };
-            // SAFETY: `Isa::current` reports AVX2 only where the CPU has AVX2, FMA and F16C.
-            if let Some(d) = unsafe { super::x86::avx2::quantize_block_k(values, &mut block.qs) } {
-                block.d = d;
-                for (s, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
-                    *s = group.iter().map(|&q| q as i16).sum();
-                }
-                out.push(block);
-                continue;
-            }
-        }
-        // The scale comes from the signed value of largest magnitude, so that it maps to
-        // exactly -127 (ggml's choice, kept for fidelity).
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in chunk {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
         let mut block = BlockQ8K {
             d: 0.0,
             qs: [0; QK_K],
             bsums: [0; QK_K / 16],
         };
-        if amax != 0.0 {
-            let iscale = -127.0 / max;
-            for (q, v) in block.qs.iter_mut().zip(chunk) {
-                *q = round_even(iscale * v).min(127) as i8;
-            }
-            for (s, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
-                *s = group.iter().map(|&q| q as i16).sum();
-            }
-            block.d = 1.0 / iscale;
+        block.d = quantize_block_k(chunk, &mut block.qs);
+        for (s, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
+            *s = group.iter().map(|&q| q as i16).sum();
         }
         out.push(block);
     }
+}
+
+/// One Q8_K super-block's quants (into `qs`, which holds zeros) and its scale `d`.
+fn quantize_block_k(chunk: &[f32], qs: &mut [i8; QK_K]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Ok(values)) = (Isa::current().has_avx2(), <&[f32; QK_K]>::try_from(chunk)) {
+        // SAFETY: `Isa::current` reports AVX2 only where the CPU has AVX2, FMA and F16C.
+        if let Some(d) = unsafe { super::x86::avx2::quantize_block_k(values, qs) } {
+            return d;
+        }
+    }
+    // The scale comes from the signed value of largest magnitude, so that it maps to
+    // exactly -127 (ggml's choice, kept for fidelity).
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in chunk {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    for (q, v) in qs.iter_mut().zip(chunk) {
+        *q = round_even(iscale * v).min(127) as i8;
+    }
+    1.0 / iscale
 }
 
 /// The blocks a tile of four rows can multiply: the shortest of its rows and tokens.

@@ -18,7 +18,7 @@
 //! into a function compiled with its feature. So no intrinsic may sit in a closure, a
 //! function passed as a value (`impl Fn`) or an `array::map` callback here: those become
 //! separate functions without the entry point's features, and every intrinsic in them a
-//! call (that measured 10x slower). Formats plug into the shared loops through the
+//! call. Formats plug into the shared loops through the
 //! `SignedBlock` and `KQuantBlock` traits instead, whose `#[inline(always)]` methods are
 //! inlined like the helpers.
 
@@ -307,8 +307,7 @@ mod avx2_only {
 ///
 /// Where a loop converts scales, it uses [`half8`] or [`half_pair`] instead: a conversion
 /// of one lane is compiled as an insert into whatever register is free, and LLVM picked the
-/// loop's accumulator, which chained every block's scale behind the previous block's sum
-/// (one-row products ran 2x slower in a baseline build).
+/// loop's accumulator, which chained every block's scale behind the previous block's sum.
 #[inline(always)]
 fn half(h: f16) -> f32 {
     // SAFETY: F16C available (module contract).
