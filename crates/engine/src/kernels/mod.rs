@@ -347,26 +347,30 @@ impl QMatrix {
     fn one_token_rows(&self, first: usize, out: &mut [f32], acts: &ActScratch) {
         let bytes: &[u8] = &self.bytes;
         macro_rules! rows {
-            ($block:ty, $acts:ident, $dot:ident) => {{
+            ($block:ty, $acts:ident, $dot:ident) => {
+                rows!($block, $acts, $dot, |w: [&[$block]; 4], a: &[_]| w
+                    .map(|row| $dot(row, a)))
+            };
+            ($block:ty, $acts:ident, $dot:ident, $dot4:expr) => {{
                 let w = cast_blocks::<$block>(bytes).unwrap_or(&[]);
                 let per_row = w.len() / self.rows.max(1);
                 match acts.$acts.first() {
                     Some(a) if per_row > 0 && first + out.len() <= self.rows => {
-                        one_token_rows(w, per_row, first, out, a, &$dot)
+                        one_token_rows(w, per_row, first, out, a, &$dot, &$dot4)
                     }
                     _ => out.fill(0.0),
                 }
             }};
         }
         match self.ty {
-            TensorType::Q4_0 => rows!(BlockQ4_0, q8_0, dot_q4_0),
-            TensorType::Q4_1 => rows!(BlockQ4_1, q8_1, dot_q4_1),
-            TensorType::Q5_0 => rows!(BlockQ5_0, q8_0, dot_q5_0),
+            TensorType::Q4_0 => rows!(BlockQ4_0, q8_0, dot_q4_0, dot4_q4_0),
+            TensorType::Q4_1 => rows!(BlockQ4_1, q8_1, dot_q4_1, dot4_q4_1),
+            TensorType::Q5_0 => rows!(BlockQ5_0, q8_0, dot_q5_0, dot4_q5_0),
             TensorType::Q5_1 => rows!(BlockQ5_1, q8_1, dot_q5_1),
-            TensorType::Q8_0 => rows!(BlockQ8_0, q8_0, dot_q8_0),
-            TensorType::Q4K => rows!(BlockQ4K, q8_k, dot_q4_k),
+            TensorType::Q8_0 => rows!(BlockQ8_0, q8_0, dot_q8_0, dot4_q8_0),
+            TensorType::Q4K => rows!(BlockQ4K, q8_k, dot_q4_k, dot4_q4_k),
             TensorType::Q5K => rows!(BlockQ5K, q8_k, dot_q5_k),
-            TensorType::Q6K => rows!(BlockQ6K, q8_k, dot_q6_k),
+            TensorType::Q6K => rows!(BlockQ6K, q8_k, dot_q6_k, dot4_q6_k),
             // Float weights are never fused (`matmul_shared_input` checks).
             _ => out.fill(0.0),
         }
@@ -626,8 +630,8 @@ fn row_group<W, A, D, D4, T, T8>(
 /// best, 0.5-1 KiB worse).
 const PREFETCH_AHEAD_BYTES: usize = 4096;
 
-/// `out[i] = dot(row first + i of w, a)`, asking the memory system for the rows
-/// [`PREFETCH_AHEAD_BYTES`] ahead as it goes.
+/// `out[i] = dot(row first + i of w, a)`, four rows at a time through `dot4`, asking the
+/// memory system for the rows [`PREFETCH_AHEAD_BYTES`] ahead as it goes.
 #[inline(always)]
 fn one_token_rows<W, A>(
     w: &[W],
@@ -636,15 +640,22 @@ fn one_token_rows<W, A>(
     out: &mut [f32],
     a: &[A],
     dot: &impl Fn(&[W], &[A]) -> f32,
+    dot4: &impl Fn([&[W]; 4], &[A]) -> [f32; 4],
 ) {
     let row_bytes = per_row * std::mem::size_of::<W>();
     let ahead_rows = PREFETCH_AHEAD_BYTES.div_ceil(row_bytes.max(1));
-    for (i, o) in out.iter_mut().enumerate() {
-        let r = first + i;
-        if let Some(next) = w.get((r + ahead_rows) * per_row..(r + ahead_rows + 1) * per_row) {
+    let row = |r: usize| &w[r * per_row..(r + 1) * per_row];
+    let (quads, rest) = out.split_at_mut(out.len() / 4 * 4);
+    for (q, o) in quads.chunks_exact_mut(4).enumerate() {
+        let r = first + 4 * q;
+        if let Some(next) = w.get((r + ahead_rows) * per_row..(r + ahead_rows + 4) * per_row) {
             prefetch(next);
         }
-        *o = dot(&w[r * per_row..(r + 1) * per_row], a);
+        o.copy_from_slice(&dot4([row(r), row(r + 1), row(r + 2), row(r + 3)], a));
+    }
+    let done = first + quads.len();
+    for (i, o) in rest.iter_mut().enumerate() {
+        *o = dot(row(done + i), a);
     }
 }
 
@@ -674,9 +685,8 @@ fn prefetch<T>(data: &[T]) {
 /// `out[t * rows + r] = dot(row r of w, acts[t])`. The kernels are generic parameters so
 /// that they inline and vectorise for the CPU the engine is compiled for. When several
 /// tokens share the product, rows go in groups of four through the register tile (four
-/// rows by four tokens); for a single token, one row at a time, prefetching ahead:
-/// interleaving four rows measured slower than one row at a time there (`basalt bench`,
-/// tg64). Large products are split by rows across the compute pool; every output is
+/// rows by four tokens); for a single token, through the four-row product, prefetching
+/// ahead. Large products are split by rows across the compute pool; every output is
 /// computed by the same code either way, so results do not depend on the thread count.
 fn matmul_rows<W: Sync, A: Sync, D, D4, T, T8>(
     w: &[W],
@@ -697,7 +707,7 @@ fn matmul_rows<W: Sync, A: Sync, D, D4, T, T8>(
     let pool = pool().filter(|_| rows * cols * tokens >= PARALLEL_MIN_WORK);
     let Some(pool) = pool else {
         if tokens == 1 {
-            one_token_rows(w, per_row, 0, &mut out[..rows], &acts[0], &k.dot);
+            one_token_rows(w, per_row, 0, &mut out[..rows], &acts[0], &k.dot, &k.dot4);
             return;
         }
         for g in (0..rows).step_by(4) {
@@ -719,7 +729,15 @@ fn matmul_rows<W: Sync, A: Sync, D, D4, T, T8>(
                 .par_chunks_mut(chunk_rows)
                 .enumerate()
                 .for_each(|(c, out_chunk)| {
-                    one_token_rows(w, per_row, c * chunk_rows, out_chunk, &acts[0], &k.dot)
+                    one_token_rows(
+                        w,
+                        per_row,
+                        c * chunk_rows,
+                        out_chunk,
+                        &acts[0],
+                        &k.dot,
+                        &k.dot4,
+                    )
                 });
         });
         return;

@@ -191,6 +191,9 @@ macro_rules! first_level {
 }
 
 macro_rules! has_level {
+    ($isa:ident, avx512) => {
+        $isa.has_avx512_vnni()
+    };
     ($isa:ident, vnni) => {
         $isa.has_avx512_vnni()
     };
@@ -207,22 +210,22 @@ dispatched! {
     fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q4_k_portable(w, a);
     fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q6_k_portable(w, a);
 
-    fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = [vnni, avx2]
+    fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = [avx512, avx2]
         else w.map(|row| dot_q4_0_portable(row, a));
     fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] = [vnni, avx2]
         else w.map(|row| dot_q4_1_portable(row, a));
-    fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = [vnni, avx2]
+    fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = [avx512, avx2]
         else w.map(|row| dot_q5_0_portable(row, a));
-    fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = [vnni, avx2]
+    fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = [avx512, avx2]
         else w.map(|row| dot_q8_0_portable(row, a));
 
-    fn tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = [vnni, avx2]
+    fn tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q4_0_portable(row, a)));
     fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] = [vnni, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q4_1_portable(row, a)));
-    fn tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = [vnni, avx2]
+    fn tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q5_0_portable(row, a)));
-    fn tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = [vnni, avx2]
+    fn tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q8_0_portable(row, a)));
     fn tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q4_k_portable(row, a)));

@@ -1,12 +1,18 @@
 //! x86-64 SIMD versions of the block products, activation quantisation and half-precision
 //! helpers, at two levels: [`avx2`] (AVX2, FMA, F16C) and [`vnni`] (the same plus AVX-512
-//! VNNI's one-instruction byte dot product on 256-bit registers).
+//! VNNI's one-instruction byte dot product on 256-bit registers), with [`avx512`] holding
+//! the VNNI level's products of four rows at once in 512-bit registers.
 //!
 //! The integer arithmetic follows ggml's arrangement: integer products per block, scaled
 //! and accumulated in a vector register, one horizontal sum per row. Every kernel must
 //! agree with the portable version in `quant` (bit for bit for the K-quants, the f16
 //! helpers and quantisation; within float reassociation for the rest), and the two levels
-//! give identical bits (the kernel tests run every level the CPU has).
+//! give identical bits (the kernel tests run every level the CPU has). Within a level,
+//! every kernel of a format gives a (row, token) pair the same bits, whichever kernel (one
+//! row, four rows, a tile) computes it: each format defines the lanes its block products
+//! accumulate in (for Q4_0, Q5_0 and Q8_0, [`signed_lanes`]), and every kernel of that
+//! format accumulates exactly those lanes, in block order, and sums them the same way. A
+//! token's result therefore does not depend on what it was batched with.
 //!
 //! Every function here assumes the CPU has AVX2, FMA and F16C. The only ways in are the
 //! `unsafe` `#[target_feature]` entry points in [`avx2`] and [`vnni`], which `quant` calls
@@ -28,10 +34,16 @@ use half::f16;
 
 use super::blocks::*;
 
-/// Declares each listed kernel at both levels: `avx2::$name` and `vnni::$name` call the
-/// generic `$body::<false>` / `$body::<true>` (`true`: byte products with `vpdpbusd`).
+/// Declares each kernel of the first list at both levels: `avx2::$name` and `vnni::$name`
+/// call the generic `$body::<false>` / `$body::<true>` (`true`: byte products with
+/// `vpdpbusd`). The second list is declared at the AVX2 level only: at the VNNI level
+/// those products go through [`avx512`].
 macro_rules! at_both_levels {
-    ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident;)*) => {
+    (
+        $(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident;)*
+        avx2 only:
+        $(fn $name2:ident($($arg2:ident: $ty2:ty),*) -> $ret2:ty = $body2:ident;)*
+    ) => {
         /// The kernels for AVX2, FMA and F16C.
         pub mod avx2 {
             use super::*;
@@ -41,6 +53,14 @@ macro_rules! at_both_levels {
                 #[target_feature(enable = "avx2,fma,f16c")]
                 pub unsafe fn $name($($arg: $ty),*) -> $ret {
                     $body::<false>($($arg),*)
+                }
+            )*
+            $(
+                /// # Safety
+                /// The CPU must support AVX2, FMA and F16C.
+                #[target_feature(enable = "avx2,fma,f16c")]
+                pub unsafe fn $name2($($arg2: $ty2),*) -> $ret2 {
+                    $body2::<false>($($arg2),*)
                 }
             )*
             pub use super::avx2_only::*;
@@ -66,14 +86,15 @@ at_both_levels! {
     fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 = dot_q5_0_body;
     fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 = dot_q8_0_body;
     fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 = dot_q4_1_body;
+    fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] = dot4_q4_1_body;
+    fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] = tile_q4_1_body;
+    avx2 only:
     fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = dot4_q4_0_body;
     fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = dot4_q5_0_body;
     fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = dot4_q8_0_body;
-    fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] = dot4_q4_1_body;
     fn tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q4_0_body;
     fn tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q5_0_body;
     fn tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q8_0_body;
-    fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] = tile_q4_1_body;
 }
 
 /// The kernels with nothing for VNNI to do (K-quant products multiply by per-sub-block
@@ -353,34 +374,77 @@ fn hsum(v: __m256) -> f32 {
     }
 }
 
-/// Unsigned bytes times signed bytes, summed in 8 lanes, as floats. Lane `i` is the exact
-/// integer sum of products `4i..4i + 4` either way: activation quants lie in -127..=127 and
-/// weight magnitudes are at most 128, so no pair reaches `maddubs`'s i16 saturation, and
-/// the VNNI form (one instruction instead of two) gives the same bits.
+/// Unsigned bytes times signed bytes, summed in 8 lanes. Lane `i` is the exact integer sum
+/// of products `4i..4i + 4` either way: activation quants lie in -127..=127 and weight
+/// magnitudes are at most 128, so no pair reaches `maddubs`'s i16 saturation, and the VNNI
+/// form (one instruction instead of two) gives the same integers.
 #[inline(always)]
-fn mul_sum_us8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256 {
+fn sum4_us8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256i {
     if VNNI {
         // SAFETY: only the VNNI entry points instantiate `VNNI = true`, and they enable
         // AVX-512 VNNI and VL.
-        unsafe { _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y)) }
+        unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), x, y) }
     } else {
         // SAFETY: AVX2 available (module contract).
-        unsafe {
-            _mm256_cvtepi32_ps(_mm256_madd_epi16(
-                _mm256_maddubs_epi16(x, y),
-                _mm256_set1_epi16(1),
-            ))
-        }
+        unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1)) }
     }
 }
 
-/// Signed bytes times signed bytes, summed in 8 lanes, as floats: `maddubs` multiplies
+/// [`sum4_us8`] as floats.
+#[inline(always)]
+fn mul_sum_us8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256 {
+    // SAFETY: AVX available (module contract).
+    unsafe { _mm256_cvtepi32_ps(sum4_us8::<VNNI>(x, y)) }
+}
+
+/// The four lanes of a signed-format block product (Q4_0, Q5_0, Q8_0), as floats: lane `j`
+/// is the exact integer sum of products `4j..4j + 4` and `16 + 4j..16 + 4j + 4`. Every
+/// kernel of these formats, at every width, scales and accumulates these same four lanes
+/// and sums them with [`hsum4`]: the 512-bit kernels hold four rows' lanes in one register
+/// (elements 0..16 and 16..32 of each row in separate registers, one `vpdpbusd` each), and
+/// so every product gives the same bits whichever kernel computes it. `maddubs` multiplies
 /// unsigned by signed, so `x`'s sign moves onto `y` first (as ggml does).
 #[inline(always)]
-fn mul_sum_i8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256 {
+fn signed_lanes<const VNNI: bool>(x: __m256i, y: __m256i) -> __m128 {
     // SAFETY: AVX2 available (module contract).
-    let (ux, sy) = unsafe { (_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x)) };
-    mul_sum_us8::<VNNI>(ux, sy)
+    unsafe {
+        let sums = sum4_us8::<VNNI>(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+        let folded = _mm_add_epi32(
+            _mm256_castsi256_si128(sums),
+            _mm256_extracti128_si256::<1>(sums),
+        );
+        _mm_cvtepi32_ps(folded)
+    }
+}
+
+/// The sum of four lanes, in the order every signed-format kernel uses:
+/// `(v0 + v2) + (v1 + v3)`.
+#[inline(always)]
+fn hsum4(v: __m128) -> f32 {
+    // SAFETY: SSE3 available (module contract: AVX2 implies it).
+    unsafe {
+        let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+}
+
+/// The low four lanes of a broadcast scale.
+#[inline(always)]
+fn low4(v: __m256) -> __m128 {
+    // SAFETY: AVX available (module contract).
+    unsafe { _mm256_castps256_ps128(v) }
+}
+
+#[inline(always)]
+fn fmadd4(a: __m128, b: __m128, c: __m128) -> __m128 {
+    // SAFETY: FMA available (module contract).
+    unsafe { _mm_fmadd_ps(a, b, c) }
+}
+
+#[inline(always)]
+fn mul4(a: __m128, b: __m128) -> __m128 {
+    // SAFETY: AVX available (module contract).
+    unsafe { _mm_mul_ps(a, b) }
 }
 
 /// 16 bytes of nibbles -> 32 bytes: low nibbles first, then high nibbles.
@@ -420,12 +484,6 @@ fn scale(a: f32, b: f32) -> __m256 {
 }
 
 #[inline(always)]
-fn mul(a: __m256, b: __m256) -> __m256 {
-    // SAFETY: AVX available (module contract).
-    unsafe { _mm256_mul_ps(a, b) }
-}
-
-#[inline(always)]
 fn load32(qs: &[i8; 32]) -> __m256i {
     // SAFETY: AVX available (module contract); reads exactly the 32 bytes.
     unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
@@ -452,15 +510,44 @@ fn zeros_i() -> __m256i {
 // --- The 32-element formats whose unpacked quants are signed (Q4_0, Q5_0, Q8_0) ---
 
 /// A 32-element weight block whose quants unpack to signed bytes (Q4_0, Q5_0, Q8_0).
-trait SignedBlock {
+trait SignedBlock: Sized {
     /// The 32 quants as signed bytes, and the block's scale in every lane.
     fn unpack(&self) -> (__m256i, __m256);
+
+    /// The block's scale.
+    fn scale(&self) -> f16;
+
+    /// Four rows' blocks for the 512-bit kernels, as signed bytes: elements 0..16 of row
+    /// `r` in 128-bit lane `r` of the first register, elements 16..32 in the second.
+    ///
+    /// Only for callers compiled with AVX-512 F and BW.
+    #[inline(always)]
+    fn unpack4(rows: [&Self; 4]) -> (__m512i, __m512i) {
+        let (x0, _) = rows[0].unpack();
+        let (x1, _) = rows[1].unpack();
+        let (x2, _) = rows[2].unpack();
+        let (x3, _) = rows[3].unpack();
+        // SAFETY: AVX-512 F available (this method's contract).
+        unsafe {
+            let x01 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x0), x1);
+            let x23 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x2), x3);
+            (
+                _mm512_shuffle_i64x2::<0b10_00_10_00>(x01, x23),
+                _mm512_shuffle_i64x2::<0b11_01_11_01>(x01, x23),
+            )
+        }
+    }
 }
 
 impl SignedBlock for BlockQ8_0 {
     #[inline(always)]
     fn unpack(&self) -> (__m256i, __m256) {
         (load32(&self.qs), half8(self.d))
+    }
+
+    #[inline(always)]
+    fn scale(&self) -> f16 {
+        self.d
     }
 }
 
@@ -470,6 +557,21 @@ impl SignedBlock for BlockQ4_0 {
         // SAFETY: AVX2 available (module contract).
         let q = unsafe { _mm256_sub_epi8(nibbles(&self.qs), _mm256_set1_epi8(8)) };
         (q, half8(self.d))
+    }
+
+    #[inline(always)]
+    fn scale(&self) -> f16 {
+        self.d
+    }
+
+    #[inline(always)]
+    fn unpack4(rows: [&Self; 4]) -> (__m512i, __m512i) {
+        // SAFETY: AVX-512 F and BW available (the method's contract).
+        unsafe {
+            let (low, high) = nibbles4([&rows[0].qs, &rows[1].qs, &rows[2].qs, &rows[3].qs]);
+            let eight = _mm512_set1_epi8(8);
+            (_mm512_sub_epi8(low, eight), _mm512_sub_epi8(high, eight))
+        }
     }
 }
 
@@ -487,22 +589,75 @@ impl SignedBlock for BlockQ5_0 {
         };
         (q, half8(self.d))
     }
+
+    #[inline(always)]
+    fn scale(&self) -> f16 {
+        self.d
+    }
+
+    #[inline(always)]
+    fn unpack4(rows: [&Self; 4]) -> (__m512i, __m512i) {
+        // The fifth bits of elements 0..16 (16..32) of the four rows, row r at bit 16r: a
+        // byte mask in the registers' layout.
+        let bits = [
+            u32::from_le_bytes(rows[0].qh) as u64,
+            u32::from_le_bytes(rows[1].qh) as u64,
+            u32::from_le_bytes(rows[2].qh) as u64,
+            u32::from_le_bytes(rows[3].qh) as u64,
+        ];
+        let low_bits = (bits[0] & 0xFFFF)
+            | (bits[1] & 0xFFFF) << 16
+            | (bits[2] & 0xFFFF) << 32
+            | (bits[3] & 0xFFFF) << 48;
+        let high_bits =
+            bits[0] >> 16 | (bits[1] >> 16) << 16 | (bits[2] >> 16) << 32 | (bits[3] >> 16) << 48;
+        // SAFETY: AVX-512 F and BW available (the method's contract).
+        unsafe {
+            let (low, high) = nibbles4([&rows[0].qs, &rows[1].qs, &rows[2].qs, &rows[3].qs]);
+            // (q | bit << 4) - 16 is q where the bit is set, q | 0xF0 where it is clear.
+            let f0 = _mm512_set1_epi8(0xF0u8 as i8);
+            (
+                _mm512_mask_blend_epi8(low_bits, _mm512_or_si512(low, f0), low),
+                _mm512_mask_blend_epi8(high_bits, _mm512_or_si512(high, f0), high),
+            )
+        }
+    }
 }
 
-/// The loop of the signed formats: per block, unpack, multiply with the activation quants,
-/// scale, accumulate in a vector; one horizontal sum per row.
+/// Four rows' 16 bytes of nibbles as [`SignedBlock::unpack4`] lays elements out: the low
+/// nibbles (elements 0..16) of row r in 128-bit lane r of the first register, the high
+/// nibbles (elements 16..32) in the second. Only for callers compiled with AVX-512 F.
+#[inline(always)]
+fn nibbles4(qs: [&[u8; 16]; 4]) -> (__m512i, __m512i) {
+    // SAFETY: AVX-512 F available (the function's contract); reads exactly 16 bytes of each.
+    unsafe {
+        let packed = _mm512_castsi128_si512(_mm_loadu_si128(qs[0].as_ptr().cast()));
+        let packed = _mm512_inserti32x4::<1>(packed, _mm_loadu_si128(qs[1].as_ptr().cast()));
+        let packed = _mm512_inserti32x4::<2>(packed, _mm_loadu_si128(qs[2].as_ptr().cast()));
+        let packed = _mm512_inserti32x4::<3>(packed, _mm_loadu_si128(qs[3].as_ptr().cast()));
+        let mask = _mm512_set1_epi8(0x0F);
+        (
+            _mm512_and_si512(packed, mask),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(packed), mask),
+        )
+    }
+}
+
+/// The loop of the signed formats: per block, unpack, multiply with the activation quants
+/// into [`signed_lanes`], scale, accumulate in four lanes; one [`hsum4`] per row.
 #[inline(always)]
 fn signed_blocks<const VNNI: bool, W: SignedBlock>(w: &[W], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = zeros();
+    // SAFETY: AVX available (module contract).
+    let mut acc = unsafe { _mm_setzero_ps() };
     for (x, y) in w.iter().zip(a) {
         let (qx, d) = x.unpack();
-        acc = fmadd(
-            mul(d, half8(y.d)),
-            mul_sum_i8::<VNNI>(qx, load32(&y.qs)),
+        acc = fmadd4(
+            mul4(low4(d), low4(half8(y.d))),
+            signed_lanes::<VNNI>(qx, load32(&y.qs)),
             acc,
         );
     }
-    hsum(acc)
+    hsum4(acc)
 }
 
 /// Four rows against one activation row: the activation block is loaded and its scale
@@ -512,17 +667,18 @@ fn signed_blocks<const VNNI: bool, W: SignedBlock>(w: &[W], a: &[BlockQ8_0]) -> 
 #[inline(always)]
 fn signed_blocks4<const VNNI: bool, W: SignedBlock>(w: [&[W]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
     let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
-    let mut acc = [zeros(); 4];
+    // SAFETY: AVX available (module contract).
+    let mut acc = [unsafe { _mm_setzero_ps() }; 4];
     for (b, y) in a[..n].iter().enumerate() {
-        let (qy, dy) = (load32(&y.qs), half8(y.d));
+        let (qy, dy) = (load32(&y.qs), low4(half8(y.d)));
         for (acc, row) in acc.iter_mut().zip(w) {
             let (qx, d) = row[b].unpack();
-            *acc = fmadd(mul(d, dy), mul_sum_i8::<VNNI>(qx, qy), *acc);
+            *acc = fmadd4(mul4(low4(d), dy), signed_lanes::<VNNI>(qx, qy), *acc);
         }
     }
     let mut out = [0f32; 4];
     for (o, acc) in out.iter_mut().zip(acc) {
-        *o = hsum(acc);
+        *o = hsum4(acc);
     }
     out
 }
@@ -537,7 +693,8 @@ fn signed_tile<const VNNI: bool, W: SignedBlock>(
     a: [&[BlockQ8_0]; 4],
 ) -> [[f32; 4]; 4] {
     let n = super::quant::tile_blocks(&w, &a);
-    let mut acc = [[zeros(); 4]; 4];
+    // SAFETY: AVX available (module contract).
+    let mut acc = [[unsafe { _mm_setzero_ps() }; 4]; 4];
     for b in 0..n {
         // Spelled out rather than `w.map(..)`, which was not inlined (a call per block).
         let xs = [
@@ -548,13 +705,19 @@ fn signed_tile<const VNNI: bool, W: SignedBlock>(
         ];
         for (t, tok) in a.iter().enumerate() {
             let y = &tok[b];
-            let (qy, dy) = (load32(&y.qs), half8(y.d));
+            let (qy, dy) = (load32(&y.qs), low4(half8(y.d)));
             for (acc, &(qx, d)) in acc.iter_mut().zip(&xs) {
-                acc[t] = fmadd(mul(d, dy), mul_sum_i8::<VNNI>(qx, qy), acc[t]);
+                acc[t] = fmadd4(mul4(low4(d), dy), signed_lanes::<VNNI>(qx, qy), acc[t]);
             }
         }
     }
-    horizontal_sums(&acc, &[[0.0; 4]; 4])
+    let mut out = [[0f32; 4]; 4];
+    for r in 0..4 {
+        for t in 0..4 {
+            out[r][t] = hsum4(acc[r][t]);
+        }
+    }
+    out
 }
 
 /// `hsum(acc[r][t]) + add[r][t]` for a tile.
@@ -614,38 +777,52 @@ fn tile_q8_0_body<const VNNI: bool>(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) 
     signed_tile::<VNNI, _>(w, a)
 }
 
-// --- Four rows by eight tokens in 512-bit registers (the VNNI level) ---
+// --- Four rows at once in 512-bit registers (the VNNI level) ---
 
-/// The AVX-512 kernels: four rows against eight tokens, two rows per 512-bit register.
+/// Declares the signed formats' 512-bit kernels: four rows against one token (`dot4_*`),
+/// four (`tile_*`) and eight (`tile8_*`), all [`signed_rows4`].
+macro_rules! signed_rows4_kernels {
+    ($(($block:ty, $dot4:ident, $tile:ident, $tile8:ident)),*) => {$(
+        /// # Safety
+        /// The CPU must support AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub unsafe fn $dot4(w: [&[$block]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+            let [[r0], [r1], [r2], [r3]] = signed_rows4(w, [a]);
+            [r0, r1, r2, r3]
+        }
+
+        /// # Safety
+        /// As the four-row product above.
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub unsafe fn $tile(w: [&[$block]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+            signed_rows4(w, a)
+        }
+
+        /// # Safety
+        /// As the four-row product above.
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        pub unsafe fn $tile8(w: [&[$block]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
+            signed_rows4(w, a)
+        }
+    )*};
+}
+
+/// The AVX-512 kernels: products of four rows at once, the signed formats' four rows in
+/// one register per token, Q4_1's two rows per register.
 pub mod avx512 {
     use super::*;
+
+    signed_rows4_kernels!(
+        (BlockQ4_0, dot4_q4_0, tile_q4_0, tile8_q4_0),
+        (BlockQ5_0, dot4_q5_0, tile_q5_0, tile8_q5_0),
+        (BlockQ8_0, dot4_q8_0, tile_q8_0, tile8_q8_0)
+    );
 
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile8_q5_0(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
-        signed_tile8(w, a)
-    }
-
-    /// # Safety
-    /// As [`tile8_q5_0`].
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile8_q8_0(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
-        signed_tile8(w, a)
-    }
-
-    /// # Safety
-    /// As [`tile8_q5_0`].
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn tile8_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 8]) -> [[f32; 8]; 4] {
         tile8_q4_1_body(w, a)
-    }
-
-    /// # Safety
-    /// As [`tile8_q5_0`].
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile8_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
-        signed_tile8(w, a)
     }
 }
 
@@ -712,52 +889,55 @@ fn tile8_q4_1_body(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 8]) -> [[f32; 8]; 4] 
     }
 }
 
-/// Four rows against eight tokens, rows `2p` and `2p + 1` side by side in one 512-bit
-/// register. Each (row, token) gets exactly the lane arithmetic of [`signed_blocks`] (the
-/// same integer lanes from `vpdpbusd`, the same scale products and FMAs, the same
-/// horizontal sum of its eight lanes), so the same bits as the one-row product.
+/// Four rows against `T` tokens in 512-bit registers: one register per token holds the four
+/// rows' [`signed_lanes`], row r in 128-bit lane r, so each (row, token) gets exactly the
+/// lanes, scale products, FMAs and [`hsum4`] of [`signed_blocks`], and the same bits.
+///
+/// `vpdpbusd` multiplies unsigned by signed bytes: the activations are offset by 128 to
+/// make them unsigned, and each lane's sum starts from -128 times the sum of its weights,
+/// which is computed once per block for every token. Only for callers compiled with
+/// AVX-512 F, BW and VNNI.
 #[inline(always)]
-fn signed_tile8<W: SignedBlock>(w: [&[W]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
+fn signed_rows4<W: SignedBlock, const T: usize>(
+    w: [&[W]; 4],
+    a: [&[BlockQ8_0]; T],
+) -> [[f32; T]; 4] {
     let n = super::quant::tile_blocks(&w, &a);
-    // SAFETY: AVX-512 F, BW, VL and VNNI available (the caller's target features); loads
-    // read whole 32-byte quant arrays.
+    // SAFETY: AVX-512 F, BW, VL and VNNI available (the function's contract); loads read
+    // 16 of the 32 activation quants each.
     unsafe {
         let zero = _mm512_setzero_si512();
-        let mut acc = [[_mm512_setzero_ps(); 8]; 2];
+        let offset = _mm512_set1_epi8(-128);
+        let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+        let mut acc = [_mm512_setzero_ps(); T];
         for b in 0..n {
-            let (x0, d0) = w[0][b].unpack();
-            let (x1, d1) = w[1][b].unpack();
-            let (x2, d2) = w[2][b].unpack();
-            let (x3, d3) = w[3][b].unpack();
-            let x = [
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x0), x1),
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x2), x3),
-            ];
-            let d = [
-                _mm512_insertf32x8::<1>(_mm512_castps256_ps512(d0), d1),
-                _mm512_insertf32x8::<1>(_mm512_castps256_ps512(d2), d3),
-            ];
-            // x + 128 is unsigned, so `vpdpbusd` takes it as it is; starting each lane's sum
-            // from -128 times the sum of its four activations leaves exactly sum(x * y).
-            let bias = _mm512_set1_epi8(-128);
-            let ux = [_mm512_xor_si512(x[0], bias), _mm512_xor_si512(x[1], bias)];
-            for (t, tok) in a.iter().enumerate() {
+            let (xa, xb) = W::unpack4([&w[0][b], &w[1][b], &w[2][b], &w[3][b]]);
+            let packed = w[0][b].scale().to_bits() as u64
+                | (w[1][b].scale().to_bits() as u64) << 16
+                | (w[2][b].scale().to_bits() as u64) << 32
+                | (w[3][b].scale().to_bits() as u64) << 48;
+            let d4 = _mm_cvtph_ps(_mm_cvtsi64_si128(packed as i64));
+            let dw = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d4));
+            let start = _mm512_sub_epi32(
+                zero,
+                _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, offset, xa), offset, xb),
+            );
+            for (acc, tok) in acc.iter_mut().zip(&a) {
                 let y = &tok[b];
-                let yy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y.qs.as_ptr().cast()));
+                let ya = _mm512_broadcast_i32x4(_mm_loadu_si128(y.qs.as_ptr().cast()));
+                let yb = _mm512_broadcast_i32x4(_mm_loadu_si128(y.qs.as_ptr().add(16).cast()));
+                let (ya, yb) = (_mm512_xor_si512(ya, offset), _mm512_xor_si512(yb, offset));
+                let sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, ya, xa), yb, xb);
                 let dy = _mm512_cvtph_ps(_mm256_set1_epi16(y.d.to_bits() as i16));
-                let start = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, bias, yy));
-                for p in 0..2 {
-                    let prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, ux[p], yy));
-                    acc[p][t] = _mm512_fmadd_ps(_mm512_mul_ps(d[p], dy), prod, acc[p][t]);
-                }
+                *acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(sums), *acc);
             }
         }
-        let mut out = [[0f32; 8]; 4];
-        for p in 0..2 {
-            for t in 0..8 {
-                out[2 * p][t] = hsum(_mm512_castps512_ps256(acc[p][t]));
-                out[2 * p + 1][t] = hsum(_mm512_extractf32x8_ps::<1>(acc[p][t]));
-            }
+        let mut out = [[0f32; T]; 4];
+        for (t, acc) in acc.iter().enumerate() {
+            out[0][t] = hsum4(_mm512_extractf32x4_ps::<0>(*acc));
+            out[1][t] = hsum4(_mm512_extractf32x4_ps::<1>(*acc));
+            out[2][t] = hsum4(_mm512_extractf32x4_ps::<2>(*acc));
+            out[3][t] = hsum4(_mm512_extractf32x4_ps::<3>(*acc));
         }
         out
     }
