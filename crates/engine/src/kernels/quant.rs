@@ -212,7 +212,7 @@ dispatched! {
 
     fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = [avx512, avx2]
         else w.map(|row| dot_q4_0_portable(row, a));
-    fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] = [vnni, avx2]
+    fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] = [avx512, avx2]
         else w.map(|row| dot_q4_1_portable(row, a));
     fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = [avx512, avx2]
         else w.map(|row| dot_q5_0_portable(row, a));
@@ -221,7 +221,7 @@ dispatched! {
 
     fn tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q4_0_portable(row, a)));
-    fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] = [vnni, avx2]
+    fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q4_1_portable(row, a)));
     fn tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q5_0_portable(row, a)));

@@ -86,9 +86,9 @@ at_both_levels! {
     fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 = dot_q5_0_body;
     fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 = dot_q8_0_body;
     fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 = dot_q4_1_body;
+    avx2 only:
     fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] = dot4_q4_1_body;
     fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] = tile_q4_1_body;
-    avx2 only:
     fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = dot4_q4_0_body;
     fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = dot4_q5_0_body;
     fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = dot4_q8_0_body;
@@ -364,16 +364,6 @@ fn hsum_i32(v: __m256i) -> i32 {
     }
 }
 
-#[inline(always)]
-fn hsum(v: __m256) -> f32 {
-    // SAFETY: AVX available (module contract).
-    unsafe {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-    }
-}
-
 /// Unsigned bytes times signed bytes, summed in 8 lanes. Lane `i` is the exact integer sum
 /// of products `4i..4i + 4` either way: activation quants lie in -127..=127 and weight
 /// magnitudes are at most 128, so no pair reaches `maddubs`'s i16 saturation, and the VNNI
@@ -388,13 +378,6 @@ fn sum4_us8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256i {
         // SAFETY: AVX2 available (module contract).
         unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1)) }
     }
-}
-
-/// [`sum4_us8`] as floats.
-#[inline(always)]
-fn mul_sum_us8<const VNNI: bool>(x: __m256i, y: __m256i) -> __m256 {
-    // SAFETY: AVX available (module contract).
-    unsafe { _mm256_cvtepi32_ps(sum4_us8::<VNNI>(x, y)) }
 }
 
 /// The four lanes of a signed-format block product (Q4_0, Q5_0, Q8_0), as floats: lane `j`
@@ -417,7 +400,23 @@ fn signed_lanes<const VNNI: bool>(x: __m256i, y: __m256i) -> __m128 {
     }
 }
 
-/// The sum of four lanes, in the order every signed-format kernel uses:
+/// The four lanes of a Q4_1 block product (unsigned nibbles times signed activation
+/// quants), as floats: the lanes of [`signed_lanes`], and like them the same in every Q4_1
+/// kernel.
+#[inline(always)]
+fn unsigned_lanes<const VNNI: bool>(x: __m256i, y: __m256i) -> __m128 {
+    // SAFETY: AVX2 available (module contract).
+    unsafe {
+        let sums = sum4_us8::<VNNI>(x, y);
+        let folded = _mm_add_epi32(
+            _mm256_castsi256_si128(sums),
+            _mm256_extracti128_si256::<1>(sums),
+        );
+        _mm_cvtepi32_ps(folded)
+    }
+}
+
+/// The sum of four lanes, in the order every kernel of the 32-element formats uses:
 /// `(v0 + v2) + (v1 + v3)`.
 #[inline(always)]
 fn hsum4(v: __m128) -> f32 {
@@ -487,18 +486,6 @@ fn scale(a: f32, b: f32) -> __m256 {
 fn load32(qs: &[i8; 32]) -> __m256i {
     // SAFETY: AVX available (module contract); reads exactly the 32 bytes.
     unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
-}
-
-#[inline(always)]
-fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
-    // SAFETY: FMA available (module contract).
-    unsafe { _mm256_fmadd_ps(a, b, c) }
-}
-
-#[inline(always)]
-fn zeros() -> __m256 {
-    // SAFETY: AVX available (module contract).
-    unsafe { _mm256_setzero_ps() }
 }
 
 #[inline(always)]
@@ -720,18 +707,6 @@ fn signed_tile<const VNNI: bool, W: SignedBlock>(
     out
 }
 
-/// `hsum(acc[r][t]) + add[r][t]` for a tile.
-#[inline(always)]
-fn horizontal_sums(acc: &[[__m256; 4]; 4], add: &[[f32; 4]; 4]) -> [[f32; 4]; 4] {
-    let mut out = [[0f32; 4]; 4];
-    for r in 0..4 {
-        for t in 0..4 {
-            out[r][t] = hsum(acc[r][t]) + add[r][t];
-        }
-    }
-    out
-}
-
 #[inline(always)]
 fn dot_q4_0_body<const VNNI: bool>(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     signed_blocks::<VNNI, _>(w, a)
@@ -821,71 +796,23 @@ pub mod avx512 {
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile8_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 8]) -> [[f32; 8]; 4] {
-        tile8_q4_1_body(w, a)
+    pub unsafe fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+        let [[r0], [r1], [r2], [r3]] = q4_1_rows4(w, [a]);
+        [r0, r1, r2, r3]
     }
-}
 
-/// Q4_1's four rows against eight tokens, two rows per 512-bit register; per (row, token)
-/// the lane arithmetic of [`dot_q4_1_body`]: the same `vpdpbusd` lanes, scale products and
-/// FMAs, and its min terms `m_row * s_token` summed over blocks in order, here the eight
-/// tokens of a row at once (each lane rounding as the scalar sum does).
-#[inline(always)]
-fn tile8_q4_1_body(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 8]) -> [[f32; 8]; 4] {
-    let n = super::quant::tile_blocks(&w, &a);
-    // SAFETY: AVX-512 F, BW, VL and VNNI available (the caller's target features); loads
-    // read whole 32-byte quant arrays and the 8 floats of `s`.
-    unsafe {
-        let zero = _mm512_setzero_si512();
-        let mut acc = [[_mm512_setzero_ps(); 8]; 2];
-        let mut mins = [_mm256_setzero_ps(); 4];
-        for b in 0..n {
-            let mut q = [zeros_i(); 4];
-            let mut d = [zeros(); 4];
-            let mut m = [0f32; 4];
-            for r in 0..4 {
-                let x = &w[r][b];
-                let (dx, mx) = half_pair(x.d, x.m);
-                q[r] = nibbles(&x.qs);
-                d[r] = _mm256_set1_ps(dx);
-                m[r] = mx;
-            }
-            let x = [
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[0]), q[1]),
-                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q[2]), q[3]),
-            ];
-            let dx = [
-                _mm512_insertf32x8::<1>(_mm512_castps256_ps512(d[0]), d[1]),
-                _mm512_insertf32x8::<1>(_mm512_castps256_ps512(d[2]), d[3]),
-            ];
-            let mut s = [0f32; 8];
-            for (t, tok) in a.iter().enumerate() {
-                let y = &tok[b];
-                let (dy, sy) = half_pair(y.d, y.s);
-                s[t] = sy;
-                let yy = _mm512_broadcast_i64x4(_mm256_loadu_si256(y.qs.as_ptr().cast()));
-                let dy = _mm512_set1_ps(dy);
-                for p in 0..2 {
-                    let prod = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, x[p], yy));
-                    acc[p][t] = _mm512_fmadd_ps(_mm512_mul_ps(dx[p], dy), prod, acc[p][t]);
-                }
-            }
-            let s = _mm256_loadu_ps(s.as_ptr());
-            for r in 0..4 {
-                mins[r] = _mm256_add_ps(mins[r], _mm256_mul_ps(_mm256_set1_ps(m[r]), s));
-            }
-        }
-        let mut out = [[0f32; 8]; 4];
-        for (r, out) in out.iter_mut().enumerate() {
-            _mm256_storeu_ps(out.as_mut_ptr(), mins[r]);
-        }
-        for p in 0..2 {
-            for t in 0..8 {
-                out[2 * p][t] += hsum(_mm512_castps512_ps256(acc[p][t]));
-                out[2 * p + 1][t] += hsum(_mm512_extractf32x8_ps::<1>(acc[p][t]));
-            }
-        }
-        out
+    /// # Safety
+    /// As [`dot4_q4_1`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] {
+        q4_1_rows4(w, a)
+    }
+
+    /// # Safety
+    /// As [`dot4_q4_1`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile8_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 8]) -> [[f32; 8]; 4] {
+        q4_1_rows4(w, a)
     }
 }
 
@@ -947,47 +874,41 @@ fn signed_rows4<W: SignedBlock, const T: usize>(
 
 #[inline(always)]
 fn dot_q4_1_body<const VNNI: bool>(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = zeros();
+    // SAFETY: AVX available (module contract).
+    let mut acc = unsafe { _mm_setzero_ps() };
     let mut mins = 0f32;
     for (x, y) in w.iter().zip(a) {
         let ((dx, mx), (dy, sy)) = (half_pair(x.d, x.m), half_pair(y.d, y.s));
         mins += mx * sy;
-        let p = mul_sum_us8::<VNNI>(nibbles(&x.qs), load32(&y.qs));
-        acc = fmadd(scale(dx, dy), p, acc);
+        let p = unsigned_lanes::<VNNI>(nibbles(&x.qs), load32(&y.qs));
+        acc = fmadd4(low4(scale(dx, dy)), p, acc);
     }
-    hsum(acc) + mins
+    hsum4(acc) + mins
 }
 
 /// Four rows of Q4_1; per row the same operations in the same order as [`dot_q4_1_body`].
 #[inline(always)]
 fn dot4_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
-    let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
-    let mut acc = [zeros(); 4];
-    let mut mins = [0f32; 4];
-    for (b, y) in a[..n].iter().enumerate() {
-        let (qy, (dy, sy)) = (load32(&y.qs), half_pair(y.d, y.s));
-        for r in 0..4 {
-            let x = &w[r][b];
-            let (dx, mx) = half_pair(x.d, x.m);
-            mins[r] += mx * sy;
-            let p = mul_sum_us8::<VNNI>(nibbles(&x.qs), qy);
-            acc[r] = fmadd(scale(dx, dy), p, acc[r]);
-        }
-    }
-    let mut out = [0f32; 4];
-    for r in 0..4 {
-        out[r] = hsum(acc[r]) + mins[r];
-    }
-    out
+    let [[r0], [r1], [r2], [r3]] = q4_1_tile::<VNNI, 1>(w, [a]);
+    [r0, r1, r2, r3]
 }
 
-/// Four rows of Q4_1 against four activation rows; per (row, token) the same operations in
-/// the same order as [`dot_q4_1_body`].
 #[inline(always)]
 fn tile_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] {
+    q4_1_tile::<VNNI, 4>(w, a)
+}
+
+/// Four rows of Q4_1 against `T` activation rows; per (row, token) the same operations in
+/// the same order as [`dot_q4_1_body`].
+#[inline(always)]
+fn q4_1_tile<const VNNI: bool, const T: usize>(
+    w: [&[BlockQ4_1]; 4],
+    a: [&[BlockQ8_1]; T],
+) -> [[f32; T]; 4] {
     let n = super::quant::tile_blocks(&w, &a);
-    let mut acc = [[zeros(); 4]; 4];
-    let mut mins = [[0f32; 4]; 4];
+    // SAFETY: AVX available (module contract).
+    let mut acc = [[unsafe { _mm_setzero_ps() }; T]; 4];
+    let mut mins = [[0f32; T]; 4];
     for b in 0..n {
         let mut xs = [(zeros_i(), 0f32, 0f32); 4];
         for (x, row) in xs.iter_mut().zip(&w) {
@@ -1001,11 +922,92 @@ fn tile_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) 
             for r in 0..4 {
                 let (qx, d, m) = xs[r];
                 mins[r][t] += m * sy;
-                acc[r][t] = fmadd(scale(d, dy), mul_sum_us8::<VNNI>(qx, qy), acc[r][t]);
+                acc[r][t] = fmadd4(
+                    low4(scale(d, dy)),
+                    unsigned_lanes::<VNNI>(qx, qy),
+                    acc[r][t],
+                );
             }
         }
     }
-    horizontal_sums(&acc, &mins)
+    let mut out = [[0f32; T]; 4];
+    for r in 0..4 {
+        for t in 0..T {
+            out[r][t] = hsum4(acc[r][t]) + mins[r][t];
+        }
+    }
+    out
+}
+
+/// Four Q4_1 rows against `T` tokens in 512-bit registers, the rows laid out as in
+/// [`signed_rows4`] (row r in 128-bit lane r of one register per token): per (row, token)
+/// the lanes, scale products, FMAs and [`hsum4`] of [`dot_q4_1_body`], and its min terms
+/// `m_row * s_token` summed over blocks in order (lane t of a row's eight-lane register
+/// rounding as the scalar sum does). The nibbles are unsigned already, so `vpdpbusd` takes
+/// them as they are. Only for callers compiled with AVX-512 F, BW and VNNI; `T <= 8`.
+#[inline(always)]
+fn q4_1_rows4<const T: usize>(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; T]) -> [[f32; T]; 4] {
+    let n = super::quant::tile_blocks(&w, &a);
+    // SAFETY: AVX-512 F, BW, VL and VNNI available (the function's contract); loads read
+    // 16 of the 32 activation quants each, and the 8 floats of `s`.
+    unsafe {
+        let zero = _mm512_setzero_si512();
+        let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+        let mut acc = [_mm512_setzero_ps(); T];
+        let mut mins = [_mm256_setzero_ps(); 4];
+        let mut one_token_mins = [0f32; 4];
+        for b in 0..n {
+            let (x0, x1, x2, x3) = (&w[0][b], &w[1][b], &w[2][b], &w[3][b]);
+            let (xa, xb) = nibbles4([&x0.qs, &x1.qs, &x2.qs, &x3.qs]);
+            let packed = x0.d.to_bits() as u64
+                | (x1.d.to_bits() as u64) << 16
+                | (x2.d.to_bits() as u64) << 32
+                | (x3.d.to_bits() as u64) << 48;
+            let dw = _mm512_permutexvar_ps(
+                spread,
+                _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128(packed as i64))),
+            );
+            let mut s = [0f32; 8];
+            for ((acc, tok), s) in acc.iter_mut().zip(&a).zip(s.iter_mut()) {
+                let y = &tok[b];
+                let (dy, sy) = half_pair(y.d, y.s);
+                *s = sy;
+                let ya = _mm512_broadcast_i32x4(_mm_loadu_si128(y.qs.as_ptr().cast()));
+                let yb = _mm512_broadcast_i32x4(_mm_loadu_si128(y.qs.as_ptr().add(16).cast()));
+                let sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, xa, ya), xb, yb);
+                let dd = _mm512_mul_ps(dw, _mm512_set1_ps(dy));
+                *acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(sums), *acc);
+            }
+            let (m01, m23) = (half_pair(x0.m, x1.m), half_pair(x2.m, x3.m));
+            let m = [m01.0, m01.1, m23.0, m23.1];
+            if T == 1 {
+                // One token: scalar sums, without the detour through memory below.
+                for (mins, m) in one_token_mins.iter_mut().zip(m) {
+                    *mins += m * s[0];
+                }
+            } else {
+                let s = _mm256_loadu_ps(s.as_ptr());
+                for (mins, m) in mins.iter_mut().zip(m) {
+                    *mins = _mm256_add_ps(*mins, _mm256_mul_ps(_mm256_set1_ps(m), s));
+                }
+            }
+        }
+        let mut min_sums = [[0f32; 8]; 4];
+        for ((out, mins), one) in min_sums.iter_mut().zip(mins).zip(one_token_mins) {
+            _mm256_storeu_ps(out.as_mut_ptr(), mins);
+            if T == 1 {
+                out[0] = one;
+            }
+        }
+        let mut out = [[0f32; T]; 4];
+        for (t, acc) in acc.iter().enumerate() {
+            out[0][t] = hsum4(_mm512_extractf32x4_ps::<0>(*acc)) + min_sums[0][t];
+            out[1][t] = hsum4(_mm512_extractf32x4_ps::<1>(*acc)) + min_sums[1][t];
+            out[2][t] = hsum4(_mm512_extractf32x4_ps::<2>(*acc)) + min_sums[2][t];
+            out[3][t] = hsum4(_mm512_extractf32x4_ps::<3>(*acc)) + min_sums[3][t];
+        }
+        out
+    }
 }
 
 // --- K-quants (256-element super-blocks against Q8_K activations) ---
