@@ -1,9 +1,10 @@
 //! GGML block layouts, byte for byte as they sit in GGUF files.
 //!
 //! Weight blocks are read straight out of the memory map (no copy); activation blocks
-//! (`Q8_0`, `Q8_1`, `Q8K`) are what activations are quantised to before an integer dot
-//! product, as llama.cpp does: matching its activation quantisation is what keeps greedy
-//! decoding token-for-token identical to it.
+//! ([`ActQ8_0`], [`ActQ8_1`], `Q8K`) are what activations are quantised to before an
+//! integer dot product, as llama.cpp does: matching its activation quantisation is what
+//! keeps greedy decoding token-for-token identical to it. The activation blocks hold
+//! ggml's values (scales rounded to f16 included) in the form the kernels read fastest.
 
 use half::f16;
 
@@ -49,13 +50,47 @@ pub struct BlockQ8_0 {
     pub qs: [i8; QK],
 }
 
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub struct BlockQ8_1 {
-    pub d: f16,
-    /// `d * sum(qs)`, so that the min term of Q4_1/Q5_1 dot products costs one multiply.
-    pub s: f16,
+/// A token's 32 activations quantised for the Q4_0/Q5_0/Q8_0 products: ggml's Q8_0
+/// activation block, its f16 scale held as the f32 it converts to (exactly), and per lane
+/// of the kernels' block products (lane j: quants 4j..4j+4 and 16+4j..16+4j+4) -128 times
+/// the sum of its quants. The 512-bit kernels offset the weights by 128 to make them
+/// unsigned for `vpdpbusd`, and a lane starting from that value ends at the exact product.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActQ8_0 {
     pub qs: [i8; QK],
+    pub d: f32,
+    pub offset_lanes: [i32; 4],
+}
+
+impl ActQ8_0 {
+    /// The block of quants `qs` with scale `d` (already rounded to f16).
+    pub fn new(qs: [i8; QK], d: f16) -> Self {
+        let mut offset_lanes = [0i32; 4];
+        for (j, lane) in offset_lanes.iter_mut().enumerate() {
+            let sum: i32 = qs[4 * j..4 * j + 4]
+                .iter()
+                .chain(&qs[16 + 4 * j..16 + 4 * j + 4])
+                .map(|&q| q as i32)
+                .sum();
+            *lane = -128 * sum;
+        }
+        Self {
+            qs,
+            d: d.to_f32(),
+            offset_lanes,
+        }
+    }
+}
+
+/// A token's 32 activations quantised for the Q4_1/Q5_1 products: ggml's Q8_1 activation
+/// block with its two f16 values held as the f32s they convert to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActQ8_1 {
+    pub qs: [i8; QK],
+    pub d: f32,
+    /// `d * sum(qs)` (rounded to f16), so that the min term of Q4_1/Q5_1 dot products
+    /// costs one multiply.
+    pub s: f32,
 }
 
 #[derive(Clone, Copy)]
@@ -100,7 +135,6 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
-const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
 const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);

@@ -37,8 +37,8 @@ pub struct QMatrix {
 /// Reused buffers for quantised activations (one row per token).
 #[derive(Default)]
 pub struct ActScratch {
-    q8_0: Vec<Vec<BlockQ8_0>>,
-    q8_1: Vec<Vec<BlockQ8_1>>,
+    q8_0: Vec<Vec<ActQ8_0>>,
+    q8_1: Vec<Vec<ActQ8_1>>,
     q8_k: Vec<Vec<BlockQ8K>>,
 }
 

@@ -47,25 +47,22 @@ fn quantize_block(chunk: &[f32]) -> (f32, [i8; QK], i32) {
     (amax, qs, sum)
 }
 
-pub fn quantize_q8_0(x: &[f32], out: &mut Vec<BlockQ8_0>) {
+pub fn quantize_q8_0(x: &[f32], out: &mut Vec<ActQ8_0>) {
     out.clear();
     for chunk in x.chunks_exact(QK) {
         let (amax, qs, _) = quantize_block(chunk);
-        out.push(BlockQ8_0 {
-            d: f16::from_f32(amax / 127.0),
-            qs,
-        });
+        out.push(ActQ8_0::new(qs, f16::from_f32(amax / 127.0)));
     }
 }
 
-pub fn quantize_q8_1(x: &[f32], out: &mut Vec<BlockQ8_1>) {
+pub fn quantize_q8_1(x: &[f32], out: &mut Vec<ActQ8_1>) {
     out.clear();
     for chunk in x.chunks_exact(QK) {
         let (amax, qs, sum) = quantize_block(chunk);
         let d = amax / 127.0;
-        out.push(BlockQ8_1 {
-            d: f16::from_f32(d),
-            s: f16::from_f32(d * sum as f32),
+        out.push(ActQ8_1 {
+            d: f16::from_f32(d).to_f32(),
+            s: f16::from_f32(d * sum as f32).to_f32(),
             qs,
         });
     }
@@ -203,29 +200,29 @@ macro_rules! has_level {
 }
 
 dispatched! {
-    fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 = [vnni, avx2] else dot_q4_0_portable(w, a);
-    fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 = [vnni, avx2] else dot_q4_1_portable(w, a);
-    fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 = [vnni, avx2] else dot_q5_0_portable(w, a);
-    fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 = [vnni, avx2] else dot_q8_0_portable(w, a);
+    fn dot_q4_0(w: &[BlockQ4_0], a: &[ActQ8_0]) -> f32 = [vnni, avx2] else dot_q4_0_portable(w, a);
+    fn dot_q4_1(w: &[BlockQ4_1], a: &[ActQ8_1]) -> f32 = [vnni, avx2] else dot_q4_1_portable(w, a);
+    fn dot_q5_0(w: &[BlockQ5_0], a: &[ActQ8_0]) -> f32 = [vnni, avx2] else dot_q5_0_portable(w, a);
+    fn dot_q8_0(w: &[BlockQ8_0], a: &[ActQ8_0]) -> f32 = [vnni, avx2] else dot_q8_0_portable(w, a);
     fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q4_k_portable(w, a);
     fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q6_k_portable(w, a);
 
-    fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = [avx512, avx2]
+    fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
         else w.map(|row| dot_q4_0_portable(row, a));
-    fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] = [avx512, avx2]
+    fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] = [avx512, avx2]
         else w.map(|row| dot_q4_1_portable(row, a));
-    fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = [avx512, avx2]
+    fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
         else w.map(|row| dot_q5_0_portable(row, a));
-    fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = [avx512, avx2]
+    fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
         else w.map(|row| dot_q8_0_portable(row, a));
 
-    fn tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
+    fn tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q4_0_portable(row, a)));
-    fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
+    fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[ActQ8_1]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q4_1_portable(row, a)));
-    fn tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
+    fn tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q5_0_portable(row, a)));
-    fn tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
+    fn tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q8_0_portable(row, a)));
     fn tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q4_k_portable(row, a)));
@@ -273,10 +270,10 @@ macro_rules! tile8 {
     };
 }
 
-tile8!(tile8_q4_0, tile8_q4_0_at, tile_q4_0, BlockQ4_0, BlockQ8_0);
-tile8!(tile8_q4_1, tile8_q4_1_at, tile_q4_1, BlockQ4_1, BlockQ8_1);
-tile8!(tile8_q5_0, tile8_q5_0_at, tile_q5_0, BlockQ5_0, BlockQ8_0);
-tile8!(tile8_q8_0, tile8_q8_0_at, tile_q8_0, BlockQ8_0, BlockQ8_0);
+tile8!(tile8_q4_0, tile8_q4_0_at, tile_q4_0, BlockQ4_0, ActQ8_0);
+tile8!(tile8_q4_1, tile8_q4_1_at, tile_q4_1, BlockQ4_1, ActQ8_1);
+tile8!(tile8_q5_0, tile8_q5_0_at, tile_q5_0, BlockQ5_0, ActQ8_0);
+tile8!(tile8_q8_0, tile8_q8_0_at, tile_q8_0, BlockQ8_0, ActQ8_0);
 
 /// Four Q4_K rows against one token, row by row: a batch's K-quant products go through the
 /// tiles, so there is no separate four-row kernel.
@@ -292,7 +289,7 @@ pub fn dot4_q6_k(w: [&[BlockQ6K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
 }
 
 #[inline]
-pub(super) fn dot_q4_0_portable(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+pub(super) fn dot_q4_0_portable(w: &[BlockQ4_0], a: &[ActQ8_0]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
         let mut q = [0i8; QK];
@@ -300,13 +297,13 @@ pub(super) fn dot_q4_0_portable(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
             q[j] = (w.qs[j] & 0xF) as i8 - 8;
             q[j + QK / 2] = (w.qs[j] >> 4) as i8 - 8;
         }
-        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32());
+        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d);
     }
     sum
 }
 
 #[inline]
-pub(super) fn dot_q4_1_portable(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+pub(super) fn dot_q4_1_portable(w: &[BlockQ4_1], a: &[ActQ8_1]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
         let mut q = [0i8; QK];
@@ -314,8 +311,7 @@ pub(super) fn dot_q4_1_portable(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
             q[j] = (w.qs[j] & 0xF) as i8;
             q[j + QK / 2] = (w.qs[j] >> 4) as i8;
         }
-        sum +=
-            dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32()) + w.m.to_f32() * a.s.to_f32();
+        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d) + w.m.to_f32() * a.s;
     }
     sum
 }
@@ -334,31 +330,30 @@ fn unpack_q5(qs: &[u8; QK / 2], qh: [u8; 4], offset: i8) -> [i8; QK] {
 }
 
 #[inline]
-pub(super) fn dot_q5_0_portable(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+pub(super) fn dot_q5_0_portable(w: &[BlockQ5_0], a: &[ActQ8_0]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
         let q = unpack_q5(&w.qs, w.qh, 16);
-        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32());
+        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d);
     }
     sum
 }
 
 #[inline]
-pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+pub fn dot_q5_1(w: &[BlockQ5_1], a: &[ActQ8_1]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
         let q = unpack_q5(&w.qs, w.qh, 0);
-        sum +=
-            dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32()) + w.m.to_f32() * a.s.to_f32();
+        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d) + w.m.to_f32() * a.s;
     }
     sum
 }
 
 #[inline]
-pub(super) fn dot_q8_0_portable(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+pub(super) fn dot_q8_0_portable(w: &[BlockQ8_0], a: &[ActQ8_0]) -> f32 {
     let mut sum = 0f32;
     for (w, a) in w.iter().zip(a) {
-        sum += dot_i8(&w.qs, &a.qs) as f32 * (w.d.to_f32() * a.d.to_f32());
+        sum += dot_i8(&w.qs, &a.qs) as f32 * (w.d.to_f32() * a.d);
     }
     sum
 }

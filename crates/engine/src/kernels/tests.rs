@@ -48,6 +48,15 @@ fn unreachable_block<B>() -> B {
     unreachable!("aligned buffer of the right size always casts")
 }
 
+/// Activation blocks back to floats: `d * q`.
+fn dequantize_acts<'a>(blocks: impl Iterator<Item = (f32, &'a [i8; 32])>, out: &mut [f32]) {
+    for ((d, qs), out) in blocks.zip(out.chunks_exact_mut(32)) {
+        for (o, &q) in out.iter_mut().zip(qs) {
+            *o = d * q as f32;
+        }
+    }
+}
+
 fn reference(w: &[f32], x: &[f32]) -> f32 {
     w.iter().zip(x).map(|(a, b)| a * b).sum()
 }
@@ -86,12 +95,10 @@ fn q4_0_q4_1_q5_0_q5_1_q8_0_match_reference() {
         quantize_q8_0(&x, &mut a0);
         quantize_q8_1(&x, &mut a1);
         let mut xq0 = vec![0f32; N];
-        dequantize_q8_0(&a0, &mut xq0);
+        dequantize_acts(a0.iter().map(|b| (b.d, &b.qs)), &mut xq0);
         let mut xq1 = vec![0f32; N];
         // Q8_1 dequantises like Q8_0 (its `s` is only a cached sum).
-        let a1_as_q8_0: Vec<BlockQ8_0> =
-            a1.iter().map(|b| BlockQ8_0 { d: b.d, qs: b.qs }).collect();
-        dequantize_q8_0(&a1_as_q8_0, &mut xq1);
+        dequantize_acts(a1.iter().map(|b| (b.d, &b.qs)), &mut xq1);
         let mut wf = vec![0f32; N];
 
         let w: Vec<BlockQ4_0> =
@@ -177,7 +184,7 @@ fn activation_quantisation_is_close() {
     let mut a = Vec::new();
     quantize_q8_0(&x, &mut a);
     let mut back = vec![0f32; N];
-    dequantize_q8_0(&a, &mut back);
+    dequantize_acts(a.iter().map(|b| (b.d, &b.qs)), &mut back);
     for (v, b) in x.iter().zip(&back) {
         assert!((v - b).abs() <= 3.0 / 127.0 * 0.51 + 1e-3, "{v} vs {b}");
     }
@@ -208,7 +215,7 @@ fn threaded_products_equal_single_threaded_ones() {
     let w: Vec<BlockQ8_0> = random_bytes(&mut rng, rows * cols / 32, |b: &mut BlockQ8_0, r| {
         b.d = r.scale()
     });
-    let acts: Vec<Vec<BlockQ8_0>> = (0..tokens)
+    let acts: Vec<Vec<ActQ8_0>> = (0..tokens)
         .map(|_| {
             let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
             let mut a = Vec::new();
@@ -318,8 +325,8 @@ fn simd_levels_give_the_same_bits() {
         .collect();
     let mut rng = Lcg(41);
     let xs: Vec<Vec<f32>> = (0..4).map(|_| activations(&mut rng)).collect();
-    let a0: Vec<Vec<BlockQ8_0>> = quantized(&xs, quantize_q8_0);
-    let a1: Vec<Vec<BlockQ8_1>> = quantized(&xs, quantize_q8_1);
+    let a0: Vec<Vec<ActQ8_0>> = quantized(&xs, quantize_q8_0);
+    let a1: Vec<Vec<ActQ8_1>> = quantized(&xs, quantize_q8_1);
     macro_rules! same_bits {
         ($block:ty, $acts:expr, $dot:ident, $tile:ident, $fix:expr) => {{
             let per_row = N / 32;
@@ -508,8 +515,8 @@ fn tiles_equal_one_row_products_bit_for_bit() {
 fn tiles_equal_one_row(isa: Isa) {
     let mut rng = Lcg(29);
     let xs: Vec<Vec<f32>> = (0..4).map(|_| activations(&mut rng)).collect();
-    let a0: Vec<Vec<BlockQ8_0>> = quantized(&xs, quantize_q8_0);
-    let a1: Vec<Vec<BlockQ8_1>> = quantized(&xs, quantize_q8_1);
+    let a0: Vec<Vec<ActQ8_0>> = quantized(&xs, quantize_q8_0);
+    let a1: Vec<Vec<ActQ8_1>> = quantized(&xs, quantize_q8_1);
     macro_rules! check_tile {
         ($block:ty, $elems:expr, $acts:expr, $dot:ident, $tile:ident, $fix:expr) => {{
             let per_row = N / $elems;
@@ -598,7 +605,7 @@ fn eight_token_tiles_equal_one_row_products_bit_for_bit() {
     let mut rng = Lcg(47);
     let xs: Vec<Vec<f32>> = (0..8).map(|_| activations(&mut rng)).collect();
     let acts = quantized(&xs, quantize_q8_0);
-    let a8: [&[BlockQ8_0]; 8] = std::array::from_fn(|t| &acts[t][..]);
+    let a8: [&[ActQ8_0]; 8] = std::array::from_fn(|t| &acts[t][..]);
     macro_rules! check_tile8 {
         ($block:ty, $dot:ident, $tile8_at:ident, $fix:expr) => {{
             let per_row = N / 32;
@@ -639,7 +646,7 @@ fn eight_token_tiles_equal_one_row_products_bit_for_bit() {
         |b: &mut BlockQ8_0, r| b.d = r.scale()
     );
     let a1 = quantized(&xs, quantize_q8_1);
-    let a18: [&[BlockQ8_1]; 8] = std::array::from_fn(|t| &a1[t][..]);
+    let a18: [&[ActQ8_1]; 8] = std::array::from_fn(|t| &a1[t][..]);
     let w: Vec<BlockQ4_1> = random_bytes(&mut rng, 4 * (N / 32), |b: &mut BlockQ4_1, r| {
         b.d = r.scale();
         b.m = f16::from_f32(-r.f32().abs() * 0.1);
@@ -700,7 +707,8 @@ fn gelu_table_equals_its_definition() {
 }
 
 /// Activation quantisation (vectorised where the build allows) gives exactly ggml's scalar
-/// definition: scale `amax / 127`, quants `round_ties_even(v * 127 / amax)`, and their sum.
+/// definition: scale `amax / 127` (rounded to f16), quants `round_ties_even(v * 127 / amax)`,
+/// and their sum; and the lane sums the 512-bit kernels start from.
 #[test]
 fn activation_quantisation_equals_the_scalar_definition() {
     let mut rng = Lcg(31);
@@ -727,11 +735,17 @@ fn activation_quantisation_equals_the_scalar_definition() {
         let sum: i32 = qs.iter().map(|&q| q as i32).sum();
         let d = amax / 127.0;
         assert_eq!(a0[b].qs.to_vec(), qs, "block {b}");
-        assert_eq!(a0[b].d.to_bits(), f16::from_f32(d).to_bits());
+        assert_eq!(a0[b].d.to_bits(), f16::from_f32(d).to_f32().to_bits());
+        for (j, &lane) in a0[b].offset_lanes.iter().enumerate() {
+            let sum: i32 = (0..4)
+                .map(|i| qs[4 * j + i] as i32 + qs[16 + 4 * j + i] as i32)
+                .sum();
+            assert_eq!(lane, -128 * sum, "block {b} lane {j}");
+        }
         assert_eq!(a1[b].qs.to_vec(), qs);
         assert_eq!(
             a1[b].s.to_bits(),
-            f16::from_f32(d * sum as f32).to_bits(),
+            f16::from_f32(d * sum as f32).to_f32().to_bits(),
             "block {b}"
         );
     }

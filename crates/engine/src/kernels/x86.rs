@@ -82,19 +82,19 @@ macro_rules! at_both_levels {
 }
 
 at_both_levels! {
-    fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 = dot_q4_0_body;
-    fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 = dot_q5_0_body;
-    fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 = dot_q8_0_body;
-    fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 = dot_q4_1_body;
+    fn dot_q4_0(w: &[BlockQ4_0], a: &[ActQ8_0]) -> f32 = dot_q4_0_body;
+    fn dot_q5_0(w: &[BlockQ5_0], a: &[ActQ8_0]) -> f32 = dot_q5_0_body;
+    fn dot_q8_0(w: &[BlockQ8_0], a: &[ActQ8_0]) -> f32 = dot_q8_0_body;
+    fn dot_q4_1(w: &[BlockQ4_1], a: &[ActQ8_1]) -> f32 = dot_q4_1_body;
     avx2 only:
-    fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] = dot4_q4_1_body;
-    fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] = tile_q4_1_body;
-    fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = dot4_q4_0_body;
-    fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = dot4_q5_0_body;
-    fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] = dot4_q8_0_body;
-    fn tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q4_0_body;
-    fn tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q5_0_body;
-    fn tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q8_0_body;
+    fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] = dot4_q4_1_body;
+    fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[ActQ8_1]; 4]) -> [[f32; 4]; 4] = tile_q4_1_body;
+    fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_q4_0_body;
+    fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_q5_0_body;
+    fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_q8_0_body;
+    fn tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q4_0_body;
+    fn tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q5_0_body;
+    fn tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q8_0_body;
 }
 
 /// The kernels with nothing for VNNI to do (K-quant products multiply by per-sub-block
@@ -435,6 +435,12 @@ fn low4(v: __m256) -> __m128 {
 }
 
 #[inline(always)]
+fn set4(v: f32) -> __m128 {
+    // SAFETY: SSE available (module contract).
+    unsafe { _mm_set1_ps(v) }
+}
+
+#[inline(always)]
 fn fmadd4(a: __m128, b: __m128, c: __m128) -> __m128 {
     // SAFETY: FMA available (module contract).
     unsafe { _mm_fmadd_ps(a, b, c) }
@@ -504,12 +510,13 @@ trait SignedBlock: Sized {
     /// The block's scale.
     fn scale(&self) -> f16;
 
-    /// Four rows' blocks for the 512-bit kernels, as signed bytes: elements 0..16 of row
-    /// `r` in 128-bit lane `r` of the first register, elements 16..32 in the second.
+    /// Four rows' blocks for the 512-bit kernels, offset by 128 to unsigned bytes (what
+    /// `vpdpbusd` takes): elements 0..16 of row `r` in 128-bit lane `r` of the first
+    /// register, elements 16..32 in the second.
     ///
     /// Only for callers compiled with AVX-512 F and BW.
     #[inline(always)]
-    fn unpack4(rows: [&Self; 4]) -> (__m512i, __m512i) {
+    fn unpack4_offset(rows: [&Self; 4]) -> (__m512i, __m512i) {
         let (x0, _) = rows[0].unpack();
         let (x1, _) = rows[1].unpack();
         let (x2, _) = rows[2].unpack();
@@ -518,9 +525,10 @@ trait SignedBlock: Sized {
         unsafe {
             let x01 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x0), x1);
             let x23 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(x2), x3);
+            let offset = _mm512_set1_epi8(-128);
             (
-                _mm512_shuffle_i64x2::<0b10_00_10_00>(x01, x23),
-                _mm512_shuffle_i64x2::<0b11_01_11_01>(x01, x23),
+                _mm512_xor_si512(_mm512_shuffle_i64x2::<0b10_00_10_00>(x01, x23), offset),
+                _mm512_xor_si512(_mm512_shuffle_i64x2::<0b11_01_11_01>(x01, x23), offset),
             )
         }
     }
@@ -552,12 +560,13 @@ impl SignedBlock for BlockQ4_0 {
     }
 
     #[inline(always)]
-    fn unpack4(rows: [&Self; 4]) -> (__m512i, __m512i) {
+    fn unpack4_offset(rows: [&Self; 4]) -> (__m512i, __m512i) {
         // SAFETY: AVX-512 F and BW available (the method's contract).
         unsafe {
             let (low, high) = nibbles4([&rows[0].qs, &rows[1].qs, &rows[2].qs, &rows[3].qs]);
-            let eight = _mm512_set1_epi8(8);
-            (_mm512_sub_epi8(low, eight), _mm512_sub_epi8(high, eight))
+            // q - 8 + 128
+            let offset = _mm512_set1_epi8(120);
+            (_mm512_add_epi8(low, offset), _mm512_add_epi8(high, offset))
         }
     }
 }
@@ -583,7 +592,7 @@ impl SignedBlock for BlockQ5_0 {
     }
 
     #[inline(always)]
-    fn unpack4(rows: [&Self; 4]) -> (__m512i, __m512i) {
+    fn unpack4_offset(rows: [&Self; 4]) -> (__m512i, __m512i) {
         // The fifth bits of elements 0..16 (16..32) of the four rows, row r at bit 16r: a
         // byte mask in the registers' layout.
         let bits = [
@@ -601,11 +610,12 @@ impl SignedBlock for BlockQ5_0 {
         // SAFETY: AVX-512 F and BW available (the method's contract).
         unsafe {
             let (low, high) = nibbles4([&rows[0].qs, &rows[1].qs, &rows[2].qs, &rows[3].qs]);
-            // (q | bit << 4) - 16 is q where the bit is set, q | 0xF0 where it is clear.
-            let f0 = _mm512_set1_epi8(0xF0u8 as i8);
+            // (q | bit << 4) - 16 + 128 is q + 128 (q | 0x80) where the bit is set, q + 112
+            // (q | 0x70) where it is clear.
+            let (clear, set) = (_mm512_set1_epi8(0x70), _mm512_set1_epi8(-128));
             (
-                _mm512_mask_blend_epi8(low_bits, _mm512_or_si512(low, f0), low),
-                _mm512_mask_blend_epi8(high_bits, _mm512_or_si512(high, f0), high),
+                _mm512_or_si512(low, _mm512_mask_blend_epi8(low_bits, clear, set)),
+                _mm512_or_si512(high, _mm512_mask_blend_epi8(high_bits, clear, set)),
             )
         }
     }
@@ -633,13 +643,13 @@ fn nibbles4(qs: [&[u8; 16]; 4]) -> (__m512i, __m512i) {
 /// The loop of the signed formats: per block, unpack, multiply with the activation quants
 /// into [`signed_lanes`], scale, accumulate in four lanes; one [`hsum4`] per row.
 #[inline(always)]
-fn signed_blocks<const VNNI: bool, W: SignedBlock>(w: &[W], a: &[BlockQ8_0]) -> f32 {
+fn signed_blocks<const VNNI: bool, W: SignedBlock>(w: &[W], a: &[ActQ8_0]) -> f32 {
     // SAFETY: AVX available (module contract).
     let mut acc = unsafe { _mm_setzero_ps() };
     for (x, y) in w.iter().zip(a) {
         let (qx, d) = x.unpack();
         acc = fmadd4(
-            mul4(low4(d), low4(half8(y.d))),
+            mul4(low4(d), set4(y.d)),
             signed_lanes::<VNNI>(qx, load32(&y.qs)),
             acc,
         );
@@ -652,12 +662,12 @@ fn signed_blocks<const VNNI: bool, W: SignedBlock>(w: &[W], a: &[BlockQ8_0]) -> 
 /// overlaps. Each row's arithmetic, and its order, is exactly that of [`signed_blocks`], so
 /// the results are bit-for-bit the same.
 #[inline(always)]
-fn signed_blocks4<const VNNI: bool, W: SignedBlock>(w: [&[W]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+fn signed_blocks4<const VNNI: bool, W: SignedBlock>(w: [&[W]; 4], a: &[ActQ8_0]) -> [f32; 4] {
     let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
     // SAFETY: AVX available (module contract).
     let mut acc = [unsafe { _mm_setzero_ps() }; 4];
     for (b, y) in a[..n].iter().enumerate() {
-        let (qy, dy) = (load32(&y.qs), low4(half8(y.d)));
+        let (qy, dy) = (load32(&y.qs), set4(y.d));
         for (acc, row) in acc.iter_mut().zip(w) {
             let (qx, d) = row[b].unpack();
             *acc = fmadd4(mul4(low4(d), dy), signed_lanes::<VNNI>(qx, qy), *acc);
@@ -677,7 +687,7 @@ fn signed_blocks4<const VNNI: bool, W: SignedBlock>(w: [&[W]; 4], a: &[BlockQ8_0
 #[inline(always)]
 fn signed_tile<const VNNI: bool, W: SignedBlock>(
     w: [&[W]; 4],
-    a: [&[BlockQ8_0]; 4],
+    a: [&[ActQ8_0]; 4],
 ) -> [[f32; 4]; 4] {
     let n = super::quant::tile_blocks(&w, &a);
     // SAFETY: AVX available (module contract).
@@ -692,7 +702,7 @@ fn signed_tile<const VNNI: bool, W: SignedBlock>(
         ];
         for (t, tok) in a.iter().enumerate() {
             let y = &tok[b];
-            let (qy, dy) = (load32(&y.qs), low4(half8(y.d)));
+            let (qy, dy) = (load32(&y.qs), set4(y.d));
             for (acc, &(qx, d)) in acc.iter_mut().zip(&xs) {
                 acc[t] = fmadd4(mul4(low4(d), dy), signed_lanes::<VNNI>(qx, qy), acc[t]);
             }
@@ -708,47 +718,47 @@ fn signed_tile<const VNNI: bool, W: SignedBlock>(
 }
 
 #[inline(always)]
-fn dot_q4_0_body<const VNNI: bool>(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+fn dot_q4_0_body<const VNNI: bool>(w: &[BlockQ4_0], a: &[ActQ8_0]) -> f32 {
     signed_blocks::<VNNI, _>(w, a)
 }
 
 #[inline(always)]
-fn dot_q5_0_body<const VNNI: bool>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+fn dot_q5_0_body<const VNNI: bool>(w: &[BlockQ5_0], a: &[ActQ8_0]) -> f32 {
     signed_blocks::<VNNI, _>(w, a)
 }
 
 #[inline(always)]
-fn dot_q8_0_body<const VNNI: bool>(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+fn dot_q8_0_body<const VNNI: bool>(w: &[BlockQ8_0], a: &[ActQ8_0]) -> f32 {
     signed_blocks::<VNNI, _>(w, a)
 }
 
 #[inline(always)]
-fn dot4_q4_0_body<const VNNI: bool>(w: [&[BlockQ4_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+fn dot4_q4_0_body<const VNNI: bool>(w: [&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] {
     signed_blocks4::<VNNI, _>(w, a)
 }
 
 #[inline(always)]
-fn dot4_q5_0_body<const VNNI: bool>(w: [&[BlockQ5_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+fn dot4_q5_0_body<const VNNI: bool>(w: [&[BlockQ5_0]; 4], a: &[ActQ8_0]) -> [f32; 4] {
     signed_blocks4::<VNNI, _>(w, a)
 }
 
 #[inline(always)]
-fn dot4_q8_0_body<const VNNI: bool>(w: [&[BlockQ8_0]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+fn dot4_q8_0_body<const VNNI: bool>(w: [&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32; 4] {
     signed_blocks4::<VNNI, _>(w, a)
 }
 
 #[inline(always)]
-fn tile_q4_0_body<const VNNI: bool>(w: [&[BlockQ4_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+fn tile_q4_0_body<const VNNI: bool>(w: [&[BlockQ4_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] {
     signed_tile::<VNNI, _>(w, a)
 }
 
 #[inline(always)]
-fn tile_q5_0_body<const VNNI: bool>(w: [&[BlockQ5_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+fn tile_q5_0_body<const VNNI: bool>(w: [&[BlockQ5_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] {
     signed_tile::<VNNI, _>(w, a)
 }
 
 #[inline(always)]
-fn tile_q8_0_body<const VNNI: bool>(w: [&[BlockQ8_0]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+fn tile_q8_0_body<const VNNI: bool>(w: [&[BlockQ8_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] {
     signed_tile::<VNNI, _>(w, a)
 }
 
@@ -761,7 +771,7 @@ macro_rules! signed_rows4_kernels {
         /// # Safety
         /// The CPU must support AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub unsafe fn $dot4(w: [&[$block]; 4], a: &[BlockQ8_0]) -> [f32; 4] {
+        pub unsafe fn $dot4(w: [&[$block]; 4], a: &[ActQ8_0]) -> [f32; 4] {
             let [[r0], [r1], [r2], [r3]] = signed_rows4(w, [a]);
             [r0, r1, r2, r3]
         }
@@ -769,14 +779,14 @@ macro_rules! signed_rows4_kernels {
         /// # Safety
         /// As the four-row product above.
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub unsafe fn $tile(w: [&[$block]; 4], a: [&[BlockQ8_0]; 4]) -> [[f32; 4]; 4] {
+        pub unsafe fn $tile(w: [&[$block]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] {
             signed_rows4(w, a)
         }
 
         /// # Safety
         /// As the four-row product above.
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub unsafe fn $tile8(w: [&[$block]; 4], a: [&[BlockQ8_0]; 8]) -> [[f32; 8]; 4] {
+        pub unsafe fn $tile8(w: [&[$block]; 4], a: [&[ActQ8_0]; 8]) -> [[f32; 8]; 4] {
             signed_rows4(w, a)
         }
     )*};
@@ -796,7 +806,7 @@ pub mod avx512 {
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+    pub unsafe fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] {
         let [[r0], [r1], [r2], [r3]] = q4_1_rows4(w, [a]);
         [r0, r1, r2, r3]
     }
@@ -804,14 +814,14 @@ pub mod avx512 {
     /// # Safety
     /// As [`dot4_q4_1`].
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] {
+    pub unsafe fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[ActQ8_1]; 4]) -> [[f32; 4]; 4] {
         q4_1_rows4(w, a)
     }
 
     /// # Safety
     /// As [`dot4_q4_1`].
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile8_q4_1(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 8]) -> [[f32; 8]; 4] {
+    pub unsafe fn tile8_q4_1(w: [&[BlockQ4_1]; 4], a: [&[ActQ8_1]; 8]) -> [[f32; 8]; 4] {
         q4_1_rows4(w, a)
     }
 }
@@ -820,43 +830,35 @@ pub mod avx512 {
 /// rows' [`signed_lanes`], row r in 128-bit lane r, so each (row, token) gets exactly the
 /// lanes, scale products, FMAs and [`hsum4`] of [`signed_blocks`], and the same bits.
 ///
-/// `vpdpbusd` multiplies unsigned by signed bytes: the activations are offset by 128 to
-/// make them unsigned, and each lane's sum starts from -128 times the sum of its weights,
-/// which is computed once per block for every token. Only for callers compiled with
+/// `vpdpbusd` multiplies unsigned by signed bytes: the weights are offset by 128 to make
+/// them unsigned, and each lane's sum starts from the activation block's
+/// [`ActQ8_0::offset_lanes`], which takes the offset back out; per token and block that
+/// leaves two loads, two `vpdpbusd` and the scaling. Only for callers compiled with
 /// AVX-512 F, BW and VNNI.
 #[inline(always)]
-fn signed_rows4<W: SignedBlock, const T: usize>(
-    w: [&[W]; 4],
-    a: [&[BlockQ8_0]; T],
-) -> [[f32; T]; 4] {
+fn signed_rows4<W: SignedBlock, const T: usize>(w: [&[W]; 4], a: [&[ActQ8_0]; T]) -> [[f32; T]; 4] {
     let n = super::quant::tile_blocks(&w, &a);
     // SAFETY: AVX-512 F, BW, VL and VNNI available (the function's contract); loads read
     // 16 of the 32 activation quants each.
     unsafe {
-        let zero = _mm512_setzero_si512();
-        let offset = _mm512_set1_epi8(-128);
         let spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
         let mut acc = [_mm512_setzero_ps(); T];
         for b in 0..n {
-            let (xa, xb) = W::unpack4([&w[0][b], &w[1][b], &w[2][b], &w[3][b]]);
+            let (xa, xb) = W::unpack4_offset([&w[0][b], &w[1][b], &w[2][b], &w[3][b]]);
             let packed = w[0][b].scale().to_bits() as u64
                 | (w[1][b].scale().to_bits() as u64) << 16
                 | (w[2][b].scale().to_bits() as u64) << 32
                 | (w[3][b].scale().to_bits() as u64) << 48;
             let d4 = _mm_cvtph_ps(_mm_cvtsi64_si128(packed as i64));
             let dw = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d4));
-            let start = _mm512_sub_epi32(
-                zero,
-                _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, offset, xa), offset, xb),
-            );
             for (acc, tok) in acc.iter_mut().zip(&a) {
                 let y = &tok[b];
                 let ya = _mm512_broadcast_i32x4(_mm_loadu_si128(y.qs.as_ptr().cast()));
                 let yb = _mm512_broadcast_i32x4(_mm_loadu_si128(y.qs.as_ptr().add(16).cast()));
-                let (ya, yb) = (_mm512_xor_si512(ya, offset), _mm512_xor_si512(yb, offset));
-                let sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, ya, xa), yb, xb);
-                let dy = _mm512_cvtph_ps(_mm256_set1_epi16(y.d.to_bits() as i16));
-                *acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, dy), _mm512_cvtepi32_ps(sums), *acc);
+                let start = _mm512_broadcast_i32x4(_mm_loadu_si128(y.offset_lanes.as_ptr().cast()));
+                let sums = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, xa, ya), xb, yb);
+                let dd = _mm512_mul_ps(dw, _mm512_set1_ps(y.d));
+                *acc = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(sums), *acc);
             }
         }
         let mut out = [[0f32; T]; 4];
@@ -873,12 +875,12 @@ fn signed_rows4<W: SignedBlock, const T: usize>(
 // --- Q4_1: unsigned nibbles and a min, against Q8_1 activations (which carry d * sum) ---
 
 #[inline(always)]
-fn dot_q4_1_body<const VNNI: bool>(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+fn dot_q4_1_body<const VNNI: bool>(w: &[BlockQ4_1], a: &[ActQ8_1]) -> f32 {
     // SAFETY: AVX available (module contract).
     let mut acc = unsafe { _mm_setzero_ps() };
     let mut mins = 0f32;
     for (x, y) in w.iter().zip(a) {
-        let ((dx, mx), (dy, sy)) = (half_pair(x.d, x.m), half_pair(y.d, y.s));
+        let ((dx, mx), (dy, sy)) = (half_pair(x.d, x.m), (y.d, y.s));
         mins += mx * sy;
         let p = unsigned_lanes::<VNNI>(nibbles(&x.qs), load32(&y.qs));
         acc = fmadd4(low4(scale(dx, dy)), p, acc);
@@ -888,13 +890,13 @@ fn dot_q4_1_body<const VNNI: bool>(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
 
 /// Four rows of Q4_1; per row the same operations in the same order as [`dot_q4_1_body`].
 #[inline(always)]
-fn dot4_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: &[BlockQ8_1]) -> [f32; 4] {
+fn dot4_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] {
     let [[r0], [r1], [r2], [r3]] = q4_1_tile::<VNNI, 1>(w, [a]);
     [r0, r1, r2, r3]
 }
 
 #[inline(always)]
-fn tile_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] {
+fn tile_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: [&[ActQ8_1]; 4]) -> [[f32; 4]; 4] {
     q4_1_tile::<VNNI, 4>(w, a)
 }
 
@@ -903,7 +905,7 @@ fn tile_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; 4]) 
 #[inline(always)]
 fn q4_1_tile<const VNNI: bool, const T: usize>(
     w: [&[BlockQ4_1]; 4],
-    a: [&[BlockQ8_1]; T],
+    a: [&[ActQ8_1]; T],
 ) -> [[f32; T]; 4] {
     let n = super::quant::tile_blocks(&w, &a);
     // SAFETY: AVX available (module contract).
@@ -918,7 +920,7 @@ fn q4_1_tile<const VNNI: bool, const T: usize>(
         }
         for (t, tok) in a.iter().enumerate() {
             let y = &tok[b];
-            let (qy, (dy, sy)) = (load32(&y.qs), half_pair(y.d, y.s));
+            let (qy, (dy, sy)) = (load32(&y.qs), (y.d, y.s));
             for r in 0..4 {
                 let (qx, d, m) = xs[r];
                 mins[r][t] += m * sy;
@@ -946,7 +948,7 @@ fn q4_1_tile<const VNNI: bool, const T: usize>(
 /// rounding as the scalar sum does). The nibbles are unsigned already, so `vpdpbusd` takes
 /// them as they are. Only for callers compiled with AVX-512 F, BW and VNNI; `T <= 8`.
 #[inline(always)]
-fn q4_1_rows4<const T: usize>(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; T]) -> [[f32; T]; 4] {
+fn q4_1_rows4<const T: usize>(w: [&[BlockQ4_1]; 4], a: [&[ActQ8_1]; T]) -> [[f32; T]; 4] {
     let n = super::quant::tile_blocks(&w, &a);
     // SAFETY: AVX-512 F, BW, VL and VNNI available (the function's contract); loads read
     // 16 of the 32 activation quants each, and the 8 floats of `s`.
@@ -970,7 +972,7 @@ fn q4_1_rows4<const T: usize>(w: [&[BlockQ4_1]; 4], a: [&[BlockQ8_1]; T]) -> [[f
             let mut s = [0f32; 8];
             for ((acc, tok), s) in acc.iter_mut().zip(&a).zip(s.iter_mut()) {
                 let y = &tok[b];
-                let (dy, sy) = half_pair(y.d, y.s);
+                let (dy, sy) = (y.d, y.s);
                 *s = sy;
                 let ya = _mm512_broadcast_i32x4(_mm_loadu_si128(y.qs.as_ptr().cast()));
                 let yb = _mm512_broadcast_i32x4(_mm_loadu_si128(y.qs.as_ptr().add(16).cast()));
