@@ -444,6 +444,11 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
     POOL.get().and_then(Option::as_ref)
 }
 
+/// The number of threads products are split over (1 without a pool).
+pub fn compute_threads() -> usize {
+    pool().map_or(1, |p| p.current_num_threads())
+}
+
 /// Runs `f` on a thread of the compute pool, when there is one. A forward pass run this way
 /// gives each of its products to the pool from inside it: the pool thread running the pass
 /// works on the product too and the others steal from it, instead of every product being
@@ -742,31 +747,30 @@ fn matmul_rows<W: Sync, A: Sync, D, D4, T, T8>(
         });
         return;
     }
-    // Several tokens: each chunk fills a token-major block of its rows, then the blocks are
-    // scattered into `out`.
-    let blocks: Vec<Vec<f32>> = pool.install(|| {
-        (0..rows.div_ceil(chunk_rows))
-            .into_par_iter()
-            .map(|c| {
-                let (r0, r1) = (c * chunk_rows, ((c + 1) * chunk_rows).min(rows));
-                let n = r1 - r0;
-                let mut local = vec![0f32; n * tokens];
-                for g in (r0..r1).step_by(4) {
-                    row_group(w, per_row, (g, (g + 4).min(r1)), acts, k, |r, t, v| {
-                        local[t * n + (r - r0)] = v
-                    });
-                }
-                local
-            })
-            .collect()
-    });
-    for (c, local) in blocks.iter().enumerate() {
-        let r0 = c * chunk_rows;
-        let n = local.len() / tokens;
-        for t in 0..tokens {
-            out[t * rows + r0..t * rows + r0 + n].copy_from_slice(&local[t * n..(t + 1) * n]);
+    // Several tokens: each chunk writes its rows of every token's output row, through
+    // disjoint slices cut up front (no temporary buffer, no copy afterwards: for a large
+    // vocabulary's logits over a decode batch those were megabytes per step).
+    let chunks = rows.div_ceil(chunk_rows);
+    let mut pieces: Vec<Vec<&mut [f32]>> =
+        (0..chunks).map(|_| Vec::with_capacity(tokens)).collect();
+    for token_out in out[..tokens * rows].chunks_exact_mut(rows) {
+        for (piece, chunk) in token_out.chunks_mut(chunk_rows).zip(pieces.iter_mut()) {
+            chunk.push(piece);
         }
     }
+    pool.install(|| {
+        pieces
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(c, mut outs)| {
+                let (r0, r1) = (c * chunk_rows, ((c + 1) * chunk_rows).min(rows));
+                for g in (r0..r1).step_by(4) {
+                    row_group(w, per_row, (g, (g + 4).min(r1)), acts, k, |r, t, v| {
+                        outs[t][r - r0] = v
+                    });
+                }
+            });
+    });
 }
 
 /// `gate[i] = activation(gate[i]) * up[i]`, the gated unit of a feed-forward block, split

@@ -510,28 +510,121 @@ pub fn dot_rows_f16<const N: usize>(w: [&[f16]; N], a: &[f32]) -> [f32; N] {
     out
 }
 
-/// `o[i] += p * v[i]` for a row of halves (each element rounded exactly as the scalar loop
-/// would: one multiply, one add).
+/// Attention scores: `K` keys (halves, from the cache) against the `G` queries that share
+/// their KV head, each key converted once for all of them. Each (key, query) dot product is
+/// defined as: 16 lanes (lane `l` takes elements `16i + l`), each a chain of fused
+/// multiply-adds; lanes `l` and `l + 8` added, then `l` and `l + 4`, `l` and `l + 2`, then
+/// lanes 0 and 1; the elements past the last whole 16 fused on in order. The F16C version
+/// computes exactly that, so the result depends neither on the level nor on `K` and `G`.
 #[inline]
-pub fn axpy_f16(o: &mut [f32], p: f32, v: &[f16]) {
-    axpy_rows_f16(o, [p], [v]);
+pub fn dot_f16_queries<const K: usize, const G: usize>(
+    keys: [&[f16]; K],
+    queries: [&[f32]; G],
+) -> [[f32; G]; K] {
+    dot_f16_queries_at(Isa::current(), keys, queries)
 }
 
-/// `o[i] += p[0] * v[0][i]`, then `+= p[1] * v[1][i]`, and so on for `N` rows: exactly `N`
-/// [`axpy_f16`] calls in order, with `o` kept in registers between rows instead of stored
-/// and reloaded for every row.
+/// [`dot_f16_queries`] at a given level.
 #[inline]
-pub fn axpy_rows_f16<const N: usize>(o: &mut [f32], p: [f32; N], v: [&[f16]; N]) {
-    let n = v.iter().map(|r| r.len()).min().unwrap_or(0).min(o.len());
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if Isa::current().has_avx2() {
-        // SAFETY: `Isa` reports AVX2 only where the CPU has AVX2, FMA and F16C.
-        done = unsafe { super::x86::avx2::axpy_rows_f16_lanes(o, p, v, n) };
+pub fn dot_f16_queries_at<const K: usize, const G: usize>(
+    isa: Isa,
+    keys: [&[f16]; K],
+    queries: [&[f32]; G],
+) -> [[f32; G]; K] {
+    let n = keys
+        .iter()
+        .map(|k| k.len())
+        .chain(queries.iter().map(|q| q.len()))
+        .min()
+        .unwrap_or(0);
+    let chunks = n / 16;
+    let mut out = match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa` reports AVX2 only where the CPU has AVX2, FMA and F16C; every slice
+        // holds at least `n >= 16 * chunks` elements.
+        isa if isa.has_avx2() => unsafe {
+            super::x86::avx2::dot_f16_queries_lanes(keys, queries, chunks)
+        },
+        _ => {
+            let mut out = [[0f32; G]; K];
+            for (out, key) in out.iter_mut().zip(&keys) {
+                for (out, query) in out.iter_mut().zip(&queries) {
+                    let mut lanes = [0f32; 16];
+                    for i in 0..chunks {
+                        for (l, lane) in lanes.iter_mut().enumerate() {
+                            *lane = key[16 * i + l].to_f32().mul_add(query[16 * i + l], *lane);
+                        }
+                    }
+                    let mut width = 8;
+                    while width > 0 {
+                        for l in 0..width {
+                            lanes[l] += lanes[l + width];
+                        }
+                        width /= 2;
+                    }
+                    *out = lanes[0];
+                }
+            }
+            out
+        }
+    };
+    for (out, key) in out.iter_mut().zip(&keys) {
+        for (out, query) in out.iter_mut().zip(&queries) {
+            for i in chunks * 16..n {
+                *out = key[i].to_f32().mul_add(query[i], *out);
+            }
+        }
     }
-    for i in done..n {
-        for (p, row) in p.iter().zip(&v) {
-            o[i] += p * row[i].to_f32();
+    out
+}
+
+/// Attention's weighted sum of values for the `G` heads sharing a KV head: head `g`'s
+/// output (row `g` of `out`, `stride` apart, `n` long) gets `weights[g][r] * values[r][i]`
+/// fused onto each element, rows in order. Each value row is converted once for all the
+/// heads; each element's arithmetic, and so its result, is that of the plain loop.
+#[inline]
+pub fn axpy_f16_heads<const K: usize, const G: usize>(
+    out: &mut [f32],
+    stride: usize,
+    weights: [[f32; K]; G],
+    values: [&[f16]; K],
+) {
+    axpy_f16_heads_at(Isa::current(), out, stride, weights, values)
+}
+
+/// [`axpy_f16_heads`] at a given level.
+#[inline]
+pub fn axpy_f16_heads_at<const K: usize, const G: usize>(
+    isa: Isa,
+    out: &mut [f32],
+    stride: usize,
+    weights: [[f32; K]; G],
+    values: [&[f16]; K],
+) {
+    let n = values
+        .iter()
+        .map(|v| v.len())
+        .min()
+        .unwrap_or(0)
+        .min(stride);
+    if G == 0 || out.len() < (G - 1) * stride + n {
+        return;
+    }
+    let mut done = 0;
+    let _ = isa;
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx2() {
+        done = n / 8 * 8;
+        // SAFETY: `Isa` reports AVX2 only where the CPU has AVX2, FMA and F16C; `out` holds
+        // `G` rows of `stride >= n` elements (checked above), every value row `n`.
+        unsafe { super::x86::avx2::axpy_f16_heads_lanes(out, stride, done, weights, values) };
+    }
+    for (g, weights) in weights.iter().enumerate() {
+        let row = &mut out[g * stride..g * stride + n];
+        for i in done..n {
+            for (&w, value) in weights.iter().zip(&values) {
+                row[i] = w.mul_add(value[i].to_f32(), row[i]);
+            }
         }
     }
 }

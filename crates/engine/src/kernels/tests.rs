@@ -384,9 +384,8 @@ fn simd_levels_give_the_same_bits() {
 
 #[test]
 fn half_precision_helpers_equal_their_scalar_definitions_bit_for_bit() {
-    // The attention's f16 dot product and axpy are vectorised with F16C where the build has
-    // it; they must round exactly as the scalar loops they replace, so that the fidelity
-    // fixtures (made against llama.cpp) keep matching.
+    // The f16 dot product (F16 weight matrices) is vectorised with F16C where the build has
+    // it; it must round exactly as the scalar loop it replaces.
     let mut rng = Lcg(7);
     for n in [1, 7, 8, 9, 64, 100, 256] {
         let w: Vec<f16> = (0..n).map(|_| f16::from_f32(rng.f32() * 3.0)).collect();
@@ -417,25 +416,85 @@ fn half_precision_helpers_equal_their_scalar_definitions_bit_for_bit() {
                 "dot4 row {r}, n = {n}"
             );
         }
+    }
+}
 
-        let p = rng.f32();
-        let mut got = a.clone();
-        quant::axpy_f16(&mut got, p, &w);
-        let want: Vec<f32> = a.iter().zip(&w).map(|(x, v)| x + p * v.to_f32()).collect();
-        assert_eq!(got, want, "axpy, n = {n}");
+/// Attention's grouped kernels give exactly their scalar definitions: a (key, query) score
+/// is 16 lanes of fused multiply-adds folded in halves, then the tail; an output element
+/// gets each weighted value fused on in order. So grouping the heads that share a KV head
+/// (or pairing keys) changes no result.
+#[test]
+fn attention_kernels_equal_their_scalar_definitions_bit_for_bit() {
+    for isa in Isa::available() {
+        attention_kernels_equal_definitions(isa);
+    }
+}
 
-        let ps = [rng.f32(), rng.f32(), rng.f32(), rng.f32()];
-        let mut four = a.clone();
-        quant::axpy_rows_f16(&mut four, ps, rows);
-        let mut one_by_one = a.clone();
-        for (p, row) in ps.iter().zip(rows) {
-            quant::axpy_f16(&mut one_by_one, *p, row);
+fn attention_kernels_equal_definitions(isa: Isa) {
+    let mut rng = Lcg(11);
+    for n in [1, 7, 8, 15, 16, 17, 64, 100, 256] {
+        let halves = |rng: &mut Lcg| -> Vec<f16> {
+            (0..n).map(|_| f16::from_f32(rng.f32() * 3.0)).collect()
+        };
+        let keys = [halves(&mut rng), halves(&mut rng)];
+        let queries: Vec<Vec<f32>> = (0..4)
+            .map(|_| (0..n).map(|_| rng.f32()).collect())
+            .collect();
+        let score = |key: &[f16], query: &[f32]| {
+            let mut lanes = [0f32; 16];
+            for i in 0..n / 16 {
+                for (l, lane) in lanes.iter_mut().enumerate() {
+                    *lane = key[16 * i + l].to_f32().mul_add(query[16 * i + l], *lane);
+                }
+            }
+            for width in [8, 4, 2, 1] {
+                for l in 0..width {
+                    lanes[l] += lanes[l + width];
+                }
+            }
+            let mut sum = lanes[0];
+            for i in n / 16 * 16..n {
+                sum = key[i].to_f32().mul_add(query[i], sum);
+            }
+            sum
+        };
+        let q4 = [&queries[0][..], &queries[1], &queries[2], &queries[3]];
+        let got = quant::dot_f16_queries_at(isa, [&keys[0][..], &keys[1]], q4);
+        for (k, key) in keys.iter().enumerate() {
+            for (g, query) in queries.iter().enumerate() {
+                let want = score(key, query);
+                assert_eq!(got[k][g].to_bits(), want.to_bits(), "score, n = {n}");
+                let [[alone]] = quant::dot_f16_queries_at(isa, [&key[..]], [&query[..]]);
+                assert_eq!(alone.to_bits(), want.to_bits(), "score alone, n = {n}");
+            }
+        }
+
+        // Three heads, rows `stride` apart, four value rows.
+        let stride = n + 3;
+        let values = [
+            halves(&mut rng),
+            halves(&mut rng),
+            halves(&mut rng),
+            halves(&mut rng),
+        ];
+        let weights: [[f32; 4]; 3] = std::array::from_fn(|_| std::array::from_fn(|_| rng.f32()));
+        let start: Vec<f32> = (0..3 * stride).map(|_| rng.f32()).collect();
+        let mut got = start.clone();
+        let rows = [&values[0][..], &values[1], &values[2], &values[3]];
+        quant::axpy_f16_heads_at(isa, &mut got, stride, weights, rows);
+        let mut want = start.clone();
+        for (g, weights) in weights.iter().enumerate() {
+            for i in 0..n {
+                for (w, value) in weights.iter().zip(&values) {
+                    want[g * stride + i] = w.mul_add(value[i].to_f32(), want[g * stride + i]);
+                }
+            }
         }
         assert!(
-            four.iter()
-                .zip(&one_by_one)
+            got.iter()
+                .zip(&want)
                 .all(|(x, y)| x.to_bits() == y.to_bits()),
-            "axpy4, n = {n}"
+            "weighted values, n = {n}"
         );
     }
 }

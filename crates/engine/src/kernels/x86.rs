@@ -256,6 +256,93 @@ mod avx2_only {
         k_tile(w, a)
     }
 
+    /// `quant::dot_f16_queries` over the first `chunks` groups of 16 elements (the caller
+    /// checked every slice holds them): per (key, query) 16 lanes of fused multiply-adds,
+    /// folded as the portable version folds them, so the same bits.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C; every key and query holds at least
+    /// `16 * chunks` elements.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16_queries_lanes<const K: usize, const G: usize>(
+        keys: [&[f16]; K],
+        queries: [&[f32]; G],
+        chunks: usize,
+    ) -> [[f32; G]; K] {
+        let mut acc = [[[_mm256_setzero_ps(); 2]; G]; K];
+        for i in 0..chunks {
+            // SAFETY: the caller's contract: 16 * chunks elements in every slice.
+            unsafe {
+                let mut kf = [[_mm256_setzero_ps(); 2]; K];
+                for (kf, key) in kf.iter_mut().zip(&keys) {
+                    let at = key.as_ptr().add(16 * i);
+                    kf[0] = _mm256_cvtph_ps(_mm_loadu_si128(at.cast()));
+                    kf[1] = _mm256_cvtph_ps(_mm_loadu_si128(at.add(8).cast()));
+                }
+                for (g, query) in queries.iter().enumerate() {
+                    let at = query.as_ptr().add(16 * i);
+                    let (q0, q1) = (_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8)));
+                    for (acc, kf) in acc.iter_mut().zip(&kf) {
+                        acc[g][0] = _mm256_fmadd_ps(kf[0], q0, acc[g][0]);
+                        acc[g][1] = _mm256_fmadd_ps(kf[1], q1, acc[g][1]);
+                    }
+                }
+            }
+        }
+        let mut out = [[0f32; G]; K];
+        for (out, acc) in out.iter_mut().zip(&acc) {
+            for (out, lanes) in out.iter_mut().zip(acc) {
+                // lanes k and k + 8, then k and k + 4, k and k + 2, 0 and 1.
+                let s8 = _mm256_add_ps(lanes[0], lanes[1]);
+                let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+                let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+                *out = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+            }
+        }
+        out
+    }
+
+    /// `quant::axpy_f16_heads` on the first `n` elements of each head (a multiple of 8 the
+    /// caller checked every slice holds): each element gets the same fused multiply-adds
+    /// in the same order as the portable loop, so the same bits.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C; `out` holds `G` rows of `stride >= n`
+    /// elements and every value row at least `n`; `n` is a multiple of 8.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn axpy_f16_heads_lanes<const K: usize, const G: usize>(
+        out: &mut [f32],
+        stride: usize,
+        n: usize,
+        weights: [[f32; K]; G],
+        values: [&[f16]; K],
+    ) {
+        let mut w = [[_mm256_setzero_ps(); K]; G];
+        for (w, weights) in w.iter_mut().zip(&weights) {
+            for (w, &p) in w.iter_mut().zip(weights) {
+                *w = _mm256_set1_ps(p);
+            }
+        }
+        for at in (0..n).step_by(8) {
+            // SAFETY: the caller's contract: `n` elements in every value row and in each of
+            // the `G` rows of `out`.
+            unsafe {
+                let mut vf = [_mm256_setzero_ps(); K];
+                for (vf, row) in vf.iter_mut().zip(&values) {
+                    *vf = _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(at).cast()));
+                }
+                for (g, w) in w.iter().enumerate() {
+                    let op = out.as_mut_ptr().add(g * stride + at);
+                    let mut acc = _mm256_loadu_ps(op);
+                    for (w, vf) in w.iter().zip(&vf) {
+                        acc = _mm256_fmadd_ps(*w, *vf, acc);
+                    }
+                    _mm256_storeu_ps(op, acc);
+                }
+            }
+        }
+    }
+
     /// `quant::dot_rows_f16`'s eight lane sums over the first `chunks` groups of eight
     /// elements (fewer if a slice is shorter), eight lanes per instruction: each lane sums
     /// in the same order as the scalar definition, so the same bits.
@@ -287,39 +374,6 @@ mod avx2_only {
             unsafe { _mm256_storeu_ps(acc.as_mut_ptr(), v) };
         }
         acc
-    }
-
-    /// `quant::axpy_rows_f16` on the first `n` elements rounded down to a multiple of 8
-    /// (fewer if a slice is shorter), rounding each step exactly as the scalar loop;
-    /// returns how many elements it did.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn axpy_rows_f16_lanes<const N: usize>(
-        o: &mut [f32],
-        p: [f32; N],
-        v: [&[f16]; N],
-        n: usize,
-    ) -> usize {
-        let n = v.iter().map(|r| r.len()).fold(n.min(o.len()), usize::min) / 8 * 8;
-        let mut pv = [_mm256_setzero_ps(); N];
-        for (pv, &p) in pv.iter_mut().zip(&p) {
-            *pv = _mm256_set1_ps(p);
-        }
-        for done in (0..n).step_by(8) {
-            // SAFETY: `o` and every row hold at least `n` elements (clamped above).
-            unsafe {
-                let op = o.as_mut_ptr().add(done);
-                let mut acc = _mm256_loadu_ps(op);
-                for (pv, row) in pv.iter().zip(&v) {
-                    let vf = _mm256_cvtph_ps(_mm_loadu_si128(row.as_ptr().add(done).cast()));
-                    acc = _mm256_add_ps(acc, _mm256_mul_ps(*pv, vf));
-                }
-                _mm256_storeu_ps(op, acc);
-            }
-        }
-        n
     }
 }
 

@@ -5,6 +5,7 @@ use basalt_gguf::GgufFile;
 use half::f16;
 
 use super::BatchSeq;
+use crate::kernels::quant::{axpy_f16_heads, dot_f16_queries};
 use crate::kernels::{rms_norm, ActScratch, QMatrix, Rope};
 use crate::kv::LayerView;
 use crate::EngineError;
@@ -74,64 +75,81 @@ pub struct AttentionShape {
     pub window: Option<usize>,
 }
 
-/// Causal attention of one query head at position `pos` over the cache: `q` and `out` are
-/// `head_dim` long.
-fn attend_head(
+/// Causal attention at position `pos` over the cache, for the `G` query heads that share
+/// KV head `kv_head`: `q` and `out` hold their `G` rows of `head_dim`. Each key and value
+/// is converted from f16 once for the `G` heads; every head's scores and output are what
+/// it would get alone (see [`dot_f16_queries`]), so grouping changes no result.
+fn attend_group<const G: usize>(
     layer: LayerView<'_>,
     shape: AttentionShape,
     pos: usize,
-    head: usize,
+    kv_head: usize,
     q: &[f32],
     out: &mut [f32],
 ) {
     let AttentionShape {
-        n_heads,
         n_kv_heads,
         head_dim,
         scale,
         window,
+        ..
     } = shape;
     let kv_dim = n_kv_heads * head_dim;
-    let kvh = head / (n_heads / n_kv_heads.max(1)).max(1);
     let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
     // llama.cpp multiplies an f16 cache by f16 operands: the query is rounded to f16 before
     // q.k, and the attention weights before weights.v. Doing the same keeps logits within
     // float-summation noise of it.
-    let mut q16 = [0f32; MAX_HEAD_DIM];
-    let q16 = &mut q16[..head_dim];
-    for (d, s) in q16.iter_mut().zip(q) {
-        *d = round_f16(*s);
-    }
-    let mut scores = Vec::with_capacity(pos + 1 - first);
-    let offset = kvh * head_dim;
-    layer.for_each_run(false, first, pos, |_, keys| {
-        // Four keys at a time (four independent chains), each scored exactly as alone.
-        let mut quads = keys.chunks_exact(4 * kv_dim);
-        for quad in quads.by_ref() {
-            let k = |i: usize| &quad[i * kv_dim + offset..][..head_dim];
-            let four = crate::kernels::quant::dot_rows_f16([k(0), k(1), k(2), k(3)], q16);
-            scores.extend(four.map(|s| s * scale));
+    let mut q16 = [[0f32; MAX_HEAD_DIM]; G];
+    for (q16, q) in q16.iter_mut().zip(q.chunks_exact(head_dim)) {
+        for (d, s) in q16.iter_mut().zip(q) {
+            *d = round_f16(*s);
         }
-        for k in quads.remainder().chunks_exact(kv_dim) {
-            scores.push(crate::kernels::quant::dot_f16(&k[offset..][..head_dim], q16) * scale);
+    }
+    let queries: [&[f32]; G] = std::array::from_fn(|g| &q16[g][..head_dim]);
+    let n = pos + 1 - first;
+    // Head g's scores at g * n.
+    let mut scores = vec![0f32; G * n];
+    let offset = kv_head * head_dim;
+    let mut j = 0;
+    layer.for_each_run(false, first, pos, |_, keys| {
+        // Two keys at a time: independent chains for the core to overlap.
+        let mut pairs = keys.chunks_exact(2 * kv_dim);
+        for pair in pairs.by_ref() {
+            let k = |i: usize| &pair[i * kv_dim + offset..][..head_dim];
+            for (i, s) in dot_f16_queries([k(0), k(1)], queries).iter().enumerate() {
+                for (g, s) in s.iter().enumerate() {
+                    scores[g * n + j + i] = s * scale;
+                }
+            }
+            j += 2;
+        }
+        for key in pairs.remainder().chunks_exact(kv_dim) {
+            let [s] = dot_f16_queries([&key[offset..][..head_dim]], queries);
+            for (g, s) in s.iter().enumerate() {
+                scores[g * n + j] = s * scale;
+            }
+            j += 1;
         }
     });
-    crate::kernels::softmax(&mut scores);
+    for head in scores.chunks_exact_mut(n) {
+        crate::kernels::softmax(head);
+    }
     out.fill(0.0);
-    let mut weights = scores.iter();
+    let mut j = 0;
     layer.for_each_run(true, first, pos, |_, values| {
         // Four positions at a time, added in order as one at a time would add them.
         let mut quads = values.chunks_exact(4 * kv_dim);
         for quad in quads.by_ref() {
             let v = |i: usize| &quad[i * kv_dim + offset..][..head_dim];
-            let mut w = [0f32; 4];
-            for (w, s) in w.iter_mut().zip(weights.by_ref()) {
-                *w = round_f16(*s);
-            }
-            crate::kernels::quant::axpy_rows_f16(out, w, [v(0), v(1), v(2), v(3)]);
+            let weights: [[f32; 4]; G] =
+                std::array::from_fn(|g| std::array::from_fn(|i| round_f16(scores[g * n + j + i])));
+            axpy_f16_heads(out, head_dim, weights, [v(0), v(1), v(2), v(3)]);
+            j += 4;
         }
-        for (v, &w) in quads.remainder().chunks_exact(kv_dim).zip(weights.by_ref()) {
-            crate::kernels::quant::axpy_f16(out, round_f16(w), &v[offset..][..head_dim]);
+        for value in quads.remainder().chunks_exact(kv_dim) {
+            let weights: [[f32; 1]; G] = std::array::from_fn(|g| [round_f16(scores[g * n + j])]);
+            axpy_f16_heads(out, head_dim, weights, [&value[offset..][..head_dim]]);
+            j += 1;
         }
     });
 }
@@ -166,14 +184,35 @@ pub fn attention_batch(
         }
         debug_assert_eq!(owner.len(), first + rows);
     }
-    crate::kernels::for_each_chunk(out, head_dim, work, |i, o| {
-        let (row, head) = (i / n_heads, i % n_heads);
-        if let (Some(&(s, pos)), Some(q_head)) =
-            (owner.get(row), q.get(i * head_dim..(i + 1) * head_dim))
-        {
-            attend_head(caches[s], shape, pos, head, q_head, o);
-        }
-    });
+    // One task per (token, KV head): the query heads sharing a KV head go together, so
+    // each cached key and value is converted once for all of them. With too few such
+    // tasks to keep the pool busy (one sequence decoding, a model with one KV head), and
+    // for group sizes without a specialisation, one task per head instead: the results
+    // are the same either way (see `attend_group`).
+    let group = (n_heads / shape.n_kv_heads.max(1)).max(1);
+    let grouped_tasks = owner.len() * shape.n_kv_heads;
+    let heads_per_task = if grouped_tasks >= 4 * crate::kernels::compute_threads() {
+        group
+    } else {
+        1
+    };
+    macro_rules! by_group {
+        ($g:literal) => {
+            crate::kernels::for_each_chunk(out, $g * head_dim, work, |i, o| {
+                let (row, first_head) = (i / (n_heads / $g), i % (n_heads / $g) * $g);
+                let q_rows = q.get(i * $g * head_dim..(i + 1) * $g * head_dim);
+                if let (Some(&(s, pos)), Some(q_rows)) = (owner.get(row), q_rows) {
+                    attend_group::<$g>(caches[s], shape, pos, first_head / group, q_rows, o);
+                }
+            })
+        };
+    }
+    match heads_per_task {
+        4 if n_heads % 4 == 0 => by_group!(4),
+        3 if n_heads % 3 == 0 => by_group!(3),
+        2 if n_heads % 2 == 0 => by_group!(2),
+        _ => by_group!(1),
+    }
 }
 
 #[inline]
