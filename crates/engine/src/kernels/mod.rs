@@ -224,7 +224,8 @@ impl QMatrix {
                     quantize_q8_k,
                     dot_q4_k,
                     dot4_q4_k,
-                    tile_q4_k
+                    tile_q4_k,
+                    tile8_q4_k
                 )
             }
             TensorType::Q5K => with_acts!(BlockQ5K, q8_k, quantize_q8_k, dot_q5_k),
@@ -235,7 +236,8 @@ impl QMatrix {
                     quantize_q8_k,
                     dot_q6_k,
                     dot4_q6_k,
-                    tile_q6_k
+                    tile_q6_k,
+                    tile8_q6_k
                 )
             }
             TensorType::F32 => {

@@ -224,9 +224,9 @@ dispatched! {
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q5_0_portable(row, a)));
     fn tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q8_0_portable(row, a)));
-    fn tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx2]
+    fn tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q4_k_portable(row, a)));
-    fn tile_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx2]
+    fn tile_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(w, a, |w, a| w.map(|row| dot_q6_k_portable(row, a)));
 }
 
@@ -274,6 +274,8 @@ tile8!(tile8_q4_0, tile8_q4_0_at, tile_q4_0, BlockQ4_0, ActQ8_0);
 tile8!(tile8_q4_1, tile8_q4_1_at, tile_q4_1, BlockQ4_1, ActQ8_1);
 tile8!(tile8_q5_0, tile8_q5_0_at, tile_q5_0, BlockQ5_0, ActQ8_0);
 tile8!(tile8_q8_0, tile8_q8_0_at, tile_q8_0, BlockQ8_0, ActQ8_0);
+tile8!(tile8_q4_k, tile8_q4_k_at, tile_q4_k, BlockQ4K, BlockQ8K);
+tile8!(tile8_q6_k, tile8_q6_k_at, tile_q6_k, BlockQ6K, BlockQ8K);
 
 /// Four Q4_K rows against one token, row by row: a batch's K-quant products go through the
 /// tiles, so there is no separate four-row kernel.

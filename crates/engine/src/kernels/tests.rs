@@ -739,6 +739,44 @@ fn eight_token_tiles_equal_one_row_products_bit_for_bit() {
             }
         }
     }
+    // Q4_K, whose one-row product equals the portable one (checked above).
+    let ak = quantized(&xs, quantize_q8_k);
+    let ak8: [&[BlockQ8K]; 8] = std::array::from_fn(|t| &ak[t][..]);
+    let w: Vec<BlockQ4K> = random_bytes(&mut rng, 4 * (N / QK_K), |b: &mut BlockQ4K, r| {
+        b.d = r.scale();
+        b.dmin = r.scale();
+    });
+    let rows: Vec<&[BlockQ4K]> = w.chunks_exact(N / QK_K).collect();
+    for isa in Isa::available() {
+        let tile = tile8_q4_k_at(isa, [rows[0], rows[1], rows[2], rows[3]], ak8);
+        for (r, by_token) in tile.iter().enumerate() {
+            for (t, got) in by_token.iter().enumerate() {
+                assert_eq!(
+                    got.to_bits(),
+                    at::dot_q4_k(isa, rows[r], ak8[t]).to_bits(),
+                    "tile8_q4_k {} row {r} token {t}",
+                    isa.name()
+                );
+            }
+        }
+    }
+    let w: Vec<BlockQ6K> = random_bytes(&mut rng, 4 * (N / QK_K), |b: &mut BlockQ6K, r| {
+        b.d = r.scale()
+    });
+    let rows: Vec<&[BlockQ6K]> = w.chunks_exact(N / QK_K).collect();
+    for isa in Isa::available() {
+        let tile = tile8_q6_k_at(isa, [rows[0], rows[1], rows[2], rows[3]], ak8);
+        for (r, by_token) in tile.iter().enumerate() {
+            for (t, got) in by_token.iter().enumerate() {
+                assert_eq!(
+                    got.to_bits(),
+                    at::dot_q6_k(isa, rows[r], ak8[t]).to_bits(),
+                    "tile8_q6_k {} row {r} token {t}",
+                    isa.name()
+                );
+            }
+        }
+    }
 }
 
 /// The GELU table holds, for every f16 input, what rounding, `gelu_tanh` and rounding again

@@ -860,6 +860,34 @@ pub mod avx512 {
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+        q4_k_rows4(w, a)
+    }
+
+    /// # Safety
+    /// As [`tile_q4_k`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+        q6_k_rows4(w, a)
+    }
+
+    /// # Safety
+    /// As [`tile_q4_k`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile8_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 8]) -> [[f32; 8]; 4] {
+        q6_k_rows4(w, a)
+    }
+
+    /// # Safety
+    /// As [`tile_q4_k`].
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn tile8_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 8]) -> [[f32; 8]; 4] {
+        q4_k_rows4(w, a)
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] {
         let [[r0], [r1], [r2], [r3]] = q4_1_rows4(w, [a]);
         [r0, r1, r2, r3]
@@ -921,6 +949,185 @@ fn signed_rows4<W: SignedBlock, const T: usize>(w: [&[W]; 4], a: [&[ActQ8_0]; T]
             out[1][t] = hsum4(_mm512_extractf32x4_ps::<1>(*acc));
             out[2][t] = hsum4(_mm512_extractf32x4_ps::<2>(*acc));
             out[3][t] = hsum4(_mm512_extractf32x4_ps::<3>(*acc));
+        }
+        out
+    }
+}
+
+/// The sums of the lanes of each of eight vectors, in one vector (lane t: vector t's sum).
+/// Integer sums are exact, so the order of the additions does not matter.
+#[inline(always)]
+fn lane_sums8(v: [__m256i; 8]) -> __m256i {
+    // SAFETY: AVX2 available (module contract).
+    unsafe {
+        let h01 = _mm256_hadd_epi32(v[0], v[1]);
+        let h23 = _mm256_hadd_epi32(v[2], v[3]);
+        let h45 = _mm256_hadd_epi32(v[4], v[5]);
+        let h67 = _mm256_hadd_epi32(v[6], v[7]);
+        // Per 128-bit half: the sums of vectors 0..4 (4..8) over that half's lanes.
+        let low = _mm256_hadd_epi32(h01, h23);
+        let high = _mm256_hadd_epi32(h45, h67);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(low, high),
+            _mm256_permute2x128_si256::<0x31>(low, high),
+        )
+    }
+}
+
+/// Four Q4_K rows against `T <= 8` tokens at the VNNI level: per row, each 64 quants (two
+/// sub-blocks) sit in one 512-bit register (`vpmaddubsw` against the activation, then
+/// `vpdpwssd` by the two sub-blocks' scales), and the eight tokens' integer sums are
+/// reduced together. The integers are exact, and the float expression and the order of
+/// the super-block sums are [`KQuantBlock::dot`]'s and [`k_tile`]'s, so every (row, token)
+/// gets the portable product's bits. Only for callers compiled with AVX-512 F, BW and VNNI.
+#[inline(always)]
+fn q4_k_rows4<const T: usize>(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; T]) -> [[f32; T]; 4] {
+    let n = super::quant::tile_blocks(&w, &a);
+    // SAFETY: AVX-512 F, BW, VL and VNNI available (the function's contract); loads read
+    // inside each block's 128 quant bytes, the activation's 256 quants and 16 sums, and
+    // the local arrays.
+    unsafe {
+        let nibble = _mm512_set1_epi8(0x0F);
+        // The upper 256 bits hold the high nibbles: shift them down by 4.
+        let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
+        let mut sums = [_mm256_setzero_ps(); 4];
+        for b in 0..n {
+            let mut dy = [0f32; 8];
+            for (dy, tok) in dy.iter_mut().zip(&a) {
+                *dy = tok[b].d;
+            }
+            let dy = _mm256_loadu_ps(dy.as_ptr());
+            for (r, row) in w.iter().enumerate() {
+                let x = &row[b];
+                let mut q = [_mm512_setzero_si512(); 4];
+                for (c, q) in q.iter_mut().enumerate() {
+                    let bytes = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        x.qs.as_ptr().add(32 * c).cast(),
+                    ));
+                    *q = _mm512_and_si512(_mm512_srlv_epi16(bytes, shift), nibble);
+                }
+                let mut scales = [0i16; 8];
+                let mut mins = [0i16; 16];
+                for j in 0..QK_K / 32 {
+                    let (sc, m) = scale_min_k4(j, &x.scales);
+                    scales[j] = sc as i16;
+                    mins[2 * j] = m as i16;
+                    mins[2 * j + 1] = m as i16;
+                }
+                let scales = _mm512_castsi128_si512(_mm_loadu_si128(scales.as_ptr().cast()));
+                let mut sc = [_mm512_setzero_si512(); 4];
+                for (c, sc) in sc.iter_mut().enumerate() {
+                    let (lo, hi) = (2 * c as i16, 2 * c as i16 + 1);
+                    let pick = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(_mm256_set1_epi16(lo)),
+                        _mm256_set1_epi16(hi),
+                    );
+                    *sc = _mm512_permutexvar_epi16(pick, scales);
+                }
+                let mins = _mm256_loadu_si256(mins.as_ptr().cast());
+                let mut sumi = [_mm256_setzero_si256(); 8];
+                let mut summin = [_mm256_setzero_si256(); 8];
+                for (t, tok) in a.iter().enumerate() {
+                    let y = &tok[b];
+                    let mut acc = _mm512_setzero_si512();
+                    for c in 0..4 {
+                        let yc = _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast());
+                        acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[c], yc), sc[c]);
+                    }
+                    sumi[t] = _mm256_add_epi32(
+                        _mm512_castsi512_si256(acc),
+                        _mm512_extracti64x4_epi64::<1>(acc),
+                    );
+                    summin[t] =
+                        _mm256_madd_epi16(mins, _mm256_loadu_si256(y.bsums.as_ptr().cast()));
+                }
+                let sumi = _mm256_cvtepi32_ps(lane_sums8(sumi));
+                let summin = _mm256_cvtepi32_ps(lane_sums8(summin));
+                // d * dy * sumi - dmin * dy * summin, lane by lane as the scalar expression.
+                let (d, dmin) = half_pair(x.d, x.dmin);
+                let plus = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(d), dy), sumi);
+                let minus = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(dmin), dy), summin);
+                sums[r] = _mm256_add_ps(sums[r], _mm256_sub_ps(plus, minus));
+            }
+        }
+        let mut out = [[0f32; T]; 4];
+        for (out, sums) in out.iter_mut().zip(sums) {
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
+            out.copy_from_slice(&lanes[..T]);
+        }
+        out
+    }
+}
+
+/// Four Q6_K rows against `T <= 8` tokens at the VNNI level, as [`q4_k_rows4`]: each 64
+/// unpacked quants in one 512-bit register, `vpmaddubsw` then `vpdpwssd` by their four
+/// 16-element scales, the `- 32` offset taken out through the activation's sums, the eight
+/// tokens' integers reduced together; the portable product's bits. Only for callers
+/// compiled with AVX-512 F, BW and VNNI.
+#[inline(always)]
+fn q6_k_rows4<const T: usize>(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; T]) -> [[f32; T]; 4] {
+    let n = super::quant::tile_blocks(&w, &a);
+    // SAFETY: AVX-512 F, BW, VL and VNNI available (the function's contract); loads read
+    // the activation's 256 quants and 16 sums, and the local arrays.
+    unsafe {
+        let mut sums = [_mm256_setzero_ps(); 4];
+        for b in 0..n {
+            let mut dy = [0f32; 8];
+            for (dy, tok) in dy.iter_mut().zip(&a) {
+                *dy = tok[b].d;
+            }
+            let dy = _mm256_loadu_ps(dy.as_ptr());
+            for (r, row) in w.iter().enumerate() {
+                let u = row[b].unpack();
+                let mut q = [_mm512_setzero_si512(); 4];
+                let mut sc = [_mm512_setzero_si512(); 4];
+                let scales = _mm512_castsi256_si512(u.scales16);
+                for c in 0..4 {
+                    q[c] =
+                        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(u.q[2 * c]), u.q[2 * c + 1]);
+                    // i16 lanes 8k..8k + 8 (quants 16k..16k + 16) take scale 4c + k.
+                    let first = 4 * c as i16;
+                    let pick = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(_mm256_setr_m128i(
+                            _mm_set1_epi16(first),
+                            _mm_set1_epi16(first + 1),
+                        )),
+                        _mm256_setr_m128i(_mm_set1_epi16(first + 2), _mm_set1_epi16(first + 3)),
+                    );
+                    sc[c] = _mm512_permutexvar_epi16(pick, scales);
+                }
+                let mut dots = [_mm256_setzero_si256(); 8];
+                let mut offsets = [_mm256_setzero_si256(); 8];
+                for (t, tok) in a.iter().enumerate() {
+                    let y = &tok[b];
+                    let mut acc = _mm512_setzero_si512();
+                    for c in 0..4 {
+                        let yc = _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast());
+                        acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[c], yc), sc[c]);
+                    }
+                    dots[t] = _mm256_add_epi32(
+                        _mm512_castsi512_si256(acc),
+                        _mm512_extracti64x4_epi64::<1>(acc),
+                    );
+                    offsets[t] =
+                        _mm256_madd_epi16(u.scales16, _mm256_loadu_si256(y.bsums.as_ptr().cast()));
+                }
+                // (q - 32) . y = q . y - 32 * sum(y), per 16-element scale: exact integers.
+                let sumi = _mm256_sub_epi32(
+                    lane_sums8(dots),
+                    _mm256_slli_epi32::<5>(lane_sums8(offsets)),
+                );
+                let dd = _mm256_mul_ps(_mm256_set1_ps(u.d), dy);
+                let value = _mm256_mul_ps(dd, _mm256_cvtepi32_ps(sumi));
+                sums[r] = _mm256_add_ps(sums[r], value);
+            }
+        }
+        let mut out = [[0f32; T]; 4];
+        for (out, sums) in out.iter_mut().zip(sums) {
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
+            out.copy_from_slice(&lanes[..T]);
         }
         out
     }
