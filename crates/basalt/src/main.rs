@@ -50,6 +50,11 @@ struct EngineArgs {
     /// Sequences decoded concurrently per model
     #[arg(long, default_value_t = 16)]
     max_running: usize,
+    /// After idling, how long a model's scheduler waits for more requests before starting
+    /// (again after each arrival), so that requests sent together start together; 0 starts
+    /// at once
+    #[arg(long, default_value_t = 2)]
+    admission_window_ms: u64,
 }
 
 impl EngineArgs {
@@ -61,6 +66,7 @@ impl EngineArgs {
         basalt_engine::EngineConfig {
             kv_budget_bytes: self.kv_cache_mb << 20,
             max_running: self.max_running.max(1),
+            admission_window: std::time::Duration::from_millis(self.admission_window_ms),
             ..Default::default()
         }
     }

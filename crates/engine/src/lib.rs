@@ -72,6 +72,10 @@ pub struct EngineConfig {
     /// beginning share them (prefix caching). Blocks no sequence holds are given back on
     /// demand.
     pub prefix_caching: bool,
+    /// After idling, how long the scheduler waits for another request before its first
+    /// step (again after each arrival): requests sent together start together. Zero
+    /// starts at once.
+    pub admission_window: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -83,6 +87,7 @@ impl Default for EngineConfig {
             prefill_chunk: 256,
             max_batch_tokens: 1024,
             prefix_caching: true,
+            admission_window: std::time::Duration::from_millis(2),
         }
     }
 }

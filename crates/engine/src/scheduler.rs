@@ -266,6 +266,7 @@ impl Scheduler {
                     Ok(seq) => self.waiting.push_back(seq),
                     Err(_) => return,
                 }
+                self.gather_burst();
             }
             while let Ok(seq) = self.inbox.try_recv() {
                 self.waiting.push_back(seq);
@@ -275,6 +276,20 @@ impl Scheduler {
             self.step();
             self.publish_counters();
             self.publish_cache();
+        }
+    }
+
+    /// Clients that start together send their requests over a few milliseconds. Started
+    /// alone, the first request's step would make the others wait for all of it before
+    /// their own prompts are read; so after idling, requests arriving within
+    /// `admission_window` of each other join the first step.
+    fn gather_burst(&mut self) {
+        let window = self.shared.config.admission_window;
+        if window.is_zero() {
+            return;
+        }
+        while let Ok(seq) = self.inbox.recv_timeout(window) {
+            self.waiting.push_back(seq);
         }
     }
 
@@ -747,21 +762,73 @@ mod tests {
         max_running: usize,
         max_waiting: usize,
     ) -> (Handle, Arc<Shared>) {
+        let config = EngineConfig {
+            kv_budget_bytes: budget_bytes,
+            max_running,
+            max_waiting,
+            prefill_chunk: 16,
+            max_batch_tokens: 64,
+            prefix_caching: true,
+            admission_window: std::time::Duration::ZERO,
+        };
+        scheduler_with(Box::new(CountingModel), config)
+    }
+
+    fn scheduler_with(
+        transformer: Box<dyn Transformer>,
+        config: EngineConfig,
+    ) -> (Handle, Arc<Shared>) {
         let shared = Arc::new(Shared {
-            transformer: Box::new(CountingModel),
+            transformer,
             tokenizer: tokenizer(),
-            budget: KvBudget::new(budget_bytes),
-            config: EngineConfig {
-                kv_budget_bytes: budget_bytes,
-                max_running,
-                max_waiting,
-                prefill_chunk: 16,
-                max_batch_tokens: 64,
-                prefix_caching: true,
-            },
+            budget: KvBudget::new(config.kv_budget_bytes),
+            config,
             cached_bytes: Default::default(),
         });
         (start(Arc::clone(&shared)).unwrap(), shared)
+    }
+
+    /// [`CountingModel`] that also records how many sequences each forward pass carried.
+    struct RecordingModel(Arc<std::sync::Mutex<Vec<usize>>>);
+
+    impl Transformer for RecordingModel {
+        fn vocab_size(&self) -> usize {
+            CountingModel.vocab_size()
+        }
+        fn context_length(&self) -> usize {
+            CountingModel.context_length()
+        }
+        fn kv_shape(&self) -> KvShape {
+            CountingModel.kv_shape()
+        }
+        fn run_batch(&self, batch: &mut [BatchSeq<'_>], s: &mut ActScratch, logits: &mut [f32]) {
+            if let Ok(mut sizes) = self.0.lock() {
+                sizes.push(batch.len());
+            }
+            CountingModel.run_batch(batch, s, logits);
+        }
+    }
+
+    #[test]
+    fn requests_arriving_together_at_an_idle_scheduler_share_its_first_step() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        // A generous window, so that the test does not depend on how fast it submits.
+        let config = EngineConfig {
+            kv_budget_bytes: 1 << 20,
+            prefill_chunk: 16,
+            max_batch_tokens: 64,
+            admission_window: std::time::Duration::from_millis(300),
+            ..Default::default()
+        };
+        let (handle, _) = scheduler_with(Box::new(RecordingModel(Arc::clone(&sizes))), config);
+        let rxs: Vec<_> = (0..3)
+            .map(|_| handle.enqueue(request(2)).unwrap())
+            .collect();
+        for rx in rxs {
+            drain(rx);
+        }
+        let sizes = sizes.lock().map(|s| s.clone()).unwrap_or_default();
+        assert_eq!(sizes.first(), Some(&3), "forward passes: {sizes:?}");
     }
 
     fn request(max_tokens: usize) -> PreparedRequest {
