@@ -657,7 +657,7 @@ fn tiles_equal_one_row(isa: Isa) {
     );
 }
 
-/// The four-row, eight-token tiles (two rows per 512-bit register at the VNNI level) give
+/// The four-row, eight-token tiles (four rows per 512-bit register at the VNNI level) give
 /// every (row, token) exactly what the one-row product gives it, at every level.
 #[test]
 fn eight_token_tiles_equal_one_row_products_bit_for_bit() {

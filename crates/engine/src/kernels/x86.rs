@@ -846,8 +846,8 @@ macro_rules! signed_rows4_kernels {
     )*};
 }
 
-/// The AVX-512 kernels: products of four rows at once, the signed formats' four rows in
-/// one register per token, Q4_1's two rows per register.
+/// The AVX-512 kernels: products of four rows at once, for the 32-element formats the four
+/// rows' lanes in one register per token, for the K-quants 64 quants of a row per register.
 pub mod avx512 {
     use super::*;
 
