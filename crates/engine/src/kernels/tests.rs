@@ -663,20 +663,26 @@ fn tiles_equal_one_row(isa: Isa) {
 fn eight_token_tiles_equal_one_row_products_bit_for_bit() {
     let mut rng = Lcg(47);
     let xs: Vec<Vec<f32>> = (0..8).map(|_| activations(&mut rng)).collect();
-    let acts = quantized(&xs, quantize_q8_0);
-    let a8: [&[ActQ8_0]; 8] = std::array::from_fn(|t| &acts[t][..]);
+    let (a0, a1, ak) = (
+        quantized(&xs, quantize_q8_0),
+        quantized(&xs, quantize_q8_1),
+        quantized(&xs, quantize_q8_k),
+    );
+    let a8: [&[ActQ8_0]; 8] = std::array::from_fn(|t| &a0[t][..]);
+    let a18: [&[ActQ8_1]; 8] = std::array::from_fn(|t| &a1[t][..]);
+    let ak8: [&[BlockQ8K]; 8] = std::array::from_fn(|t| &ak[t][..]);
     macro_rules! check_tile8 {
-        ($block:ty, $dot:ident, $tile8_at:ident, $fix:expr) => {{
-            let per_row = N / 32;
+        ($block:ty, $elements:expr, $acts:expr, $dot:ident, $tile8_at:ident, $fix:expr) => {{
+            let per_row = N / $elements;
             let w: Vec<$block> = random_bytes(&mut rng, 4 * per_row, $fix);
             let rows: Vec<&[$block]> = w.chunks_exact(per_row).collect();
             for isa in Isa::available() {
-                let tile = $tile8_at(isa, [rows[0], rows[1], rows[2], rows[3]], a8);
+                let tile = $tile8_at(isa, [rows[0], rows[1], rows[2], rows[3]], $acts);
                 for (r, by_token) in tile.iter().enumerate() {
                     for (t, got) in by_token.iter().enumerate() {
                         assert_eq!(
                             got.to_bits(),
-                            at::$dot(isa, rows[r], a8[t]).to_bits(),
+                            at::$dot(isa, rows[r], $acts[t]).to_bits(),
                             "{} {} row {r} token {t}",
                             stringify!($tile8_at),
                             isa.name()
@@ -688,95 +694,72 @@ fn eight_token_tiles_equal_one_row_products_bit_for_bit() {
     }
     check_tile8!(
         BlockQ4_0,
+        QK,
+        a8,
         dot_q4_0,
         tile8_q4_0_at,
-        |b: &mut BlockQ4_0, r| b.d = r.scale()
+        |b: &mut BlockQ4_0, r| { b.d = r.scale() }
     );
     check_tile8!(
         BlockQ5_0,
+        QK,
+        a8,
         dot_q5_0,
         tile8_q5_0_at,
-        |b: &mut BlockQ5_0, r| b.d = r.scale()
+        |b: &mut BlockQ5_0, r| { b.d = r.scale() }
     );
     check_tile8!(
         BlockQ8_0,
+        QK,
+        a8,
         dot_q8_0,
         tile8_q8_0_at,
-        |b: &mut BlockQ8_0, r| b.d = r.scale()
+        |b: &mut BlockQ8_0, r| { b.d = r.scale() }
     );
-    let a1 = quantized(&xs, quantize_q8_1);
-    let a18: [&[ActQ8_1]; 8] = std::array::from_fn(|t| &a1[t][..]);
-    let w: Vec<BlockQ4_1> = random_bytes(&mut rng, 4 * (N / 32), |b: &mut BlockQ4_1, r| {
-        b.d = r.scale();
-        b.m = f16::from_f32(-r.f32().abs() * 0.1);
-    });
-    let rows: Vec<&[BlockQ4_1]> = w.chunks_exact(N / 32).collect();
-    for isa in Isa::available() {
-        let tile = tile8_q4_1_at(isa, [rows[0], rows[1], rows[2], rows[3]], a18);
-        for (r, by_token) in tile.iter().enumerate() {
-            for (t, got) in by_token.iter().enumerate() {
-                assert_eq!(
-                    got.to_bits(),
-                    at::dot_q4_1(isa, rows[r], a18[t]).to_bits(),
-                    "tile8_q4_1 {} row {r} token {t}",
-                    isa.name()
-                );
-            }
+    // Q8_0 weights of -128 (a file may hold them) and 127.
+    check_tile8!(
+        BlockQ8_0,
+        QK,
+        a8,
+        dot_q8_0,
+        tile8_q8_0_at,
+        |b: &mut BlockQ8_0, r| {
+            b.d = r.scale();
+            b.qs[0] = -128;
+            b.qs[1] = 127;
         }
-    }
-    // Q8_0 weights of -128 (a file may hold them) and activations at both ends.
-    let w: Vec<BlockQ8_0> = random_bytes(&mut rng, 4 * (N / 32), |b: &mut BlockQ8_0, r| {
-        b.d = r.scale();
-        b.qs[0] = -128;
-        b.qs[1] = 127;
-    });
-    let rows: Vec<&[BlockQ8_0]> = w.chunks_exact(N / 32).collect();
-    for isa in Isa::available() {
-        let tile = tile8_q8_0_at(isa, [rows[0], rows[1], rows[2], rows[3]], a8);
-        for (r, by_token) in tile.iter().enumerate() {
-            for (t, got) in by_token.iter().enumerate() {
-                assert_eq!(got.to_bits(), at::dot_q8_0(isa, rows[r], a8[t]).to_bits());
-            }
+    );
+    check_tile8!(
+        BlockQ4_1,
+        QK,
+        a18,
+        dot_q4_1,
+        tile8_q4_1_at,
+        |b: &mut BlockQ4_1, r| {
+            b.d = r.scale();
+            b.m = f16::from_f32(-r.f32().abs() * 0.1);
         }
-    }
-    // Q4_K, whose one-row product equals the portable one (checked above).
-    let ak = quantized(&xs, quantize_q8_k);
-    let ak8: [&[BlockQ8K]; 8] = std::array::from_fn(|t| &ak[t][..]);
-    let w: Vec<BlockQ4K> = random_bytes(&mut rng, 4 * (N / QK_K), |b: &mut BlockQ4K, r| {
-        b.d = r.scale();
-        b.dmin = r.scale();
-    });
-    let rows: Vec<&[BlockQ4K]> = w.chunks_exact(N / QK_K).collect();
-    for isa in Isa::available() {
-        let tile = tile8_q4_k_at(isa, [rows[0], rows[1], rows[2], rows[3]], ak8);
-        for (r, by_token) in tile.iter().enumerate() {
-            for (t, got) in by_token.iter().enumerate() {
-                assert_eq!(
-                    got.to_bits(),
-                    at::dot_q4_k(isa, rows[r], ak8[t]).to_bits(),
-                    "tile8_q4_k {} row {r} token {t}",
-                    isa.name()
-                );
-            }
+    );
+    // The K-quants, whose one-row products equal the portable ones (checked above).
+    check_tile8!(
+        BlockQ4K,
+        QK_K,
+        ak8,
+        dot_q4_k,
+        tile8_q4_k_at,
+        |b: &mut BlockQ4K, r| {
+            b.d = r.scale();
+            b.dmin = r.scale();
         }
-    }
-    let w: Vec<BlockQ6K> = random_bytes(&mut rng, 4 * (N / QK_K), |b: &mut BlockQ6K, r| {
-        b.d = r.scale()
-    });
-    let rows: Vec<&[BlockQ6K]> = w.chunks_exact(N / QK_K).collect();
-    for isa in Isa::available() {
-        let tile = tile8_q6_k_at(isa, [rows[0], rows[1], rows[2], rows[3]], ak8);
-        for (r, by_token) in tile.iter().enumerate() {
-            for (t, got) in by_token.iter().enumerate() {
-                assert_eq!(
-                    got.to_bits(),
-                    at::dot_q6_k(isa, rows[r], ak8[t]).to_bits(),
-                    "tile8_q6_k {} row {r} token {t}",
-                    isa.name()
-                );
-            }
-        }
-    }
+    );
+    check_tile8!(
+        BlockQ6K,
+        QK_K,
+        ak8,
+        dot_q6_k,
+        tile8_q6_k_at,
+        |b: &mut BlockQ6K, r| { b.d = r.scale() }
+    );
 }
 
 /// The GELU table holds, for every f16 input, what rounding, `gelu_tanh` and rounding again

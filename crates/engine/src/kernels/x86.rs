@@ -974,6 +974,30 @@ fn lane_sums8(v: [__m256i; 8]) -> __m256i {
     }
 }
 
+/// Super-block `b`'s activation scale of each of the `T <= 8` tokens, lane t for token t.
+#[inline(always)]
+fn k_token_scales<const T: usize>(a: &[&[BlockQ8K]; T], b: usize) -> __m256 {
+    let mut dy = [0f32; 8];
+    for (dy, tok) in dy.iter_mut().zip(a) {
+        *dy = tok[b].d;
+    }
+    // SAFETY: AVX available (module contract); reads the 8 floats of `dy`.
+    unsafe { _mm256_loadu_ps(dy.as_ptr()) }
+}
+
+/// `[row][token]` from four rows' sums held one token per lane.
+#[inline(always)]
+fn k_rows_by_token<const T: usize>(sums: [__m256; 4]) -> [[f32; T]; 4] {
+    let mut out = [[0f32; T]; 4];
+    for (out, sums) in out.iter_mut().zip(sums) {
+        let mut lanes = [0f32; 8];
+        // SAFETY: AVX available (module contract); writes the 8 floats of `lanes`.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sums) };
+        out.copy_from_slice(&lanes[..T]);
+    }
+    out
+}
+
 /// Four Q4_K rows against `T <= 8` tokens at the VNNI level: per row, each 64 quants (two
 /// sub-blocks) sit in one 512-bit register (`vpmaddubsw` against the activation, then
 /// `vpdpwssd` by the two sub-blocks' scales), and the eight tokens' integer sums are
@@ -992,11 +1016,7 @@ fn q4_k_rows4<const T: usize>(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; T]) -> [[f32
         let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
         let mut sums = [_mm256_setzero_ps(); 4];
         for b in 0..n {
-            let mut dy = [0f32; 8];
-            for (dy, tok) in dy.iter_mut().zip(&a) {
-                *dy = tok[b].d;
-            }
-            let dy = _mm256_loadu_ps(dy.as_ptr());
+            let dy = k_token_scales(&a, b);
             for (r, row) in w.iter().enumerate() {
                 let x = &row[b];
                 let mut q = [_mm512_setzero_si512(); 4];
@@ -1050,13 +1070,7 @@ fn q4_k_rows4<const T: usize>(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; T]) -> [[f32
                 sums[r] = _mm256_add_ps(sums[r], _mm256_sub_ps(plus, minus));
             }
         }
-        let mut out = [[0f32; T]; 4];
-        for (out, sums) in out.iter_mut().zip(sums) {
-            let mut lanes = [0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
-            out.copy_from_slice(&lanes[..T]);
-        }
-        out
+        k_rows_by_token(sums)
     }
 }
 
@@ -1073,11 +1087,7 @@ fn q6_k_rows4<const T: usize>(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; T]) -> [[f32
     unsafe {
         let mut sums = [_mm256_setzero_ps(); 4];
         for b in 0..n {
-            let mut dy = [0f32; 8];
-            for (dy, tok) in dy.iter_mut().zip(&a) {
-                *dy = tok[b].d;
-            }
-            let dy = _mm256_loadu_ps(dy.as_ptr());
+            let dy = k_token_scales(&a, b);
             for (r, row) in w.iter().enumerate() {
                 let u = row[b].unpack();
                 let mut q = [_mm512_setzero_si512(); 4];
@@ -1123,13 +1133,7 @@ fn q6_k_rows4<const T: usize>(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; T]) -> [[f32
                 sums[r] = _mm256_add_ps(sums[r], value);
             }
         }
-        let mut out = [[0f32; T]; 4];
-        for (out, sums) in out.iter_mut().zip(sums) {
-            let mut lanes = [0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), sums);
-            out.copy_from_slice(&lanes[..T]);
-        }
-        out
+        k_rows_by_token(sums)
     }
 }
 
