@@ -985,6 +985,34 @@ fn k_token_scales<const T: usize>(a: &[&[BlockQ8K]; T], b: usize) -> __m256 {
     unsafe { _mm256_loadu_ps(dy.as_ptr()) }
 }
 
+/// One unpacked K-quant super-block (`q`: 64 quants per register, `sc`: their scales as
+/// i16 lanes) against one activation super-block: the scaled products in eight i32 lanes,
+/// and `per16` (one i16 per 16 quants) times the activation's sums of 16 in eight more.
+/// Only for callers compiled with AVX-512 F, BW and VNNI.
+#[inline(always)]
+fn k_token_sums(
+    q: &[__m512i; 4],
+    sc: &[__m512i; 4],
+    per16: __m256i,
+    y: &BlockQ8K,
+) -> (__m256i, __m256i) {
+    // SAFETY: AVX-512 F, BW and VNNI available (the function's contract); loads read the
+    // activation's 256 quants and its 16 sums.
+    unsafe {
+        let mut acc = _mm512_setzero_si512();
+        for c in 0..4 {
+            let yc = _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast());
+            acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[c], yc), sc[c]);
+        }
+        let products = _mm256_add_epi32(
+            _mm512_castsi512_si256(acc),
+            _mm512_extracti64x4_epi64::<1>(acc),
+        );
+        let sums = _mm256_madd_epi16(per16, _mm256_loadu_si256(y.bsums.as_ptr().cast()));
+        (products, sums)
+    }
+}
+
 /// `[row][token]` from four rows' sums held one token per lane.
 #[inline(always)]
 fn k_rows_by_token<const T: usize>(sums: [__m256; 4]) -> [[f32; T]; 4] {
@@ -1048,18 +1076,7 @@ fn q4_k_rows4<const T: usize>(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; T]) -> [[f32
                 let mut sumi = [_mm256_setzero_si256(); 8];
                 let mut summin = [_mm256_setzero_si256(); 8];
                 for (t, tok) in a.iter().enumerate() {
-                    let y = &tok[b];
-                    let mut acc = _mm512_setzero_si512();
-                    for c in 0..4 {
-                        let yc = _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast());
-                        acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[c], yc), sc[c]);
-                    }
-                    sumi[t] = _mm256_add_epi32(
-                        _mm512_castsi512_si256(acc),
-                        _mm512_extracti64x4_epi64::<1>(acc),
-                    );
-                    summin[t] =
-                        _mm256_madd_epi16(mins, _mm256_loadu_si256(y.bsums.as_ptr().cast()));
+                    (sumi[t], summin[t]) = k_token_sums(&q, &sc, mins, &tok[b]);
                 }
                 let sumi = _mm256_cvtepi32_ps(lane_sums8(sumi));
                 let summin = _mm256_cvtepi32_ps(lane_sums8(summin));
@@ -1110,18 +1127,7 @@ fn q6_k_rows4<const T: usize>(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; T]) -> [[f32
                 let mut dots = [_mm256_setzero_si256(); 8];
                 let mut offsets = [_mm256_setzero_si256(); 8];
                 for (t, tok) in a.iter().enumerate() {
-                    let y = &tok[b];
-                    let mut acc = _mm512_setzero_si512();
-                    for c in 0..4 {
-                        let yc = _mm512_loadu_si512(y.qs.as_ptr().add(64 * c).cast());
-                        acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(q[c], yc), sc[c]);
-                    }
-                    dots[t] = _mm256_add_epi32(
-                        _mm512_castsi512_si256(acc),
-                        _mm512_extracti64x4_epi64::<1>(acc),
-                    );
-                    offsets[t] =
-                        _mm256_madd_epi16(u.scales16, _mm256_loadu_si256(y.bsums.as_ptr().cast()));
+                    (dots[t], offsets[t]) = k_token_sums(&q, &sc, u.scales16, &tok[b]);
                 }
                 // (q - 32) . y = q . y - 32 * sum(y), per 16-element scale: exact integers.
                 let sumi = _mm256_sub_epi32(
