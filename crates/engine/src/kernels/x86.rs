@@ -1054,14 +1054,7 @@ fn q4_k_rows4<const T: usize>(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; T]) -> [[f32
                     ));
                     *q = _mm512_and_si512(_mm512_srlv_epi16(bytes, shift), nibble);
                 }
-                let mut scales = [0i16; 8];
-                let mut mins = [0i16; 16];
-                for j in 0..QK_K / 32 {
-                    let (sc, m) = scale_min_k4(j, &x.scales);
-                    scales[j] = sc as i16;
-                    mins[2 * j] = m as i16;
-                    mins[2 * j + 1] = m as i16;
-                }
+                let (scales, mins) = q4k_scales_and_mins(&x.scales);
                 let scales = _mm512_castsi128_si512(_mm_loadu_si128(scales.as_ptr().cast()));
                 let mut sc = [_mm512_setzero_si512(); 4];
                 for (c, sc) in sc.iter_mut().enumerate() {
@@ -1333,6 +1326,21 @@ struct Q4kUnpacked {
     dmin: f32,
 }
 
+/// A Q4_K super-block's eight 6-bit sub-block scales, and its eight mins each twice (lane
+/// `i` pairs with the activation's `bsums[i]`, a sum of 16 quants; a sub-block is 32).
+#[inline(always)]
+fn q4k_scales_and_mins(packed: &[u8; 12]) -> ([i16; 8], [i16; 16]) {
+    let mut scales = [0i16; 8];
+    let mut mins = [0i16; 16];
+    for j in 0..QK_K / 32 {
+        let (s, m) = scale_min_k4(j, packed);
+        scales[j] = s as i16;
+        mins[2 * j] = m as i16;
+        mins[2 * j + 1] = m as i16;
+    }
+    (scales, mins)
+}
+
 impl KQuantBlock for BlockQ4K {
     type Unpacked = Q4kUnpacked;
 
@@ -1350,14 +1358,7 @@ impl KQuantBlock for BlockQ4K {
             }
             q
         };
-        let mut scales = [0i16; 8];
-        let mut mins = [0i16; 16];
-        for j in 0..QK_K / 32 {
-            let (s, m) = scale_min_k4(j, &self.scales);
-            scales[j] = s as i16;
-            mins[2 * j] = m as i16;
-            mins[2 * j + 1] = m as i16;
-        }
+        let (scales, mins) = q4k_scales_and_mins(&self.scales);
         // SAFETY: AVX available (module contract); reads the 32 bytes of `mins`.
         let mins = unsafe { _mm256_loadu_si256(mins.as_ptr().cast()) };
         let (d, dmin) = half_pair(self.d, self.dmin);
