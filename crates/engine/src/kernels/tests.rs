@@ -562,6 +562,27 @@ fn four_rows_equal_one_row(isa: Isa) {
     );
 }
 
+/// Asserts that `tile[r][t]` has the bits of `dot(rows[r], acts[t])`.
+fn assert_tile_is_one_row_products<W, A, const T: usize>(
+    name: &str,
+    isa: Isa,
+    tile: &[[f32; T]; 4],
+    rows: &[&[W]],
+    acts: [&[A]; T],
+    dot: impl Fn(&[W], &[A]) -> f32,
+) {
+    for (r, by_token) in tile.iter().enumerate() {
+        for (t, got) in by_token.iter().enumerate() {
+            assert_eq!(
+                got.to_bits(),
+                dot(rows[r], acts[t]).to_bits(),
+                "{name} {} row {r} token {t}",
+                isa.name()
+            );
+        }
+    }
+}
+
 /// The four-by-four register tiles give every (row, token) exactly what the one-row
 /// product gives it.
 #[test]
@@ -587,17 +608,10 @@ fn tiles_equal_one_row(isa: Isa) {
                 [rows[0], rows[1], rows[2], rows[3]],
                 [&acts[0], &acts[1], &acts[2], &acts[3]],
             );
-            for (r, by_token) in tile.iter().enumerate() {
-                for (t, got) in by_token.iter().enumerate() {
-                    assert_eq!(
-                        got.to_bits(),
-                        at::$dot(isa, rows[r], &acts[t]).to_bits(),
-                        "{} {} row {r} token {t}",
-                        stringify!($tile),
-                        isa.name()
-                    );
-                }
-            }
+            let acts = [&acts[0][..], &acts[1], &acts[2], &acts[3]];
+            assert_tile_is_one_row_products(stringify!($tile), isa, &tile, &rows, acts, |w, a| {
+                at::$dot(isa, w, a)
+            });
         }};
     }
     check_tile!(
@@ -678,17 +692,10 @@ fn eight_token_tiles_equal_one_row_products_bit_for_bit() {
             let rows: Vec<&[$block]> = w.chunks_exact(per_row).collect();
             for isa in Isa::available() {
                 let tile = $tile8_at(isa, [rows[0], rows[1], rows[2], rows[3]], $acts);
-                for (r, by_token) in tile.iter().enumerate() {
-                    for (t, got) in by_token.iter().enumerate() {
-                        assert_eq!(
-                            got.to_bits(),
-                            at::$dot(isa, rows[r], $acts[t]).to_bits(),
-                            "{} {} row {r} token {t}",
-                            stringify!($tile8_at),
-                            isa.name()
-                        );
-                    }
-                }
+                let name = stringify!($tile8_at);
+                assert_tile_is_one_row_products(name, isa, &tile, &rows, $acts, |w, a| {
+                    at::$dot(isa, w, a)
+                });
             }
         }};
     }
