@@ -583,98 +583,11 @@ fn assert_tile_is_one_row_products<W, A, const T: usize>(
     }
 }
 
-/// The four-by-four register tiles give every (row, token) exactly what the one-row
-/// product gives it.
+/// The register tiles, four rows by four and by eight tokens (four rows per 512-bit
+/// register at the VNNI level), give every (row, token) exactly what the one-row product
+/// gives it, at every level.
 #[test]
 fn tiles_equal_one_row_products_bit_for_bit() {
-    for isa in Isa::available() {
-        tiles_equal_one_row(isa);
-    }
-}
-
-fn tiles_equal_one_row(isa: Isa) {
-    let mut rng = Lcg(29);
-    let xs: Vec<Vec<f32>> = (0..4).map(|_| activations(&mut rng)).collect();
-    let a0: Vec<Vec<ActQ8_0>> = quantized(&xs, quantize_q8_0);
-    let a1: Vec<Vec<ActQ8_1>> = quantized(&xs, quantize_q8_1);
-    macro_rules! check_tile {
-        ($block:ty, $elems:expr, $acts:expr, $dot:ident, $tile:ident, $fix:expr) => {{
-            let per_row = N / $elems;
-            let w: Vec<$block> = random_bytes(&mut rng, 4 * per_row, $fix);
-            let rows: Vec<&[$block]> = w.chunks_exact(per_row).collect();
-            let acts = &$acts;
-            let tile = at::$tile(
-                isa,
-                [rows[0], rows[1], rows[2], rows[3]],
-                [&acts[0], &acts[1], &acts[2], &acts[3]],
-            );
-            let acts = [&acts[0][..], &acts[1], &acts[2], &acts[3]];
-            assert_tile_is_one_row_products(stringify!($tile), isa, &tile, &rows, acts, |w, a| {
-                at::$dot(isa, w, a)
-            });
-        }};
-    }
-    check_tile!(
-        BlockQ4_0,
-        32,
-        a0,
-        dot_q4_0,
-        tile_q4_0,
-        |b: &mut BlockQ4_0, r| b.d = r.scale()
-    );
-    check_tile!(
-        BlockQ5_0,
-        32,
-        a0,
-        dot_q5_0,
-        tile_q5_0,
-        |b: &mut BlockQ5_0, r| b.d = r.scale()
-    );
-    check_tile!(
-        BlockQ8_0,
-        32,
-        a0,
-        dot_q8_0,
-        tile_q8_0,
-        |b: &mut BlockQ8_0, r| b.d = r.scale()
-    );
-    check_tile!(
-        BlockQ4_1,
-        32,
-        a1,
-        dot_q4_1,
-        tile_q4_1,
-        |b: &mut BlockQ4_1, r| {
-            b.d = r.scale();
-            b.m = f16::from_f32(-r.f32().abs() * 0.1);
-        }
-    );
-    let ak: Vec<Vec<BlockQ8K>> = quantized(&xs, quantize_q8_k);
-    check_tile!(
-        BlockQ4K,
-        QK_K,
-        ak,
-        dot_q4_k,
-        tile_q4_k,
-        |b: &mut BlockQ4K, r| {
-            b.d = r.scale();
-            b.dmin = r.scale();
-        }
-    );
-    check_tile!(
-        BlockQ6K,
-        QK_K,
-        ak,
-        dot_q6_k,
-        tile_q6_k,
-        |b: &mut BlockQ6K, r| b.d = r.scale()
-    );
-}
-
-/// The four-row, eight-token tiles (four rows per 512-bit register at the VNNI level) give
-/// every (row, token) exactly what the one-row product gives it, at every level.
-#[test]
-fn eight_token_tiles_equal_one_row_products_bit_for_bit() {
     let mut rng = Lcg(47);
     let xs: Vec<Vec<f32>> = (0..8).map(|_| activations(&mut rng)).collect();
     let (a0, a1, ak) = (
@@ -685,50 +598,57 @@ fn eight_token_tiles_equal_one_row_products_bit_for_bit() {
     let a8: [&[ActQ8_0]; 8] = std::array::from_fn(|t| &a0[t][..]);
     let a18: [&[ActQ8_1]; 8] = std::array::from_fn(|t| &a1[t][..]);
     let ak8: [&[BlockQ8K]; 8] = std::array::from_fn(|t| &ak[t][..]);
-    macro_rules! check_tile8 {
-        ($block:ty, $elements:expr, $acts:expr, $dot:ident, $tile8_at:ident, $fix:expr) => {{
+    macro_rules! check_tiles {
+        ($block:ty, $elements:expr, $acts:expr, $dot:ident, $tile:ident, $tile8_at:ident, $fix:expr) => {{
             let per_row = N / $elements;
             let w: Vec<$block> = random_bytes(&mut rng, 4 * per_row, $fix);
             let rows: Vec<&[$block]> = w.chunks_exact(per_row).collect();
+            let four = [rows[0], rows[1], rows[2], rows[3]];
+            let acts4 = [$acts[0], $acts[1], $acts[2], $acts[3]];
             for isa in Isa::available() {
-                let tile = $tile8_at(isa, [rows[0], rows[1], rows[2], rows[3]], $acts);
+                let dot = |w: &[$block], a: &_| at::$dot(isa, w, a);
+                let tile = at::$tile(isa, four, acts4);
+                assert_tile_is_one_row_products(stringify!($tile), isa, &tile, &rows, acts4, dot);
+                let tile = $tile8_at(isa, four, $acts);
                 let name = stringify!($tile8_at);
-                assert_tile_is_one_row_products(name, isa, &tile, &rows, $acts, |w, a| {
-                    at::$dot(isa, w, a)
-                });
+                assert_tile_is_one_row_products(name, isa, &tile, &rows, $acts, dot);
             }
         }};
     }
-    check_tile8!(
+    check_tiles!(
         BlockQ4_0,
         QK,
         a8,
         dot_q4_0,
+        tile_q4_0,
         tile8_q4_0_at,
         |b: &mut BlockQ4_0, r| { b.d = r.scale() }
     );
-    check_tile8!(
+    check_tiles!(
         BlockQ5_0,
         QK,
         a8,
         dot_q5_0,
+        tile_q5_0,
         tile8_q5_0_at,
         |b: &mut BlockQ5_0, r| { b.d = r.scale() }
     );
-    check_tile8!(
+    check_tiles!(
         BlockQ8_0,
         QK,
         a8,
         dot_q8_0,
+        tile_q8_0,
         tile8_q8_0_at,
         |b: &mut BlockQ8_0, r| { b.d = r.scale() }
     );
     // Q8_0 weights of -128 (a file may hold them) and 127.
-    check_tile8!(
+    check_tiles!(
         BlockQ8_0,
         QK,
         a8,
         dot_q8_0,
+        tile_q8_0,
         tile8_q8_0_at,
         |b: &mut BlockQ8_0, r| {
             b.d = r.scale();
@@ -736,11 +656,12 @@ fn eight_token_tiles_equal_one_row_products_bit_for_bit() {
             b.qs[1] = 127;
         }
     );
-    check_tile8!(
+    check_tiles!(
         BlockQ4_1,
         QK,
         a18,
         dot_q4_1,
+        tile_q4_1,
         tile8_q4_1_at,
         |b: &mut BlockQ4_1, r| {
             b.d = r.scale();
@@ -748,22 +669,24 @@ fn eight_token_tiles_equal_one_row_products_bit_for_bit() {
         }
     );
     // The K-quants, whose one-row products equal the portable ones (checked above).
-    check_tile8!(
+    check_tiles!(
         BlockQ4K,
         QK_K,
         ak8,
         dot_q4_k,
+        tile_q4_k,
         tile8_q4_k_at,
         |b: &mut BlockQ4K, r| {
             b.d = r.scale();
             b.dmin = r.scale();
         }
     );
-    check_tile8!(
+    check_tiles!(
         BlockQ6K,
         QK_K,
         ak8,
         dot_q6_k,
+        tile_q6_k,
         tile8_q6_k_at,
         |b: &mut BlockQ6K, r| { b.d = r.scale() }
     );
