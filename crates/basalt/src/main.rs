@@ -52,8 +52,8 @@ struct EngineArgs {
     max_running: usize,
     /// After idling, how long a model's scheduler waits for more requests before starting
     /// (again after each arrival), so that requests sent together start together; 0 starts
-    /// at once
-    #[arg(long, default_value_t = 2)]
+    /// at once (at most 1000)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=1000))]
     admission_window_ms: u64,
 }
 
