@@ -9,7 +9,6 @@ use basalt_engine::kernels::ActScratch;
 use basalt_engine::kv::{KvBudget, SeqKv};
 use basalt_engine::model::BatchSeq;
 use basalt_engine::{argmax, model, Rng};
-use basalt_gguf::GgufFile;
 
 use crate::CliResult;
 
@@ -32,6 +31,9 @@ pub struct BenchArgs {
     /// Also measure aggregate decode with this many sequences decoding in one batch
     #[arg(long, value_delimiter = ',')]
     batch: Vec<usize>,
+    /// Read weights from the file's page-cache mapping, as `serve --mmap-weights` does
+    #[arg(long)]
+    mmap_weights: bool,
 }
 
 /// Tokens with ids spread over the vocabulary, as llama-bench uses random tokens.
@@ -44,7 +46,7 @@ fn synthetic_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
 
 pub fn run(args: BenchArgs) -> CliResult {
     basalt_engine::set_compute_threads(args.threads);
-    let file = GgufFile::open(&args.model)?;
+    let file = basalt_engine::open_weights(&args.model, args.mmap_weights)?;
     let transformer = model::load(&file)?;
     let vocab = transformer.vocab_size();
     let budget = KvBudget::new(usize::MAX / 2);

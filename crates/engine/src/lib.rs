@@ -1,9 +1,9 @@
 //! Basalt's in-process inference engine.
 //!
-//! A [`LoadedModel`] owns one model's weights (memory-mapped, never expanded), tokenizer and
-//! chat template, and one dedicated scheduler thread. [`LoadedModel::submit`] turns a
-//! canonical [`GenerateRequest`] into tokens, validates it against the context window, and
-//! hands it to the scheduler; the caller gets a channel of [`GenerateEvent`]s. Dropping the
+//! A [`LoadedModel`] owns one model's weights (kept in their GGUF encoding, never
+//! expanded), tokenizer and chat template, and one dedicated scheduler thread.
+//! [`LoadedModel::submit`] turns a canonical [`GenerateRequest`] into tokens, validates it
+//! against the context window, and hands it to the scheduler; the caller gets a channel of [`GenerateEvent`]s. Dropping the
 //! receiver cancels the request: the scheduler notices at its next step and frees the
 //! sequence's KV memory at once.
 //!
@@ -76,6 +76,10 @@ pub struct EngineConfig {
     /// step (again after each arrival): requests sent together start together. Zero
     /// starts at once.
     pub admission_window: std::time::Duration,
+    /// Serve weights from the file's page-cache mapping rather than a private copy in huge
+    /// pages (see [`open_weights`]): quicker to start and shared between processes, but
+    /// slower per token.
+    pub map_weights: bool,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +92,7 @@ impl Default for EngineConfig {
             max_batch_tokens: 1024,
             prefix_caching: true,
             admission_window: std::time::Duration::from_millis(2),
+            map_weights: false,
         }
     }
 }
@@ -139,6 +144,37 @@ pub struct Accounting {
     pub outcome: Outcome,
 }
 
+/// Opens a GGUF file for serving: read into huge pages ([`GgufFile::load_resident`]), which
+/// decodes faster, unless `map` asks for the page-cache mapping or the file is larger than
+/// the memory the system has available, where a private copy would only push the weights
+/// out to swap.
+pub fn open_weights(path: &Path, map: bool) -> Result<GgufFile, EngineError> {
+    if map {
+        return Ok(GgufFile::open(path)?);
+    }
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    match available_memory() {
+        Some(available) if size > available => {
+            tracing::warn!(
+                path = %path.display(),
+                size_mb = size >> 20,
+                available_mb = available >> 20,
+                "the model is larger than available memory: serving it from a file mapping"
+            );
+            Ok(GgufFile::open(path)?)
+        }
+        _ => Ok(GgufFile::load_resident(path)?),
+    }
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes; `None` where the system does not say.
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 pub struct LoadedModel {
     shared: Arc<scheduler::Shared>,
     handle: scheduler::Handle,
@@ -148,9 +184,9 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Memory-maps and loads a GGUF model, then starts its scheduler thread.
+    /// Opens a GGUF model (see [`open_weights`]), then starts its scheduler thread.
     pub fn load(path: &Path, config: EngineConfig) -> Result<Self, EngineError> {
-        let file = GgufFile::open(path)?;
+        let file = open_weights(path, config.map_weights)?;
         let tokenizer = Tokenizer::from_gguf(file.header())?;
         let transformer = model::load(&file)?;
         if transformer.vocab_size() > tokenizer.vocab_size() {

@@ -770,6 +770,7 @@ mod tests {
             max_batch_tokens: 64,
             prefix_caching: true,
             admission_window: std::time::Duration::ZERO,
+            ..EngineConfig::default()
         };
         scheduler_with(Box::new(CountingModel), config)
     }

@@ -275,7 +275,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, GgufError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Builds a small but valid GGUF file in memory.
@@ -358,7 +358,7 @@ mod tests {
         }
     }
 
-    fn sample() -> Vec<u8> {
+    pub(crate) fn sample() -> Vec<u8> {
         Builder::new()
             .kv_str("general.architecture", "llama")
             .kv_u32("llama.block_count", 2)

@@ -1,6 +1,6 @@
 //! GGML block layouts, byte for byte as they sit in GGUF files.
 //!
-//! Weight blocks are read straight out of the memory map (no copy); activation blocks
+//! Weight blocks are read in place from the loaded file (no copy); activation blocks
 //! ([`ActQ8_0`], [`ActQ8_1`], `Q8K`) are what activations are quantised to before an
 //! integer dot product, as llama.cpp does: matching its activation quantisation is what
 //! keeps greedy decoding token-for-token identical to it. The activation blocks hold
