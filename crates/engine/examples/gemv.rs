@@ -1,8 +1,11 @@
 //! Where single-token decode time goes, product by product: times one-token products
-//! (matrix-vector) on a GGUF file's own tensors, one thread, and reports nanoseconds per
-//! 32-element block and the bytes-per-second the weights stream at. With `GEMV_STREAM=1`
-//! it runs every matrix of the file once per round instead, as a decode step reads them, so
-//! the weights come from memory rather than from a warm cache.
+//! (matrix-vector) on a GGUF file's own tensors, and reports nanoseconds per 32-element
+//! block and the bytes-per-second the weights stream at. With `GEMV_STREAM=1` it runs every
+//! matrix of the file once per round instead, as a decode step reads them, so the weights
+//! come from memory rather than from a warm cache. The file is loaded as serving loads it
+//! (`GEMV_MMAP=1`: as `--mmap-weights` does); `GEMV_THREADS=N` sets the compute threads
+//! (default 1; products are handed to the pool from outside it, so small ones pay a
+//! wake-up that a forward pass does not).
 //! `cargo run --release -p basalt-engine --example gemv -- MODEL.gguf [TENSOR ...]`
 
 use std::path::PathBuf;
@@ -14,7 +17,12 @@ use basalt_gguf::GgufFile;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let path = PathBuf::from(args.get(1).ok_or("usage: gemv MODEL [TENSOR ...]")?);
-    let file = GgufFile::open(&path)?;
+    let file = basalt_engine::open_weights(&path, std::env::var_os("GEMV_MMAP").is_some())?;
+    let threads = std::env::var("GEMV_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    basalt_engine::set_compute_threads(threads);
     let wanted: Vec<&str> = args[2..].iter().map(String::as_str).collect();
     let defaults = [
         "blk.0.attn_q.weight",
