@@ -112,15 +112,21 @@ fn quantize_block_k(chunk: &[f32], qs: &mut [i8; QK_K]) -> f32 {
     1.0 / iscale
 }
 
-/// The blocks a tile of four rows can multiply: the shortest of its rows and tokens.
+/// A tile's four rows and its tokens cut to the blocks they all have, and that count. The
+/// kernels index the cut slices, which lets the compiler drop the per-block bounds checks.
 #[inline(always)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the SIMD tiles
-pub(super) fn tile_blocks<W, A, const T: usize>(w: &[&[W]; 4], a: &[&[A]; T]) -> usize {
-    w.iter()
+pub(super) fn tile_blocks<'w, 'a, W, A, const T: usize>(
+    w: [&'w [W]; 4],
+    a: [&'a [A]; T],
+) -> ([&'w [W]; 4], [&'a [A]; T], usize) {
+    let n = w
+        .iter()
         .map(|r| r.len())
         .chain(a.iter().map(|t| t.len()))
         .min()
-        .unwrap_or(0)
+        .unwrap_or(0);
+    (w.map(|r| &r[..n]), a.map(|t| &t[..n]), n)
 }
 
 /// The integer core of every 32-element block product.

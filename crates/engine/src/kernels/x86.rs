@@ -743,7 +743,7 @@ fn signed_tile<const VNNI: bool, W: SignedBlock>(
     w: [&[W]; 4],
     a: [&[ActQ8_0]; 4],
 ) -> [[f32; 4]; 4] {
-    let n = super::quant::tile_blocks(&w, &a);
+    let (w, a, n) = super::quant::tile_blocks(w, a);
     // SAFETY: AVX available (module contract).
     let mut acc = [[unsafe { _mm_setzero_ps() }; 4]; 4];
     for b in 0..n {
@@ -919,7 +919,7 @@ pub mod avx512 {
 /// AVX-512 F, BW and VNNI.
 #[inline(always)]
 fn signed_rows4<W: SignedBlock, const T: usize>(w: [&[W]; 4], a: [&[ActQ8_0]; T]) -> [[f32; T]; 4] {
-    let n = super::quant::tile_blocks(&w, &a);
+    let (w, a, n) = super::quant::tile_blocks(w, a);
     // SAFETY: AVX-512 F, BW, VL and VNNI available (the function's contract); loads read
     // 16 of the 32 activation quants each.
     unsafe {
@@ -1034,7 +1034,7 @@ fn k_rows_by_token<const T: usize>(sums: [__m256; 4]) -> [[f32; T]; 4] {
 /// gets the portable product's bits. Only for callers compiled with AVX-512 F, BW and VNNI.
 #[inline(always)]
 fn q4_k_rows4<const T: usize>(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; T]) -> [[f32; T]; 4] {
-    let n = super::quant::tile_blocks(&w, &a);
+    let (w, a, n) = super::quant::tile_blocks(w, a);
     // SAFETY: AVX-512 F, BW, VL and VNNI available (the function's contract); loads read
     // inside each block's 128 quant bytes, the activation's 256 quants and 16 sums, and
     // the local arrays.
@@ -1091,7 +1091,7 @@ fn q4_k_rows4<const T: usize>(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; T]) -> [[f32
 /// compiled with AVX-512 F, BW and VNNI.
 #[inline(always)]
 fn q6_k_rows4<const T: usize>(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; T]) -> [[f32; T]; 4] {
-    let n = super::quant::tile_blocks(&w, &a);
+    let (w, a, n) = super::quant::tile_blocks(w, a);
     // SAFETY: AVX-512 F, BW, VL and VNNI available (the function's contract); loads read
     // the activation's 256 quants and 16 sums, and the local arrays.
     unsafe {
@@ -1171,7 +1171,7 @@ fn q4_1_tile<const VNNI: bool, const T: usize>(
     w: [&[BlockQ4_1]; 4],
     a: [&[ActQ8_1]; T],
 ) -> [[f32; T]; 4] {
-    let n = super::quant::tile_blocks(&w, &a);
+    let (w, a, n) = super::quant::tile_blocks(w, a);
     // SAFETY: AVX available (module contract).
     let mut acc = [[unsafe { _mm_setzero_ps() }; T]; 4];
     let mut mins = [[0f32; T]; 4];
@@ -1213,7 +1213,7 @@ fn q4_1_tile<const VNNI: bool, const T: usize>(
 /// them as they are. Only for callers compiled with AVX-512 F, BW and VNNI; `T <= 8`.
 #[inline(always)]
 fn q4_1_rows4<const T: usize>(w: [&[BlockQ4_1]; 4], a: [&[ActQ8_1]; T]) -> [[f32; T]; 4] {
-    let n = super::quant::tile_blocks(&w, &a);
+    let (w, a, n) = super::quant::tile_blocks(w, a);
     // SAFETY: AVX-512 F, BW, VL and VNNI available (the function's contract); loads read
     // 16 of the 32 activation quants each, and the 8 floats of `s`.
     unsafe {
@@ -1301,7 +1301,7 @@ fn k_row<W: KQuantBlock>(w: &[W], a: &[BlockQ8K]) -> f32 {
 /// four tokens, each (row, token) summed over super-blocks in order from zero.
 #[inline(always)]
 fn k_tile<W: KQuantBlock>(w: [&[W]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
-    let n = super::quant::tile_blocks(&w, &a);
+    let (w, a, n) = super::quant::tile_blocks(w, a);
     let mut sums = [[0f32; 4]; 4];
     for b in 0..n {
         for (row, sums) in w.iter().zip(sums.iter_mut()) {
