@@ -167,14 +167,45 @@ impl Sampler {
     }
 }
 
+/// The index of the largest logit, the first one on a tie; NaNs never win (0 if all are).
+///
+/// Greedy decoding runs this once per sequence per step over the whole vocabulary (262,144
+/// logits for Gemma), serially between forward passes. A loop that carries the best index
+/// compares one logit at a time; this one takes the maximum of each chunk in SIMD lanes,
+/// then looks for the first logit equal to the overall maximum inside the first chunk that
+/// has it.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
+    const CHUNK: usize = 1024;
+    const LANES: usize = 16;
+    let chunk_max = |chunk: &[f32]| {
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        let mut groups = chunk.chunks_exact(LANES);
+        for group in &mut groups {
+            for (m, &l) in lanes.iter_mut().zip(group) {
+                // `>` is false for NaN, so a NaN never replaces a lane's maximum.
+                *m = if l > *m { l } else { *m };
+            }
+        }
+        let tail = groups.remainder().iter().copied();
+        lanes
+            .into_iter()
+            .chain(tail)
+            .fold(f32::NEG_INFINITY, |a, b| if b > a { b } else { a })
+    };
+    let mut best: Option<(usize, f32)> = None;
+    for (c, chunk) in logits.chunks(CHUNK).enumerate() {
+        let m = chunk_max(chunk);
+        if best.is_none_or(|(_, b)| m > b) {
+            best = Some((c, m));
         }
     }
-    best as u32
+    let Some((c, max)) = best else { return 0 };
+    let start = c * CHUNK;
+    logits[start..]
+        .iter()
+        .take(CHUNK)
+        .position(|&l| l == max)
+        .map_or(0, |i| (start + i) as u32)
 }
 
 /// Log-softmax of one token, and the `top` most likely tokens with theirs.
@@ -211,6 +242,46 @@ mod tests {
             seed: Some(seed),
             ..Default::default()
         }
+    }
+
+    /// The straightforward definition: the first index whose logit no later one exceeds.
+    fn argmax_reference(logits: &[f32]) -> u32 {
+        let mut best: Option<usize> = None;
+        for (i, &l) in logits.iter().enumerate() {
+            if !l.is_nan() && best.is_none_or(|b| l > logits[b]) {
+                best = Some(i);
+            }
+        }
+        best.unwrap_or(0) as u32
+    }
+
+    #[test]
+    fn argmax_matches_the_reference_on_random_logits_ties_and_nans() {
+        let mut rng = Rng::new(7);
+        for len in [0, 1, 2, 15, 16, 17, 1023, 1024, 1025, 5000, 262_144] {
+            for round in 0..4 {
+                // Few distinct values, so ties are common; some all-negative vectors.
+                let mut logits: Vec<f32> = (0..len)
+                    .map(|_| (rng.next_u64() % 50) as f32 - if round == 1 { 100.0 } else { 25.0 })
+                    .collect();
+                if round == 2 {
+                    for i in (0..len).step_by(3) {
+                        logits[i] = f32::NAN;
+                    }
+                }
+                if round == 3 && len > 0 {
+                    logits[0] = f32::NAN;
+                    logits[len - 1] = 1000.0;
+                }
+                assert_eq!(
+                    argmax(&logits),
+                    argmax_reference(&logits),
+                    "len {len} round {round}"
+                );
+            }
+        }
+        assert_eq!(argmax(&[f32::NAN, f32::NAN]), 0);
+        assert_eq!(argmax(&[-0.0, 0.0, 0.0]), 0);
     }
 
     #[test]
