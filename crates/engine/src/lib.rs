@@ -3,9 +3,9 @@
 //! A [`LoadedModel`] owns one model's weights (kept in their GGUF encoding, never
 //! expanded), tokenizer and chat template, and one dedicated scheduler thread.
 //! [`LoadedModel::submit`] turns a canonical [`GenerateRequest`] into tokens, validates it
-//! against the context window, and hands it to the scheduler; the caller gets a channel of [`GenerateEvent`]s. Dropping the
-//! receiver cancels the request: the scheduler notices at its next step and frees the
-//! sequence's KV memory at once.
+//! against the context window, and hands it to the scheduler; the caller gets a channel of
+//! [`GenerateEvent`]s. Dropping the receiver cancels the request: the scheduler notices at
+//! its next step and frees the sequence's KV memory at once.
 //!
 //! Heavy compute happens only on the scheduler thread, never on the caller's (async) thread;
 //! `submit` does tokenisation only, which callers on an async runtime should still run via

@@ -355,7 +355,15 @@ impl GgufFile {
         // pages and everything still works.
         #[cfg(target_os = "linux")]
         let _ = memory.advise(memmap2::Advice::HugePage);
-        file.read_exact(&mut memory).map_err(io)?;
+        // The magic first, so a file that is not GGUF at all fails before it is read whole.
+        let magic_len = len.min(4);
+        file.read_exact(&mut memory[..magic_len]).map_err(io)?;
+        if memory[..magic_len] != *b"GGUF" {
+            let mut magic = [0u8; 4];
+            magic[..magic_len].copy_from_slice(&memory[..magic_len]);
+            return Err(GgufError::BadMagic(magic));
+        }
+        file.read_exact(&mut memory[magic_len..]).map_err(io)?;
         let map = memory.make_read_only().map_err(io)?;
         let header = parse_header(&map)?;
         Ok(Self {
@@ -441,6 +449,15 @@ mod tests {
                 &*resident.tensor_bytes(theirs).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn a_file_that_is_not_gguf_is_refused_by_its_magic() {
+        let path = std::env::temp_dir().join(format!("basalt-gguf-junk-{}", std::process::id()));
+        std::fs::write(&path, b"PK\x03\x04 a zip archive, not a model").unwrap();
+        let result = GgufFile::load_resident(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(result, Err(GgufError::BadMagic(m)) if &m == b"PK\x03\x04"));
     }
 
     #[test]
