@@ -128,8 +128,10 @@ impl QMatrix {
                     $quantize,
                     $dot,
                     |w: [&[$block]; 4], a: &[_]| { w.map(|row| $dot(row, a)) },
-                    |w: [&[$block]; 4], a: [&[_]; 4]| {
-                        tile_by_rows(w, a, |w: [&[$block]; 4], a: &[_]| w.map(|row| $dot(row, a)))
+                    |w: &[&[$block]; 4], a: &[&[_]; 4]| {
+                        tile_by_rows(*w, *a, |w: [&[$block]; 4], a: &[_]| {
+                            w.map(|row| $dot(row, a))
+                        })
                     }
                 )
             };
@@ -141,7 +143,7 @@ impl QMatrix {
                     $dot,
                     $dot4,
                     $tile,
-                    |w: [&[$block]; 4], a: [&[_]; 8]| tile8_by_quads(w, a, $tile)
+                    |w: &[&[$block]; 4], a: &[&[_]; 8]| tile8_by_quads(*w, *a, $tile)
                 )
             };
             ($block:ty, $acts:ident, $quantize:ident, $dot:ident, $dot4:expr, $tile:expr, $tile8:expr) => {{
@@ -578,8 +580,8 @@ fn row_group<W, A, D, D4, T, T8>(
 ) where
     D: Fn(&[W], &[A]) -> f32,
     D4: Fn([&[W]; 4], &[A]) -> [f32; 4],
-    T: Fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4],
-    T8: Fn([&[W]; 4], [&[A]; 8]) -> [[f32; 8]; 4],
+    T: Fn(&[&[W]; 4], &[&[A]; 4]) -> [[f32; 4]; 4],
+    T8: Fn(&[&[W]; 4], &[&[A]; 8]) -> [[f32; 8]; 4],
 {
     let row = |r: usize| &w[r * per_row..(r + 1) * per_row];
     if r1 - r0 < 4 {
@@ -602,8 +604,8 @@ fn row_group<W, A, D, D4, T, T8>(
     let mut octets = acts.chunks_exact(8);
     for (o, e) in octets.by_ref().enumerate() {
         let values = (k.tile8)(
-            rows,
-            [&e[0], &e[1], &e[2], &e[3], &e[4], &e[5], &e[6], &e[7]],
+            &rows,
+            &[&e[0], &e[1], &e[2], &e[3], &e[4], &e[5], &e[6], &e[7]],
         );
         for (i, by_token) in values.iter().enumerate() {
             for (j, &v) in by_token.iter().enumerate() {
@@ -614,7 +616,7 @@ fn row_group<W, A, D, D4, T, T8>(
     let first_quad = acts.len() - octets.remainder().len();
     let mut quads = octets.remainder().chunks_exact(4);
     for (q, four) in quads.by_ref().enumerate() {
-        let values = (k.tile)(rows, [&four[0], &four[1], &four[2], &four[3]]);
+        let values = (k.tile)(&rows, &[&four[0], &four[1], &four[2], &four[3]]);
         for (i, by_token) in values.iter().enumerate() {
             for (j, &v) in by_token.iter().enumerate() {
                 emit(r0 + i, first_quad + q * 4 + j, v);
@@ -705,8 +707,8 @@ fn matmul_rows<W: Sync, A: Sync, D, D4, T, T8>(
 ) where
     D: Fn(&[W], &[A]) -> f32 + Sync,
     D4: Fn([&[W]; 4], &[A]) -> [f32; 4] + Sync,
-    T: Fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4] + Sync,
-    T8: Fn([&[W]; 4], [&[A]; 8]) -> [[f32; 8]; 4] + Sync,
+    T: Fn(&[&[W]; 4], &[&[A]; 4]) -> [[f32; 4]; 4] + Sync,
+    T8: Fn(&[&[W]; 4], &[&[A]; 8]) -> [[f32; 8]; 4] + Sync,
 {
     let per_row = (w.len() / rows.max(1)).max(1);
     let rows = rows.min(w.len() / per_row);

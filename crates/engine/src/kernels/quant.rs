@@ -222,18 +222,18 @@ dispatched! {
     fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
         else w.map(|row| dot_q8_0_portable(row, a));
 
-    fn tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
-        else tile_by_rows(w, a, |w, a| w.map(|row| dot_q4_0_portable(row, a)));
-    fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[ActQ8_1]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
-        else tile_by_rows(w, a, |w, a| w.map(|row| dot_q4_1_portable(row, a)));
-    fn tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
-        else tile_by_rows(w, a, |w, a| w.map(|row| dot_q5_0_portable(row, a)));
-    fn tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
-        else tile_by_rows(w, a, |w, a| w.map(|row| dot_q8_0_portable(row, a)));
-    fn tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
-        else tile_by_rows(w, a, |w, a| w.map(|row| dot_q4_k_portable(row, a)));
-    fn tile_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
-        else tile_by_rows(w, a, |w, a| w.map(|row| dot_q6_k_portable(row, a)));
+    fn tile_q4_0(w: &[&[BlockQ4_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
+        else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q4_0_portable(row, a)));
+    fn tile_q4_1(w: &[&[BlockQ4_1]; 4], a: &[&[ActQ8_1]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
+        else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q4_1_portable(row, a)));
+    fn tile_q5_0(w: &[&[BlockQ5_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
+        else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q5_0_portable(row, a)));
+    fn tile_q8_0(w: &[&[BlockQ8_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
+        else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q8_0_portable(row, a)));
+    fn tile_q4_k(w: &[&[BlockQ4K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
+        else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q4_k_portable(row, a)));
+    fn tile_q6_k(w: &[&[BlockQ6K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
+        else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q6_k_portable(row, a)));
 }
 
 /// Four rows against eight tokens through two four-by-four tiles (`[row][token]`).
@@ -241,10 +241,10 @@ dispatched! {
 pub fn tile8_by_quads<W, A>(
     w: [&[W]; 4],
     a: [&[A]; 8],
-    tile: impl Fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4],
+    tile: impl Fn(&[&[W]; 4], &[&[A]; 4]) -> [[f32; 4]; 4],
 ) -> [[f32; 8]; 4] {
-    let low = tile(w, [a[0], a[1], a[2], a[3]]);
-    let high = tile(w, [a[4], a[5], a[6], a[7]]);
+    let low = tile(&w, &[a[0], a[1], a[2], a[3]]);
+    let high = tile(&w, &[a[4], a[5], a[6], a[7]]);
     let mut out = [[0f32; 8]; 4];
     for r in 0..4 {
         out[r][..4].copy_from_slice(&low[r]);
@@ -260,18 +260,18 @@ pub fn tile8_by_quads<W, A>(
 macro_rules! tile8 {
     ($name:ident, $name_at:ident, $tile:ident, $block:ty, $act:ty) => {
         #[inline]
-        pub fn $name(w: [&[$block]; 4], a: [&[$act]; 8]) -> [[f32; 8]; 4] {
+        pub fn $name(w: &[&[$block]; 4], a: &[&[$act]; 8]) -> [[f32; 8]; 4] {
             $name_at(Isa::current(), w, a)
         }
 
         #[inline]
-        pub fn $name_at(isa: Isa, w: [&[$block]; 4], a: [&[$act]; 8]) -> [[f32; 8]; 4] {
+        pub fn $name_at(isa: Isa, w: &[&[$block]; 4], a: &[&[$act]; 8]) -> [[f32; 8]; 4] {
             #[cfg(target_arch = "x86_64")]
             if isa.has_avx512_vnni() {
                 // SAFETY: the VNNI level requires AVX-512 F, BW, VL and VNNI.
                 return unsafe { super::x86::avx512::$name(w, a) };
             }
-            tile8_by_quads(w, a, |w, a| at::$tile(isa, w, a))
+            tile8_by_quads(*w, *a, |w, a| at::$tile(isa, w, a))
         }
     };
 }

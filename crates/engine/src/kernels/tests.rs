@@ -338,7 +338,7 @@ fn simd_levels_give_the_same_bits() {
                 .iter()
                 .map(|&isa| {
                     let one = at::$dot(isa, rows[0], &$acts[0]).to_bits();
-                    let tile = at::$tile(isa, rows4, acts4);
+                    let tile = at::$tile(isa, &rows4, &acts4);
                     (one, tile.iter().flatten().map(|v| v.to_bits()).collect())
                 })
                 .collect();
@@ -607,9 +607,9 @@ fn tiles_equal_one_row_products_bit_for_bit() {
             let acts4 = [$acts[0], $acts[1], $acts[2], $acts[3]];
             for isa in Isa::available() {
                 let dot = |w: &[$block], a: &_| at::$dot(isa, w, a);
-                let tile = at::$tile(isa, four, acts4);
+                let tile = at::$tile(isa, &four, &acts4);
                 assert_tile_is_one_row_products(stringify!($tile), isa, &tile, &rows, acts4, dot);
-                let tile = $tile8_at(isa, four, $acts);
+                let tile = $tile8_at(isa, &four, &$acts);
                 let name = stringify!($tile8_at);
                 assert_tile_is_one_row_products(name, isa, &tile, &rows, $acts, dot);
             }

@@ -88,13 +88,13 @@ at_both_levels! {
     fn dot_q4_1(w: &[BlockQ4_1], a: &[ActQ8_1]) -> f32 = dot_q4_1_body;
     avx2 only:
     fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] = dot4_q4_1_body;
-    fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[ActQ8_1]; 4]) -> [[f32; 4]; 4] = tile_q4_1_body;
+    fn tile_q4_1(w: &[&[BlockQ4_1]; 4], a: &[&[ActQ8_1]; 4]) -> [[f32; 4]; 4] = tile_q4_1_body;
     fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_q4_0_body;
     fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_q5_0_body;
     fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_q8_0_body;
-    fn tile_q4_0(w: [&[BlockQ4_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q4_0_body;
-    fn tile_q5_0(w: [&[BlockQ5_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q5_0_body;
-    fn tile_q8_0(w: [&[BlockQ8_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q8_0_body;
+    fn tile_q4_0(w: &[&[BlockQ4_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q4_0_body;
+    fn tile_q5_0(w: &[&[BlockQ5_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q5_0_body;
+    fn tile_q8_0(w: &[&[BlockQ8_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q8_0_body;
 }
 
 /// The kernels with nothing for VNNI to do (K-quant products multiply by per-sub-block
@@ -233,8 +233,8 @@ mod avx2_only {
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
-        k_tile(w, a)
+    pub unsafe fn tile_q4_k(w: &[&[BlockQ4K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+        k_tile(*w, *a)
     }
 
     /// Q6_K, one row: see [`Q6kUnpacked`].
@@ -252,8 +252,8 @@ mod avx2_only {
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn tile_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
-        k_tile(w, a)
+    pub unsafe fn tile_q6_k(w: &[&[BlockQ6K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+        k_tile(*w, *a)
     }
 
     /// `quant::dot_f16_queries` over the first `chunks` groups of 16 elements (the caller
@@ -802,18 +802,18 @@ fn dot4_q8_0_body<const VNNI: bool>(w: [&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32
 }
 
 #[inline(always)]
-fn tile_q4_0_body<const VNNI: bool>(w: [&[BlockQ4_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] {
-    signed_tile::<VNNI, _>(w, a)
+fn tile_q4_0_body<const VNNI: bool>(w: &[&[BlockQ4_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] {
+    signed_tile::<VNNI, _>(*w, *a)
 }
 
 #[inline(always)]
-fn tile_q5_0_body<const VNNI: bool>(w: [&[BlockQ5_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] {
-    signed_tile::<VNNI, _>(w, a)
+fn tile_q5_0_body<const VNNI: bool>(w: &[&[BlockQ5_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] {
+    signed_tile::<VNNI, _>(*w, *a)
 }
 
 #[inline(always)]
-fn tile_q8_0_body<const VNNI: bool>(w: [&[BlockQ8_0]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] {
-    signed_tile::<VNNI, _>(w, a)
+fn tile_q8_0_body<const VNNI: bool>(w: &[&[BlockQ8_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] {
+    signed_tile::<VNNI, _>(*w, *a)
 }
 
 // --- Four rows at once in 512-bit registers (the VNNI level) ---
@@ -833,15 +833,15 @@ macro_rules! signed_rows4_kernels {
         /// # Safety
         /// As the four-row product above.
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub unsafe fn $tile(w: [&[$block]; 4], a: [&[ActQ8_0]; 4]) -> [[f32; 4]; 4] {
-            signed_rows4(w, a)
+        pub unsafe fn $tile(w: &[&[$block]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] {
+            signed_rows4(*w, *a)
         }
 
         /// # Safety
         /// As the four-row product above.
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub unsafe fn $tile8(w: [&[$block]; 4], a: [&[ActQ8_0]; 8]) -> [[f32; 8]; 4] {
-            signed_rows4(w, a)
+        pub unsafe fn $tile8(w: &[&[$block]; 4], a: &[&[ActQ8_0]; 8]) -> [[f32; 8]; 4] {
+            signed_rows4(*w, *a)
         }
     )*};
 }
@@ -860,29 +860,29 @@ pub mod avx512 {
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
-        q4_k_rows4(w, a)
+    pub unsafe fn tile_q4_k(w: &[&[BlockQ4K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+        q4_k_rows4(*w, *a)
     }
 
     /// # Safety
     /// As [`tile_q4_k`].
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
-        q6_k_rows4(w, a)
+    pub unsafe fn tile_q6_k(w: &[&[BlockQ6K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+        q6_k_rows4(*w, *a)
     }
 
     /// # Safety
     /// As [`tile_q4_k`].
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile8_q6_k(w: [&[BlockQ6K]; 4], a: [&[BlockQ8K]; 8]) -> [[f32; 8]; 4] {
-        q6_k_rows4(w, a)
+    pub unsafe fn tile8_q6_k(w: &[&[BlockQ6K]; 4], a: &[&[BlockQ8K]; 8]) -> [[f32; 8]; 4] {
+        q6_k_rows4(*w, *a)
     }
 
     /// # Safety
     /// As [`tile_q4_k`].
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile8_q4_k(w: [&[BlockQ4K]; 4], a: [&[BlockQ8K]; 8]) -> [[f32; 8]; 4] {
-        q4_k_rows4(w, a)
+    pub unsafe fn tile8_q4_k(w: &[&[BlockQ4K]; 4], a: &[&[BlockQ8K]; 8]) -> [[f32; 8]; 4] {
+        q4_k_rows4(*w, *a)
     }
 
     /// # Safety
@@ -896,15 +896,15 @@ pub mod avx512 {
     /// # Safety
     /// As [`dot4_q4_1`].
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile_q4_1(w: [&[BlockQ4_1]; 4], a: [&[ActQ8_1]; 4]) -> [[f32; 4]; 4] {
-        q4_1_rows4(w, a)
+    pub unsafe fn tile_q4_1(w: &[&[BlockQ4_1]; 4], a: &[&[ActQ8_1]; 4]) -> [[f32; 4]; 4] {
+        q4_1_rows4(*w, *a)
     }
 
     /// # Safety
     /// As [`dot4_q4_1`].
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn tile8_q4_1(w: [&[BlockQ4_1]; 4], a: [&[ActQ8_1]; 8]) -> [[f32; 8]; 4] {
-        q4_1_rows4(w, a)
+    pub unsafe fn tile8_q4_1(w: &[&[BlockQ4_1]; 4], a: &[&[ActQ8_1]; 8]) -> [[f32; 8]; 4] {
+        q4_1_rows4(*w, *a)
     }
 }
 
@@ -1160,8 +1160,8 @@ fn dot4_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32
 }
 
 #[inline(always)]
-fn tile_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: [&[ActQ8_1]; 4]) -> [[f32; 4]; 4] {
-    q4_1_tile::<VNNI, 4>(w, a)
+fn tile_q4_1_body<const VNNI: bool>(w: &[&[BlockQ4_1]; 4], a: &[&[ActQ8_1]; 4]) -> [[f32; 4]; 4] {
+    q4_1_tile::<VNNI, 4>(*w, *a)
 }
 
 /// Four rows of Q4_1 against `T` activation rows; per (row, token) the same operations in
