@@ -126,7 +126,12 @@ pub(super) fn tile_blocks<'w, 'a, W, A, const T: usize>(
         .chain(a.iter().map(|t| t.len()))
         .min()
         .unwrap_or(0);
-    (w.map(|r| &r[..n]), a.map(|t| &t[..n]), n)
+    // `from_fn` rather than `map`, which LLVM leaves out of line in the kernels.
+    (
+        std::array::from_fn(|r| &w[r][..n]),
+        std::array::from_fn(|t| &a[t][..n]),
+        n,
+    )
 }
 
 /// The integer core of every 32-element block product.
@@ -548,6 +553,12 @@ pub fn dot_f16_queries_at<const K: usize, const G: usize>(
     let chunks = n / 16;
     let mut out = match isa {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: the VNNI level requires AVX-512 F, BW, VL and VNNI besides AVX2, FMA and
+        // F16C; every slice holds at least `n >= 16 * chunks` elements.
+        isa if isa.has_avx512_vnni() => unsafe {
+            super::x86::avx512::dot_f16_queries_lanes(keys, queries, chunks)
+        },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa` reports AVX2 only where the CPU has AVX2, FMA and F16C; every slice
         // holds at least `n >= 16 * chunks` elements.
         isa if isa.has_avx2() => unsafe {
@@ -621,7 +632,12 @@ pub fn axpy_f16_heads_at<const K: usize, const G: usize>(
     let mut done = 0;
     let _ = isa;
     #[cfg(target_arch = "x86_64")]
-    if isa.has_avx2() {
+    if isa.has_avx512_vnni() {
+        done = n / 16 * 16;
+        // SAFETY: the VNNI level requires AVX-512 F besides AVX2, FMA and F16C; `out` holds
+        // `G` rows of `stride >= n` elements (checked above), every value row `n`.
+        unsafe { super::x86::avx512::axpy_f16_heads_lanes(out, stride, done, weights, values) };
+    } else if isa.has_avx2() {
         done = n / 8 * 8;
         // SAFETY: `Isa` reports AVX2 only where the CPU has AVX2, FMA and F16C; `out` holds
         // `G` rows of `stride >= n` elements (checked above), every value row `n`.

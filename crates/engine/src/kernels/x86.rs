@@ -885,6 +885,91 @@ pub mod avx512 {
         q4_k_rows4(*w, *a)
     }
 
+    /// `quant::dot_f16_queries` over the first `chunks` groups of 16 elements, one 512-bit
+    /// register per (key, query): the AVX2 version's 16 lanes and fold, so the same bits.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and AVX-512 F; every key and query holds at
+    /// least `16 * chunks` elements.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn dot_f16_queries_lanes<const K: usize, const G: usize>(
+        keys: [&[f16]; K],
+        queries: [&[f32]; G],
+        chunks: usize,
+    ) -> [[f32; G]; K] {
+        let mut acc = [[_mm512_setzero_ps(); G]; K];
+        for i in 0..chunks {
+            // SAFETY: the caller's contract: 16 * chunks elements in every slice.
+            unsafe {
+                let mut kf = [_mm512_setzero_ps(); K];
+                for (kf, key) in kf.iter_mut().zip(&keys) {
+                    *kf = _mm512_cvtph_ps(_mm256_loadu_si256(key.as_ptr().add(16 * i).cast()));
+                }
+                for (g, query) in queries.iter().enumerate() {
+                    let q = _mm512_loadu_ps(query.as_ptr().add(16 * i));
+                    for (acc, kf) in acc.iter_mut().zip(&kf) {
+                        acc[g] = _mm512_fmadd_ps(*kf, q, acc[g]);
+                    }
+                }
+            }
+        }
+        let mut out = [[0f32; G]; K];
+        for (out, acc) in out.iter_mut().zip(&acc) {
+            for (out, lanes) in out.iter_mut().zip(acc) {
+                // Lanes k and k + 8 (the two 256-bit halves), then as the AVX2 version.
+                let s8 = _mm256_add_ps(
+                    _mm512_castps512_ps256(*lanes),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*lanes))),
+                );
+                let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+                let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+                *out = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+            }
+        }
+        out
+    }
+
+    /// `quant::axpy_f16_heads` on the first `n` elements of each head, 16 per instruction:
+    /// each element gets the same fused multiply-adds in the same order as the portable
+    /// loop, so the same bits.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA, F16C and AVX-512 F; `out` holds `G` rows of
+    /// `stride >= n` elements and every value row at least `n`; `n` is a multiple of 16.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn axpy_f16_heads_lanes<const K: usize, const G: usize>(
+        out: &mut [f32],
+        stride: usize,
+        n: usize,
+        weights: [[f32; K]; G],
+        values: [&[f16]; K],
+    ) {
+        let mut w = [[_mm512_setzero_ps(); K]; G];
+        for (w, weights) in w.iter_mut().zip(&weights) {
+            for (w, &p) in w.iter_mut().zip(weights) {
+                *w = _mm512_set1_ps(p);
+            }
+        }
+        for at in (0..n).step_by(16) {
+            // SAFETY: the caller's contract: `n` elements in every value row and in each of
+            // the `G` rows of `out`.
+            unsafe {
+                let mut vf = [_mm512_setzero_ps(); K];
+                for (vf, row) in vf.iter_mut().zip(&values) {
+                    *vf = _mm512_cvtph_ps(_mm256_loadu_si256(row.as_ptr().add(at).cast()));
+                }
+                for (g, w) in w.iter().enumerate() {
+                    let op = out.as_mut_ptr().add(g * stride + at);
+                    let mut acc = _mm512_loadu_ps(op);
+                    for (w, vf) in w.iter().zip(&vf) {
+                        acc = _mm512_fmadd_ps(*w, *vf, acc);
+                    }
+                    _mm512_storeu_ps(op, acc);
+                }
+            }
+        }
+    }
+
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
