@@ -127,7 +127,7 @@ impl QMatrix {
                     $acts,
                     $quantize,
                     $dot,
-                    |w: [&[$block]; 4], a: &[_]| { w.map(|row| $dot(row, a)) },
+                    |w: &[&[$block]; 4], a: &[_]| std::array::from_fn(|r| $dot(w[r], a)),
                     |w: &[&[$block]; 4], a: &[&[_]; 4]| {
                         tile_by_rows(*w, *a, |w: [&[$block]; 4], a: &[_]| {
                             w.map(|row| $dot(row, a))
@@ -352,8 +352,9 @@ impl QMatrix {
         let bytes: &[u8] = &self.bytes;
         macro_rules! rows {
             ($block:ty, $acts:ident, $dot:ident) => {
-                rows!($block, $acts, $dot, |w: [&[$block]; 4], a: &[_]| w
-                    .map(|row| $dot(row, a)))
+                rows!($block, $acts, $dot, |w: &[&[$block]; 4], a: &[_]| {
+                    std::array::from_fn(|r| $dot(w[r], a))
+                })
             };
             ($block:ty, $acts:ident, $dot:ident, $dot4:expr) => {{
                 let w = cast_blocks::<$block>(bytes).unwrap_or(&[]);
@@ -579,7 +580,7 @@ fn row_group<W, A, D, D4, T, T8>(
     mut emit: impl FnMut(usize, usize, f32),
 ) where
     D: Fn(&[W], &[A]) -> f32,
-    D4: Fn([&[W]; 4], &[A]) -> [f32; 4],
+    D4: Fn(&[&[W]; 4], &[A]) -> [f32; 4],
     T: Fn(&[&[W]; 4], &[&[A]; 4]) -> [[f32; 4]; 4],
     T8: Fn(&[&[W]; 4], &[&[A]; 8]) -> [[f32; 8]; 4],
 {
@@ -625,7 +626,7 @@ fn row_group<W, A, D, D4, T, T8>(
     }
     let done = acts.len() - quads.remainder().len();
     for (j, a) in quads.remainder().iter().enumerate() {
-        for (i, v) in (k.dot4)(rows, a).into_iter().enumerate() {
+        for (i, v) in (k.dot4)(&rows, a).into_iter().enumerate() {
             emit(r0 + i, done + j, v);
         }
     }
@@ -649,7 +650,7 @@ fn one_token_rows<W, A>(
     out: &mut [f32],
     a: &[A],
     dot: &impl Fn(&[W], &[A]) -> f32,
-    dot4: &impl Fn([&[W]; 4], &[A]) -> [f32; 4],
+    dot4: &impl Fn(&[&[W]; 4], &[A]) -> [f32; 4],
 ) {
     let row_bytes = per_row * std::mem::size_of::<W>();
     let ahead_rows = PREFETCH_AHEAD_BYTES.div_ceil(row_bytes.max(1));
@@ -660,7 +661,7 @@ fn one_token_rows<W, A>(
         if let Some(next) = w.get((r + ahead_rows) * per_row..(r + ahead_rows + 4) * per_row) {
             prefetch(next);
         }
-        o.copy_from_slice(&dot4([row(r), row(r + 1), row(r + 2), row(r + 3)], a));
+        o.copy_from_slice(&dot4(&[row(r), row(r + 1), row(r + 2), row(r + 3)], a));
     }
     let done = first + quads.len();
     for (i, o) in rest.iter_mut().enumerate() {
@@ -706,7 +707,7 @@ fn matmul_rows<W: Sync, A: Sync, D, D4, T, T8>(
     k: &RowKernels<D, D4, T, T8>,
 ) where
     D: Fn(&[W], &[A]) -> f32 + Sync,
-    D4: Fn([&[W]; 4], &[A]) -> [f32; 4] + Sync,
+    D4: Fn(&[&[W]; 4], &[A]) -> [f32; 4] + Sync,
     T: Fn(&[&[W]; 4], &[&[A]; 4]) -> [[f32; 4]; 4] + Sync,
     T8: Fn(&[&[W]; 4], &[&[A]; 8]) -> [[f32; 8]; 4] + Sync,
 {

@@ -218,14 +218,14 @@ dispatched! {
     fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q4_k_portable(w, a);
     fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q6_k_portable(w, a);
 
-    fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
-        else w.map(|row| dot_q4_0_portable(row, a));
-    fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] = [avx512, avx2]
-        else w.map(|row| dot_q4_1_portable(row, a));
-    fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
-        else w.map(|row| dot_q5_0_portable(row, a));
-    fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
-        else w.map(|row| dot_q8_0_portable(row, a));
+    fn dot4_q4_0(w: &[&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
+        else std::array::from_fn(|r| dot_q4_0_portable(w[r], a));
+    fn dot4_q4_1(w: &[&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] = [avx512, avx2]
+        else std::array::from_fn(|r| dot_q4_1_portable(w[r], a));
+    fn dot4_q5_0(w: &[&[BlockQ5_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
+        else std::array::from_fn(|r| dot_q5_0_portable(w[r], a));
+    fn dot4_q8_0(w: &[&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
+        else std::array::from_fn(|r| dot_q8_0_portable(w[r], a));
 
     fn tile_q4_0(w: &[&[BlockQ4_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q4_0_portable(row, a)));
@@ -291,14 +291,14 @@ tile8!(tile8_q6_k, tile8_q6_k_at, tile_q6_k, BlockQ6K, BlockQ8K);
 /// Four Q4_K rows against one token, row by row: a batch's K-quant products go through the
 /// tiles, so there is no separate four-row kernel.
 #[inline]
-pub fn dot4_q4_k(w: [&[BlockQ4K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
-    w.map(|row| dot_q4_k(row, a))
+pub fn dot4_q4_k(w: &[&[BlockQ4K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
+    std::array::from_fn(|r| dot_q4_k(w[r], a))
 }
 
 /// Four Q6_K rows against one token, row by row (see [`dot4_q4_k`]).
 #[inline]
-pub fn dot4_q6_k(w: [&[BlockQ6K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
-    w.map(|row| dot_q6_k(row, a))
+pub fn dot4_q6_k(w: &[&[BlockQ6K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
+    std::array::from_fn(|r| dot_q6_k(w[r], a))
 }
 
 #[inline]

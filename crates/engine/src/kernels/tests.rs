@@ -517,7 +517,7 @@ fn four_rows_equal_one_row(isa: Isa) {
         ($block:ty, $acts:expr, $dot:ident, $dot4:ident, $fix:expr) => {{
             let w: Vec<$block> = random_bytes(&mut rng, 4 * per_row, $fix);
             let rows: Vec<&[$block]> = w.chunks_exact(per_row).collect();
-            let four = at::$dot4(isa, [rows[0], rows[1], rows[2], rows[3]], &$acts);
+            let four = at::$dot4(isa, &[rows[0], rows[1], rows[2], rows[3]], &$acts);
             for (r, got) in four.iter().enumerate() {
                 assert_eq!(
                     got.to_bits(),

@@ -87,11 +87,11 @@ at_both_levels! {
     fn dot_q8_0(w: &[BlockQ8_0], a: &[ActQ8_0]) -> f32 = dot_q8_0_body;
     fn dot_q4_1(w: &[BlockQ4_1], a: &[ActQ8_1]) -> f32 = dot_q4_1_body;
     avx2 only:
-    fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] = dot4_q4_1_body;
+    fn dot4_q4_1(w: &[&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] = dot4_q4_1_body;
     fn tile_q4_1(w: &[&[BlockQ4_1]; 4], a: &[&[ActQ8_1]; 4]) -> [[f32; 4]; 4] = tile_q4_1_body;
-    fn dot4_q4_0(w: [&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_q4_0_body;
-    fn dot4_q5_0(w: [&[BlockQ5_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_q5_0_body;
-    fn dot4_q8_0(w: [&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_q8_0_body;
+    fn dot4_q4_0(w: &[&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_q4_0_body;
+    fn dot4_q5_0(w: &[&[BlockQ5_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_q5_0_body;
+    fn dot4_q8_0(w: &[&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_q8_0_body;
     fn tile_q4_0(w: &[&[BlockQ4_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q4_0_body;
     fn tile_q5_0(w: &[&[BlockQ5_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q5_0_body;
     fn tile_q8_0(w: &[&[BlockQ8_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q8_0_body;
@@ -787,18 +787,18 @@ fn dot_q8_0_body<const VNNI: bool>(w: &[BlockQ8_0], a: &[ActQ8_0]) -> f32 {
 }
 
 #[inline(always)]
-fn dot4_q4_0_body<const VNNI: bool>(w: [&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] {
-    signed_blocks4::<VNNI, _>(w, a)
+fn dot4_q4_0_body<const VNNI: bool>(w: &[&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] {
+    signed_blocks4::<VNNI, _>(*w, a)
 }
 
 #[inline(always)]
-fn dot4_q5_0_body<const VNNI: bool>(w: [&[BlockQ5_0]; 4], a: &[ActQ8_0]) -> [f32; 4] {
-    signed_blocks4::<VNNI, _>(w, a)
+fn dot4_q5_0_body<const VNNI: bool>(w: &[&[BlockQ5_0]; 4], a: &[ActQ8_0]) -> [f32; 4] {
+    signed_blocks4::<VNNI, _>(*w, a)
 }
 
 #[inline(always)]
-fn dot4_q8_0_body<const VNNI: bool>(w: [&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32; 4] {
-    signed_blocks4::<VNNI, _>(w, a)
+fn dot4_q8_0_body<const VNNI: bool>(w: &[&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32; 4] {
+    signed_blocks4::<VNNI, _>(*w, a)
 }
 
 #[inline(always)]
@@ -825,8 +825,8 @@ macro_rules! signed_rows4_kernels {
         /// # Safety
         /// The CPU must support AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        pub unsafe fn $dot4(w: [&[$block]; 4], a: &[ActQ8_0]) -> [f32; 4] {
-            let [[r0], [r1], [r2], [r3]] = signed_rows4(w, [a]);
+        pub unsafe fn $dot4(w: &[&[$block]; 4], a: &[ActQ8_0]) -> [f32; 4] {
+            let [[r0], [r1], [r2], [r3]] = signed_rows4(*w, [a]);
             [r0, r1, r2, r3]
         }
 
@@ -973,8 +973,8 @@ pub mod avx512 {
     /// # Safety
     /// The CPU must support AVX2, FMA, F16C, AVX-512 F, BW, VL and VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn dot4_q4_1(w: [&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] {
-        let [[r0], [r1], [r2], [r3]] = q4_1_rows4(w, [a]);
+    pub unsafe fn dot4_q4_1(w: &[&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] {
+        let [[r0], [r1], [r2], [r3]] = q4_1_rows4(*w, [a]);
         [r0, r1, r2, r3]
     }
 
@@ -1239,8 +1239,8 @@ fn dot_q4_1_body<const VNNI: bool>(w: &[BlockQ4_1], a: &[ActQ8_1]) -> f32 {
 
 /// Four rows of Q4_1; per row the same operations in the same order as [`dot_q4_1_body`].
 #[inline(always)]
-fn dot4_q4_1_body<const VNNI: bool>(w: [&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] {
-    let [[r0], [r1], [r2], [r3]] = q4_1_tile::<VNNI, 1>(w, [a]);
+fn dot4_q4_1_body<const VNNI: bool>(w: &[&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] {
+    let [[r0], [r1], [r2], [r3]] = q4_1_tile::<VNNI, 1>(*w, [a]);
     [r0, r1, r2, r3]
 }
 
