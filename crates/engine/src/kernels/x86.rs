@@ -292,11 +292,7 @@ mod avx2_only {
         let mut out = [[0f32; G]; K];
         for (out, acc) in out.iter_mut().zip(&acc) {
             for (out, lanes) in out.iter_mut().zip(acc) {
-                // lanes k and k + 8, then k and k + 4, k and k + 2, 0 and 1.
-                let s8 = _mm256_add_ps(lanes[0], lanes[1]);
-                let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
-                let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-                *out = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+                *out = fold16(lanes[0], lanes[1]);
             }
         }
         out
@@ -479,6 +475,18 @@ fn hsum4(v: __m128) -> f32 {
         let s = _mm_add_ps(v, _mm_movehl_ps(v, v));
         _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
+}
+
+/// The sum of 16 lanes held as lanes 0..8 and 8..16, folded as attention's scores define
+/// it: lanes k and k + 8, then k and k + 4, then [`hsum4`].
+#[inline(always)]
+fn fold16(low: __m256, high: __m256) -> f32 {
+    // SAFETY: AVX available (module contract).
+    let s4 = unsafe {
+        let s8 = _mm256_add_ps(low, high);
+        _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8))
+    };
+    hsum4(s4)
 }
 
 /// The low four lanes of a broadcast scale.
@@ -916,14 +924,9 @@ pub mod avx512 {
         let mut out = [[0f32; G]; K];
         for (out, acc) in out.iter_mut().zip(&acc) {
             for (out, lanes) in out.iter_mut().zip(acc) {
-                // Lanes k and k + 8 (the two 256-bit halves), then as the AVX2 version.
-                let s8 = _mm256_add_ps(
-                    _mm512_castps512_ps256(*lanes),
-                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*lanes))),
-                );
-                let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
-                let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-                *out = _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+                // Lanes 0..8 and 8..16 are the register's two 256-bit halves.
+                let high = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*lanes));
+                *out = fold16(_mm512_castps512_ps256(*lanes), _mm256_castpd_ps(high));
             }
         }
         out
