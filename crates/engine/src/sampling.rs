@@ -195,7 +195,10 @@ pub fn argmax(logits: &[f32]) -> u32 {
     let mut best: Option<(usize, f32)> = None;
     for (c, chunk) in logits.chunks(CHUNK).enumerate() {
         let m = chunk_max(chunk);
-        if best.is_none_or(|(_, b)| m > b) {
+        // A chunk of NaNs also has the maximum -inf, but no logit to offer: it must not be
+        // the first chunk to count when later chunks hold real -inf logits.
+        let has_logit = m > f32::NEG_INFINITY || chunk.contains(&f32::NEG_INFINITY);
+        if has_logit && best.is_none_or(|(_, b)| m > b) {
             best = Some((c, m));
         }
     }
@@ -281,6 +284,12 @@ mod tests {
             }
         }
         assert_eq!(argmax(&[f32::NAN, f32::NAN]), 0);
+        let mut nan_then_neg_inf = vec![f32::NAN; 1024];
+        nan_then_neg_inf.extend([f32::NEG_INFINITY; 5]);
+        assert_eq!(
+            argmax(&nan_then_neg_inf),
+            argmax_reference(&nan_then_neg_inf)
+        );
         assert_eq!(argmax(&[-0.0, 0.0, 0.0]), 0);
     }
 
