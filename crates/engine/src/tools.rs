@@ -92,6 +92,16 @@ pub fn calls_possible(c: &OutputConstraints) -> bool {
     !c.tools.is_empty() && c.tool_choice != ToolChoice::None
 }
 
+/// The request parameter a constraint comes from, for the errors it causes: the tools when
+/// the model may call one, else the answer's format.
+pub fn constraint_param(c: &OutputConstraints) -> &'static str {
+    if calls_possible(c) {
+        "tools"
+    } else {
+        "response_format"
+    }
+}
+
 /// The grammar the answer must follow, or `None` for free text.
 pub fn grammar(c: &OutputConstraints) -> Result<Option<String>, BasaltError> {
     let answer = match &c.format {

@@ -7,7 +7,11 @@
 //! The heavy lifting (Earley parsing, lexer automata, the token trie) is llguidance's.
 //!
 //! This crate knows nothing of prompts, tools or API dialects: callers build the grammar
-//! text, this crate only enforces it.
+//! text, this crate only enforces it. Schemas are untrusted: [`json_rule`] bounds their size
+//! first ([`schema`]), and compilation runs on a thread of its own with a stack sized for the
+//! compiler's recursion, so no schema can overflow a caller's (runtime) thread.
+
+pub mod schema;
 
 use std::sync::Arc;
 
@@ -20,11 +24,16 @@ pub enum GrammarError {
     /// The grammar or schema is invalid or cannot be satisfied.
     #[error("{0}")]
     Invalid(String),
-    /// The constraint reached a state it cannot continue from (a bug, or a token the
-    /// constraint did not allow).
+    /// The constraint reached a state it cannot continue from: the grammar admits no
+    /// finite output from here, or enforcing it ran out of its computation budget. The
+    /// message is the grammar engine's own, for logs, not for clients.
     #[error("constrained decoding failed: {0}")]
     Failed(String),
 }
+
+/// Stack for one compilation: llguidance's schema and grammar compilers recurse over the
+/// grammar's structure. Only touched pages are ever backed by memory.
+const COMPILE_STACK_BYTES: usize = 256 << 20;
 
 /// A token's meaning for the grammar.
 pub enum Word {
@@ -95,29 +104,50 @@ impl GrammarCompiler {
             tokenize: Box::new(tokenize),
         });
         let mut factory =
-            ParserFactory::new_simple(&env).map_err(|e| GrammarError::Invalid(e.to_string()))?;
+            ParserFactory::new_simple(&env).map_err(|e| GrammarError::Invalid(reason(e)))?;
         factory.quiet();
+        // Errors reach logs and, through the engine, API responses: the parser's state and
+        // the grammar's text are internals, and can be megabytes.
+        factory.limits_mut().verbose_errors = false;
         Ok(Self {
             factory,
             vocab_size,
         })
     }
 
-    /// Compiles a Lark-style grammar (llguidance's dialect; `%json {...}` embeds a schema).
+    /// Compiles a Lark-style grammar (llguidance's dialect; `%json {...}` embeds a schema)
+    /// on a thread with a large stack, and computes its first mask there too, so that a
+    /// grammar that cannot even start is an error now rather than in the middle of a
+    /// generation. A panic inside the grammar engine is an error, not a crash.
     pub fn compile(&self, lark: &str) -> Result<TokenConstraint, GrammarError> {
+        std::thread::scope(|scope| {
+            let compiling = std::thread::Builder::new()
+                .name("basalt-grammar".into())
+                .stack_size(COMPILE_STACK_BYTES)
+                .spawn_scoped(scope, || self.compile_here(lark))
+                .map_err(|e| GrammarError::Failed(format!("cannot start a thread: {e}")))?;
+            compiling
+                .join()
+                .map_err(|_| GrammarError::Failed("the grammar compiler panicked".into()))?
+        })
+    }
+
+    fn compile_here(&self, lark: &str) -> Result<TokenConstraint, GrammarError> {
         let grammar = TopLevelGrammar::from_lark(lark.to_string());
         let parser = self
             .factory
             .create_parser(grammar)
-            .map_err(|e| GrammarError::Invalid(e.to_string()))?;
+            .map_err(|e| GrammarError::Invalid(reason(e)))?;
         let matcher = Matcher::new(Ok(parser));
         if let Some(e) = matcher.get_error() {
-            return Err(GrammarError::Invalid(e));
+            return Err(GrammarError::Invalid(reason(e)));
         }
-        Ok(TokenConstraint {
+        let mut constraint = TokenConstraint {
             matcher,
             vocab_size: self.vocab_size,
-        })
+        };
+        constraint.first_mask()?;
+        Ok(constraint)
     }
 }
 
@@ -134,13 +164,25 @@ impl std::fmt::Debug for TokenConstraint {
 }
 
 impl TokenConstraint {
+    /// Whether any token can start the output: a grammar that admits no output at all is
+    /// the caller's error, reported with the grammar engine's reason.
+    fn first_mask(&mut self) -> Result<(), GrammarError> {
+        match self.matcher.compute_mask_or_eos() {
+            Ok(allowed) if allowed.num_set() > 0 => Ok(()),
+            Ok(_) => Err(GrammarError::Invalid(
+                "no output can satisfy the grammar".into(),
+            )),
+            Err(e) => Err(GrammarError::Invalid(reason(e))),
+        }
+    }
+
     /// Sets every logit the grammar does not allow next to minus infinity. Once the
     /// grammar is complete, only the end-of-turn token remains.
     pub fn mask(&mut self, logits: &mut [f32]) -> Result<(), GrammarError> {
         let allowed = self
             .matcher
             .compute_mask_or_eos()
-            .map_err(|e| GrammarError::Failed(e.to_string()))?;
+            .map_err(|e| GrammarError::Failed(reason(e)))?;
         if allowed.num_set() == 0 {
             return Err(GrammarError::Failed(
                 "no token can continue the output".into(),
@@ -162,7 +204,7 @@ impl TokenConstraint {
     pub fn commit(&mut self, token: u32) -> Result<(), GrammarError> {
         self.matcher
             .consume_token(token)
-            .map_err(|e| GrammarError::Failed(e.to_string()))
+            .map_err(|e| GrammarError::Failed(reason(e)))
     }
 
     /// Whether the output so far is a complete sentence of the grammar.
@@ -171,11 +213,24 @@ impl TokenConstraint {
     }
 }
 
+/// The grammar engine's message, cut to a length a client or a log line can take: it can
+/// quote the schema, which may be megabytes.
+fn reason(e: impl std::fmt::Display) -> String {
+    const MAX_CHARS: usize = 400;
+    let text = e.to_string();
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
+}
+
 /// A JSON Schema as a Lark rule body: `%json {...}`, with compact separators and no free
-/// whitespace, so a small model cannot wander off into endless spaces.
+/// whitespace, so a small model cannot wander off into endless spaces. The schema is checked
+/// against the default [`schema::SchemaLimits`] and made strict ([`schema::strict_schema`]).
 pub fn json_rule(schema: &serde_json::Value) -> Result<String, GrammarError> {
-    let mut schema = match schema {
-        serde_json::Value::Object(m) => m.clone(),
+    let strict = schema::strict_schema(schema, &schema::SchemaLimits::default())?;
+    let mut schema = match strict {
+        serde_json::Value::Object(m) => m,
         serde_json::Value::Bool(true) => serde_json::Map::new(),
         _ => {
             return Err(GrammarError::Invalid(
