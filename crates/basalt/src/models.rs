@@ -111,6 +111,15 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
             provider,
             store,
         } => {
+            // The catalog checks the header; the engine checks that the file would load
+            // (hyper-parameters against the tensors present), before anything is copied.
+            if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+            {
+                basalt_engine::LoadedModel::inspect(&path)
+                    .map_err(|e| format!("{} cannot be served: {e}", path.display()))?;
+            }
             let mut catalog = Catalog::open(&store.dir())?;
             let mut last = 0u64;
             let entry = import(

@@ -187,8 +187,40 @@ impl LoadedModel {
     /// Opens a GGUF model (see [`open_weights`]), then starts its scheduler thread.
     pub fn load(path: &Path, config: EngineConfig) -> Result<Self, EngineError> {
         let file = open_weights(path, config.map_weights)?;
+        let (tokenizer, transformer, template) = Self::parts(&file)?;
+        let budget = KvBudget::new(config.kv_budget_bytes);
+        let shared = Arc::new(scheduler::Shared {
+            transformer,
+            tokenizer,
+            budget,
+            config,
+            cached_bytes: Default::default(),
+        });
+        let handle = scheduler::start(Arc::clone(&shared))?;
+        Ok(Self {
+            shared,
+            handle,
+            template,
+            grammar: OnceLock::new(),
+        })
+    }
+
+    /// Checks that a GGUF file would load, without reading its weights into memory or
+    /// starting anything: every hyper-parameter against the tensors present, the tokenizer,
+    /// the chat template. `basalt models import` runs this before copying a file.
+    pub fn inspect(path: &Path) -> Result<(), EngineError> {
+        let file = GgufFile::open(path)?;
+        Self::parts(&file).map(|_| ())
+    }
+
+    /// The tokenizer, the architecture (views into the file's tensors) and the chat
+    /// template, each checked against the others.
+    #[allow(clippy::type_complexity)]
+    fn parts(
+        file: &GgufFile,
+    ) -> Result<(Tokenizer, Box<dyn model::Transformer>, Option<ChatTemplate>), EngineError> {
         let tokenizer = Tokenizer::from_gguf(file.header())?;
-        let transformer = model::load(&file)?;
+        let transformer = model::load(file)?;
         if transformer.vocab_size() > tokenizer.vocab_size() {
             return Err(EngineError::Model(format!(
                 "the output layer has {} rows but the vocabulary only {} tokens",
@@ -211,25 +243,17 @@ impl LoadedModel {
             }
             Err(_) => None,
         };
-        let budget = KvBudget::new(config.kv_budget_bytes);
-        let shared = Arc::new(scheduler::Shared {
-            transformer,
-            tokenizer,
-            budget,
-            config,
-            cached_bytes: Default::default(),
-        });
-        let handle = scheduler::start(Arc::clone(&shared))?;
-        Ok(Self {
-            shared,
-            handle,
-            template,
-            grammar: OnceLock::new(),
-        })
+        Ok((tokenizer, transformer, template))
     }
 
     pub fn context_length(&self) -> usize {
         self.shared.transformer.context_length()
+    }
+
+    /// The most positions one sequence can hold in the KV budget (whole blocks).
+    pub fn kv_capacity_tokens(&self) -> usize {
+        let block = self.shared.transformer.kv_shape().bytes_per_block().max(1);
+        self.shared.budget.limit_bytes() / block * kv::BLOCK_TOKENS
     }
 
     pub fn supports_chat(&self) -> bool {
@@ -300,6 +324,9 @@ impl LoadedModel {
     /// Validates and prepares a request without queueing it.
     pub fn prepare(&self, request: GenerateRequest) -> Result<PreparedRequest, BasaltError> {
         tools::validate(&request.constraints)?;
+        // The output grammar's text first: building it checks each schema against its size
+        // limits, which is cheap, before the tools are rendered into a prompt of their size.
+        let grammar = tools::grammar(&request.constraints)?;
         let prompt_tokens = self.tokenize_prompt(&request.prompt, &request.constraints)?;
         let ctx = self.context_length();
         let param = match request.prompt {
@@ -314,6 +341,20 @@ impl LoadedModel {
                 ErrorKind::ContextLengthExceeded,
                 format!(
                     "This model's maximum context length is {ctx} tokens, but the prompt has {} tokens.",
+                    prompt_tokens.len()
+                ),
+            )
+            .with_param(param));
+        }
+        // The KV budget can be smaller than the context window (`--kv-cache-mb`): a prompt
+        // that cannot fit even alone could never run, however long it waited.
+        let capacity = self.kv_capacity_tokens();
+        if prompt_tokens.len() >= capacity {
+            return Err(BasaltError::new(
+                ErrorKind::ContextLengthExceeded,
+                format!(
+                    "This server's KV cache holds at most {capacity} tokens of one sequence, but \
+                     the prompt has {} tokens.",
                     prompt_tokens.len()
                 ),
             )
@@ -334,16 +375,26 @@ impl LoadedModel {
                 .with_param("max_tokens"));
             }
             Some(m) => m as usize,
-            None => room,
+            // Unlimited: as far as both the context window and the KV budget go.
+            None => room.min(capacity - prompt_tokens.len()),
         };
+        let vocab = self.shared.transformer.vocab_size();
+        if let Some((id, _)) = request
+            .sampling
+            .logit_bias
+            .iter()
+            .find(|(id, _)| *id as usize >= vocab)
+        {
+            return Err(BasaltError::invalid(
+                "logit_bias",
+                format!("token {id} is not in this model's vocabulary of {vocab} tokens"),
+            ));
+        }
         let limited_by_context = request.max_tokens.is_none();
-        let constraint = match tools::grammar(&request.constraints)? {
+        let constraint = match grammar {
             Some(lark) => Some(self.grammar_compiler()?.compile(&lark).map_err(|e| {
-                let param = if tools::calls_possible(&request.constraints) {
-                    "tools"
-                } else {
-                    "response_format"
-                };
+                let param = tools::constraint_param(&request.constraints);
+                tracing::warn!(param, error = %e, "cannot compile the output grammar");
                 BasaltError::invalid(param, format!("cannot constrain the output: {e}"))
             })?),
             None => None,

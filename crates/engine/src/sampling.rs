@@ -80,6 +80,11 @@ impl Sampler {
     /// Applies penalties to `logits` in place. `context` is every token so far (prompt and
     /// generated).
     pub fn apply_penalties(&self, logits: &mut [f32], context: &[u32]) {
+        for &(token, bias) in &self.params.logit_bias {
+            if let Some(l) = logits.get_mut(token as usize) {
+                *l += bias;
+            }
+        }
         let p = &self.params;
         if p.repetition_penalty != 1.0 && p.repetition_penalty > 0.0 {
             let start = context.len().saturating_sub(REPETITION_WINDOW);

@@ -117,14 +117,19 @@ struct Sequence {
     pending_logprobs: Vec<TokenLogprob>,
     /// The grammar the output must follow, if any.
     constraint: Option<TokenConstraint>,
+    /// The request parameter the constraint came from, for errors.
+    constraint_param: &'static str,
     /// Splits the answer into text and tool calls.
     output: OutputParser,
     events: mpsc::UnboundedSender<GenerateEvent>,
     /// Fair-admission lane (tenant) and this request's arrival order.
     lane: Option<TenantLane>,
     arrival: u64,
-    /// Recomputing after preemption: admitted ahead of new work.
+    /// Recomputing after preemption: admitted ahead of new work (unless it yielded).
     preempted: bool,
+    /// Preempted to give its slot to a tenant below its fair share: it waits its lane's
+    /// turn like new work instead of taking the slot straight back.
+    yielded: bool,
     /// Prompt tokens whose KV came from the prefix cache.
     cached: usize,
     /// How many of this sequence's KV blocks the prefix cache knows.
@@ -174,11 +179,13 @@ impl Sequence {
             logprobs: p.request.logprobs,
             pending_logprobs: Vec::new(),
             constraint: p.constraint,
+            constraint_param: tools::constraint_param(&p.request.constraints),
             output,
             events,
             lane: p.tenant,
             arrival: ARRIVALS.fetch_add(1, Ordering::Relaxed),
             preempted: false,
+            yielded: false,
             cached: 0,
             chain: Chain::default(),
             first_token: None,
@@ -311,10 +318,13 @@ impl Scheduler {
     fn admit(&mut self) {
         let per_token = self.shared.transformer.kv_shape().bytes_per_token();
         let budget = Arc::clone(&self.shared.budget);
-        while self.running.len() < self.shared.config.max_running {
-            let Some(index) = self.next_to_admit() else {
-                break;
-            };
+        while let Some(mut index) = self.next_to_admit() {
+            if self.running.len() >= self.shared.config.max_running {
+                match self.yield_slot_to(index) {
+                    Some(moved) => index = moved,
+                    None => break,
+                }
+            }
             let Some(candidate) = self.waiting.get(index) else {
                 break;
             };
@@ -341,6 +351,7 @@ impl Scheduler {
                 }
                 self.reuse_prefix(&mut seq);
                 seq.preempted = false;
+                seq.yielded = false;
                 seq.kv.get_or_insert_with(|| {
                     SeqKv::new(self.shared.transformer.kv_shape(), Arc::clone(&budget))
                 });
@@ -458,12 +469,64 @@ impl Scheduler {
         self.waiting.push_front(seq);
     }
 
+    /// With every slot taken, fairness between tenants holds only if a tenant that holds
+    /// more than its share of the slots gives one back: one request can bring dozens of
+    /// sequences, and without this a tenant arriving after it waits for them to finish.
+    ///
+    /// Each lane with work is entitled to `max_running * weight / total weight` slots (at
+    /// least one). If the waiting sequence at `candidate` is from a lane below its share,
+    /// the newest sequence of the lane furthest above its share is preempted (its full KV
+    /// blocks stay in the prefix cache, so recomputing it is mostly a cache hit). Returns the
+    /// candidate's index in `waiting` after the preempted sequence joined it, or `None`
+    /// when nobody is owed a slot.
+    fn yield_slot_to(&mut self, candidate: usize) -> Option<usize> {
+        let weight = |lane: &Option<TenantLane>| lane.as_ref().map_or(1, |l| l.weight.max(1));
+        let mut lanes: HashMap<&str, (u32, usize)> = HashMap::new(); // weight, running
+        for s in &self.waiting {
+            lanes
+                .entry(lane_key(&s.lane))
+                .or_insert((weight(&s.lane), 0));
+        }
+        for s in &self.running {
+            lanes
+                .entry(lane_key(&s.lane))
+                .or_insert((weight(&s.lane), 0))
+                .1 += 1;
+        }
+        let total: u32 = lanes.values().map(|(w, _)| w).sum();
+        let slots = self.shared.config.max_running as f64;
+        let share = |w: u32| (slots * w as f64 / total.max(1) as f64).max(1.0);
+        let wanting = self.waiting.get(candidate)?;
+        let (w, held) = lanes.get(lane_key(&wanting.lane)).copied()?;
+        if held as f64 + 1.0 > share(w) {
+            return None;
+        }
+        let (over, _) = lanes
+            .iter()
+            .map(|(lane, &(w, held))| (*lane, held as f64 / share(w)))
+            .filter(|&(_, ratio)| ratio > 1.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        let over = over.to_string();
+        let newest = self
+            .running
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| lane_key(&s.lane) == over)
+            .max_by_key(|(_, s)| s.arrival)
+            .map(|(i, _)| i)?;
+        self.preempt(newest);
+        if let Some(seq) = self.waiting.front_mut() {
+            seq.yielded = true;
+        }
+        Some(candidate + 1)
+    }
+
     /// The waiting sequence to admit next: a preempted one first (it was admitted before);
     /// otherwise weighted fair queuing between tenant lanes: the lane that has received the
     /// least service per unit of weight goes next, oldest request first within a lane. A
     /// lane that was idle restarts at the current virtual time, so idling earns no credit.
     fn next_to_admit(&self) -> Option<usize> {
-        if let Some(i) = self.waiting.iter().position(|s| s.preempted) {
+        if let Some(i) = self.waiting.iter().position(|s| s.preempted && !s.yielded) {
             return Some(i);
         }
         let mut best: Option<(f64, u64, usize)> = None;
@@ -537,7 +600,7 @@ fn emit_next_token(
     let tok = &shared.tokenizer;
     if let Some(c) = &mut seq.constraint {
         if let Err(e) = c.mask(logits) {
-            return fail_in_place(shared, cache, seq, e.to_string());
+            return fail_in_place(shared, cache, seq, e);
         }
     }
     seq.sampler.apply_penalties(logits, &seq.tokens);
@@ -567,7 +630,7 @@ fn emit_next_token(
     let end_of_generation = seq.stop_on_eog && tok.is_end_of_generation(token);
     if let (Some(c), false) = (&mut seq.constraint, end_of_generation) {
         if let Err(e) = c.commit(token) {
-            return fail_in_place(shared, cache, seq, e.to_string());
+            return fail_in_place(shared, cache, seq, e);
         }
     }
     // An end token is produced (and counted) like any other, but is not part of the text.
@@ -655,19 +718,30 @@ fn emit_next_token(
 }
 
 /// Ends a sequence whose constraint broke down, reporting the tokens it did generate.
+///
+/// The grammar came from the client's schema, and the ways it breaks down mid-generation
+/// (no finite output left, such as a required recursive `$ref`; a lexer or parser budget
+/// spent, such as a pattern of a billion characters) are the schema's, so the client gets a
+/// 400 naming the parameter. The grammar engine's own words go to the log, not the client.
 fn fail_in_place(
     shared: &Shared,
     cache: &PrefixCache,
     seq: &mut Sequence,
-    why: String,
+    why: basalt_grammar::GrammarError,
 ) -> StepResult {
     seq.kv = None;
     shared
         .cached_bytes
         .store(cache.reclaimable_bytes(), Ordering::Release);
-    seq.outcome = Some(Outcome::Failed(ErrorKind::Internal));
+    tracing::warn!(param = seq.constraint_param, error = %why, "constrained decoding stopped");
+    let error = BasaltError::invalid(
+        seq.constraint_param,
+        "The output cannot be constrained any further: the schema admits no finite output \
+         from here, or is too complex to enforce. Simplify the schema.",
+    );
+    seq.outcome = Some(Outcome::Failed(error.kind));
     let _ = seq.events.send(GenerateEvent::Failed {
-        error: BasaltError::internal(why),
+        error,
         usage: seq.usage(),
     });
     StepResult::Done
@@ -1004,6 +1078,52 @@ mod tests {
         let b_at = order.iter().position(|n| n == "b").unwrap();
         // B is admitted with the first pair that follows the blockers.
         assert!(b_at <= 2, "B finished {b_at}th: {order:?}");
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    /// One request can bring dozens of sequences (prompts times `n`): when they hold every
+    /// slot, a tenant that arrives after them is given one at once (the newest of them is
+    /// preempted), not after they finish; and the preempted ones still finish, unchanged.
+    #[test]
+    fn a_tenant_holding_every_slot_gives_one_to_a_newcomer() {
+        let (handle, _shared) = scheduler_with_queue(1 << 20, 4, 64);
+        let heavy: Vec<EventReceiver> = (0..12)
+            .map(|_| handle.enqueue(for_tenant(request(300), "a", 1)).unwrap())
+            .collect();
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while handle.stats().running < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "A's sequences were never admitted"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let b = handle.enqueue(for_tenant(request(6), "b", 1)).unwrap();
+        let (done_tx, done_rx) = std_mpsc::channel();
+        let threads: Vec<_> = heavy
+            .into_iter()
+            .map(|rx| ("a", rx))
+            .chain([("b", b)])
+            .map(|(name, rx)| {
+                let tx = done_tx.clone();
+                std::thread::spawn(move || {
+                    let (text, end) = drain(rx);
+                    let _ = tx.send((name, text, end));
+                })
+            })
+            .collect();
+        drop(done_tx);
+        let order: Vec<(&str, String, GenerateEvent)> = done_rx.iter().collect();
+        assert_eq!(order[0].0, "b", "B waited for A's sequences to finish");
+        let a_texts: Vec<&String> = order
+            .iter()
+            .filter(|(n, _, _)| *n == "a")
+            .map(|(_, t, _)| t)
+            .collect();
+        assert_eq!(a_texts.len(), 12);
+        assert!(a_texts.iter().all(|t| *t == a_texts[0] && t.len() == 300));
         for t in threads {
             t.join().unwrap();
         }

@@ -75,6 +75,8 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     /// Seed for the sampler; the same seed and inputs give the same tokens.
     pub seed: Option<u64>,
+    /// Added to the logits of these tokens before sampling (OpenAI's `logit_bias`).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -88,6 +90,7 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             presence_penalty: 0.0,
             seed: None,
+            logit_bias: Vec::new(),
         }
     }
 }

@@ -51,7 +51,7 @@ impl Gemma3 {
     pub fn load(file: &GgufFile) -> Result<Self, EngineError> {
         let a = "gemma3";
         let dim = hparam(file, a, "embedding_length")?;
-        let n_layers = hparam(file, a, "block_count")?;
+        let n_layers = super::layer_count(file, a)?;
         let n_heads = hparam(file, a, "attention.head_count")?;
         let n_kv_heads = hparam(file, a, "attention.head_count_kv").unwrap_or(n_heads);
         let head_dim = hparam(file, a, "attention.key_length").unwrap_or(dim / n_heads.max(1));

@@ -39,7 +39,7 @@ impl Llama {
     pub fn load(file: &GgufFile) -> Result<Self, EngineError> {
         let a = "llama";
         let dim = hparam(file, a, "embedding_length")?;
-        let n_layers = hparam(file, a, "block_count")?;
+        let n_layers = super::layer_count(file, a)?;
         let n_heads = hparam(file, a, "attention.head_count")?;
         let n_kv_heads = hparam(file, a, "attention.head_count_kv").unwrap_or(n_heads);
         let ffn_dim = hparam(file, a, "feed_forward_length")?;

@@ -64,6 +64,25 @@ fn hparam(file: &GgufFile, arch: &str, key: &str) -> Result<usize, EngineError> 
         .map_err(|e| EngineError::Model(e.to_string()))
 }
 
+/// Reads `{arch}.block_count` and checks it against the tensors the file actually holds, so
+/// that nothing is sized from a number the file merely claims: layer `n - 1` must exist and
+/// layer `n` must not.
+fn layer_count(file: &GgufFile, arch: &str) -> Result<usize, EngineError> {
+    let n = hparam(file, arch, "block_count")?;
+    let has_layer = |i: usize| {
+        file.header()
+            .tensor(&format!("blk.{i}.attn_norm.weight"))
+            .is_some()
+    };
+    let plausible = n > 0 && n <= file.header().tensors.len();
+    if !plausible || !has_layer(n - 1) || has_layer(n) {
+        return Err(EngineError::Model(format!(
+            "{arch}.block_count says {n} layers, which the file's tensors do not match"
+        )));
+    }
+    Ok(n)
+}
+
 fn hparam_f32(file: &GgufFile, arch: &str, key: &str, default: f32) -> f32 {
     file.header()
         .f64(&format!("{arch}.{key}"))
