@@ -290,3 +290,29 @@ def test_usage_survives_kill_9_during_load():
     finally:
         if s.proc.poll() is None:
             s.proc.kill()
+
+
+def test_requests_in_flight_at_a_crash_are_recorded_as_interrupted():
+    """A request is recorded when it is admitted: `kill -9` in the middle of its stream
+    leaves an `interrupted` record with its input tokens, not nothing (under-billing)."""
+    s = Server(args=["--admin-token", ADMIN])
+    try:
+        assert admin(s, "POST", "/admin/tenants", {"name": "eps", "models": ["*"]}).status_code == 201
+        key = admin(s, "POST", "/admin/tenants/eps/keys").json()["key"]
+        stream = oai(s, key).chat.completions.create(model=SMOL, messages=LONG, max_tokens=400,
+                                                     stream=True)
+        first = next(iter(stream))
+        s.proc.kill()  # SIGKILL mid-stream
+        s.proc.wait()
+        restarted = Server(args=["--admin-token", ADMIN], data_dir=s.data_dir)
+        try:
+            usage = admin(restarted, "GET", "/admin/usage?tenant=eps").json()
+            record = next(r for r in usage["records"] if r["request_id"] == first.id)
+            assert record["status"] == "interrupted", record
+            assert record["input_tokens"] > 10, record
+            assert "interrupted" in restarted.logs()
+        finally:
+            restarted.stop()
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()

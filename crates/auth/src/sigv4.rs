@@ -166,11 +166,32 @@ pub fn sign(
     service: &str,
     signed_headers: &[&str],
 ) -> Result<String, AuthError> {
+    let hash = payload_hash(req)?;
+    sign_with_hash(
+        req,
+        access_key_id,
+        secret,
+        region,
+        service,
+        signed_headers,
+        &hash,
+    )
+}
+
+fn sign_with_hash(
+    req: &WireRequest<'_>,
+    access_key_id: &str,
+    secret: &str,
+    region: &str,
+    service: &str,
+    signed_headers: &[&str],
+    payload_hash: &str,
+) -> Result<String, AuthError> {
     let amz_date = header(req.headers, "x-amz-date")
         .ok_or_else(|| AuthError::Malformed("missing X-Amz-Date".into()))?;
     let date = amz_date.get(..8).unwrap_or_default();
     let names: Vec<String> = signed_headers.iter().map(|h| h.to_string()).collect();
-    let canonical = canonical_request(req, &names, &payload_hash(req)?)?;
+    let canonical = canonical_request(req, &names, payload_hash)?;
     let scope = format!("{date}/{region}/{service}/aws4_request");
     let sts = format!(
         "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
@@ -191,12 +212,18 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The body's hash as the signature covers it: the client's `x-amz-content-sha256` when it
-/// sent one (which must then match the body, unless it declares the payload unsigned),
-/// otherwise the hash of the body we received.
+/// sent one (which must then match the body), otherwise the hash of the body we received.
+///
+/// An unsigned payload is refused: with it, a captured request's body could be replaced for
+/// as long as the signature is fresh, and no Bedrock client sends one to these APIs.
 fn payload_hash(req: &WireRequest<'_>) -> Result<String, AuthError> {
     let actual = || hex(&Sha256::digest(req.body));
     match header(req.headers, "x-amz-content-sha256") {
-        Some(UNSIGNED_PAYLOAD) => Ok(UNSIGNED_PAYLOAD.to_string()),
+        Some(UNSIGNED_PAYLOAD) => Err(AuthError::BadSignature(
+            "unsigned payloads (x-amz-content-sha256: UNSIGNED-PAYLOAD) are not accepted: \
+             sign the request body"
+                .into(),
+        )),
         Some(claimed) => {
             let claimed = claimed.to_ascii_lowercase();
             if claimed == actual() {
@@ -520,6 +547,48 @@ mod tests {
             ..req
         };
         assert!(verify(&moved, &auth, &expect).is_err());
+    }
+
+    #[test]
+    fn unsigned_payloads_are_refused_even_when_the_signature_holds() {
+        let now = 1_796_000_000;
+        let date = format_amz_date(now);
+        let h = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("x-amz-date", &date),
+            ("x-amz-content-sha256", UNSIGNED_PAYLOAD),
+        ]);
+        let req = WireRequest {
+            method: "POST",
+            raw_path: "/model/m/converse",
+            raw_query: None,
+            headers: &h,
+            body: br#"{"replaced":"after signing"}"#,
+        };
+        let names = ["host", "x-amz-content-sha256", "x-amz-date"];
+        let value = sign_with_hash(
+            &req,
+            "AK",
+            "s",
+            "us-east-1",
+            "bedrock",
+            &names,
+            UNSIGNED_PAYLOAD,
+        )
+        .unwrap();
+        let auth = Authorization::parse(&value).unwrap();
+        let expect = Expectation {
+            secret: "s",
+            now,
+            max_skew: 900,
+            service: "bedrock",
+        };
+        let e = verify(&req, &auth, &expect).unwrap_err();
+        assert!(
+            matches!(&e, AuthError::BadSignature(m) if m.contains("unsigned")),
+            "{e}"
+        );
+        assert_eq!(e.aws_error_code(), "InvalidSignatureException");
     }
 
     #[test]

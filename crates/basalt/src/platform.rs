@@ -159,7 +159,7 @@ pub enum KeysCommand {
     /// Create an API key (printed once; only its hash is kept)
     Create {
         tenant: String,
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "default")]
         name: String,
         /// Days until the key stops working
         #[arg(long)]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use basalt_auth::{Authenticator, ChainedKeys, KeyStore, StaticKeys};
 use basalt_catalog::Catalog;
 use basalt_server::invocation_log::InvocationLog;
+use basalt_server::listener::{self, ConnectionLimits};
 use basalt_server::platform::{Platform, Prices};
 use basalt_server::{router, AppState, ServerConfig};
 use basalt_store::{Store, StoreKeys};
@@ -39,6 +40,16 @@ pub struct ServeArgs {
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
+    /// Most connections open at once; more wait to be accepted
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_connections: u32,
+    /// A connection with no request in flight is closed after this many idle seconds (an
+    /// HTTP/1 request's headers must also be complete within this long)
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    idle_timeout_secs: u64,
+    /// A request body must arrive whole within this many seconds (else 408)
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_read_timeout_secs: u64,
     /// An API key clients may send as `Authorization: Bearer` or `x-api-key` (repeatable).
     /// With any key or access key configured, every API request must authenticate.
     #[arg(
@@ -89,6 +100,14 @@ pub fn run(args: ServeArgs) -> CliResult {
         .with_writer(std::io::stderr)
         .init();
     let store = args.data.open_store()?;
+    // One server per database: what was still running belonged to a server that died.
+    let interrupted = store.interrupt_unfinished_usage()?;
+    if interrupted > 0 {
+        tracing::warn!(
+            requests = interrupted,
+            "usage records of requests in flight when the last server stopped are now `interrupted`"
+        );
+    }
     let models_dir = args.store.dir();
     let catalog = Catalog::open(&models_dir)?;
     for (dir, why) in &catalog.skipped {
@@ -178,7 +197,12 @@ pub fn run(args: ServeArgs) -> CliResult {
 
     let server_config = ServerConfig {
         body_limit: args.max_body_kb << 10,
+        body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
         ..Default::default()
+    };
+    let limits = ConnectionLimits {
+        max_connections: args.max_connections as usize,
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
     };
     let app = router(Arc::new(state), server_config);
     let grace = Duration::from_secs(args.shutdown_grace_secs);
@@ -196,23 +220,14 @@ pub fn run(args: ServeArgs) -> CliResult {
                  (creating a tenant through the admin API switches authentication on)"
             );
         }
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let shutdown = async move {
             shutdown_signal().await;
             tracing::info!(
                 "shutting down: letting in-flight requests finish (up to {}s)",
                 grace.as_secs()
             );
-            let _ = stop_tx.send(true);
-        });
-        let mut stop_rx = stop_rx;
-        tokio::select! {
-            result = server => result.map_err(|e| format!("server error: {e}"))?,
-            _ = async {
-                let _ = stop_rx.wait_for(|stopped| *stopped).await;
-                tokio::time::sleep(grace).await;
-            } => tracing::warn!("grace period over; closing remaining connections"),
-        }
+        };
+        listener::serve(listener, app, limits, shutdown, grace).await;
         tracing::info!("stopped");
         Ok::<(), Box<dyn std::error::Error>>(())
     })

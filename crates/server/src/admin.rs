@@ -88,8 +88,17 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/usage", get(admin_usage))
 }
 
-/// Only requests bearing the admin token get through.
-pub async fn require_admin(State(state): Shared, request: Request, next: Next) -> Response {
+/// Admin bodies are small JSON objects.
+pub const ADMIN_BODY_LIMIT: usize = 64 << 10;
+
+/// Only requests bearing the admin token get through, with their bodies read (under
+/// [`ADMIN_BODY_LIMIT`] and the server's deadline) so that a bad body is answered in the
+/// JSON error shape like everything else.
+pub async fn require_admin(
+    State((state, rules)): State<(Arc<AppState>, crate::auth::BodyRules)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -101,7 +110,18 @@ pub async fn require_admin(State(state): Shared, request: Request, next: Next) -
         _ => false,
     };
     if ok {
-        next.run(request).await
+        let (parts, body) = request.into_parts();
+        let rules = crate::auth::BodyRules {
+            limit: rules.limit.min(ADMIN_BODY_LIMIT),
+            ..rules
+        };
+        match crate::auth::read_body(body, rules).await {
+            Ok(bytes) => {
+                next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                    .await
+            }
+            Err(e) => OpenAiError(e).into_response(),
+        }
     } else {
         OpenAiError(BasaltError::new(
             ErrorKind::Unauthenticated,
@@ -128,6 +148,10 @@ struct NewTenant {
 
 fn one() -> u32 {
     1
+}
+
+fn default_key_name() -> String {
+    "default".into()
 }
 
 async fn create_tenant(
@@ -177,9 +201,9 @@ async fn update_tenant(
     Ok(Json(json!(t)))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 struct NewKey {
-    #[serde(default)]
+    #[serde(default = "default_key_name")]
     name: String,
     /// Seconds since the epoch after which the key stops working.
     expires_at: Option<i64>,
@@ -191,7 +215,10 @@ async fn create_key(
     body: axum::body::Bytes,
 ) -> Result<Response, OpenAiError> {
     let req: NewKey = if body.is_empty() {
-        NewKey::default()
+        NewKey {
+            name: default_key_name(),
+            expires_at: None,
+        }
     } else {
         basalt_wire::parse_json(&body)?
     };
@@ -323,7 +350,18 @@ async fn set_quota(
     Path((tenant, model)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, OpenAiError> {
-    let q: Quota = basalt_wire::parse_json(&body)?;
+    // A PUT replaces the whole quota, and a limit left out is no limit; an empty object
+    // would clear every limit at once, which is more likely a client's mistake than a wish.
+    let fields: serde_json::Map<String, Value> = basalt_wire::parse_json(&body)?;
+    if fields.is_empty() {
+        return Err(BasaltError::invalid(
+            "body",
+            "name at least one limit; a PUT replaces the whole quota, and a limit left out \
+             (or null) is no limit",
+        )
+        .into());
+    }
+    let q: Quota = basalt_wire::from_value(Value::Object(fields))?;
     blocking(&state, move |s| {
         let id = s.tenant(&tenant)?.id;
         s.set_quota(&id, &model, &q)

@@ -1,8 +1,8 @@
 //! The authentication layer in front of every API route.
 //!
 //! One [`basalt_auth::Authenticator`] decides who is calling, whichever surface the request
-//! came in on; this layer only adapts it to HTTP: it buffers the body when a SigV4
-//! signature covers it, stores the [`basalt_auth::Principal`] in the request's extensions
+//! came in on; this layer only adapts it to HTTP: it reads the body under the server's size
+//! limit and deadline (a SigV4 signature covers its hash), stores the [`basalt_auth::Principal`] in the request's extensions
 //! for the handlers, and renders failures in the route's own error shape.
 
 use std::sync::Arc;
@@ -40,35 +40,57 @@ impl Dialect {
     }
 }
 
-/// Authenticates the request, or answers it with the dialect's 401/403.
+/// How a request body is read: at most `limit` bytes, all of them within `deadline` of the
+/// first poll, so a client trickling a promised body holds nothing for long.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyRules {
+    pub limit: usize,
+    pub deadline: std::time::Duration,
+}
+
+/// Reads a whole request body under `rules`; the error is the client's (413 or 408).
+pub async fn read_body(body: Body, rules: BodyRules) -> Result<bytes::Bytes, BasaltError> {
+    match tokio::time::timeout(rules.deadline, axum::body::to_bytes(body, rules.limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            Err(if too_large {
+                BasaltError::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!(
+                        "The request body is larger than the server accepts ({} KiB).",
+                        rules.limit >> 10
+                    ),
+                )
+                .with_param("body")
+            } else {
+                BasaltError::invalid("body", format!("Cannot read the request body: {e}"))
+            })
+        }
+        Err(_) => Err(BasaltError::new(
+            ErrorKind::RequestTimeout,
+            format!(
+                "The request body did not arrive within {} seconds.",
+                rules.deadline.as_secs()
+            ),
+        )
+        .with_param("body")),
+    }
+}
+
+/// Reads the body (see [`read_body`]: every API route takes a whole JSON body, and a SigV4
+/// signature covers its hash), authenticates the request, and stores the principal in its
+/// extensions; or answers with the dialect's 401/403/408/413.
 pub async fn require(
-    State((state, dialect, body_limit)): State<(Arc<AppState>, Dialect, usize)>,
+    State((state, dialect, rules)): State<(Arc<AppState>, Dialect, BodyRules)>,
     request: Request,
     next: Next,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let auth = &state.auth;
-    let body = if auth.needs_body(&parts.headers) {
-        match axum::body::to_bytes(body, body_limit).await {
-            Ok(b) => b,
-            Err(_) => {
-                let e = BasaltError::new(
-                    ErrorKind::PayloadTooLarge,
-                    "The request body is larger than the server accepts.",
-                )
-                .with_param("body");
-                return dialect.render(e, None);
-            }
-        }
-    } else {
-        // Not needed: leave the body streaming to the handler untouched.
-        return match authenticate(&state, &parts, &[]) {
-            Ok(principal) => {
-                parts.extensions.insert(principal);
-                next.run(Request::from_parts(parts, body)).await
-            }
-            Err(e) => failure(dialect, e),
-        };
+    let body = match read_body(body, rules).await {
+        Ok(b) => b,
+        Err(e) => return dialect.render(e, None),
     };
     match authenticate(&state, &parts, &body) {
         Ok(principal) => {

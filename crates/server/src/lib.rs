@@ -16,6 +16,7 @@ mod bedrock;
 mod embeddings;
 mod images;
 pub mod invocation_log;
+pub mod listener;
 pub mod metrics;
 mod openai;
 pub mod platform;
@@ -44,6 +45,8 @@ pub use state::{AppState, ServedEmbedder, ServedImageModel, ServedModel};
 pub struct ServerConfig {
     /// Largest request body accepted; larger ones get a 413.
     pub body_limit: usize,
+    /// How long a client has to send a whole request body; slower ones get a 408.
+    pub body_read_timeout: Duration,
     /// How often an idle stream sends a keep-alive comment.
     pub keep_alive: Duration,
 }
@@ -52,7 +55,17 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             body_limit: 4 << 20,
+            body_read_timeout: Duration::from_secs(60),
             keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+impl ServerConfig {
+    fn body_rules(&self) -> auth::BodyRules {
+        auth::BodyRules {
+            limit: self.body_limit,
+            deadline: self.body_read_timeout,
         }
     }
 }
@@ -100,7 +113,7 @@ pub(crate) fn error_response(error: &BasaltError, body: serde_json::Value) -> Re
 pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
     let guard = |dialect| {
         axum::middleware::from_fn_with_state(
-            (Arc::clone(&state), dialect, config.body_limit),
+            (Arc::clone(&state), dialect, config.body_rules()),
             auth::require,
         )
     };
@@ -114,10 +127,12 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
                 .route_layer(guard(auth::Dialect::OpenAi)),
         )
         .merge(
-            admin::routes().route_layer(axum::middleware::from_fn_with_state(
-                Arc::clone(&state),
-                admin::require_admin,
-            )),
+            admin::routes()
+                .layer(axum::extract::DefaultBodyLimit::disable())
+                .route_layer(axum::middleware::from_fn_with_state(
+                    (Arc::clone(&state), config.body_rules()),
+                    admin::require_admin,
+                )),
         )
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
@@ -317,18 +332,20 @@ pub(crate) async fn start_generation(
     let principal = call.principal.clone();
     let tenant = call.tenant.clone();
     let engine_model = Arc::clone(&model);
-    let (prepared, reservation) = tokio::task::spawn_blocking(move || {
+    let admitted_call = call.clone();
+    let (prepared, reservation, begun) = tokio::task::spawn_blocking(move || {
         let mut prepared = engine_model.engine.prepare(request)?;
-        let reservation = match &platform {
+        let model_id = &engine_model.entry.manifest.id;
+        let (reservation, begun) = match &platform {
             Some(p) => {
                 let tokens = (prepared.prompt_tokens.len() + prepared.max_tokens) as u64;
-                let r = p.admit(&principal, &engine_model.entry.manifest.id, tokens)?;
+                let r = p.admit(&principal, model_id, tokens)?;
                 prepared.tenant = p.lane(&principal, tenant.as_ref());
-                r
+                (r, begin_usage(p, &admitted_call, model_id, &prepared))
             }
-            None => None,
+            None => (None, None),
         };
-        Ok::<_, BasaltError>((prepared, reservation))
+        Ok::<_, BasaltError>((prepared, reservation, begun))
     })
     .await
     .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
@@ -339,8 +356,23 @@ pub(crate) async fn start_generation(
     let rx = match model.engine.enqueue(prepared) {
         Ok(rx) => rx,
         Err(e) => {
-            if let (Some(p), Some(r)) = (&state.platform, reservation) {
-                p.settle(r, 0, 0.0);
+            // Dropping the request dropped its accounting sender: record the refusal here.
+            let acc = Accounting {
+                usage: Usage {
+                    input_tokens,
+                    ..Usage::default()
+                },
+                first_token: None,
+                outcome: basalt_engine::Outcome::Failed(e.kind),
+            };
+            let record = platform::usage_record(call, &model_id, &acc, 0.0);
+            match begun {
+                Some(_) => persist_usage(state, record, reservation, begun).await,
+                None => {
+                    if let (Some(p), Some(r)) = (&state.platform, reservation) {
+                        p.settle(r, 0, 0.0);
+                    }
+                }
             }
             return Err(e);
         }
@@ -358,10 +390,39 @@ pub(crate) async fn start_generation(
         call.clone(),
         model_id,
         acc_rx,
-        reservation,
+        (reservation, begun),
         transcript,
     );
     Ok((input_tokens, rx, metering))
+}
+
+/// Writes a request's usage record as soon as it is admitted ([`basalt_store::IN_PROGRESS`],
+/// its prompt's tokens), so a crash while it runs leaves an `interrupted` record rather than
+/// none. Runs on the blocking pool. A failure is logged: the request still runs, and is
+/// recorded whole when it ends.
+fn begin_usage(
+    platform: &platform::Platform,
+    call: &Call,
+    model_id: &str,
+    prepared: &basalt_engine::PreparedRequest,
+) -> Option<i64> {
+    let acc = Accounting {
+        usage: Usage {
+            input_tokens: prepared.prompt_tokens.len() as u32,
+            ..Usage::default()
+        },
+        first_token: None,
+        outcome: basalt_engine::Outcome::Cancelled,
+    };
+    let mut record = platform::usage_record(call, model_id, &acc, 0.0);
+    record.status = basalt_store::IN_PROGRESS.to_string();
+    match platform.store.begin_usage(&record) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::error!(request = %call.request_id, error = %e, "cannot record usage");
+            None
+        }
+    }
 }
 
 /// Meters a request that did not go through the generation engine (embeddings): the usage
@@ -385,15 +446,17 @@ pub(crate) async fn record_now(
         .map_or(0.0, |p| p.cost(model_id, &usage));
     let mut record = platform::usage_record(call, model_id, &acc, cost);
     record.status = status.to_string();
-    persist_usage(state, record, reservation).await;
+    persist_usage(state, record, reservation, None).await;
 }
 
 /// Records a finished request everywhere it is counted: the metrics, the durable usage
-/// record (before this returns), and the settlement of its quota reservation.
+/// record (before this returns; completing the one begun at admission, if any), and the
+/// settlement of its quota reservation.
 async fn persist_usage(
     state: &Arc<AppState>,
     record: basalt_store::UsageRecord,
     reservation: Option<platform::Reservation>,
+    begun: Option<i64>,
 ) {
     state.metrics.observe(&metrics::Observation {
         model: &record.model_id,
@@ -411,7 +474,10 @@ async fn persist_usage(
     let cost = record.cost_usd;
     let request_id = record.request_id.clone();
     let written = tokio::task::spawn_blocking(move || {
-        let result = p.store.record_usage(&record);
+        let result = match begun {
+            Some(id) => p.store.complete_usage(id, &record),
+            None => p.store.record_usage(&record),
+        };
         if let Some(r) = reservation {
             p.settle(r, used, cost);
         }
@@ -433,7 +499,7 @@ fn spawn_metering(
     call: Call,
     model_id: String,
     accounting: oneshot::Receiver<Accounting>,
-    reservation: Option<platform::Reservation>,
+    (reservation, begun): (Option<platform::Reservation>, Option<i64>),
     transcript: Option<oneshot::Receiver<invocation_log::Transcript>>,
 ) -> Metering {
     let (done_tx, done_rx) = oneshot::channel();
@@ -449,7 +515,7 @@ fn spawn_metering(
                 .as_ref()
                 .map_or(0.0, |p| p.cost(&model_id, &acc.usage));
             let record = platform::usage_record(&call, &model_id, &acc, cost);
-            persist_usage(&state, record, reservation).await;
+            persist_usage(&state, record, reservation, begun).await;
         }
         let _ = done_tx.send(());
     });

@@ -170,6 +170,15 @@ pub trait Store: Send + Sync {
     fn quotas(&self, tenant_id: &str) -> Result<Vec<(String, Quota)>, StoreError>;
 
     fn record_usage(&self, record: &UsageRecord) -> Result<(), StoreError>;
+    /// Records a request when it is admitted (status [`IN_PROGRESS`], the tokens known so
+    /// far), durably, so that a crash before it ends still leaves its trace; returns the
+    /// record's id for [`Store::complete_usage`].
+    fn begin_usage(&self, record: &UsageRecord) -> Result<i64, StoreError>;
+    /// Replaces a record begun with [`Store::begin_usage`] with the request's final usage.
+    fn complete_usage(&self, id: i64, record: &UsageRecord) -> Result<(), StoreError>;
+    /// Marks every record still [`IN_PROGRESS`] as [`INTERRUPTED`]: run when a server
+    /// starts, for the requests that were in flight when the last one died.
+    fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError>;
     fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError>;
     fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError>;
 
@@ -193,6 +202,11 @@ impl<S: Store + ?Sized> KeyStore for StoreKeys<S> {
         false
     }
 }
+
+/// The status of a usage record whose request is still running.
+pub const IN_PROGRESS: &str = "in_progress";
+/// The status of a usage record whose server stopped before the request ended.
+pub const INTERRUPTED: &str = "interrupted";
 
 pub fn now() -> i64 {
     std::time::SystemTime::now()

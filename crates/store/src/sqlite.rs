@@ -299,6 +299,12 @@ impl Store for SqliteStore {
         name: &str,
         expires_at: Option<i64>,
     ) -> Result<CreatedApiKey, StoreError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(StoreError::Invalid(
+                "key names are 1-100 characters, none of them control characters".into(),
+            ));
+        }
         self.require_tenant(tenant_id)?;
         let id = format!("key_{}", random_token(12)?);
         let key = format!("bsk-{}", random_token(40)?);
@@ -565,19 +571,46 @@ impl Store for SqliteStore {
     }
 
     fn record_usage(&self, u: &UsageRecord) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO usage (request_id, tenant_id, key_id, model_id, surface, operation,
+        self.begin_usage(u).map(|_| ())
+    }
+
+    fn begin_usage(&self, u: &UsageRecord) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO usage (request_id, tenant_id, key_id, model_id, surface, operation,
                     input_tokens, cached_input_tokens, output_tokens, latency_ms, ttft_ms, status,
                     cost_usd, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                u.request_id,
+                u.tenant_id,
+                u.key_id,
+                u.model_id,
+                u.surface,
+                u.operation,
+                u.input_tokens as i64,
+                u.cached_input_tokens as i64,
+                u.output_tokens as i64,
+                u.latency_ms as i64,
+                u.time_to_first_token_ms.map(|v| v as i64),
+                u.status,
+                u.cost_usd,
+                u.created_at
+            ],
+        )
+        .map_err(backend)?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn complete_usage(&self, id: i64, u: &UsageRecord) -> Result<(), StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE usage SET input_tokens = ?2, cached_input_tokens = ?3, output_tokens = ?4,
+                    latency_ms = ?5, ttft_ms = ?6, status = ?7, cost_usd = ?8
+                 WHERE id = ?1",
                 params![
-                    u.request_id,
-                    u.tenant_id,
-                    u.key_id,
-                    u.model_id,
-                    u.surface,
-                    u.operation,
+                    id,
                     u.input_tokens as i64,
                     u.cached_input_tokens as i64,
                     u.output_tokens as i64,
@@ -585,11 +618,22 @@ impl Store for SqliteStore {
                     u.time_to_first_token_ms.map(|v| v as i64),
                     u.status,
                     u.cost_usd,
-                    u.created_at
                 ],
             )
             .map_err(backend)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("usage record {id}")));
+        }
         Ok(())
+    }
+
+    fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE usage SET status = ?1 WHERE status = ?2",
+                params![crate::INTERRUPTED, crate::IN_PROGRESS],
+            )
+            .map_err(backend)
     }
 
     fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {

@@ -19,6 +19,8 @@ pub enum ErrorKind {
     NotFound,
     /// The request body is larger than the server accepts.
     PayloadTooLarge,
+    /// The client did not send its request (the body) within the server's deadline.
+    RequestTimeout,
     /// The server cannot take more work right now; the client may retry.
     Overloaded,
     /// No credentials, or credentials that name no known key.
@@ -45,6 +47,7 @@ impl ErrorKind {
             ErrorKind::Unauthenticated | ErrorKind::InvalidSignature => 401,
             ErrorKind::PermissionDenied => 403,
             ErrorKind::ModelNotFound | ErrorKind::NotFound => 404,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::Overloaded | ErrorKind::QuotaExceeded => 429,
             ErrorKind::Internal => 500,

@@ -51,6 +51,9 @@ pub struct MessagesRequest {
     #[serde(default)]
     pub tools: Vec<ToolIn>,
     pub tool_choice: Option<Value>,
+    /// Extended thinking: `{"type": "disabled"}` is honoured; enabling it is refused, as
+    /// Basalt's models have no thinking mode.
+    pub thinking: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +276,24 @@ impl MessagesRequest {
         }
         check_range("temperature", self.temperature, 0.0, 1.0)?;
         check_range("top_p", self.top_p, 0.0, 1.0)?;
+        if let Some(thinking) = &self.thinking {
+            match thinking.get("type").and_then(Value::as_str) {
+                Some("disabled") => {}
+                Some("enabled") => {
+                    return Err(BasaltError::new(
+                        ErrorKind::UnsupportedForModel,
+                        "extended thinking is not supported by this model",
+                    )
+                    .with_param("thinking"))
+                }
+                _ => {
+                    return Err(BasaltError::invalid(
+                        "thinking.type",
+                        "`thinking.type` must be `enabled` or `disabled`",
+                    ))
+                }
+            }
+        }
         let constraints = constraints(self.tools, self.tool_choice)?;
         let messages = conversation(self.system, self.messages)?;
         let request = GenerateRequest {
@@ -400,6 +421,7 @@ pub fn error_body(e: &BasaltError) -> Value {
         | ErrorKind::UnsupportedForModel => "invalid_request_error",
         ErrorKind::ModelNotFound | ErrorKind::NotFound => "not_found_error",
         ErrorKind::PayloadTooLarge => "request_too_large",
+        ErrorKind::RequestTimeout => "timeout_error",
         ErrorKind::Overloaded | ErrorKind::QuotaExceeded => "rate_limit_error",
         ErrorKind::Unauthenticated | ErrorKind::InvalidSignature => "authentication_error",
         ErrorKind::PermissionDenied => "permission_error",

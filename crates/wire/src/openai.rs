@@ -14,6 +14,10 @@ use crate::check_range;
 pub const MAX_TOP_LOGPROBS: u8 = 20;
 /// Most choices per request.
 pub const MAX_N: u32 = 16;
+/// Most sequences one completions request may start (prompts times `n`): each is a
+/// sequence in the engine, and a request beyond what the engine could ever queue must be a
+/// 400, not a 429 that no retry could cure.
+pub const MAX_SEQUENCES: usize = 64;
 const MAX_STOP_SEQUENCES: usize = 4;
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +108,8 @@ pub struct SamplingFields {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
+    /// Token id (as a string) to a bias in -100..=100 added to its logit.
+    pub logit_bias: Option<std::collections::BTreeMap<String, f32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +149,9 @@ pub struct CompletionRequest {
     #[serde(default)]
     pub echo: bool,
     pub suffix: Option<String>,
+    /// Honoured only where it changes nothing (`best_of == n`): choosing the best of more
+    /// candidates than are returned is not implemented, and says so.
+    pub best_of: Option<u32>,
     /// Filled by [`parse_completion`] from the body's sampling keys.
     #[serde(skip)]
     pub sampling: SamplingFields,
@@ -162,7 +171,10 @@ const SAMPLING_KEYS: &[&str] = &[
     "stop",
     "stream",
     "stream_options",
+    "logit_bias",
 ];
+/// Most entries in `logit_bias`.
+const MAX_LOGIT_BIAS: usize = 1024;
 
 /// Splits a body into its sampling part and the rest, and parses both with field paths
 /// intact (serde's `flatten` would lose them, and errors would no longer name the field).
@@ -237,6 +249,7 @@ impl SamplingFields {
                 "`top_p` must be greater than 0",
             ));
         }
+        self.logit_bias()?;
         if self.stream_options.is_some() && !self.stream {
             return Err(BasaltError::invalid(
                 "stream_options",
@@ -263,6 +276,32 @@ impl SamplingFields {
 
     /// Sampling parameters for choice `index`: each choice gets its own seed (derived from
     /// the request's) so `n` choices differ but stay reproducible.
+    /// `logit_bias` as token ids and biases; whether each id is in the model's vocabulary is
+    /// the engine's to check.
+    fn logit_bias(&self) -> Result<Vec<(u32, f32)>, BasaltError> {
+        let Some(map) = &self.logit_bias else {
+            return Ok(Vec::new());
+        };
+        if map.len() > MAX_LOGIT_BIAS {
+            return Err(BasaltError::invalid(
+                "logit_bias",
+                format!("at most {MAX_LOGIT_BIAS} tokens may be biased"),
+            ));
+        }
+        map.iter()
+            .map(|(token, &bias)| {
+                let id = token.parse::<u32>().map_err(|_| {
+                    BasaltError::invalid(
+                        "logit_bias",
+                        format!("`{token}` is not a token id (a non-negative integer)"),
+                    )
+                })?;
+                check_range("logit_bias", Some(bias), -100.0, 100.0)?;
+                Ok((id, bias))
+            })
+            .collect()
+    }
+
     fn params(&self, index: u32) -> SamplingParams {
         SamplingParams {
             temperature: self.temperature.unwrap_or(1.0),
@@ -273,6 +312,8 @@ impl SamplingFields {
             frequency_penalty: self.frequency_penalty.unwrap_or(0.0),
             presence_penalty: self.presence_penalty.unwrap_or(0.0),
             seed: self.seed.map(|s| (s as u64).wrapping_add(index as u64)),
+            // Validated in `validate`, which every plan runs first.
+            logit_bias: self.logit_bias().unwrap_or_default(),
         }
     }
 
@@ -504,10 +545,30 @@ impl CompletionRequest {
             }
             PromptField::Many(v) => v,
         };
+        let n = self.sampling.n.unwrap_or(1);
+        if let Some(best_of) = self.best_of.filter(|&b| b != n) {
+            return Err(BasaltError::invalid(
+                "best_of",
+                format!(
+                    "`best_of` ({best_of}) other than `n` ({n}) is not supported: Basalt does not \
+                     choose among hidden candidates"
+                ),
+            ));
+        }
+        if prompts.len() * n as usize > MAX_SEQUENCES {
+            return Err(BasaltError::invalid(
+                "prompt",
+                format!(
+                    "{} prompts with n = {n} make {} completions; at most {MAX_SEQUENCES} are \
+                     allowed per request",
+                    prompts.len(),
+                    prompts.len() * n as usize
+                ),
+            ));
+        }
         // OpenAI's default for the legacy completions endpoint.
         let limit = Some(max_tokens("max_tokens", self.max_tokens)?.unwrap_or(16));
         let stop = self.sampling.stops()?;
-        let n = self.sampling.n.unwrap_or(1);
         let mut requests = Vec::new();
         let mut echo = Vec::new();
         for prompt in &prompts {
@@ -641,6 +702,7 @@ pub fn error_body(e: &BasaltError) -> Value {
         ErrorKind::ModelNotFound => ("invalid_request_error", Some("model_not_found")),
         ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
         ErrorKind::PayloadTooLarge => ("invalid_request_error", Some("request_too_large")),
+        ErrorKind::RequestTimeout => ("invalid_request_error", Some("request_timeout")),
         ErrorKind::Overloaded => ("rate_limit_exceeded", Some("rate_limit_exceeded")),
         ErrorKind::QuotaExceeded => ("rate_limit_exceeded", Some("insufficient_quota")),
         ErrorKind::Unauthenticated | ErrorKind::InvalidSignature => {

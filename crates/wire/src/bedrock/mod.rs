@@ -23,6 +23,7 @@ pub fn error_code(kind: ErrorKind) -> (&'static str, u16) {
         | ErrorKind::UnsupportedForModel
         | ErrorKind::PayloadTooLarge => ("ValidationException", 400),
         ErrorKind::ModelNotFound | ErrorKind::NotFound => ("ResourceNotFoundException", 404),
+        ErrorKind::RequestTimeout => ("RequestTimeoutException", 408),
         ErrorKind::Overloaded | ErrorKind::QuotaExceeded => ("ThrottlingException", 429),
         ErrorKind::Unauthenticated => ("UnrecognizedClientException", 403),
         ErrorKind::InvalidSignature => ("InvalidSignatureException", 403),
