@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use import::{import, ImportOptions};
+pub use import::{import, validate_safetensors, ImportOptions};
 pub use manifest::{Format, Manifest, Modality};
 
 pub const MANIFEST_FILE: &str = "basalt.toml";

@@ -450,4 +450,34 @@ pub(crate) mod tests {
             "{r:?}"
         );
     }
+
+    /// Mutated valid files, in bulk: every one parses or is refused, never a panic, and a
+    /// header that parses describes only tensors that lie inside the file.
+    #[test]
+    fn mutated_files_parse_or_are_refused() {
+        let seed = Builder::new()
+            .kv_str("general.architecture", "llama")
+            .kv_u32("llama.block_count", 2)
+            .kv_u32("llama.context_length", 2048)
+            .kv_strings("tokenizer.ggml.tokens", &["a", "b", "ab", "<s>"])
+            .tensor_f32("w", &[4, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
+            .tensor_f32("v", &[3], &[9.0, 10.0, 11.0])
+            .build();
+        let budget = basalt_fuzz::Budget::new(20_000, 10);
+        let ran = budget.run(0x5EED_0004, |_, rng| {
+            let bytes = basalt_fuzz::mutate_bytes(&seed, rng);
+            if let Ok(h) = parse_header(&bytes) {
+                for t in &h.tensors {
+                    let end = h.data_offset + t.offset + t.size_bytes;
+                    assert!(
+                        end <= bytes.len(),
+                        "tensor `{}` ends at {end} of {}",
+                        t.name,
+                        bytes.len()
+                    );
+                }
+            }
+        });
+        assert!(ran > 100);
+    }
 }
