@@ -180,6 +180,8 @@ pub struct RequestLine<'a> {
     pub method: &'a str,
     pub raw_path: &'a str,
     pub raw_query: Option<&'a str>,
+    /// The URI's authority (HTTP/2's `:authority`), when the request has one.
+    pub authority: Option<&'a str>,
 }
 
 /// Decides who a request comes from.
@@ -281,6 +283,7 @@ impl Authenticator {
             method: line.method,
             raw_path: line.raw_path,
             raw_query: line.raw_query,
+            authority: line.authority,
             headers,
             body,
         };
@@ -325,6 +328,7 @@ mod tests {
             method: "POST",
             raw_path: "/v1/messages",
             raw_query: None,
+            authority: None,
         }
     }
 
@@ -372,6 +376,7 @@ mod tests {
             method: "POST",
             raw_path: "/v1/messages",
             raw_query: None,
+            authority: None,
             headers: &h,
             body: b"{}",
         };

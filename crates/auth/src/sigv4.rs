@@ -73,9 +73,11 @@ impl Authorization {
         }
         let signed_headers: Vec<String> = signed.split(';').map(str::to_ascii_lowercase).collect();
         if signed_headers.iter().any(String::is_empty)
-            || !signed_headers.iter().any(|h| h == "host")
+            || !signed_headers
+                .iter()
+                .any(|h| h == "host" || h == ":authority")
         {
-            return Err(malformed("SignedHeaders must include host"));
+            return Err(malformed("SignedHeaders must include host (or :authority)"));
         }
         Ok(Self {
             access_key_id: key.to_string(),
@@ -93,6 +95,9 @@ pub struct WireRequest<'a> {
     pub method: &'a str,
     pub raw_path: &'a str,
     pub raw_query: Option<&'a str>,
+    /// The request target's authority, which HTTP/2 sends as the `:authority`
+    /// pseudo-header instead of a `host` header; clients sign it under either name.
+    pub authority: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
 }
@@ -251,12 +256,18 @@ fn canonical_request(
     out.push_str(&canonical_query(req.raw_query.unwrap_or("")));
     out.push('\n');
     for name in signed_headers {
-        let values: Vec<String> = req
+        let mut values: Vec<String> = req
             .headers
             .get_all(name.as_str())
             .iter()
             .map(|v| collapse_spaces(&String::from_utf8_lossy(v.as_bytes())))
             .collect();
+        // HTTP/2 carries the host as `:authority`, which no header map holds; the AWS SDK
+        // for JavaScript signs it under that name, others as `host`.
+        let names_authority = name == ":authority" || name == "host";
+        if let (true, true, Some(authority)) = (values.is_empty(), names_authority, req.authority) {
+            values.push(authority.to_string());
+        }
         if values.is_empty() {
             return Err(AuthError::BadSignature(format!(
                 "signed header `{name}` is not in the request"
@@ -475,6 +486,7 @@ mod tests {
             method: "GET",
             raw_path: "/",
             raw_query: None,
+            authority: None,
             headers: &h,
             body: b"",
         };
@@ -516,6 +528,7 @@ mod tests {
             method: "POST",
             raw_path: "/model/google.gemma-3-270m-v1%3A0/converse",
             raw_query: None,
+            authority: None,
             headers: &h,
             body,
         };
@@ -549,6 +562,43 @@ mod tests {
         assert!(verify(&moved, &auth, &expect).is_err());
     }
 
+    /// The AWS SDK for JavaScript over HTTP/2 signs `:authority` (which arrives as the
+    /// URI's authority, never as a header) instead of `host`.
+    #[test]
+    fn http2_requests_sign_the_authority() {
+        let now = 1_796_000_000;
+        let date = format_amz_date(now);
+        let h = headers(&[("x-amz-date", &date), ("content-type", "application/json")]);
+        let req = WireRequest {
+            method: "POST",
+            raw_path: "/model/m/converse",
+            raw_query: None,
+            authority: Some("127.0.0.1:8080"),
+            headers: &h,
+            body: b"{}",
+        };
+        let names = [":authority", "content-type", "x-amz-date"];
+        let value = sign(&req, "AK", "s", "us-east-1", "bedrock", &names).unwrap();
+        let auth = Authorization::parse(&value).unwrap();
+        let expect = Expectation {
+            secret: "s",
+            now,
+            max_skew: 900,
+            service: "bedrock",
+        };
+        verify(&req, &auth, &expect).unwrap();
+        let elsewhere = WireRequest {
+            authority: Some("evil.example:8080"),
+            ..req
+        };
+        assert!(verify(&elsewhere, &auth, &expect).is_err());
+        let nowhere = WireRequest {
+            authority: None,
+            ..req
+        };
+        assert!(verify(&nowhere, &auth, &expect).is_err());
+    }
+
     #[test]
     fn unsigned_payloads_are_refused_even_when_the_signature_holds() {
         let now = 1_796_000_000;
@@ -562,6 +612,7 @@ mod tests {
             method: "POST",
             raw_path: "/model/m/converse",
             raw_query: None,
+            authority: None,
             headers: &h,
             body: br#"{"replaced":"after signing"}"#,
         };
@@ -605,6 +656,7 @@ mod tests {
             method: "POST",
             raw_path: "/model/google.gemma-3-270m-v1%3A0/converse",
             raw_query: Some("b=2&a=%20x"),
+            authority: None,
             headers: &h,
             body,
         };

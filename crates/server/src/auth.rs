@@ -110,6 +110,7 @@ fn authenticate(
         method: parts.method.as_str(),
         raw_path: parts.uri.path(),
         raw_query: parts.uri.query(),
+        authority: parts.uri.authority().map(|a| a.as_str()),
     };
     state
         .auth

@@ -340,6 +340,7 @@ fn signed(uri: &str, body: &str, secret: &str, now: i64) -> Request<Body> {
         method: "POST",
         raw_path,
         raw_query,
+        authority: None,
         headers: &headers,
         body: body.as_bytes(),
     };
