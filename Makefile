@@ -6,12 +6,13 @@ CARGO ?= cargo
 PYTHON ?= python3
 CARGO_TARGET_DIR ?= target
 VENV ?= .venv
+JS ?= tests/interop/js
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
 export CARGO_TARGET_DIR
 
-.PHONY: run test test-baseline models venv lint
+.PHONY: run test test-baseline models venv js lint
 
 ## Fetch the default models if missing, build, and serve them on $(HOST):$(PORT).
 run: models
@@ -19,7 +20,7 @@ run: models
 	$(CARGO_TARGET_DIR)/release/basalt serve --host $(HOST) --port $(PORT)
 
 ## The whole test suite: Rust unit, fidelity and HTTP tests, then the SDK interoperability suite.
-test: models venv
+test: models venv js
 	$(CARGO) build -p basalt
 	$(CARGO) test --workspace
 	$(MAKE) test-baseline
@@ -43,6 +44,13 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: tests/interop/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+	touch $@
+
+## The AWS SDK for JavaScript, for the HTTP/2 interop tests (versions pinned by the lock).
+js: $(JS)/node_modules/.installed
+
+$(JS)/node_modules/.installed: $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 lint:

@@ -10,8 +10,10 @@ an API key (OpenAI bearer, Anthropic `x-api-key`, Bedrock bearer) or an AWS acce
 from __future__ import annotations
 
 import os
+import pathlib
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -38,18 +40,26 @@ def free_port() -> int:
 
 OPERATOR_KEYS = ["--api-key", API_KEY, "--aws-access-key", f"{ACCESS_KEY_ID}:{SECRET_ACCESS_KEY}"]
 
+# A test certificate authority and a certificate for 127.0.0.1 it signed (test material,
+# shared with the Rust listener tests).
+TLS_DIR = pathlib.Path(__file__).resolve().parents[2] / "crates/server/tests/fixtures/tls"
+TLS_CA = str(TLS_DIR / "ca.pem")
+TLS_ARGS = ["--tls-cert", str(TLS_DIR / "cert.pem"), "--tls-key", str(TLS_DIR / "key.pem")]
+
 
 class Server:
     """`basalt serve` on a free port. By default with operator keys; `args` replaces them
     (the platform suite runs with an admin token and tenants instead), `data_dir` reuses a
     data directory (to restart on the same database), `models` and `models_dir` choose
-    another set of models or another model store."""
+    another set of models or another model store, `tls` serves HTTPS with the test CA's
+    certificate."""
 
     def __init__(self, args: list[str] | None = None, data_dir: str | None = None,
-                 models: list[str] | None = None, models_dir: str | None = None) -> None:
+                 models: list[str] | None = None, models_dir: str | None = None,
+                 tls: bool = False) -> None:
         self.binary = os.environ.get("BASALT_BIN", "target/debug/basalt")
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="basalt-serve-", suffix=".log", delete=False)
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="basalt-data-")
         model_args = [a for m in (models or DEFAULT_MODELS) for a in ("--model", m)]
@@ -57,15 +67,16 @@ class Server:
         self.proc = subprocess.Popen(
             [self.binary, "serve", "--port", str(self.port), "--data-dir", self.data_dir,
              *model_args, *store_args, "--shutdown-grace-secs", "20",
-             *(OPERATOR_KEYS if args is None else args)],
+             *(TLS_ARGS if tls else []), *(OPERATOR_KEYS if args is None else args)],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + 60
+        context = ssl.create_default_context(cafile=TLS_CA) if tls else None
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"basalt serve exited early:\n{self.logs()}")
             try:
-                with urllib.request.urlopen(self.base_url + "/health", timeout=1) as r:
+                with urllib.request.urlopen(self.base_url + "/health", timeout=1, context=context) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -90,6 +101,15 @@ class Server:
 @pytest.fixture(scope="session")
 def server():
     s = Server()
+    yield s
+    code = s.stop()
+    assert code == 0, f"basalt serve exited with {code}:\n{s.logs()}"
+
+
+@pytest.fixture(scope="session")
+def tls_server():
+    """SmolLM2 over HTTPS, with the operator keys."""
+    s = Server(models=[SMOL], tls=True)
     yield s
     code = s.stop()
     assert code == 0, f"basalt serve exited with {code}:\n{s.logs()}"

@@ -12,8 +12,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import ACCESS_KEY_ID, API_KEY, GEMMA, MINILM, SECRET_ACCESS_KEY, SMOL
-from tls_front import TlsFront
+from conftest import ACCESS_KEY_ID, API_KEY, GEMMA, MINILM, SECRET_ACCESS_KEY, SMOL, TLS_CA
 
 SYSTEM = [{"text": "You are a helpful assistant."}]
 QUESTION = [{"role": "user", "content": [{"text": "What is the capital of France?"}]}]
@@ -156,27 +155,21 @@ def test_sigv4_rejects_wrong_secrets_unknown_keys_and_tampering(server):
     assert error_code(e) == "InvalidSignatureException"
 
 
-@pytest.fixture()
-def tls(server):
-    front = TlsFront(server.port)
-    yield front
-    front.close()
-
-
-def test_bearer_api_keys_over_https(tls, monkeypatch):
+def test_bearer_api_keys_over_basalts_own_https(tls_server, monkeypatch):
+    """botocore sends API keys only over HTTPS: Basalt serves it itself (--tls-cert)."""
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
     monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", API_KEY)
-    bearer = boto3.client("bedrock-runtime", endpoint_url=tls.url, region_name="us-east-1",
-                          verify=tls.cert_path, config=NO_RETRIES)
+    bearer = boto3.client("bedrock-runtime", endpoint_url=tls_server.base_url, region_name="us-east-1",
+                          verify=TLS_CA, config=NO_RETRIES)
     r = bearer.converse(modelId=SMOL, system=SYSTEM, messages=QUESTION, inferenceConfig=GREEDY)
     assert "Paris" in r["output"]["message"]["content"][0]["text"]
     events = list(bearer.converse_stream(modelId=SMOL, messages=QUESTION, inferenceConfig={"maxTokens": 3})["stream"])
     assert "metadata" in events[-1]
 
     monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "sk-wrong")
-    wrong = boto3.client("bedrock-runtime", endpoint_url=tls.url, region_name="us-east-1",
-                         verify=tls.cert_path, config=NO_RETRIES)
+    wrong = boto3.client("bedrock-runtime", endpoint_url=tls_server.base_url, region_name="us-east-1",
+                         verify=TLS_CA, config=NO_RETRIES)
     with pytest.raises(ClientError) as e:
         wrong.converse(modelId=SMOL, messages=QUESTION)
     assert error_code(e) == "UnrecognizedClientException"

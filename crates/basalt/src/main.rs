@@ -80,7 +80,7 @@ impl EngineArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the catalog's models over HTTP (OpenAI-compatible API)
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Chat with a model in the terminal, in-process or against a running server
     Chat(chat::ChatArgs),
     /// Manage the model store
@@ -121,7 +121,7 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Chat(args) => chat::run(args),
         Command::Models(cmd) => models::run(cmd),
         Command::Bench(args) => bench::run(args),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use basalt_auth::{Authenticator, ChainedKeys, KeyStore, StaticKeys};
 use basalt_catalog::Catalog;
 use basalt_server::invocation_log::InvocationLog;
-use basalt_server::listener::{self, ConnectionLimits};
+use basalt_server::listener::{self, ConnectionLimits, Tls};
 use basalt_server::platform::{Platform, Prices};
 use basalt_server::{router, AppState, ServerConfig};
 use basalt_store::{Store, StoreKeys};
@@ -50,6 +50,12 @@ pub struct ServeArgs {
     /// A request body must arrive whole within this many seconds (else 408)
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     body_read_timeout_secs: u64,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key
+    #[arg(long, env = "BASALT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "BASALT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// An API key clients may send as `Authorization: Bearer` or `x-api-key` (repeatable).
     /// With any key or access key configured, every API request must authenticate.
     #[arg(
@@ -204,6 +210,11 @@ pub fn run(args: ServeArgs) -> CliResult {
         max_connections: args.max_connections as usize,
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Tls::from_pem_files(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let app = router(Arc::new(state), server_config);
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -213,7 +224,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        tracing::info!("listening on http://{addr}");
+        tracing::info!("listening on {scheme}://{addr}");
         if auth.is_open() {
             tracing::info!(
                 "no tenants or keys yet: local mode, every request is the local user \
@@ -227,7 +238,7 @@ pub fn run(args: ServeArgs) -> CliResult {
                 grace.as_secs()
             );
         };
-        listener::serve(listener, app, limits, shutdown, grace).await;
+        listener::serve(listener, app, limits, tls, shutdown, grace).await;
         tracing::info!("stopped");
         Ok::<(), Box<dyn std::error::Error>>(())
     })

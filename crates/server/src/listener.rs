@@ -1,5 +1,6 @@
-//! Accepting and keeping connections: HTTP/1.1 and HTTP/2 (prior knowledge) on one port,
-//! under limits that keep idle, slow and surplus connections from holding the server.
+//! Accepting and keeping connections: HTTP/1.1 and HTTP/2 on one port, in cleartext (HTTP/2
+//! with prior knowledge) or over TLS (HTTP/2 chosen through ALPN), under limits that keep
+//! idle, slow and surplus connections from holding the server.
 //!
 //! - At most [`ConnectionLimits::max_connections`] are open at once; further clients wait
 //!   in the kernel's accept queue until one closes.
@@ -8,6 +9,7 @@
 //!   sends a byte, one that never completes its headers (HTTP/1's header timer is the same
 //!   length, so headers trickled a byte at a time do not keep it open either). A request in
 //!   flight, such as a long stream or a slow generation, keeps its connection open.
+//! - A TLS handshake must finish within the idle timeout.
 //! - Request bodies have their own deadline, applied where they are read (`auth`).
 //!
 //! On shutdown, connections finish the requests they are serving and close.
@@ -16,6 +18,7 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,8 +31,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::rustls;
 use tower::ServiceExt;
 
 /// How many connections may be open, and how long one may sit idle.
@@ -51,13 +55,65 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets open connections finish
-/// what they are serving for up to `grace`. Returns once every connection is closed or the
-/// grace period is over.
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{0} holds no PEM certificate")]
+    NoCertificate(PathBuf),
+    #[error("{0} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey(PathBuf),
+    #[error("the certificate and key do not make a TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// TLS for the listener: a certificate chain and its key, with ALPN offering HTTP/2 first
+/// (the AWS SDK for JavaScript's Bedrock Runtime client speaks only HTTP/2) and HTTP/1.1.
+#[derive(Clone)]
+pub struct Tls(tokio_rustls::TlsAcceptor);
+
+impl Tls {
+    /// Reads a PEM certificate chain (leaf first) and a PEM private key.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| TlsError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(cert)?)
+            .filter_map(Result::ok)
+            .collect();
+        if chain.is_empty() {
+            return Err(TlsError::NoCertificate(cert.to_path_buf()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&read(key)?)
+            .map_err(|_| TlsError::NoKey(key.to_path_buf()))?;
+        // ring, not aws-lc-rs: no C toolchain beyond cc to build it. rustls deprecates ring's
+        // provider for lacking post-quantum key exchange (X25519MLKEM768); the classical
+        // groups it offers are what most clients negotiate today.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` resolves,
+/// then lets open connections finish what they are serving for up to `grace`. Returns once
+/// every connection is closed or the grace period is over.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<Tls>,
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
@@ -95,8 +151,32 @@ pub async fn serve(
         let http = Arc::clone(&http);
         let app = app.clone();
         let stop = stop_rx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_connection(&http, stream, app, limits.idle_timeout, stop).await;
+            let _ = stream.set_nodelay(true);
+            let activity = Arc::new(Activity::new());
+            let socket = Watched {
+                inner: stream,
+                activity: Arc::clone(&activity),
+            };
+            let connection = Connection {
+                http: &http,
+                app,
+                activity,
+                idle_timeout: limits.idle_timeout,
+                stop,
+            };
+            match tls {
+                None => connection.serve(socket).await,
+                Some(Tls(acceptor)) => {
+                    let handshake = acceptor.accept(socket);
+                    match tokio::time::timeout(limits.idle_timeout, handshake).await {
+                        Ok(Ok(stream)) => connection.serve(stream).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -110,53 +190,63 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection(
-    http: &auto::Builder<TokioExecutor>,
-    stream: TcpStream,
+/// One accepted connection and what serving it needs.
+struct Connection<'a> {
+    http: &'a auto::Builder<TokioExecutor>,
     app: Router,
+    activity: Arc<Activity>,
     idle_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched {
-        inner: stream,
-        activity: Arc::clone(&activity),
-    });
-    let counted = Arc::clone(&activity);
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-        let in_flight = InFlight::start(Arc::clone(&counted));
-        let app = app.clone();
-        async move {
-            let response = app.oneshot(request.map(Body::new)).await?;
-            Ok::<_, Infallible>(response.map(|body| {
-                Body::new(Counted {
-                    inner: body,
-                    _in_flight: in_flight,
-                })
-            }))
-        }
-    });
-    let connection = http.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-    let tick = (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut stopping = false;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection ended with an error");
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection<'_> {
+    /// Serves requests on `io` until the client closes it, it idles out, or shutdown has
+    /// let its requests finish.
+    async fn serve<I>(mut self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let counted = Arc::clone(&self.activity);
+        let app = self.app.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let in_flight = InFlight::start(Arc::clone(&counted));
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(request.map(Body::new)).await?;
+                Ok::<_, Infallible>(response.map(|body| {
+                    Body::new(Counted {
+                        inner: body,
+                        _in_flight: in_flight,
+                    })
+                }))
+            }
+        });
+        let connection = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let idle_timeout = self.idle_timeout;
+        let tick = (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
                 }
-                return;
-            }
-            _ = stop.changed(), if !stopping => {
-                stopping = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            _ = tokio::time::sleep(tick) => {
-                if activity.in_flight() == 0 && activity.idle_for() >= idle_timeout {
-                    tracing::debug!("closing an idle connection");
-                    return; // dropping the connection closes the socket
+                _ = self.stop.changed(), if !stopping => {
+                    stopping = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep(tick) => {
+                    let idle = self.activity.in_flight() == 0
+                        && self.activity.idle_for() >= idle_timeout;
+                    if idle {
+                        tracing::debug!("closing an idle connection");
+                        return; // dropping the connection closes the socket
+                    }
                 }
             }
         }
@@ -239,12 +329,12 @@ impl http_body::Body for Counted {
 }
 
 /// A socket that records when it last read or wrote a byte.
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -259,7 +349,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

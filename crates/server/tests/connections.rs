@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use basalt_server::listener::{serve, ConnectionLimits};
+use basalt_server::listener::{serve, ConnectionLimits, Tls};
 use basalt_server::{router, AppState, ServerConfig};
 
 const IDLE: Duration = Duration::from_millis(800);
@@ -20,6 +20,10 @@ const IDLE: Duration = Duration::from_millis(800);
 /// Serves `app` on a loopback port from a runtime of its own; the server lives as long as
 /// the test process.
 fn start(app: Router, max_connections: usize) -> SocketAddr {
+    start_with(app, max_connections, None)
+}
+
+fn start_with(app: Router, max_connections: usize, tls: Option<Tls>) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -38,6 +42,7 @@ fn start(app: Router, max_connections: usize) -> SocketAddr {
                 listener,
                 app,
                 limits,
+                tls,
                 std::future::pending(),
                 Duration::ZERO,
             )
@@ -208,4 +213,97 @@ fn a_body_trickled_past_its_deadline_is_a_408() {
         "answered after {:?}",
         start.elapsed()
     );
+}
+
+/// The test certificate authority's files (`tests/fixtures/tls`: a CA and a leaf for
+/// 127.0.0.1 it signed, valid for a century; test material, not a secret).
+fn tls_fixture(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    std::path::Path::new(&dir)
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+fn tls_server() -> SocketAddr {
+    let tls = Tls::from_pem_files(&tls_fixture("cert.pem"), &tls_fixture("key.pem")).unwrap();
+    start_with(toy(), 16, Some(tls))
+}
+
+/// A TLS client that trusts the test CA and offers `alpn`.
+async fn tls_connect(
+    addr: SocketAddr,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(tls_fixture("ca.pem")).unwrap())
+        .unwrap();
+    #[allow(deprecated)] // the server's provider; see `Tls::from_pem_files`
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+#[tokio::test]
+async fn https_serves_http1_to_a_client_that_trusts_the_certificate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = tls_server();
+    let mut s = tls_connect(addr, &[b"http/1.1"]).await;
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("ok"), "{text}");
+}
+
+#[tokio::test]
+async fn https_negotiates_http2_through_alpn() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = tls_server();
+    let mut s = tls_connect(addr, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut header = [0u8; 9];
+    s.read_exact(&mut header).await.unwrap();
+    assert_eq!(
+        header[3], 0x4,
+        "the server's first frame is its SETTINGS: {header:?}"
+    );
+}
+
+#[test]
+fn a_tls_handshake_that_never_starts_is_closed() {
+    let addr = tls_server();
+    let mut s = connect(addr);
+    let (_, waited) = until_closed(&mut s);
+    assert!(waited < IDLE * 4, "closed after {waited:?}");
+}
+
+#[test]
+fn a_missing_or_wrong_certificate_is_a_clear_error() {
+    let missing = Tls::from_pem_files(&tls_fixture("nope.pem"), &tls_fixture("key.pem"));
+    assert!(missing.err().unwrap().to_string().contains("nope.pem"));
+    let swapped = Tls::from_pem_files(&tls_fixture("key.pem"), &tls_fixture("cert.pem"));
+    assert!(swapped
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("no PEM certificate"));
 }
