@@ -11,7 +11,7 @@ use basalt_server::invocation_log::InvocationLog;
 use basalt_server::listener::{self, ConnectionLimits, Tls};
 use basalt_server::platform::{Platform, Prices};
 use basalt_server::{router, AppState, ServerConfig};
-use basalt_store::{Store, StoreKeys};
+use basalt_store::{CachedStore, Store, StoreKeys};
 use tracing_subscriber::EnvFilter;
 
 use crate::platform::DataArgs;
@@ -105,7 +105,13 @@ pub fn run(args: ServeArgs) -> CliResult {
         )
         .with_writer(std::io::stderr)
         .init();
-    let store = args.data.open_store()?;
+    // Keys, tenants, grants and quotas are read on every request: from memory, for up to a
+    // second (what the CLI changes on the database directly is seen within it; what the
+    // admin API changes, at once).
+    let store: Arc<dyn Store> = Arc::new(CachedStore::new(
+        args.data.open_store()?,
+        Duration::from_secs(1),
+    ));
     // One server per database: what was still running belonged to a server that died.
     let interrupted = store.interrupt_unfinished_usage()?;
     if interrupted > 0 {

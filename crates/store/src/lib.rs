@@ -10,12 +10,14 @@
 //! secrets must be recoverable to verify signatures, so they are encrypted at rest with the
 //! server key ([`SecretBox`]). This crate never logs a key or a secret.
 
+mod cached;
 mod secrets;
 mod sqlite;
 
 use basalt_auth::{AccessKey, KeyStore, Principal};
 use serde::Serialize;
 
+pub use cached::CachedStore;
 pub use secrets::{random_token, SecretBox};
 pub use sqlite::SqliteStore;
 

@@ -80,6 +80,8 @@ const MIGRATIONS: &[&str] = &[
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     secrets: SecretBox,
+    /// Usage writes waiting for the next group commit (see [`SqliteStore::commit_usage`]).
+    usage_queue: Mutex<Vec<QueuedUsage>>,
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -120,7 +122,32 @@ impl SqliteStore {
         Ok(Self {
             conn: Mutex::new(conn),
             secrets,
+            usage_queue: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Commits a usage write durably, in one transaction (one fsync) with every other usage
+    /// write queued meanwhile: group commit. The caller queues its write, then takes the
+    /// connection; whoever holds it next commits everything queued by then, so writes that
+    /// arrive during one commit share the next. Returns once the caller's own write is
+    /// committed (the record id for an insert), as every `Store` write must.
+    fn commit_usage(&self, write: UsageWrite) -> Result<i64, StoreError> {
+        let (done, result) = std::sync::mpsc::sync_channel(1);
+        self.usage_queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(QueuedUsage { write, done });
+        {
+            let mut conn = self.conn();
+            let batch =
+                std::mem::take(&mut *self.usage_queue.lock().unwrap_or_else(|p| p.into_inner()));
+            if !batch.is_empty() {
+                commit_batch(&mut conn, batch);
+            }
+        }
+        result
+            .recv()
+            .unwrap_or_else(|_| Err(StoreError::Backend("a usage write was lost".into())))
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -153,6 +180,98 @@ impl SqliteStore {
             Ok(())
         } else {
             Err(StoreError::NotFound(format!("tenant `{id}`")))
+        }
+    }
+}
+
+/// A usage write for [`SqliteStore::commit_usage`].
+enum UsageWrite {
+    Insert(UsageRecord),
+    Complete(i64, UsageRecord),
+}
+
+struct QueuedUsage {
+    write: UsageWrite,
+    done: std::sync::mpsc::SyncSender<Result<i64, StoreError>>,
+}
+
+/// Runs a batch of usage writes in one transaction and tells each writer its own result;
+/// one write failing (a record id that does not exist) fails only that writer. If the
+/// commit itself fails, every writer of the batch hears so.
+fn commit_batch(conn: &mut Connection, batch: Vec<QueuedUsage>) {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => return fail_batch(batch, &e),
+    };
+    let results: Vec<Result<i64, StoreError>> =
+        batch.iter().map(|q| apply_usage(&tx, &q.write)).collect();
+    match tx.commit() {
+        Ok(()) => {
+            for (q, r) in batch.into_iter().zip(results) {
+                let _ = q.done.send(r);
+            }
+        }
+        Err(e) => fail_batch(batch, &e),
+    }
+}
+
+fn fail_batch(batch: Vec<QueuedUsage>, e: &rusqlite::Error) {
+    for q in batch {
+        let _ = q.done.send(Err(StoreError::Backend(e.to_string())));
+    }
+}
+
+fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError> {
+    match write {
+        UsageWrite::Insert(u) => {
+            conn.execute(
+                "INSERT INTO usage (request_id, tenant_id, key_id, model_id, surface, operation,
+                    input_tokens, cached_input_tokens, output_tokens, latency_ms, ttft_ms, status,
+                    cost_usd, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    u.request_id,
+                    u.tenant_id,
+                    u.key_id,
+                    u.model_id,
+                    u.surface,
+                    u.operation,
+                    u.input_tokens as i64,
+                    u.cached_input_tokens as i64,
+                    u.output_tokens as i64,
+                    u.latency_ms as i64,
+                    u.time_to_first_token_ms.map(|v| v as i64),
+                    u.status,
+                    u.cost_usd,
+                    u.created_at
+                ],
+            )
+            .map_err(backend)?;
+            Ok(conn.last_insert_rowid())
+        }
+        UsageWrite::Complete(id, u) => {
+            let changed = conn
+                .execute(
+                    "UPDATE usage SET input_tokens = ?2, cached_input_tokens = ?3,
+                        output_tokens = ?4, latency_ms = ?5, ttft_ms = ?6, status = ?7,
+                        cost_usd = ?8
+                     WHERE id = ?1",
+                    params![
+                        id,
+                        u.input_tokens as i64,
+                        u.cached_input_tokens as i64,
+                        u.output_tokens as i64,
+                        u.latency_ms as i64,
+                        u.time_to_first_token_ms.map(|v| v as i64),
+                        u.status,
+                        u.cost_usd,
+                    ],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("usage record {id}")));
+            }
+            Ok(*id)
         }
     }
 }
@@ -575,56 +694,12 @@ impl Store for SqliteStore {
     }
 
     fn begin_usage(&self, u: &UsageRecord) -> Result<i64, StoreError> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO usage (request_id, tenant_id, key_id, model_id, surface, operation,
-                    input_tokens, cached_input_tokens, output_tokens, latency_ms, ttft_ms, status,
-                    cost_usd, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            params![
-                u.request_id,
-                u.tenant_id,
-                u.key_id,
-                u.model_id,
-                u.surface,
-                u.operation,
-                u.input_tokens as i64,
-                u.cached_input_tokens as i64,
-                u.output_tokens as i64,
-                u.latency_ms as i64,
-                u.time_to_first_token_ms.map(|v| v as i64),
-                u.status,
-                u.cost_usd,
-                u.created_at
-            ],
-        )
-        .map_err(backend)?;
-        Ok(conn.last_insert_rowid())
+        self.commit_usage(UsageWrite::Insert(u.clone()))
     }
 
     fn complete_usage(&self, id: i64, u: &UsageRecord) -> Result<(), StoreError> {
-        let changed = self
-            .conn()
-            .execute(
-                "UPDATE usage SET input_tokens = ?2, cached_input_tokens = ?3, output_tokens = ?4,
-                    latency_ms = ?5, ttft_ms = ?6, status = ?7, cost_usd = ?8
-                 WHERE id = ?1",
-                params![
-                    id,
-                    u.input_tokens as i64,
-                    u.cached_input_tokens as i64,
-                    u.output_tokens as i64,
-                    u.latency_ms as i64,
-                    u.time_to_first_token_ms.map(|v| v as i64),
-                    u.status,
-                    u.cost_usd,
-                ],
-            )
-            .map_err(backend)?;
-        if changed == 0 {
-            return Err(StoreError::NotFound(format!("usage record {id}")));
-        }
-        Ok(())
+        self.commit_usage(UsageWrite::Complete(id, u.clone()))
+            .map(|_| ())
     }
 
     fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError> {
@@ -720,6 +795,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn store() -> SqliteStore {
         SqliteStore::in_memory(SecretBox::new(&[7; 32])).unwrap()
@@ -828,6 +904,59 @@ mod tests {
         let totals = s.usage_totals(&q).unwrap();
         assert_eq!((totals.requests, totals.input_tokens), (2, 30));
         assert!(s.usage(&q).unwrap().iter().all(|u| u.tenant_id == a.id));
+    }
+
+    /// Concurrent usage writers share commits; each gets its own record's id back, every
+    /// record is there after, and a write that fails (an unknown id) fails only its writer.
+    #[test]
+    fn concurrent_usage_writes_are_group_committed_each_with_its_own_result() {
+        let dir = std::env::temp_dir().join(format!("basalt-store-{}", random_token(8).unwrap()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let s =
+            Arc::new(SqliteStore::open(&dir.join("basalt.db"), SecretBox::new(&[4; 32])).unwrap());
+        let record = |i: u64| UsageRecord {
+            request_id: format!("r{i}"),
+            tenant_id: "t".into(),
+            key_id: "k".into(),
+            model_id: "m".into(),
+            surface: "openai".into(),
+            operation: "completions".into(),
+            input_tokens: i,
+            cached_input_tokens: 0,
+            output_tokens: 0,
+            latency_ms: 0,
+            time_to_first_token_ms: None,
+            status: crate::IN_PROGRESS.into(),
+            cost_usd: 0.0,
+            created_at: now(),
+        };
+        let writers: Vec<_> = (0..8u64)
+            .map(|w| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || {
+                    for j in 0..25u64 {
+                        let i = w * 100 + j;
+                        let id = s.begin_usage(&record(i)).unwrap();
+                        let done = UsageRecord {
+                            output_tokens: i + 1,
+                            status: "ok".into(),
+                            ..record(i)
+                        };
+                        s.complete_usage(id, &done).unwrap();
+                        assert!(s.complete_usage(-id, &done).is_err());
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let all = s.usage(&UsageQuery::default()).unwrap();
+        assert_eq!(all.len(), 200);
+        assert!(all
+            .iter()
+            .all(|u| u.status == "ok" && u.output_tokens == u.input_tokens + 1));
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
