@@ -12,6 +12,8 @@
 //! This crate never does I/O and never renders errors: the server turns an [`AuthError`]
 //! into each dialect's error shape.
 
+#![forbid(unsafe_code)]
+
 pub mod sigv4;
 
 pub use sigv4::constant_time_eq;

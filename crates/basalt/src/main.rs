@@ -1,5 +1,7 @@
 //! The `basalt` command: a thin layer of argument parsing over the library crates.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod bench_embed;
 mod chat;

@@ -9,6 +9,8 @@
 //! This crate does no inference and prints nothing; long operations report progress through
 //! a callback.
 
+#![forbid(unsafe_code)]
+
 mod import;
 mod manifest;
 

@@ -16,6 +16,8 @@
 //! It runs on the calling thread (candle spreads the arithmetic over its own pool): callers
 //! keep it off async runtimes.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod clip;
 pub mod config;
 pub mod scheduler;

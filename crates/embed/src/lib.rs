@@ -10,6 +10,8 @@
 //! Texts longer than the model's limit are truncated, and the result says so; callers that
 //! asked for no truncation get an error instead.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod bert;
 mod safetensors;
 mod wordpiece;

@@ -13,6 +13,8 @@
 //!
 //! This crate must never panic on input: bad requests and bad model files are errors.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod kernels;
 pub mod kv;
 pub mod model;

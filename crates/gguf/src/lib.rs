@@ -11,6 +11,8 @@
 //! memory backed by huge pages, which suits serving (see there for why). This crate never
 //! interprets tensor contents; the engine does.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod parse;
 
 use std::collections::BTreeMap;

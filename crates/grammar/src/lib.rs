@@ -11,6 +11,8 @@
 //! first ([`schema`]), and compilation runs on a thread of its own with a stack sized for the
 //! compiler's recursion, so no schema can overflow a caller's (runtime) thread.
 
+#![forbid(unsafe_code)]
+
 pub mod schema;
 
 use std::sync::Arc;

@@ -9,6 +9,8 @@
 //! diffusion lives in its own crate (`basalt-diffusion`), so this one never pulls in a tensor
 //! library.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod dcgan;
 pub mod png;
 pub mod resize;

@@ -9,6 +9,8 @@
 //! disconnects drops its event receivers, which cancels its sequences in the engine; what
 //! they computed is still metered.
 
+#![forbid(unsafe_code)]
+
 mod admin;
 mod anthropic;
 mod auth;

@@ -10,6 +10,8 @@
 //! secrets must be recoverable to verify signatures, so they are encrypted at rest with the
 //! server key ([`SecretBox`]). This crate never logs a key or a secret.
 
+#![forbid(unsafe_code)]
+
 mod cached;
 mod secrets;
 mod sqlite;

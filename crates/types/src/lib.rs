@@ -7,6 +7,8 @@
 //! This crate must stay dependency-light (serde and thiserror only): every other crate
 //! depends on it.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod request;
 mod tools;

@@ -5,6 +5,8 @@
 //! stream chunks and error bodies from canonical events. Nothing here does I/O, so every
 //! wire shape is testable with plain values.
 
+#![forbid(unsafe_code)]
+
 pub mod anthropic;
 pub mod bedrock;
 pub mod embeddings;

@@ -148,16 +148,25 @@ const _: () = assert!(std::mem::size_of::<BlockQ8K>() == 292);
 /// padding (the size assertions above check that).
 pub unsafe trait Pod: Copy + 'static {}
 
-// SAFETY: all are repr(C) aggregates of u8/i8/i16/f16/f32 with sizes asserted above.
+// SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ4_0 {}
+// SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ4_1 {}
+// SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ5_0 {}
+// SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ5_1 {}
+// SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ8_0 {}
+// SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ4K {}
+// SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ5K {}
+// SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ6K {}
+// SAFETY: f16 is a plain number: every bit pattern is a value, no padding.
 unsafe impl Pod for f16 {}
+// SAFETY: f32 is a plain number: every bit pattern is a value, no padding.
 unsafe impl Pod for f32 {}
 
 /// Views `bytes` as a slice of blocks, or `None` if the length or alignment does not fit.
