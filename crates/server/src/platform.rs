@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use basalt_auth::Principal;
-use basalt_engine::{Accounting, Outcome, TenantLane};
-use basalt_store::{Quota, Store, UsageQuery, UsageRecord};
+use basalt_engine::TenantLane;
+use basalt_store::{Quota, Store, UsageQuery};
 use basalt_types::{BasaltError, ErrorKind, Usage};
 use serde::Deserialize;
 
@@ -329,38 +329,6 @@ impl Platform {
                 }
             }
         }
-    }
-}
-
-/// The usage record of a finished sequence.
-pub(crate) fn usage_record(
-    call: &crate::Call,
-    model_id: &str,
-    acc: &Accounting,
-    cost: f64,
-) -> UsageRecord {
-    let status = match acc.outcome {
-        Outcome::Finished(_) => "ok".to_string(),
-        Outcome::Cancelled => "cancelled".to_string(),
-        Outcome::Failed(kind) => format!("error:{kind:?}").to_ascii_lowercase(),
-    };
-    UsageRecord {
-        request_id: call.request_id.clone(),
-        tenant_id: call.principal.tenant.clone(),
-        key_id: call.principal.key_id.clone(),
-        model_id: model_id.to_string(),
-        surface: call.surface.to_string(),
-        operation: call.operation.to_string(),
-        input_tokens: acc.usage.input_tokens as u64,
-        cached_input_tokens: acc.usage.cached_input_tokens as u64,
-        output_tokens: acc.usage.output_tokens as u64,
-        latency_ms: call.started.elapsed().as_millis() as u64,
-        time_to_first_token_ms: acc
-            .first_token
-            .map(|t| t.saturating_duration_since(call.started).as_millis() as u64),
-        status,
-        cost_usd: cost,
-        created_at: basalt_store::now(),
     }
 }
 

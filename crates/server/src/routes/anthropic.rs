@@ -17,27 +17,12 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 
-use crate::{
-    body_error, collect_text, error_response, start_generation, AppState, Block, Blocks, Call,
-    Metering, ServerConfig,
-};
+use crate::blocks::{Block, Blocks};
+use crate::error::{body_error, AnthropicError};
+use crate::generation::{collect_text, start_generation, Call, Metering};
+use crate::{AppState, ServerConfig};
 
 type Shared = State<Arc<AppState>>;
-
-/// An error on an Anthropic-dialect route, rendered in Anthropic's error shape.
-pub struct AnthropicError(pub BasaltError);
-
-impl From<BasaltError> for AnthropicError {
-    fn from(e: BasaltError) -> Self {
-        Self(e)
-    }
-}
-
-impl IntoResponse for AnthropicError {
-    fn into_response(self) -> Response {
-        error_response(&self.0, wire::error_body(&self.0))
-    }
-}
 
 pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
     let keep_alive = config.keep_alive;

@@ -17,7 +17,9 @@ use basalt_wire::images::{self as wire, ImageRequest, NativeImageBody};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::{body_error, record_now, unix_now, AppState, Call, OpenAiError, ServedImageModel};
+use crate::error::{body_error, OpenAiError};
+use crate::generation::{record_now, unix_now, Call};
+use crate::{AppState, ServedImageModel};
 
 /// Generates the request's images: `(seed, PNG)` each.
 pub(crate) async fn generate(

@@ -14,7 +14,9 @@ use basalt_wire::embeddings::{self as wire, EmbedRequest, EmbeddingOut, NativeEm
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::{body_error, record_now, AppState, Call, OpenAiError, ServedEmbedder};
+use crate::error::{body_error, OpenAiError};
+use crate::generation::{record_now, Call};
+use crate::{AppState, ServedEmbedder};
 
 /// Runs one embedding request for `call` on `served`: the whole platform path.
 pub(crate) async fn embed(

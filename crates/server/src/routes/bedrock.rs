@@ -12,7 +12,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,45 +28,16 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 
-use crate::{
-    body_error, collect_text, start_generation, AppState, Block, Blocks, Call, Metering,
-    ServedEmbedder, ServedImageModel, ServedModel, ServerConfig,
-};
+use crate::blocks::{Block, Blocks};
+use crate::error::{body_error, BedrockError};
+use crate::generation::{collect_text, start_generation, Call, Metering};
+use crate::routes::{embeddings, images};
+use crate::{AppState, ServedEmbedder, ServedImageModel, ServedModel, ServerConfig};
 
 type Shared = State<Arc<AppState>>;
 type BodyResult = Result<Bytes, BytesRejection>;
 
 const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
-
-/// An error on a Bedrock route: `{"message"}` named by `x-amzn-ErrorType`.
-pub struct BedrockError {
-    pub error: BasaltError,
-    /// Overrides the exception name derived from the error's kind (auth failures use
-    /// AWS's own names, such as `InvalidSignatureException`).
-    pub code: Option<&'static str>,
-}
-
-impl From<BasaltError> for BedrockError {
-    fn from(error: BasaltError) -> Self {
-        Self { error, code: None }
-    }
-}
-
-impl IntoResponse for BedrockError {
-    fn into_response(self) -> Response {
-        let (name, status) = wire::error_code(self.error.kind);
-        let name = self.code.unwrap_or(name);
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp =
-            crate::error_response(&self.error, wire::error_body(&self.error)).into_response();
-        *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            HeaderName::from_static("x-amzn-errortype"),
-            HeaderValue::from_static(name),
-        );
-        resp
-    }
-}
 
 pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
     Router::new()
@@ -257,14 +228,14 @@ async fn invoke(
     if let Some(served) = resolve_image_model(&state, &model_id) {
         let call = Call::new(principal, "bedrock", "InvokeModel", "");
         let body = body.map_err(body_error)?;
-        let out = crate::images::invoke(&state, &call, served, &body).await?;
+        let out = images::invoke(&state, &call, served, &body).await?;
         return Ok(with_request_id(Json(out).into_response(), &call.request_id));
     }
     if let Some(served) = resolve_embedder(&state, &model_id) {
         let call = Call::new(principal, "bedrock", "InvokeModel", "");
         let started = call.started;
         let body = body.map_err(body_error)?;
-        let (out, tokens) = crate::embeddings::invoke(&state, &call, served, &body).await?;
+        let (out, tokens) = embeddings::invoke(&state, &call, served, &body).await?;
         let mut resp = with_request_id(Json(out).into_response(), &call.request_id);
         let h = resp.headers_mut();
         for (name, value) in [

@@ -14,9 +14,8 @@ use axum::response::{IntoResponse, Response};
 use basalt_auth::{AuthError, RequestLine};
 use basalt_types::{BasaltError, ErrorKind};
 
-use crate::anthropic::AnthropicError;
-use crate::bedrock::BedrockError;
-use crate::{AppState, OpenAiError};
+use crate::error::{AnthropicError, BedrockError, OpenAiError};
+use crate::AppState;
 
 /// Which error shape a route answers in.
 #[derive(Debug, Clone, Copy)]
@@ -112,9 +111,12 @@ fn authenticate(
         raw_query: parts.uri.query(),
         authority: parts.uri.authority().map(|a| a.as_str()),
     };
-    state
-        .auth
-        .authenticate(&line, &parts.headers, body, crate::unix_now() as i64)
+    state.auth.authenticate(
+        &line,
+        &parts.headers,
+        body,
+        crate::generation::unix_now() as i64,
+    )
 }
 
 fn failure(dialect: Dialect, e: AuthError) -> Response {

@@ -18,10 +18,9 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 
-use crate::{
-    body_error, start_generation, unix_now, AppState, Call, Metering, OpenAiError, ServedModel,
-    ServerConfig,
-};
+use crate::error::{body_error, OpenAiError};
+use crate::generation::{start_generation, unix_now, Call, Metering};
+use crate::{AppState, ServedModel, ServerConfig};
 
 type Shared = State<Arc<AppState>>;
 
@@ -29,8 +28,14 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
     let keep_alive = config.keep_alive;
     Router::new()
         .route("/v1/models", get(list_models))
-        .route("/v1/embeddings", post(crate::embeddings::openai_embeddings))
-        .route("/v1/images/generations", post(crate::images::openai_images))
+        .route(
+            "/v1/embeddings",
+            post(crate::routes::embeddings::openai_embeddings),
+        )
+        .route(
+            "/v1/images/generations",
+            post(crate::routes::images::openai_images),
+        )
         .route("/v1/models/{*id}", get(get_model))
         .route(
             "/v1/chat/completions",

@@ -20,7 +20,8 @@ use basalt_types::{BasaltError, ErrorKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{AppState, OpenAiError};
+use crate::error::OpenAiError;
+use crate::AppState;
 
 type Shared = State<Arc<AppState>>;
 
@@ -95,7 +96,7 @@ pub const ADMIN_BODY_LIMIT: usize = 64 << 10;
 /// [`ADMIN_BODY_LIMIT`] and the server's deadline) so that a bad body is answered in the
 /// JSON error shape like everything else.
 pub async fn require_admin(
-    State((state, rules)): State<(Arc<AppState>, crate::auth::BodyRules)>,
+    State((state, rules)): State<(Arc<AppState>, crate::routes::auth::BodyRules)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -111,11 +112,11 @@ pub async fn require_admin(
     };
     if ok {
         let (parts, body) = request.into_parts();
-        let rules = crate::auth::BodyRules {
+        let rules = crate::routes::auth::BodyRules {
             limit: rules.limit.min(ADMIN_BODY_LIMIT),
             ..rules
         };
-        match crate::auth::read_body(body, rules).await {
+        match crate::routes::auth::read_body(body, rules).await {
             Ok(bytes) => {
                 next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
                     .await

@@ -1,0 +1,11 @@
+//! The API surfaces, one file each, and the authentication layer in front of them. A route
+//! parses its dialect (`basalt-wire`), runs the request through `generation` (or the
+//! embedding and image paths), and encodes the result; it holds no policy of its own.
+
+pub(crate) mod admin;
+pub(crate) mod anthropic;
+pub(crate) mod auth;
+pub(crate) mod bedrock;
+pub(crate) mod embeddings;
+pub(crate) mod images;
+pub(crate) mod openai;
