@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use basalt_auth::Principal;
-use basalt_engine::{Accounting, EventReceiver, Outcome};
+use basalt_engine::{Accounting, Admission, EventReceiver, Outcome};
 use basalt_store::UsageRecord;
 use basalt_types::{BasaltError, FinishReason, GenerateEvent, GenerateRequest, ToolCall, Usage};
 use tokio::sync::oneshot;
@@ -92,34 +92,38 @@ pub(crate) async fn start_generation(
 ) -> Result<(u32, EventReceiver, Metering), BasaltError> {
     let model_id = model.entry.manifest.id.clone();
     let platform = state.platform.clone();
-    if let Some(p) = &platform {
-        p.check_access(&call.principal, &model_id)?;
-    }
     let principal = call.principal.clone();
     let tenant = call.tenant.clone();
     let engine_model = Arc::clone(&model);
     let admitted_call = call.clone();
-    let (prepared, reservation, begun) = tokio::task::spawn_blocking(move || {
-        let mut prepared = engine_model.engine.prepare(request)?;
+    // Access, tokenisation, quota admission and the first usage record read and write the
+    // store and run the tokenizer: the blocking pool's work, not the runtime's.
+    let (prepared, lane, reservation, begun) = tokio::task::spawn_blocking(move || {
         let model_id = &engine_model.entry.manifest.id;
-        let (reservation, begun) = match &platform {
+        if let Some(p) = &platform {
+            p.check_access(&principal, model_id)?;
+        }
+        let prepared = engine_model.engine.prepare(request)?;
+        let (lane, reservation, begun) = match &platform {
             Some(p) => {
                 let tokens = (prepared.prompt_tokens.len() + prepared.max_tokens) as u64;
                 let r = p.admit(&principal, model_id, tokens)?;
-                prepared.tenant = p.lane(&principal, tenant.as_ref());
-                (r, begin_usage(p, &admitted_call, model_id, &prepared))
+                let lane = p.lane(&principal, tenant.as_ref());
+                (lane, r, begin_usage(p, &admitted_call, model_id, &prepared))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
-        Ok::<_, BasaltError>((prepared, reservation, begun))
+        Ok::<_, BasaltError>((prepared, lane, reservation, begun))
     })
     .await
     .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
     let input_tokens = prepared.prompt_tokens.len() as u32;
     let (acc_tx, acc_rx) = oneshot::channel();
-    let mut prepared = prepared;
-    prepared.accounting = Some(acc_tx);
-    let rx = match model.engine.enqueue(prepared) {
+    let admission = Admission {
+        tenant: lane,
+        accounting: Some(acc_tx),
+    };
+    let rx = match model.engine.enqueue(prepared, admission) {
         Ok(rx) => rx,
         Err(e) => {
             // Dropping the request dropped its accounting sender: record the refusal here.

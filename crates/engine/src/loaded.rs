@@ -1,0 +1,331 @@
+//! A model loaded for serving: its weights, tokenizer, chat template and scheduler thread,
+//! and what callers do with it (prepare a request, queue it, read its state).
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use basalt_gguf::GgufFile;
+use basalt_grammar::{GrammarCompiler, Word};
+use basalt_types::{BasaltError, ErrorKind, GenerateRequest, OutputConstraints, Prompt};
+
+use crate::kv::KvBudget;
+use crate::template::ChatTemplate;
+use crate::tokenizer::{TokenKind, Tokenizer};
+use crate::{
+    kv, model, scheduler, tools, Admission, EngineConfig, EngineError, EventReceiver,
+    PreparedRequest, SchedulerStats,
+};
+
+/// Opens a GGUF file for serving: read into huge pages ([`GgufFile::load_resident`]), which
+/// decodes faster, unless `map` asks for the page-cache mapping or the file is larger than
+/// the memory the system has available, where a private copy would only push the weights
+/// out to swap.
+pub fn open_weights(path: &Path, map: bool) -> Result<GgufFile, EngineError> {
+    if map {
+        return Ok(GgufFile::open(path)?);
+    }
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    match available_memory() {
+        Some(available) if size > available => {
+            tracing::warn!(
+                path = %path.display(),
+                size_mb = size >> 20,
+                available_mb = available >> 20,
+                "the model is larger than available memory: serving it from a file mapping"
+            );
+            Ok(GgufFile::open(path)?)
+        }
+        _ => Ok(GgufFile::load_resident(path)?),
+    }
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes; `None` where the system does not say.
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+pub struct LoadedModel {
+    shared: Arc<scheduler::Shared>,
+    handle: scheduler::Handle,
+    template: Option<ChatTemplate>,
+    /// Built on the first constrained request: it indexes the whole vocabulary.
+    grammar: OnceLock<Result<GrammarCompiler, String>>,
+}
+
+impl LoadedModel {
+    /// Opens a GGUF model (see [`open_weights`]), then starts its scheduler thread.
+    pub fn load(path: &Path, config: EngineConfig) -> Result<Self, EngineError> {
+        let file = open_weights(path, config.map_weights)?;
+        let (tokenizer, transformer, template) = Self::parts(&file)?;
+        let budget = KvBudget::new(config.kv_budget_bytes);
+        let shared = Arc::new(scheduler::Shared {
+            transformer,
+            tokenizer,
+            budget,
+            config,
+            cached_bytes: Default::default(),
+        });
+        let handle = scheduler::start(Arc::clone(&shared))?;
+        Ok(Self {
+            shared,
+            handle,
+            template,
+            grammar: OnceLock::new(),
+        })
+    }
+
+    /// Checks that a GGUF file would load, without reading its weights into memory or
+    /// starting anything: every hyper-parameter against the tensors present, the tokenizer,
+    /// the chat template. `basalt models import` runs this before copying a file.
+    pub fn inspect(path: &Path) -> Result<(), EngineError> {
+        let file = GgufFile::open(path)?;
+        Self::parts(&file).map(|_| ())
+    }
+
+    /// The tokenizer, the architecture (views into the file's tensors) and the chat
+    /// template, each checked against the others.
+    #[allow(clippy::type_complexity)]
+    fn parts(
+        file: &GgufFile,
+    ) -> Result<(Tokenizer, Box<dyn model::Transformer>, Option<ChatTemplate>), EngineError> {
+        let tokenizer = Tokenizer::from_gguf(file.header())?;
+        let transformer = model::load(file)?;
+        if transformer.vocab_size() > tokenizer.vocab_size() {
+            return Err(EngineError::Model(format!(
+                "the output layer has {} rows but the vocabulary only {} tokens",
+                transformer.vocab_size(),
+                tokenizer.vocab_size()
+            )));
+        }
+        let template = match file.header().string("tokenizer.chat_template") {
+            Ok(src) => {
+                let piece = |id: Option<u32>| {
+                    id.and_then(|i| tokenizer.token_text(i))
+                        .unwrap_or("")
+                        .to_owned()
+                };
+                Some(ChatTemplate::new(
+                    src,
+                    &piece(tokenizer.bos()),
+                    &piece(tokenizer.eos()),
+                )?)
+            }
+            Err(_) => None,
+        };
+        Ok((tokenizer, transformer, template))
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.shared.transformer.context_length()
+    }
+
+    /// The most positions one sequence can hold in the KV budget (whole blocks).
+    pub fn kv_capacity_tokens(&self) -> usize {
+        let block = self.shared.transformer.kv_shape().bytes_per_block().max(1);
+        self.shared.budget.limit_bytes() / block * kv::BLOCK_TOKENS
+    }
+
+    pub fn supports_chat(&self) -> bool {
+        self.template.is_some()
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.shared.tokenizer
+    }
+
+    pub fn stats(&self) -> SchedulerStats {
+        self.handle.stats()
+    }
+
+    /// KV cache bytes in use right now (returns to 0 when no request is active).
+    pub fn kv_bytes_in_use(&self) -> usize {
+        self.shared.budget.used_bytes().saturating_sub(
+            self.shared
+                .cached_bytes
+                .load(std::sync::atomic::Ordering::Acquire),
+        )
+    }
+
+    /// KV cache bytes the prefix cache keeps for reuse (given back whenever needed).
+    pub fn kv_bytes_cached(&self) -> usize {
+        self.shared
+            .cached_bytes
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Renders (for chat, with the tools described) and tokenises a prompt, exactly as
+    /// `submit` will.
+    pub fn tokenize_prompt(
+        &self,
+        prompt: &Prompt,
+        constraints: &OutputConstraints,
+    ) -> Result<Vec<u32>, BasaltError> {
+        let tok = &self.shared.tokenizer;
+        match prompt {
+            Prompt::Text(text) => Ok(tok.encode(text, true, false)),
+            Prompt::Chat(messages) => {
+                let template = self.template.as_ref().ok_or_else(|| {
+                    BasaltError::new(
+                        ErrorKind::UnsupportedForModel,
+                        "This model is a base (completion) model with no chat template, so it cannot \
+                         chat. Use the completions endpoint with a text prompt instead.",
+                    )
+                    .with_param("messages")
+                })?;
+                let messages = tools::render_conversation(messages, constraints);
+                let text = template.render(&messages).map_err(|e| {
+                    BasaltError::invalid(
+                        "messages",
+                        format!("the model's chat template rejected the messages: {e}"),
+                    )
+                })?;
+                // The template is ours (from the model file), so its control tokens are
+                // real; the BOS, if the template wants one, is already in the text.
+                let bos_in_text = tok
+                    .bos()
+                    .and_then(|b| tok.token_text(b))
+                    .is_some_and(|b| text.starts_with(b));
+                Ok(tok.encode(&text, !bos_in_text, true))
+            }
+        }
+    }
+
+    /// Validates and prepares a request without queueing it.
+    pub fn prepare(&self, request: GenerateRequest) -> Result<PreparedRequest, BasaltError> {
+        tools::validate(&request.constraints)?;
+        // The output grammar's text first: building it checks each schema against its size
+        // limits, which is cheap, before the tools are rendered into a prompt of their size.
+        let grammar = tools::grammar(&request.constraints)?;
+        let prompt_tokens = self.tokenize_prompt(&request.prompt, &request.constraints)?;
+        let ctx = self.context_length();
+        let param = match request.prompt {
+            Prompt::Chat(_) => "messages",
+            Prompt::Text(_) => "prompt",
+        };
+        if prompt_tokens.is_empty() {
+            return Err(BasaltError::invalid(param, "The prompt is empty."));
+        }
+        if prompt_tokens.len() >= ctx {
+            return Err(BasaltError::new(
+                ErrorKind::ContextLengthExceeded,
+                format!(
+                    "This model's maximum context length is {ctx} tokens, but the prompt has {} tokens.",
+                    prompt_tokens.len()
+                ),
+            )
+            .with_param(param));
+        }
+        // The KV budget can be smaller than the context window (`--kv-cache-mb`): a prompt
+        // that cannot fit even alone could never run, however long it waited.
+        let capacity = self.kv_capacity_tokens();
+        if prompt_tokens.len() >= capacity {
+            return Err(BasaltError::new(
+                ErrorKind::ContextLengthExceeded,
+                format!(
+                    "This server's KV cache holds at most {capacity} tokens of one sequence, but \
+                     the prompt has {} tokens.",
+                    prompt_tokens.len()
+                ),
+            )
+            .with_param(param));
+        }
+        let room = ctx - prompt_tokens.len();
+        let max_tokens = match request.max_tokens {
+            Some(m) if m as usize > room => {
+                return Err(BasaltError::new(
+                    ErrorKind::ContextLengthExceeded,
+                    format!(
+                        "This model's maximum context length is {ctx} tokens. However, you requested {} tokens \
+                         ({} in the prompt, {m} for the completion). Reduce the prompt or the maximum tokens.",
+                        prompt_tokens.len() + m as usize,
+                        prompt_tokens.len()
+                    ),
+                )
+                .with_param("max_tokens"));
+            }
+            Some(m) => m as usize,
+            // Unlimited: as far as both the context window and the KV budget go.
+            None => room.min(capacity - prompt_tokens.len()),
+        };
+        let vocab = self.shared.transformer.vocab_size();
+        if let Some((id, _)) = request
+            .sampling
+            .logit_bias
+            .iter()
+            .find(|(id, _)| *id as usize >= vocab)
+        {
+            return Err(BasaltError::invalid(
+                "logit_bias",
+                format!("token {id} is not in this model's vocabulary of {vocab} tokens"),
+            ));
+        }
+        let limited_by_context = request.max_tokens.is_none();
+        let constraint = match grammar {
+            Some(lark) => Some(self.grammar_compiler()?.compile(&lark).map_err(|e| {
+                let param = tools::constraint_param(&request.constraints);
+                tracing::warn!(param, error = %e, "cannot compile the output grammar");
+                BasaltError::invalid(param, format!("cannot constrain the output: {e}"))
+            })?),
+            None => None,
+        };
+        Ok(PreparedRequest {
+            prompt_tokens,
+            max_tokens,
+            limited_by_context,
+            request,
+            constraint,
+        })
+    }
+
+    fn grammar_compiler(&self) -> Result<&GrammarCompiler, BasaltError> {
+        self.grammar
+            .get_or_init(|| {
+                let tok = &self.shared.tokenizer;
+                let words = (0..tok.vocab_size() as u32)
+                    .map(|id| match tok.token_kind(id) {
+                        Some(TokenKind::Control | TokenKind::Unused) | None => {
+                            Word::Special(tok.token_text(id).unwrap_or_default().to_string())
+                        }
+                        Some(_) => Word::Bytes(tok.token_bytes(id)),
+                    })
+                    .collect();
+                let end = tok
+                    .end_of_turn()
+                    .ok_or("the model has no end-of-turn token")?;
+                let shared = Arc::clone(&self.shared);
+                GrammarCompiler::new(words, end, move |bytes| {
+                    shared
+                        .tokenizer
+                        .encode(&String::from_utf8_lossy(bytes), false, false)
+                })
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| {
+                BasaltError::new(
+                    ErrorKind::UnsupportedForModel,
+                    format!("this model cannot do constrained decoding: {e}"),
+                )
+            })
+    }
+
+    /// Queues a request in the shared lane, unmetered; events arrive on the returned
+    /// receiver.
+    pub fn submit(&self, request: GenerateRequest) -> Result<EventReceiver, BasaltError> {
+        let prepared = self.prepare(request)?;
+        self.enqueue(prepared, Admission::default())
+    }
+
+    /// Queues a request already prepared with [`LoadedModel::prepare`] (for callers that need
+    /// the prompt's token count before generation starts) in the admission's tenant lane.
+    pub fn enqueue(
+        &self,
+        prepared: PreparedRequest,
+        admission: Admission,
+    ) -> Result<EventReceiver, BasaltError> {
+        self.handle.enqueue(prepared, admission)
+    }
+}
