@@ -53,6 +53,11 @@ pub struct ServeArgs {
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key
     #[arg(long, env = "BASALT_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
+    /// How long keys, tenants, grants and quotas are served from memory, in milliseconds
+    /// (what the CLI changes on the database is seen after at most this long); 0 reads the
+    /// database on every request
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    store_cache_ms: u64,
     /// The PEM private key of --tls-cert
     #[arg(long, env = "BASALT_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
@@ -105,13 +110,14 @@ pub fn run(args: ServeArgs) -> CliResult {
         )
         .with_writer(std::io::stderr)
         .init();
-    // Keys, tenants, grants and quotas are read on every request: from memory, for up to a
-    // second (what the CLI changes on the database directly is seen within it; what the
-    // admin API changes, at once).
-    let store: Arc<dyn Store> = Arc::new(CachedStore::new(
-        args.data.open_store()?,
-        Duration::from_secs(1),
-    ));
+    // Keys, tenants, grants and quotas are read on every request: from memory, for up to
+    // --store-cache-ms (what the CLI changes on the database directly is seen within it;
+    // what the admin API changes, at once).
+    let database: Arc<dyn Store> = args.data.open_store()?;
+    let store: Arc<dyn Store> = match args.store_cache_ms {
+        0 => database,
+        ms => Arc::new(CachedStore::new(database, Duration::from_millis(ms))),
+    };
     // One server per database: what was still running belonged to a server that died.
     let interrupted = store.interrupt_unfinished_usage()?;
     if interrupted > 0 {
