@@ -247,7 +247,7 @@ def test_invocation_logging_is_opt_in(platform, tenants):
     assert entry["schemaType"] == "ModelInvocationLog" and entry["operation"] == "chat.completions"
     assert entry["modelId"] == SMOL and entry["accountId"] == alpha_id
     assert "zanzibar" in json.dumps(entry["input"]["inputBodyJson"])
-    assert entry["output"]["outputBodyJson"]["text"] == r.choices[0].message.content
+    assert entry["output"]["outputBodyJson"]["choices"][0]["message"]["content"] == r.choices[0].message.content
     assert entry["input"]["inputTokenCount"] == r.usage.prompt_tokens
     assert entry["output"]["outputTokenCount"] == r.usage.completion_tokens
     # Tenants that did not opt in leave no text anywhere under the logs.

@@ -13,7 +13,9 @@ use std::time::Instant;
 use basalt_auth::Principal;
 use basalt_engine::{Accounting, Admission, EventReceiver, Outcome};
 use basalt_store::UsageRecord;
-use basalt_types::{BasaltError, FinishReason, GenerateEvent, GenerateRequest, ToolCall, Usage};
+use basalt_types::{
+    BasaltError, FinishReason, GenerateEvent, GenerateRequest, TokenLogprob, ToolCall, Usage,
+};
 use tokio::sync::oneshot;
 
 use crate::{invocation_log, metrics, platform, AppState, ServedModel};
@@ -270,7 +272,7 @@ fn spawn_metering(
     model_id: String,
     accounting: oneshot::Receiver<Accounting>,
     (reservation, begun): (Option<platform::Reservation>, Option<i64>),
-    transcript: Option<oneshot::Receiver<invocation_log::Transcript>>,
+    transcript: Option<oneshot::Receiver<Answer>>,
 ) -> Metering {
     let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -292,13 +294,82 @@ fn spawn_metering(
     Metering(done_rx)
 }
 
-/// A whole generation, for the non-streaming routes.
-pub(crate) struct Completed {
+/// A generation's events folded into its whole answer: the one fold of the event stream,
+/// which the non-streaming routes, OpenAI's choices and the invocation log all use.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Answer {
     pub text: String,
+    pub logprobs: Vec<TokenLogprob>,
     pub calls: Vec<ToolCall>,
-    pub reason: FinishReason,
+    /// Set when the generation finished; `None` while it runs, or if it failed.
+    pub finish: Option<FinishReason>,
     pub usage: Usage,
     pub stop_sequence: Option<String>,
+    pub error: Option<BasaltError>,
+}
+
+impl Answer {
+    /// Folds one event in; true once the generation has ended, finished or failed.
+    pub fn apply(&mut self, event: &GenerateEvent) -> bool {
+        match event {
+            GenerateEvent::Text { text, logprobs } => {
+                self.text.push_str(text);
+                self.logprobs.extend(logprobs.iter().cloned());
+                false
+            }
+            GenerateEvent::ToolCallStart { id, name, .. } => {
+                self.calls.push(ToolCall {
+                    id: id.clone(),
+                    name: name.clone(),
+                    arguments: String::new(),
+                });
+                false
+            }
+            GenerateEvent::ToolArguments { index, json } => {
+                if let Some(call) = self.calls.get_mut(*index as usize) {
+                    call.arguments.push_str(json);
+                }
+                false
+            }
+            GenerateEvent::Finished {
+                reason,
+                usage,
+                stop_sequence,
+            } => {
+                self.finish = Some(*reason);
+                self.usage = *usage;
+                self.stop_sequence.clone_from(stop_sequence);
+                true
+            }
+            GenerateEvent::Failed { error, usage } => {
+                self.error = Some(error.clone());
+                self.usage = *usage;
+                true
+            }
+        }
+    }
+
+    /// Reads a generation to its end: its answer, or the error it failed with.
+    pub async fn collect(mut rx: EventReceiver) -> Result<Answer, BasaltError> {
+        let mut answer = Answer::default();
+        while let Some(event) = rx.recv().await {
+            if answer.apply(&event) {
+                break;
+            }
+        }
+        match (answer.error.take(), answer.finish) {
+            (Some(e), _) => Err(e),
+            (None, Some(_)) => Ok(answer),
+            (None, None) => Err(BasaltError::internal(
+                "the engine stopped before finishing the request",
+            )),
+        }
+    }
+
+    /// Why it finished (a collected answer always has a reason).
+    pub fn reason(&self) -> FinishReason {
+        self.finish.unwrap_or(FinishReason::EndOfTurn)
+    }
 }
 
 /// Collects a whole generation; returns once its usage is recorded, whatever the outcome,
@@ -306,47 +377,10 @@ pub(crate) struct Completed {
 pub(crate) async fn collect_text(
     rx: EventReceiver,
     metering: Metering,
-) -> Result<Completed, BasaltError> {
-    let done = collect_events(rx).await;
+) -> Result<Answer, BasaltError> {
+    let done = Answer::collect(rx).await;
     metering.settled().await;
     done
-}
-
-async fn collect_events(mut rx: EventReceiver) -> Result<Completed, BasaltError> {
-    let mut text = String::new();
-    let mut calls: Vec<ToolCall> = Vec::new();
-    while let Some(event) = rx.recv().await {
-        match event {
-            GenerateEvent::Text { text: t, .. } => text.push_str(&t),
-            GenerateEvent::ToolCallStart { id, name, .. } => calls.push(ToolCall {
-                id,
-                name,
-                arguments: String::new(),
-            }),
-            GenerateEvent::ToolArguments { index, json } => {
-                if let Some(call) = calls.get_mut(index as usize) {
-                    call.arguments.push_str(&json);
-                }
-            }
-            GenerateEvent::Finished {
-                reason,
-                usage,
-                stop_sequence,
-            } => {
-                return Ok(Completed {
-                    text,
-                    calls,
-                    reason,
-                    usage,
-                    stop_sequence,
-                })
-            }
-            GenerateEvent::Failed { error, .. } => return Err(error),
-        }
-    }
-    Err(BasaltError::internal(
-        "the engine stopped before finishing the request",
-    ))
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -403,7 +437,7 @@ async fn write_invocation_log(
     call: &Call,
     model_id: &str,
     acc: &Accounting,
-    transcript: invocation_log::Transcript,
+    answer: Answer,
 ) {
     let input_body = call
         .input_body
@@ -420,7 +454,13 @@ async fn write_invocation_log(
         model_id: model_id.to_string(),
         input_body,
         input_tokens: acc.usage.input_tokens as u64,
-        output: transcript,
+        output: invocation_log::response_body(
+            call.operation,
+            &call.request_id,
+            model_id,
+            &answer,
+            call.started.elapsed().as_millis() as u64,
+        ),
         output_tokens: acc.usage.output_tokens as u64,
     };
     let log = Arc::clone(log);

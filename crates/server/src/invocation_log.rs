@@ -11,48 +11,80 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use basalt_engine::EventReceiver;
-use basalt_types::GenerateEvent;
+
+use crate::generation::Answer;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
-/// What the model answered, as the log records it.
-#[derive(Debug, Default, Clone)]
-pub struct Transcript {
-    pub text: String,
-    /// (id, name, arguments JSON text)
-    pub tool_calls: Vec<(String, String, String)>,
-    pub stop_reason: Option<String>,
-    pub error: Option<String>,
+/// The response body the API returns for `answer`, as Bedrock's `ModelInvocationLog`
+/// records it (`outputBodyJson`): a Converse response for Converse, the model's native
+/// body for InvokeModel, a Messages response, an OpenAI completion with this sequence's
+/// choice. Streamed calls are logged as the body the same call would have returned whole.
+/// A failed generation is logged as the error body the API sent.
+pub(crate) fn response_body(
+    operation: &str,
+    request_id: &str,
+    model_id: &str,
+    answer: &Answer,
+    latency_ms: u64,
+) -> Value {
+    use basalt_wire::{anthropic, bedrock, openai};
+    if let Some(e) = &answer.error {
+        return match operation {
+            "messages" => anthropic::error_body(e),
+            "chat.completions" | "completions" => openai::error_body(e),
+            _ => bedrock::error_body(e),
+        };
+    }
+    let reason = answer.reason();
+    let usage = &answer.usage;
+    match operation {
+        "Converse" | "ConverseStream" => {
+            bedrock::converse::response(&answer.text, &answer.calls, reason, usage, latency_ms)
+        }
+        "InvokeModel" | "InvokeModelWithResponseStream" => {
+            bedrock::invoke::llama_response(&answer.text, reason, usage)
+        }
+        "messages" => anthropic::message(
+            request_id,
+            model_id,
+            &answer.text,
+            &answer.calls,
+            reason,
+            answer.stop_sequence.as_deref(),
+            usage,
+        ),
+        "chat.completions" => {
+            let mut message = json!({"role": "assistant", "content": answer.text});
+            if !answer.calls.is_empty() {
+                message["tool_calls"] = openai::tool_calls_json(&answer.calls);
+            }
+            json!({"id": request_id, "object": "chat.completion", "model": model_id,
+                   "choices": [{"index": 0, "message": message,
+                                "finish_reason": openai::finish_reason(reason)}],
+                   "usage": openai::usage_json(usage)})
+        }
+        _ => json!({"id": request_id, "object": "text_completion", "model": model_id,
+                    "choices": [{"index": 0, "text": answer.text,
+                                 "finish_reason": openai::finish_reason(reason)}],
+                    "usage": openai::usage_json(usage)}),
+    }
 }
 
-/// Copies a generation's events into a transcript on their way to the route. Dropping the
+/// Copies a generation's events into its [`Answer`] on their way to the route. Dropping the
 /// route's receiver still cancels the generation: the copier then drops the engine's.
-pub fn tap(mut engine: EventReceiver) -> (EventReceiver, oneshot::Receiver<Transcript>) {
+pub(crate) fn tap(mut engine: EventReceiver) -> (EventReceiver, oneshot::Receiver<Answer>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (done_tx, done_rx) = oneshot::channel();
     tokio::spawn(async move {
-        let mut t = Transcript::default();
+        let mut answer = Answer::default();
         while let Some(event) = engine.recv().await {
-            match &event {
-                GenerateEvent::Text { text, .. } => t.text.push_str(text),
-                GenerateEvent::ToolCallStart { id, name, .. } => {
-                    t.tool_calls.push((id.clone(), name.clone(), String::new()))
-                }
-                GenerateEvent::ToolArguments { index, json } => {
-                    if let Some(c) = t.tool_calls.get_mut(*index as usize) {
-                        c.2.push_str(json);
-                    }
-                }
-                GenerateEvent::Finished { reason, .. } => {
-                    t.stop_reason = Some(format!("{reason:?}"))
-                }
-                GenerateEvent::Failed { error, .. } => t.error = Some(error.message.clone()),
-            }
+            answer.apply(&event);
             if tx.send(event).is_err() {
                 break; // the client left
             }
         }
-        let _ = done_tx.send(t);
+        let _ = done_tx.send(answer);
     });
     (rx, done_rx)
 }
@@ -75,7 +107,9 @@ pub struct Entry {
     pub model_id: String,
     pub input_body: Value,
     pub input_tokens: u64,
-    pub output: Transcript,
+    /// What the API returned for this generation, in its own response shape (see
+    /// [`response_body`]).
+    pub output: Value,
     pub output_tokens: u64,
 }
 
@@ -103,15 +137,7 @@ impl InvocationLog {
     }
 
     pub fn record(entry: &Entry) -> Value {
-        let output = json!({
-            "text": entry.output.text,
-            "toolCalls": entry.output.tool_calls.iter().map(|(id, name, args)| json!({
-                "id": id, "name": name,
-                "input": serde_json::from_str::<Value>(args).unwrap_or(Value::String(args.clone())),
-            })).collect::<Vec<_>>(),
-            "stopReason": entry.output.stop_reason,
-            "error": entry.output.error,
-        });
+        let output = &entry.output;
         json!({
             "schemaType": "ModelInvocationLog",
             "schemaVersion": "1.0",
@@ -185,7 +211,7 @@ impl InvocationLog {
 mod tests {
     use super::*;
 
-    fn entry(t: &Transcript, ts: i64) -> Entry {
+    fn entry(output: &Value, ts: i64) -> Entry {
         Entry {
             timestamp: ts,
             tenant: "tnt_abc".into(),
@@ -196,7 +222,7 @@ mod tests {
             model_id: "m".into(),
             input_body: json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}),
             input_tokens: 3,
-            output: t.clone(),
+            output: output.clone(),
             output_tokens: 2,
         }
     }
@@ -206,10 +232,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("basalt-ilog-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let log = InvocationLog::new(&dir, 4096);
-        let t = Transcript {
+        let answer = Answer {
             text: "hello".into(),
+            finish: Some(basalt_types::FinishReason::EndOfTurn),
             ..Default::default()
         };
+        let t = response_body("Converse", "req_1", "m", &answer, 5);
         let day1 = 1_795_953_600; // 2026-11-29
         let p1 = log.write(&entry(&t, day1)).unwrap();
         assert!(p1.ends_with("tnt_abc/2026-11-29.jsonl"), "{}", p1.display());
@@ -218,7 +246,9 @@ mod tests {
         assert_eq!(v["schemaType"], "ModelInvocationLog");
         assert_eq!(v["timestamp"], "2026-11-29T12:00:00Z");
         assert_eq!(v["input"]["inputTokenCount"], 3);
-        assert_eq!(v["output"]["outputBodyJson"]["text"], "hello");
+        let body = &v["output"]["outputBodyJson"];
+        assert_eq!(body["output"]["message"]["content"][0]["text"], "hello");
+        assert_eq!(body["stopReason"], "end_turn");
         let p2 = log.write(&entry(&t, day1 + 86_400)).unwrap();
         assert!(p2.ends_with("2026-11-30.jsonl"));
         // Past the size limit, the day continues in a numbered file.
@@ -226,11 +256,68 @@ mod tests {
         for _ in 0..20 {
             last = log.write(&entry(&t, day1)).unwrap();
         }
+        let name = last.file_name().unwrap().to_string_lossy().into_owned();
         assert!(
-            last.to_string_lossy().contains("2026-11-29.1")
-                || last.to_string_lossy().contains("2026-11-29.2")
+            name.starts_with("2026-11-29.") && name != "2026-11-29.jsonl",
+            "{name}"
         );
         assert!(std::fs::metadata(&p1).unwrap().len() <= 4096);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Each operation is logged in the shape its API returned, never an internal one (no
+    /// Rust variant names, no empty tool lists that the API would not send).
+    #[test]
+    fn bodies_are_each_apis_own_response() {
+        use basalt_types::{FinishReason, ToolCall, Usage};
+        let answer = Answer {
+            text: String::new(),
+            calls: vec![ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                arguments: r#"{"city":"Paris"}"#.into(),
+            }],
+            finish: Some(FinishReason::ToolUse),
+            usage: Usage {
+                input_tokens: 7,
+                output_tokens: 3,
+                cached_input_tokens: 0,
+            },
+            ..Default::default()
+        };
+        let converse = response_body("ConverseStream", "r", "m", &answer, 9);
+        assert_eq!(converse["stopReason"], "tool_use");
+        assert_eq!(
+            converse["output"]["message"]["content"][0]["toolUse"]["input"]["city"],
+            "Paris"
+        );
+        let messages = response_body("messages", "msg_1", "m", &answer, 9);
+        assert_eq!(messages["stop_reason"], "tool_use");
+        assert_eq!(messages["content"][0]["type"], "tool_use");
+        let chat = response_body("chat.completions", "chatcmpl-1", "m", &answer, 9);
+        assert_eq!(chat["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            chat["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "get_weather"
+        );
+        assert_eq!(chat["usage"]["prompt_tokens"], 7);
+        let plain = Answer {
+            text: "hi".into(),
+            finish: Some(FinishReason::MaxTokens),
+            ..Default::default()
+        };
+        let llama = response_body("InvokeModel", "r", "m", &plain, 9);
+        assert_eq!(llama["generation"], "hi");
+        assert_eq!(llama["stop_reason"], "length");
+        assert!(!converse.to_string().contains("ToolUse"), "{converse}");
+        let failed = Answer {
+            error: Some(basalt_types::BasaltError::invalid("tools", "bad schema")),
+            ..Default::default()
+        };
+        let error = response_body("Converse", "r", "m", &failed, 9);
+        assert!(
+            error["message"].as_str().unwrap().contains("bad schema"),
+            "{error}"
+        );
     }
 }

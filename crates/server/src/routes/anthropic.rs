@@ -66,7 +66,7 @@ async fn messages(
         &model_id,
         &done.text,
         &done.calls,
-        done.reason,
+        done.reason(),
         done.stop_sequence.as_deref(),
         &done.usage,
     );

@@ -156,7 +156,7 @@ async fn converse(
     let out = converse::response(
         &done.text,
         &done.calls,
-        done.reason,
+        done.reason(),
         &done.usage,
         millis(started),
     );
@@ -257,7 +257,7 @@ async fn invoke(
     .await?;
     let started = call.started;
     let done = collect_text(rx, metering).await?;
-    let out = invoke::llama_response(&done.text, done.reason, &done.usage);
+    let out = invoke::llama_response(&done.text, done.reason(), &done.usage);
     let mut resp = with_request_id(Json(out).into_response(), &call.request_id);
     let h = resp.headers_mut();
     for (name, value) in [

@@ -12,14 +12,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use basalt_auth::Principal;
 use basalt_engine::EventReceiver;
-use basalt_types::{BasaltError, FinishReason, GenerateEvent, TokenLogprob, ToolCall, Usage};
+use basalt_types::{BasaltError, GenerateEvent, Usage};
 use basalt_wire::openai::{self as wire, ModelCard, Plan};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 
 use crate::error::{body_error, OpenAiError};
-use crate::generation::{start_generation, unix_now, Call, Metering};
+use crate::generation::{start_generation, unix_now, Answer, Call, Metering};
 use crate::{AppState, ServedModel, ServerConfig};
 
 type Shared = State<Arc<AppState>>;
@@ -188,53 +188,14 @@ impl ResponseMeta {
     }
 }
 
-#[derive(Default)]
-struct ChoiceResult {
-    text: String,
-    logprobs: Vec<TokenLogprob>,
-    calls: Vec<ToolCall>,
-    finish: Option<FinishReason>,
-    usage: Usage,
-}
-
 async fn collect(
     meta: ResponseMeta,
     plan: Plan,
     receivers: Vec<EventReceiver>,
 ) -> Result<Value, BasaltError> {
     let mut results = Vec::with_capacity(receivers.len());
-    for mut rx in receivers {
-        let mut r = ChoiceResult::default();
-        while let Some(ev) = rx.recv().await {
-            match ev {
-                GenerateEvent::Text { text, logprobs } => {
-                    r.text.push_str(&text);
-                    r.logprobs.extend(logprobs);
-                }
-                GenerateEvent::ToolCallStart { id, name, .. } => r.calls.push(ToolCall {
-                    id,
-                    name,
-                    arguments: String::new(),
-                }),
-                GenerateEvent::ToolArguments { index, json } => {
-                    if let Some(call) = r.calls.get_mut(index as usize) {
-                        call.arguments.push_str(&json);
-                    }
-                }
-                GenerateEvent::Finished { reason, usage, .. } => {
-                    r.finish = Some(reason);
-                    r.usage = usage;
-                    break;
-                }
-                GenerateEvent::Failed { error, .. } => return Err(error),
-            }
-        }
-        if r.finish.is_none() {
-            return Err(BasaltError::internal(
-                "the engine stopped before finishing the request",
-            ));
-        }
-        results.push(r);
+    for rx in receivers {
+        results.push(Answer::collect(rx).await?);
     }
     let usage = meta.total_usage(&results.iter().map(|r| r.usage).collect::<Vec<_>>());
     let want_logprobs = plan.requests.first().is_some_and(|r| r.logprobs.is_some());
@@ -274,7 +235,7 @@ async fn collect(
 }
 
 /// The assistant message of a chat choice: its text, or its tool calls (content null).
-fn chat_message(r: &ChoiceResult) -> Value {
+fn chat_message(r: &Answer) -> Value {
     let mut m = json!({"role": "assistant", "content": r.text, "refusal": null});
     if !r.calls.is_empty() {
         m["tool_calls"] = wire::tool_calls_json(&r.calls);
