@@ -1,13 +1,42 @@
-//! Content-block framing for the dialects that frame a streamed answer in blocks
-//! (Anthropic's `content_block_start`/`stop`, Bedrock's `contentBlockStart`/`Stop`): which
-//! block an event belongs to, when one closes and the next opens, and their indices.
+//! The one content-block framer, for the dialects that frame a streamed answer in blocks
+//! (Anthropic's `content_block_*` events, Bedrock's `contentBlock*` frames): which block an
+//! engine event belongs to, when one closes and the next opens, and their indices, as
+//! [`BlockEvent`]s that each dialect's encoder puts in its own words.
+//!
+//! This module knows no dialect's shapes.
 
-/// What a streamed answer's content blocks are, for dialects that frame them (Anthropic,
-/// Bedrock): text, or tool call `n` of the generation.
+use basalt_types::GenerateEvent;
+
+/// What a block of a streamed answer holds: text, or tool call `n` of the generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Block {
+enum Block {
     Text,
     Tool(u32),
+}
+
+/// One step of a streamed answer's block structure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BlockEvent<'a> {
+    /// A text block opens (Bedrock opens text blocks implicitly, with their first delta).
+    TextStart {
+        index: usize,
+    },
+    TextDelta {
+        index: usize,
+        text: &'a str,
+    },
+    ToolStart {
+        index: usize,
+        id: &'a str,
+        name: &'a str,
+    },
+    ToolDelta {
+        index: usize,
+        json: &'a str,
+    },
+    Stop {
+        index: usize,
+    },
 }
 
 /// Numbers the content blocks of a streamed answer: a block opens with its first event and
@@ -18,42 +47,127 @@ pub(crate) struct Blocks {
     count: usize,
 }
 
-/// What entering a block did: the block closed on the way (if any), whether the entered
-/// block is new, and its index.
-pub(crate) struct Entered {
-    pub closed: Option<usize>,
-    pub opened: bool,
-    pub index: usize,
-}
-
 impl Blocks {
-    pub fn enter(&mut self, block: Block) -> Entered {
-        match self.open {
-            Some((b, index)) if b == block => Entered {
-                closed: None,
-                opened: false,
-                index,
-            },
-            _ => {
-                let closed = self.close();
-                let index = self.count;
-                self.count += 1;
-                self.open = Some((block, index));
-                Entered {
-                    closed,
-                    opened: true,
-                    index,
+    /// The block steps of one engine event, in order: the block it leaves closed, the block
+    /// it enters opened, then its delta. Events that are not content (the end, a failure,
+    /// empty text) make none.
+    pub fn frame<'a>(&mut self, event: &'a GenerateEvent) -> Vec<BlockEvent<'a>> {
+        let mut out = Vec::new();
+        match event {
+            GenerateEvent::Text { text, .. } if !text.is_empty() => {
+                let (index, opened) = self.enter(Block::Text, &mut out);
+                if opened {
+                    out.push(BlockEvent::TextStart { index });
                 }
+                out.push(BlockEvent::TextDelta { index, text });
             }
+            GenerateEvent::ToolCallStart {
+                index: call,
+                id,
+                name,
+            } => {
+                let (index, _) = self.enter(Block::Tool(*call), &mut out);
+                out.push(BlockEvent::ToolStart { index, id, name });
+            }
+            GenerateEvent::ToolArguments { index: call, json } => {
+                let (index, _) = self.enter(Block::Tool(*call), &mut out);
+                out.push(BlockEvent::ToolDelta { index, json });
+            }
+            _ => {}
         }
+        out
     }
 
-    pub fn close(&mut self) -> Option<usize> {
-        self.open.take().map(|(_, index)| index)
+    /// The answer ended: the open block closes.
+    pub fn finish(&mut self) -> Option<BlockEvent<'static>> {
+        self.open
+            .take()
+            .map(|(_, index)| BlockEvent::Stop { index })
     }
 
     /// Whether any block was ever opened.
     pub fn any(&self) -> bool {
         self.count > 0
+    }
+
+    /// Enters `block`: closes the open one if it is another (pushing its stop); returns the
+    /// entered block's index and whether it is new.
+    fn enter(&mut self, block: Block, out: &mut Vec<BlockEvent<'_>>) -> (usize, bool) {
+        match self.open {
+            Some((b, index)) if b == block => (index, false),
+            _ => {
+                if let Some(stop) = self.finish() {
+                    out.push(stop);
+                }
+                let index = self.count;
+                self.count += 1;
+                self.open = Some((block, index));
+                (index, true)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_then_two_tool_calls_make_three_blocks_in_order() {
+        let events = [
+            GenerateEvent::Text {
+                text: "Let me check.".into(),
+                logprobs: vec![],
+            },
+            GenerateEvent::Text {
+                text: String::new(),
+                logprobs: vec![],
+            },
+            GenerateEvent::ToolCallStart {
+                index: 0,
+                id: "a".into(),
+                name: "f".into(),
+            },
+            GenerateEvent::ToolArguments {
+                index: 0,
+                json: "{}".into(),
+            },
+            GenerateEvent::ToolCallStart {
+                index: 1,
+                id: "b".into(),
+                name: "g".into(),
+            },
+        ];
+        let mut blocks = Blocks::default();
+        let steps: Vec<BlockEvent<'_>> = events.iter().flat_map(|e| blocks.frame(e)).collect();
+        assert_eq!(
+            steps,
+            [
+                BlockEvent::TextStart { index: 0 },
+                BlockEvent::TextDelta {
+                    index: 0,
+                    text: "Let me check."
+                },
+                BlockEvent::Stop { index: 0 },
+                BlockEvent::ToolStart {
+                    index: 1,
+                    id: "a",
+                    name: "f"
+                },
+                BlockEvent::ToolDelta {
+                    index: 1,
+                    json: "{}"
+                },
+                BlockEvent::Stop { index: 1 },
+                BlockEvent::ToolStart {
+                    index: 2,
+                    id: "b",
+                    name: "g"
+                },
+            ]
+        );
+        assert_eq!(blocks.finish(), Some(BlockEvent::Stop { index: 2 }));
+        assert_eq!(blocks.finish(), None);
+        assert!(blocks.any());
     }
 }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
 
-use crate::blocks::{Block, Blocks};
+use crate::blocks::{BlockEvent, Blocks};
 use crate::error::{body_error, AnthropicError};
 use crate::generation::{collect_text, start_generation, Call, Metering};
 use crate::{AppState, ServerConfig};
@@ -101,49 +101,41 @@ fn event_stream(
         |state| async move {
             let (mut rx, mut blocks, metering) = state?;
             let mut events = Vec::new();
-            let enter = |blocks: &mut Blocks, block: Block, events: &mut Vec<_>| {
-                let entered = blocks.enter(block);
-                if let Some(closed) = entered.closed {
-                    events.push(named("content_block_stop", wire::block_stop(closed)));
-                }
-                (entered.opened, entered.index)
-            };
-            match rx.recv().await {
-                Some(GenerateEvent::Text { text, .. }) if !text.is_empty() => {
-                    let (opened, index) = enter(&mut blocks, Block::Text, &mut events);
-                    if opened {
-                        events.push(named("content_block_start", wire::text_block_start(index)));
+            let event = rx.recv().await?;
+            for step in blocks.frame(&event) {
+                events.push(match step {
+                    BlockEvent::TextStart { index } => {
+                        named("content_block_start", wire::text_block_start(index))
                     }
-                    events.push(named("content_block_delta", wire::text_delta(index, &text)));
-                }
-                Some(GenerateEvent::Text { .. }) => {}
-                Some(GenerateEvent::ToolCallStart { index: n, id, name }) => {
-                    let (_, index) = enter(&mut blocks, Block::Tool(n), &mut events);
-                    events.push(named(
+                    BlockEvent::TextDelta { index, text } => {
+                        named("content_block_delta", wire::text_delta(index, text))
+                    }
+                    BlockEvent::ToolStart { index, id, name } => named(
                         "content_block_start",
-                        wire::tool_block_start(index, &id, &name),
-                    ));
-                }
-                Some(GenerateEvent::ToolArguments { index: n, json }) => {
-                    let (_, index) = enter(&mut blocks, Block::Tool(n), &mut events);
-                    events.push(named(
-                        "content_block_delta",
-                        wire::input_json_delta(index, &json),
-                    ));
-                }
-                Some(GenerateEvent::Finished {
+                        wire::tool_block_start(index, id, name),
+                    ),
+                    BlockEvent::ToolDelta { index, json } => {
+                        named("content_block_delta", wire::input_json_delta(index, json))
+                    }
+                    BlockEvent::Stop { index } => {
+                        named("content_block_stop", wire::block_stop(index))
+                    }
+                });
+            }
+            match event {
+                GenerateEvent::Finished {
                     reason,
                     usage,
                     stop_sequence,
-                }) => {
+                } => {
                     metering.settled().await;
                     if !blocks.any() {
                         // An empty answer is still one (empty) text block.
                         events.push(named("content_block_start", wire::text_block_start(0)));
                         events.push(named("content_block_stop", wire::block_stop(0)));
                     }
-                    if let Some(closed) = blocks.close() {
-                        events.push(named("content_block_stop", wire::block_stop(closed)));
+                    if let Some(BlockEvent::Stop { index }) = blocks.finish() {
+                        events.push(named("content_block_stop", wire::block_stop(index)));
                     }
                     events.push(named(
                         "message_delta",
@@ -152,12 +144,12 @@ fn event_stream(
                     events.push(named("message_stop", json!({"type": "message_stop"})));
                     return Some((stream::iter(events), None));
                 }
-                Some(GenerateEvent::Failed { error, .. }) => {
+                GenerateEvent::Failed { error, .. } => {
                     metering.settled().await;
                     events.push(named("error", wire::error_body(&error)));
                     return Some((stream::iter(events), None));
                 }
-                None => return None,
+                _ => {}
             }
             Some((stream::iter(events), Some((rx, blocks, metering))))
         },

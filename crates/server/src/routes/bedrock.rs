@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use basalt_auth::Principal;
 use basalt_catalog::Modality;
 use basalt_engine::EventReceiver;
-use basalt_types::{BasaltError, ErrorKind, FinishReason, GenerateEvent, GenerateRequest, Usage};
+use basalt_types::{BasaltError, ErrorKind, GenerateEvent, GenerateRequest};
 use basalt_wire::bedrock::control::{self, FoundationModel, ListFilters};
 use basalt_wire::bedrock::converse::{self, events, ConverseRequest};
 use basalt_wire::bedrock::invoke::{self, CountTokensRequest, LlamaBody};
@@ -28,7 +28,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 
-use crate::blocks::{Block, Blocks};
+use crate::blocks::{BlockEvent, Blocks};
 use crate::error::{body_error, BedrockError};
 use crate::generation::{collect_text, start_generation, Call, Metering};
 use crate::routes::{embeddings, images};
@@ -181,36 +181,30 @@ async fn converse_stream(
     let started = call.started;
     // Text blocks open with their first delta; tool-use blocks with a start event.
     let mut blocks = Blocks::default();
-    let frames = generation_frames(rx, metering, move |step| {
-        let mut out = Vec::new();
-        let mut enter = |block: Block, out: &mut Vec<Vec<u8>>| {
-            let entered = blocks.enter(block);
-            if let Some(closed) = entered.closed {
-                out.push(frame(events::block_stop(closed)));
-            }
-            entered.index
-        };
-        match step {
-            Step::Start => out.push(frame(events::message_start())),
-            Step::Text(text) => {
-                let index = enter(Block::Text, &mut out);
-                out.push(frame(events::text_delta(index, &text)));
-            }
-            Step::ToolStart { call, id, name } => {
-                let index = enter(Block::Tool(call), &mut out);
-                out.push(frame(events::tool_start(index, &id, &name)));
-            }
-            Step::ToolArguments { call, json } => {
-                let index = enter(Block::Tool(call), &mut out);
-                out.push(frame(events::tool_input_delta(index, &json)));
-            }
-            Step::Finished(reason, usage) => {
-                if let Some(closed) = blocks.close() {
-                    out.push(frame(events::block_stop(closed)));
+    let opening = vec![frame(events::message_start())];
+    let frames = generation_frames(rx, metering, opening, move |event| {
+        let mut out: Vec<Vec<u8>> = blocks
+            .frame(event)
+            .into_iter()
+            .filter_map(|step| match step {
+                BlockEvent::TextStart { .. } => None,
+                BlockEvent::TextDelta { index, text } => Some(events::text_delta(index, text)),
+                BlockEvent::ToolStart { index, id, name } => {
+                    Some(events::tool_start(index, id, name))
                 }
-                out.push(frame(events::message_stop(reason)));
-                out.push(frame(events::metadata(&usage, millis(started))));
+                BlockEvent::ToolDelta { index, json } => {
+                    Some(events::tool_input_delta(index, json))
+                }
+                BlockEvent::Stop { index } => Some(events::block_stop(index)),
+            })
+            .map(frame)
+            .collect();
+        if let GenerateEvent::Finished { reason, usage, .. } = event {
+            if let Some(BlockEvent::Stop { index }) = blocks.finish() {
+                out.push(frame(events::block_stop(index)));
             }
+            out.push(frame(events::message_stop(*reason)));
+            out.push(frame(events::metadata(usage, millis(started))));
         }
         out
     });
@@ -297,24 +291,24 @@ async fn invoke_stream(
     // Meta's chunks count generated tokens so far; the first chunk names the prompt size.
     let mut first_byte_ms = None;
     let mut chunks_sent = 0u32;
-    let frames = generation_frames(rx, metering, move |step| {
-        let native = match step {
-            // Native bodies take no tools, so no tool calls come back.
-            Step::Start | Step::ToolStart { .. } | Step::ToolArguments { .. } => return Vec::new(),
-            Step::Text(text) => {
+    let frames = generation_frames(rx, metering, Vec::new(), move |event| {
+        let native = match event {
+            GenerateEvent::Text { text, .. } if !text.is_empty() => {
                 first_byte_ms.get_or_insert_with(|| millis(started));
                 chunks_sent += 1;
                 let prompt = (chunks_sent == 1).then_some(input_tokens);
-                invoke::llama_chunk(&text, prompt, chunks_sent, None)
+                invoke::llama_chunk(text, prompt, chunks_sent, None)
             }
-            Step::Finished(reason, usage) => {
+            GenerateEvent::Finished { reason, usage, .. } => {
                 let prompt = (chunks_sent == 0).then_some(input_tokens);
-                let mut last = invoke::llama_chunk("", prompt, usage.output_tokens, Some(reason));
+                let mut last = invoke::llama_chunk("", prompt, usage.output_tokens, Some(*reason));
                 let first = *first_byte_ms.get_or_insert_with(|| millis(started));
                 last["amazon-bedrock-invocationMetrics"] =
-                    invoke::invocation_metrics(&usage, millis(started), first);
+                    invoke::invocation_metrics(usage, millis(started), first);
                 last
             }
+            // Native bodies take no tools, so no tool calls come back.
+            _ => return Vec::new(),
         };
         vec![eventstream::event(
             "chunk",
@@ -433,47 +427,31 @@ async fn get_foundation_model(
 }
 
 /// What a streaming route turns into frames.
-enum Step {
-    Start,
-    Text(String),
-    ToolStart { call: u32, id: String, name: String },
-    ToolArguments { call: u32, json: String },
-    Finished(FinishReason, Usage),
-}
-
 fn frame((name, payload): (&str, Value)) -> Vec<u8> {
     eventstream::event(name, payload.to_string().as_bytes())
 }
 
-/// Drives a generation into event-stream frames: `Start`, then text, then `Finished`; an
-/// engine failure becomes an exception frame and ends the stream.
+/// Drives a generation into event-stream frames: `opening`, then what `encode` makes of
+/// each engine event up to and including `Finished` (after its usage is recorded); an engine
+/// failure becomes an exception frame and ends the stream.
 fn generation_frames(
     rx: EventReceiver,
     metering: Metering,
-    mut encode: impl FnMut(Step) -> Vec<Vec<u8>> + Send + 'static,
+    opening: Vec<Vec<u8>>,
+    encode: impl FnMut(&GenerateEvent) -> Vec<Vec<u8>> + Send + 'static,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
-    let opening: Vec<Vec<u8>> = encode(Step::Start);
     let body = stream::unfold(Some((rx, encode, metering)), |state| async move {
         let (mut rx, mut encode, metering) = state?;
         let frames = match rx.recv().await {
-            Some(GenerateEvent::Text { text, .. }) if text.is_empty() => Vec::new(),
-            Some(GenerateEvent::Text { text, .. }) => encode(Step::Text(text)),
-            Some(GenerateEvent::ToolCallStart { index, id, name }) => encode(Step::ToolStart {
-                call: index,
-                id,
-                name,
-            }),
-            Some(GenerateEvent::ToolArguments { index, json }) => {
-                encode(Step::ToolArguments { call: index, json })
-            }
-            Some(GenerateEvent::Finished { reason, usage, .. }) => {
+            Some(event @ GenerateEvent::Finished { .. }) => {
                 metering.settled().await;
-                return Some((encode(Step::Finished(reason, usage)), None));
+                return Some((encode(&event), None));
             }
             Some(GenerateEvent::Failed { error, .. }) => {
                 metering.settled().await;
                 return Some((vec![wire::stream_exception(&error)], None));
             }
+            Some(event) => encode(&event),
             None => {
                 let error =
                     BasaltError::internal("the engine stopped before finishing the request");
