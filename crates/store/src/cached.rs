@@ -97,6 +97,19 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
         Some(value)
     }
 
+    /// [`Map::get_or_read`] for a store read that can fail: errors are returned, not
+    /// cached.
+    fn get_or_try_read(
+        &self,
+        key: K,
+        ttl: Duration,
+        read: impl FnOnce() -> Result<V, StoreError>,
+    ) -> Result<V, StoreError> {
+        let mut error = None;
+        let found = self.get_or_read(key, ttl, || read().map_err(|e| error = Some(e)).ok());
+        found.ok_or_else(|| error.unwrap_or_else(|| StoreError::Backend("no value read".into())))
+    }
+
     fn clear(&self) {
         self.lock().clear();
     }
@@ -112,23 +125,10 @@ impl Store for CachedStore {
     }
 
     fn tenant(&self, id_or_name: &str) -> Result<Tenant, StoreError> {
-        let mut error = None;
-        let found = self
-            .tenants
-            .get_or_read(id_or_name.to_string(), self.ttl, || {
-                match self.inner.tenant(id_or_name) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        error = Some(e);
-                        None
-                    }
-                }
-            });
-        match (found, error) {
-            (Some(t), _) => Ok(t),
-            (None, Some(e)) => Err(e),
-            (None, None) => Err(StoreError::NotFound(format!("tenant {id_or_name}"))),
-        }
+        self.tenants
+            .get_or_try_read(id_or_name.to_string(), self.ttl, || {
+                self.inner.tenant(id_or_name)
+            })
     }
 
     fn update_tenant(
@@ -200,16 +200,10 @@ impl Store for CachedStore {
     }
 
     fn granted_models(&self, tenant_id: &str) -> Result<Vec<String>, StoreError> {
-        let mut error = None;
-        let found = self
-            .grants
-            .get_or_read(tenant_id.to_string(), self.ttl, || {
-                self.inner
-                    .granted_models(tenant_id)
-                    .map_err(|e| error = Some(e))
-                    .ok()
-            });
-        found.ok_or_else(|| error.unwrap_or_else(|| StoreError::NotFound(tenant_id.into())))
+        self.grants
+            .get_or_try_read(tenant_id.to_string(), self.ttl, || {
+                self.inner.granted_models(tenant_id)
+            })
     }
 
     fn set_quota(&self, tenant_id: &str, model_id: &str, quota: &Quota) -> Result<(), StoreError> {
@@ -217,16 +211,10 @@ impl Store for CachedStore {
     }
 
     fn quotas(&self, tenant_id: &str) -> Result<Vec<(String, Quota)>, StoreError> {
-        let mut error = None;
-        let found = self
-            .quotas
-            .get_or_read(tenant_id.to_string(), self.ttl, || {
-                self.inner
-                    .quotas(tenant_id)
-                    .map_err(|e| error = Some(e))
-                    .ok()
-            });
-        found.ok_or_else(|| error.unwrap_or_else(|| StoreError::NotFound(tenant_id.into())))
+        self.quotas
+            .get_or_try_read(tenant_id.to_string(), self.ttl, || {
+                self.inner.quotas(tenant_id)
+            })
     }
 
     fn record_usage(&self, record: &UsageRecord) -> Result<(), StoreError> {
