@@ -7,7 +7,7 @@ use basalt_catalog::Catalog;
 use basalt_engine::LoadedModel;
 use basalt_types::{ChatMessage, GenerateEvent, GenerateRequest, Prompt, Role, SamplingParams};
 
-use crate::{CliResult, EngineArgs, StoreArgs};
+use crate::{CatalogArgs, CliResult, EngineArgs};
 
 #[derive(clap::Args)]
 pub struct ChatArgs {
@@ -27,7 +27,7 @@ pub struct ChatArgs {
     #[arg(long, default_value_t = 512)]
     max_tokens: u32,
     #[command(flatten)]
-    store: StoreArgs,
+    catalog: CatalogArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -56,7 +56,7 @@ pub fn run(args: ChatArgs) -> CliResult {
             )
         }
         None => {
-            let catalog = Catalog::open(&args.store.dir())?;
+            let catalog = Catalog::open(&args.catalog.dir())?;
             let config = args.engine.config();
             let mut chosen = None;
             for e in catalog.entries() {

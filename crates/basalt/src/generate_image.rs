@@ -8,7 +8,7 @@ use basalt_catalog::{Catalog, Format, Modality};
 use basalt_diffusion::StableDiffusion;
 use basalt_image::{ImageGenerator, ImageJob, ImageModel, Step};
 
-use crate::{CliResult, StoreArgs};
+use crate::{CatalogArgs, CliResult};
 
 #[derive(clap::Args)]
 pub struct GenerateImageArgs {
@@ -40,11 +40,11 @@ pub struct GenerateImageArgs {
     #[arg(long, default_value = "image.png")]
     out: PathBuf,
     #[command(flatten)]
-    store: StoreArgs,
+    catalog: CatalogArgs,
 }
 
 pub fn run(args: GenerateImageArgs) -> CliResult {
-    let catalog = Catalog::open(&args.store.dir())?;
+    let catalog = Catalog::open(&args.catalog.dir())?;
     let entry = catalog
         .entries()
         .iter()

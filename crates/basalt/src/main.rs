@@ -7,8 +7,8 @@ mod bench_embed;
 mod chat;
 mod generate_image;
 mod models;
-mod platform;
 mod serve;
+mod tenancy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,14 +26,15 @@ struct Cli {
     command: Command,
 }
 
+/// Where the model catalog is (the model store of `basalt models`).
 #[derive(clap::Args, Clone)]
-struct StoreArgs {
+struct CatalogArgs {
     /// Model store [default: $BASALT_MODELS_DIR or ${XDG_DATA_HOME:-~/.local/share}/basalt/models]
     #[arg(long, env = "BASALT_MODELS_DIR")]
     models_dir: Option<PathBuf>,
 }
 
-impl StoreArgs {
+impl CatalogArgs {
     fn dir(&self) -> PathBuf {
         self.models_dir
             .clone()
@@ -96,12 +97,12 @@ enum Command {
     GenerateImage(generate_image::GenerateImageArgs),
     /// Manage tenants: create, list, status, model grants, quotas
     #[command(subcommand)]
-    Tenants(platform::TenantsCommand),
+    Tenants(tenancy::TenantsCommand),
     /// Manage a tenant's API keys and AWS access keys
     #[command(subcommand)]
-    Keys(platform::KeysCommand),
+    Keys(tenancy::KeysCommand),
     /// Show metered usage
-    Usage(platform::UsageArgs),
+    Usage(tenancy::UsageArgs),
 }
 
 fn main() -> ExitCode {
@@ -129,9 +130,9 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::BenchEmbed(args) => bench_embed::run(args),
         Command::GenerateImage(args) => generate_image::run(args),
-        Command::Tenants(cmd) => platform::tenants(cmd),
-        Command::Keys(cmd) => platform::keys(cmd),
-        Command::Usage(args) => platform::usage(args),
+        Command::Tenants(cmd) => tenancy::tenants(cmd),
+        Command::Keys(cmd) => tenancy::keys(cmd),
+        Command::Usage(args) => tenancy::usage(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

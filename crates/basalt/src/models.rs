@@ -5,20 +5,20 @@ use std::path::PathBuf;
 
 use basalt_catalog::{import, Catalog, ImportOptions, Modality};
 
-use crate::{CliResult, StoreArgs};
+use crate::{CatalogArgs, CliResult};
 
 #[derive(clap::Subcommand)]
 pub enum ModelsCommand {
     /// List installed models
     List {
         #[command(flatten)]
-        store: StoreArgs,
+        catalog: CatalogArgs,
     },
     /// Show one model's catalog entry
     Show {
         id: String,
         #[command(flatten)]
-        store: StoreArgs,
+        catalog: CatalogArgs,
     },
     /// Import a GGUF file, a safetensors embedding-model directory, or a diffusers (Stable Diffusion) directory into the store
     Import {
@@ -33,13 +33,13 @@ pub enum ModelsCommand {
         #[arg(long)]
         provider: Option<String>,
         #[command(flatten)]
-        store: StoreArgs,
+        catalog: CatalogArgs,
     },
     /// Remove a model from the store (deletes its files)
     Rm {
         id: String,
         #[command(flatten)]
-        store: StoreArgs,
+        catalog: CatalogArgs,
     },
 }
 
@@ -52,8 +52,8 @@ fn modalities(m: &[Modality]) -> String {
 
 pub fn run(cmd: ModelsCommand) -> CliResult {
     match cmd {
-        ModelsCommand::List { store } => {
-            let catalog = Catalog::open(&store.dir())?;
+        ModelsCommand::List { catalog } => {
+            let catalog = Catalog::open(&catalog.dir())?;
             // Columns as wide as their widest value.
             let width = |f: &dyn Fn(&basalt_catalog::Manifest) -> usize, title: &str| {
                 catalog
@@ -87,8 +87,8 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
             }
             Ok(())
         }
-        ModelsCommand::Show { id, store } => {
-            let catalog = Catalog::open(&store.dir())?;
+        ModelsCommand::Show { id, catalog } => {
+            let catalog = Catalog::open(&catalog.dir())?;
             let e = catalog
                 .get(&id)
                 .ok_or_else(|| format!("model `{id}` is not in the catalog"))?;
@@ -109,7 +109,7 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
             id,
             name,
             provider,
-            store,
+            catalog,
         } => {
             // The catalog checks the header; the engine checks that the file would load
             // (hyper-parameters against the tensors present), before anything is copied.
@@ -120,7 +120,7 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
                 basalt_engine::LoadedModel::inspect(&path)
                     .map_err(|e| format!("{} cannot be served: {e}", path.display()))?;
             }
-            let mut catalog = Catalog::open(&store.dir())?;
+            let mut catalog = Catalog::open(&catalog.dir())?;
             let mut last = 0u64;
             let entry = import(
                 &mut catalog,
@@ -148,8 +148,8 @@ pub fn run(cmd: ModelsCommand) -> CliResult {
             );
             Ok(())
         }
-        ModelsCommand::Rm { id, store } => {
-            let mut catalog = Catalog::open(&store.dir())?;
+        ModelsCommand::Rm { id, catalog } => {
+            let mut catalog = Catalog::open(&catalog.dir())?;
             let entry = catalog.remove(&id)?;
             println!("removed {} ({})", id, entry.dir.display());
             Ok(())

@@ -14,8 +14,8 @@ use basalt_server::{router, AppState, ServerConfig};
 use basalt_store::{CachedStore, Store, StoreKeys};
 use tracing_subscriber::EnvFilter;
 
-use crate::platform::DataArgs;
-use crate::{CliResult, EngineArgs, StoreArgs};
+use crate::tenancy::DatabaseArgs;
+use crate::{CatalogArgs, CliResult, EngineArgs};
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -26,9 +26,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8080, env = "BASALT_PORT")]
     port: u16,
     #[command(flatten)]
-    store: StoreArgs,
+    catalog: CatalogArgs,
     #[command(flatten)]
-    data: DataArgs,
+    database: DatabaseArgs,
     /// Serve only these model ids (repeatable) [default: every text model in the store]
     #[arg(long = "model")]
     models: Vec<String>,
@@ -113,7 +113,7 @@ pub fn run(args: ServeArgs) -> CliResult {
     // Keys, tenants, grants and quotas are read on every request: from memory, for up to
     // --store-cache-ms (what the CLI changes on the database directly is seen within it;
     // what the admin API changes, at once).
-    let database: Arc<dyn Store> = args.data.open_store()?;
+    let database: Arc<dyn Store> = args.database.open_database()?;
     let store: Arc<dyn Store> = match args.store_cache_ms {
         0 => database,
         ms => Arc::new(CachedStore::new(database, Duration::from_millis(ms))),
@@ -126,7 +126,7 @@ pub fn run(args: ServeArgs) -> CliResult {
             "usage records of requests in flight when the last server stopped are now `interrupted`"
         );
     }
-    let models_dir = args.store.dir();
+    let models_dir = args.catalog.dir();
     let catalog = Catalog::open(&models_dir)?;
     for (dir, why) in &catalog.skipped {
         tracing::warn!(dir = %dir.display(), "skipping model directory: {why}");
@@ -202,7 +202,7 @@ pub fn run(args: ServeArgs) -> CliResult {
     let log_dir = args
         .invocation_log_dir
         .clone()
-        .unwrap_or_else(|| args.data.dir().join("invocation-logs"));
+        .unwrap_or_else(|| args.database.dir().join("invocation-logs"));
     let state = state
         .with_auth(auth.clone())
         .with_region(args.region.clone())

@@ -1,6 +1,6 @@
-//! The platform's state from the command line: opening the store (shared with `serve`),
-//! and `basalt tenants`, `basalt keys`, `basalt usage`, which work on the store directly,
-//! with or without a running server.
+//! Tenancy from the command line: opening the platform database (shared with `serve`), and
+//! `basalt tenants`, `basalt keys`, `basalt usage`, which work on the database directly,
+//! with or without a running server. (The model catalog is `models`'.)
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use basalt_store::{Quota, SecretBox, SqliteStore, Store, UsageQuery};
 use crate::CliResult;
 
 #[derive(clap::Args, Clone)]
-pub struct DataArgs {
+pub struct DatabaseArgs {
     /// Data directory (the platform database, the server key) [default: ${XDG_DATA_HOME:-~/.local/share}/basalt]
     #[arg(long, env = "BASALT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -20,7 +20,7 @@ pub struct DataArgs {
     pub secret_key: Option<String>,
 }
 
-impl DataArgs {
+impl DatabaseArgs {
     pub fn dir(&self) -> PathBuf {
         self.data_dir
             .clone()
@@ -32,13 +32,13 @@ impl DataArgs {
         &self,
         tenant: &str,
     ) -> Result<(Arc<SqliteStore>, String), Box<dyn std::error::Error>> {
-        let store = self.open_store()?;
+        let store = self.open_database()?;
         let id = store.tenant(tenant)?.id;
         Ok((store, id))
     }
 
     /// Opens (creating if needed) the data directory's database.
-    pub fn open_store(&self) -> Result<Arc<SqliteStore>, Box<dyn std::error::Error>> {
+    pub fn open_database(&self) -> Result<Arc<SqliteStore>, Box<dyn std::error::Error>> {
         let dir = self.dir();
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
@@ -104,12 +104,12 @@ pub enum TenantsCommand {
         #[arg(long = "model")]
         models: Vec<String>,
         #[command(flatten)]
-        data: DataArgs,
+        database: DatabaseArgs,
     },
     /// List tenants
     List {
         #[command(flatten)]
-        data: DataArgs,
+        database: DatabaseArgs,
     },
     /// Change a tenant's status, weight or invocation logging
     Set {
@@ -121,21 +121,21 @@ pub enum TenantsCommand {
         #[arg(long)]
         log_invocations: Option<bool>,
         #[command(flatten)]
-        data: DataArgs,
+        database: DatabaseArgs,
     },
     /// Grant a model (`*` for all)
     Grant {
         tenant: String,
         model: String,
         #[command(flatten)]
-        data: DataArgs,
+        database: DatabaseArgs,
     },
     /// Take a model grant back
     Revoke {
         tenant: String,
         model: String,
         #[command(flatten)]
-        data: DataArgs,
+        database: DatabaseArgs,
     },
     /// Set a tenant's quota for a model (`*` for all models together)
     Quota {
@@ -150,7 +150,7 @@ pub enum TenantsCommand {
         #[arg(long)]
         monthly_budget_usd: Option<f64>,
         #[command(flatten)]
-        data: DataArgs,
+        database: DatabaseArgs,
     },
 }
 
@@ -165,26 +165,26 @@ pub enum KeysCommand {
         #[arg(long)]
         expires_in_days: Option<u32>,
         #[command(flatten)]
-        data: DataArgs,
+        database: DatabaseArgs,
     },
     /// Create an AWS-style access key pair for SigV4 (the secret is printed once)
     CreateAws {
         tenant: String,
         #[command(flatten)]
-        data: DataArgs,
+        database: DatabaseArgs,
     },
     /// List a tenant's keys (never the keys themselves)
     List {
         tenant: String,
         #[command(flatten)]
-        data: DataArgs,
+        database: DatabaseArgs,
     },
     /// Revoke an API key or access key by its id
     Revoke {
         tenant: String,
         key_id: String,
         #[command(flatten)]
-        data: DataArgs,
+        database: DatabaseArgs,
     },
 }
 
@@ -201,7 +201,7 @@ pub struct UsageArgs {
     #[arg(long)]
     records: bool,
     #[command(flatten)]
-    data: DataArgs,
+    database: DatabaseArgs,
 }
 
 fn print(v: &impl serde::Serialize) -> CliResult {
@@ -215,41 +215,41 @@ pub fn tenants(cmd: TenantsCommand) -> CliResult {
             name,
             weight,
             models,
-            data,
+            database,
         } => {
-            let s = data.open_store()?;
+            let s = database.open_database()?;
             let t = s.create_tenant(&name, weight)?;
             for m in &models {
                 s.grant_model(&t.id, m)?;
             }
             print(&t)
         }
-        TenantsCommand::List { data } => print(&data.open_store()?.tenants()?),
+        TenantsCommand::List { database } => print(&database.open_database()?.tenants()?),
         TenantsCommand::Set {
             tenant,
             status,
             weight,
             log_invocations,
-            data,
+            database,
         } => {
-            let (s, id) = data.tenant(&tenant)?;
+            let (s, id) = database.tenant(&tenant)?;
             print(&s.update_tenant(&id, status.as_deref(), weight, log_invocations)?)
         }
         TenantsCommand::Grant {
             tenant,
             model,
-            data,
+            database,
         } => {
-            let (s, id) = data.tenant(&tenant)?;
+            let (s, id) = database.tenant(&tenant)?;
             s.grant_model(&id, &model)?;
             print(&s.granted_models(&id)?)
         }
         TenantsCommand::Revoke {
             tenant,
             model,
-            data,
+            database,
         } => {
-            let (s, id) = data.tenant(&tenant)?;
+            let (s, id) = database.tenant(&tenant)?;
             s.revoke_model(&id, &model)?;
             print(&s.granted_models(&id)?)
         }
@@ -260,9 +260,9 @@ pub fn tenants(cmd: TenantsCommand) -> CliResult {
             tokens_per_minute,
             tokens_per_day,
             monthly_budget_usd,
-            data,
+            database,
         } => {
-            let (s, id) = data.tenant(&tenant)?;
+            let (s, id) = database.tenant(&tenant)?;
             let q = Quota {
                 requests_per_minute,
                 tokens_per_minute,
@@ -281,22 +281,22 @@ pub fn keys(cmd: KeysCommand) -> CliResult {
             tenant,
             name,
             expires_in_days,
-            data,
+            database,
         } => {
-            let (s, id) = data.tenant(&tenant)?;
+            let (s, id) = database.tenant(&tenant)?;
             let expires = expires_in_days.map(|d| basalt_store::now() + i64::from(d) * 86_400);
             let k = s.create_api_key(&id, &name, expires)?;
             eprintln!("Store this key now: it is not shown again.");
             print(&k)
         }
-        KeysCommand::CreateAws { tenant, data } => {
-            let (s, id) = data.tenant(&tenant)?;
+        KeysCommand::CreateAws { tenant, database } => {
+            let (s, id) = database.tenant(&tenant)?;
             let k = s.create_access_key(&id)?;
             eprintln!("Store this secret now: it is not shown again.");
             print(&k)
         }
-        KeysCommand::List { tenant, data } => {
-            let (s, id) = data.tenant(&tenant)?;
+        KeysCommand::List { tenant, database } => {
+            let (s, id) = database.tenant(&tenant)?;
             print(&serde_json::json!({
                 "keys": s.api_keys(&id)?,
                 "access_keys": s.access_keys(&id)?,
@@ -305,9 +305,9 @@ pub fn keys(cmd: KeysCommand) -> CliResult {
         KeysCommand::Revoke {
             tenant,
             key_id,
-            data,
+            database,
         } => {
-            let (s, id) = data.tenant(&tenant)?;
+            let (s, id) = database.tenant(&tenant)?;
             match s.revoke_api_key(&id, &key_id) {
                 Ok(()) => Ok(()),
                 Err(basalt_store::StoreError::NotFound(_)) => {
@@ -320,7 +320,7 @@ pub fn keys(cmd: KeysCommand) -> CliResult {
 }
 
 pub fn usage(args: UsageArgs) -> CliResult {
-    let s = args.data.open_store()?;
+    let s = args.database.open_database()?;
     let tenant_id = match &args.tenant {
         Some(t) => Some(s.tenant(t)?.id),
         None => None,
