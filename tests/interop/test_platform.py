@@ -121,14 +121,15 @@ def test_model_access_is_per_tenant(platform, tenants):
 
 
 def usage_of(platform, key, request_id, timeout=15.0) -> dict:
-    """The tenant's own usage record for a request (metering of a cancelled stream lands
-    moments after the client leaves)."""
+    """The tenant's own final usage record for a request (it is `in_progress` from admission
+    until the request ends; metering of a cancelled stream lands moments after the client
+    leaves)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         r = httpx.get(platform.base_url + "/v1/usage", headers={"authorization": f"Bearer {key}"}, timeout=30)
         assert r.status_code == 200, r.text
         for rec in r.json()["records"]:
-            if rec["request_id"] == request_id:
+            if rec["request_id"] == request_id and rec["status"] != "in_progress":
                 return rec
         time.sleep(0.2)
     raise AssertionError(f"no usage record for {request_id}")

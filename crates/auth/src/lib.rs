@@ -101,6 +101,15 @@ pub trait KeyStore: Send + Sync {
     fn access_key(&self, access_key_id: &str) -> Option<AccessKey>;
     /// Whether any key exists at all (no keys and a loopback listener = local mode).
     fn is_empty(&self) -> bool;
+    /// [`KeyStore::api_key`] without blocking: the answer, or `None` when only a blocking
+    /// read (a database) could give it. In-memory stores always answer.
+    fn api_key_now(&self, key_sha256: &[u8; 32]) -> Option<Option<Principal>> {
+        Some(self.api_key(key_sha256))
+    }
+    /// [`KeyStore::access_key`] without blocking, as [`KeyStore::api_key_now`].
+    fn access_key_now(&self, access_key_id: &str) -> Option<Option<AccessKey>> {
+        Some(self.access_key(access_key_id))
+    }
 }
 
 /// Keys given in the server's configuration, all belonging to one tenant.
@@ -171,10 +180,40 @@ impl KeyStore for ChainedKeys {
     fn is_empty(&self) -> bool {
         self.0.iter().all(|k| k.is_empty())
     }
+    fn api_key_now(&self, key_sha256: &[u8; 32]) -> Option<Option<Principal>> {
+        first_now(&self.0, |k| k.api_key_now(key_sha256))
+    }
+    fn access_key_now(&self, access_key_id: &str) -> Option<Option<AccessKey>> {
+        first_now(&self.0, |k| k.access_key_now(access_key_id))
+    }
+}
+
+/// The first store's answer, in order, as long as each can answer without blocking.
+fn first_now<T>(
+    stores: &[Arc<dyn KeyStore>],
+    ask: impl Fn(&dyn KeyStore) -> Option<Option<T>>,
+) -> Option<Option<T>> {
+    for store in stores {
+        match ask(store.as_ref())? {
+            Some(found) => return Some(Some(found)),
+            None => continue,
+        }
+    }
+    Some(None)
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// How an authentication looks keys up: blocking or not (`None`: it would block).
+struct Lookup<'a> {
+    api_key: &'a dyn Fn(&[u8; 32]) -> Option<Option<Principal>>,
+    access_key: &'a dyn Fn(&str) -> Option<Option<AccessKey>>,
+}
+
+fn api_key(key: &str, keys: &Lookup<'_>) -> Option<Result<Principal, AuthError>> {
+    Some((keys.api_key)(&sha256(key.as_bytes()))?.ok_or(AuthError::UnknownApiKey))
 }
 
 /// What the request line said, still percent-encoded, as SigV4 needs it.
@@ -235,6 +274,7 @@ impl Authenticator {
         !self.is_open() && authorization(headers).is_some_and(|a| a.starts_with(sigv4::ALGORITHM))
     }
 
+    /// Who sent the request; may block on the key store (a database read).
     pub fn authenticate(
         &self,
         line: &RequestLine<'_>,
@@ -242,30 +282,56 @@ impl Authenticator {
         body: &[u8],
         now_unix: i64,
     ) -> Result<Principal, AuthError> {
+        let keys = Lookup {
+            api_key: &|hash: &[u8; 32]| Some(self.keys.api_key(hash)),
+            access_key: &|id: &str| Some(self.keys.access_key(id)),
+        };
+        self.decide(line, headers, body, now_unix, &keys)
+            .unwrap_or(Err(AuthError::Missing))
+    }
+
+    /// [`Authenticator::authenticate`] without blocking: `None` when the key store could
+    /// only answer by a blocking read, and the caller should ask again where it may block.
+    pub fn authenticate_now(
+        &self,
+        line: &RequestLine<'_>,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix: i64,
+    ) -> Option<Result<Principal, AuthError>> {
+        let keys = Lookup {
+            api_key: &|hash: &[u8; 32]| self.keys.api_key_now(hash),
+            access_key: &|id: &str| self.keys.access_key_now(id),
+        };
+        self.decide(line, headers, body, now_unix, &keys)
+    }
+
+    fn decide(
+        &self,
+        line: &RequestLine<'_>,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix: i64,
+        keys: &Lookup<'_>,
+    ) -> Option<Result<Principal, AuthError>> {
         if self.is_open() {
-            return Ok(Principal::local());
+            return Some(Ok(Principal::local()));
         }
         if let Some(value) = authorization(headers) {
             if value.starts_with(sigv4::ALGORITHM) {
-                return self.sigv4(line, headers, body, value, now_unix);
+                return self.sigv4(line, headers, body, value, now_unix, keys);
             }
             if let Some(token) = strip_prefix_ignore_case(value, "Bearer ") {
-                return self.api_key(token.trim());
+                return api_key(token.trim(), keys);
             }
-            return Err(AuthError::Malformed(
+            return Some(Err(AuthError::Malformed(
                 "unsupported Authorization scheme (use Bearer or AWS4-HMAC-SHA256)".into(),
-            ));
+            )));
         }
         if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-            return self.api_key(key.trim());
+            return api_key(key.trim(), keys);
         }
-        Err(AuthError::Missing)
-    }
-
-    fn api_key(&self, key: &str) -> Result<Principal, AuthError> {
-        self.keys
-            .api_key(&sha256(key.as_bytes()))
-            .ok_or(AuthError::UnknownApiKey)
+        Some(Err(AuthError::Missing))
     }
 
     fn sigv4(
@@ -275,12 +341,15 @@ impl Authenticator {
         body: &[u8],
         value: &str,
         now: i64,
-    ) -> Result<Principal, AuthError> {
-        let auth = sigv4::Authorization::parse(value)?;
-        let key = self
-            .keys
-            .access_key(&auth.access_key_id)
-            .ok_or(AuthError::UnknownAccessKey)?;
+        keys: &Lookup<'_>,
+    ) -> Option<Result<Principal, AuthError>> {
+        let auth = match sigv4::Authorization::parse(value) {
+            Ok(a) => a,
+            Err(e) => return Some(Err(e)),
+        };
+        let Some(key) = (keys.access_key)(&auth.access_key_id)? else {
+            return Some(Err(AuthError::UnknownAccessKey));
+        };
         let req = sigv4::WireRequest {
             method: line.method,
             raw_path: line.raw_path,
@@ -295,8 +364,7 @@ impl Authenticator {
             max_skew: self.max_clock_skew_secs,
             service: self.service,
         };
-        sigv4::verify(&req, &auth, &expect)?;
-        Ok(key.principal)
+        Some(sigv4::verify(&req, &auth, &expect).map(|()| key.principal))
     }
 }
 
@@ -338,6 +406,59 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(name, HeaderValue::from_str(value).unwrap());
         h
+    }
+
+    /// A key store that can only answer by "reading a database": blocking.
+    struct Database(StaticKeys);
+
+    impl KeyStore for Database {
+        fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
+            self.0.api_key(key_sha256)
+        }
+        fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
+            self.0.access_key(access_key_id)
+        }
+        fn is_empty(&self) -> bool {
+            false
+        }
+        fn api_key_now(&self, _: &[u8; 32]) -> Option<Option<Principal>> {
+            None
+        }
+        fn access_key_now(&self, _: &str) -> Option<Option<AccessKey>> {
+            None
+        }
+    }
+
+    #[test]
+    fn authenticating_now_answers_from_memory_or_says_it_would_block() {
+        let operator = StaticKeys::new("ops", &["sk-ops".into()], &[]);
+        let tenants = Database(StaticKeys::new("acme", &["sk-db".into()], &[]));
+        let a = Authenticator::new(Arc::new(ChainedKeys(vec![
+            Arc::new(operator),
+            Arc::new(tenants),
+        ])));
+        let bearer = |k: &str| with("authorization", &format!("Bearer {k}"));
+        // An operator key is in memory: answered at once, without asking the database.
+        let p = a.authenticate_now(&line(), &bearer("sk-ops"), b"", 0);
+        assert_eq!(p.unwrap().unwrap().tenant, "ops");
+        // A tenant's key, or an unknown one, needs the database.
+        assert!(a
+            .authenticate_now(&line(), &bearer("sk-db"), b"", 0)
+            .is_none());
+        assert!(a
+            .authenticate_now(&line(), &bearer("sk-nope"), b"", 0)
+            .is_none());
+        assert_eq!(
+            a.authenticate(&line(), &bearer("sk-db"), b"", 0)
+                .unwrap()
+                .tenant,
+            "acme"
+        );
+        // What needs no key at all is decided at once.
+        assert_eq!(
+            a.authenticate_now(&line(), &HeaderMap::new(), b"", 0),
+            Some(Err(AuthError::Missing))
+        );
     }
 
     #[test]

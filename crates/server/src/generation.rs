@@ -18,17 +18,16 @@ use basalt_types::{
 };
 use tokio::sync::oneshot;
 
+use crate::offload::off_runtime;
 use crate::{invocation_log, metrics, platform, AppState, ServedModel};
 
 /// Who made a request, through which surface, and when: what metering needs to know.
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
     pub principal: Principal,
-    /// The request body, kept only for tenants that log invocations.
+    /// The request body, kept while invocation logging is on: whether this tenant logs
+    /// is read with the rest of its record at admission.
     pub input_body: Option<bytes::Bytes>,
-    /// The caller's tenant record, read once per request (by [`Call::with_body`]) for its
-    /// logging choice and its fair-share weight.
-    pub tenant: Option<basalt_store::Tenant>,
     /// `openai`, `anthropic`, `bedrock`.
     pub surface: &'static str,
     /// The API operation (`chat.completions`, `messages`, `Converse`, ...).
@@ -50,7 +49,6 @@ impl Call {
         Self {
             principal,
             input_body: None,
-            tenant: None,
             surface,
             operation,
             request_id,
@@ -58,14 +56,10 @@ impl Call {
         }
     }
 
-    /// Reads the caller's tenant (once), and keeps the body for the invocation log if the
-    /// tenant logs invocations.
+    /// Keeps the body (a reference, not a copy) for the invocation log, when the server
+    /// logs invocations; admission reads whether this tenant does.
     pub fn with_body(mut self, state: &AppState, body: &bytes::Bytes) -> Self {
-        if let (Some(p), true) = (&state.platform, self.principal.managed) {
-            self.tenant = p.store.tenant(&self.principal.tenant).ok();
-        }
-        let logs = self.tenant.as_ref().is_some_and(|t| t.log_invocations);
-        if state.invocation_log.is_some() && logs {
+        if state.invocation_log.is_some() && self.principal.managed {
             self.input_body = Some(body.clone());
         }
         self
@@ -95,13 +89,16 @@ pub(crate) async fn start_generation(
     let model_id = model.entry.manifest.id.clone();
     let platform = state.platform.clone();
     let principal = call.principal.clone();
-    let tenant = call.tenant.clone();
     let engine_model = Arc::clone(&model);
     let admitted_call = call.clone();
     // Access, tokenisation, quota admission and the first usage record read and write the
     // store and run the tokenizer: the blocking pool's work, not the runtime's.
-    let (prepared, lane, reservation, begun) = tokio::task::spawn_blocking(move || {
+    let admitted = off_runtime(move || {
         let model_id = &engine_model.entry.manifest.id;
+        let tenant = match &platform {
+            Some(p) if principal.managed => p.store.tenant(&principal.tenant).ok(),
+            _ => None,
+        };
         if let Some(p) = &platform {
             p.check_access(&principal, model_id)?;
         }
@@ -115,10 +112,10 @@ pub(crate) async fn start_generation(
             }
             None => (None, None, None),
         };
-        Ok::<_, BasaltError>((prepared, lane, reservation, begun))
-    })
-    .await
-    .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
+        let logs = tenant.is_some_and(|t| t.log_invocations);
+        Ok::<_, BasaltError>((prepared, lane, reservation, begun, logs))
+    });
+    let (prepared, lane, reservation, begun, logs) = admitted.await??;
     let input_tokens = prepared.prompt_tokens.len() as u32;
     let (acc_tx, acc_rx) = oneshot::channel();
     let admission = Admission {
@@ -151,7 +148,7 @@ pub(crate) async fn start_generation(
     };
     // Tenants that opted into invocation logging get their transcript copied on the way.
     let (rx, transcript) = match (&state.invocation_log, &call.input_body) {
-        (Some(_), Some(_)) => {
+        (Some(_), Some(_)) if logs => {
             let (rx, t) = invocation_log::tap(rx);
             (rx, Some(t))
         }
@@ -245,7 +242,7 @@ async fn persist_usage(
     let used = record.input_tokens + record.output_tokens;
     let cost = record.cost_usd;
     let request_id = record.request_id.clone();
-    let written = tokio::task::spawn_blocking(move || {
+    let written = off_runtime(move || {
         let result = match begun {
             Some(id) => p.store.complete_usage(id, &record),
             None => p.store.record_usage(&record),

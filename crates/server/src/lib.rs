@@ -24,6 +24,7 @@ mod generation;
 pub mod invocation_log;
 pub mod listener;
 pub mod metrics;
+mod offload;
 pub mod platform;
 mod routes;
 mod state;

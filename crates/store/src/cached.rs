@@ -97,6 +97,14 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
         Some(value)
     }
 
+    /// The cached value if it is younger than `ttl`; never reads the store.
+    fn peek(&self, key: &K, ttl: Duration) -> Option<V> {
+        match self.lock().get(key) {
+            Some((at, v)) if at.elapsed() < ttl => Some(v.clone()),
+            _ => None,
+        }
+    }
+
     /// [`Map::get_or_read`] for a store read that can fail: errors are returned, not
     /// cached.
     fn get_or_try_read(
@@ -169,6 +177,14 @@ impl Store for CachedStore {
                 Some(self.inner.principal_for_api_key(key_sha256, now))
             })
             .flatten()
+    }
+
+    fn principal_for_api_key_now(&self, key_sha256: &[u8; 32]) -> Option<Option<Principal>> {
+        self.api_keys.peek(key_sha256, self.ttl)
+    }
+
+    fn access_key_secret_now(&self, access_key_id: &str) -> Option<Option<AccessKey>> {
+        self.access_keys.peek(&access_key_id.to_string(), self.ttl)
     }
 
     fn create_access_key(&self, tenant_id: &str) -> Result<CreatedAccessKey, StoreError> {
@@ -311,6 +327,32 @@ mod tests {
         std::thread::sleep(ttl + Duration::from_millis(50));
         assert!(cache.principal_for_api_key(&hash, 0).is_none());
         assert_eq!(cache.granted_models(&t.id).unwrap(), vec!["m".to_string()]);
+    }
+
+    #[test]
+    fn reading_keys_now_answers_only_from_memory() {
+        let (db, cache) = stores(Duration::from_secs(3600));
+        let t = db.create_tenant("acme", 1).unwrap();
+        let key = db.create_api_key(&t.id, "k", None).unwrap();
+        let hash = basalt_auth::sha256(key.key.as_bytes());
+        assert_eq!(cache.principal_for_api_key_now(&hash), None, "not read yet");
+        assert!(cache.principal_for_api_key(&hash, 0).is_some());
+        assert!(matches!(
+            cache.principal_for_api_key_now(&hash),
+            Some(Some(_))
+        ));
+        let unknown = [7u8; 32];
+        assert!(cache.principal_for_api_key(&unknown, 0).is_none());
+        assert_eq!(
+            cache.principal_for_api_key_now(&unknown),
+            Some(None),
+            "a known miss"
+        );
+        assert!(cache.access_key_secret_now("AKIDNONE").is_none());
+        assert!(
+            db.principal_for_api_key_now(&hash).is_none(),
+            "a database never answers now"
+        );
     }
 
     #[test]

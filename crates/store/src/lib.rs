@@ -15,6 +15,7 @@
 mod cached;
 mod secrets;
 mod sqlite;
+mod work;
 
 use basalt_auth::{AccessKey, KeyStore, Principal};
 use serde::Serialize;
@@ -22,6 +23,7 @@ use serde::Serialize;
 pub use cached::CachedStore;
 pub use secrets::{random_token, SecretBox};
 pub use sqlite::SqliteStore;
+pub use work::store_work;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -164,6 +166,16 @@ pub trait Store: Send + Sync {
     fn access_keys(&self, tenant_id: &str) -> Result<Vec<AccessKeyInfo>, StoreError>;
     fn revoke_access_key(&self, tenant_id: &str, access_key_id: &str) -> Result<(), StoreError>;
     fn access_key_secret(&self, access_key_id: &str, now: i64) -> Option<AccessKey>;
+    /// [`Store::principal_for_api_key`] from memory only: `None` when answering needs a
+    /// blocking read (the default: a database has nothing in memory).
+    fn principal_for_api_key_now(&self, _key_sha256: &[u8; 32]) -> Option<Option<Principal>> {
+        None
+    }
+    /// [`Store::access_key_secret`] from memory only, as
+    /// [`Store::principal_for_api_key_now`].
+    fn access_key_secret_now(&self, _access_key_id: &str) -> Option<Option<AccessKey>> {
+        None
+    }
 
     fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError>;
     fn revoke_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError>;
@@ -200,6 +212,12 @@ impl<S: Store + ?Sized> KeyStore for StoreKeys<S> {
     }
     fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
         self.0.access_key_secret(access_key_id, now())
+    }
+    fn api_key_now(&self, key_sha256: &[u8; 32]) -> Option<Option<Principal>> {
+        self.0.principal_for_api_key_now(key_sha256)
+    }
+    fn access_key_now(&self, access_key_id: &str) -> Option<Option<AccessKey>> {
+        self.0.access_key_secret_now(access_key_id)
     }
     fn is_empty(&self) -> bool {
         // A store always demands credentials, even before its first key exists.

@@ -53,7 +53,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, OpenAiError> {
     let store = store(state)?;
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
+    tokio::task::spawn_blocking(move || basalt_store::store_work(|| f(store.as_ref())))
         .await
         .map_err(|e| OpenAiError(BasaltError::internal(format!("store task failed: {e}"))))?
         .map_err(store_error)

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use basalt_auth::Principal;
-use basalt_types::{BasaltError, GenerateEvent};
+use basalt_types::GenerateEvent;
 use basalt_wire::anthropic::{self as wire, CountTokensRequest, MessagesRequest};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream};
@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use crate::blocks::{BlockEvent, Blocks};
 use crate::error::{body_error, AnthropicError};
 use crate::generation::{collect_text, start_generation, Call, Metering};
+use crate::offload::off_runtime;
 use crate::{AppState, ServerConfig};
 
 type Shared = State<Arc<AppState>>;
@@ -167,12 +168,13 @@ async fn count_tokens(
     let (model_id, prompt, constraints) =
         basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
     let model = state.model(&model_id)?;
-    if let Some(p) = &state.platform {
-        p.check_access(&principal, &model_id)?;
-    }
-    let tokens =
-        tokio::task::spawn_blocking(move || model.engine.tokenize_prompt(&prompt, &constraints))
-            .await
-            .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
+    let platform = state.platform.clone();
+    let tokens = off_runtime(move || {
+        if let Some(p) = &platform {
+            p.check_access(&principal, &model_id)?;
+        }
+        model.engine.tokenize_prompt(&prompt, &constraints)
+    })
+    .await??;
     Ok(Json(json!({"input_tokens": tokens.len()})))
 }

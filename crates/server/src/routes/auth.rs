@@ -15,6 +15,7 @@ use basalt_auth::{AuthError, RequestLine};
 use basalt_types::{BasaltError, ErrorKind};
 
 use crate::error::{AnthropicError, BedrockError, OpenAiError};
+use crate::offload::off_runtime;
 use crate::AppState;
 
 /// Which error shape a route answers in.
@@ -86,12 +87,29 @@ pub async fn require(
     request: Request,
     next: Next,
 ) -> Response {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let body = match read_body(body, rules).await {
         Ok(b) => b,
         Err(e) => return dialect.render(e, None),
     };
-    match authenticate(&state, &parts, &body) {
+    // Keys come from memory (operator keys, the store's cache) at once; a key only the
+    // database knows is read on the blocking pool, where the request's parts travel and
+    // come back rather than being copied.
+    let (mut parts, body, verdict) = if let Some(verdict) = authenticate_now(&state, &parts, &body)
+    {
+        (parts, body, verdict)
+    } else {
+        let state = Arc::clone(&state);
+        let checked = off_runtime(move || {
+            let verdict = authenticate(&state, &parts, &body);
+            (parts, body, verdict)
+        });
+        match checked.await {
+            Ok(checked) => checked,
+            Err(e) => return dialect.render(e, None),
+        }
+    };
+    match verdict {
         Ok(principal) => {
             parts.extensions.insert(principal);
             next.run(Request::from_parts(parts, Body::from(body))).await
@@ -100,23 +118,37 @@ pub async fn require(
     }
 }
 
+fn request_line(parts: &axum::http::request::Parts) -> RequestLine<'_> {
+    RequestLine {
+        method: parts.method.as_str(),
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query(),
+        authority: parts.uri.authority().map(|a| a.as_str()),
+    }
+}
+
+/// Authenticates, reading the store if it must (on the blocking pool only).
 fn authenticate(
     state: &AppState,
     parts: &axum::http::request::Parts,
     body: &[u8],
 ) -> Result<basalt_auth::Principal, AuthError> {
-    let line = RequestLine {
-        method: parts.method.as_str(),
-        raw_path: parts.uri.path(),
-        raw_query: parts.uri.query(),
-        authority: parts.uri.authority().map(|a| a.as_str()),
-    };
-    state.auth.authenticate(
-        &line,
-        &parts.headers,
-        body,
-        crate::generation::unix_now() as i64,
-    )
+    let now = crate::generation::unix_now() as i64;
+    state
+        .auth
+        .authenticate(&request_line(parts), &parts.headers, body, now)
+}
+
+/// Authenticates from memory, or `None` when a key must be read from the database.
+fn authenticate_now(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Option<Result<basalt_auth::Principal, AuthError>> {
+    let now = crate::generation::unix_now() as i64;
+    state
+        .auth
+        .authenticate_now(&request_line(parts), &parts.headers, body, now)
 }
 
 fn failure(dialect: Dialect, e: AuthError) -> Response {

@@ -31,6 +31,7 @@ use serde_json::{json, Value};
 use crate::blocks::{BlockEvent, Blocks};
 use crate::error::{body_error, BedrockError};
 use crate::generation::{collect_text, start_generation, Call, Metering};
+use crate::offload::off_runtime;
 use crate::routes::{embeddings, images};
 use crate::{AppState, ServedEmbedder, ServedImageModel, ServedModel, ServerConfig};
 
@@ -332,13 +333,14 @@ async fn count_tokens(
     let (prompt, constraints) =
         basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
     let model = resolve(&state, &model_id)?;
-    if let Some(p) = &state.platform {
-        p.check_access(&principal, &model.entry.manifest.id)?;
-    }
-    let tokens =
-        tokio::task::spawn_blocking(move || model.engine.tokenize_prompt(&prompt, &constraints))
-            .await
-            .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))??;
+    let platform = state.platform.clone();
+    let tokens = off_runtime(move || {
+        if let Some(p) = &platform {
+            p.check_access(&principal, &model.entry.manifest.id)?;
+        }
+        model.engine.tokenize_prompt(&prompt, &constraints)
+    })
+    .await??;
     Ok(Json(json!({"inputTokens": tokens.len()})))
 }
 
@@ -396,15 +398,17 @@ async fn list_foundation_models(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
     Query(filters): Query<ListFilters>,
-) -> Json<Value> {
+) -> Result<Json<Value>, BedrockError> {
+    let ids = state.entries().map(|e| e.manifest.id.clone()).collect();
+    let usable = state.usable(&principal, ids).await?;
     let summaries: Vec<Value> = state
         .entries()
-        .filter(|e| state.may_use(&principal, &e.manifest.id))
+        .filter(|e| usable.contains(&e.manifest.id))
         .map(foundation_model)
         .filter(|m| filters.matches(m))
         .map(|m| control::summary(&state.region, &m))
         .collect();
-    Json(json!({ "modelSummaries": summaries }))
+    Ok(Json(json!({ "modelSummaries": summaries })))
 }
 
 async fn get_foundation_model(
@@ -418,7 +422,10 @@ async fn get_foundation_model(
         .find(|e| candidates.contains(&e.manifest.id))
         .cloned()
         .ok_or_else(|| BasaltError::model_not_found(&model_id))?;
-    if !state.may_use(&principal, &entry.manifest.id) {
+    let usable = state
+        .usable(&principal, vec![entry.manifest.id.clone()])
+        .await?;
+    if usable.is_empty() {
         return Err(BasaltError::model_not_found(&model_id).into());
     }
     Ok(Json(

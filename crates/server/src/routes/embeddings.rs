@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::error::{body_error, OpenAiError};
 use crate::generation::{record_now, Call};
+use crate::offload::off_runtime;
 use crate::{AppState, ServedEmbedder};
 
 /// Runs one embedding request for `call` on `served`: the whole platform path.
@@ -26,9 +27,6 @@ pub(crate) async fn embed(
     request: EmbedRequest,
 ) -> Result<Vec<Embedding>, BasaltError> {
     let model_id = served.entry.manifest.id.clone();
-    if let Some(p) = &state.platform {
-        p.check_access(&call.principal, &model_id)?;
-    }
     let dims = served.embedder.model.dimensions();
     if let Some(d) = request.dimensions {
         if d as usize != dims {
@@ -38,17 +36,23 @@ pub(crate) async fn embed(
             ));
         }
     }
+    // Access, token counting and quota admission block (the store, the tokenizer).
     let model = Arc::clone(&served.embedder.model);
     let texts = request.texts.clone();
-    let tokens: u64 = tokio::task::spawn_blocking(move || {
-        texts.iter().map(|t| model.count_tokens(t).0 as u64).sum()
+    let platform = state.platform.clone();
+    let principal = call.principal.clone();
+    let admitted_model = model_id.clone();
+    let reservation = off_runtime(move || {
+        if let Some(p) = &platform {
+            p.check_access(&principal, &admitted_model)?;
+        }
+        let tokens: u64 = texts.iter().map(|t| model.count_tokens(t).0 as u64).sum();
+        match &platform {
+            Some(p) => p.admit(&principal, &admitted_model, tokens),
+            None => Ok(None),
+        }
     })
-    .await
-    .map_err(|e| BasaltError::internal(format!("tokenizer task failed: {e}")))?;
-    let reservation = match &state.platform {
-        Some(p) => p.admit(&call.principal, &model_id, tokens)?,
-        None => None,
-    };
+    .await??;
     let result = match served
         .embedder
         .submit(request.texts, request.allow_truncation)

@@ -69,14 +69,16 @@ fn card(entry: &basalt_catalog::Entry, created: u64) -> ModelCard {
 async fn list_models(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
-) -> Json<Value> {
-    Json(wire::model_list(
+) -> Result<Json<Value>, OpenAiError> {
+    let ids = state.entries().map(|e| e.manifest.id.clone()).collect();
+    let usable = state.usable(&principal, ids).await?;
+    Ok(Json(wire::model_list(
         state
             .entries()
-            .filter(|e| state.may_use(&principal, &e.manifest.id))
+            .filter(|e| usable.contains(&e.manifest.id))
             .map(|e| card(e, state.started))
             .collect(),
-    ))
+    )))
 }
 
 async fn get_model(
@@ -88,7 +90,7 @@ async fn get_model(
         Some(e) => e.clone(),
         None => return Err(BasaltError::model_not_found(&id).into()),
     };
-    if !state.may_use(&principal, &id) {
+    if state.usable(&principal, vec![id.clone()]).await?.is_empty() {
         return Err(BasaltError::model_not_found(&id).into());
     }
     Ok(Json(card(&entry, state.started)))
