@@ -562,6 +562,16 @@ mod tests {
         assert!(verify(&moved, &auth, &expect).is_err());
     }
 
+    /// What a Bedrock server expects of a signature made with `secret` at `now`.
+    fn bedrock_expectation(secret: &str, now: i64) -> Expectation<'_> {
+        Expectation {
+            secret,
+            now,
+            max_skew: 900,
+            service: "bedrock",
+        }
+    }
+
     /// The AWS SDK for JavaScript over HTTP/2 signs `:authority` (which arrives as the
     /// URI's authority, never as a header) instead of `host`.
     #[test]
@@ -580,12 +590,7 @@ mod tests {
         let names = [":authority", "content-type", "x-amz-date"];
         let value = sign(&req, "AK", "s", "us-east-1", "bedrock", &names).unwrap();
         let auth = Authorization::parse(&value).unwrap();
-        let expect = Expectation {
-            secret: "s",
-            now,
-            max_skew: 900,
-            service: "bedrock",
-        };
+        let expect = bedrock_expectation("s", now);
         verify(&req, &auth, &expect).unwrap();
         let elsewhere = WireRequest {
             authority: Some("evil.example:8080"),
@@ -628,12 +633,7 @@ mod tests {
         )
         .unwrap();
         let auth = Authorization::parse(&value).unwrap();
-        let expect = Expectation {
-            secret: "s",
-            now,
-            max_skew: 900,
-            service: "bedrock",
-        };
+        let expect = bedrock_expectation("s", now);
         let e = verify(&req, &auth, &expect).unwrap_err();
         assert!(
             matches!(&e, AuthError::BadSignature(m) if m.contains("unsigned")),
