@@ -5,9 +5,10 @@
 //! AWS SigV4 signature (boto3 and the AWS CLI by default). Either way the answer is the same
 //! [`Principal`], so quotas, access and metering never care which surface was used.
 //!
-//! Keys come from a [`KeyStore`]: today the server's configuration ([`StaticKeys`]), later
-//! the tenant database. API keys are looked up by their SHA-256, so a store never needs the
-//! key itself; SigV4 needs the secret in recoverable form, which is the store's concern.
+//! Keys come from a [`KeyStore`]: the server's configuration ([`StaticKeys`]) and the
+//! platform database, chained ([`ChainedKeys`]); lookups are async because a database's
+//! are. API keys are looked up by their SHA-256, so a store never needs the key itself;
+//! SigV4 needs the secret in recoverable form, which is the store's concern.
 //!
 //! This crate never does I/O and never renders errors: the server turns an [`AuthError`]
 //! into each dialect's error shape.
@@ -93,23 +94,16 @@ pub struct AccessKey {
     pub principal: Principal,
 }
 
-/// Where keys live. Implementations must be cheap to query on every request.
+/// Where keys live: in memory (the server's configuration) or in a database, so lookups
+/// are async; a store that answers from memory answers without waiting.
+#[async_trait::async_trait]
 pub trait KeyStore: Send + Sync {
     /// The principal owning the API key whose SHA-256 is `key_sha256`, if it is valid now.
-    fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal>;
+    async fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal>;
     /// The secret and principal of a SigV4 access key id, if it is valid now.
-    fn access_key(&self, access_key_id: &str) -> Option<AccessKey>;
+    async fn access_key(&self, access_key_id: &str) -> Option<AccessKey>;
     /// Whether any key exists at all (no keys and a loopback listener = local mode).
     fn is_empty(&self) -> bool;
-    /// [`KeyStore::api_key`] without blocking: the answer, or `None` when only a blocking
-    /// read (a database) could give it. In-memory stores always answer.
-    fn api_key_now(&self, key_sha256: &[u8; 32]) -> Option<Option<Principal>> {
-        Some(self.api_key(key_sha256))
-    }
-    /// [`KeyStore::access_key`] without blocking, as [`KeyStore::api_key_now`].
-    fn access_key_now(&self, access_key_id: &str) -> Option<Option<AccessKey>> {
-        Some(self.access_key(access_key_id))
-    }
 }
 
 /// Keys given in the server's configuration, all belonging to one tenant.
@@ -154,11 +148,12 @@ impl StaticKeys {
     }
 }
 
+#[async_trait::async_trait]
 impl KeyStore for StaticKeys {
-    fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
+    async fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
         self.api_keys.get(key_sha256).cloned()
     }
-    fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
+    async fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
         self.access_keys.get(access_key_id).cloned()
     }
     fn is_empty(&self) -> bool {
@@ -167,53 +162,34 @@ impl KeyStore for StaticKeys {
 }
 
 /// Several key stores consulted in order (operator keys from the configuration, then the
-/// tenant database).
+/// tenant database): a key found in an earlier one never costs a lookup in a later one.
 pub struct ChainedKeys(pub Vec<Arc<dyn KeyStore>>);
 
+#[async_trait::async_trait]
 impl KeyStore for ChainedKeys {
-    fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
-        self.0.iter().find_map(|k| k.api_key(key_sha256))
+    async fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
+        for store in &self.0 {
+            if let Some(found) = store.api_key(key_sha256).await {
+                return Some(found);
+            }
+        }
+        None
     }
-    fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
-        self.0.iter().find_map(|k| k.access_key(access_key_id))
+    async fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
+        for store in &self.0 {
+            if let Some(found) = store.access_key(access_key_id).await {
+                return Some(found);
+            }
+        }
+        None
     }
     fn is_empty(&self) -> bool {
         self.0.iter().all(|k| k.is_empty())
     }
-    fn api_key_now(&self, key_sha256: &[u8; 32]) -> Option<Option<Principal>> {
-        first_now(&self.0, |k| k.api_key_now(key_sha256))
-    }
-    fn access_key_now(&self, access_key_id: &str) -> Option<Option<AccessKey>> {
-        first_now(&self.0, |k| k.access_key_now(access_key_id))
-    }
-}
-
-/// The first store's answer, in order, as long as each can answer without blocking.
-fn first_now<T>(
-    stores: &[Arc<dyn KeyStore>],
-    ask: impl Fn(&dyn KeyStore) -> Option<Option<T>>,
-) -> Option<Option<T>> {
-    for store in stores {
-        match ask(store.as_ref())? {
-            Some(found) => return Some(Some(found)),
-            None => continue,
-        }
-    }
-    Some(None)
 }
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
-}
-
-/// How an authentication looks keys up: blocking or not (`None`: it would block).
-struct Lookup<'a> {
-    api_key: &'a dyn Fn(&[u8; 32]) -> Option<Option<Principal>>,
-    access_key: &'a dyn Fn(&str) -> Option<Option<AccessKey>>,
-}
-
-fn api_key(key: &str, keys: &Lookup<'_>) -> Option<Result<Principal, AuthError>> {
-    Some((keys.api_key)(&sha256(key.as_bytes()))?.ok_or(AuthError::UnknownApiKey))
 }
 
 /// What the request line said, still percent-encoded, as SigV4 needs it.
@@ -274,81 +250,52 @@ impl Authenticator {
         !self.is_open() && authorization(headers).is_some_and(|a| a.starts_with(sigv4::ALGORITHM))
     }
 
-    /// Who sent the request; may block on the key store (a database read).
-    pub fn authenticate(
+    /// Who sent the request. Awaits the key store only for the key the request presents.
+    pub async fn authenticate(
         &self,
         line: &RequestLine<'_>,
         headers: &HeaderMap,
         body: &[u8],
         now_unix: i64,
     ) -> Result<Principal, AuthError> {
-        let keys = Lookup {
-            api_key: &|hash: &[u8; 32]| Some(self.keys.api_key(hash)),
-            access_key: &|id: &str| Some(self.keys.access_key(id)),
-        };
-        self.decide(line, headers, body, now_unix, &keys)
-            .unwrap_or(Err(AuthError::Missing))
-    }
-
-    /// [`Authenticator::authenticate`] without blocking: `None` when the key store could
-    /// only answer by a blocking read, and the caller should ask again where it may block.
-    pub fn authenticate_now(
-        &self,
-        line: &RequestLine<'_>,
-        headers: &HeaderMap,
-        body: &[u8],
-        now_unix: i64,
-    ) -> Option<Result<Principal, AuthError>> {
-        let keys = Lookup {
-            api_key: &|hash: &[u8; 32]| self.keys.api_key_now(hash),
-            access_key: &|id: &str| self.keys.access_key_now(id),
-        };
-        self.decide(line, headers, body, now_unix, &keys)
-    }
-
-    fn decide(
-        &self,
-        line: &RequestLine<'_>,
-        headers: &HeaderMap,
-        body: &[u8],
-        now_unix: i64,
-        keys: &Lookup<'_>,
-    ) -> Option<Result<Principal, AuthError>> {
         if self.is_open() {
-            return Some(Ok(Principal::local()));
+            return Ok(Principal::local());
         }
         if let Some(value) = authorization(headers) {
             if value.starts_with(sigv4::ALGORITHM) {
-                return self.sigv4(line, headers, body, value, now_unix, keys);
+                return self.sigv4(line, headers, body, value, now_unix).await;
             }
             if let Some(token) = strip_prefix_ignore_case(value, "Bearer ") {
-                return api_key(token.trim(), keys);
+                return self.api_key(token.trim()).await;
             }
-            return Some(Err(AuthError::Malformed(
+            return Err(AuthError::Malformed(
                 "unsupported Authorization scheme (use Bearer or AWS4-HMAC-SHA256)".into(),
-            )));
+            ));
         }
         if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-            return api_key(key.trim(), keys);
+            return self.api_key(key.trim()).await;
         }
-        Some(Err(AuthError::Missing))
+        Err(AuthError::Missing)
     }
 
-    fn sigv4(
+    async fn api_key(&self, key: &str) -> Result<Principal, AuthError> {
+        self.keys
+            .api_key(&sha256(key.as_bytes()))
+            .await
+            .ok_or(AuthError::UnknownApiKey)
+    }
+
+    async fn sigv4(
         &self,
         line: &RequestLine<'_>,
         headers: &HeaderMap,
         body: &[u8],
         value: &str,
         now: i64,
-        keys: &Lookup<'_>,
-    ) -> Option<Result<Principal, AuthError>> {
-        let auth = match sigv4::Authorization::parse(value) {
-            Ok(a) => a,
-            Err(e) => return Some(Err(e)),
-        };
-        let Some(key) = (keys.access_key)(&auth.access_key_id)? else {
-            return Some(Err(AuthError::UnknownAccessKey));
+    ) -> Result<Principal, AuthError> {
+        let auth = sigv4::Authorization::parse(value)?;
+        let Some(key) = self.keys.access_key(&auth.access_key_id).await else {
+            return Err(AuthError::UnknownAccessKey);
         };
         let req = sigv4::WireRequest {
             method: line.method,
@@ -364,7 +311,7 @@ impl Authenticator {
             max_skew: self.max_clock_skew_secs,
             service: self.service,
         };
-        Some(sigv4::verify(&req, &auth, &expect).map(|()| key.principal))
+        sigv4::verify(&req, &auth, &expect).map(|()| key.principal)
     }
 }
 
@@ -408,86 +355,86 @@ mod tests {
         h
     }
 
-    /// A key store that can only answer by "reading a database": blocking.
-    struct Database(StaticKeys);
+    /// A key store that counts how often it is asked (a database, say).
+    struct Counted(StaticKeys, std::sync::atomic::AtomicUsize);
 
-    impl KeyStore for Database {
-        fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
-            self.0.api_key(key_sha256)
+    #[async_trait::async_trait]
+    impl KeyStore for Counted {
+        async fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.api_key(key_sha256).await
         }
-        fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
-            self.0.access_key(access_key_id)
+        async fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.access_key(access_key_id).await
         }
         fn is_empty(&self) -> bool {
             false
         }
-        fn api_key_now(&self, _: &[u8; 32]) -> Option<Option<Principal>> {
-            None
-        }
-        fn access_key_now(&self, _: &str) -> Option<Option<AccessKey>> {
-            None
-        }
     }
 
-    #[test]
-    fn authenticating_now_answers_from_memory_or_says_it_would_block() {
+    #[tokio::test]
+    async fn chained_stores_are_asked_in_order_and_only_as_far_as_needed() {
         let operator = StaticKeys::new("ops", &["sk-ops".into()], &[]);
-        let tenants = Database(StaticKeys::new("acme", &["sk-db".into()], &[]));
+        let tenants = Arc::new(Counted(
+            StaticKeys::new("acme", &["sk-db".into()], &[]),
+            Default::default(),
+        ));
         let a = Authenticator::new(Arc::new(ChainedKeys(vec![
             Arc::new(operator),
-            Arc::new(tenants),
+            Arc::clone(&tenants) as Arc<dyn KeyStore>,
         ])));
         let bearer = |k: &str| with("authorization", &format!("Bearer {k}"));
-        // An operator key is in memory: answered at once, without asking the database.
-        let p = a.authenticate_now(&line(), &bearer("sk-ops"), b"", 0);
-        assert_eq!(p.unwrap().unwrap().tenant, "ops");
-        // A tenant's key, or an unknown one, needs the database.
-        assert!(a
-            .authenticate_now(&line(), &bearer("sk-db"), b"", 0)
-            .is_none());
-        assert!(a
-            .authenticate_now(&line(), &bearer("sk-nope"), b"", 0)
-            .is_none());
+        let asked = || tenants.1.load(Ordering::SeqCst);
+        let p = a.authenticate(&line(), &bearer("sk-ops"), b"", 0).await;
+        assert_eq!(p.unwrap().tenant, "ops");
+        assert_eq!(asked(), 0, "an operator key never reaches the database");
+        let p = a.authenticate(&line(), &bearer("sk-db"), b"", 0).await;
+        assert_eq!(p.unwrap().tenant, "acme");
         assert_eq!(
-            a.authenticate(&line(), &bearer("sk-db"), b"", 0)
-                .unwrap()
-                .tenant,
-            "acme"
+            a.authenticate(&line(), &bearer("sk-nope"), b"", 0).await,
+            Err(AuthError::UnknownApiKey)
         );
-        // What needs no key at all is decided at once.
+        assert_eq!(asked(), 2);
+        // What presents no key is decided without any lookup.
         assert_eq!(
-            a.authenticate_now(&line(), &HeaderMap::new(), b"", 0),
-            Some(Err(AuthError::Missing))
+            a.authenticate(&line(), &HeaderMap::new(), b"", 0).await,
+            Err(AuthError::Missing)
         );
+        assert_eq!(asked(), 2);
     }
 
-    #[test]
-    fn api_keys_in_either_header() {
+    #[tokio::test]
+    async fn api_keys_in_either_header() {
         let a = auth();
         let p = a
             .authenticate(&line(), &with("authorization", "Bearer sk-good"), b"", 0)
+            .await
             .unwrap();
         assert_eq!(p.tenant, "acme");
         assert_eq!(p.key_id, "config-key-1");
         assert!(a
             .authenticate(&line(), &with("x-api-key", "sk-good"), b"", 0)
+            .await
             .is_ok());
         assert_eq!(
-            a.authenticate(&line(), &with("x-api-key", "sk-bad"), b"", 0),
+            a.authenticate(&line(), &with("x-api-key", "sk-bad"), b"", 0)
+                .await,
             Err(AuthError::UnknownApiKey)
         );
         assert_eq!(
-            a.authenticate(&line(), &HeaderMap::new(), b"", 0),
+            a.authenticate(&line(), &HeaderMap::new(), b"", 0).await,
             Err(AuthError::Missing)
         );
         assert!(matches!(
-            a.authenticate(&line(), &with("authorization", "Basic abc"), b"", 0),
+            a.authenticate(&line(), &with("authorization", "Basic abc"), b"", 0)
+                .await,
             Err(AuthError::Malformed(_))
         ));
     }
 
-    #[test]
-    fn sigv4_through_the_key_store() {
+    #[tokio::test]
+    async fn sigv4_through_the_key_store() {
         let a = auth();
         let now = 1_796_000_000;
         let mut h = with("host", "localhost:8080");
@@ -519,7 +466,7 @@ mod tests {
             "authorization",
             HeaderValue::from_str(&sign("AKID", "s3cret")).unwrap(),
         );
-        let p = a.authenticate(&line(), &good, b"{}", now).unwrap();
+        let p = a.authenticate(&line(), &good, b"{}", now).await.unwrap();
         assert_eq!(p.key_id, "AKID");
         assert!(a.needs_body(&good));
 
@@ -529,7 +476,7 @@ mod tests {
             HeaderValue::from_str(&sign("NOPE", "s3cret")).unwrap(),
         );
         assert_eq!(
-            a.authenticate(&line(), &unknown, b"{}", now),
+            a.authenticate(&line(), &unknown, b"{}", now).await,
             Err(AuthError::UnknownAccessKey)
         );
         let mut wrong = h.clone();
@@ -537,17 +484,21 @@ mod tests {
             "authorization",
             HeaderValue::from_str(&sign("AKID", "guess")).unwrap(),
         );
-        let e = a.authenticate(&line(), &wrong, b"{}", now).unwrap_err();
+        let e = a
+            .authenticate(&line(), &wrong, b"{}", now)
+            .await
+            .unwrap_err();
         assert_eq!(e.aws_error_code(), "InvalidSignatureException");
         assert_eq!(BasaltError::from(e).status(), 401);
     }
 
-    #[test]
-    fn open_mode_accepts_anyone_as_local() {
+    #[tokio::test]
+    async fn open_mode_accepts_anyone_as_local() {
         let a = Authenticator::open();
         assert!(a.is_open());
         let p = a
             .authenticate(&line(), &with("authorization", "Bearer whatever"), b"", 0)
+            .await
             .unwrap();
         assert_eq!(p, Principal::local());
     }

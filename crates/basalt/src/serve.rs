@@ -118,8 +118,11 @@ pub fn run(args: ServeArgs) -> CliResult {
         0 => database,
         ms => Arc::new(CachedStore::new(database, Duration::from_millis(ms))),
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     // One server per database: what was still running belonged to a server that died.
-    let interrupted = store.interrupt_unfinished_usage()?;
+    let interrupted = runtime.block_on(store.interrupt_unfinished_usage())?;
     if interrupted > 0 {
         tracing::warn!(
             requests = interrupted,
@@ -174,7 +177,8 @@ pub fn run(args: ServeArgs) -> CliResult {
     // Operator keys from the flags, then the tenants' keys in the store. Local mode (no
     // credentials needed) only while neither exists, and only on a loopback address.
     let operator_keys = StaticKeys::new("operator", &args.api_keys, &args.aws_access_keys);
-    let no_keys_anywhere = operator_keys.is_empty() && store.tenants()?.is_empty();
+    let no_keys_anywhere =
+        operator_keys.is_empty() && runtime.block_on(store.tenants())?.is_empty();
     if no_keys_anywhere && !addr.ip().is_loopback() && !args.insecure_no_auth {
         return Err(format!(
             "refusing to serve {addr} without authentication: create a tenant and keys \
@@ -188,7 +192,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         Arc::new(StoreKeys(Arc::clone(&store))),
     ]);
     let auth = Authenticator::with_mode(Arc::new(keys), no_keys_anywhere);
-    let admin_hash = admin_token(store.as_ref(), args.admin_token.as_deref())?;
+    let admin_hash = runtime.block_on(admin_token(store.as_ref(), args.admin_token.as_deref()))?;
     let prices = match &args.prices {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -229,9 +233,6 @@ pub fn run(args: ServeArgs) -> CliResult {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let app = router(Arc::new(state), server_config);
     let grace = Duration::from_secs(args.shutdown_grace_secs);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -258,21 +259,21 @@ pub fn run(args: ServeArgs) -> CliResult {
 
 /// The admin token's hash: the one given (stored, so the CLI and later starts agree), the
 /// one stored earlier, or a new one printed once.
-fn admin_token(
+async fn admin_token(
     store: &dyn Store,
     given: Option<&str>,
 ) -> Result<[u8; 32], Box<dyn std::error::Error>> {
     if let Some(token) = given {
         let hash = basalt_auth::sha256(token.as_bytes());
-        store.set_admin_token_hash(&hash)?;
+        store.set_admin_token_hash(&hash).await?;
         return Ok(hash);
     }
-    if let Some(hash) = store.admin_token_hash()? {
+    if let Some(hash) = store.admin_token_hash().await? {
         return Ok(hash);
     }
     let token = format!("bat-{}", basalt_store::random_token(40)?);
     let hash = basalt_auth::sha256(token.as_bytes());
-    store.set_admin_token_hash(&hash)?;
+    store.set_admin_token_hash(&hash).await?;
     eprintln!(
         "\nAdmin API token (shown once; only its hash is kept): {token}\n\
          Use it as `Authorization: Bearer <token>` on /admin/...; set BASALT_ADMIN_TOKEN to choose your own.\n"

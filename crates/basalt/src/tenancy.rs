@@ -28,12 +28,12 @@ impl DatabaseArgs {
     }
 
     /// The store and the id of a tenant named by id or name.
-    fn tenant(
+    async fn tenant(
         &self,
         tenant: &str,
     ) -> Result<(Arc<SqliteStore>, String), Box<dyn std::error::Error>> {
         let store = self.open_database()?;
-        let id = store.tenant(tenant)?.id;
+        let id = store.tenant(tenant).await?.id;
         Ok((store, id))
     }
 
@@ -209,7 +209,18 @@ fn print(v: &impl serde::Serialize) -> CliResult {
     Ok(())
 }
 
+/// Runs a command's future on a runtime of its own: the store's calls are async.
+fn block_on(command: impl std::future::Future<Output = CliResult>) -> CliResult {
+    tokio::runtime::Builder::new_current_thread()
+        .build()?
+        .block_on(command)
+}
+
 pub fn tenants(cmd: TenantsCommand) -> CliResult {
+    block_on(tenants_command(cmd))
+}
+
+async fn tenants_command(cmd: TenantsCommand) -> CliResult {
     match cmd {
         TenantsCommand::Create {
             name,
@@ -218,13 +229,13 @@ pub fn tenants(cmd: TenantsCommand) -> CliResult {
             database,
         } => {
             let s = database.open_database()?;
-            let t = s.create_tenant(&name, weight)?;
+            let t = s.create_tenant(&name, weight).await?;
             for m in &models {
-                s.grant_model(&t.id, m)?;
+                s.grant_model(&t.id, m).await?;
             }
             print(&t)
         }
-        TenantsCommand::List { database } => print(&database.open_database()?.tenants()?),
+        TenantsCommand::List { database } => print(&database.open_database()?.tenants().await?),
         TenantsCommand::Set {
             tenant,
             status,
@@ -232,26 +243,29 @@ pub fn tenants(cmd: TenantsCommand) -> CliResult {
             log_invocations,
             database,
         } => {
-            let (s, id) = database.tenant(&tenant)?;
-            print(&s.update_tenant(&id, status.as_deref(), weight, log_invocations)?)
+            let (s, id) = database.tenant(&tenant).await?;
+            print(
+                &s.update_tenant(&id, status.as_deref(), weight, log_invocations)
+                    .await?,
+            )
         }
         TenantsCommand::Grant {
             tenant,
             model,
             database,
         } => {
-            let (s, id) = database.tenant(&tenant)?;
-            s.grant_model(&id, &model)?;
-            print(&s.granted_models(&id)?)
+            let (s, id) = database.tenant(&tenant).await?;
+            s.grant_model(&id, &model).await?;
+            print(&s.granted_models(&id).await?)
         }
         TenantsCommand::Revoke {
             tenant,
             model,
             database,
         } => {
-            let (s, id) = database.tenant(&tenant)?;
-            s.revoke_model(&id, &model)?;
-            print(&s.granted_models(&id)?)
+            let (s, id) = database.tenant(&tenant).await?;
+            s.revoke_model(&id, &model).await?;
+            print(&s.granted_models(&id).await?)
         }
         TenantsCommand::Quota {
             tenant,
@@ -262,20 +276,24 @@ pub fn tenants(cmd: TenantsCommand) -> CliResult {
             monthly_budget_usd,
             database,
         } => {
-            let (s, id) = database.tenant(&tenant)?;
+            let (s, id) = database.tenant(&tenant).await?;
             let q = Quota {
                 requests_per_minute,
                 tokens_per_minute,
                 tokens_per_day,
                 monthly_budget_usd,
             };
-            s.set_quota(&id, &model, &q)?;
-            print(&s.quotas(&id)?)
+            s.set_quota(&id, &model, &q).await?;
+            print(&s.quotas(&id).await?)
         }
     }
 }
 
 pub fn keys(cmd: KeysCommand) -> CliResult {
+    block_on(keys_command(cmd))
+}
+
+async fn keys_command(cmd: KeysCommand) -> CliResult {
     match cmd {
         KeysCommand::Create {
             tenant,
@@ -283,23 +301,23 @@ pub fn keys(cmd: KeysCommand) -> CliResult {
             expires_in_days,
             database,
         } => {
-            let (s, id) = database.tenant(&tenant)?;
+            let (s, id) = database.tenant(&tenant).await?;
             let expires = expires_in_days.map(|d| basalt_store::now() + i64::from(d) * 86_400);
-            let k = s.create_api_key(&id, &name, expires)?;
+            let k = s.create_api_key(&id, &name, expires).await?;
             eprintln!("Store this key now: it is not shown again.");
             print(&k)
         }
         KeysCommand::CreateAws { tenant, database } => {
-            let (s, id) = database.tenant(&tenant)?;
-            let k = s.create_access_key(&id)?;
+            let (s, id) = database.tenant(&tenant).await?;
+            let k = s.create_access_key(&id).await?;
             eprintln!("Store this secret now: it is not shown again.");
             print(&k)
         }
         KeysCommand::List { tenant, database } => {
-            let (s, id) = database.tenant(&tenant)?;
+            let (s, id) = database.tenant(&tenant).await?;
             print(&serde_json::json!({
-                "keys": s.api_keys(&id)?,
-                "access_keys": s.access_keys(&id)?,
+                "keys": s.api_keys(&id).await?,
+                "access_keys": s.access_keys(&id).await?,
             }))
         }
         KeysCommand::Revoke {
@@ -307,11 +325,11 @@ pub fn keys(cmd: KeysCommand) -> CliResult {
             key_id,
             database,
         } => {
-            let (s, id) = database.tenant(&tenant)?;
-            match s.revoke_api_key(&id, &key_id) {
+            let (s, id) = database.tenant(&tenant).await?;
+            match s.revoke_api_key(&id, &key_id).await {
                 Ok(()) => Ok(()),
                 Err(basalt_store::StoreError::NotFound(_)) => {
-                    Ok(s.revoke_access_key(&id, &key_id)?)
+                    Ok(s.revoke_access_key(&id, &key_id).await?)
                 }
                 Err(e) => Err(e.into()),
             }
@@ -320,9 +338,13 @@ pub fn keys(cmd: KeysCommand) -> CliResult {
 }
 
 pub fn usage(args: UsageArgs) -> CliResult {
+    block_on(usage_command(args))
+}
+
+async fn usage_command(args: UsageArgs) -> CliResult {
     let s = args.database.open_database()?;
     let tenant_id = match &args.tenant {
-        Some(t) => Some(s.tenant(t)?.id),
+        Some(t) => Some(s.tenant(t).await?.id),
         None => None,
     };
     let q = UsageQuery {
@@ -335,8 +357,10 @@ pub fn usage(args: UsageArgs) -> CliResult {
         limit: Some(1000),
     };
     if args.records {
-        print(&serde_json::json!({"totals": s.usage_totals(&q)?, "records": s.usage(&q)?}))
+        print(
+            &serde_json::json!({"totals": s.usage_totals(&q).await?, "records": s.usage(&q).await?}),
+        )
     } else {
-        print(&s.usage_totals(&q)?)
+        print(&s.usage_totals(&q).await?)
     }
 }

@@ -87,35 +87,29 @@ pub(crate) async fn start_generation(
     request: GenerateRequest,
 ) -> Result<(u32, EventReceiver, Metering), BasaltError> {
     let model_id = model.entry.manifest.id.clone();
-    let platform = state.platform.clone();
-    let principal = call.principal.clone();
+    let platform = state.platform.as_deref();
+    let principal = &call.principal;
+    // The tenant, its grants and quotas come from the store's cache, at once when warm.
+    let tenant = match platform {
+        Some(p) if principal.managed => p.store.tenant(&principal.tenant).await.ok(),
+        _ => None,
+    };
+    if let Some(p) = platform {
+        p.check_access(principal, &model_id).await?;
+    }
+    // Tokenising is the blocking pool's work, not the runtime's.
     let engine_model = Arc::clone(&model);
-    let admitted_call = call.clone();
-    // Access, tokenisation, quota admission and the first usage record read and write the
-    // store and run the tokenizer: the blocking pool's work, not the runtime's.
-    let admitted = off_runtime(move || {
-        let model_id = &engine_model.entry.manifest.id;
-        let tenant = match &platform {
-            Some(p) if principal.managed => p.store.tenant(&principal.tenant).ok(),
-            _ => None,
-        };
-        if let Some(p) = &platform {
-            p.check_access(&principal, model_id)?;
+    let prepared = off_runtime(move || engine_model.engine.prepare(request)).await??;
+    let (lane, reservation, begun) = match platform {
+        Some(p) => {
+            let tokens = (prepared.prompt_tokens.len() + prepared.max_tokens) as u64;
+            let r = p.admit(principal, &model_id, tokens).await?;
+            let lane = p.lane(principal, tenant.as_ref()).await;
+            (lane, r, begin_usage(p, call, &model_id, &prepared).await)
         }
-        let prepared = engine_model.engine.prepare(request)?;
-        let (lane, reservation, begun) = match &platform {
-            Some(p) => {
-                let tokens = (prepared.prompt_tokens.len() + prepared.max_tokens) as u64;
-                let r = p.admit(&principal, model_id, tokens)?;
-                let lane = p.lane(&principal, tenant.as_ref());
-                (lane, r, begin_usage(p, &admitted_call, model_id, &prepared))
-            }
-            None => (None, None, None),
-        };
-        let logs = tenant.is_some_and(|t| t.log_invocations);
-        Ok::<_, BasaltError>((prepared, lane, reservation, begun, logs))
-    });
-    let (prepared, lane, reservation, begun, logs) = admitted.await??;
+        None => (None, None, None),
+    };
+    let logs = tenant.is_some_and(|t| t.log_invocations);
     let input_tokens = prepared.prompt_tokens.len() as u32;
     let (acc_tx, acc_rx) = oneshot::channel();
     let admission = Admission {
@@ -167,9 +161,8 @@ pub(crate) async fn start_generation(
 
 /// Writes a request's usage record as soon as it is admitted ([`basalt_store::IN_PROGRESS`],
 /// its prompt's tokens), so a crash while it runs leaves an `interrupted` record rather than
-/// none. Runs on the blocking pool. A failure is logged: the request still runs, and is
-/// recorded whole when it ends.
-fn begin_usage(
+/// none. A failure is logged: the request still runs, and is recorded whole when it ends.
+async fn begin_usage(
     platform: &platform::Platform,
     call: &Call,
     model_id: &str,
@@ -185,7 +178,7 @@ fn begin_usage(
     };
     let mut record = usage_record(call, model_id, &acc, 0.0);
     record.status = basalt_store::IN_PROGRESS.to_string();
-    match platform.store.begin_usage(&record) {
+    match platform.store.begin_usage(&record).await {
         Ok(id) => Some(id),
         Err(e) => {
             tracing::error!(request = %call.request_id, error = %e, "cannot record usage");
@@ -241,22 +234,15 @@ async fn persist_usage(
     };
     let used = record.input_tokens + record.output_tokens;
     let cost = record.cost_usd;
-    let request_id = record.request_id.clone();
-    let written = off_runtime(move || {
-        let result = match begun {
-            Some(id) => p.store.complete_usage(id, &record),
-            None => p.store.record_usage(&record),
-        };
-        if let Some(r) = reservation {
-            p.settle(r, used, cost);
-        }
-        result
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(request = %request_id, error = %e, "cannot record usage"),
-        Err(e) => tracing::error!(request = %request_id, error = %e, "usage task failed"),
+    let written = match begun {
+        Some(id) => p.store.complete_usage(id, &record).await,
+        None => p.store.record_usage(&record).await,
+    };
+    if let Some(r) = reservation {
+        p.settle(r, used, cost);
+    }
+    if let Err(e) = written {
+        tracing::error!(request = %record.request_id, error = %e, "cannot record usage");
     }
 }
 

@@ -84,6 +84,14 @@ impl Window {
     }
 }
 
+/// What a scope used before its window was loaded: this UTC day's tokens and this month's
+/// cost, from the store.
+#[derive(Default)]
+struct LoadedTotals {
+    day_tokens: u64,
+    month_cost: f64,
+}
+
 /// Tokens and requests held for an admitted request until it is metered.
 #[derive(Debug)]
 pub struct Reservation {
@@ -125,18 +133,19 @@ impl Platform {
     }
 
     /// Whether the principal may use the model (a grant for it, or for `*`).
-    pub fn may_use(&self, p: &Principal, model_id: &str) -> bool {
+    pub async fn may_use(&self, p: &Principal, model_id: &str) -> bool {
         if !p.managed {
             return true;
         }
         self.store
             .granted_models(&p.tenant)
+            .await
             .map(|g| g.iter().any(|m| m == model_id || m == "*"))
             .unwrap_or(false)
     }
 
-    pub fn check_access(&self, p: &Principal, model_id: &str) -> Result<(), BasaltError> {
-        if self.may_use(p, model_id) {
+    pub async fn check_access(&self, p: &Principal, model_id: &str) -> Result<(), BasaltError> {
+        if self.may_use(p, model_id).await {
             Ok(())
         } else {
             Err(BasaltError::new(
@@ -149,13 +158,17 @@ impl Platform {
 
     /// The tenant's lane in the engine's fair admission queue; `known` is the tenant record
     /// when the caller already read it.
-    pub fn lane(&self, p: &Principal, known: Option<&basalt_store::Tenant>) -> Option<TenantLane> {
+    pub async fn lane(
+        &self,
+        p: &Principal,
+        known: Option<&basalt_store::Tenant>,
+    ) -> Option<TenantLane> {
         if !p.managed {
             return None;
         }
         let weight = match known {
             Some(t) => t.weight,
-            None => self.store.tenant(&p.tenant).map_or(1, |t| t.weight),
+            None => self.store.tenant(&p.tenant).await.map_or(1, |t| t.weight),
         };
         Some(TenantLane {
             id: p.tenant.clone(),
@@ -181,8 +194,9 @@ impl Platform {
     /// Admits a request under the tenant's quotas for this model and for all models,
     /// reserving `tokens` (prompt plus the most it may generate) against the token limits,
     /// as Bedrock does. Checks and reservation happen under one lock, so parallel requests
-    /// cannot overshoot a limit together.
-    pub fn admit(
+    /// cannot overshoot a limit together; the day's and month's totals a check needs are
+    /// read from the store before it, never while holding the lock.
+    pub async fn admit(
         &self,
         p: &Principal,
         model_id: &str,
@@ -194,14 +208,18 @@ impl Platform {
         let quotas: Vec<(String, Quota)> = self
             .store
             .quotas(&p.tenant)
+            .await
             .map_err(|e| BasaltError::internal(e.to_string()))?
             .into_iter()
             .filter(|(scope, _)| scope == model_id || scope == "*")
             .collect();
-        let now = Instant::now();
         let wall = basalt_store::now();
         let (day, day_left) = utc_day(wall);
         let (month_start, month) = utc_month(wall);
+        let loaded = self
+            .load_totals(&p.tenant, &quotas, (day, month_start, month))
+            .await?;
+        let now = Instant::now();
         let mut state = self.lock();
         for (scope, q) in &quotas {
             let key = (p.tenant.clone(), scope.clone());
@@ -245,12 +263,10 @@ impl Platform {
                 }
             }
             if let Some(tpd) = q.tokens_per_day {
-                let used = match w.day {
-                    Some((d, used)) if d == day => used,
-                    _ => {
-                        let t = self.totals_since(&p.tenant, scope, day * 86_400)?;
-                        t.input_tokens + t.output_tokens
-                    }
+                let used = match (w.day, loaded.get(scope)) {
+                    (Some((d, used)), _) if d == day => used,
+                    (_, Some(t)) => t.day_tokens,
+                    (_, None) => 0,
                 };
                 w.day = Some((day, used));
                 if used + tokens > tpd {
@@ -261,9 +277,10 @@ impl Platform {
                 }
             }
             if let Some(budget) = q.monthly_budget_usd {
-                let spent = match w.month {
-                    Some((m, spent)) if m == month => spent,
-                    _ => self.totals_since(&p.tenant, scope, month_start)?.cost_usd,
+                let spent = match (w.month, loaded.get(scope)) {
+                    (Some((m, spent)), _) if m == month => spent,
+                    (_, Some(t)) => t.month_cost,
+                    (_, None) => 0.0,
                 };
                 w.month = Some((month, spent));
                 if spent >= budget {
@@ -296,8 +313,49 @@ impl Platform {
         }))
     }
 
+    /// The day's tokens and the month's cost, per scope, for the quotas whose windows do not
+    /// hold this day's or month's yet (the first request of a day, or after a restart).
+    async fn load_totals(
+        &self,
+        tenant: &str,
+        quotas: &[(String, Quota)],
+        (day, month_start, month): (i64, i64, i64),
+    ) -> Result<HashMap<String, LoadedTotals>, BasaltError> {
+        let missing: Vec<(&str, bool, bool)> = {
+            let state = self.lock();
+            quotas
+                .iter()
+                .map(|(scope, q)| {
+                    let w = state.windows.get(&(tenant.to_string(), scope.clone()));
+                    let day_missing = q.tokens_per_day.is_some()
+                        && w.is_none_or(|w| w.day.is_none_or(|(d, _)| d != day));
+                    let month_missing = q.monthly_budget_usd.is_some()
+                        && w.is_none_or(|w| w.month.is_none_or(|(m, _)| m != month));
+                    (scope.as_str(), day_missing, month_missing)
+                })
+                .filter(|(_, d, m)| *d || *m)
+                .collect()
+        };
+        let mut loaded = HashMap::new();
+        for (scope, day_missing, month_missing) in missing {
+            let mut totals = LoadedTotals::default();
+            if day_missing {
+                let t = self.totals_since(tenant, scope, day * 86_400).await?;
+                totals.day_tokens = t.input_tokens + t.output_tokens;
+            }
+            if month_missing {
+                totals.month_cost = self
+                    .totals_since(tenant, scope, month_start)
+                    .await?
+                    .cost_usd;
+            }
+            loaded.insert(scope.to_string(), totals);
+        }
+        Ok(loaded)
+    }
+
     /// The tenant's usage (of one model, or of all for `*`) since `from`, from the store.
-    fn totals_since(
+    async fn totals_since(
         &self,
         tenant: &str,
         scope: &str,
@@ -310,6 +368,7 @@ impl Platform {
                 from: Some(from),
                 ..Default::default()
             })
+            .await
             .map_err(|e| BasaltError::internal(e.to_string()))
     }
 
@@ -337,9 +396,9 @@ mod tests {
     use super::*;
     use basalt_store::{SecretBox, SqliteStore};
 
-    fn platform() -> (Platform, Principal) {
+    async fn platform() -> (Platform, Principal) {
         let store = Arc::new(SqliteStore::in_memory(SecretBox::new(&[1; 32])).unwrap());
-        let t = store.create_tenant("acme", 1).unwrap();
+        let t = store.create_tenant("acme", 1).await.unwrap();
         let p = Principal {
             tenant: t.id.clone(),
             key_id: "k".into(),
@@ -348,21 +407,21 @@ mod tests {
         (Platform::new(store, Prices::new()), p)
     }
 
-    #[test]
-    fn grants_decide_access() {
-        let (pl, p) = platform();
-        assert!(pl.check_access(&p, "m").is_err());
-        pl.store.grant_model(&p.tenant, "m").unwrap();
-        assert!(pl.check_access(&p, "m").is_ok());
-        assert!(!pl.may_use(&p, "other"));
-        pl.store.grant_model(&p.tenant, "*").unwrap();
-        assert!(pl.may_use(&p, "other"));
-        assert!(pl.may_use(&Principal::local(), "anything"));
+    #[tokio::test]
+    async fn grants_decide_access() {
+        let (pl, p) = platform().await;
+        assert!(pl.check_access(&p, "m").await.is_err());
+        pl.store.grant_model(&p.tenant, "m").await.unwrap();
+        assert!(pl.check_access(&p, "m").await.is_ok());
+        assert!(!pl.may_use(&p, "other").await);
+        pl.store.grant_model(&p.tenant, "*").await.unwrap();
+        assert!(pl.may_use(&p, "other").await);
+        assert!(pl.may_use(&Principal::local(), "anything").await);
     }
 
-    #[test]
-    fn requests_per_minute_and_token_reservations() {
-        let (pl, p) = platform();
+    #[tokio::test]
+    async fn requests_per_minute_and_token_reservations() {
+        let (pl, p) = platform().await;
         pl.store
             .set_quota(
                 &p.tenant,
@@ -373,27 +432,28 @@ mod tests {
                     ..Default::default()
                 },
             )
+            .await
             .unwrap();
         // Larger than the quota itself: the caller must lower max tokens.
         assert_eq!(
-            pl.admit(&p, "m", 1000).unwrap_err().kind,
+            pl.admit(&p, "m", 1000).await.unwrap_err().kind,
             ErrorKind::InvalidRequest
         );
-        let r1 = pl.admit(&p, "m", 60).unwrap().unwrap();
+        let r1 = pl.admit(&p, "m", 60).await.unwrap().unwrap();
         // 60 of 100 reserved: 50 more does not fit until the first settles at its real use.
-        let e = pl.admit(&p, "m", 50).unwrap_err();
+        let e = pl.admit(&p, "m", 50).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::QuotaExceeded);
         assert!(e.retry_after_secs.is_some());
         pl.settle(r1, 20, 0.0);
-        let _r2 = pl.admit(&p, "m", 50).unwrap();
-        let _r3 = pl.admit(&p, "m", 10).unwrap();
-        let e = pl.admit(&p, "m", 1).unwrap_err();
+        let _r2 = pl.admit(&p, "m", 50).await.unwrap();
+        let _r3 = pl.admit(&p, "m", 10).await.unwrap();
+        let e = pl.admit(&p, "m", 1).await.unwrap_err();
         assert!(e.message.contains("requests per minute"), "{}", e.message);
     }
 
-    #[test]
-    fn parallel_admissions_never_exceed_the_limit() {
-        let (pl, p) = platform();
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_admissions_never_exceed_the_limit() {
+        let (pl, p) = platform().await;
         pl.store
             .set_quota(
                 &p.tenant,
@@ -403,24 +463,26 @@ mod tests {
                     ..Default::default()
                 },
             )
+            .await
             .unwrap();
         let pl = Arc::new(pl);
-        let admitted: usize = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..40)
-                .map(|_| {
-                    let pl = Arc::clone(&pl);
-                    let p = p.clone();
-                    s.spawn(move || pl.admit(&p, "m", 1).is_ok() as usize)
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
-        });
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let pl = Arc::clone(&pl);
+                let p = p.clone();
+                tokio::spawn(async move { pl.admit(&p, "m", 1).await.is_ok() as usize })
+            })
+            .collect();
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += task.await.unwrap_or(0);
+        }
         assert_eq!(admitted, 7);
     }
 
-    #[test]
-    fn an_exhausted_budget_says_so() {
-        let (pl, p) = platform();
+    #[tokio::test]
+    async fn an_exhausted_budget_says_so() {
+        let (pl, p) = platform().await;
         pl.store
             .set_quota(
                 &p.tenant,
@@ -430,10 +492,11 @@ mod tests {
                     ..Default::default()
                 },
             )
+            .await
             .unwrap();
-        let r = pl.admit(&p, "m", 10).unwrap().unwrap();
+        let r = pl.admit(&p, "m", 10).await.unwrap().unwrap();
         pl.settle(r, 10, 1.5);
-        let e = pl.admit(&p, "m", 10).unwrap_err();
+        let e = pl.admit(&p, "m", 10).await.unwrap_err();
         assert!(e.message.contains("budget"), "{}", e.message);
     }
 

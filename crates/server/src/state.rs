@@ -89,28 +89,18 @@ impl AppState {
         self
     }
 
-    /// Whether the principal may see and use the model. Reads the store: call it off the
-    /// runtime, or through [`AppState::usable`].
-    pub fn may_use(&self, principal: &Principal, model_id: &str) -> bool {
-        self.platform
-            .as_ref()
-            .is_none_or(|p| p.may_use(principal, model_id))
-    }
-
-    /// Which of `ids` the principal may see and use, read on the blocking pool.
-    pub(crate) async fn usable(
-        self: &Arc<Self>,
-        principal: &Principal,
-        ids: Vec<String>,
-    ) -> Result<Vec<String>, BasaltError> {
-        let state = Arc::clone(self);
-        let principal = principal.clone();
-        crate::offload::off_runtime(move || {
-            ids.into_iter()
-                .filter(|id| state.may_use(&principal, id))
-                .collect()
-        })
-        .await
+    /// Which of `ids` the principal may see and use (its grants, from the store's cache).
+    pub(crate) async fn usable(&self, principal: &Principal, ids: Vec<String>) -> Vec<String> {
+        let Some(platform) = &self.platform else {
+            return ids;
+        };
+        let mut usable = Vec::with_capacity(ids.len());
+        for id in ids {
+            if platform.may_use(principal, &id).await {
+                usable.push(id);
+            }
+        }
+        usable
     }
 
     pub fn with_auth(mut self, auth: Authenticator) -> Self {

@@ -16,7 +16,7 @@ use basalt_catalog::Catalog;
 use basalt_engine::EngineConfig;
 use basalt_server::platform::{Platform, Prices};
 use basalt_server::{router, AppState, ServerConfig};
-use basalt_store::{store_work, SecretBox, SqliteStore, Store, UsageQuery};
+use basalt_store::{SecretBox, SqliteStore, Store, UsageQuery};
 use common::{GEMMA, SMOL};
 use http_body_util::BodyExt;
 use serde_json::{json, Map, Value};
@@ -410,7 +410,7 @@ async fn a_request_is_recorded_when_admitted_and_completed_when_it_ends() {
     let resp = app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     // The stream has started, so the request was admitted: its record is already there.
-    let during = store_work(|| store.usage(&UsageQuery::default())).unwrap();
+    let during = store.usage(&UsageQuery::default()).await.unwrap();
     assert_eq!(during.len(), 1, "{during:?}");
     assert!(
         during[0].status == basalt_store::IN_PROGRESS || during[0].status == "ok",
@@ -418,7 +418,7 @@ async fn a_request_is_recorded_when_admitted_and_completed_when_it_ends() {
     );
     assert!(during[0].input_tokens > 0);
     let _ = resp.into_body().collect().await.unwrap();
-    let after = store_work(|| store.usage(&UsageQuery::default())).unwrap();
+    let after = store.usage(&UsageQuery::default()).await.unwrap();
     assert_eq!(after.len(), 1, "one record per request: {after:?}");
     assert_eq!(after[0].status, "ok");
     assert_eq!(after[0].output_tokens, 12);
@@ -426,12 +426,9 @@ async fn a_request_is_recorded_when_admitted_and_completed_when_it_ends() {
     // start marks it interrupted, keeping the input tokens it knew.
     let mut record = after[0].clone();
     record.status = basalt_store::IN_PROGRESS.into();
-    store_work(|| store.begin_usage(&record)).unwrap();
-    assert_eq!(
-        store_work(|| store.interrupt_unfinished_usage()).unwrap(),
-        1
-    );
-    let marked = store_work(|| store.usage(&UsageQuery::default())).unwrap();
+    store.begin_usage(&record).await.unwrap();
+    assert_eq!(store.interrupt_unfinished_usage().await.unwrap(), 1);
+    let marked = store.usage(&UsageQuery::default()).await.unwrap();
     assert_eq!(marked[0].status, basalt_store::INTERRUPTED);
 }
 

@@ -13,7 +13,7 @@ use basalt_catalog::Catalog;
 use basalt_engine::EngineConfig;
 use basalt_server::platform::{Platform, Prices};
 use basalt_server::{router, AppState, ServerConfig};
-use basalt_store::{store_work, SecretBox, SqliteStore, Store, UsageQuery};
+use basalt_store::{SecretBox, SqliteStore, Store, UsageQuery};
 use http_body_util::BodyExt;
 use serde_json::json;
 use tower::ServiceExt;
@@ -85,7 +85,7 @@ async fn failed_streams_are_billed_for_what_was_computed() {
     assert!(bedrock.contains("throttlingException"), "{bedrock}");
 
     // Records land before the error reaches the client.
-    let records = store_work(|| store.usage(&UsageQuery::default())).unwrap();
+    let records = store.usage(&UsageQuery::default()).await.unwrap();
     assert_eq!(records.len(), 3, "{records:?}");
     for r in &records {
         assert!(r.status.starts_with("error:"), "{r:?}");

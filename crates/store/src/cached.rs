@@ -5,7 +5,8 @@
 //! with it, a busy key costs one read a second. Freshness: a write through this cache (the
 //! admin API of the same process) empties it, so a revoked key or a changed grant takes
 //! effect at once; a write that bypasses it (the CLI on the database file, another process)
-//! is seen when the entries expire, after at most `ttl`.
+//! is seen when the entries expire, after at most `ttl`. A hit is answered at once, without
+//! a trip to the blocking pool or the network.
 //!
 //! Usage records and everything else pass straight through. This module must never hold a
 //! secret longer than `ttl`, or let the cache grow without bound: each map is emptied when
@@ -13,9 +14,11 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use basalt_auth::{AccessKey, Principal};
 
 use crate::{
@@ -30,6 +33,9 @@ pub const MAX_ENTRIES: usize = 10_000;
 pub struct CachedStore {
     inner: Arc<dyn Store>,
     ttl: Duration,
+    /// Bumped by every write through the cache: a read that began before a write must not
+    /// put what it read (perhaps the state before the write) back into the cache.
+    generation: AtomicU64,
     api_keys: Map<[u8; 32], Option<Principal>>,
     access_keys: Map<String, Option<AccessKey>>,
     tenants: Map<String, Tenant>,
@@ -42,6 +48,7 @@ impl CachedStore {
         Self {
             inner,
             ttl,
+            generation: AtomicU64::new(0),
             api_keys: Map::default(),
             access_keys: Map::default(),
             tenants: Map::default(),
@@ -52,6 +59,7 @@ impl CachedStore {
 
     /// Forgets everything: after any write, whatever it changed.
     fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.api_keys.clear();
         self.access_keys.clear();
         self.tenants.clear();
@@ -59,10 +67,47 @@ impl CachedStore {
         self.quotas.clear();
     }
 
-    /// Runs a write through to the store, then forgets what the cache held.
-    fn write<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    /// A write through to the store, after which the cache holds nothing it changed.
+    async fn write<T>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let result = write.await;
         self.invalidate();
         result
+    }
+
+    /// The value in `map` if it is younger than `ttl`, else `read`'s, kept when it is worth
+    /// keeping (`Some`) and no write went through the cache while it was read.
+    async fn read_through<K: Eq + Hash, V: Clone>(
+        &self,
+        map: &Map<K, V>,
+        key: K,
+        read: impl std::future::Future<Output = Option<V>>,
+    ) -> Option<V> {
+        if let Some(v) = map.fresh(&key, self.ttl) {
+            return Some(v);
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let value = read.await?;
+        if self.generation.load(Ordering::SeqCst) == generation {
+            map.insert(key, value.clone());
+        }
+        Some(value)
+    }
+
+    /// [`CachedStore::read_through`] for a read that can fail: errors are returned, never
+    /// cached.
+    async fn try_read_through<K: Eq + Hash, V: Clone>(
+        &self,
+        map: &Map<K, V>,
+        key: K,
+        read: impl std::future::Future<Output = Result<V, StoreError>>,
+    ) -> Result<V, StoreError> {
+        let mut error = None;
+        let read = async { read.await.map_err(|e| error = Some(e)).ok() };
+        let found = self.read_through(map, key, read).await;
+        found.ok_or_else(|| error.unwrap_or_else(|| StoreError::Backend("no value read".into())))
     }
 }
 
@@ -80,42 +125,20 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cached value if it is younger than `ttl`, else `read()`'s (kept when it is
-    /// `Some`). The lock is not held while reading the store.
-    fn get_or_read(&self, key: K, ttl: Duration, read: impl FnOnce() -> Option<V>) -> Option<V> {
-        if let Some((at, v)) = self.lock().get(&key) {
-            if at.elapsed() < ttl {
-                return Some(v.clone());
-            }
-        }
-        let value = read()?;
-        let mut map = self.lock();
-        if map.len() >= MAX_ENTRIES {
-            map.clear();
-        }
-        map.insert(key, (Instant::now(), value.clone()));
-        Some(value)
-    }
-
-    /// The cached value if it is younger than `ttl`; never reads the store.
-    fn peek(&self, key: &K, ttl: Duration) -> Option<V> {
+    /// The cached value if it is younger than `ttl`.
+    fn fresh(&self, key: &K, ttl: Duration) -> Option<V> {
         match self.lock().get(key) {
             Some((at, v)) if at.elapsed() < ttl => Some(v.clone()),
             _ => None,
         }
     }
 
-    /// [`Map::get_or_read`] for a store read that can fail: errors are returned, not
-    /// cached.
-    fn get_or_try_read(
-        &self,
-        key: K,
-        ttl: Duration,
-        read: impl FnOnce() -> Result<V, StoreError>,
-    ) -> Result<V, StoreError> {
-        let mut error = None;
-        let found = self.get_or_read(key, ttl, || read().map_err(|e| error = Some(e)).ok());
-        found.ok_or_else(|| error.unwrap_or_else(|| StoreError::Backend("no value read".into())))
+    fn insert(&self, key: K, value: V) {
+        let mut map = self.lock();
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, (Instant::now(), value));
     }
 
     fn clear(&self) {
@@ -123,23 +146,23 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
     }
 }
 
+#[async_trait]
 impl Store for CachedStore {
-    fn create_tenant(&self, name: &str, weight: u32) -> Result<Tenant, StoreError> {
-        self.write(self.inner.create_tenant(name, weight))
+    async fn create_tenant(&self, name: &str, weight: u32) -> Result<Tenant, StoreError> {
+        self.write(self.inner.create_tenant(name, weight)).await
     }
 
-    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        self.inner.tenants()
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        self.inner.tenants().await
     }
 
-    fn tenant(&self, id_or_name: &str) -> Result<Tenant, StoreError> {
-        self.tenants
-            .get_or_try_read(id_or_name.to_string(), self.ttl, || {
-                self.inner.tenant(id_or_name)
-            })
+    async fn tenant(&self, id_or_name: &str) -> Result<Tenant, StoreError> {
+        let read = self.inner.tenant(id_or_name);
+        self.try_read_through(&self.tenants, id_or_name.to_string(), read)
+            .await
     }
 
-    fn update_tenant(
+    async fn update_tenant(
         &self,
         id: &str,
         status: Option<&str>,
@@ -150,119 +173,123 @@ impl Store for CachedStore {
             self.inner
                 .update_tenant(id, status, weight, log_invocations),
         )
+        .await
     }
 
-    fn create_api_key(
+    async fn create_api_key(
         &self,
         tenant_id: &str,
         name: &str,
         expires_at: Option<i64>,
     ) -> Result<CreatedApiKey, StoreError> {
         self.write(self.inner.create_api_key(tenant_id, name, expires_at))
+            .await
     }
 
-    fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
-        self.inner.api_keys(tenant_id)
+    async fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        self.inner.api_keys(tenant_id).await
     }
 
-    fn revoke_api_key(&self, tenant_id: &str, key_id: &str) -> Result<(), StoreError> {
+    async fn revoke_api_key(&self, tenant_id: &str, key_id: &str) -> Result<(), StoreError> {
         self.write(self.inner.revoke_api_key(tenant_id, key_id))
+            .await
     }
 
     /// Cached, unknown keys included, for `ttl`: a key that expires is refused at most
     /// `ttl` late.
-    fn principal_for_api_key(&self, key_sha256: &[u8; 32], now: i64) -> Option<Principal> {
-        self.api_keys
-            .get_or_read(*key_sha256, self.ttl, || {
-                Some(self.inner.principal_for_api_key(key_sha256, now))
-            })
+    async fn principal_for_api_key(&self, key_sha256: &[u8; 32], now: i64) -> Option<Principal> {
+        let read = async { Some(self.inner.principal_for_api_key(key_sha256, now).await) };
+        self.read_through(&self.api_keys, *key_sha256, read)
+            .await
             .flatten()
     }
 
-    fn principal_for_api_key_now(&self, key_sha256: &[u8; 32]) -> Option<Option<Principal>> {
-        self.api_keys.peek(key_sha256, self.ttl)
+    async fn create_access_key(&self, tenant_id: &str) -> Result<CreatedAccessKey, StoreError> {
+        self.write(self.inner.create_access_key(tenant_id)).await
     }
 
-    fn access_key_secret_now(&self, access_key_id: &str) -> Option<Option<AccessKey>> {
-        self.access_keys.peek(&access_key_id.to_string(), self.ttl)
+    async fn access_keys(&self, tenant_id: &str) -> Result<Vec<AccessKeyInfo>, StoreError> {
+        self.inner.access_keys(tenant_id).await
     }
 
-    fn create_access_key(&self, tenant_id: &str) -> Result<CreatedAccessKey, StoreError> {
-        self.write(self.inner.create_access_key(tenant_id))
-    }
-
-    fn access_keys(&self, tenant_id: &str) -> Result<Vec<AccessKeyInfo>, StoreError> {
-        self.inner.access_keys(tenant_id)
-    }
-
-    fn revoke_access_key(&self, tenant_id: &str, access_key_id: &str) -> Result<(), StoreError> {
+    async fn revoke_access_key(
+        &self,
+        tenant_id: &str,
+        access_key_id: &str,
+    ) -> Result<(), StoreError> {
         self.write(self.inner.revoke_access_key(tenant_id, access_key_id))
+            .await
     }
 
-    fn access_key_secret(&self, access_key_id: &str, now: i64) -> Option<AccessKey> {
-        self.access_keys
-            .get_or_read(access_key_id.to_string(), self.ttl, || {
-                Some(self.inner.access_key_secret(access_key_id, now))
-            })
+    async fn access_key_secret(&self, access_key_id: &str, now: i64) -> Option<AccessKey> {
+        let read = async { Some(self.inner.access_key_secret(access_key_id, now).await) };
+        self.read_through(&self.access_keys, access_key_id.to_string(), read)
+            .await
             .flatten()
     }
 
-    fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
+    async fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
         self.write(self.inner.grant_model(tenant_id, model_id))
+            .await
     }
 
-    fn revoke_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
+    async fn revoke_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
         self.write(self.inner.revoke_model(tenant_id, model_id))
+            .await
     }
 
-    fn granted_models(&self, tenant_id: &str) -> Result<Vec<String>, StoreError> {
-        self.grants
-            .get_or_try_read(tenant_id.to_string(), self.ttl, || {
-                self.inner.granted_models(tenant_id)
-            })
+    async fn granted_models(&self, tenant_id: &str) -> Result<Vec<String>, StoreError> {
+        let read = self.inner.granted_models(tenant_id);
+        self.try_read_through(&self.grants, tenant_id.to_string(), read)
+            .await
     }
 
-    fn set_quota(&self, tenant_id: &str, model_id: &str, quota: &Quota) -> Result<(), StoreError> {
+    async fn set_quota(
+        &self,
+        tenant_id: &str,
+        model_id: &str,
+        quota: &Quota,
+    ) -> Result<(), StoreError> {
         self.write(self.inner.set_quota(tenant_id, model_id, quota))
+            .await
     }
 
-    fn quotas(&self, tenant_id: &str) -> Result<Vec<(String, Quota)>, StoreError> {
-        self.quotas
-            .get_or_try_read(tenant_id.to_string(), self.ttl, || {
-                self.inner.quotas(tenant_id)
-            })
+    async fn quotas(&self, tenant_id: &str) -> Result<Vec<(String, Quota)>, StoreError> {
+        let read = self.inner.quotas(tenant_id);
+        self.try_read_through(&self.quotas, tenant_id.to_string(), read)
+            .await
     }
 
-    fn record_usage(&self, record: &UsageRecord) -> Result<(), StoreError> {
-        self.inner.record_usage(record)
+    async fn record_usage(&self, record: &UsageRecord) -> Result<(), StoreError> {
+        self.inner.record_usage(record).await
     }
 
-    fn begin_usage(&self, record: &UsageRecord) -> Result<i64, StoreError> {
-        self.inner.begin_usage(record)
+    async fn begin_usage(&self, record: &UsageRecord) -> Result<i64, StoreError> {
+        self.inner.begin_usage(record).await
     }
 
-    fn complete_usage(&self, id: i64, record: &UsageRecord) -> Result<(), StoreError> {
-        self.inner.complete_usage(id, record)
+    async fn complete_usage(&self, id: i64, record: &UsageRecord) -> Result<(), StoreError> {
+        self.inner.complete_usage(id, record).await
     }
 
-    fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError> {
-        self.inner.interrupt_unfinished_usage()
+    async fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError> {
+        self.inner.interrupt_unfinished_usage().await
     }
 
-    fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
-        self.inner.usage(q)
+    async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
+        self.inner.usage(q).await
     }
 
-    fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError> {
-        self.inner.usage_totals(q)
+    async fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError> {
+        self.inner.usage_totals(q).await
     }
 
-    fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError> {
-        self.inner.admin_token_hash()
+    async fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        self.inner.admin_token_hash().await
     }
 
-    fn set_admin_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
-        self.inner.set_admin_token_hash(hash)
+    async fn set_admin_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.inner.set_admin_token_hash(hash).await
     }
 }
 
@@ -277,19 +304,22 @@ mod tests {
         (db, cached)
     }
 
-    #[test]
-    fn writes_through_the_cache_take_effect_at_once() {
+    #[tokio::test]
+    async fn writes_through_the_cache_take_effect_at_once() {
         let (_, cache) = stores(Duration::from_secs(3600));
-        let t = cache.create_tenant("acme", 1).unwrap();
-        let key = cache.create_api_key(&t.id, "k", None).unwrap();
+        let t = cache.create_tenant("acme", 1).await.unwrap();
+        let key = cache.create_api_key(&t.id, "k", None).await.unwrap();
         let hash = basalt_auth::sha256(key.key.as_bytes());
-        assert!(cache.principal_for_api_key(&hash, 0).is_some());
-        cache.revoke_api_key(&t.id, &key.info.id).unwrap();
-        assert!(cache.principal_for_api_key(&hash, 0).is_none());
+        assert!(cache.principal_for_api_key(&hash, 0).await.is_some());
+        cache.revoke_api_key(&t.id, &key.info.id).await.unwrap();
+        assert!(cache.principal_for_api_key(&hash, 0).await.is_none());
 
-        assert!(cache.granted_models(&t.id).unwrap().is_empty());
-        cache.grant_model(&t.id, "m").unwrap();
-        assert_eq!(cache.granted_models(&t.id).unwrap(), vec!["m".to_string()]);
+        assert!(cache.granted_models(&t.id).await.unwrap().is_empty());
+        cache.grant_model(&t.id, "m").await.unwrap();
+        assert_eq!(
+            cache.granted_models(&t.id).await.unwrap(),
+            vec!["m".to_string()]
+        );
         cache
             .set_quota(
                 &t.id,
@@ -299,73 +329,54 @@ mod tests {
                     ..Default::default()
                 },
             )
+            .await
             .unwrap();
         assert_eq!(
-            cache.quotas(&t.id).unwrap()[0].1.requests_per_minute,
+            cache.quotas(&t.id).await.unwrap()[0].1.requests_per_minute,
             Some(5)
         );
-        cache.update_tenant(&t.id, None, Some(7), None).unwrap();
-        assert_eq!(cache.tenant(&t.id).unwrap().weight, 7);
+        cache
+            .update_tenant(&t.id, None, Some(7), None)
+            .await
+            .unwrap();
+        assert_eq!(cache.tenant(&t.id).await.unwrap().weight, 7);
     }
 
-    #[test]
-    fn writes_that_bypass_the_cache_are_seen_once_entries_expire() {
+    #[tokio::test]
+    async fn writes_that_bypass_the_cache_are_seen_once_entries_expire() {
         let ttl = Duration::from_millis(200);
         let (db, cache) = stores(ttl);
-        let t = db.create_tenant("acme", 1).unwrap();
-        let key = db.create_api_key(&t.id, "k", None).unwrap();
+        let t = db.create_tenant("acme", 1).await.unwrap();
+        let key = db.create_api_key(&t.id, "k", None).await.unwrap();
         let hash = basalt_auth::sha256(key.key.as_bytes());
-        assert!(cache.principal_for_api_key(&hash, 0).is_some());
-        assert!(cache.granted_models(&t.id).unwrap().is_empty());
+        assert!(cache.principal_for_api_key(&hash, 0).await.is_some());
+        assert!(cache.granted_models(&t.id).await.unwrap().is_empty());
         // The CLI revokes the key and grants a model on the database directly.
-        db.revoke_api_key(&t.id, &key.info.id).unwrap();
-        db.grant_model(&t.id, "m").unwrap();
+        db.revoke_api_key(&t.id, &key.info.id).await.unwrap();
+        db.grant_model(&t.id, "m").await.unwrap();
         assert!(
-            cache.principal_for_api_key(&hash, 0).is_some(),
+            cache.principal_for_api_key(&hash, 0).await.is_some(),
             "served from the cache"
         );
-        std::thread::sleep(ttl + Duration::from_millis(50));
-        assert!(cache.principal_for_api_key(&hash, 0).is_none());
-        assert_eq!(cache.granted_models(&t.id).unwrap(), vec!["m".to_string()]);
-    }
-
-    #[test]
-    fn reading_keys_now_answers_only_from_memory() {
-        let (db, cache) = stores(Duration::from_secs(3600));
-        let t = db.create_tenant("acme", 1).unwrap();
-        let key = db.create_api_key(&t.id, "k", None).unwrap();
-        let hash = basalt_auth::sha256(key.key.as_bytes());
-        assert_eq!(cache.principal_for_api_key_now(&hash), None, "not read yet");
-        assert!(cache.principal_for_api_key(&hash, 0).is_some());
-        assert!(matches!(
-            cache.principal_for_api_key_now(&hash),
-            Some(Some(_))
-        ));
-        let unknown = [7u8; 32];
-        assert!(cache.principal_for_api_key(&unknown, 0).is_none());
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        assert!(cache.principal_for_api_key(&hash, 0).await.is_none());
         assert_eq!(
-            cache.principal_for_api_key_now(&unknown),
-            Some(None),
-            "a known miss"
-        );
-        assert!(cache.access_key_secret_now("AKIDNONE").is_none());
-        assert!(
-            db.principal_for_api_key_now(&hash).is_none(),
-            "a database never answers now"
+            cache.granted_models(&t.id).await.unwrap(),
+            vec!["m".to_string()]
         );
     }
 
-    #[test]
-    fn unknown_keys_and_tenants_are_answered_and_bounded() {
+    #[tokio::test]
+    async fn unknown_keys_and_tenants_are_answered_and_bounded() {
         let (_, cache) = stores(Duration::from_secs(3600));
         for i in 0..MAX_ENTRIES + 10 {
             let mut hash = [0u8; 32];
             hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            assert!(cache.principal_for_api_key(&hash, 0).is_none());
+            assert!(cache.principal_for_api_key(&hash, 0).await.is_none());
         }
         assert!(cache.api_keys.lock().len() <= MAX_ENTRIES);
         assert!(matches!(
-            cache.tenant("nobody"),
+            cache.tenant("nobody").await,
             Err(StoreError::NotFound(_))
         ));
     }

@@ -1,10 +1,12 @@
 //! The platform's durable state: tenants, their API keys and SigV4 access keys, model
 //! grants, quotas, and one usage record per request.
 //!
-//! Callers see only the [`Store`] trait; [`SqliteStore`] is the embedded implementation (a
-//! file in the data directory, WAL, migrations applied at open). A PostgreSQL store would
-//! implement the same trait. Every write is committed durably before the call returns, so
-//! a usage record written before a response is sent survives a `kill -9` right after.
+//! Callers see only the async [`Store`] trait; [`SqliteStore`] is the embedded
+//! implementation (a file in the data directory, WAL, one writer and a few readers on the
+//! blocking pool, migrations applied at open), and [`CachedStore`] keeps what every request
+//! reads in memory in front of any store. A PostgreSQL store would implement the same
+//! trait. Every write is committed durably before its future completes, so a usage record
+//! written before a response is sent survives a `kill -9` right after.
 //!
 //! Secrets: API keys are stored as SHA-256 hashes (they are shown once, at creation); SigV4
 //! secrets must be recoverable to verify signatures, so they are encrypted at rest with the
@@ -17,13 +19,13 @@ mod secrets;
 mod sqlite;
 mod work;
 
+use async_trait::async_trait;
 use basalt_auth::{AccessKey, KeyStore, Principal};
 use serde::Serialize;
 
 pub use cached::CachedStore;
 pub use secrets::{random_token, SecretBox};
 pub use sqlite::SqliteStore;
-pub use work::store_work;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -136,14 +138,16 @@ pub struct UsageTotals {
     pub cost_usd: f64,
 }
 
-/// The platform's state. Implementations are shared across threads and must make every
-/// write durable before returning.
+/// The platform's state. Async because a database answers over a connection (SQLite's on
+/// the blocking pool, PostgreSQL's over the network); implementations are shared across
+/// tasks and must make every write durable before its future completes.
+#[async_trait]
 pub trait Store: Send + Sync {
-    fn create_tenant(&self, name: &str, weight: u32) -> Result<Tenant, StoreError>;
-    fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+    async fn create_tenant(&self, name: &str, weight: u32) -> Result<Tenant, StoreError>;
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
     /// By id or by name.
-    fn tenant(&self, id_or_name: &str) -> Result<Tenant, StoreError>;
-    fn update_tenant(
+    async fn tenant(&self, id_or_name: &str) -> Result<Tenant, StoreError>;
+    async fn update_tenant(
         &self,
         id: &str,
         status: Option<&str>,
@@ -151,73 +155,67 @@ pub trait Store: Send + Sync {
         log_invocations: Option<bool>,
     ) -> Result<Tenant, StoreError>;
 
-    fn create_api_key(
+    async fn create_api_key(
         &self,
         tenant_id: &str,
         name: &str,
         expires_at: Option<i64>,
     ) -> Result<CreatedApiKey, StoreError>;
-    fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError>;
-    fn revoke_api_key(&self, tenant_id: &str, key_id: &str) -> Result<(), StoreError>;
+    async fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError>;
+    async fn revoke_api_key(&self, tenant_id: &str, key_id: &str) -> Result<(), StoreError>;
     /// The principal of a valid (known, unrevoked, unexpired, tenant active) key.
-    fn principal_for_api_key(&self, key_sha256: &[u8; 32], now: i64) -> Option<Principal>;
+    async fn principal_for_api_key(&self, key_sha256: &[u8; 32], now: i64) -> Option<Principal>;
 
-    fn create_access_key(&self, tenant_id: &str) -> Result<CreatedAccessKey, StoreError>;
-    fn access_keys(&self, tenant_id: &str) -> Result<Vec<AccessKeyInfo>, StoreError>;
-    fn revoke_access_key(&self, tenant_id: &str, access_key_id: &str) -> Result<(), StoreError>;
-    fn access_key_secret(&self, access_key_id: &str, now: i64) -> Option<AccessKey>;
-    /// [`Store::principal_for_api_key`] from memory only: `None` when answering needs a
-    /// blocking read (the default: a database has nothing in memory).
-    fn principal_for_api_key_now(&self, _key_sha256: &[u8; 32]) -> Option<Option<Principal>> {
-        None
-    }
-    /// [`Store::access_key_secret`] from memory only, as
-    /// [`Store::principal_for_api_key_now`].
-    fn access_key_secret_now(&self, _access_key_id: &str) -> Option<Option<AccessKey>> {
-        None
-    }
+    async fn create_access_key(&self, tenant_id: &str) -> Result<CreatedAccessKey, StoreError>;
+    async fn access_keys(&self, tenant_id: &str) -> Result<Vec<AccessKeyInfo>, StoreError>;
+    async fn revoke_access_key(
+        &self,
+        tenant_id: &str,
+        access_key_id: &str,
+    ) -> Result<(), StoreError>;
+    async fn access_key_secret(&self, access_key_id: &str, now: i64) -> Option<AccessKey>;
 
-    fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError>;
-    fn revoke_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError>;
-    fn granted_models(&self, tenant_id: &str) -> Result<Vec<String>, StoreError>;
+    async fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError>;
+    async fn revoke_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError>;
+    async fn granted_models(&self, tenant_id: &str) -> Result<Vec<String>, StoreError>;
 
-    fn set_quota(&self, tenant_id: &str, model_id: &str, quota: &Quota) -> Result<(), StoreError>;
+    async fn set_quota(
+        &self,
+        tenant_id: &str,
+        model_id: &str,
+        quota: &Quota,
+    ) -> Result<(), StoreError>;
     /// All quotas of a tenant: (model id or `*`, quota).
-    fn quotas(&self, tenant_id: &str) -> Result<Vec<(String, Quota)>, StoreError>;
+    async fn quotas(&self, tenant_id: &str) -> Result<Vec<(String, Quota)>, StoreError>;
 
-    fn record_usage(&self, record: &UsageRecord) -> Result<(), StoreError>;
+    async fn record_usage(&self, record: &UsageRecord) -> Result<(), StoreError>;
     /// Records a request when it is admitted (status [`IN_PROGRESS`], the tokens known so
     /// far), durably, so that a crash before it ends still leaves its trace; returns the
     /// record's id for [`Store::complete_usage`].
-    fn begin_usage(&self, record: &UsageRecord) -> Result<i64, StoreError>;
+    async fn begin_usage(&self, record: &UsageRecord) -> Result<i64, StoreError>;
     /// Replaces a record begun with [`Store::begin_usage`] with the request's final usage.
-    fn complete_usage(&self, id: i64, record: &UsageRecord) -> Result<(), StoreError>;
+    async fn complete_usage(&self, id: i64, record: &UsageRecord) -> Result<(), StoreError>;
     /// Marks every record still [`IN_PROGRESS`] as [`INTERRUPTED`]: run when a server
     /// starts, for the requests that were in flight when the last one died.
-    fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError>;
-    fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError>;
-    fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError>;
+    async fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError>;
+    async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError>;
+    async fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError>;
 
     /// The admin token's hash, set once at bootstrap.
-    fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError>;
-    fn set_admin_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError>;
+    async fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError>;
+    async fn set_admin_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError>;
 }
 
 /// Lets the authentication layer find keys in a store.
 pub struct StoreKeys<S: Store + ?Sized>(pub std::sync::Arc<S>);
 
+#[async_trait]
 impl<S: Store + ?Sized> KeyStore for StoreKeys<S> {
-    fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
-        self.0.principal_for_api_key(key_sha256, now())
+    async fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
+        self.0.principal_for_api_key(key_sha256, now()).await
     }
-    fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
-        self.0.access_key_secret(access_key_id, now())
-    }
-    fn api_key_now(&self, key_sha256: &[u8; 32]) -> Option<Option<Principal>> {
-        self.0.principal_for_api_key_now(key_sha256)
-    }
-    fn access_key_now(&self, access_key_id: &str) -> Option<Option<AccessKey>> {
-        self.0.access_key_secret_now(access_key_id)
+    async fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
+        self.0.access_key_secret(access_key_id, now()).await
     }
     fn is_empty(&self) -> bool {
         // A store always demands credentials, even before its first key exists.

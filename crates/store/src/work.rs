@@ -1,8 +1,9 @@
 //! Where database calls may run: never on an async runtime's worker threads, whose every
-//! blocked millisecond stalls the requests they serve. A server runs store calls on its
-//! blocking pool inside [`store_work`]; programs without a runtime (the CLI, start-up) call
-//! the store directly. Debug builds check this at every database access, so a test that
-//! reaches the database from a runtime thread fails and names the rule.
+//! blocked millisecond stalls the requests they serve. [`crate::SqliteStore`] runs each
+//! call on tokio's blocking pool inside [`store_work`]; threads of no runtime (the crate's
+//! own tests) may call the database directly. Debug builds check this at every connection
+//! taken, so a change that reaches the database from a runtime thread fails its tests and
+//! names the rule.
 
 use std::cell::Cell;
 
@@ -12,7 +13,7 @@ thread_local! {
 
 /// Runs `f`, which may call the store, as store work: the caller promises this thread is
 /// not an async runtime's worker (it is the blocking pool's, or a thread of its own).
-pub fn store_work<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn store_work<R>(f: impl FnOnce() -> R) -> R {
     struct Reset(bool);
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -28,7 +29,7 @@ pub(crate) fn debug_check_thread() {
     debug_assert!(
         tokio::runtime::Handle::try_current().is_err() || IN_STORE_WORK.with(Cell::get),
         "a database call on an async runtime thread: run it on the blocking pool inside \
-         basalt_store::store_work"
+         store_work"
     );
 }
 

@@ -47,16 +47,15 @@ fn store(state: &AppState) -> Result<Arc<dyn Store>, OpenAiError> {
         })
 }
 
-/// Runs a store call on the blocking pool (SQLite waits for the disk).
-async fn blocking<T: Send + 'static>(
+/// Runs `f` against the store, its errors in the admin API's shape.
+async fn with_store<T, F>(
     state: &AppState,
-    f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, OpenAiError> {
-    let store = store(state)?;
-    tokio::task::spawn_blocking(move || basalt_store::store_work(|| f(store.as_ref())))
-        .await
-        .map_err(|e| OpenAiError(BasaltError::internal(format!("store task failed: {e}"))))?
-        .map_err(store_error)
+    f: impl FnOnce(Arc<dyn Store>) -> F,
+) -> Result<T, OpenAiError>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    f(store(state)?).await.map_err(store_error)
 }
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -133,7 +132,7 @@ pub async fn require_admin(
 }
 
 async fn list_tenants(State(state): Shared) -> Result<Json<Value>, OpenAiError> {
-    let tenants = blocking(&state, |s| s.tenants()).await?;
+    let tenants = with_store(&state, |s| async move { s.tenants().await }).await?;
     Ok(Json(json!({ "tenants": tenants })))
 }
 
@@ -160,10 +159,10 @@ async fn create_tenant(
     body: axum::body::Bytes,
 ) -> Result<Response, OpenAiError> {
     let req: NewTenant = basalt_wire::parse_json(&body)?;
-    let tenant = blocking(&state, move |s| {
-        let t = s.create_tenant(&req.name, req.weight)?;
+    let tenant = with_store(&state, move |s| async move {
+        let t = s.create_tenant(&req.name, req.weight).await?;
         for m in &req.models {
-            s.grant_model(&t.id, m)?;
+            s.grant_model(&t.id, m).await?;
         }
         Ok(t)
     })
@@ -177,7 +176,7 @@ async fn get_tenant(
     State(state): Shared,
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, OpenAiError> {
-    let t = blocking(&state, move |s| s.tenant(&tenant)).await?;
+    let t = with_store(&state, move |s| async move { s.tenant(&tenant).await }).await?;
     Ok(Json(json!(t)))
 }
 
@@ -194,9 +193,10 @@ async fn update_tenant(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, OpenAiError> {
     let u: TenantUpdate = basalt_wire::parse_json(&body)?;
-    let t = blocking(&state, move |s| {
-        let id = s.tenant(&tenant)?.id;
+    let t = with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
         s.update_tenant(&id, u.status.as_deref(), u.weight, u.log_invocations)
+            .await
     })
     .await?;
     Ok(Json(json!(t)))
@@ -223,9 +223,9 @@ async fn create_key(
     } else {
         basalt_wire::parse_json(&body)?
     };
-    let key = blocking(&state, move |s| {
-        let id = s.tenant(&tenant)?.id;
-        s.create_api_key(&id, &req.name, req.expires_at)
+    let key = with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.create_api_key(&id, &req.name, req.expires_at).await
     })
     .await?;
     Ok((StatusCode::CREATED, Json(key)).into_response())
@@ -235,9 +235,9 @@ async fn list_keys(
     State(state): Shared,
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, OpenAiError> {
-    let keys = blocking(&state, move |s| {
-        let id = s.tenant(&tenant)?.id;
-        s.api_keys(&id)
+    let keys = with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.api_keys(&id).await
     })
     .await?;
     Ok(Json(json!({ "keys": keys })))
@@ -247,9 +247,9 @@ async fn revoke_key(
     State(state): Shared,
     Path((tenant, key)): Path<(String, String)>,
 ) -> Result<StatusCode, OpenAiError> {
-    blocking(&state, move |s| {
-        let id = s.tenant(&tenant)?.id;
-        s.revoke_api_key(&id, &key)
+    with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.revoke_api_key(&id, &key).await
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -259,9 +259,9 @@ async fn create_access_key(
     State(state): Shared,
     Path(tenant): Path<String>,
 ) -> Result<Response, OpenAiError> {
-    let key = blocking(&state, move |s| {
-        let id = s.tenant(&tenant)?.id;
-        s.create_access_key(&id)
+    let key = with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.create_access_key(&id).await
     })
     .await?;
     Ok((StatusCode::CREATED, Json(key)).into_response())
@@ -271,9 +271,9 @@ async fn list_access_keys(
     State(state): Shared,
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, OpenAiError> {
-    let keys = blocking(&state, move |s| {
-        let id = s.tenant(&tenant)?.id;
-        s.access_keys(&id)
+    let keys = with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.access_keys(&id).await
     })
     .await?;
     Ok(Json(json!({ "access_keys": keys })))
@@ -283,9 +283,9 @@ async fn revoke_access_key(
     State(state): Shared,
     Path((tenant, key)): Path<(String, String)>,
 ) -> Result<StatusCode, OpenAiError> {
-    blocking(&state, move |s| {
-        let id = s.tenant(&tenant)?.id;
-        s.revoke_access_key(&id, &key)
+    with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.revoke_access_key(&id, &key).await
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -295,9 +295,9 @@ async fn list_grants(
     State(state): Shared,
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, OpenAiError> {
-    let models = blocking(&state, move |s| {
-        let id = s.tenant(&tenant)?.id;
-        s.granted_models(&id)
+    let models = with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.granted_models(&id).await
     })
     .await?;
     Ok(Json(json!({ "models": models })))
@@ -310,9 +310,9 @@ async fn grant(
     if model != "*" && state.model(&model).is_err() {
         return Err(BasaltError::model_not_found(&model).into());
     }
-    blocking(&state, move |s| {
-        let id = s.tenant(&tenant)?.id;
-        s.grant_model(&id, &model)
+    with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.grant_model(&id, &model).await
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -322,9 +322,9 @@ async fn revoke_grant(
     State(state): Shared,
     Path((tenant, model)): Path<(String, String)>,
 ) -> Result<StatusCode, OpenAiError> {
-    blocking(&state, move |s| {
-        let id = s.tenant(&tenant)?.id;
-        s.revoke_model(&id, &model)
+    with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.revoke_model(&id, &model).await
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -334,9 +334,9 @@ async fn list_quotas(
     State(state): Shared,
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, OpenAiError> {
-    let quotas = blocking(&state, move |s| {
-        let id = s.tenant(&tenant)?.id;
-        s.quotas(&id)
+    let quotas = with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.quotas(&id).await
     })
     .await?;
     let quotas: Vec<Value> = quotas
@@ -363,9 +363,9 @@ async fn set_quota(
         .into());
     }
     let q: Quota = basalt_wire::from_value(Value::Object(fields))?;
-    blocking(&state, move |s| {
-        let id = s.tenant(&tenant)?.id;
-        s.set_quota(&id, &model, &q)
+    with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.set_quota(&id, &model, &q).await
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -383,9 +383,9 @@ pub struct UsageParams {
 }
 
 async fn usage_report(state: &AppState, q: UsageQuery) -> Result<Json<Value>, OpenAiError> {
-    let (records, totals) = blocking(state, move |s| {
-        let totals = s.usage_totals(&q)?;
-        Ok((s.usage(&q)?, totals))
+    let (records, totals) = with_store(state, move |s| async move {
+        let totals = s.usage_totals(&q).await?;
+        Ok((s.usage(&q).await?, totals))
     })
     .await?;
     Ok(Json(json!({ "totals": totals, "records": records })))
@@ -396,7 +396,11 @@ async fn admin_usage(
     Query(p): Query<UsageParams>,
 ) -> Result<Json<Value>, OpenAiError> {
     let tenant_id = match p.tenant {
-        Some(t) => Some(blocking(&state, move |s| s.tenant(&t)).await?.id),
+        Some(t) => Some(
+            with_store(&state, move |s| async move { s.tenant(&t).await })
+                .await?
+                .id,
+        ),
         None => None,
     };
     usage_report(

@@ -168,13 +168,9 @@ async fn count_tokens(
     let (model_id, prompt, constraints) =
         basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
     let model = state.model(&model_id)?;
-    let platform = state.platform.clone();
-    let tokens = off_runtime(move || {
-        if let Some(p) = &platform {
-            p.check_access(&principal, &model_id)?;
-        }
-        model.engine.tokenize_prompt(&prompt, &constraints)
-    })
-    .await??;
+    if let Some(p) = &state.platform {
+        p.check_access(&principal, &model_id).await?;
+    }
+    let tokens = off_runtime(move || model.engine.tokenize_prompt(&prompt, &constraints)).await??;
     Ok(Json(json!({"input_tokens": tokens.len()})))
 }

@@ -2,8 +2,9 @@
 //!
 //! One [`basalt_auth::Authenticator`] decides who is calling, whichever surface the request
 //! came in on; this layer only adapts it to HTTP: it reads the body under the server's size
-//! limit and deadline (a SigV4 signature covers its hash), stores the [`basalt_auth::Principal`] in the request's extensions
-//! for the handlers, and renders failures in the route's own error shape.
+//! limit and deadline (a SigV4 signature covers its hash), stores the
+//! [`basalt_auth::Principal`] in the request's extensions for the handlers, and renders
+//! failures in the route's own error shape.
 
 use std::sync::Arc;
 
@@ -15,7 +16,6 @@ use basalt_auth::{AuthError, RequestLine};
 use basalt_types::{BasaltError, ErrorKind};
 
 use crate::error::{AnthropicError, BedrockError, OpenAiError};
-use crate::offload::off_runtime;
 use crate::AppState;
 
 /// Which error shape a route answers in.
@@ -92,23 +92,14 @@ pub async fn require(
         Ok(b) => b,
         Err(e) => return dialect.render(e, None),
     };
-    // Keys come from memory (operator keys, the store's cache) at once; a key only the
-    // database knows is read on the blocking pool, where the request's parts travel and
-    // come back rather than being copied.
-    let (mut parts, body, verdict) = if let Some(verdict) = authenticate_now(&state, &parts, &body)
-    {
-        (parts, body, verdict)
-    } else {
-        let state = Arc::clone(&state);
-        let checked = off_runtime(move || {
-            let verdict = authenticate(&state, &parts, &body);
-            (parts, body, verdict)
-        });
-        match checked.await {
-            Ok(checked) => checked,
-            Err(e) => return dialect.render(e, None),
-        }
-    };
+    // Keys come from memory (operator keys, the store's cache) at once; only a key the
+    // cache does not hold waits for the database.
+    let now = crate::generation::unix_now() as i64;
+    let verdict = state
+        .auth
+        .authenticate(&request_line(&parts), &parts.headers, &body, now)
+        .await;
+    let mut parts = parts;
     match verdict {
         Ok(principal) => {
             parts.extensions.insert(principal);
@@ -125,30 +116,6 @@ fn request_line(parts: &axum::http::request::Parts) -> RequestLine<'_> {
         raw_query: parts.uri.query(),
         authority: parts.uri.authority().map(|a| a.as_str()),
     }
-}
-
-/// Authenticates, reading the store if it must (on the blocking pool only).
-fn authenticate(
-    state: &AppState,
-    parts: &axum::http::request::Parts,
-    body: &[u8],
-) -> Result<basalt_auth::Principal, AuthError> {
-    let now = crate::generation::unix_now() as i64;
-    state
-        .auth
-        .authenticate(&request_line(parts), &parts.headers, body, now)
-}
-
-/// Authenticates from memory, or `None` when a key must be read from the database.
-fn authenticate_now(
-    state: &AppState,
-    parts: &axum::http::request::Parts,
-    body: &[u8],
-) -> Option<Result<basalt_auth::Principal, AuthError>> {
-    let now = crate::generation::unix_now() as i64;
-    state
-        .auth
-        .authenticate_now(&request_line(parts), &parts.headers, body, now)
 }
 
 fn failure(dialect: Dialect, e: AuthError) -> Response {

@@ -333,14 +333,10 @@ async fn count_tokens(
     let (prompt, constraints) =
         basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
     let model = resolve(&state, &model_id)?;
-    let platform = state.platform.clone();
-    let tokens = off_runtime(move || {
-        if let Some(p) = &platform {
-            p.check_access(&principal, &model.entry.manifest.id)?;
-        }
-        model.engine.tokenize_prompt(&prompt, &constraints)
-    })
-    .await??;
+    if let Some(p) = &state.platform {
+        p.check_access(&principal, &model.entry.manifest.id).await?;
+    }
+    let tokens = off_runtime(move || model.engine.tokenize_prompt(&prompt, &constraints)).await??;
     Ok(Json(json!({"inputTokens": tokens.len()})))
 }
 
@@ -400,7 +396,7 @@ async fn list_foundation_models(
     Query(filters): Query<ListFilters>,
 ) -> Result<Json<Value>, BedrockError> {
     let ids = state.entries().map(|e| e.manifest.id.clone()).collect();
-    let usable = state.usable(&principal, ids).await?;
+    let usable = state.usable(&principal, ids).await;
     let summaries: Vec<Value> = state
         .entries()
         .filter(|e| usable.contains(&e.manifest.id))
@@ -424,7 +420,7 @@ async fn get_foundation_model(
         .ok_or_else(|| BasaltError::model_not_found(&model_id))?;
     let usable = state
         .usable(&principal, vec![entry.manifest.id.clone()])
-        .await?;
+        .await;
     if usable.is_empty() {
         return Err(BasaltError::model_not_found(&model_id).into());
     }

@@ -36,23 +36,23 @@ pub(crate) async fn embed(
             ));
         }
     }
-    // Access, token counting and quota admission block (the store, the tokenizer).
+    if let Some(p) = &state.platform {
+        p.check_access(&call.principal, &model_id).await?;
+    }
+    // Counting tokens runs the tokenizer: the blocking pool's work.
     let model = Arc::clone(&served.embedder.model);
     let texts = request.texts.clone();
-    let platform = state.platform.clone();
-    let principal = call.principal.clone();
-    let admitted_model = model_id.clone();
-    let reservation = off_runtime(move || {
-        if let Some(p) = &platform {
-            p.check_access(&principal, &admitted_model)?;
-        }
-        let tokens: u64 = texts.iter().map(|t| model.count_tokens(t).0 as u64).sum();
-        match &platform {
-            Some(p) => p.admit(&principal, &admitted_model, tokens),
-            None => Ok(None),
-        }
+    let tokens = off_runtime(move || {
+        texts
+            .iter()
+            .map(|t| model.count_tokens(t).0 as u64)
+            .sum::<u64>()
     })
-    .await??;
+    .await?;
+    let reservation = match &state.platform {
+        Some(p) => p.admit(&call.principal, &model_id, tokens).await?,
+        None => None,
+    };
     let result = match served
         .embedder
         .submit(request.texts, request.allow_truncation)

@@ -19,7 +19,6 @@ use serde_json::Value;
 
 use crate::error::{body_error, OpenAiError};
 use crate::generation::{record_now, unix_now, Call};
-use crate::offload::off_runtime;
 use crate::{AppState, ServedImageModel};
 
 /// Generates the request's images: `(seed, PNG)` each.
@@ -49,19 +48,14 @@ pub(crate) async fn generate(
         Some(j) => served.model.check(j).map_err(image_error)?,
         None => 1,
     };
-    // Access and quota admission read the store: the blocking pool's work.
-    let platform = state.platform.clone();
-    let principal = call.principal.clone();
-    let admitted_model = model_id.clone();
     let units = u64::from(request.n) * u64::from(steps_per_image);
-    let reservation = off_runtime(move || match &platform {
+    let reservation = match &state.platform {
         Some(p) => {
-            p.check_access(&principal, &admitted_model)?;
-            p.admit(&principal, &admitted_model, units)
+            p.check_access(&call.principal, &model_id).await?;
+            p.admit(&call.principal, &model_id, units).await?
         }
-        None => Ok(None),
-    })
-    .await??;
+        None => None,
+    };
     // The work runs in its own task, so that when the client goes away (and this future is
     // dropped) the steps already computed are still metered; the flag stops the model at
     // its next step.

@@ -1,102 +1,61 @@
-//! The embedded store: one SQLite file in the data directory.
+//! The SQLite database itself, called synchronously: connections, migrations, and every
+//! query and write the [`crate::Store`] trait offers. Only [`super::SqliteStore`] calls it,
+//! from the blocking pool; nothing here may run on an async runtime's worker (debug builds
+//! check at every connection taken).
 //!
-//! WAL journaling with `synchronous = FULL`: a committed write is on disk before the call
-//! returns, so nothing acknowledged is lost on a crash. Migrations are numbered and applied
-//! in order at open (`PRAGMA user_version` records the last one). One connection behind a
-//! mutex: writes are short, and SQLite serialises writers anyway.
+//! One writer connection and a small pool of reader connections. In WAL mode readers never
+//! wait for the writer, nor the writer for them, so a usage write holding the writer
+//! through its fsync delays no key lookup, and lookups run in parallel with each other.
+//! A private in-memory database has no file for a second connection to open: it reads
+//! through its writer.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use basalt_auth::{sha256, AccessKey, Principal};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+use super::migrations::MIGRATIONS;
+use super::pool::ReaderPool;
+use super::usage::{apply_usage_batch, where_usage, QueuedUsage, UsageWrite};
+use super::{backend, DEFAULT_READERS};
 use crate::{
     now, random_token, AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, Quota,
-    SecretBox, Store, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
+    SecretBox, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
 };
 
-const MIGRATIONS: &[&str] = &[
-    // 1: the platform's first schema.
-    "CREATE TABLE tenants (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        status TEXT NOT NULL DEFAULT 'active',
-        weight INTEGER NOT NULL DEFAULT 1,
-        log_invocations INTEGER NOT NULL DEFAULT 0,
-        created_at INTEGER NOT NULL
-    );
-    CREATE TABLE api_keys (
-        id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL REFERENCES tenants(id),
-        name TEXT NOT NULL,
-        key_hash BLOB NOT NULL UNIQUE,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER,
-        revoked_at INTEGER
-    );
-    CREATE TABLE access_keys (
-        id TEXT PRIMARY KEY,
-        tenant_id TEXT NOT NULL REFERENCES tenants(id),
-        sealed_secret BLOB NOT NULL,
-        created_at INTEGER NOT NULL,
-        revoked_at INTEGER
-    );
-    CREATE TABLE model_grants (
-        tenant_id TEXT NOT NULL REFERENCES tenants(id),
-        model_id TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, model_id)
-    );
-    CREATE TABLE quotas (
-        tenant_id TEXT NOT NULL REFERENCES tenants(id),
-        model_id TEXT NOT NULL,
-        requests_per_minute INTEGER,
-        tokens_per_minute INTEGER,
-        tokens_per_day INTEGER,
-        monthly_budget_usd REAL,
-        PRIMARY KEY (tenant_id, model_id)
-    );
-    CREATE TABLE usage (
-        id INTEGER PRIMARY KEY,
-        request_id TEXT NOT NULL,
-        tenant_id TEXT NOT NULL,
-        key_id TEXT NOT NULL,
-        model_id TEXT NOT NULL,
-        surface TEXT NOT NULL,
-        operation TEXT NOT NULL,
-        input_tokens INTEGER NOT NULL,
-        cached_input_tokens INTEGER NOT NULL,
-        output_tokens INTEGER NOT NULL,
-        latency_ms INTEGER NOT NULL,
-        ttft_ms INTEGER,
-        status TEXT NOT NULL,
-        cost_usd REAL NOT NULL,
-        created_at INTEGER NOT NULL
-    );
-    CREATE INDEX usage_by_tenant_time ON usage (tenant_id, created_at);
-    CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
-];
-
-pub struct SqliteStore {
-    conn: Mutex<Connection>,
+pub(super) struct Database {
+    writer: Mutex<Connection>,
+    /// Empty for an in-memory database (reads then take the writer).
+    readers: ReaderPool,
     secrets: SecretBox,
-    /// Usage writes waiting for the next group commit (see [`SqliteStore::commit_usage`]).
+    /// Usage writes waiting for the next group commit (see [`Database::commit_usage`]).
     usage_queue: Mutex<Vec<QueuedUsage>>,
 }
 
-fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
+impl Database {
+    /// Opens (creating if needed) the database at `path`, brings its schema up to date,
+    /// then opens `readers` read-only connections beside the writer.
+    pub(super) fn open(path: &Path, secrets: SecretBox) -> Result<Self, StoreError> {
+        Self::open_with_readers(path, secrets, DEFAULT_READERS)
+    }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
-    pub fn open(path: &Path, secrets: SecretBox) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(backend)?;
-        Self::init(conn, secrets)
+    pub(super) fn open_with_readers(
+        path: &Path,
+        secrets: SecretBox,
+        readers: usize,
+    ) -> Result<Self, StoreError> {
+        let writer = Connection::open(path).map_err(backend)?;
+        let mut db = Self::init(writer, secrets)?;
+        let connections = (0..readers.max(1))
+            .map(|_| open_reader(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        db.readers = ReaderPool::new(connections);
+        Ok(db)
     }
 
     /// A private in-memory database, for tests.
-    pub fn in_memory(secrets: SecretBox) -> Result<Self, StoreError> {
+    pub(super) fn in_memory(secrets: SecretBox) -> Result<Self, StoreError> {
         Self::init(Connection::open_in_memory().map_err(backend)?, secrets)
     }
 
@@ -120,7 +79,8 @@ impl SqliteStore {
         }
         tx.commit().map_err(backend)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            writer: Mutex::new(conn),
+            readers: ReaderPool::new(Vec::new()),
             secrets,
             usage_queue: Mutex::new(Vec::new()),
         })
@@ -128,7 +88,7 @@ impl SqliteStore {
 
     /// Commits a usage write durably, in one transaction (one fsync) with every other usage
     /// write queued meanwhile: group commit. The caller queues its write, then takes the
-    /// connection; whoever holds it next commits everything queued by then, so writes that
+    /// writer; whoever holds it next commits everything queued by then, so writes that
     /// arrive during one commit share the next. Returns once the caller's own write is
     /// committed (the record id for an insert), as every `Store` write must.
     fn commit_usage(&self, write: UsageWrite) -> Result<i64, StoreError> {
@@ -142,7 +102,7 @@ impl SqliteStore {
             let batch =
                 std::mem::take(&mut *self.usage_queue.lock().unwrap_or_else(|p| p.into_inner()));
             if !batch.is_empty() {
-                commit_batch(&mut conn, batch);
+                apply_usage_batch(&mut conn, batch);
             }
         }
         result
@@ -150,11 +110,22 @@ impl SqliteStore {
             .unwrap_or_else(|_| Err(StoreError::Backend("a usage write was lost".into())))
     }
 
+    /// The writer: every write, and reads that must see the database as a write will.
     fn conn(&self) -> MutexGuard<'_, Connection> {
         crate::work::debug_check_thread();
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions
         // roll back), so a poisoned lock is still usable.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection for a read that stands alone: it sees every write committed before it
+    /// starts.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        crate::work::debug_check_thread();
+        match self.readers.take() {
+            Some(reader) => reader,
+            None => self.writer.lock().unwrap_or_else(|p| p.into_inner()),
+        }
     }
 
     fn tenant_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
@@ -185,130 +156,19 @@ impl SqliteStore {
     }
 }
 
-/// A usage write for [`SqliteStore::commit_usage`].
-enum UsageWrite {
-    Insert(UsageRecord),
-    Complete(i64, UsageRecord),
-}
-
-struct QueuedUsage {
-    write: UsageWrite,
-    done: std::sync::mpsc::SyncSender<Result<i64, StoreError>>,
-}
-
-/// Runs a batch of usage writes in one transaction and tells each writer its own result;
-/// one write failing (a record id that does not exist) fails only that writer. If the
-/// commit itself fails, every writer of the batch hears so.
-fn commit_batch(conn: &mut Connection, batch: Vec<QueuedUsage>) {
-    let tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => return fail_batch(batch, &e),
-    };
-    let results: Vec<Result<i64, StoreError>> =
-        batch.iter().map(|q| apply_usage(&tx, &q.write)).collect();
-    match tx.commit() {
-        Ok(()) => {
-            for (q, r) in batch.into_iter().zip(results) {
-                let _ = q.done.send(r);
-            }
-        }
-        Err(e) => fail_batch(batch, &e),
-    }
-}
-
-fn fail_batch(batch: Vec<QueuedUsage>, e: &rusqlite::Error) {
-    for q in batch {
-        let _ = q.done.send(Err(StoreError::Backend(e.to_string())));
-    }
-}
-
-fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError> {
-    match write {
-        UsageWrite::Insert(u) => {
-            conn.execute(
-                "INSERT INTO usage (request_id, tenant_id, key_id, model_id, surface, operation,
-                    input_tokens, cached_input_tokens, output_tokens, latency_ms, ttft_ms, status,
-                    cost_usd, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                params![
-                    u.request_id,
-                    u.tenant_id,
-                    u.key_id,
-                    u.model_id,
-                    u.surface,
-                    u.operation,
-                    u.input_tokens as i64,
-                    u.cached_input_tokens as i64,
-                    u.output_tokens as i64,
-                    u.latency_ms as i64,
-                    u.time_to_first_token_ms.map(|v| v as i64),
-                    u.status,
-                    u.cost_usd,
-                    u.created_at
-                ],
-            )
-            .map_err(backend)?;
-            Ok(conn.last_insert_rowid())
-        }
-        UsageWrite::Complete(id, u) => {
-            let changed = conn
-                .execute(
-                    "UPDATE usage SET input_tokens = ?2, cached_input_tokens = ?3,
-                        output_tokens = ?4, latency_ms = ?5, ttft_ms = ?6, status = ?7,
-                        cost_usd = ?8
-                     WHERE id = ?1",
-                    params![
-                        id,
-                        u.input_tokens as i64,
-                        u.cached_input_tokens as i64,
-                        u.output_tokens as i64,
-                        u.latency_ms as i64,
-                        u.time_to_first_token_ms.map(|v| v as i64),
-                        u.status,
-                        u.cost_usd,
-                    ],
-                )
-                .map_err(backend)?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(format!("usage record {id}")));
-            }
-            Ok(*id)
-        }
-    }
+/// A read-only connection to the database the writer opened (and migrated).
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(backend)?;
+    Ok(conn)
 }
 
 const TENANT_COLUMNS: &str = "id, name, status, weight, log_invocations, created_at";
 
-fn where_usage(q: &UsageQuery) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value;
-    let mut clauses = Vec::new();
-    let mut args: Vec<Value> = Vec::new();
-    if let Some(t) = &q.tenant_id {
-        clauses.push("tenant_id = ?");
-        args.push(Value::Text(t.clone()));
-    }
-    if let Some(m) = &q.model_id {
-        clauses.push("model_id = ?");
-        args.push(Value::Text(m.clone()));
-    }
-    if let Some(f) = q.from {
-        clauses.push("created_at >= ?");
-        args.push(Value::Integer(f));
-    }
-    if let Some(t) = q.to {
-        clauses.push("created_at < ?");
-        args.push(Value::Integer(t));
-    }
-    let sql = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", clauses.join(" AND "))
-    };
-    (sql, args)
-}
-
-impl Store for SqliteStore {
-    fn create_tenant(&self, name: &str, weight: u32) -> Result<Tenant, StoreError> {
+impl Database {
+    pub(super) fn create_tenant(&self, name: &str, weight: u32) -> Result<Tenant, StoreError> {
         let name = name.trim();
         if name.is_empty()
             || name.len() > 64
@@ -356,8 +216,8 @@ impl Store for SqliteStore {
         }
     }
 
-    fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
-        let conn = self.conn();
+    pub(super) fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let conn = self.reader();
         let mut stmt = conn
             .prepare(&format!(
                 "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
@@ -371,8 +231,8 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    fn tenant(&self, id_or_name: &str) -> Result<Tenant, StoreError> {
-        self.conn()
+    pub(super) fn tenant(&self, id_or_name: &str) -> Result<Tenant, StoreError> {
+        self.reader()
             .query_row(
                 &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1 OR name = ?1"),
                 [id_or_name],
@@ -383,7 +243,7 @@ impl Store for SqliteStore {
             .ok_or_else(|| StoreError::NotFound(format!("tenant `{id_or_name}`")))
     }
 
-    fn update_tenant(
+    pub(super) fn update_tenant(
         &self,
         id: &str,
         status: Option<&str>,
@@ -413,7 +273,7 @@ impl Store for SqliteStore {
         self.tenant(&t.id)
     }
 
-    fn create_api_key(
+    pub(super) fn create_api_key(
         &self,
         tenant_id: &str,
         name: &str,
@@ -453,8 +313,8 @@ impl Store for SqliteStore {
         Ok(CreatedApiKey { info, key })
     }
 
-    fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
-        let conn = self.conn();
+    pub(super) fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        let conn = self.reader();
         let mut stmt = conn
             .prepare(
                 "SELECT id, tenant_id, name, created_at, expires_at, revoked_at FROM api_keys
@@ -478,7 +338,7 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    fn revoke_api_key(&self, tenant_id: &str, key_id: &str) -> Result<(), StoreError> {
+    pub(super) fn revoke_api_key(&self, tenant_id: &str, key_id: &str) -> Result<(), StoreError> {
         let n = self
             .conn()
             .execute(
@@ -493,8 +353,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn principal_for_api_key(&self, key_sha256: &[u8; 32], now: i64) -> Option<Principal> {
-        self.conn()
+    pub(super) fn principal_for_api_key(
+        &self,
+        key_sha256: &[u8; 32],
+        now: i64,
+    ) -> Option<Principal> {
+        self.reader()
             .query_row(
                 "SELECT k.tenant_id, k.id FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
                  WHERE k.key_hash = ?1 AND k.revoked_at IS NULL
@@ -513,7 +377,10 @@ impl Store for SqliteStore {
             .flatten()
     }
 
-    fn create_access_key(&self, tenant_id: &str) -> Result<CreatedAccessKey, StoreError> {
+    pub(super) fn create_access_key(
+        &self,
+        tenant_id: &str,
+    ) -> Result<CreatedAccessKey, StoreError> {
         self.require_tenant(tenant_id)?;
         let id = format!("BSAK{}", random_token(16)?.to_ascii_uppercase());
         let secret = random_token(40)?;
@@ -541,8 +408,8 @@ impl Store for SqliteStore {
         })
     }
 
-    fn access_keys(&self, tenant_id: &str) -> Result<Vec<AccessKeyInfo>, StoreError> {
-        let conn = self.conn();
+    pub(super) fn access_keys(&self, tenant_id: &str) -> Result<Vec<AccessKeyInfo>, StoreError> {
+        let conn = self.reader();
         let mut stmt = conn
             .prepare(
                 "SELECT id, tenant_id, created_at, revoked_at FROM access_keys
@@ -564,7 +431,11 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    fn revoke_access_key(&self, tenant_id: &str, access_key_id: &str) -> Result<(), StoreError> {
+    pub(super) fn revoke_access_key(
+        &self,
+        tenant_id: &str,
+        access_key_id: &str,
+    ) -> Result<(), StoreError> {
         let n = self
             .conn()
             .execute(
@@ -581,9 +452,9 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn access_key_secret(&self, access_key_id: &str, _now: i64) -> Option<AccessKey> {
+    pub(super) fn access_key_secret(&self, access_key_id: &str, _now: i64) -> Option<AccessKey> {
         let (tenant, sealed): (String, Vec<u8>) = self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT a.tenant_id, a.sealed_secret FROM access_keys a
                  JOIN tenants t ON t.id = a.tenant_id
@@ -605,7 +476,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
+    pub(super) fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
         self.require_tenant(tenant_id)?;
         self.conn()
             .execute(
@@ -616,7 +487,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn revoke_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
+    pub(super) fn revoke_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
         self.conn()
             .execute(
                 "DELETE FROM model_grants WHERE tenant_id = ?1 AND model_id = ?2",
@@ -626,8 +497,8 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn granted_models(&self, tenant_id: &str) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
+    pub(super) fn granted_models(&self, tenant_id: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.reader();
         let mut stmt = conn
             .prepare("SELECT model_id FROM model_grants WHERE tenant_id = ?1 ORDER BY model_id")
             .map_err(backend)?;
@@ -639,7 +510,12 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    fn set_quota(&self, tenant_id: &str, model_id: &str, q: &Quota) -> Result<(), StoreError> {
+    pub(super) fn set_quota(
+        &self,
+        tenant_id: &str,
+        model_id: &str,
+        q: &Quota,
+    ) -> Result<(), StoreError> {
         self.require_tenant(tenant_id)?;
         self.conn()
             .execute(
@@ -664,8 +540,8 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn quotas(&self, tenant_id: &str) -> Result<Vec<(String, Quota)>, StoreError> {
-        let conn = self.conn();
+    pub(super) fn quotas(&self, tenant_id: &str) -> Result<Vec<(String, Quota)>, StoreError> {
+        let conn = self.reader();
         let mut stmt = conn
             .prepare(
                 "SELECT model_id, requests_per_minute, tokens_per_minute, tokens_per_day,
@@ -690,20 +566,20 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    fn record_usage(&self, u: &UsageRecord) -> Result<(), StoreError> {
+    pub(super) fn record_usage(&self, u: &UsageRecord) -> Result<(), StoreError> {
         self.begin_usage(u).map(|_| ())
     }
 
-    fn begin_usage(&self, u: &UsageRecord) -> Result<i64, StoreError> {
+    pub(super) fn begin_usage(&self, u: &UsageRecord) -> Result<i64, StoreError> {
         self.commit_usage(UsageWrite::Insert(u.clone()))
     }
 
-    fn complete_usage(&self, id: i64, u: &UsageRecord) -> Result<(), StoreError> {
+    pub(super) fn complete_usage(&self, id: i64, u: &UsageRecord) -> Result<(), StoreError> {
         self.commit_usage(UsageWrite::Complete(id, u.clone()))
             .map(|_| ())
     }
 
-    fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError> {
+    pub(super) fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError> {
         self.conn()
             .execute(
                 "UPDATE usage SET status = ?1 WHERE status = ?2",
@@ -712,7 +588,7 @@ impl Store for SqliteStore {
             .map_err(backend)
     }
 
-    fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
+    pub(super) fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError> {
         let (clause, args) = where_usage(q);
         let sql = format!(
             "SELECT request_id, tenant_id, key_id, model_id, surface, operation, input_tokens,
@@ -721,7 +597,7 @@ impl Store for SqliteStore {
              FROM usage {clause} ORDER BY id DESC LIMIT {}",
             q.limit.unwrap_or(1000).min(100_000)
         );
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(&sql).map_err(backend)?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args), |r| {
@@ -748,14 +624,14 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError> {
+    pub(super) fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError> {
         let (clause, args) = where_usage(q);
         let sql = format!(
             "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(cached_input_tokens), 0),
                     COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0.0)
              FROM usage {clause}"
         );
-        self.conn()
+        self.reader()
             .query_row(&sql, rusqlite::params_from_iter(args), |r| {
                 Ok(UsageTotals {
                     requests: r.get::<_, i64>(0)? as u64,
@@ -768,7 +644,7 @@ impl Store for SqliteStore {
             .map_err(backend)
     }
 
-    fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError> {
+    pub(super) fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError> {
         let v: Option<Vec<u8>> = self
             .conn()
             .query_row(
@@ -781,7 +657,7 @@ impl Store for SqliteStore {
         Ok(v.and_then(|b| b.try_into().ok()))
     }
 
-    fn set_admin_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+    pub(super) fn set_admin_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
         self.conn()
             .execute(
                 "INSERT INTO settings (key, value) VALUES ('admin_token_sha256', ?1)
@@ -798,8 +674,8 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn store() -> SqliteStore {
-        SqliteStore::in_memory(SecretBox::new(&[7; 32])).unwrap()
+    fn store() -> Database {
+        Database::in_memory(SecretBox::new(&[7; 32])).unwrap()
     }
 
     #[test]
@@ -913,8 +789,7 @@ mod tests {
     fn concurrent_usage_writes_are_group_committed_each_with_its_own_result() {
         let dir = std::env::temp_dir().join(format!("basalt-store-{}", random_token(8).unwrap()));
         std::fs::create_dir_all(&dir).unwrap();
-        let s =
-            Arc::new(SqliteStore::open(&dir.join("basalt.db"), SecretBox::new(&[4; 32])).unwrap());
+        let s = Arc::new(Database::open(&dir.join("basalt.db"), SecretBox::new(&[4; 32])).unwrap());
         let record = |i: u64| UsageRecord {
             request_id: format!("r{i}"),
             tenant_id: "t".into(),
@@ -960,6 +835,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// A read on a reader connection runs while the writer is held (by a usage commit
+    /// waiting on its fsync, say), and sees what was committed before it began.
+    #[test]
+    fn reads_do_not_wait_for_the_writer() {
+        let dir = std::env::temp_dir().join(format!("basalt-store-{}", random_token(8).unwrap()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db =
+            Arc::new(Database::open(&dir.join("basalt.db"), SecretBox::new(&[4; 32])).unwrap());
+        let t = db.create_tenant("acme", 3).unwrap();
+        let writer = db.conn();
+        let read = {
+            let db = Arc::clone(&db);
+            std::thread::spawn(move || db.tenant("acme").map(|t| t.weight))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !read.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(read.is_finished(), "a read waited for the writer");
+        drop(writer);
+        assert_eq!(read.join().unwrap().unwrap(), t.weight);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn reopening_keeps_everything_and_migrates_once() {
         let dir = std::env::temp_dir().join(format!("basalt-store-{}", random_token(8).unwrap()));
@@ -967,10 +866,10 @@ mod tests {
         let path = dir.join("basalt.db");
         let key = [9; 32];
         let id = {
-            let s = SqliteStore::open(&path, SecretBox::new(&key)).unwrap();
+            let s = Database::open(&path, SecretBox::new(&key)).unwrap();
             s.create_tenant("persist", 1).unwrap().id
         };
-        let s = SqliteStore::open(&path, SecretBox::new(&key)).unwrap();
+        let s = Database::open(&path, SecretBox::new(&key)).unwrap();
         assert_eq!(s.tenant("persist").unwrap().id, id);
         let _ = std::fs::remove_dir_all(dir);
     }

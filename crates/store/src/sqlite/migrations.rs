@@ -1,0 +1,64 @@
+//! The platform database's schema, as numbered migrations: applied in order at open,
+//! `PRAGMA user_version` recording the last one applied. Append only: a migration that has
+//! shipped is never edited, since databases in the field have already run it.
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: the platform's first schema.
+    "CREATE TABLE tenants (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL DEFAULT 'active',
+        weight INTEGER NOT NULL DEFAULT 1,
+        log_invocations INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        name TEXT NOT NULL,
+        key_hash BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER
+    );
+    CREATE TABLE access_keys (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        sealed_secret BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE TABLE model_grants (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        model_id TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, model_id)
+    );
+    CREATE TABLE quotas (
+        tenant_id TEXT NOT NULL REFERENCES tenants(id),
+        model_id TEXT NOT NULL,
+        requests_per_minute INTEGER,
+        tokens_per_minute INTEGER,
+        tokens_per_day INTEGER,
+        monthly_budget_usd REAL,
+        PRIMARY KEY (tenant_id, model_id)
+    );
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        model_id TEXT NOT NULL,
+        surface TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        cached_input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        ttft_ms INTEGER,
+        status TEXT NOT NULL,
+        cost_usd REAL NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX usage_by_tenant_time ON usage (tenant_id, created_at);
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
+];
