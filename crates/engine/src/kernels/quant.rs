@@ -112,28 +112,6 @@ fn quantize_block_k(chunk: &[f32], qs: &mut [i8; QK_K]) -> f32 {
     1.0 / iscale
 }
 
-/// A tile's four rows and its tokens cut to the blocks they all have, and that count. The
-/// kernels index the cut slices, which lets the compiler drop the per-block bounds checks.
-#[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // used by the SIMD tiles
-pub(super) fn tile_blocks<'w, 'a, W, A, const T: usize>(
-    w: [&'w [W]; 4],
-    a: [&'a [A]; T],
-) -> ([&'w [W]; 4], [&'a [A]; T], usize) {
-    let n = w
-        .iter()
-        .map(|r| r.len())
-        .chain(a.iter().map(|t| t.len()))
-        .min()
-        .unwrap_or(0);
-    // `from_fn` rather than `map`, which LLVM leaves out of line in the kernels.
-    (
-        std::array::from_fn(|r| &w[r][..n]),
-        std::array::from_fn(|t| &a[t][..n]),
-        n,
-    )
-}
-
 /// The integer core of every 32-element block product.
 #[inline]
 fn dot_i8(a: &[i8; QK], b: &[i8; QK]) -> i32 {

@@ -1,6 +1,12 @@
 //! Every quantised dot product is checked against the straightforward reference: dequantise
 //! both sides to f32 and multiply.
 
+use half::f16;
+
+use super::blocks::*;
+use super::matmul::*;
+use super::pool::*;
+use super::quant::*;
 use super::*;
 
 /// A small deterministic generator so the tests need no dependency.

@@ -1,0 +1,257 @@
+//! K-quants: 256-element super-blocks (Q4_K, Q6_K) against Q8_K activations, unpacked
+//! once per super-block and multiplied with any number of tokens.
+
+use super::*;
+
+/// Q4_K, one row: see [`Q4kUnpacked`].
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    k_row(w, a)
+}
+
+/// Four rows of Q4_K against four tokens: each super-block unpacked once; per (row,
+/// token) the same operations in the same order as [`dot_q4_k`].
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q4_k(w: &[&[BlockQ4K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+    k_tile(*w, *a)
+}
+
+/// Q6_K, one row: see [`Q6kUnpacked`].
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    k_row(w, a)
+}
+
+/// Four rows of Q6_K against four tokens; per (row, token) the same operations in the
+/// same order as [`dot_q6_k`].
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q6_k(w: &[&[BlockQ6K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+    k_tile(*w, *a)
+}
+
+/// A K-quant super-block format: unpacked once, then multiplied with any number of
+/// activation super-blocks.
+pub(super) trait KQuantBlock {
+    type Unpacked;
+    fn unpack(&self) -> Self::Unpacked;
+    fn dot(u: &Self::Unpacked, a: &BlockQ8K) -> f32;
+}
+
+/// One K-quant row against one token: each super-block unpacked and multiplied, the results
+/// summed in order from zero (as [`k_tile`] sums each of its pairs).
+#[inline(always)]
+pub(super) fn k_row<W: KQuantBlock>(w: &[W], a: &[BlockQ8K]) -> f32 {
+    let mut sum = 0f32;
+    for (w, a) in w.iter().zip(a) {
+        sum += W::dot(&w.unpack(), a);
+    }
+    sum
+}
+
+/// The K-quant tile loop: every weight super-block unpacked once, then multiplied with the
+/// four tokens, each (row, token) summed over super-blocks in order from zero.
+#[inline(always)]
+pub(super) fn k_tile<W: KQuantBlock>(w: [&[W]; 4], a: [&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+    let (w, a, n) = tile_blocks(w, a);
+    let mut sums = [[0f32; 4]; 4];
+    for b in 0..n {
+        for (row, sums) in w.iter().zip(sums.iter_mut()) {
+            let u = row[b].unpack();
+            for (tok, sum) in a.iter().zip(sums.iter_mut()) {
+                *sum += W::dot(&u, &tok[b]);
+            }
+        }
+    }
+    sums
+}
+
+/// A Q4_K super-block unpacked once (nibbles split, 6-bit scales and mins decoded), so that
+/// a tile can multiply it with several tokens.
+pub(super) struct Q4kUnpacked {
+    pub(super) q: [__m256i; 8],
+    pub(super) scales: [i16; 8],
+    /// The eight sub-block mins as 16 i16 lanes, each twice: lane `i` pairs with the
+    /// activation's `bsums[i]` (sums of 16 quants; a sub-block is 32).
+    pub(super) mins: __m256i,
+    pub(super) d: f32,
+    pub(super) dmin: f32,
+}
+
+/// A Q4_K super-block's eight 6-bit sub-block scales, and its eight mins each twice (lane
+/// `i` pairs with the activation's `bsums[i]`, a sum of 16 quants; a sub-block is 32).
+#[inline(always)]
+pub(super) fn q4k_scales_and_mins(packed: &[u8; 12]) -> ([i16; 8], [i16; 16]) {
+    let mut scales = [0i16; 8];
+    let mut mins = [0i16; 16];
+    for j in 0..QK_K / 32 {
+        let (s, m) = scale_min_k4(j, packed);
+        scales[j] = s as i16;
+        mins[2 * j] = m as i16;
+        mins[2 * j + 1] = m as i16;
+    }
+    (scales, mins)
+}
+
+impl KQuantBlock for BlockQ4K {
+    type Unpacked = Q4kUnpacked;
+
+    #[inline(always)]
+    fn unpack(&self) -> Q4kUnpacked {
+        // SAFETY: AVX2 available (module contract); every load reads 32 bytes inside the
+        // block's 128 quant bytes.
+        let q = unsafe {
+            let mask = _mm256_set1_epi8(0x0F);
+            let mut q = [_mm256_setzero_si256(); 8];
+            for c in 0..QK_K / 64 {
+                let bytes = _mm256_loadu_si256(self.qs.as_ptr().add(c * 32).cast());
+                q[2 * c] = _mm256_and_si256(bytes, mask);
+                q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
+            }
+            q
+        };
+        let (scales, mins) = q4k_scales_and_mins(&self.scales);
+        // SAFETY: AVX available (module contract); reads the 32 bytes of `mins`.
+        let mins = unsafe { _mm256_loadu_si256(mins.as_ptr().cast()) };
+        let (d, dmin) = half_pair(self.d, self.dmin);
+        Q4kUnpacked {
+            q,
+            scales,
+            mins,
+            d,
+            dmin,
+        }
+    }
+
+    /// One unpacked Q4_K super-block against one activation super-block: the sub-block
+    /// products weighted by their 6-bit scales are summed as exact integers in vector lanes
+    /// (one horizontal sum per super-block instead of two per sub-block), then combined by the
+    /// portable version's float expression in its order, so the result is bit-for-bit the
+    /// portable one's.
+    #[inline(always)]
+    fn dot(u: &Q4kUnpacked, a: &BlockQ8K) -> f32 {
+        // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
+        // activation's 256 quants.
+        let sumi = unsafe {
+            let mut acc = _mm256_setzero_si256();
+            for c in 0..QK_K / 64 {
+                let y0 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64).cast());
+                let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64 + 32).cast());
+                let p0 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(u.q[2 * c], y0),
+                    _mm256_set1_epi16(u.scales[2 * c]),
+                );
+                let p1 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(u.q[2 * c + 1], y1),
+                    _mm256_set1_epi16(u.scales[2 * c + 1]),
+                );
+                acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+            }
+            hsum_i32(acc)
+        };
+        // sum_j min_j * (bsums[2j] + bsums[2j + 1]) as one multiply-add of 16 lanes: the same
+        // exact integer as the scalar loop.
+        // SAFETY: AVX2 available (module contract); reads the 32 bytes of `bsums`.
+        let summin = hsum_i32(unsafe {
+            _mm256_madd_epi16(u.mins, _mm256_loadu_si256(a.bsums.as_ptr().cast()))
+        });
+        u.d * a.d * sumi as f32 - u.dmin * a.d * summin as f32
+    }
+}
+
+/// A Q6_K super-block unpacked once: the 6-bit quants (0..63) in element order, 32 per
+/// register.
+pub(super) struct Q6kUnpacked {
+    pub(super) q: [__m256i; 8],
+    pub(super) scales: [i8; QK_K / 16],
+    /// The 16 scales widened to i16 lanes, for the offset term.
+    pub(super) scales16: __m256i,
+    pub(super) d: f32,
+}
+
+impl KQuantBlock for BlockQ6K {
+    type Unpacked = Q6kUnpacked;
+
+    #[inline(always)]
+    fn unpack(&self) -> Q6kUnpacked {
+        // SAFETY: AVX2 available (module contract); loads read 32 bytes inside `ql` (128
+        // bytes) and `qh` (64).
+        let q = unsafe {
+            let low4 = _mm256_set1_epi8(0x0F);
+            let mut q = [_mm256_setzero_si256(); 8];
+            for half in 0..2 {
+                let ql0 = _mm256_loadu_si256(self.ql.as_ptr().add(half * 64).cast());
+                let ql1 = _mm256_loadu_si256(self.ql.as_ptr().add(half * 64 + 32).cast());
+                let qh = _mm256_loadu_si256(self.qh.as_ptr().add(half * 32).cast());
+                q[half * 4] = _mm256_or_si256(_mm256_and_si256(ql0, low4), q6_high(qh));
+                q[half * 4 + 1] = _mm256_or_si256(
+                    _mm256_and_si256(ql1, low4),
+                    q6_high(_mm256_srli_epi16(qh, 2)),
+                );
+                q[half * 4 + 2] = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql0, 4), low4),
+                    q6_high(_mm256_srli_epi16(qh, 4)),
+                );
+                q[half * 4 + 3] = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(ql1, 4), low4),
+                    q6_high(_mm256_srli_epi16(qh, 6)),
+                );
+            }
+            q
+        };
+        // SAFETY: AVX2 available (module contract); reads the 16 bytes of `scales`.
+        let scales16 =
+            unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(self.scales.as_ptr().cast())) };
+        Q6kUnpacked {
+            q,
+            scales: self.scales,
+            scales16,
+            d: half(self.d),
+        }
+    }
+
+    /// One unpacked Q6_K super-block against one activation super-block: products weighted by
+    /// the signed 16-element scales summed as exact integers; bit-for-bit the portable result.
+    #[inline(always)]
+    fn dot(u: &Q6kUnpacked, a: &BlockQ8K) -> f32 {
+        // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
+        // activation's 256 quants, or its 32 bytes of `bsums`.
+        let dot = unsafe {
+            let mut acc = _mm256_setzero_si256();
+            for (j, &q) in u.q.iter().enumerate() {
+                let y = _mm256_loadu_si256(a.qs.as_ptr().add(j * 32).cast());
+                let scales = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_set1_epi16(u.scales[2 * j] as i16)),
+                    _mm_set1_epi16(u.scales[2 * j + 1] as i16),
+                    1,
+                );
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales));
+            }
+            // (q - 32) . y = q . y - 32 * sum(y), and the sums per 16 are the block's bsums:
+            // subtract 32 * scale * bsum lane by lane before the one horizontal sum, the same
+            // exact integer as subtracting the scalar sum afterwards.
+            let offset = _mm256_madd_epi16(u.scales16, _mm256_loadu_si256(a.bsums.as_ptr().cast()));
+            hsum_i32(_mm256_sub_epi32(acc, _mm256_slli_epi32(offset, 5)))
+        };
+        u.d * a.d * dot as f32
+    }
+}
+
+/// The two high bits of each 6-bit quant, from `qh` shifted into bits 0-1, moved to bits
+/// 4-5.
+#[inline(always)]
+pub(super) fn q6_high(bits: __m256i) -> __m256i {
+    // SAFETY: AVX2 available (module contract).
+    unsafe { _mm256_slli_epi16(_mm256_and_si256(bits, _mm256_set1_epi8(0x03)), 4) }
+}
