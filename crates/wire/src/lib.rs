@@ -16,33 +16,64 @@ pub mod openai;
 use basalt_types::BasaltError;
 use serde::de::DeserializeOwned;
 
+/// How an error names the field at fault: OpenAI and Anthropic write `messages[0].content`,
+/// Bedrock `messages.0.content`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldPath {
+    Indexed,
+    Dotted,
+}
+
 /// Parses a JSON body, turning a serde error into a 400 that names the field at fault
 /// (`messages[0].content`), as API users expect.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, BasaltError> {
+    parse_json_naming(body, FieldPath::Indexed)
+}
+
+/// [`parse_json`], naming fields in the given style.
+pub fn parse_json_naming<T: DeserializeOwned>(
+    body: &[u8],
+    style: FieldPath,
+) -> Result<T, BasaltError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(path_error)
+    serde_path_to_error::deserialize(de).map_err(|e| path_error(e, style))
 }
 
 /// Like [`parse_json`], for an already-parsed JSON value.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, BasaltError> {
-    serde_path_to_error::deserialize(value).map_err(path_error)
+    serde_path_to_error::deserialize(value).map_err(|e| path_error(e, FieldPath::Indexed))
 }
 
-fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> BasaltError {
-    {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            BasaltError::invalid(
-                "body",
-                format!("The request body is not valid JSON: {inner}"),
-            )
-        } else if path == "." {
-            BasaltError::invalid("body", format!("Invalid request body: {inner}"))
-        } else {
-            BasaltError::invalid(path.clone(), format!("Invalid value for `{path}`: {inner}"))
-        }
+fn path_error(e: serde_path_to_error::Error<serde_json::Error>, style: FieldPath) -> BasaltError {
+    let path = match style {
+        FieldPath::Indexed => e.path().to_string(),
+        FieldPath::Dotted => dotted(e.path()),
+    };
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        BasaltError::invalid(
+            "body",
+            format!("The request body is not valid JSON: {inner}"),
+        )
+    } else if path == "." || path.is_empty() {
+        BasaltError::invalid("body", format!("Invalid request body: {inner}"))
+    } else {
+        BasaltError::invalid(path.clone(), format!("Invalid value for `{path}`: {inner}"))
     }
+}
+
+fn dotted(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let parts: Vec<String> = path
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Map { key } => Some(key.clone()),
+            Segment::Enum { variant } => Some(variant.clone()),
+            Segment::Unknown => None,
+        })
+        .collect();
+    parts.join(".")
 }
 
 /// A JSON Schema as the JSON text canonical types carry; a missing schema means "an object

@@ -130,11 +130,11 @@ async fn start(
 }
 
 fn parse_converse(body: &[u8]) -> Result<GenerateRequest, BasaltError> {
-    basalt_wire::parse_json::<ConverseRequest>(body)?.into_request()
+    wire::parse_json::<ConverseRequest>(body)?.into_request()
 }
 
 fn parse_llama(body: &[u8]) -> Result<GenerateRequest, BasaltError> {
-    basalt_wire::parse_json::<LlamaBody>(body)?.into_request()
+    wire::parse_json::<LlamaBody>(body)?.into_request()
 }
 
 async fn converse(
@@ -330,8 +330,7 @@ async fn count_tokens(
     body: BodyResult,
 ) -> Result<Json<Value>, BedrockError> {
     let body = body.map_err(body_error)?;
-    let (prompt, constraints) =
-        basalt_wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
+    let (prompt, constraints) = wire::parse_json::<CountTokensRequest>(&body)?.into_prompt()?;
     let model = resolve(&state, &model_id)?;
     if let Some(p) = &state.platform {
         p.check_access(&principal, &model.entry.manifest.id).await?;

@@ -1,6 +1,6 @@
 //! `Converse` and `ConverseStream`: Bedrock's model-independent chat API.
 //!
-//! Content blocks are unions with exactly one key. Text (and guard content, which is text
+//! Content blocks arrive typed ([`super::content`]). Text (and guard content, which is text
 //! a guardrail should look at) reaches the model, as do tool uses and tool results; cache
 //! points are accepted as hints; media blocks are refused naming the block, since our text
 //! models cannot see them. `toolConfig` and `outputConfig` become output constraints.
@@ -12,6 +12,10 @@ use basalt_types::{
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::content::{
+    unions, ContentBlock, GuardContent, InputSchema, SystemBlock, Tool, ToolChoiceMember,
+    ToolConfig, ToolResult, ToolResultContent, ToolUse,
+};
 use super::usage_json;
 use crate::check_range;
 
@@ -26,7 +30,8 @@ pub const DEFAULT_TOP_P: f32 = 0.9;
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub role: String,
-    pub content: Vec<Map<String, Value>>,
+    #[serde(deserialize_with = "unions")]
+    pub content: Vec<ContentBlock>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,11 +49,11 @@ pub struct InferenceConfig {
 pub struct ConverseRequest {
     #[serde(default)]
     pub messages: Vec<Message>,
-    #[serde(default)]
-    pub system: Vec<Map<String, Value>>,
+    #[serde(default, deserialize_with = "unions")]
+    pub system: Vec<SystemBlock>,
     #[serde(default)]
     pub inference_config: InferenceConfig,
-    pub tool_config: Option<Value>,
+    pub tool_config: Option<ToolConfig>,
     pub guardrail_config: Option<Value>,
     pub output_config: Option<Value>,
     pub prompt_variables: Option<Value>,
@@ -67,9 +72,9 @@ pub struct ConverseRequest {
 pub struct ConverseTokensRequest {
     #[serde(default)]
     pub messages: Vec<Message>,
-    #[serde(default)]
-    pub system: Vec<Map<String, Value>>,
-    pub tool_config: Option<Value>,
+    #[serde(default, deserialize_with = "unions")]
+    pub system: Vec<SystemBlock>,
+    pub tool_config: Option<ToolConfig>,
     #[serde(default)]
     pub additional_model_request_fields: Map<String, Value>,
 }
@@ -130,81 +135,35 @@ impl ConverseTokensRequest {
     }
 }
 
-/// The one member of a union object, by name.
-fn union_member<'a>(v: &'a Value, param: &str) -> Result<(&'a str, &'a Value), BasaltError> {
-    let mut members = v.as_object().into_iter().flatten();
-    match (members.next(), members.next()) {
-        (Some((k, v)), None) => Ok((k.as_str(), v)),
-        _ => Err(BasaltError::invalid(param, "must have exactly one member")),
-    }
-}
-
-/// `toolConfig{tools:[{toolSpec}], toolChoice}` as constraints.
-fn tool_constraints(config: Option<&Value>, param: &str) -> Result<OutputConstraints, BasaltError> {
+/// `toolConfig` as constraints.
+fn tool_constraints(
+    config: Option<&ToolConfig>,
+    param: &str,
+) -> Result<OutputConstraints, BasaltError> {
     let mut c = OutputConstraints::default();
-    let Some(config) = config.filter(|v| !v.is_null()) else {
+    let Some(config) = config else {
         return Ok(c);
     };
-    let tools = config
-        .get("tools")
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            BasaltError::invalid(format!("{param}.tools"), "`tools` must be a list of tools")
-        })?;
-    for (i, t) in tools.iter().enumerate() {
-        let at = format!("{param}.tools.{i}");
-        match union_member(t, &at)? {
-            ("toolSpec", spec) => {
-                let name = spec.get("name").and_then(Value::as_str).ok_or_else(|| {
-                    BasaltError::invalid(format!("{at}.toolSpec.name"), "`name` is required")
-                })?;
-                let schema = spec.pointer("/inputSchema/json").ok_or_else(|| {
-                    BasaltError::invalid(
-                        format!("{at}.toolSpec.inputSchema"),
-                        "`inputSchema.json` is required",
-                    )
-                })?;
-                c.tools.push(ToolSpec {
-                    name: name.to_string(),
-                    description: spec
-                        .get("description")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    parameters: crate::schema_text(Some(schema)),
-                });
-            }
-            ("cachePoint", _) => {}
-            (other, _) => {
-                return Err(BasaltError::invalid(
-                    at,
-                    format!("`{other}` tools are not supported (use toolSpec)"),
-                ))
-            }
-        }
+    for (i, tool) in config.tools.iter().enumerate() {
+        let Tool::ToolSpec(spec) = tool else {
+            continue; // a cache point
+        };
+        let Some(InputSchema::Json(schema)) = &spec.input_schema else {
+            return Err(BasaltError::invalid(
+                format!("{param}.tools.{i}.toolSpec.inputSchema"),
+                "`inputSchema.json` is required",
+            ));
+        };
+        c.tools.push(ToolSpec {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            parameters: crate::schema_text(Some(schema)),
+        });
     }
-    c.tool_choice = match config.get("toolChoice").filter(|v| !v.is_null()) {
-        None => ToolChoice::Auto,
-        Some(choice) => match union_member(choice, &format!("{param}.toolChoice"))? {
-            ("auto", _) => ToolChoice::Auto,
-            ("any", _) => ToolChoice::Required,
-            ("tool", t) => ToolChoice::Named(
-                t.get("name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        BasaltError::invalid(
-                            format!("{param}.toolChoice.tool.name"),
-                            "`name` is required",
-                        )
-                    })?
-                    .to_string(),
-            ),
-            (other, _) => {
-                return Err(BasaltError::invalid(
-                    format!("{param}.toolChoice"),
-                    format!("`{other}` is not a tool choice (auto, any or tool)"),
-                ))
-            }
-        },
+    c.tool_choice = match &config.tool_choice {
+        None | Some(ToolChoiceMember::Auto(_)) => ToolChoice::Auto,
+        Some(ToolChoiceMember::Any(_)) => ToolChoice::Required,
+        Some(ToolChoiceMember::Tool(t)) => ToolChoice::Named(t.name.clone()),
     };
     Ok(c)
 }
@@ -316,7 +275,7 @@ fn additional_fields(
 }
 
 fn conversation(
-    system: Vec<Map<String, Value>>,
+    system: Vec<SystemBlock>,
     messages: Vec<Message>,
 ) -> Result<Vec<ChatMessage>, BasaltError> {
     if messages.is_empty() {
@@ -327,9 +286,15 @@ fn conversation(
     }
     let mut out = Vec::with_capacity(messages.len() + 1);
     let mut system_text = Vec::new();
-    for (i, block) in system.iter().enumerate() {
-        if let Some(t) = block_text(block, &format!("system.{i}"))? {
-            system_text.push(t);
+    for (i, block) in system.into_iter().enumerate() {
+        let param = format!("system.{i}");
+        let text = match block {
+            SystemBlock::Text(t) => Some(t),
+            SystemBlock::GuardContent(g) => Some(guard_text(g, &param)?),
+            SystemBlock::CachePoint(_) => None,
+        };
+        if let Some(t) = text {
+            system_text.push(non_blank(t, &param)?);
         }
     }
     if !system_text.is_empty() {
@@ -359,26 +324,34 @@ fn conversation(
             ));
         }
         let mut message = ChatMessage::text(role, String::new());
-        for (j, block) in m.content.iter().enumerate() {
+        for (j, block) in m.content.into_iter().enumerate() {
             let param = format!("messages.{i}.content.{j}");
-            if let Some(tool_use) = block.get("toolUse").filter(|_| block.len() == 1) {
-                if role != Role::Assistant {
-                    return Err(BasaltError::invalid(
-                        param,
-                        "only assistant messages hold toolUse blocks",
-                    ));
+            match block {
+                ContentBlock::Text(t) => message.content.push_str(&non_blank(t, &param)?),
+                ContentBlock::GuardContent(g) => {
+                    let t = guard_text(g, &param)?;
+                    message.content.push_str(&non_blank(t, &param)?);
                 }
-                message.tool_calls.push(tool_use_block(tool_use, &param)?);
-            } else if let Some(result) = block.get("toolResult").filter(|_| block.len() == 1) {
-                if role != Role::User {
-                    return Err(BasaltError::invalid(
-                        param,
-                        "only user messages hold toolResult blocks",
-                    ));
+                ContentBlock::CachePoint(_) => {}
+                ContentBlock::ToolUse(tool_use) => {
+                    if role != Role::Assistant {
+                        return Err(BasaltError::invalid(
+                            param,
+                            "only assistant messages hold toolUse blocks",
+                        ));
+                    }
+                    message.tool_calls.push(tool_call(tool_use));
                 }
-                out.push(tool_result_block(result, &param)?);
-            } else if let Some(t) = block_text(block, &param)? {
-                message.content.push_str(&t);
+                ContentBlock::ToolResult(result) => {
+                    if role != Role::User {
+                        return Err(BasaltError::invalid(
+                            param,
+                            "only user messages hold toolResult blocks",
+                        ));
+                    }
+                    out.push(tool_result_message(result, &param)?);
+                }
+                media => return Err(text_only(media.kind(), "content blocks", &param)),
             }
         }
         if !message.content.is_empty() || !message.tool_calls.is_empty() {
@@ -388,112 +361,62 @@ fn conversation(
     Ok(out)
 }
 
-fn tool_use_block(v: &Value, param: &str) -> Result<ToolCall, BasaltError> {
-    let field = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| {
-                BasaltError::invalid(format!("{param}.toolUse.{k}"), format!("`{k}` is required"))
-            })
-    };
-    Ok(ToolCall {
-        id: field("toolUseId")?,
-        name: field("name")?,
-        arguments: v
-            .get("input")
-            .cloned()
-            .unwrap_or_else(|| json!({}))
-            .to_string(),
-    })
+/// A refusal of content a text model cannot take.
+fn text_only(kind: &str, what: &str, param: &str) -> BasaltError {
+    BasaltError::new(
+        basalt_types::ErrorKind::UnsupportedForModel,
+        format!("{param}: this model accepts text only; `{kind}` {what} are not supported"),
+    )
+    .with_param(param)
 }
 
-fn tool_result_block(v: &Value, param: &str) -> Result<ChatMessage, BasaltError> {
-    let id = v.get("toolUseId").and_then(Value::as_str).ok_or_else(|| {
-        BasaltError::invalid(
-            format!("{param}.toolResult.toolUseId"),
-            "`toolUseId` is required",
-        )
-    })?;
+fn guard_text(g: GuardContent, param: &str) -> Result<String, BasaltError> {
+    match g {
+        GuardContent::Text(t) => Ok(t.text),
+        GuardContent::Image(_) => Err(text_only("image", "guard contents", param)),
+    }
+}
+
+/// Bedrock refuses a text block with nothing in it, in these words.
+fn non_blank(text: String, param: &str) -> Result<String, BasaltError> {
+    if text.trim().is_empty() {
+        return Err(BasaltError::invalid(
+            param,
+            "The text field in the content block is blank. Add text to the text field, and try again.",
+        ));
+    }
+    Ok(text)
+}
+
+fn tool_call(tool_use: ToolUse) -> ToolCall {
+    ToolCall {
+        id: tool_use.tool_use_id,
+        name: tool_use.name,
+        arguments: tool_use.input.unwrap_or_else(|| json!({})).to_string(),
+    }
+}
+
+fn tool_result_message(result: ToolResult, param: &str) -> Result<ChatMessage, BasaltError> {
     let mut content = String::new();
-    for (k, part) in v
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        match union_member(part, &format!("{param}.toolResult.content.{k}"))? {
-            ("text", Value::String(t)) => content.push_str(t),
-            ("json", j) => content.push_str(&j.to_string()),
-            (kind, _) => {
-                return Err(BasaltError::new(
-                    basalt_types::ErrorKind::UnsupportedForModel,
-                    format!(
-                        "this model accepts text only; `{kind}` tool results are not supported"
-                    ),
-                )
-                .with_param(format!("{param}.toolResult.content.{k}")))
+    for (k, part) in result.content.into_iter().enumerate() {
+        match part {
+            ToolResultContent::Text(t) => content.push_str(&t),
+            ToolResultContent::Json(j) => content.push_str(&j.to_string()),
+            media => {
+                return Err(text_only(
+                    media.kind(),
+                    "tool results",
+                    &format!("{param}.toolResult.content.{k}"),
+                ))
             }
         }
     }
-    if v.get("status").and_then(Value::as_str) == Some("error") {
+    if result.status.as_deref() == Some("error") {
         content = format!("Error: {content}");
     }
     let mut message = ChatMessage::text(Role::Tool, content);
-    message.tool_call_id = Some(id.to_string());
+    message.tool_call_id = Some(result.tool_use_id);
     Ok(message)
-}
-
-/// The text a content block contributes, `None` for blocks that carry none (cache points).
-fn block_text(block: &Map<String, Value>, param: &str) -> Result<Option<String>, BasaltError> {
-    let mut keys = block.iter();
-    let (Some((kind, value)), None) = (keys.next(), keys.next()) else {
-        return Err(BasaltError::invalid(
-            param,
-            "a content block must have exactly one member (text, image, document, ...)",
-        ));
-    };
-    let text = match kind.as_str() {
-        "text" => value.as_str(),
-        // {"guardContent": {"text": {"text": "..."}}}
-        "guardContent" => value.pointer("/text/text").and_then(Value::as_str),
-        "cachePoint" => return Ok(None),
-        "image" | "document" | "video" | "audio" => {
-            return Err(BasaltError::new(
-                basalt_types::ErrorKind::UnsupportedForModel,
-                format!(
-                "{param}: this model accepts text only; `{kind}` content blocks are not supported"
-            ),
-            )
-            .with_param(param))
-        }
-        "toolUse" | "toolResult" => {
-            return Err(BasaltError::invalid(
-                param,
-                format!(
-                    "`{kind}` blocks need tool use, which Basalt's Converse does not support yet"
-                ),
-            ))
-        }
-        other => {
-            return Err(BasaltError::invalid(
-                param,
-                format!("content block type `{other}` is not supported"),
-            ))
-        }
-    };
-    match text {
-        Some(t) if !t.trim().is_empty() => Ok(Some(t.to_string())),
-        Some(_) => Err(BasaltError::invalid(
-            param,
-            "The text field in the content block is blank. Add text to the text field, and try again.",
-        )),
-        None => Err(BasaltError::invalid(
-            param,
-            format!("`{kind}` must hold a string of text"),
-        )),
-    }
 }
 
 pub fn stop_reason(r: FinishReason) -> &'static str {
@@ -580,7 +503,7 @@ pub mod events {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse_json;
+    use crate::bedrock::parse_json;
 
     fn request(body: &str) -> Result<GenerateRequest, BasaltError> {
         parse_json::<ConverseRequest>(body.as_bytes())?.into_request()

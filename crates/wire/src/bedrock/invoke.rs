@@ -147,7 +147,7 @@ impl CountTokensRequest {
                     .map_err(|e| {
                         BasaltError::invalid("input.invokeModel.body", format!("not base64: {e}"))
                     })?;
-                let native: LlamaBody = crate::parse_json(&body).map_err(|e| {
+                let native: LlamaBody = super::parse_json(&body).map_err(|e| {
                     let p = e.param.clone().unwrap_or_default();
                     e.with_param(format!("input.invokeModel.body.{p}"))
                 })?;
@@ -164,7 +164,7 @@ impl CountTokensRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse_json;
+    use crate::bedrock::parse_json;
 
     #[test]
     fn llama_body() {

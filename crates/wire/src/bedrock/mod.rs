@@ -7,13 +7,21 @@
 //! ([`eventstream`]). Errors are `{"message"}` bodies named by the `x-amzn-ErrorType`
 //! header, or exception frames inside a stream.
 
+pub mod content;
 pub mod control;
 pub mod converse;
 pub mod eventstream;
 pub mod invoke;
 
 use basalt_types::{BasaltError, ErrorKind, Usage};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+
+/// Parses a Bedrock request body; errors name the field at fault as Bedrock does
+/// (`messages.0.content.1`).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, BasaltError> {
+    crate::parse_json_naming(body, crate::FieldPath::Dotted)
+}
 
 /// Bedrock's exception name and HTTP status for an error.
 pub fn error_code(kind: ErrorKind) -> (&'static str, u16) {
