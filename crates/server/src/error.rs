@@ -25,12 +25,13 @@ impl IntoResponse for OpenAiError {
 
 /// An error response: the error's status, a dialect's JSON body, `Retry-After` when the
 /// client should retry; server-side failures are logged.
-pub(crate) fn error_response(error: &BasaltError, body: serde_json::Value) -> Response {
+pub(crate) fn error_response(error: &BasaltError, body: impl serde::Serialize) -> Response {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if status.is_server_error() {
         tracing::error!(error = %error.message, "request failed");
     }
-    let mut resp = (status, body.to_string()).into_response();
+    let body = serde_json::to_string(&body).unwrap_or_default();
+    let mut resp = (status, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -31,21 +31,25 @@ pub(crate) fn response_body(
     use basalt_wire::{anthropic, bedrock, openai};
     if let Some(e) = &answer.error {
         return match operation {
-            "messages" => anthropic::error_body(e),
-            "chat.completions" | "completions" => openai::error_body(e),
-            _ => bedrock::error_body(e),
+            "messages" => to_value(anthropic::error_body(e)),
+            "chat.completions" | "completions" => to_value(openai::error_body(e)),
+            _ => to_value(bedrock::error_body(e)),
         };
     }
     let reason = answer.reason();
     let usage = &answer.usage;
     match operation {
-        "Converse" | "ConverseStream" => {
-            bedrock::converse::response(&answer.text, &answer.calls, reason, usage, latency_ms)
-        }
+        "Converse" | "ConverseStream" => to_value(bedrock::converse::response(
+            &answer.text,
+            &answer.calls,
+            reason,
+            usage,
+            latency_ms,
+        )),
         "InvokeModel" | "InvokeModelWithResponseStream" => {
-            bedrock::invoke::llama_response(&answer.text, reason, usage)
+            to_value(bedrock::invoke::llama_response(&answer.text, reason, usage))
         }
-        "messages" => anthropic::message(
+        "messages" => to_value(anthropic::message(
             request_id,
             model_id,
             &answer.text,
@@ -53,22 +57,41 @@ pub(crate) fn response_body(
             reason,
             answer.stop_sequence.as_deref(),
             usage,
-        ),
-        "chat.completions" => {
-            let mut message = json!({"role": "assistant", "content": answer.text});
-            if !answer.calls.is_empty() {
-                message["tool_calls"] = openai::tool_calls_json(&answer.calls);
-            }
-            json!({"id": request_id, "object": "chat.completion", "model": model_id,
-                   "choices": [{"index": 0, "message": message,
-                                "finish_reason": openai::finish_reason(reason)}],
-                   "usage": openai::usage_json(usage)})
-        }
-        _ => json!({"id": request_id, "object": "text_completion", "model": model_id,
-                    "choices": [{"index": 0, "text": answer.text,
-                                 "finish_reason": openai::finish_reason(reason)}],
-                    "usage": openai::usage_json(usage)}),
+        )),
+        "chat.completions" => to_value(openai::Completion {
+            id: request_id,
+            object: "chat.completion",
+            created: crate::generation::unix_now(),
+            model: model_id,
+            system_fingerprint: "basalt",
+            choices: vec![openai::ChatChoice {
+                index: 0,
+                message: openai::AssistantMessage::new(&answer.text, &answer.calls),
+                logprobs: None,
+                finish_reason: Some(openai::finish_reason(reason)),
+            }],
+            usage: Some(Some(openai::CompletionUsage::of(usage))),
+        }),
+        _ => to_value(openai::Completion {
+            id: request_id,
+            object: "text_completion",
+            created: crate::generation::unix_now(),
+            model: model_id,
+            system_fingerprint: "basalt",
+            choices: vec![openai::TextChoice {
+                index: 0,
+                text: answer.text.as_str().into(),
+                logprobs: None,
+                finish_reason: Some(openai::finish_reason(reason)),
+            }],
+            usage: Some(Some(openai::CompletionUsage::of(usage))),
+        }),
     }
+}
+
+/// A typed response body as the log's JSON.
+fn to_value(body: impl serde::Serialize) -> Value {
+    serde_json::to_value(body).unwrap_or(Value::Null)
 }
 
 /// Copies a generation's events into its [`Answer`] on their way to the route. Dropping the

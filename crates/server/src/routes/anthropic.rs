@@ -74,8 +74,10 @@ async fn messages(
     Ok(Json(msg).into_response())
 }
 
-fn named(name: &'static str, data: Value) -> Result<Event, Infallible> {
-    Ok(Event::default().event(name).data(data.to_string()))
+/// One server-sent event, named by its `type`.
+fn sse(event: &wire::StreamEvent<'_>) -> Result<Event, Infallible> {
+    let data = serde_json::to_string(event).unwrap_or_default();
+    Ok(Event::default().event(event.name()).data(data))
 }
 
 /// `message_start` and `ping`; then content blocks, each opened by `content_block_start`
@@ -91,11 +93,8 @@ fn event_stream(
     metering: Metering,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let opening = vec![
-        named(
-            "message_start",
-            wire::message_start(&id, &model, input_tokens),
-        ),
-        named("ping", json!({"type": "ping"})),
+        sse(&wire::message_start(&id, &model, input_tokens)),
+        sse(&wire::StreamEvent::Ping),
     ];
     let body = stream::unfold(
         Some((rx, Blocks::default(), metering)),
@@ -105,22 +104,15 @@ fn event_stream(
             let event = rx.recv().await?;
             for step in blocks.frame(&event) {
                 events.push(match step {
-                    BlockEvent::TextStart { index } => {
-                        named("content_block_start", wire::text_block_start(index))
+                    BlockEvent::TextStart { index } => sse(&wire::text_block_start(index)),
+                    BlockEvent::TextDelta { index, text } => sse(&wire::text_delta(index, text)),
+                    BlockEvent::ToolStart { index, id, name } => {
+                        sse(&wire::tool_block_start(index, id, name))
                     }
-                    BlockEvent::TextDelta { index, text } => {
-                        named("content_block_delta", wire::text_delta(index, text))
-                    }
-                    BlockEvent::ToolStart { index, id, name } => named(
-                        "content_block_start",
-                        wire::tool_block_start(index, id, name),
-                    ),
                     BlockEvent::ToolDelta { index, json } => {
-                        named("content_block_delta", wire::input_json_delta(index, json))
+                        sse(&wire::input_json_delta(index, json))
                     }
-                    BlockEvent::Stop { index } => {
-                        named("content_block_stop", wire::block_stop(index))
-                    }
+                    BlockEvent::Stop { index } => sse(&wire::block_stop(index)),
                 });
             }
             match event {
@@ -132,22 +124,23 @@ fn event_stream(
                     metering.settled().await;
                     if !blocks.any() {
                         // An empty answer is still one (empty) text block.
-                        events.push(named("content_block_start", wire::text_block_start(0)));
-                        events.push(named("content_block_stop", wire::block_stop(0)));
+                        events.push(sse(&wire::text_block_start(0)));
+                        events.push(sse(&wire::block_stop(0)));
                     }
                     if let Some(BlockEvent::Stop { index }) = blocks.finish() {
-                        events.push(named("content_block_stop", wire::block_stop(index)));
+                        events.push(sse(&wire::block_stop(index)));
                     }
-                    events.push(named(
-                        "message_delta",
-                        wire::message_delta(reason, stop_sequence.as_deref(), &usage),
-                    ));
-                    events.push(named("message_stop", json!({"type": "message_stop"})));
+                    events.push(sse(&wire::message_delta(
+                        reason,
+                        stop_sequence.as_deref(),
+                        &usage,
+                    )));
+                    events.push(sse(&wire::StreamEvent::MessageStop));
                     return Some((stream::iter(events), None));
                 }
                 GenerateEvent::Failed { error, .. } => {
                     metering.settled().await;
-                    events.push(named("error", wire::error_body(&error)));
+                    events.push(sse(&wire::error_event(&error)));
                     return Some((stream::iter(events), None));
                 }
                 _ => {}

@@ -304,17 +304,15 @@ async fn invoke_stream(
                 let prompt = (chunks_sent == 0).then_some(input_tokens);
                 let mut last = invoke::llama_chunk("", prompt, usage.output_tokens, Some(*reason));
                 let first = *first_byte_ms.get_or_insert_with(|| millis(started));
-                last["amazon-bedrock-invocationMetrics"] =
-                    invoke::invocation_metrics(usage, millis(started), first);
+                last.invocation_metrics =
+                    Some(invoke::invocation_metrics(usage, millis(started), first));
                 last
             }
             // Native bodies take no tools, so no tool calls come back.
             _ => return Vec::new(),
         };
-        vec![eventstream::event(
-            "chunk",
-            invoke::chunk_payload(&native).to_string().as_bytes(),
-        )]
+        let payload = serde_json::to_string(&invoke::chunk_payload(&native)).unwrap_or_default();
+        vec![eventstream::event("chunk", payload.as_bytes())]
     });
     Ok(event_stream_response(
         frames,
@@ -428,9 +426,10 @@ async fn get_foundation_model(
     ))
 }
 
-/// What a streaming route turns into frames.
-fn frame((name, payload): (&str, Value)) -> Vec<u8> {
-    eventstream::event(name, payload.to_string().as_bytes())
+/// A `ConverseStream` event as an event-stream frame.
+fn frame(event: converse::ConverseStreamEvent<'_>) -> Vec<u8> {
+    let payload = serde_json::to_string(&event).unwrap_or_default();
+    eventstream::event(event.name(), payload.as_bytes())
 }
 
 /// Drives a generation into event-stream frames: `opening`, then what `encode` makes of

@@ -16,7 +16,6 @@ use basalt_types::{BasaltError, GenerateEvent, Usage};
 use basalt_wire::openai::{self as wire, ModelCard, Plan};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
-use serde_json::{json, Value};
 
 use crate::error::{body_error, OpenAiError};
 use crate::generation::{start_generation, unix_now, Answer, Call, Metering};
@@ -69,7 +68,7 @@ fn card(entry: &basalt_catalog::Entry, created: u64) -> ModelCard {
 async fn list_models(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
-) -> Result<Json<Value>, OpenAiError> {
+) -> Result<Json<wire::ModelList>, OpenAiError> {
     let ids = state.entries().map(|e| e.manifest.id.clone()).collect();
     let usable = state.usable(&principal, ids).await;
     Ok(Json(wire::model_list(
@@ -138,7 +137,7 @@ async fn generate(
         for m in meterings {
             m.settled().await;
         }
-        Ok(Json(result?).into_response())
+        Ok(result?)
     }
 }
 
@@ -188,64 +187,72 @@ impl ResponseMeta {
             (Surface::Completion, _) => "text_completion",
         }
     }
+
+    /// A response or chunk of this request, around `choices`.
+    fn completion<C>(
+        &self,
+        streaming: bool,
+        choices: Vec<C>,
+        usage: Option<Option<wire::CompletionUsage>>,
+    ) -> wire::Completion<'_, C> {
+        wire::Completion {
+            id: &self.id,
+            object: self.object(streaming),
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: "basalt",
+            choices,
+            usage,
+        }
+    }
 }
 
 async fn collect(
     meta: ResponseMeta,
     plan: Plan,
     receivers: Vec<EventReceiver>,
-) -> Result<Value, BasaltError> {
+) -> Result<Response, BasaltError> {
     let mut results = Vec::with_capacity(receivers.len());
     for rx in receivers {
         results.push(Answer::collect(rx).await?);
     }
     let usage = meta.total_usage(&results.iter().map(|r| r.usage).collect::<Vec<_>>());
+    let usage = Some(Some(wire::CompletionUsage::of(&usage)));
     let want_logprobs = plan.requests.first().is_some_and(|r| r.logprobs.is_some());
-    let choices: Vec<Value> = results
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let finish = r.finish.map(wire::finish_reason);
-            match meta.surface {
-                Surface::Chat => json!({
-                    "index": i,
-                    "message": chat_message(r),
-                    "logprobs": if want_logprobs { json!({"content": wire::chat_logprobs(&r.logprobs)}) } else { Value::Null },
-                    "finish_reason": finish,
-                }),
-                Surface::Completion => {
-                    let echo = plan.echo.get(i).map(String::as_str).unwrap_or("");
-                    json!({
-                        "index": i,
-                        "text": format!("{echo}{}", r.text),
-                        "logprobs": if want_logprobs { wire::completion_logprobs(&r.logprobs, echo.len()) } else { Value::Null },
-                        "finish_reason": finish,
-                    })
-                }
-            }
-        })
-        .collect();
-    Ok(json!({
-        "id": meta.id,
-        "object": meta.object(false),
-        "created": meta.created,
-        "model": meta.model,
-        "system_fingerprint": "basalt",
-        "choices": choices,
-        "usage": wire::usage_json(&usage),
-    }))
-}
-
-/// The assistant message of a chat choice: its text, or its tool calls (content null).
-fn chat_message(r: &Answer) -> Value {
-    let mut m = json!({"role": "assistant", "content": r.text, "refusal": null});
-    if !r.calls.is_empty() {
-        m["tool_calls"] = wire::tool_calls_json(&r.calls);
-        if r.text.is_empty() {
-            m["content"] = Value::Null;
+    let finish = |r: &Answer| r.finish.map(wire::finish_reason);
+    let response = match meta.surface {
+        Surface::Chat => {
+            let choices = results
+                .iter()
+                .enumerate()
+                .map(|(index, r)| wire::ChatChoice {
+                    index,
+                    message: wire::AssistantMessage::new(&r.text, &r.calls),
+                    logprobs: want_logprobs.then(|| wire::chat_logprobs(&r.logprobs)),
+                    finish_reason: finish(r),
+                })
+                .collect();
+            Json(meta.completion(false, choices, usage)).into_response()
         }
-    }
-    m
+        Surface::Completion => {
+            let choices = results
+                .iter()
+                .enumerate()
+                .map(|(index, r)| {
+                    let echo = plan.echo.get(index).map(String::as_str).unwrap_or("");
+                    wire::TextChoice {
+                        index,
+                        text: format!("{echo}{}", r.text).into(),
+                        logprobs: want_logprobs
+                            .then(|| wire::completion_logprobs(&r.logprobs, echo.len())),
+                        finish_reason: finish(r),
+                    }
+                })
+                .collect();
+            Json(meta.completion(false, choices, usage)).into_response()
+        }
+    };
+    Ok(response)
 }
 
 fn receiver_stream(index: usize, rx: EventReceiver) -> impl Stream<Item = (usize, GenerateEvent)> {
@@ -254,7 +261,8 @@ fn receiver_stream(index: usize, rx: EventReceiver) -> impl Stream<Item = (usize
     })
 }
 
-/// Turns one streamed request's engine events into OpenAI chunks.
+/// Turns one streamed request's engine events into OpenAI chunks, each serialised as the
+/// data of one server-sent event.
 struct ChunkEncoder {
     meta: ResponseMeta,
     want_logprobs: bool,
@@ -280,101 +288,121 @@ impl ChunkEncoder {
         }
     }
 
-    fn chunk(&self, choices: Value) -> Value {
-        let mut v = json!({
-            "id": self.meta.id,
-            "object": self.meta.object(true),
-            "created": self.meta.created,
-            "model": self.meta.model,
-            "system_fingerprint": "basalt",
-            "choices": choices,
-        });
-        if self.include_usage {
-            v["usage"] = Value::Null;
-        }
-        v
+    /// One chunk around `choice`: `usage` is null on every chunk of a stream that ends
+    /// with a usage chunk, and absent otherwise.
+    fn chunk<C: serde::Serialize>(&self, choice: Option<C>) -> String {
+        let usage = self.include_usage.then_some(None);
+        let chunk = self
+            .meta
+            .completion(true, choice.into_iter().collect(), usage);
+        serde_json::to_string(&chunk).unwrap_or_default()
     }
 
-    fn choice(&self, i: usize, text: Option<&str>, logprobs: Value, finish: Option<&str>) -> Value {
-        match self.meta.surface {
-            Surface::Chat => {
-                let delta = text.map_or(json!({}), |t| json!({"content": t}));
-                json!({"index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
-            }
-            Surface::Completion => {
-                json!({"index": i, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish})
-            }
-        }
+    /// A chat chunk with this delta for choice `i`.
+    fn delta(
+        &self,
+        i: usize,
+        delta: wire::Delta<'_>,
+        logprobs: Option<wire::ChatLogprobs<'_>>,
+        finish_reason: Option<&'static str>,
+    ) -> String {
+        self.chunk(Some(wire::ChunkChoice {
+            index: i,
+            delta,
+            logprobs,
+            finish_reason,
+        }))
+    }
+
+    /// A completion chunk with this text for choice `i`.
+    fn text(
+        &self,
+        i: usize,
+        text: &str,
+        logprobs: Option<wire::CompletionLogprobs<'_>>,
+        finish_reason: Option<&'static str>,
+    ) -> String {
+        self.chunk(Some(wire::TextChoice {
+            index: i,
+            text: text.into(),
+            logprobs,
+            finish_reason,
+        }))
     }
 
     /// The assistant role for chat; the echoed prompt for completions that asked for it.
-    fn opening(&self, echo: &[String]) -> Vec<Value> {
+    fn opening(&self, echo: &[String]) -> Vec<String> {
         (0..self.usages.len())
             .filter_map(|i| match self.meta.surface {
-                Surface::Chat => Some(self.chunk(json!([{
-                    "index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null,
-                }]))),
+                Surface::Chat => Some(self.delta(i, wire::Delta::opening(), None, None)),
                 Surface::Completion => echo
                     .get(i)
                     .filter(|e| !e.is_empty())
-                    .map(|e| self.chunk(json!([self.choice(i, Some(e), Value::Null, None)]))),
+                    .map(|e| self.text(i, e, None, None)),
             })
             .collect()
     }
 
-    fn event(&mut self, i: usize, event: GenerateEvent) -> Option<Value> {
+    fn event(&mut self, i: usize, event: GenerateEvent) -> Option<String> {
         if self.failed {
             return None;
         }
         match event {
             GenerateEvent::Text { text, logprobs } => {
-                let lp = match (self.want_logprobs, self.meta.surface) {
-                    (false, _) => Value::Null,
-                    (true, Surface::Chat) => json!({"content": wire::chat_logprobs(&logprobs)}),
-                    (true, Surface::Completion) => {
-                        wire::completion_logprobs(&logprobs, self.offsets[i])
+                let chunk = match self.meta.surface {
+                    Surface::Chat => {
+                        let lp = self.want_logprobs.then(|| wire::chat_logprobs(&logprobs));
+                        self.delta(i, wire::Delta::text(&text), lp, None)
+                    }
+                    Surface::Completion => {
+                        let lp = self
+                            .want_logprobs
+                            .then(|| wire::completion_logprobs(&logprobs, self.offsets[i]));
+                        self.text(i, &text, lp, None)
                     }
                 };
                 self.offsets[i] += text.len();
-                Some(self.chunk(json!([self.choice(i, Some(&text), lp, None)])))
+                Some(chunk)
             }
-            GenerateEvent::ToolCallStart { index, id, name } => {
-                let delta = wire::tool_call_start_delta(index, &id, &name);
-                Some(self.chunk(
-                    json!([{"index": i, "delta": delta, "logprobs": null, "finish_reason": null}]),
-                ))
-            }
+            GenerateEvent::ToolCallStart { index, id, name } => Some(self.delta(
+                i,
+                wire::Delta::tool_call_start(index, &id, &name),
+                None,
+                None,
+            )),
             GenerateEvent::ToolArguments { index, json } => {
-                let delta = wire::tool_arguments_delta(index, &json);
-                Some(self.chunk(
-                    json!([{"index": i, "delta": delta, "logprobs": null, "finish_reason": null}]),
-                ))
+                Some(self.delta(i, wire::Delta::tool_arguments(index, &json), None, None))
             }
             GenerateEvent::Finished { reason, usage, .. } => {
                 self.usages[i] = usage;
-                let choice = self.choice(i, None, Value::Null, Some(wire::finish_reason(reason)));
-                Some(self.chunk(json!([choice])))
+                let finish = Some(wire::finish_reason(reason));
+                Some(match self.meta.surface {
+                    Surface::Chat => self.delta(i, wire::Delta::default(), None, finish),
+                    Surface::Completion => self.text(i, "", None, finish),
+                })
             }
             GenerateEvent::Failed { error, .. } => {
                 // OpenAI reports a failure inside a stream as an `error` object.
                 self.failed = true;
-                Some(wire::error_body(&error))
+                Some(serde_json::to_string(&wire::error_body(&error)).unwrap_or_default())
             }
         }
     }
 
     /// The usage chunk (when asked for), with the total over every choice.
-    fn closing(&self) -> Option<Value> {
+    fn closing(&self) -> Option<String> {
         self.include_usage.then(|| {
-            let mut v = self.chunk(json!([]));
-            v["usage"] = wire::usage_json(&self.meta.total_usage(&self.usages));
-            v
+            let usage = wire::CompletionUsage::of(&self.meta.total_usage(&self.usages));
+            let chunk =
+                self.meta
+                    .completion::<wire::ChunkChoice<'_>>(true, Vec::new(), Some(Some(usage)));
+            serde_json::to_string(&chunk).unwrap_or_default()
         })
     }
 }
 
-fn data(v: Value) -> Event {
-    Event::default().data(v.to_string())
+fn data(json: String) -> Event {
+    Event::default().data(json)
 }
 
 /// The SSE stream: every choice's events interleaved as they come, then (optionally) a usage

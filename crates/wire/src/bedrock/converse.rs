@@ -16,7 +16,7 @@ use super::content::{
     unions, ContentBlock, GuardContent, InputSchema, SystemBlock, Tool, ToolChoiceMember,
     ToolConfig, ToolResult, ToolResultContent, ToolUse,
 };
-use super::usage_json;
+pub use super::output::{ConverseResponse, ConverseStreamEvent};
 use crate::check_range;
 
 /// Generation cap when the caller gives no `maxTokens` (Bedrock's Meta models default
@@ -419,84 +419,76 @@ fn tool_result_message(result: ToolResult, param: &str) -> Result<ChatMessage, B
     Ok(message)
 }
 
-pub fn stop_reason(r: FinishReason) -> &'static str {
-    match r {
-        FinishReason::EndOfTurn => "end_turn",
-        FinishReason::MaxTokens => "max_tokens",
-        FinishReason::StopSequence => "stop_sequence",
-        FinishReason::ContextWindow => "model_context_window_exceeded",
-        FinishReason::ToolUse => "tool_use",
-    }
-}
+pub use super::output::stop_reason;
 
 /// The `Converse` response: a text block, or the tool calls the model made.
-pub fn response(
-    text: &str,
-    calls: &[ToolCall],
+pub fn response<'a>(
+    text: &'a str,
+    calls: &'a [ToolCall],
     reason: FinishReason,
     usage: &Usage,
     latency_ms: u64,
-) -> Value {
-    let mut content = Vec::new();
-    if !text.is_empty() || calls.is_empty() {
-        content.push(json!({"text": text}));
-    }
-    for c in calls {
-        content.push(json!({"toolUse": {"toolUseId": c.id, "name": c.name,
-                                        "input": crate::arguments_value(&c.arguments)}}));
-    }
-    json!({
-        "output": {"message": {"role": "assistant", "content": content}},
-        "stopReason": stop_reason(reason),
-        "usage": usage_json(usage),
-        "metrics": {"latencyMs": latency_ms},
-    })
+) -> ConverseResponse<'a> {
+    ConverseResponse::new(text, calls, stop_reason(reason), usage, latency_ms)
 }
 
-/// `ConverseStream` events, as (`:event-type`, payload). Text arrives as deltas of content
-/// block 0; the stream ends with `messageStop` and `metadata`.
+/// `ConverseStream` events. Text arrives as deltas of its content block (text blocks need
+/// no start event); the stream ends with `messageStop` and `metadata`.
 pub mod events {
     use super::*;
+    use crate::bedrock::output::{
+        BlockDelta, BlockStart, BlockStop, ConverseStreamEvent as Event, Delta, MessageStart,
+        MessageStop, Metrics, Start, StreamMetadata, TokenUsage,
+    };
 
-    pub fn message_start() -> (&'static str, Value) {
-        ("messageStart", json!({"role": "assistant"}))
+    pub fn message_start() -> Event<'static> {
+        Event::MessageStart(MessageStart { role: "assistant" })
     }
 
-    pub fn text_delta(index: usize, text: &str) -> (&'static str, Value) {
-        (
-            "contentBlockDelta",
-            json!({"contentBlockIndex": index, "delta": {"text": text}}),
-        )
+    pub fn text_delta(index: usize, text: &str) -> Event<'_> {
+        Event::ContentBlockDelta(BlockDelta {
+            content_block_index: index,
+            delta: Delta::Text(text),
+        })
     }
 
-    /// A tool-use block opens with its id and name; text blocks need no start event.
-    pub fn tool_start(index: usize, id: &str, name: &str) -> (&'static str, Value) {
-        (
-            "contentBlockStart",
-            json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": id, "name": name}}}),
-        )
+    /// A tool-use block opens with its id and name.
+    pub fn tool_start<'a>(index: usize, id: &'a str, name: &'a str) -> Event<'a> {
+        Event::ContentBlockStart(BlockStart {
+            content_block_index: index,
+            start: Start::ToolUse {
+                tool_use_id: id,
+                name,
+            },
+        })
     }
 
-    pub fn tool_input_delta(index: usize, partial_json: &str) -> (&'static str, Value) {
-        (
-            "contentBlockDelta",
-            json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": partial_json}}}),
-        )
+    pub fn tool_input_delta(index: usize, partial_json: &str) -> Event<'_> {
+        Event::ContentBlockDelta(BlockDelta {
+            content_block_index: index,
+            delta: Delta::ToolUse {
+                input: partial_json,
+            },
+        })
     }
 
-    pub fn block_stop(index: usize) -> (&'static str, Value) {
-        ("contentBlockStop", json!({"contentBlockIndex": index}))
+    pub fn block_stop(index: usize) -> Event<'static> {
+        Event::ContentBlockStop(BlockStop {
+            content_block_index: index,
+        })
     }
 
-    pub fn message_stop(reason: FinishReason) -> (&'static str, Value) {
-        ("messageStop", json!({"stopReason": stop_reason(reason)}))
+    pub fn message_stop(reason: FinishReason) -> Event<'static> {
+        Event::MessageStop(MessageStop {
+            stop_reason: stop_reason(reason),
+        })
     }
 
-    pub fn metadata(usage: &Usage, latency_ms: u64) -> (&'static str, Value) {
-        (
-            "metadata",
-            json!({"usage": usage_json(usage), "metrics": {"latencyMs": latency_ms}}),
-        )
+    pub fn metadata(usage: &Usage, latency_ms: u64) -> Event<'static> {
+        Event::Metadata(StreamMetadata {
+            usage: TokenUsage::of(usage),
+            metrics: Metrics { latency_ms },
+        })
     }
 }
 
@@ -630,33 +622,76 @@ mod tests {
         assert_eq!(m[2].content, r#"{"temp":3}"#);
     }
 
+    fn value(v: impl serde::Serialize) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
+
+    /// The shapes boto3 parses, member for member.
     #[test]
-    fn response_shapes() {
+    fn response_and_stream_event_shapes() {
         let usage = Usage {
             input_tokens: 5,
             output_tokens: 3,
-            cached_input_tokens: 0,
+            cached_input_tokens: 2,
         };
-        let v = response("hey", &[], FinishReason::MaxTokens, &usage, 12);
-        assert_eq!(v["output"]["message"]["content"][0]["text"], "hey");
-        assert_eq!(v["stopReason"], "max_tokens");
-        assert_eq!(v["usage"]["totalTokens"], 8);
-        assert_eq!(v["metrics"]["latencyMs"], 12);
-        assert_eq!(events::text_delta(0, "a").1["delta"]["text"], "a");
+        let token_usage = json!({"inputTokens": 5, "outputTokens": 3, "totalTokens": 8,
+                                 "cacheReadInputTokens": 2, "cacheWriteInputTokens": 0});
+        assert_eq!(
+            value(response("hey", &[], FinishReason::MaxTokens, &usage, 12)),
+            json!({"output": {"message": {"role": "assistant", "content": [{"text": "hey"}]}},
+                   "stopReason": "max_tokens", "usage": token_usage, "metrics": {"latencyMs": 12}})
+        );
         let call = ToolCall {
             id: "t1".into(),
             name: "f".into(),
             arguments: r#"{"a":1}"#.into(),
         };
-        let v = response("", &[call], FinishReason::ToolUse, &usage, 1);
-        assert_eq!(v["stopReason"], "tool_use");
+        let calls = [call];
         assert_eq!(
-            v["output"]["message"]["content"][0]["toolUse"]["input"]["a"],
-            1
+            value(response("", &calls, FinishReason::ToolUse, &usage, 1))["output"]["message"]
+                ["content"],
+            json!([{"toolUse": {"toolUseId": "t1", "name": "f", "input": {"a": 1}}}])
         );
-        assert_eq!(
-            events::tool_input_delta(1, "{").1["delta"]["toolUse"]["input"],
-            "{"
-        );
+        let cases = [
+            (
+                events::message_start(),
+                "messageStart",
+                json!({"role": "assistant"}),
+            ),
+            (
+                events::text_delta(0, "a"),
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"text": "a"}}),
+            ),
+            (
+                events::tool_start(1, "t1", "f"),
+                "contentBlockStart",
+                json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": "t1", "name": "f"}}}),
+            ),
+            (
+                events::tool_input_delta(1, "{"),
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": "{"}}}),
+            ),
+            (
+                events::block_stop(1),
+                "contentBlockStop",
+                json!({"contentBlockIndex": 1}),
+            ),
+            (
+                events::message_stop(FinishReason::StopSequence),
+                "messageStop",
+                json!({"stopReason": "stop_sequence"}),
+            ),
+            (
+                events::metadata(&usage, 9),
+                "metadata",
+                json!({"usage": token_usage, "metrics": {"latencyMs": 9}}),
+            ),
+        ];
+        for (event, name, payload) in cases {
+            assert_eq!(event.name(), name);
+            assert_eq!(value(&event), payload, "{name}");
+        }
     }
 }

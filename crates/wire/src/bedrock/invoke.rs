@@ -9,12 +9,13 @@ use basalt_types::{
     BasaltError, FinishReason, GenerateRequest, OutputConstraints, Prompt, SamplingParams, Usage,
 };
 use base64::Engine as _;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::converse::{
     ConverseTokensRequest, DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P,
 };
+use super::output::{InvocationMetrics, LlamaGeneration};
 use crate::check_range;
 
 /// Meta's Bedrock limit on `max_gen_len`.
@@ -76,13 +77,18 @@ pub fn llama_stop_reason(r: FinishReason) -> &'static str {
 }
 
 /// The complete `InvokeModel` response body.
-pub fn llama_response(text: &str, reason: FinishReason, usage: &Usage) -> Value {
-    json!({
-        "generation": text,
-        "prompt_token_count": usage.input_tokens,
-        "generation_token_count": usage.output_tokens,
-        "stop_reason": llama_stop_reason(reason),
-    })
+pub fn llama_response<'a>(
+    text: &'a str,
+    reason: FinishReason,
+    usage: &Usage,
+) -> LlamaGeneration<'a> {
+    LlamaGeneration {
+        generation: text,
+        prompt_token_count: Some(usage.input_tokens),
+        generation_token_count: usage.output_tokens,
+        stop_reason: Some(llama_stop_reason(reason)),
+        invocation_metrics: None,
+    }
 }
 
 /// One streamed chunk's native body: the prompt's token count only on the first chunk, the
@@ -92,28 +98,37 @@ pub fn llama_chunk(
     prompt_token_count: Option<u32>,
     generation_token_count: u32,
     stop_reason: Option<FinishReason>,
-) -> Value {
-    json!({
-        "generation": text,
-        "prompt_token_count": prompt_token_count,
-        "generation_token_count": generation_token_count,
-        "stop_reason": stop_reason.map(llama_stop_reason),
-    })
+) -> LlamaGeneration<'_> {
+    LlamaGeneration {
+        generation: text,
+        prompt_token_count,
+        generation_token_count,
+        stop_reason: stop_reason.map(llama_stop_reason),
+        invocation_metrics: None,
+    }
 }
 
 /// What every stream's last chunk carries, as Bedrock adds it.
-pub fn invocation_metrics(usage: &Usage, latency_ms: u64, first_byte_ms: u64) -> Value {
-    json!({
-        "inputTokenCount": usage.input_tokens,
-        "outputTokenCount": usage.output_tokens,
-        "invocationLatency": latency_ms,
-        "firstByteLatency": first_byte_ms,
-    })
+pub fn invocation_metrics(usage: &Usage, latency_ms: u64, first_byte_ms: u64) -> InvocationMetrics {
+    InvocationMetrics {
+        input_token_count: usage.input_tokens,
+        output_token_count: usage.output_tokens,
+        invocation_latency: latency_ms,
+        first_byte_latency: first_byte_ms,
+    }
 }
 
 /// A `chunk` event's payload: the native body, base64-encoded in `bytes`.
-pub fn chunk_payload(native: &Value) -> Value {
-    json!({"bytes": base64::engine::general_purpose::STANDARD.encode(native.to_string())})
+#[derive(Debug, Serialize)]
+pub struct ChunkPayload {
+    pub bytes: String,
+}
+
+pub fn chunk_payload(native: &impl Serialize) -> ChunkPayload {
+    let json = serde_json::to_string(native).unwrap_or_default();
+    ChunkPayload {
+        bytes: base64::engine::general_purpose::STANDARD.encode(json),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,7 +204,7 @@ mod tests {
         let native = llama_chunk("hi", Some(4), 1, None);
         let payload = chunk_payload(&native);
         let decoded = base64::engine::general_purpose::STANDARD
-            .decode(payload["bytes"].as_str().unwrap())
+            .decode(&payload.bytes)
             .unwrap();
         let back: Value = serde_json::from_slice(&decoded).unwrap();
         assert_eq!(back["generation"], "hi");

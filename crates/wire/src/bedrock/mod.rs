@@ -12,10 +12,10 @@ pub mod control;
 pub mod converse;
 pub mod eventstream;
 pub mod invoke;
+pub mod output;
 
-use basalt_types::{BasaltError, ErrorKind, Usage};
+use basalt_types::{BasaltError, ErrorKind};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
 
 /// Parses a Bedrock request body; errors name the field at fault as Bedrock does
 /// (`messages.0.content.1`).
@@ -42,12 +42,12 @@ pub fn error_code(kind: ErrorKind) -> (&'static str, u16) {
 
 /// The body of an error response: `{"message": ...}`, with the field named when known
 /// (Bedrock's own validation messages name the member the same way).
-pub fn error_body(e: &BasaltError) -> Value {
+pub fn error_body(e: &BasaltError) -> output::ErrorBody {
     let message = match &e.param {
         Some(p) if !e.message.contains(p.as_str()) => format!("{p}: {}", e.message),
         _ => e.message.clone(),
     };
-    json!({ "message": message })
+    output::ErrorBody { message }
 }
 
 /// The in-stream exception frame for an error that happens after the stream started.
@@ -61,7 +61,8 @@ pub fn stream_exception(e: &BasaltError) -> Vec<u8> {
         ErrorKind::Internal => "internalServerException",
         _ => "modelStreamErrorException",
     };
-    eventstream::exception(name, error_body(e).to_string().as_bytes())
+    let body = serde_json::to_string(&error_body(e)).unwrap_or_default();
+    eventstream::exception(name, body.as_bytes())
 }
 
 /// Ids under which a model may be addressed, most specific first: the id itself, the
@@ -88,17 +89,6 @@ pub fn model_id_candidates(raw: &str) -> Vec<String> {
         }
     }
     out
-}
-
-/// `TokenUsage`.
-pub fn usage_json(u: &Usage) -> Value {
-    json!({
-        "inputTokens": u.input_tokens,
-        "outputTokens": u.output_tokens,
-        "totalTokens": u.input_tokens + u.output_tokens,
-        "cacheReadInputTokens": u.cached_input_tokens,
-        "cacheWriteInputTokens": 0,
-    })
 }
 
 #[cfg(test)]
@@ -145,7 +135,7 @@ mod tests {
             "must be between 0 and 1",
         ));
         assert_eq!(
-            body["message"],
+            body.message,
             "inferenceConfig.temperature: must be between 0 and 1"
         );
         let frame = stream_exception(&BasaltError::internal("boom"));

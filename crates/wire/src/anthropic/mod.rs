@@ -4,13 +4,16 @@
 //! and documents are refused with an error naming the block, as our models read text only.
 
 use basalt_types::{
-    BasaltError, ChatMessage, ErrorKind, FinishReason, GenerateRequest, OutputConstraints,
-    OutputFormat, Prompt, Role, SamplingParams, ToolCall, ToolChoice, ToolSpec, Usage,
+    BasaltError, ChatMessage, ErrorKind, GenerateRequest, OutputConstraints, OutputFormat, Prompt,
+    Role, SamplingParams, ToolCall, ToolChoice, ToolSpec,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::check_range;
+
+mod response;
+pub use response::*;
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -325,111 +328,6 @@ impl CountTokensRequest {
     }
 }
 
-pub fn stop_reason(r: FinishReason) -> &'static str {
-    match r {
-        FinishReason::EndOfTurn => "end_turn",
-        FinishReason::StopSequence => "stop_sequence",
-        FinishReason::MaxTokens => "max_tokens",
-        FinishReason::ContextWindow => "model_context_window_exceeded",
-        FinishReason::ToolUse => "tool_use",
-    }
-}
-
-pub fn usage_json(u: &Usage) -> Value {
-    json!({
-        "input_tokens": u.input_tokens,
-        "output_tokens": u.output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": u.cached_input_tokens,
-    })
-}
-
-/// The complete (non-streamed) response: a text block, or the tool calls the model made.
-pub fn message(
-    id: &str,
-    model: &str,
-    text: &str,
-    calls: &[ToolCall],
-    reason: FinishReason,
-    stop_sequence: Option<&str>,
-    usage: &Usage,
-) -> Value {
-    let mut content = Vec::new();
-    if !text.is_empty() || calls.is_empty() {
-        content.push(json!({"type": "text", "text": text}));
-    }
-    for c in calls {
-        content.push(json!({"type": "tool_use", "id": c.id, "name": c.name,
-                            "input": crate::arguments_value(&c.arguments)}));
-    }
-    json!({
-        "id": id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop_reason(reason),
-        "stop_sequence": stop_sequence,
-        "usage": usage_json(usage),
-    })
-}
-
-/// `message_start`: the message shell, with the input tokens known up front.
-pub fn message_start(id: &str, model: &str, input_tokens: u32) -> Value {
-    json!({"type": "message_start", "message": {
-        "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
-        "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": input_tokens, "output_tokens": 0},
-    }})
-}
-
-pub fn text_block_start(index: usize) -> Value {
-    json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
-}
-
-pub fn tool_block_start(index: usize, id: &str, name: &str) -> Value {
-    json!({"type": "content_block_start", "index": index,
-           "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}})
-}
-
-pub fn text_delta(index: usize, text: &str) -> Value {
-    json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})
-}
-
-pub fn input_json_delta(index: usize, partial_json: &str) -> Value {
-    json!({"type": "content_block_delta", "index": index,
-           "delta": {"type": "input_json_delta", "partial_json": partial_json}})
-}
-
-pub fn block_stop(index: usize) -> Value {
-    json!({"type": "content_block_stop", "index": index})
-}
-
-pub fn message_delta(reason: FinishReason, stop_sequence: Option<&str>, usage: &Usage) -> Value {
-    json!({
-        "type": "message_delta",
-        "delta": {"stop_reason": stop_reason(reason), "stop_sequence": stop_sequence},
-        "usage": {"output_tokens": usage.output_tokens},
-    })
-}
-
-/// `{"type": "error", "error": {...}}` in Anthropic's shape.
-pub fn error_body(e: &BasaltError) -> Value {
-    let kind = match e.kind {
-        ErrorKind::InvalidRequest
-        | ErrorKind::ContextLengthExceeded
-        | ErrorKind::UnsupportedForModel => "invalid_request_error",
-        ErrorKind::ModelNotFound | ErrorKind::NotFound => "not_found_error",
-        ErrorKind::PayloadTooLarge => "request_too_large",
-        ErrorKind::RequestTimeout => "timeout_error",
-        ErrorKind::Overloaded | ErrorKind::QuotaExceeded => "rate_limit_error",
-        ErrorKind::Unauthenticated | ErrorKind::InvalidSignature => "authentication_error",
-        ErrorKind::PermissionDenied => "permission_error",
-        ErrorKind::Internal => "api_error",
-    };
-    json!({"type": "error", "error": {"type": kind, "message": e.message}})
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,37 +406,5 @@ mod tests {
         assert_eq!(m[2].tool_call_id.as_deref(), Some("toolu_1"));
         assert_eq!(m[2].content, "21C");
         assert_eq!(m[3].content, "And tomorrow?");
-    }
-
-    #[test]
-    fn responses_carry_tool_use_blocks() {
-        let call = ToolCall {
-            id: "call_1".into(),
-            name: "f".into(),
-            arguments: r#"{"x":1}"#.into(),
-        };
-        let v = message(
-            "msg_1",
-            "m",
-            "",
-            &[call],
-            FinishReason::ToolUse,
-            None,
-            &Usage::default(),
-        );
-        assert_eq!(v["stop_reason"], "tool_use");
-        assert_eq!(v["content"][0]["type"], "tool_use");
-        assert_eq!(v["content"][0]["input"]["x"], 1);
-        assert_eq!(
-            input_json_delta(1, "{\"x\"")["delta"]["partial_json"],
-            "{\"x\""
-        );
-    }
-
-    #[test]
-    fn error_shape() {
-        let v = error_body(&BasaltError::model_not_found("x"));
-        assert_eq!(v["type"], "error");
-        assert_eq!(v["error"]["type"], "not_found_error");
     }
 }

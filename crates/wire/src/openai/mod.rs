@@ -1,14 +1,16 @@
 //! The OpenAI dialect: `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
 
 use basalt_types::{
-    BasaltError, ChatMessage, ErrorKind, FinishReason, GenerateRequest, OutputConstraints,
-    OutputFormat, Prompt, Role, SamplingParams, TokenLogprob, ToolCall, ToolChoice, ToolSpec,
-    Usage,
+    BasaltError, ChatMessage, ErrorKind, GenerateRequest, OutputConstraints, OutputFormat, Prompt,
+    Role, SamplingParams, ToolCall, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::check_range;
+
+mod response;
+pub use response::*;
 
 /// Most alternatives per token the API returns (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: u8 = 20;
@@ -599,45 +601,6 @@ impl CompletionRequest {
     }
 }
 
-pub fn finish_reason(r: FinishReason) -> &'static str {
-    match r {
-        FinishReason::EndOfTurn | FinishReason::StopSequence => "stop",
-        FinishReason::MaxTokens | FinishReason::ContextWindow => "length",
-        FinishReason::ToolUse => "tool_calls",
-    }
-}
-
-/// `tool_calls` of a complete assistant message.
-pub fn tool_calls_json(calls: &[ToolCall]) -> Value {
-    calls
-        .iter()
-        .map(|c| {
-            json!({"id": c.id, "type": "function",
-                   "function": {"name": c.name, "arguments": c.arguments}})
-        })
-        .collect()
-}
-
-/// The stream delta that opens tool call `index`: its id and name, empty arguments.
-pub fn tool_call_start_delta(index: u32, id: &str, name: &str) -> Value {
-    json!({"tool_calls": [{"index": index, "id": id, "type": "function",
-                            "function": {"name": name, "arguments": ""}}]})
-}
-
-/// A stream delta with more of tool call `index`'s arguments.
-pub fn tool_arguments_delta(index: u32, json: &str) -> Value {
-    json!({"tool_calls": [{"index": index, "function": {"arguments": json}}]})
-}
-
-pub fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.input_tokens,
-        "completion_tokens": u.output_tokens,
-        "total_tokens": u.input_tokens + u.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_input_tokens},
-    })
-}
-
 /// Adds up the usage of several choices: the prompt is counted once per distinct prompt.
 pub fn sum_usage(parts: &[Usage], prompts_shared: bool) -> Usage {
     let mut total = Usage::default();
@@ -651,69 +614,6 @@ pub fn sum_usage(parts: &[Usage], prompts_shared: bool) -> Usage {
     total
 }
 
-/// Chat-style `logprobs.content` entries.
-pub fn chat_logprobs(items: &[TokenLogprob]) -> Value {
-    Value::Array(
-        items
-            .iter()
-            .map(|t| {
-                json!({
-                    "token": t.token,
-                    "logprob": t.logprob,
-                    "bytes": t.bytes,
-                    "top_logprobs": t.top.iter().map(|a| json!({
-                        "token": a.token, "logprob": a.logprob, "bytes": a.bytes,
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect(),
-    )
-}
-
-/// Legacy completions-style `logprobs` object; `offset` is the text offset of the first token.
-pub fn completion_logprobs(items: &[TokenLogprob], mut offset: usize) -> Value {
-    let mut tokens = Vec::new();
-    let mut token_logprobs = Vec::new();
-    let mut top = Vec::new();
-    let mut offsets = Vec::new();
-    for t in items {
-        tokens.push(json!(t.token));
-        token_logprobs.push(json!(t.logprob));
-        let mut m = serde_json::Map::new();
-        for a in &t.top {
-            m.insert(a.token.clone(), json!(a.logprob));
-        }
-        top.push(Value::Object(m));
-        offsets.push(json!(offset));
-        offset += t.token.len();
-    }
-    json!({"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top, "text_offset": offsets})
-}
-
-/// `{"error": {...}}` in OpenAI's shape.
-pub fn error_body(e: &BasaltError) -> Value {
-    let (kind, code): (&str, Option<&str>) = match e.kind {
-        ErrorKind::InvalidRequest | ErrorKind::UnsupportedForModel => {
-            ("invalid_request_error", None)
-        }
-        ErrorKind::ContextLengthExceeded => {
-            ("invalid_request_error", Some("context_length_exceeded"))
-        }
-        ErrorKind::ModelNotFound => ("invalid_request_error", Some("model_not_found")),
-        ErrorKind::NotFound => ("invalid_request_error", Some("not_found")),
-        ErrorKind::PayloadTooLarge => ("invalid_request_error", Some("request_too_large")),
-        ErrorKind::RequestTimeout => ("invalid_request_error", Some("request_timeout")),
-        ErrorKind::Overloaded => ("rate_limit_exceeded", Some("rate_limit_exceeded")),
-        ErrorKind::QuotaExceeded => ("rate_limit_exceeded", Some("insufficient_quota")),
-        ErrorKind::Unauthenticated | ErrorKind::InvalidSignature => {
-            ("invalid_request_error", Some("invalid_api_key"))
-        }
-        ErrorKind::PermissionDenied => ("permission_denied", Some("permission_denied")),
-        ErrorKind::Internal => ("server_error", None),
-    };
-    json!({"error": {"message": e.message, "type": kind, "param": e.param, "code": code}})
-}
-
 #[derive(Debug, Serialize)]
 pub struct ModelCard {
     pub id: String,
@@ -722,8 +622,17 @@ pub struct ModelCard {
     pub owned_by: String,
 }
 
-pub fn model_list(models: Vec<ModelCard>) -> Value {
-    json!({"object": "list", "data": models})
+#[derive(Debug, Serialize)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelCard>,
+}
+
+pub fn model_list(models: Vec<ModelCard>) -> ModelList {
+    ModelList {
+        object: "list",
+        data: models,
+    }
 }
 
 #[cfg(test)]
@@ -829,8 +738,6 @@ mod tests {
             required.requests[0].constraints.tool_choice,
             ToolChoice::Required
         );
-        let deltas = tool_call_start_delta(0, "c", "w");
-        assert_eq!(deltas["tool_calls"][0]["function"]["arguments"], "");
     }
 
     #[test]
@@ -842,13 +749,5 @@ mod tests {
         assert_eq!(plan.requests[0].max_tokens, Some(16));
         assert_eq!(plan.echo, vec!["a", "a", "b", "b"]);
         assert_eq!(plan.choices_per_prompt, 2);
-    }
-
-    #[test]
-    fn error_body_shape() {
-        let body = error_body(&BasaltError::model_not_found("x"));
-        assert_eq!(body["error"]["code"], "model_not_found");
-        assert_eq!(body["error"]["param"], "model");
-        assert_eq!(body["error"]["type"], "invalid_request_error");
     }
 }
