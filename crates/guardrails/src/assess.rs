@@ -1,0 +1,321 @@
+//! Applying a compiled guardrail to a text: what each policy found, in Bedrock's
+//! `GuardrailAssessment` shape, whether the guardrail intervenes, and the text with
+//! anonymised spans masked (`{EMAIL}`, `{regex name}`).
+
+use serde::Serialize;
+
+use crate::pii::{self, PiiType};
+use crate::policy::{Guardrail, PolicyAction, Source};
+
+/// The result of one assessment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// A policy with a BLOCK action found something: the caller answers with the
+    /// guardrail's blocked message instead of the text.
+    pub blocked: bool,
+    /// Something was blocked or masked (Bedrock's `GUARDRAIL_INTERVENED`).
+    pub intervened: bool,
+    /// The text with every anonymised span masked.
+    pub output: String,
+    pub assessment: Assessment,
+    pub usage: PolicyUnits,
+}
+
+/// `GuardrailAssessment`, for the policies Basalt enforces.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assessment {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub word_policy: Option<WordPolicyAssessment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensitive_information_policy: Option<SensitiveInformationPolicyAssessment>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WordPolicyAssessment {
+    pub custom_words: Vec<CustomWord>,
+    pub managed_word_lists: Vec<CustomWord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomWord {
+    #[serde(rename = "match")]
+    pub matched: String,
+    pub action: Reported,
+    pub detected: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SensitiveInformationPolicyAssessment {
+    pub pii_entities: Vec<PiiEntity>,
+    pub regexes: Vec<RegexFinding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PiiEntity {
+    #[serde(rename = "match")]
+    pub matched: String,
+    #[serde(rename = "type")]
+    pub kind: PiiType,
+    pub action: Reported,
+    pub detected: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegexFinding {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matched: String,
+    pub regex: String,
+    pub action: Reported,
+    pub detected: bool,
+}
+
+/// What was done about a finding, as an assessment reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Reported {
+    Blocked,
+    Anonymized,
+    None,
+}
+
+impl From<PolicyAction> for Reported {
+    fn from(a: PolicyAction) -> Self {
+        match a {
+            PolicyAction::Block => Reported::Blocked,
+            PolicyAction::Anonymize => Reported::Anonymized,
+            PolicyAction::None => Reported::None,
+        }
+    }
+}
+
+/// Text units (1,000 characters, rounded up) each policy assessed, as Bedrock meters them
+/// (`GuardrailUsage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyUnits {
+    pub word_policy_units: u64,
+    pub sensitive_information_policy_units: u64,
+}
+
+impl Guardrail {
+    /// Assesses `text` flowing in `source`'s direction.
+    pub fn assess(&self, text: &str, source: Source) -> Outcome {
+        let mut blocked = false;
+        let mut masks: Vec<(usize, usize, String)> = Vec::new();
+        let mut act = |action: PolicyAction, start: usize, end: usize, mask: &str| match action {
+            PolicyAction::Block => blocked = true,
+            PolicyAction::Anonymize => masks.push((start, end, format!("{{{mask}}}"))),
+            PolicyAction::None => {}
+        };
+        let units = (text.chars().count() as u64).div_ceil(1000).max(1);
+        let mut assessment = Assessment::default();
+        let mut usage = PolicyUnits::default();
+
+        if let Some((list, _)) = &self.words {
+            usage.word_policy_units = units;
+            let mut words = WordPolicyAssessment::default();
+            for m in list.find(text) {
+                let Some(action) = self.word_action(m.entry, source) else {
+                    continue;
+                };
+                act(action, m.start, m.end, "");
+                words.custom_words.push(CustomWord {
+                    matched: text[m.start..m.end].to_string(),
+                    action: action.into(),
+                    detected: true,
+                });
+            }
+            assessment.word_policy = Some(words);
+        }
+
+        if !self.pii.is_empty() || !self.regexes.is_empty() {
+            usage.sensitive_information_policy_units = units;
+            let mut sensitive = SensitiveInformationPolicyAssessment::default();
+            let configured = self.pii_for(source);
+            let types: Vec<PiiType> = configured.iter().map(|(t, _)| *t).collect();
+            for found in pii::find_all(text, &types) {
+                let Some(&(_, action)) = configured.iter().find(|(t, _)| *t == found.kind) else {
+                    continue;
+                };
+                act(action, found.start, found.end, found.kind.name());
+                sensitive.pii_entities.push(PiiEntity {
+                    matched: text[found.start..found.end].to_string(),
+                    kind: found.kind,
+                    action: action.into(),
+                    detected: true,
+                });
+            }
+            for (config, regex) in &self.regexes {
+                let Some(action) = Guardrail::regex_action(config, source) else {
+                    continue;
+                };
+                for m in regex.find_iter(text).filter(|m| !m.is_empty()) {
+                    act(action, m.start(), m.end(), &config.name);
+                    sensitive.regexes.push(RegexFinding {
+                        name: config.name.clone(),
+                        matched: m.as_str().to_string(),
+                        regex: config.pattern.clone(),
+                        action: action.into(),
+                        detected: true,
+                    });
+                }
+            }
+            assessment.sensitive_information_policy = Some(sensitive);
+        }
+
+        let intervened = blocked || !masks.is_empty();
+        Outcome {
+            blocked,
+            intervened,
+            output: apply_masks(text, masks),
+            assessment,
+            usage,
+        }
+    }
+}
+
+/// `text` with each span replaced by its mask; of overlapping spans the one that starts
+/// first (then the longer) wins.
+fn apply_masks(text: &str, mut masks: Vec<(usize, usize, String)>) -> String {
+    masks.sort_by_key(|(start, end, _)| (*start, std::cmp::Reverse(*end)));
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end, mask) in masks {
+        if start < at {
+            continue;
+        }
+        out.push_str(&text[at..start]);
+        out.push_str(&mask);
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policies;
+    use serde_json::json;
+
+    fn guardrail(config: serde_json::Value) -> Guardrail {
+        let policies: Policies = serde_json::from_value(config).unwrap();
+        Guardrail::compile(&policies).unwrap()
+    }
+
+    #[test]
+    fn anonymises_and_reports_in_bedrocks_shape() {
+        let g = guardrail(json!({
+            "sensitiveInformationPolicyConfig": {
+                "piiEntitiesConfig": [
+                    {"type": "EMAIL", "action": "ANONYMIZE"},
+                    {"type": "CREDIT_DEBIT_CARD_NUMBER", "action": "BLOCK", "inputAction": "ANONYMIZE"}
+                ],
+                "regexesConfig": [{"name": "ticket", "pattern": "TCK-\\d{4}", "action": "ANONYMIZE"}]
+            }
+        }));
+        let text = "Mail a@b.io about TCK-1234, card 4111 1111 1111 1111.";
+        let out = g.assess(text, Source::Input);
+        assert!(out.intervened && !out.blocked);
+        assert_eq!(
+            out.output,
+            "Mail {EMAIL} about {ticket}, card {CREDIT_DEBIT_CARD_NUMBER}."
+        );
+        assert_eq!(
+            serde_json::to_value(&out.assessment).unwrap(),
+            json!({"sensitiveInformationPolicy": {
+                "piiEntities": [
+                    {"match": "a@b.io", "type": "EMAIL", "action": "ANONYMIZED", "detected": true},
+                    {"match": "4111 1111 1111 1111", "type": "CREDIT_DEBIT_CARD_NUMBER",
+                     "action": "ANONYMIZED", "detected": true}
+                ],
+                "regexes": [{"name": "ticket", "match": "TCK-1234", "regex": "TCK-\\d{4}",
+                             "action": "ANONYMIZED", "detected": true}]
+            }})
+        );
+        // The card blocks on output.
+        let out = g.assess(text, Source::Output);
+        assert!(out.blocked && out.intervened);
+        assert_eq!(out.usage.sensitive_information_policy_units, 1);
+    }
+
+    #[test]
+    fn words_block_and_disabled_directions_do_nothing() {
+        let g = guardrail(json!({
+            "wordPolicyConfig": {"wordsConfig": [
+                {"text": "project phoenix"},
+                {"text": "internal", "outputEnabled": false}
+            ]}
+        }));
+        let out = g.assess("Tell me about Project Phoenix", Source::Input);
+        assert!(out.blocked);
+        assert_eq!(
+            out.assessment.word_policy.unwrap().custom_words,
+            [CustomWord {
+                matched: "Project Phoenix".into(),
+                action: Reported::Blocked,
+                detected: true
+            }]
+        );
+        assert!(!g.assess("an internal memo", Source::Output).intervened);
+        assert!(g.assess("an internal memo", Source::Input).blocked);
+        assert!(!g.assess("nothing to see", Source::Input).intervened);
+    }
+
+    #[test]
+    fn bad_configurations_name_the_member() {
+        let cases = [
+            (
+                json!({"sensitiveInformationPolicyConfig": {"regexesConfig": [
+                    {"name": "a", "pattern": "ok", "action": "BLOCK"},
+                    {"name": "b", "pattern": "(unclosed", "action": "BLOCK"}]}}),
+                "sensitiveInformationPolicyConfig.regexesConfig.1.pattern",
+            ),
+            (
+                json!({"sensitiveInformationPolicyConfig": {"piiEntitiesConfig": [
+                    {"type": "NAME", "action": "ANONYMIZE"}]}}),
+                "sensitiveInformationPolicyConfig.piiEntitiesConfig.0.type",
+            ),
+            (
+                json!({"sensitiveInformationPolicyConfig": {"regexesConfig":
+                    (0..11).map(|i| json!({"name": format!("r{i}"), "pattern": "x", "action": "BLOCK"})).collect::<Vec<_>>()}}),
+                "sensitiveInformationPolicyConfig.regexesConfig",
+            ),
+            (
+                json!({"sensitiveInformationPolicyConfig": {"regexesConfig": [
+                    {"name": "big", "pattern": "a{1000}{1000}", "action": "BLOCK"}]}}),
+                "sensitiveInformationPolicyConfig.regexesConfig.0.pattern",
+            ),
+            (
+                json!({"wordPolicyConfig": {"wordsConfig":
+                    (0..10_001).map(|i| json!({"text": format!("w{i}")})).collect::<Vec<_>>()}}),
+                "wordPolicyConfig.wordsConfig",
+            ),
+        ];
+        for (config, param) in cases {
+            let policies: Policies = serde_json::from_value(config).unwrap();
+            let e = match Guardrail::compile(&policies) {
+                Ok(_) => panic!("{param}: accepted"),
+                Err(e) => e,
+            };
+            assert_eq!(e.param.as_deref(), Some(param), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn a_hostile_pattern_runs_in_linear_time() {
+        let g = guardrail(
+            json!({"sensitiveInformationPolicyConfig": {"regexesConfig": [
+            {"name": "evil", "pattern": "(a+)+$", "action": "BLOCK"}]}}),
+        );
+        // Exponential for a backtracking engine (no match, after trying every split of the
+        // run of `a`s); one pass for this one.
+        let text = format!("{}!", "a".repeat(100_000));
+        assert!(!g.assess(&text, Source::Input).blocked);
+        assert!(g.assess("aaa", Source::Input).blocked);
+    }
+}

@@ -1,0 +1,287 @@
+//! A guardrail's policies as Bedrock's `CreateGuardrail` configures them (the stored,
+//! serialisable form), compiled once into a [`Guardrail`] that assesses text.
+//!
+//! Limits are Bedrock's: 10,000 words, 10 regexes of at most 500 characters. A regex is
+//! compiled by the `regex` crate (linear time in the text, whatever the pattern) under a
+//! size limit, so a tenant's pattern can cost neither time nor memory without bound.
+
+use basalt_types::BasaltError;
+use regex::{Regex, RegexBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::pii::PiiType;
+use crate::words::WordList;
+
+pub const MAX_WORDS: usize = 10_000;
+pub const MAX_REGEXES: usize = 10;
+pub const MAX_PATTERN_CHARS: usize = 500;
+/// Compiled size allowed per regex.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// Which way text flows: the user's prompt, or the model's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Source {
+    Input,
+    Output,
+}
+
+/// What a policy does with what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PolicyAction {
+    Block,
+    Anonymize,
+    /// Detect and report only.
+    None,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WordPolicyConfig {
+    #[serde(default)]
+    pub words_config: Vec<WordConfig>,
+    #[serde(default)]
+    pub managed_word_lists_config: Vec<ManagedWordListConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WordConfig {
+    pub text: String,
+    #[serde(flatten)]
+    pub directions: Directions,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedWordListConfig {
+    /// `PROFANITY`, the only managed list.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(flatten)]
+    pub directions: Directions,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SensitiveInformationPolicyConfig {
+    #[serde(default)]
+    pub pii_entities_config: Vec<PiiEntityConfig>,
+    #[serde(default)]
+    pub regexes_config: Vec<RegexConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PiiEntityConfig {
+    #[serde(rename = "type")]
+    pub kind: PiiType,
+    pub action: PolicyAction,
+    #[serde(flatten)]
+    pub directions: Directions,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegexConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub pattern: String,
+    pub action: PolicyAction,
+    #[serde(flatten)]
+    pub directions: Directions,
+}
+
+/// Per-direction overrides of a policy entry: its action and whether it applies at all.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Directions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_action: Option<PolicyAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_action: Option<PolicyAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_enabled: Option<bool>,
+}
+
+impl Directions {
+    /// The action for `source`, or `None` when the entry does not apply to it.
+    fn action(&self, source: Source, default: PolicyAction) -> Option<PolicyAction> {
+        let (enabled, action) = match source {
+            Source::Input => (self.input_enabled, self.input_action),
+            Source::Output => (self.output_enabled, self.output_action),
+        };
+        (enabled != Some(false)).then_some(action.unwrap_or(default))
+    }
+}
+
+/// The policies a guardrail has (those Basalt can enforce without a model), as stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Policies {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word_policy_config: Option<WordPolicyConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitive_information_policy_config: Option<SensitiveInformationPolicyConfig>,
+}
+
+/// A guardrail's policies, compiled.
+pub struct Guardrail {
+    pub(crate) words: Option<(WordList, Vec<Directions>)>,
+    pub(crate) pii: Vec<PiiEntityConfig>,
+    pub(crate) regexes: Vec<(RegexConfig, Regex)>,
+}
+
+impl Guardrail {
+    /// Checks the configuration against Bedrock's limits and compiles it; errors name the
+    /// member at fault as Bedrock's validation does.
+    pub fn compile(policies: &Policies) -> Result<Self, BasaltError> {
+        let words = match &policies.word_policy_config {
+            Some(w) => compile_words(w)?,
+            None => None,
+        };
+        let (pii, regexes) = match &policies.sensitive_information_policy_config {
+            Some(s) => (check_pii(s)?, compile_regexes(s)?),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(Self {
+            words,
+            pii,
+            regexes,
+        })
+    }
+
+    /// The PII entity types, actions and directions configured.
+    pub(crate) fn pii_for(&self, source: Source) -> Vec<(PiiType, PolicyAction)> {
+        self.pii
+            .iter()
+            .filter_map(|e| Some((e.kind, e.directions.action(source, e.action)?)))
+            .collect()
+    }
+
+    pub(crate) fn word_action(&self, entry: usize, source: Source) -> Option<PolicyAction> {
+        let (_, directions) = self.words.as_ref()?;
+        directions.get(entry)?.action(source, PolicyAction::Block)
+    }
+
+    pub(crate) fn regex_action(config: &RegexConfig, source: Source) -> Option<PolicyAction> {
+        config.directions.action(source, config.action)
+    }
+}
+
+fn compile_words(w: &WordPolicyConfig) -> Result<Option<(WordList, Vec<Directions>)>, BasaltError> {
+    const PARAM: &str = "wordPolicyConfig.wordsConfig";
+    if w.words_config.len() > MAX_WORDS {
+        return Err(BasaltError::invalid(
+            PARAM,
+            format!(
+                "a guardrail holds at most {MAX_WORDS} words ({} given)",
+                w.words_config.len()
+            ),
+        ));
+    }
+    if let Some((i, list)) = w
+        .managed_word_lists_config
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.kind != "PROFANITY")
+    {
+        return Err(BasaltError::invalid(
+            format!("wordPolicyConfig.managedWordListsConfig.{i}.type"),
+            format!("`{}` is not a managed word list (PROFANITY)", list.kind),
+        ));
+    }
+    if !w.managed_word_lists_config.is_empty() {
+        return Err(BasaltError::new(
+            basalt_types::ErrorKind::UnsupportedForModel,
+            "the managed PROFANITY list is not available in Basalt yet; list the words in \
+             wordsConfig",
+        )
+        .with_param("wordPolicyConfig.managedWordListsConfig"));
+    }
+    if w.words_config.is_empty() {
+        return Ok(None);
+    }
+    let mut entries = Vec::with_capacity(w.words_config.len());
+    for (i, word) in w.words_config.iter().enumerate() {
+        let text = word.text.trim();
+        if text.is_empty() || text.chars().count() > 100 {
+            return Err(BasaltError::invalid(
+                format!("{PARAM}.{i}.text"),
+                "a word or phrase is 1 to 100 characters",
+            ));
+        }
+        entries.push(text.to_string());
+    }
+    let directions = w
+        .words_config
+        .iter()
+        .map(|w| w.directions.clone())
+        .collect();
+    let list = WordList::new(entries)
+        .ok_or_else(|| BasaltError::invalid(PARAM, "the word list cannot be compiled"))?;
+    Ok(Some((list, directions)))
+}
+
+fn check_pii(s: &SensitiveInformationPolicyConfig) -> Result<Vec<PiiEntityConfig>, BasaltError> {
+    for (i, e) in s.pii_entities_config.iter().enumerate() {
+        if e.kind.detector().is_none() {
+            return Err(BasaltError::new(
+                basalt_types::ErrorKind::UnsupportedForModel,
+                format!(
+                    "{} cannot be detected without a guard model, which this server does not \
+                     have configured",
+                    e.kind.name()
+                ),
+            )
+            .with_param(format!(
+                "sensitiveInformationPolicyConfig.piiEntitiesConfig.{i}.type"
+            )));
+        }
+    }
+    Ok(s.pii_entities_config.clone())
+}
+
+fn compile_regexes(
+    s: &SensitiveInformationPolicyConfig,
+) -> Result<Vec<(RegexConfig, Regex)>, BasaltError> {
+    const PARAM: &str = "sensitiveInformationPolicyConfig.regexesConfig";
+    if s.regexes_config.len() > MAX_REGEXES {
+        return Err(BasaltError::invalid(
+            PARAM,
+            format!("a guardrail holds at most {MAX_REGEXES} regexes"),
+        ));
+    }
+    s.regexes_config
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if r.pattern.chars().count() > MAX_PATTERN_CHARS {
+                return Err(BasaltError::invalid(
+                    format!("{PARAM}.{i}.pattern"),
+                    format!("a pattern is at most {MAX_PATTERN_CHARS} characters"),
+                ));
+            }
+            if r.name.trim().is_empty() || r.name.chars().count() > 100 {
+                return Err(BasaltError::invalid(
+                    format!("{PARAM}.{i}.name"),
+                    "a regex's name is 1 to 100 characters",
+                ));
+            }
+            let regex = RegexBuilder::new(&r.pattern)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map_err(|e| {
+                    BasaltError::invalid(
+                        format!("{PARAM}.{i}.pattern"),
+                        format!("invalid regex: {e}"),
+                    )
+                })?;
+            Ok((r.clone(), regex))
+        })
+        .collect()
+}
