@@ -73,6 +73,25 @@ pub struct RegexFinding {
     pub detected: bool,
 }
 
+impl Assessment {
+    /// Adds another text's findings to these (one request's several content blocks make
+    /// one assessment).
+    pub fn absorb(&mut self, other: Assessment) {
+        if let Some(w) = other.word_policy {
+            let mine = self.word_policy.get_or_insert_with(Default::default);
+            mine.custom_words.extend(w.custom_words);
+            mine.managed_word_lists.extend(w.managed_word_lists);
+        }
+        if let Some(s) = other.sensitive_information_policy {
+            let mine = self
+                .sensitive_information_policy
+                .get_or_insert_with(Default::default);
+            mine.pii_entities.extend(s.pii_entities);
+            mine.regexes.extend(s.regexes);
+        }
+    }
+}
+
 /// What was done about a finding, as an assessment reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -99,6 +118,13 @@ impl From<PolicyAction> for Reported {
 pub struct PolicyUnits {
     pub word_policy_units: u64,
     pub sensitive_information_policy_units: u64,
+}
+
+impl std::ops::AddAssign for PolicyUnits {
+    fn add_assign(&mut self, other: Self) {
+        self.word_policy_units += other.word_policy_units;
+        self.sensitive_information_policy_units += other.sensitive_information_policy_units;
+    }
 }
 
 impl Guardrail {

@@ -21,6 +21,7 @@
 mod blocks;
 mod error;
 mod generation;
+mod guardrail;
 pub mod invocation_log;
 pub mod listener;
 pub mod metrics;
@@ -43,7 +44,7 @@ use basalt_types::{BasaltError, ErrorKind};
 pub use state::{AppState, ServedEmbedder, ServedImageModel, ServedModel};
 
 use error::OpenAiError;
-use routes::{admin, anthropic, auth, bedrock, openai};
+use routes::{admin, anthropic, auth, bedrock, guardrails, openai};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -86,6 +87,7 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
         .merge(openai::routes(config.clone()).route_layer(guard(auth::Dialect::OpenAi)))
         .merge(anthropic::routes(config.clone()).route_layer(guard(auth::Dialect::Anthropic)))
         .merge(bedrock::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
+        .merge(guardrails::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
         .merge(
             Router::new()
                 .route("/v1/usage", get(admin::own_usage))
@@ -126,7 +128,10 @@ async fn count_responses(
         "anthropic"
     } else if path.starts_with("/v1/") {
         "openai"
-    } else if path.starts_with("/model/") || path.starts_with("/foundation-models") {
+    } else if path.starts_with("/model/")
+        || path.starts_with("/foundation-models")
+        || path.starts_with("/guardrail")
+    {
         "bedrock"
     } else if path.starts_with("/admin/") {
         "admin"

@@ -49,6 +49,8 @@ pub struct AppState {
     pub admin_token_sha256: Option<[u8; 32]>,
     /// Where opted-in tenants' invocations are logged.
     pub invocation_log: Option<Arc<InvocationLog>>,
+    /// Guardrail versions in use, compiled.
+    pub guardrails: crate::guardrail::GuardrailCache,
 }
 
 impl AppState {
@@ -71,6 +73,7 @@ impl AppState {
             metrics: Metrics::default(),
             admin_token_sha256: None,
             invocation_log: None,
+            guardrails: Default::default(),
         }
     }
 

@@ -8,7 +8,8 @@
 //! is seen when the entries expire, after at most `ttl`. A hit is answered at once, without
 //! a trip to the blocking pool or the network.
 //!
-//! Usage records and everything else pass straight through. This module must never hold a
+//! Usage records, guardrails and everything else pass straight through (the server keeps
+//! its compiled guardrails itself). This module must never hold a
 //! secret longer than `ttl`, or let the cache grow without bound: each map is emptied when
 //! it reaches [`MAX_ENTRIES`] (a flood of unknown keys costs reads, not memory).
 
@@ -22,8 +23,8 @@ use async_trait::async_trait;
 use basalt_auth::{AccessKey, Principal};
 
 use crate::{
-    AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, Quota, Store, StoreError, Tenant,
-    UsageQuery, UsageRecord, UsageTotals,
+    AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, GuardrailDraft, GuardrailRecord,
+    Quota, Store, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
 };
 
 /// Entries per map before it is emptied.
@@ -282,6 +283,60 @@ impl Store for CachedStore {
 
     async fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError> {
         self.inner.usage_totals(q).await
+    }
+
+    async fn create_guardrail(
+        &self,
+        tenant_id: &str,
+        draft: &GuardrailDraft,
+    ) -> Result<GuardrailRecord, StoreError> {
+        self.inner.create_guardrail(tenant_id, draft).await
+    }
+
+    async fn guardrail(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        version: &str,
+    ) -> Result<GuardrailRecord, StoreError> {
+        self.inner.guardrail(tenant_id, id, version).await
+    }
+
+    async fn guardrails(
+        &self,
+        tenant_id: &str,
+        id: Option<&str>,
+    ) -> Result<Vec<GuardrailRecord>, StoreError> {
+        self.inner.guardrails(tenant_id, id).await
+    }
+
+    async fn update_guardrail(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        draft: &GuardrailDraft,
+    ) -> Result<GuardrailRecord, StoreError> {
+        self.inner.update_guardrail(tenant_id, id, draft).await
+    }
+
+    async fn create_guardrail_version(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        description: Option<&str>,
+    ) -> Result<GuardrailRecord, StoreError> {
+        self.inner
+            .create_guardrail_version(tenant_id, id, description)
+            .await
+    }
+
+    async fn delete_guardrail(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        version: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.inner.delete_guardrail(tenant_id, id, version).await
     }
 
     async fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError> {

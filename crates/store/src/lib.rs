@@ -118,6 +118,31 @@ pub struct UsageRecord {
     pub created_at: i64,
 }
 
+/// One version of a guardrail: `DRAFT` or a number. The store keeps its definition (the
+/// policies and blocked messages, as the API configured them) as JSON it does not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuardrailRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub version: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub definition: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What creating or updating a guardrail's draft sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardrailDraft {
+    pub name: String,
+    pub description: Option<String>,
+    pub definition: String,
+}
+
+/// The version a guardrail's editable draft has.
+pub const DRAFT: &str = "DRAFT";
+
 #[derive(Debug, Clone, Default)]
 pub struct UsageQuery {
     pub tenant_id: Option<String>,
@@ -200,6 +225,46 @@ pub trait Store: Send + Sync {
     async fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError>;
     async fn usage(&self, q: &UsageQuery) -> Result<Vec<UsageRecord>, StoreError>;
     async fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError>;
+
+    /// Creates a guardrail (its `DRAFT`), named uniquely within the tenant.
+    async fn create_guardrail(
+        &self,
+        tenant_id: &str,
+        draft: &GuardrailDraft,
+    ) -> Result<GuardrailRecord, StoreError>;
+    /// A tenant's guardrail at `version` (`DRAFT` or a number); another tenant's is not found.
+    async fn guardrail(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        version: &str,
+    ) -> Result<GuardrailRecord, StoreError>;
+    /// The tenant's guardrails (their drafts), or every version of one.
+    async fn guardrails(
+        &self,
+        tenant_id: &str,
+        id: Option<&str>,
+    ) -> Result<Vec<GuardrailRecord>, StoreError>;
+    async fn update_guardrail(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        draft: &GuardrailDraft,
+    ) -> Result<GuardrailRecord, StoreError>;
+    /// Snapshots the draft as the next numbered version, which never changes after.
+    async fn create_guardrail_version(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        description: Option<&str>,
+    ) -> Result<GuardrailRecord, StoreError>;
+    /// Deletes one numbered version, or (with `None`) the guardrail and all its versions.
+    async fn delete_guardrail(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        version: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// The admin token's hash, set once at bootstrap.
     async fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError>;

@@ -11,6 +11,7 @@
 
 mod error;
 mod request;
+pub mod time;
 mod tools;
 
 pub use error::{BasaltError, ErrorKind};

@@ -67,7 +67,11 @@ pub fn aba_routing(s: &str) -> bool {
         return false;
     }
     let weights = [3, 7, 1, 3, 7, 1, 3, 7, 1];
-    d.iter().zip(weights).map(|(x, w)| x * w).sum::<u32>().is_multiple_of(10)
+    d.iter()
+        .zip(weights)
+        .map(|(x, w)| x * w)
+        .sum::<u32>()
+        .is_multiple_of(10)
 }
 
 /// NHS number: weights 10..2 over the first nine digits; 11 minus the sum mod 11 is the

@@ -19,10 +19,11 @@ use axum::{Json, Router};
 use basalt_auth::Principal;
 use basalt_catalog::Modality;
 use basalt_engine::EventReceiver;
-use basalt_types::{BasaltError, ErrorKind, GenerateEvent, GenerateRequest};
+use basalt_types::{BasaltError, ErrorKind, GenerateEvent, GenerateRequest, Usage};
 use basalt_wire::bedrock::control::{self, FoundationModel, ListFilters};
-use basalt_wire::bedrock::converse::{self, events, ConverseRequest};
+use basalt_wire::bedrock::converse::{self, events, ConverseRequest, ConverseResponse};
 use basalt_wire::bedrock::invoke::{self, CountTokensRequest, LlamaBody};
+use basalt_wire::bedrock::output::GUARDRAIL_INTERVENED;
 use basalt_wire::bedrock::{self as wire, eventstream};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
@@ -31,6 +32,7 @@ use serde_json::{json, Value};
 use crate::blocks::{BlockEvent, Blocks};
 use crate::error::{body_error, BedrockError};
 use crate::generation::{collect_text, start_generation, Call, Metering};
+use crate::guardrail::{ConverseGuard, GuardedAnswer};
 use crate::offload::off_runtime;
 use crate::routes::{embeddings, images};
 use crate::{AppState, ServedEmbedder, ServedImageModel, ServedModel, ServerConfig};
@@ -129,12 +131,49 @@ async fn start(
     Ok((call, input_tokens, rx, metering))
 }
 
-fn parse_converse(body: &[u8]) -> Result<GenerateRequest, BasaltError> {
-    wire::parse_json::<ConverseRequest>(body)?.into_request()
-}
-
 fn parse_llama(body: &[u8]) -> Result<GenerateRequest, BasaltError> {
     wire::parse_json::<LlamaBody>(body)?.into_request()
+}
+
+/// A Converse body parsed, with its guardrail (if it names one) applied to the input.
+async fn converse_request(
+    state: &AppState,
+    call: &Call,
+    body: &[u8],
+) -> Result<(ConverseRequest, Option<ConverseGuard>), BasaltError> {
+    let mut request: ConverseRequest = wire::parse_json(body)?;
+    let guard = match request.guardrail_config.take() {
+        Some(config) => {
+            Some(ConverseGuard::check_input(state, &call.principal, config, &mut request).await?)
+        }
+        None => None,
+    };
+    Ok((request, guard))
+}
+
+/// The opening of a Converse call every variant shares: meter from here, keep the body for
+/// the invocation log, resolve the model, parse the body and guard its input.
+async fn open_converse(
+    state: &Arc<AppState>,
+    principal: Principal,
+    operation: &'static str,
+    model_id: &str,
+    body: BodyResult,
+) -> Result<
+    (
+        Call,
+        Arc<ServedModel>,
+        ConverseRequest,
+        Option<ConverseGuard>,
+    ),
+    BasaltError,
+> {
+    let call = Call::new(principal, "bedrock", operation, "");
+    let body = body.map_err(body_error)?;
+    let call = call.with_body(state, &body);
+    let model = resolve(state, model_id)?;
+    let (request, guard) = converse_request(state, &call, &body).await?;
+    Ok((call, model, request, guard))
 }
 
 async fn converse(
@@ -143,24 +182,41 @@ async fn converse(
     Path(model_id): Path<String>,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let (call, _, rx, metering) = start(
-        &state,
-        principal,
-        "Converse",
-        &model_id,
-        body,
-        parse_converse,
-    )
-    .await?;
+    let (call, model, request, mut guard) =
+        open_converse(&state, principal, "Converse", &model_id, body).await?;
     let started = call.started;
+    if let Some(message) = guard
+        .as_ref()
+        .and_then(|g| g.input_blocked())
+        .map(str::to_string)
+    {
+        let mut out = ConverseResponse::new(
+            &message,
+            &[],
+            GUARDRAIL_INTERVENED,
+            &Usage::default(),
+            millis(started),
+        );
+        out.trace = guard.and_then(ConverseGuard::trace);
+        return Ok(with_request_id(Json(out).into_response(), &call.request_id));
+    }
+    let (_, rx, metering) = start_generation(&state, &call, model, request.into_request()?).await?;
     let done = collect_text(rx, metering).await?;
-    let out = converse::response(
-        &done.text,
-        &done.calls,
-        done.reason(),
-        &done.usage,
-        millis(started),
-    );
+    let mut stop = converse::stop_reason(done.reason());
+    let mut text = done.text.clone();
+    let mut calls = done.calls.as_slice();
+    if let Some(g) = guard.as_mut() {
+        let guarded = g.check_output(&done.text);
+        if guarded.intervened {
+            stop = GUARDRAIL_INTERVENED;
+        }
+        if guarded.blocked {
+            calls = &[];
+        }
+        text = guarded.text;
+    }
+    let mut out = ConverseResponse::new(&text, calls, stop, &done.usage, millis(started));
+    out.trace = guard.and_then(ConverseGuard::trace);
     Ok(with_request_id(Json(out).into_response(), &call.request_id))
 }
 
@@ -170,46 +226,177 @@ async fn converse_stream(
     Path(model_id): Path<String>,
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
-    let (call, _, rx, metering) = start(
-        &state,
-        principal,
-        "ConverseStream",
-        &model_id,
-        body,
-        parse_converse,
-    )
-    .await?;
+    let (call, model, request, guard) =
+        open_converse(&state, principal, "ConverseStream", &model_id, body).await?;
     let started = call.started;
-    // Text blocks open with their first delta; tool-use blocks with a start event.
-    let mut blocks = Blocks::default();
+    if let Some(message) = guard
+        .as_ref()
+        .and_then(|g| g.input_blocked())
+        .map(str::to_string)
+    {
+        let trace = guard.and_then(ConverseGuard::trace);
+        let frames = vec![
+            frame(events::message_start()),
+            frame(events::text_delta(0, &message)),
+            frame(events::block_stop(0)),
+            frame(events::message_stop_because(GUARDRAIL_INTERVENED)),
+            frame(events::metadata_traced(
+                &Usage::default(),
+                millis(started),
+                trace,
+            )),
+        ];
+        let frames = stream::iter(frames).map(|f| Ok::<_, Infallible>(Bytes::from(f)));
+        return Ok(event_stream_response(frames, &[], &call.request_id));
+    }
+    let (_, rx, metering) = start_generation(&state, &call, model, request.into_request()?).await?;
+    let mut encoder = ConverseStreamEncoder {
+        blocks: Blocks::default(),
+        guard,
+        held: Vec::new(),
+        streamed: String::new(),
+        started,
+    };
     let opening = vec![frame(events::message_start())];
-    let frames = generation_frames(rx, metering, opening, move |event| {
-        let mut out: Vec<Vec<u8>> = blocks
-            .frame(event)
-            .into_iter()
-            .filter_map(|step| match step {
-                BlockEvent::TextStart { .. } => None,
-                BlockEvent::TextDelta { index, text } => Some(events::text_delta(index, text)),
+    let frames = generation_frames(rx, metering, opening, move |event| encoder.encode(event));
+    Ok(event_stream_response(frames, &[], &call.request_id))
+}
+
+/// Turns a generation's events into `ConverseStream` frames, through its guardrail if it
+/// has one: in `sync` mode the answer is held until the guardrail has seen all of it, then
+/// sent as it checked out (masked, or the blocked message in place of it); in `async` mode
+/// it streams as it comes and the guardrail's verdict ends it.
+struct ConverseStreamEncoder {
+    /// Text blocks open with their first delta; tool-use blocks with a start event.
+    blocks: Blocks,
+    guard: Option<ConverseGuard>,
+    /// What `sync` mode holds back: the answer's block events in order.
+    held: Vec<HeldBlock>,
+    /// What `async` mode has sent of the answer's text, for the guardrail at the end.
+    streamed: String,
+    started: Instant,
+}
+
+enum HeldBlock {
+    Text { index: usize, text: String },
+    Frame(Vec<u8>),
+    Stop { index: usize },
+}
+
+impl ConverseStreamEncoder {
+    fn encode(&mut self, event: &GenerateEvent) -> Vec<Vec<u8>> {
+        let hold = self.guard.as_ref().is_some_and(ConverseGuard::holds_output);
+        let mut out = Vec::new();
+        for step in self.blocks.frame(event) {
+            match step {
+                BlockEvent::TextStart { .. } => {}
+                BlockEvent::TextDelta { index, text } if hold => match self.held.last_mut() {
+                    Some(HeldBlock::Text {
+                        index: i,
+                        text: held,
+                    }) if *i == index => held.push_str(text),
+                    _ => self.held.push(HeldBlock::Text {
+                        index,
+                        text: text.to_string(),
+                    }),
+                },
+                BlockEvent::TextDelta { index, text } => {
+                    if self.guard.is_some() {
+                        self.streamed.push_str(text);
+                    }
+                    out.push(frame(events::text_delta(index, text)))
+                }
                 BlockEvent::ToolStart { index, id, name } => {
-                    Some(events::tool_start(index, id, name))
+                    let f = frame(events::tool_start(index, id, name));
+                    self.emit_or_hold(hold, f, &mut out);
                 }
                 BlockEvent::ToolDelta { index, json } => {
-                    Some(events::tool_input_delta(index, json))
+                    let f = frame(events::tool_input_delta(index, json));
+                    self.emit_or_hold(hold, f, &mut out);
                 }
-                BlockEvent::Stop { index } => Some(events::block_stop(index)),
-            })
-            .map(frame)
-            .collect();
-        if let GenerateEvent::Finished { reason, usage, .. } = event {
-            if let Some(BlockEvent::Stop { index }) = blocks.finish() {
-                out.push(frame(events::block_stop(index)));
+                BlockEvent::Stop { index } if hold => self.held.push(HeldBlock::Stop { index }),
+                BlockEvent::Stop { index } => out.push(frame(events::block_stop(index))),
             }
-            out.push(frame(events::message_stop(*reason)));
-            out.push(frame(events::metadata(usage, millis(started))));
+        }
+        if let GenerateEvent::Finished { reason, usage, .. } = event {
+            if let Some(BlockEvent::Stop { index }) = self.blocks.finish() {
+                if hold {
+                    self.held.push(HeldBlock::Stop { index });
+                } else {
+                    out.push(frame(events::block_stop(index)));
+                }
+            }
+            let mut stop = converse::stop_reason(*reason);
+            if let Some(mut guard) = self.guard.take() {
+                let answer = self.answer_so_far();
+                let guarded = guard.check_output(&answer);
+                if guarded.intervened {
+                    stop = GUARDRAIL_INTERVENED;
+                }
+                if hold {
+                    out.extend(self.release(&guarded));
+                }
+                out.push(frame(events::message_stop_because(stop)));
+                let trace = guard.trace();
+                out.push(frame(events::metadata_traced(
+                    usage,
+                    millis(self.started),
+                    trace,
+                )));
+                return out;
+            }
+            out.push(frame(events::message_stop_because(stop)));
+            out.push(frame(events::metadata(usage, millis(self.started))));
         }
         out
-    });
-    Ok(event_stream_response(frames, &[], &call.request_id))
+    }
+
+    fn emit_or_hold(&mut self, hold: bool, f: Vec<u8>, out: &mut Vec<Vec<u8>>) {
+        if hold {
+            self.held.push(HeldBlock::Frame(f));
+        } else {
+            out.push(f);
+        }
+    }
+
+    /// The text of the answer: what `sync` mode held, or (`async`) what the framer saw.
+    fn answer_so_far(&self) -> String {
+        self.held
+            .iter()
+            .filter_map(|h| match h {
+                HeldBlock::Text { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .concat()
+            + &self.streamed
+    }
+
+    /// The held answer as the guardrail let it out: its text in the first text block (the
+    /// others emptied), or only the blocked message.
+    fn release(&mut self, guarded: &GuardedAnswer) -> Vec<Vec<u8>> {
+        let held = std::mem::take(&mut self.held);
+        if guarded.blocked {
+            return vec![
+                frame(events::text_delta(0, &guarded.text)),
+                frame(events::block_stop(0)),
+            ];
+        }
+        let mut out = Vec::new();
+        let mut text_sent = false;
+        for h in held {
+            match h {
+                HeldBlock::Text { index, .. } if !text_sent => {
+                    text_sent = true;
+                    out.push(frame(events::text_delta(index, &guarded.text)));
+                }
+                HeldBlock::Text { .. } => {}
+                HeldBlock::Frame(f) => out.push(f),
+                HeldBlock::Stop { index } => out.push(frame(events::block_stop(index))),
+            }
+        }
+        out
+    }
 }
 
 async fn invoke(

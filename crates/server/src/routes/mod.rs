@@ -7,5 +7,6 @@ pub(crate) mod anthropic;
 pub(crate) mod auth;
 pub(crate) mod bedrock;
 pub(crate) mod embeddings;
+pub(crate) mod guardrails;
 pub(crate) mod images;
 pub(crate) mod openai;

@@ -111,7 +111,7 @@ impl Database {
     }
 
     /// The writer: every write, and reads that must see the database as a write will.
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         crate::work::debug_check_thread();
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions
         // roll back), so a poisoned lock is still usable.
@@ -120,7 +120,7 @@ impl Database {
 
     /// A connection for a read that stands alone: it sees every write committed before it
     /// starts.
-    fn reader(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn reader(&self) -> MutexGuard<'_, Connection> {
         crate::work::debug_check_thread();
         match self.readers.take() {
             Some(reader) => reader,

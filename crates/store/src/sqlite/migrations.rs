@@ -61,4 +61,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX usage_by_tenant_time ON usage (tenant_id, created_at);
     CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
+    // 2: guardrails. One row per version: `DRAFT` (editable) and the numbered, immutable
+    // snapshots of it. Scoped by tenant without a foreign key: local mode's and operator
+    // keys' principals own guardrails too, and are not rows of `tenants`.
+    "CREATE TABLE guardrails (
+        tenant_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        name TEXT NOT NULL,
+        description TEXT,
+        definition TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, id, version)
+    );
+    CREATE UNIQUE INDEX guardrail_names ON guardrails (tenant_id, name) WHERE version = 'DRAFT';",
 ];

@@ -9,6 +9,7 @@
 //! (the server's, or the CLI's own).
 
 mod database;
+mod guardrails;
 mod migrations;
 mod pool;
 mod usage;
@@ -20,8 +21,8 @@ use async_trait::async_trait;
 use basalt_auth::{AccessKey, Principal};
 
 use crate::{
-    AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, Quota, SecretBox, Store,
-    StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
+    AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, GuardrailDraft, GuardrailRecord,
+    Quota, SecretBox, Store, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
 };
 use database::Database;
 
@@ -212,6 +213,72 @@ impl Store for SqliteStore {
     async fn usage_totals(&self, q: &UsageQuery) -> Result<UsageTotals, StoreError> {
         let q = q.clone();
         self.run(move |db| db.usage_totals(&q)).await?
+    }
+
+    async fn create_guardrail(
+        &self,
+        tenant_id: &str,
+        draft: &GuardrailDraft,
+    ) -> Result<GuardrailRecord, StoreError> {
+        let (tenant_id, draft) = (tenant_id.to_owned(), draft.clone());
+        self.run(move |db| db.create_guardrail(&tenant_id, &draft))
+            .await?
+    }
+
+    async fn guardrail(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        version: &str,
+    ) -> Result<GuardrailRecord, StoreError> {
+        let (tenant_id, id, version) = (tenant_id.to_owned(), id.to_owned(), version.to_owned());
+        self.run(move |db| db.guardrail(&tenant_id, &id, &version))
+            .await?
+    }
+
+    async fn guardrails(
+        &self,
+        tenant_id: &str,
+        id: Option<&str>,
+    ) -> Result<Vec<GuardrailRecord>, StoreError> {
+        let (tenant_id, id) = (tenant_id.to_owned(), id.map(str::to_owned));
+        self.run(move |db| db.guardrails(&tenant_id, id.as_deref()))
+            .await?
+    }
+
+    async fn update_guardrail(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        draft: &GuardrailDraft,
+    ) -> Result<GuardrailRecord, StoreError> {
+        let (tenant_id, id, draft) = (tenant_id.to_owned(), id.to_owned(), draft.clone());
+        self.run(move |db| db.update_guardrail(&tenant_id, &id, &draft))
+            .await?
+    }
+
+    async fn create_guardrail_version(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        description: Option<&str>,
+    ) -> Result<GuardrailRecord, StoreError> {
+        let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
+        let description = description.map(str::to_owned);
+        self.run(move |db| db.create_guardrail_version(&tenant_id, &id, description.as_deref()))
+            .await?
+    }
+
+    async fn delete_guardrail(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        version: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
+        let version = version.map(str::to_owned);
+        self.run(move |db| db.delete_guardrail(&tenant_id, &id, version.as_deref()))
+            .await?
     }
 
     async fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError> {

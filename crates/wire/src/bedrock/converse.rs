@@ -16,6 +16,7 @@ use super::content::{
     unions, ContentBlock, GuardContent, InputSchema, SystemBlock, Tool, ToolChoiceMember,
     ToolConfig, ToolResult, ToolResultContent, ToolUse,
 };
+use super::guardrails::GuardrailConfig;
 pub use super::output::{ConverseResponse, ConverseStreamEvent};
 use crate::check_range;
 
@@ -54,7 +55,8 @@ pub struct ConverseRequest {
     #[serde(default)]
     pub inference_config: InferenceConfig,
     pub tool_config: Option<ToolConfig>,
-    pub guardrail_config: Option<Value>,
+    /// Applied by the server around the generation (`crate::bedrock::guardrails`).
+    pub guardrail_config: Option<GuardrailConfig>,
     pub output_config: Option<Value>,
     pub prompt_variables: Option<Value>,
     #[serde(default)]
@@ -80,8 +82,51 @@ pub struct ConverseTokensRequest {
 }
 
 impl ConverseRequest {
+    /// The texts a guardrail evaluates on input, to read and to replace with their masked
+    /// form, and the characters of text the request carries in all: the `guardContent`
+    /// blocks if there are any, else the system prompt's and the user messages' text.
+    pub fn guarded_texts(&mut self) -> (Vec<&mut String>, u64) {
+        let mut total = 0u64;
+        let mut guard_content = Vec::new();
+        let mut plain = Vec::new();
+        for block in &mut self.system {
+            match block {
+                SystemBlock::Text(t) => plain.push(t),
+                SystemBlock::GuardContent(GuardContent::Text(g)) => guard_content.push(&mut g.text),
+                _ => {}
+            }
+        }
+        for message in &mut self.messages {
+            let user = message.role == "user";
+            for block in &mut message.content {
+                match block {
+                    ContentBlock::Text(t) => {
+                        if user {
+                            plain.push(t);
+                        } else {
+                            total += t.chars().count() as u64;
+                        }
+                    }
+                    ContentBlock::GuardContent(GuardContent::Text(g)) => {
+                        guard_content.push(&mut g.text)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        total += guard_content
+            .iter()
+            .chain(&plain)
+            .map(|t| t.chars().count() as u64)
+            .sum::<u64>();
+        if guard_content.is_empty() {
+            (plain, total)
+        } else {
+            (guard_content, total)
+        }
+    }
+
     pub fn into_request(self) -> Result<GenerateRequest, BasaltError> {
-        refuse_unsupported(&self.guardrail_config, "guardrailConfig", "guardrails")?;
         refuse_unsupported(
             &self.prompt_variables,
             "promptVariables",
@@ -437,8 +482,8 @@ pub fn response<'a>(
 pub mod events {
     use super::*;
     use crate::bedrock::output::{
-        BlockDelta, BlockStart, BlockStop, ConverseStreamEvent as Event, Delta, MessageStart,
-        MessageStop, Metrics, Start, StreamMetadata, TokenUsage,
+        BlockDelta, BlockStart, BlockStop, ConverseStreamEvent as Event, ConverseTrace, Delta,
+        MessageStart, MessageStop, Metrics, Start, StreamMetadata, TokenUsage,
     };
 
     pub fn message_start() -> Event<'static> {
@@ -479,15 +524,27 @@ pub mod events {
     }
 
     pub fn message_stop(reason: FinishReason) -> Event<'static> {
-        Event::MessageStop(MessageStop {
-            stop_reason: stop_reason(reason),
-        })
+        message_stop_because(stop_reason(reason))
+    }
+
+    /// `messageStop` with a stop reason the engine does not give (`guardrail_intervened`).
+    pub fn message_stop_because(stop_reason: &'static str) -> Event<'static> {
+        Event::MessageStop(MessageStop { stop_reason })
     }
 
     pub fn metadata(usage: &Usage, latency_ms: u64) -> Event<'static> {
+        metadata_traced(usage, latency_ms, None)
+    }
+
+    pub fn metadata_traced(
+        usage: &Usage,
+        latency_ms: u64,
+        trace: Option<ConverseTrace>,
+    ) -> Event<'static> {
         Event::Metadata(StreamMetadata {
             usage: TokenUsage::of(usage),
             metrics: Metrics { latency_ms },
+            trace,
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod content;
 pub mod control;
 pub mod converse;
 pub mod eventstream;
+pub mod guardrails;
 pub mod invoke;
 pub mod output;
 

@@ -43,6 +43,14 @@ pub struct ConverseResponse<'a> {
     pub stop_reason: &'static str,
     pub usage: TokenUsage,
     pub metrics: Metrics,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<ConverseTrace>,
+}
+
+/// `ConverseTrace`: what a guardrail assessed, when the request asked for its trace.
+#[derive(Debug, Serialize)]
+pub struct ConverseTrace {
+    pub guardrail: super::guardrails::GuardrailTrace,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,6 +110,7 @@ impl<'a> ConverseResponse<'a> {
             stop_reason,
             usage: TokenUsage::of(usage),
             metrics: Metrics { latency_ms },
+            trace: None,
         }
     }
 }
@@ -187,6 +196,8 @@ pub struct MessageStop {
 pub struct StreamMetadata {
     pub usage: TokenUsage,
     pub metrics: Metrics,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<ConverseTrace>,
 }
 
 /// Meta Llama's native `InvokeModel` body, whole or as one streamed chunk.
@@ -218,6 +229,9 @@ pub struct InvocationMetrics {
 pub struct ErrorBody {
     pub message: String,
 }
+
+/// The stop reason of an answer a guardrail blocked or masked.
+pub const GUARDRAIL_INTERVENED: &str = "guardrail_intervened";
 
 /// The reason a Converse generation stopped, as Bedrock names it.
 pub fn stop_reason(r: FinishReason) -> &'static str {
