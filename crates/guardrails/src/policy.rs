@@ -229,7 +229,7 @@ fn compile_words(w: &WordPolicyConfig) -> Result<Option<(WordList, Vec<Direction
 
 fn check_pii(s: &SensitiveInformationPolicyConfig) -> Result<Vec<PiiEntityConfig>, BasaltError> {
     for (i, e) in s.pii_entities_config.iter().enumerate() {
-        if e.kind.detector().is_none() {
+        if !e.kind.is_detectable() {
             return Err(BasaltError::new(
                 basalt_types::ErrorKind::UnsupportedForModel,
                 format!(

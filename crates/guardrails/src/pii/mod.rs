@@ -1,9 +1,14 @@
 //! Sensitive-information detection without a language model: for each PII type Bedrock names
-//! that a pattern can find soundly, a pattern, a validator where the identifier carries one
-//! (check digits, ranges) and, where the shape alone says too little, a context word that
-//! must come shortly before it ("routing number", "NHS"). Types that need a model to find
-//! (names, addresses, passwords) are refused by [`PiiType::detector`] returning `None`, so
-//! a guardrail never claims a protection it cannot give.
+//! that a pattern can find soundly, one or more patterns, a validator where the identifier
+//! carries one (check digits, ranges) and, where the shape alone says too little, a context
+//! word that must come shortly before or after it ("routing number", "NHS", "mobile").
+//! Types that need a model to find (names, addresses, passwords) have no detector
+//! ([`PiiType::is_detectable`] is false), so a guardrail never claims a protection it cannot
+//! give.
+//!
+//! Where findings overlap, the one that starts first wins, then the longer; on one span, a
+//! phone number (a shape many identifiers share) loses to anything else, and the nearest
+//! label wins ("passport number 918626966, ITIN ..." is a passport number).
 //!
 //! Every pattern is compiled by the `regex` crate: linear time in the text, whatever the
 //! input.
@@ -92,9 +97,9 @@ impl PiiType {
         }
     }
 
-    /// This type's detector, or `None` for a type that needs a language model to find.
-    pub fn detector(self) -> Option<&'static Detector> {
-        detectors().iter().find(|d| d.kind == self)
+    /// Whether a pattern can find this type (the others need a language model).
+    pub fn is_detectable(self) -> bool {
+        detectors().iter().any(|d| d.kind == self)
     }
 }
 
@@ -104,24 +109,42 @@ pub struct Found {
     pub kind: PiiType,
     pub start: usize,
     pub end: usize,
+    /// Found by a fallback detector: on one span, anything else wins.
+    fallback: bool,
+    /// How far its context word is (bytes; one after the candidate counts as farther than
+    /// any before it), `UNLABELLED` for a detector that needs none: on one span, the
+    /// nearest label wins.
+    label_distance: usize,
+    /// The finding detector's place in the list, which settles what is left.
+    priority: usize,
 }
+
+const UNLABELLED: usize = usize::MAX;
 
 /// How one type is found: candidates from `pattern` (capture group 1 if the pattern has
 /// one, else the whole match), kept if `valid` accepts them and, when `context` is set, if
-/// it matches within `CONTEXT_WINDOW` bytes before the candidate.
+/// it matches within [`CONTEXT_BEFORE`] bytes before the candidate or [`CONTEXT_AFTER`]
+/// bytes after it.
 pub struct Detector {
     pub kind: PiiType,
     pattern: Regex,
     valid: fn(&str) -> bool,
     context: Option<Regex>,
+    /// A label that, right before a candidate, says it is something else ("NHS number
+    /// 802-485-1166" is not a phone, valid NHS number or not).
+    not_after: Option<Regex>,
+    /// A shape many identifiers share (a phone's digit groups): it loses every tie.
+    fallback: bool,
 }
 
-/// How far before a candidate its context word may be.
-const CONTEXT_WINDOW: usize = 48;
+/// How far before a candidate its context word may be ("my NHS number is ...").
+const CONTEXT_BEFORE: usize = 48;
+/// How far after it ("... is my routing number").
+const CONTEXT_AFTER: usize = 32;
 
 impl Detector {
-    /// Every occurrence in `text`.
-    pub fn find(&self, text: &str, out: &mut Vec<Found>) {
+    /// Every occurrence in `text`, tagged with `priority`.
+    fn find(&self, text: &str, priority: usize, out: &mut Vec<Found>) {
         for caps in self.pattern.captures_iter(text) {
             let Some(m) = caps.get(1).or_else(|| caps.get(0)) else {
                 continue;
@@ -131,22 +154,81 @@ impl Detector {
             if !(self.valid)(candidate) {
                 continue;
             }
-            if let Some(context) = &self.context {
-                let mut from = start.saturating_sub(CONTEXT_WINDOW);
-                while !text.is_char_boundary(from) {
-                    from += 1;
-                }
-                if !context.is_match(&text[from..start]) {
-                    continue;
-                }
+            let before = &text[word_start(text, start.saturating_sub(CONTEXT_BEFORE))..start];
+            if self.not_after.as_ref().is_some_and(|r| r.is_match(before)) {
+                continue;
             }
+            let label_distance = match &self.context {
+                None => UNLABELLED,
+                Some(context) => {
+                    let after = &text[end..word_end(text, end + CONTEXT_AFTER)];
+                    let nearest_before = context.find_iter(before).last();
+                    match (nearest_before, context.find(after)) {
+                        (Some(b), _) => before.len() - b.end(),
+                        (None, Some(a)) => CONTEXT_BEFORE + a.start(),
+                        (None, None) => continue,
+                    }
+                }
+            };
             out.push(Found {
                 kind: self.kind,
                 start,
                 end,
+                fallback: self.fallback,
+                label_distance,
+                priority,
             });
         }
     }
+}
+
+/// `at`, moved forward past a word it cuts ("micro|phone" must not read as "phone").
+fn word_start(text: &str, at: usize) -> usize {
+    let mut at = floor_boundary(text, at);
+    if at == 0 {
+        return 0;
+    }
+    let cuts_word = |at: usize| {
+        text[..at]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric)
+            && text[at..].chars().next().is_some_and(char::is_alphanumeric)
+    };
+    while at < text.len() && cuts_word(at) {
+        at = floor_boundary(text, at + 1);
+    }
+    at
+}
+
+/// `at` (clamped to the text), moved forward to the end of a word it cuts ("tel|ephone"
+/// must not read as "tel").
+fn word_end(text: &str, at: usize) -> usize {
+    let mut at = ceil_boundary(text, at);
+    while let Some(c) = text[at..].chars().next() {
+        if !c.is_alphanumeric() {
+            break;
+        }
+        at += c.len_utf8();
+    }
+    at
+}
+
+/// `at`, moved forward to a character boundary.
+fn floor_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
+
+/// `at` (clamped to the text), moved back to a character boundary.
+fn ceil_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 /// URLs and e-mail addresses at the end of a sentence do not own its full stop.
@@ -161,15 +243,25 @@ fn trim_trailing_punctuation(text: &str, start: usize, mut end: usize) -> (usize
 }
 
 /// Every PII occurrence of the given types in `text`, in order, overlaps resolved: where two
-/// candidates overlap, the one that starts first wins, then the longer.
+/// candidates overlap, the one that starts first wins, then the longer, then one not found
+/// by a fallback detector (phones), then the one whose label is nearer (a labelled one over
+/// an unlabelled one), then the one whose detector is listed first.
 pub fn find_all(text: &str, types: &[PiiType]) -> Vec<Found> {
     let mut found = Vec::new();
-    for kind in types {
-        if let Some(detector) = kind.detector() {
-            detector.find(text, &mut found);
+    for (priority, detector) in detectors().iter().enumerate() {
+        if types.contains(&detector.kind) {
+            detector.find(text, priority, &mut found);
         }
     }
-    found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
+    found.sort_by_key(|f| {
+        (
+            f.start,
+            std::cmp::Reverse(f.end),
+            f.fallback,
+            f.label_distance,
+            f.priority,
+        )
+    });
     let mut kept: Vec<Found> = Vec::with_capacity(found.len());
     for f in found {
         if kept.last().is_none_or(|last| f.start >= last.end) {
@@ -190,7 +282,7 @@ fn ip_address(s: &str) -> bool {
 fn card_number(s: &str) -> bool {
     let digits: String = s.chars().filter(char::is_ascii_digit).collect();
     let issuer = |prefixes: &[&str]| prefixes.iter().any(|p| digits.starts_with(p));
-    let known_issuer = issuer(&["4", "34", "37", "36", "38", "6011", "65", "35"])
+    let known_issuer = issuer(&["4", "34", "37", "30", "36", "38", "6011", "65", "35"])
         || (51..=55).any(|p| digits.starts_with(&p.to_string()))
         || (2221..=2720).any(|p| digits.starts_with(&p.to_string()));
     (13..=19).contains(&digits.len()) && known_issuer && checksums::luhn(&digits)
@@ -211,8 +303,23 @@ fn uk_nino(s: &str) -> bool {
 }
 
 fn phone(s: &str) -> bool {
-    let digits = s.chars().filter(char::is_ascii_digit).count();
-    (7..=15).contains(&digits)
+    let number = s.split(['x', 'e']).next().unwrap_or(s);
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    (7..=15).contains(&digits) && !s.split_whitespace().any(looks_like_date)
+}
+
+/// `12-07-2026`, `2026.12.07`: digit groups a phone pattern would otherwise take.
+fn looks_like_date(s: &str) -> bool {
+    let groups: Vec<&str> = s.split(['-', '.', '/']).collect();
+    groups.len() == 3
+        && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_digit()))
+        && (groups[0].len() == 4 || groups[2].len() == 4)
+        && groups.iter().filter(|g| g.len() <= 2).count() == 2
+}
+
+/// Forty characters of base64 with more than letters in them: AWS secret keys are random.
+fn aws_secret(s: &str) -> bool {
+    s.bytes().any(|b| !b.is_ascii_alphabetic())
 }
 
 /// ISO 3166 country codes a BIC's fifth and sixth letters must be.
@@ -245,6 +352,21 @@ fn detector(
             Some(c) => Some(Regex::new(c).ok()?),
             None => None,
         },
+        not_after: None,
+        fallback: false,
+    })
+}
+
+/// A phone detector: a number labelled as another identifier is not taken for a phone.
+fn phone_detector(pattern: &str, context: Option<&str>) -> Option<Detector> {
+    let not_after = Regex::new(
+        r"(?i)\b(?:nhs|ssn|sin|itin|tin|routing|aba|account|acct|order|invoice|iban|passport|tracking|ref|reference|isbn|sku|serial|card)(?:\s+(?:number|no\.?|num|#|is|was))*[\s:#.=-]{0,4}$",
+    )
+    .ok()?;
+    Some(Detector {
+        not_after: Some(not_after),
+        fallback: true,
+        ..detector(PiiType::Phone, pattern, phone, context)?
     })
 }
 
@@ -282,13 +404,13 @@ fn detectors() -> &'static [Detector] {
             ),
             detector(
                 CreditDebitCardCvv,
-                r"(?i)\b(?:cvv2?|cvc2?|csc|card security code|security code)\W{0,4}(\d{3,4})\b",
+                r"(?i)\b(?:cvv2?|cvc2?|csc|card security code|security code)\b[^\d\n]{0,20}?\b(\d{3,4})\b",
                 any,
                 None,
             ),
             detector(
                 CreditDebitCardExpiry,
-                r"(?i)\b(?:exp(?:iry|iration)?(?: date)?|valid (?:thru|through|until)|expires)\W{0,4}((?:0[1-9]|1[0-2]) ?/ ?(?:20)?\d{2})\b",
+                r"(?i)\b(?:exp(?:iry|iration)?(?: date)?|valid (?:thru|through|until)|expires|expiring)\b[^\d\n]{0,20}?\b((?:0[1-9]|1[0-2]) ?/ ?(?:20)?\d{2})\b",
                 any,
                 None,
             ),
@@ -360,18 +482,23 @@ fn detectors() -> &'static [Detector] {
             ),
             detector(
                 AwsSecretKey,
-                r"(?i:aws_?secret_?access_?key|secret_?access_?key|aws secret(?: access)? key)\W{0,6}([A-Za-z0-9/+=]{40})(?:[^A-Za-z0-9/+=]|$)",
-                any,
+                r"(?i:\b(?:aws[ _-]?)?secret[ _-]?(?:access[ _-]?)?key)[^\n]{0,24}?[^A-Za-z0-9/+]([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)",
+                aws_secret,
                 None,
             ),
-            detector(
-                Phone,
+            phone_detector(
                 // International (+CC ...), a parenthesised area code, or North American
-                // 3-3-4 with dashes or dots: digit groups split by spaces alone are too
-                // often cards, accounts or NHS numbers to call a phone.
-                r"\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,3}\b|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}\b|\b\d{3}[.-]\d{3}[.-]\d{4}\b",
-                phone,
+                // 3-3-4 with dashes or dots, each with an optional extension.
+                r"(?:\+\d[\d \t().-]{5,20}\d|\(\d{3}\) ?\d{3}[ .-]\d{4}|\b\d{3}[.-]\d{3}[.-]\d{4})(?: ?(?:x|ext\.?) ?\d{1,5})?\b",
                 None,
+            ),
+            phone_detector(
+                // National formats (0161 496 0631, 06 12 34 56 78) look like any other run
+                // of digits: a word that says phone must be near.
+                r"(?:\(\d{1,5}\)[ .-]?)?\b\d[\d \t().-]{5,18}\d(?: ?(?:x|ext\.?) ?\d{1,5})?\b",
+                Some(
+                    r"(?i)\b(?:phone|tel|telephone|mobile|cell|cellphone|call|contact|ph|fax|text|reach|ring|dial|whatsapp|sms|landline|hotline|telefon|handy|t[ée]l[ée]fono|m[óo]vil|t[ée]l[ée]phone|portable|cellulare)\b",
+                ),
             ),
         ]
         .into_iter()
@@ -380,9 +507,11 @@ fn detectors() -> &'static [Detector] {
     })
 }
 
-/// The types [`PiiType::detector`] can find.
+/// The types a pattern can find.
 pub fn detectable() -> Vec<PiiType> {
-    detectors().iter().map(|d| d.kind).collect()
+    let mut kinds: Vec<PiiType> = detectors().iter().map(|d| d.kind).collect();
+    kinds.dedup();
+    kinds
 }
 
 #[cfg(test)]
@@ -399,7 +528,7 @@ mod tests {
     #[test]
     fn every_detector_compiles() {
         assert_eq!(detectable().len(), 20);
-        assert!(PiiType::Name.detector().is_none());
+        assert!(!PiiType::Name.is_detectable());
     }
 
     #[test]
@@ -507,6 +636,101 @@ mod tests {
             let found = kinds(text);
             assert!(found.is_empty(), "{text}: {found:?}");
         }
+    }
+
+    #[test]
+    fn context_may_follow_and_words_may_sit_between_label_and_value() {
+        use PiiType::*;
+        let cases: &[(&str, PiiType, &str)] = &[
+            (
+                "021000021 is my routing number",
+                UsBankRoutingNumber,
+                "021000021",
+            ),
+            (
+                "Can you confirm 0161 496 0631 is the right mobile?",
+                Phone,
+                "0161 496 0631",
+            ),
+            ("Tel. 086-804 60 94", Phone, "086-804 60 94"),
+            ("ph: +918621770234", Phone, "+918621770234"),
+            ("contact +49(0)4151 021633.", Phone, "+49(0)4151 021633"),
+            ("Reach us at 902-868-5995x2890.", Phone, "902-868-5995x2890"),
+            ("ph: +1-988-287-1803x34018", Phone, "+1-988-287-1803x34018"),
+            (
+                "account updated mobile=0117 496 0025 ok",
+                Phone,
+                "0117 496 0025",
+            ),
+            ("the customer's CVV2 is 239", CreditDebitCardCvv, "239"),
+            (
+                "update the security code on file to 8739",
+                CreditDebitCardCvv,
+                "8739",
+            ),
+            (
+                "my expiration date is 06/2031",
+                CreditDebitCardExpiry,
+                "06/2031",
+            ),
+            (
+                "the AWS secret key is QM+Ho/qPJ9X+YOikxwlP5JWxyPjTSv7ZTDKO+Pq2.",
+                AwsSecretKey,
+                "QM+Ho/qPJ9X+YOikxwlP5JWxyPjTSv7ZTDKO+Pq2",
+            ),
+            (
+                "export AWS_SECRET_ACCESS_KEY=zFGpDaW1kgw8++xqwqDzDIaA/ZpPC/8ZXnTkk5u7",
+                AwsSecretKey,
+                "zFGpDaW1kgw8++xqwqDzDIaA/ZpPC/8ZXnTkk5u7",
+            ),
+            (
+                r#"{"secret access key": "vfvC+ldJfLrUArSuyZhZC4nmlolJZjE6I6Wat3y1"}"#,
+                AwsSecretKey,
+                "vfvC+ldJfLrUArSuyZhZC4nmlolJZjE6I6Wat3y1",
+            ),
+            (
+                "Diners 30443184799365 ok",
+                CreditDebitCardNumber,
+                "30443184799365",
+            ),
+        ];
+        for (text, kind, want) in cases {
+            let found = kinds(text);
+            assert!(found.contains(&(*kind, want)), "{text}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn a_validated_identifier_wins_over_the_phone_its_shape_resembles() {
+        assert_eq!(
+            kinds("My NHS no is 811-802-5446."),
+            [(PiiType::UkNationalHealthServiceNumber, "811-802-5446")]
+        );
+        // Labelled as an NHS number, failing its check: neither an NHS number nor a phone.
+        assert!(kinds("NHS number 802-485-1166 failed the check.").is_empty());
+        // A date near a phone word is still a date, and "tel" cut from "telephone" is no
+        // phone word.
+        assert!(kinds("call me on 12-07-2026").is_empty());
+        assert!(kinds("[2026-11-30 10:22:41] INFO account updated telephone=1").is_empty());
+        // A passport number labelled before it is not the ITIN labelled after it.
+        assert_eq!(
+            kinds("passport number 918626966, ITIN 997-70-6597"),
+            [
+                (PiiType::UsPassportNumber, "918626966"),
+                (PiiType::UsIndividualTaxIdentificationNumber, "997-70-6597")
+            ]
+        );
+        // A phone word near an SSN or an IP address does not make it a phone.
+        assert_eq!(
+            kinds("the customer's SSN is 646-99-5162 and they want a call back"),
+            [(PiiType::UsSocialSecurityNumber, "646-99-5162")]
+        );
+        assert_eq!(
+            kinds("the client IP is 180.120.147.149, call back"),
+            [(PiiType::IpAddress, "180.120.147.149")]
+        );
+        // National digit runs need a phone word near them.
+        assert!(kinds("Order 0161 496 0631 shipped").is_empty());
     }
 
     #[test]
