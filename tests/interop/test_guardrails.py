@@ -187,3 +187,113 @@ def test_a_guardrail_that_finds_nothing_changes_nothing(runtime, pii_guardrail):
     assert r["stopReason"] == "end_turn"
     assert "Paris" in r["output"]["message"]["content"][0]["text"]
     assert "trace" not in r
+
+
+# The same guardrails on the OpenAI and Anthropic surfaces, selected as InvokeModel selects
+# them (Bedrock's guardrail headers) or by a `guardrailConfig` body field (LiteLLM's
+# pass-through of Bedrock's Converse field).
+CHAT = [{"role": "system", "content": SYSTEM[0]["text"]},
+        {"role": "user", "content": QUESTION[0]["content"][0]["text"]}]
+
+
+def headers(guardrail: dict, trace: str = "ENABLED") -> dict:
+    return {"X-Amzn-Bedrock-GuardrailIdentifier": guardrail["guardrailId"],
+            "X-Amzn-Bedrock-GuardrailVersion": "DRAFT", "X-Amzn-Bedrock-Trace": trace}
+
+
+def test_openai_chat_with_a_guardrail(client, city_guardrail, pii_guardrail):
+    r = client.chat.completions.create(model=SMOL, messages=CHAT, max_tokens=32, temperature=0,
+                                       extra_headers=headers(city_guardrail))
+    choice = r.choices[0]
+    assert choice.finish_reason == "content_filter"
+    assert "{city}" in choice.message.content and "Paris" not in choice.message.content
+    extra = r.model_extra
+    assert extra["amazon-bedrock-guardrailAction"] == "INTERVENED"
+    assert city_guardrail["guardrailId"] in extra["amazon-bedrock-trace"]["guardrail"]["outputAssessments"]
+
+    blocked = client.chat.completions.create(
+        model=SMOL, max_tokens=32, temperature=0,
+        messages=[{"role": "user", "content": "Tell me about Project Phoenix."}],
+        extra_body={"guardrailConfig": {"guardrailIdentifier": pii_guardrail["guardrailArn"],
+                                        "guardrailVersion": "DRAFT"}})
+    assert blocked.choices[0].message.content == BLOCKED_IN
+    assert blocked.choices[0].finish_reason == "content_filter"
+    assert blocked.usage.completion_tokens == 0
+
+    clean = client.chat.completions.create(model=SMOL, messages=CHAT, max_tokens=32, temperature=0,
+                                           extra_headers=headers(pii_guardrail))
+    assert clean.choices[0].finish_reason in ("stop", "length") and "Paris" in clean.choices[0].message.content
+    assert clean.model_extra["amazon-bedrock-guardrailAction"] == "NONE"
+
+
+def test_openai_stream_with_a_guardrail_never_sends_the_masked_text(client, city_guardrail):
+    stream = client.chat.completions.create(model=SMOL, messages=CHAT, max_tokens=32, temperature=0,
+                                            stream=True, stream_options={"include_usage": True},
+                                            extra_headers=headers(city_guardrail))
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "{city}" in text and "Paris" not in text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "content_filter"
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+def test_anthropic_messages_with_a_guardrail(server, city_guardrail, pii_guardrail):
+    import anthropic
+    from conftest import API_KEY
+    claude = anthropic.Anthropic(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=120)
+    question = [{"role": "user", "content": QUESTION[0]["content"][0]["text"]}]
+    r = claude.messages.create(model=SMOL, system=SYSTEM[0]["text"], messages=question, max_tokens=32,
+                               extra_body={"temperature": 0}, extra_headers=headers(city_guardrail))
+    assert r.stop_reason == "refusal"
+    assert "{city}" in r.content[0].text and "Paris" not in r.content[0].text
+
+    with claude.messages.stream(model=SMOL, system=SYSTEM[0]["text"], messages=question, max_tokens=32,
+                                extra_body={"temperature": 0}, extra_headers=headers(city_guardrail)) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert "{city}" in text and "Paris" not in text
+    assert final.stop_reason == "refusal"
+
+    blocked = claude.messages.create(
+        model=SMOL, max_tokens=32, messages=[{"role": "user", "content": "Tell me about Project Phoenix."}],
+        extra_body={"guardrailConfig": {"guardrailIdentifier": pii_guardrail["guardrailId"],
+                                        "guardrailVersion": "DRAFT"}})
+    assert blocked.content[0].text == BLOCKED_IN and blocked.stop_reason == "refusal"
+    assert blocked.usage.output_tokens == 0
+
+
+def test_openai_and_anthropic_guardrail_errors(client, server):
+    import openai
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=SMOL, messages=CHAT, max_tokens=4,
+                                       extra_headers={"X-Amzn-Bedrock-GuardrailIdentifier": "nosuchguard1",
+                                                      "X-Amzn-Bedrock-GuardrailVersion": "DRAFT"})
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=SMOL, messages=CHAT, max_tokens=4,
+                                       extra_headers={"X-Amzn-Bedrock-GuardrailIdentifier": "nosuchguard1"})
+
+
+def test_invoke_model_with_guardrail_headers(runtime, city_guardrail, pii_guardrail):
+    import json
+    body = json.dumps({"prompt": "Q: What is the capital of France?\nA: The capital of France is",
+                       "max_gen_len": 8, "temperature": 0})
+    plain = json.loads(runtime.invoke_model(modelId=SMOL, body=body)["body"].read())
+    assert "Paris" in plain["generation"] and "amazon-bedrock-guardrailAction" not in plain
+
+    r = runtime.invoke_model(modelId=SMOL, body=body, guardrailIdentifier=city_guardrail["guardrailId"],
+                             guardrailVersion="DRAFT", trace="ENABLED")
+    out = json.loads(r["body"].read())
+    assert "{city}" in out["generation"] and "Paris" not in out["generation"]
+    assert out["amazon-bedrock-guardrailAction"] == "INTERVENED"
+    assert city_guardrail["guardrailId"] in out["amazon-bedrock-trace"]["guardrail"]["outputAssessments"]
+
+    stream = runtime.invoke_model_with_response_stream(
+        modelId=SMOL, body=body, guardrailIdentifier=city_guardrail["guardrailId"], guardrailVersion="DRAFT")
+    text = "".join(json.loads(e["chunk"]["bytes"])["generation"] for e in stream["body"])
+    assert "{city}" in text and "Paris" not in text
+
+    blocked = json.loads(runtime.invoke_model(
+        modelId=SMOL, body=json.dumps({"prompt": "Project Phoenix status?", "max_gen_len": 8}),
+        guardrailIdentifier=pii_guardrail["guardrailId"], guardrailVersion="DRAFT")["body"].read())
+    assert blocked["generation"] == BLOCKED_IN and blocked["generation_token_count"] == 0
+    assert blocked["amazon-bedrock-guardrailAction"] == "INTERVENED"

@@ -71,6 +71,14 @@ impl Call {
 pub(crate) struct Metering(oneshot::Receiver<()>);
 
 impl Metering {
+    /// Nothing to record: an answer given without the model (a guardrail's blocked-input
+    /// message).
+    pub fn none() -> Self {
+        let (done, settled) = oneshot::channel();
+        let _ = done.send(());
+        Metering(settled)
+    }
+
     pub async fn settled(self) {
         let _ = self.0.await;
     }

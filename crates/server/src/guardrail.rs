@@ -2,24 +2,31 @@
 //! store, keeping it compiled, and assessing text with it in Bedrock's terms (which blocks
 //! are guarded, what the answer says when it intervenes, the usage and coverage).
 //!
-//! Every surface that applies a guardrail (`ApplyGuardrail`, Converse's `guardrailConfig`)
-//! goes through [`resolve`] and [`Resolved::apply`]; none of them holds policy of its own.
+//! Every surface that applies a guardrail (`ApplyGuardrail`, Converse's `guardrailConfig`,
+//! the OpenAI and Anthropic routes through [`requested`]) goes through [`resolve`] and
+//! [`Resolved::apply`], a generation through [`CallGuard`]; none of them holds policy of its
+//! own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use axum::http::HeaderMap;
 use basalt_auth::Principal;
+use basalt_engine::EventReceiver;
 use basalt_guardrails::{Assessment, Guardrail, PolicyUnits, Source};
 use basalt_store::StoreError;
 use basalt_types::{BasaltError, ErrorKind};
-use basalt_wire::bedrock::converse::ConverseRequest;
+use basalt_types::{FinishReason, GenerateEvent, GenerateRequest, Usage};
 use basalt_wire::bedrock::guardrails::{
     self as wire, AssessmentOut, Coverage, Definition, GuardrailConfig, GuardrailTrace,
     GuardrailUsage, InvocationMetrics, StreamProcessingMode, TextCharacters, Trace,
 };
 use basalt_wire::bedrock::output::ConverseTrace;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
+use crate::generation::Answer;
 use crate::AppState;
 
 /// A guardrail version, compiled, with what the API says about it.
@@ -127,6 +134,85 @@ impl GuardrailCache {
     }
 }
 
+/// The Bedrock headers that name a guardrail on `InvokeModel`, and on the OpenAI and
+/// Anthropic routes.
+pub(crate) const IDENTIFIER_HEADER: &str = "x-amzn-bedrock-guardrailidentifier";
+pub(crate) const VERSION_HEADER: &str = "x-amzn-bedrock-guardrailversion";
+pub(crate) const TRACE_HEADER: &str = "x-amzn-bedrock-trace";
+
+/// The guardrail an OpenAI or Anthropic request names, if any: Bedrock's guardrail headers
+/// (as `InvokeModel` takes them), or a `guardrailConfig` object in the body, Bedrock's
+/// Converse field as LiteLLM passes it through. A name without a version, or a version
+/// without a name, is a 400.
+pub(crate) fn requested(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<GuardrailConfig>, BasaltError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().map(str::trim))
+            .transpose()
+            .map_err(|_| BasaltError::invalid(name, "a guardrail header must be ASCII"))
+    };
+    let (identifier, version) = (header(IDENTIFIER_HEADER)?, header(VERSION_HEADER)?);
+    if let Some(identifier) = identifier {
+        let Some(version) = version else {
+            return Err(BasaltError::invalid(
+                VERSION_HEADER,
+                "a guardrail identifier needs a guardrail version",
+            ));
+        };
+        let trace = match header(TRACE_HEADER)?
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            None | Some("DISABLED") => Trace::Disabled,
+            Some("ENABLED") => Trace::Enabled,
+            Some("ENABLED_FULL") => Trace::EnabledFull,
+            Some(_) => {
+                return Err(BasaltError::invalid(
+                    TRACE_HEADER,
+                    "the trace is ENABLED, DISABLED or ENABLED_FULL",
+                ))
+            }
+        };
+        return Ok(Some(GuardrailConfig {
+            guardrail_identifier: identifier.to_string(),
+            guardrail_version: version.to_string(),
+            trace,
+            stream_processing_mode: None,
+        }));
+    }
+    if version.is_some() {
+        return Err(BasaltError::invalid(
+            IDENTIFIER_HEADER,
+            "a guardrail version needs a guardrail identifier",
+        ));
+    }
+    // Most bodies name no guardrail: skip a second parse for them.
+    if !contains(body, b"\"guardrailConfig\"") {
+        return Ok(None);
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Extension {
+        guardrail_config: Option<GuardrailConfig>,
+    }
+    Ok(basalt_wire::parse_json::<Extension>(body)?.guardrail_config)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The trace as a response body carries it (`amazon-bedrock-trace` on `InvokeModel`, the
+/// OpenAI and Anthropic routes).
+#[derive(serde::Serialize)]
+pub(crate) struct BodyTrace {
+    pub guardrail: GuardrailTrace,
+}
+
 /// One guarded text's verdict, and everything the APIs report about it.
 pub(crate) struct Applied {
     pub intervened: bool,
@@ -188,14 +274,15 @@ impl Resolved {
     }
 }
 
-/// A guardrail around one Converse call: the input checked (and masked) before the
+/// A guardrail around one generation call: the input checked (and masked) before the
 /// generation, the answer checked after, the trace kept for the response.
-pub(crate) struct ConverseGuard {
+pub(crate) struct CallGuard {
     resolved: Arc<Resolved>,
     trace: Trace,
     mode: Option<StreamProcessingMode>,
     input: Applied,
     outputs: Vec<AssessmentOut>,
+    output_intervened: bool,
     /// The answer as the model gave it, for the full trace.
     model_output: Option<String>,
 }
@@ -208,15 +295,17 @@ pub(crate) struct GuardedAnswer {
     pub blocked: bool,
 }
 
-impl ConverseGuard {
-    /// Resolves the request's guardrail and applies it to the input, masking the request's
-    /// texts where it anonymises. A blocked input leaves the request as it was: it will not
-    /// be sent to the model ([`ConverseGuard::input_blocked`]).
+impl CallGuard {
+    /// Resolves the request's guardrail and applies it to the input `texts` (the guarded
+    /// ones; `total_chars` counts the whole prompt), masking them where it anonymises. A
+    /// blocked input leaves them as they were: they will not be sent to the model
+    /// ([`CallGuard::input_blocked`]).
     pub(crate) async fn check_input(
         state: &AppState,
         principal: &Principal,
         config: GuardrailConfig,
-        request: &mut ConverseRequest,
+        mut texts: Vec<&mut String>,
+        total_chars: u64,
     ) -> Result<Self, BasaltError> {
         let resolved = resolve(
             state,
@@ -225,10 +314,9 @@ impl ConverseGuard {
             &config.guardrail_version,
         )
         .await?;
-        let (mut texts, total) = request.guarded_texts();
         let input = {
             let refs: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
-            resolved.apply(Source::Input, &refs, total)
+            resolved.apply(Source::Input, &refs, total_chars)
         };
         if input.intervened && !input.blocked {
             for (text, masked) in texts.iter_mut().zip(&input.outputs) {
@@ -241,8 +329,14 @@ impl ConverseGuard {
             mode: config.stream_processing_mode,
             input,
             outputs: Vec::new(),
+            output_intervened: false,
             model_output: None,
         })
+    }
+
+    /// Whether the guardrail intervened on the input or on any answer so far.
+    pub(crate) fn intervened(&self) -> bool {
+        self.input.intervened || self.output_intervened
     }
 
     /// Whether the answer is checked before any of it is sent (`sync`, the default) or
@@ -266,6 +360,7 @@ impl ConverseGuard {
             (None, false) => answer.to_string(),
         };
         let (intervened, blocked) = (applied.intervened, applied.blocked);
+        self.output_intervened |= intervened;
         self.outputs.push(applied.assessment);
         self.model_output = Some(answer.to_string());
         GuardedAnswer {
@@ -300,9 +395,262 @@ impl ConverseGuard {
     }
 }
 
+/// A generation under a guardrail on a route that checks whole answers (OpenAI, Anthropic:
+/// Bedrock's `sync` mode, always): the answer is held until it has ended and the guardrail
+/// has seen it, then replayed as events, so streaming and non-streaming encoders read it as
+/// they read any generation. The task hands the guard back for the trace. A client that
+/// goes away drops the replay's receiver, which drops the generation's and cancels it.
+pub(crate) fn hold(
+    rx: EventReceiver,
+    mut guard: CallGuard,
+) -> (EventReceiver, JoinHandle<CallGuard>) {
+    let (tx, replay) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let answer = tokio::select! {
+            answer = Answer::collect(rx) => answer,
+            () = tx.closed() => return guard,
+        };
+        for event in guard.replay(answer) {
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+        guard
+    });
+    (replay, task)
+}
+
+/// The events of an answer the guardrail gave instead of the model: its blocked-input
+/// message.
+pub(crate) fn blocked(message: &str) -> EventReceiver {
+    let (tx, rx) = mpsc::unbounded_channel();
+    for event in [
+        GenerateEvent::Text {
+            text: message.to_string(),
+            logprobs: Vec::new(),
+        },
+        GenerateEvent::Finished {
+            reason: FinishReason::GuardrailIntervened,
+            usage: Usage::default(),
+            stop_sequence: None,
+        },
+    ] {
+        // The receiver is still here: sending cannot fail.
+        let _ = tx.send(event);
+    }
+    rx
+}
+
+impl CallGuard {
+    /// A whole answer as the guardrail lets it out, as events: the text (masked, or the
+    /// blocked-output message), the tool calls unless it blocked, and the finish, which says
+    /// `GuardrailIntervened` when it did.
+    fn replay(&mut self, answer: Result<Answer, BasaltError>) -> Vec<GenerateEvent> {
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(error) => {
+                return vec![GenerateEvent::Failed {
+                    error,
+                    usage: Usage::default(),
+                }]
+            }
+        };
+        let guarded = self.check_output(&answer.text);
+        let mut events = vec![GenerateEvent::Text {
+            text: guarded.text,
+            // Log-probabilities describe the model's text, not a mask or a message.
+            logprobs: if guarded.intervened {
+                Vec::new()
+            } else {
+                answer.logprobs
+            },
+        }];
+        if !guarded.blocked {
+            for (index, call) in answer.calls.into_iter().enumerate() {
+                let index = index as u32;
+                events.push(GenerateEvent::ToolCallStart {
+                    index,
+                    id: call.id,
+                    name: call.name,
+                });
+                events.push(GenerateEvent::ToolArguments {
+                    index,
+                    json: call.arguments,
+                });
+            }
+        }
+        let reason = if guarded.intervened {
+            FinishReason::GuardrailIntervened
+        } else {
+            answer.finish.unwrap_or(FinishReason::EndOfTurn)
+        };
+        events.push(GenerateEvent::Finished {
+            reason,
+            usage: answer.usage,
+            stop_sequence: answer.stop_sequence,
+        });
+        events
+    }
+
+    /// What a response body adds for a guarded call on the OpenAI and Anthropic routes, as
+    /// `InvokeModel` adds it: `amazon-bedrock-guardrailAction`, and the trace if asked for.
+    pub(crate) fn body_fields(self) -> BodyFields {
+        let action = if self.intervened() {
+            "INTERVENED"
+        } else {
+            "NONE"
+        };
+        BodyFields {
+            action,
+            trace: self.trace().map(|t| BodyTrace {
+                guardrail: t.guardrail,
+            }),
+        }
+    }
+}
+
+/// The guards of a call's choices (one per sequence it generates), as the OpenAI and
+/// Anthropic routes keep them until the response is written.
+pub(crate) enum Guards {
+    Unguarded,
+    /// Inputs checked (and masked); nothing generated yet, or nothing to generate when the
+    /// input was blocked.
+    Checked(Vec<CallGuard>),
+    /// Each choice's answer is held by its guard ([`hold`]).
+    Holding(Vec<JoinHandle<CallGuard>>),
+}
+
+impl Guards {
+    /// Guards every request of a call with the guardrail it names, masking their inputs.
+    pub(crate) async fn check_inputs(
+        state: &AppState,
+        principal: &Principal,
+        config: Option<GuardrailConfig>,
+        requests: &mut [GenerateRequest],
+    ) -> Result<Self, BasaltError> {
+        let Some(config) = config else {
+            return Ok(Guards::Unguarded);
+        };
+        let mut guards = Vec::with_capacity(requests.len());
+        for request in requests.iter_mut() {
+            let (texts, total) = request.prompt.caller_texts_mut();
+            guards.push(
+                CallGuard::check_input(state, principal, config.clone(), texts, total).await?,
+            );
+        }
+        Ok(Guards::Checked(guards))
+    }
+
+    /// The blocked-input message, when the input is not to reach the model.
+    pub(crate) fn blocked_message(&self) -> Option<String> {
+        match self {
+            Guards::Checked(guards) => guards
+                .iter()
+                .find_map(|g| g.input_blocked())
+                .map(str::to_string),
+            _ => None,
+        }
+    }
+
+    /// The receivers to read the choices' answers from: each generation's, held by its
+    /// guard when there is one.
+    pub(crate) fn hold_all(&mut self, receivers: Vec<EventReceiver>) -> Vec<EventReceiver> {
+        let Guards::Checked(guards) = std::mem::replace(self, Guards::Unguarded) else {
+            return receivers;
+        };
+        let (receivers, tasks) = receivers
+            .into_iter()
+            .zip(guards)
+            .map(|(rx, guard)| hold(rx, guard))
+            .unzip();
+        *self = Guards::Holding(tasks);
+        receivers
+    }
+
+    /// The response's guardrail fields once every held answer is out: the first choice's
+    /// trace, and `INTERVENED` if the guardrail intervened on any choice.
+    pub(crate) async fn body_fields(self) -> Option<BodyFields> {
+        let guards = match self {
+            Guards::Unguarded => return None,
+            Guards::Checked(guards) => guards,
+            Guards::Holding(tasks) => {
+                let mut guards = Vec::with_capacity(tasks.len());
+                for task in tasks {
+                    if let Ok(guard) = task.await {
+                        guards.push(guard);
+                    }
+                }
+                guards
+            }
+        };
+        let intervened = guards.iter().any(CallGuard::intervened);
+        let mut fields = guards.into_iter().next()?.body_fields();
+        if intervened {
+            fields.action = "INTERVENED";
+        }
+        Some(fields)
+    }
+}
+
+/// A response body with the guardrail's fields beside its own, when the call had a
+/// guardrail.
+#[derive(serde::Serialize)]
+pub(crate) struct WithGuardrail<T> {
+    #[serde(flatten)]
+    pub body: T,
+    #[serde(flatten)]
+    pub guardrail: Option<BodyFields>,
+}
+
+/// `amazon-bedrock-guardrailAction` and `amazon-bedrock-trace`, flattened into a response.
+#[derive(serde::Serialize)]
+pub(crate) struct BodyFields {
+    #[serde(rename = "amazon-bedrock-guardrailAction")]
+    pub action: &'static str,
+    #[serde(
+        rename = "amazon-bedrock-trace",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trace: Option<BodyTrace>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guardrail_is_requested_by_headers_or_by_body() {
+        let mut headers = HeaderMap::new();
+        assert!(requested(&headers, b"{}").unwrap().is_none());
+        let body = br#"{"model":"m","guardrailConfig":{"guardrailIdentifier":"g1","guardrailVersion":"2","trace":"enabled"}}"#;
+        let config = requested(&headers, body).unwrap().unwrap();
+        assert_eq!(
+            (
+                config.guardrail_identifier.as_str(),
+                config.guardrail_version.as_str()
+            ),
+            ("g1", "2")
+        );
+        assert_eq!(config.trace, Trace::Enabled);
+
+        headers.insert(IDENTIFIER_HEADER, "g2".parse().unwrap());
+        assert!(
+            requested(&headers, b"{}").is_err(),
+            "a name needs a version"
+        );
+        headers.insert(VERSION_HEADER, "DRAFT".parse().unwrap());
+        headers.insert(TRACE_HEADER, "enabled_full".parse().unwrap());
+        // The headers win over the body, as on InvokeModel.
+        let config = requested(&headers, body).unwrap().unwrap();
+        assert_eq!(config.guardrail_identifier, "g2");
+        assert_eq!(config.trace, Trace::EnabledFull);
+        headers.insert(TRACE_HEADER, "loud".parse().unwrap());
+        assert!(requested(&headers, b"{}").is_err());
+
+        let mut version_only = HeaderMap::new();
+        version_only.insert(VERSION_HEADER, "1".parse().unwrap());
+        assert!(requested(&version_only, b"{}").is_err());
+    }
 
     #[test]
     fn accounts_are_stable_twelve_digits_and_differ_by_tenant() {

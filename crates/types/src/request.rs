@@ -57,6 +57,31 @@ pub enum Prompt {
     Text(String),
 }
 
+impl Prompt {
+    /// The texts a caller wrote (system and user messages, or the raw prompt), for policies
+    /// that inspect what comes in, and the characters of the whole prompt.
+    pub fn caller_texts_mut(&mut self) -> (Vec<&mut String>, u64) {
+        match self {
+            Prompt::Text(text) => {
+                let total = text.chars().count() as u64;
+                (vec![text], total)
+            }
+            Prompt::Chat(messages) => {
+                let total = messages
+                    .iter()
+                    .map(|m| m.content.chars().count() as u64)
+                    .sum();
+                let texts = messages
+                    .iter_mut()
+                    .filter(|m| matches!(m.role, Role::System | Role::User))
+                    .map(|m| &mut m.content)
+                    .collect();
+                (texts, total)
+            }
+        }
+    }
+}
+
 /// How tokens are chosen. Defaults are the neutral values (no penalty, no truncation).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -124,6 +149,8 @@ pub enum FinishReason {
     ContextWindow,
     /// The model called a tool and waits for its result.
     ToolUse,
+    /// A guardrail blocked or masked the input or the answer.
+    GuardrailIntervened,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

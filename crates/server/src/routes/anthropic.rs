@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use basalt_auth::Principal;
-use basalt_types::GenerateEvent;
+use basalt_types::{BasaltError, GenerateEvent};
 use basalt_wire::anthropic::{self as wire, CountTokensRequest, MessagesRequest};
 use bytes::Bytes;
 use futures_util::stream::{self, Stream};
@@ -20,6 +21,7 @@ use serde_json::{json, Value};
 use crate::blocks::{BlockEvent, Blocks};
 use crate::error::{body_error, AnthropicError};
 use crate::generation::{collect_text, start_generation, Call, Metering};
+use crate::guardrail::{self, Guards, WithGuardrail};
 use crate::offload::off_runtime;
 use crate::{AppState, ServerConfig};
 
@@ -31,8 +33,11 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
         .route(
             "/v1/messages",
             post(
-                move |s: Shared, p: Extension<Principal>, b: Result<Bytes, BytesRejection>| {
-                    messages(s, p, b, keep_alive)
+                move |s: Shared,
+                      p: Extension<Principal>,
+                      h: HeaderMap,
+                      b: Result<Bytes, BytesRejection>| {
+                    messages(s, p, h, b, keep_alive)
                 },
             ),
         )
@@ -40,9 +45,13 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
         .layer(DefaultBodyLimit::max(config.body_limit))
 }
 
+/// A message, through the guardrail the request names (Bedrock's headers or a
+/// `guardrailConfig` body field): a blocked input is answered with the guardrail's message,
+/// and an intervention ends the message with `stop_reason: refusal`.
 async fn messages(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     keep_alive: std::time::Duration,
 ) -> Result<Response, AnthropicError> {
@@ -52,7 +61,22 @@ async fn messages(
     let (model_id, request, stream) =
         basalt_wire::parse_json::<MessagesRequest>(&body)?.into_request()?;
     let model = state.model(&model_id)?;
-    let (input_tokens, rx, metering) = start_generation(&state, &call, model, request).await?;
+    let config = guardrail::requested(&headers, &body)?;
+    let mut requests = [request];
+    let mut guards = Guards::check_inputs(&state, &call.principal, config, &mut requests).await?;
+    let [request] = requests;
+    let (input_tokens, rx, metering) = match guards.blocked_message() {
+        Some(message) => (0, guardrail::blocked(&message), Metering::none()),
+        None => {
+            let (input_tokens, rx, metering) =
+                start_generation(&state, &call, model, request).await?;
+            let mut held = guards.hold_all(vec![rx]);
+            match held.pop() {
+                Some(rx) => (input_tokens, rx, metering),
+                None => return Err(BasaltError::internal("a generation went missing").into()),
+            }
+        }
+    };
     let id = call.request_id.clone();
     if stream {
         return Ok(
@@ -71,7 +95,11 @@ async fn messages(
         done.stop_sequence.as_deref(),
         &done.usage,
     );
-    Ok(Json(msg).into_response())
+    Ok(Json(WithGuardrail {
+        body: msg,
+        guardrail: guards.body_fields().await,
+    })
+    .into_response())
 }
 
 /// One server-sent event, named by its `type`.

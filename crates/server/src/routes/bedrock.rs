@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use crate::blocks::{BlockEvent, Blocks};
 use crate::error::{body_error, BedrockError};
 use crate::generation::{collect_text, start_generation, Call, Metering};
-use crate::guardrail::{ConverseGuard, GuardedAnswer};
+use crate::guardrail::{self, CallGuard, GuardedAnswer, Guards, WithGuardrail};
 use crate::offload::off_runtime;
 use crate::routes::{embeddings, images};
 use crate::{AppState, ServedEmbedder, ServedImageModel, ServedModel, ServerConfig};
@@ -111,24 +111,38 @@ fn millis(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
 }
 
-/// The start every generating route shares: meter the call from here, keep the body for
-/// the invocation log, resolve the model, parse the body with `parse` and queue the
-/// generation.
+/// The start `InvokeModel` and its stream share: meter the call from here, keep the body
+/// for the invocation log, resolve the model, parse the body with `parse`, guard its input
+/// with the guardrail the `X-Amzn-Bedrock-Guardrail*` headers name, and queue the
+/// generation (held by the guardrail when there is one; replaced by its message when it
+/// blocks the input).
 async fn start(
     state: &Arc<AppState>,
     principal: Principal,
     operation: &'static str,
     model_id: &str,
+    headers: &HeaderMap,
     body: BodyResult,
     parse: impl FnOnce(&[u8]) -> Result<GenerateRequest, BasaltError>,
-) -> Result<(Call, u32, EventReceiver, Metering), BasaltError> {
+) -> Result<(Call, u32, EventReceiver, Metering, Guards), BasaltError> {
     let call = Call::new(principal, "bedrock", operation, "");
     let body = body.map_err(body_error)?;
     let call = call.with_body(state, &body);
     let model = resolve(state, model_id)?;
-    let request = parse(&body)?;
+    let mut requests = [parse(&body)?];
+    let config = guardrail::requested(headers, &body)?;
+    let mut guards = Guards::check_inputs(state, &call.principal, config, &mut requests).await?;
+    let [request] = requests;
+    if let Some(message) = guards.blocked_message() {
+        let rx = guardrail::blocked(&message);
+        return Ok((call, 0, rx, Metering::none(), guards));
+    }
     let (input_tokens, rx, metering) = start_generation(state, &call, model, request).await?;
-    Ok((call, input_tokens, rx, metering))
+    let rx = guards
+        .hold_all(vec![rx])
+        .pop()
+        .ok_or_else(|| BasaltError::internal("a generation went missing"))?;
+    Ok((call, input_tokens, rx, metering, guards))
 }
 
 fn parse_llama(body: &[u8]) -> Result<GenerateRequest, BasaltError> {
@@ -140,11 +154,12 @@ async fn converse_request(
     state: &AppState,
     call: &Call,
     body: &[u8],
-) -> Result<(ConverseRequest, Option<ConverseGuard>), BasaltError> {
+) -> Result<(ConverseRequest, Option<CallGuard>), BasaltError> {
     let mut request: ConverseRequest = wire::parse_json(body)?;
     let guard = match request.guardrail_config.take() {
         Some(config) => {
-            Some(ConverseGuard::check_input(state, &call.principal, config, &mut request).await?)
+            let (texts, total) = request.guarded_texts();
+            Some(CallGuard::check_input(state, &call.principal, config, texts, total).await?)
         }
         None => None,
     };
@@ -159,15 +174,7 @@ async fn open_converse(
     operation: &'static str,
     model_id: &str,
     body: BodyResult,
-) -> Result<
-    (
-        Call,
-        Arc<ServedModel>,
-        ConverseRequest,
-        Option<ConverseGuard>,
-    ),
-    BasaltError,
-> {
+) -> Result<(Call, Arc<ServedModel>, ConverseRequest, Option<CallGuard>), BasaltError> {
     let call = Call::new(principal, "bedrock", operation, "");
     let body = body.map_err(body_error)?;
     let call = call.with_body(state, &body);
@@ -197,7 +204,7 @@ async fn converse(
             &Usage::default(),
             millis(started),
         );
-        out.trace = guard.and_then(ConverseGuard::trace);
+        out.trace = guard.and_then(CallGuard::trace);
         return Ok(with_request_id(Json(out).into_response(), &call.request_id));
     }
     let (_, rx, metering) = start_generation(&state, &call, model, request.into_request()?).await?;
@@ -216,7 +223,7 @@ async fn converse(
         text = guarded.text;
     }
     let mut out = ConverseResponse::new(&text, calls, stop, &done.usage, millis(started));
-    out.trace = guard.and_then(ConverseGuard::trace);
+    out.trace = guard.and_then(CallGuard::trace);
     Ok(with_request_id(Json(out).into_response(), &call.request_id))
 }
 
@@ -234,7 +241,7 @@ async fn converse_stream(
         .and_then(|g| g.input_blocked())
         .map(str::to_string)
     {
-        let trace = guard.and_then(ConverseGuard::trace);
+        let trace = guard.and_then(CallGuard::trace);
         let frames = vec![
             frame(events::message_start()),
             frame(events::text_delta(0, &message)),
@@ -269,7 +276,7 @@ async fn converse_stream(
 struct ConverseStreamEncoder {
     /// Text blocks open with their first delta; tool-use blocks with a start event.
     blocks: Blocks,
-    guard: Option<ConverseGuard>,
+    guard: Option<CallGuard>,
     /// What `sync` mode holds back: the answer's block events in order.
     held: Vec<HeldBlock>,
     /// What `async` mode has sent of the answer's text, for the guardrail at the end.
@@ -285,7 +292,7 @@ enum HeldBlock {
 
 impl ConverseStreamEncoder {
     fn encode(&mut self, event: &GenerateEvent) -> Vec<Vec<u8>> {
-        let hold = self.guard.as_ref().is_some_and(ConverseGuard::holds_output);
+        let hold = self.guard.as_ref().is_some_and(CallGuard::holds_output);
         let mut out = Vec::new();
         for step in self.blocks.frame(event) {
             match step {
@@ -428,18 +435,22 @@ async fn invoke(
         }
         return Ok(resp);
     }
-    let (call, _, rx, metering) = start(
+    let (call, _, rx, metering, guards) = start(
         &state,
         principal,
         "InvokeModel",
         &model_id,
+        &headers,
         body,
         parse_llama,
     )
     .await?;
     let started = call.started;
     let done = collect_text(rx, metering).await?;
-    let out = invoke::llama_response(&done.text, done.reason(), &done.usage);
+    let out = WithGuardrail {
+        body: invoke::llama_response(&done.text, done.reason(), &done.usage),
+        guardrail: guards.body_fields().await,
+    };
     let mut resp = with_request_id(Json(out).into_response(), &call.request_id);
     let h = resp.headers_mut();
     for (name, value) in [
@@ -466,11 +477,13 @@ async fn invoke_stream(
     body: BodyResult,
 ) -> Result<Response, BedrockError> {
     check_json_media(&headers)?;
-    let (call, input_tokens, rx, metering) = start(
+    // A guardrail holds the answer until it has seen it (Bedrock's synchronous mode).
+    let (call, input_tokens, rx, metering, _guards) = start(
         &state,
         principal,
         "InvokeModelWithResponseStream",
         &model_id,
+        &headers,
         body,
         parse_llama,
     )

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, Path, State};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +20,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 
 use crate::error::{body_error, OpenAiError};
 use crate::generation::{start_generation, unix_now, Answer, Call, Metering};
+use crate::guardrail::{self, Guards, WithGuardrail};
 use crate::{AppState, ServedModel, ServerConfig};
 
 type Shared = State<Arc<AppState>>;
@@ -39,16 +41,22 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
         .route(
             "/v1/chat/completions",
             post(
-                move |s: Shared, p: Extension<Principal>, b: Result<Bytes, BytesRejection>| {
-                    generate(s, p, b, Surface::Chat, keep_alive)
+                move |s: Shared,
+                      p: Extension<Principal>,
+                      h: HeaderMap,
+                      b: Result<Bytes, BytesRejection>| {
+                    generate(s, p, h, b, Surface::Chat, keep_alive)
                 },
             ),
         )
         .route(
             "/v1/completions",
             post(
-                move |s: Shared, p: Extension<Principal>, b: Result<Bytes, BytesRejection>| {
-                    generate(s, p, b, Surface::Completion, keep_alive)
+                move |s: Shared,
+                      p: Extension<Principal>,
+                      h: HeaderMap,
+                      b: Result<Bytes, BytesRejection>| {
+                    generate(s, p, h, b, Surface::Completion, keep_alive)
                 },
             ),
         )
@@ -101,9 +109,13 @@ enum Surface {
     Completion,
 }
 
+/// A completion or chat completion, through the guardrail the request names (Bedrock's
+/// headers or a `guardrailConfig` body field): a blocked input is answered with the
+/// guardrail's message, and an intervention ends a choice with `content_filter`.
 async fn generate(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     surface: Surface,
     keep_alive: std::time::Duration,
@@ -114,12 +126,27 @@ async fn generate(
     };
     let body = body.map_err(body_error)?;
     let call = call.with_body(&state, &body);
-    let plan = match surface {
+    let mut plan = match surface {
         Surface::Chat => wire::parse_chat(&body)?.into_plan()?,
         Surface::Completion => wire::parse_completion(&body)?.into_plan()?,
     };
     let model = state.model(&plan.model)?;
-    let (receivers, meterings) = submit_all(&state, &call, &model, &plan).await?;
+    let config = guardrail::requested(&headers, &body)?;
+    let mut guards =
+        Guards::check_inputs(&state, &call.principal, config, &mut plan.requests).await?;
+    let (receivers, meterings) = match guards.blocked_message() {
+        Some(message) => (
+            plan.requests
+                .iter()
+                .map(|_| guardrail::blocked(&message))
+                .collect(),
+            Vec::new(),
+        ),
+        None => {
+            let (receivers, meterings) = submit_all(&state, &call, &model, &plan).await?;
+            (guards.hold_all(receivers), meterings)
+        }
+    };
     let meta = ResponseMeta {
         id: call.request_id.clone(),
         created: unix_now(),
@@ -133,7 +160,7 @@ async fn generate(
             .keep_alive(KeepAlive::new().interval(keep_alive))
             .into_response())
     } else {
-        let result = collect(meta, plan, receivers).await;
+        let result = collect(meta, plan, receivers, guards).await;
         for m in meterings {
             m.settled().await;
         }
@@ -211,11 +238,13 @@ async fn collect(
     meta: ResponseMeta,
     plan: Plan,
     receivers: Vec<EventReceiver>,
+    guards: Guards,
 ) -> Result<Response, BasaltError> {
     let mut results = Vec::with_capacity(receivers.len());
     for rx in receivers {
         results.push(Answer::collect(rx).await?);
     }
+    let guardrail = guards.body_fields().await;
     let usage = meta.total_usage(&results.iter().map(|r| r.usage).collect::<Vec<_>>());
     let usage = Some(Some(wire::CompletionUsage::of(&usage)));
     let want_logprobs = plan.requests.first().is_some_and(|r| r.logprobs.is_some());
@@ -232,7 +261,11 @@ async fn collect(
                     finish_reason: finish(r),
                 })
                 .collect();
-            Json(meta.completion(false, choices, usage)).into_response()
+            Json(WithGuardrail {
+                body: meta.completion(false, choices, usage),
+                guardrail,
+            })
+            .into_response()
         }
         Surface::Completion => {
             let choices = results
@@ -249,7 +282,11 @@ async fn collect(
                     }
                 })
                 .collect();
-            Json(meta.completion(false, choices, usage)).into_response()
+            Json(WithGuardrail {
+                body: meta.completion(false, choices, usage),
+                guardrail,
+            })
+            .into_response()
         }
     };
     Ok(response)

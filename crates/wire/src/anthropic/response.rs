@@ -142,6 +142,8 @@ pub fn stop_reason(r: FinishReason) -> &'static str {
         FinishReason::MaxTokens => "max_tokens",
         FinishReason::ContextWindow => "model_context_window_exceeded",
         FinishReason::ToolUse => "tool_use",
+        // Anthropic's own word for an answer its safety checks stopped.
+        FinishReason::GuardrailIntervened => "refusal",
     }
 }
 

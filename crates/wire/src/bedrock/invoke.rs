@@ -71,7 +71,10 @@ impl LlamaBody {
 /// Meta's `stop_reason`: `stop` when the model ended, `length` when a limit did.
 pub fn llama_stop_reason(r: FinishReason) -> &'static str {
     match r {
-        FinishReason::EndOfTurn | FinishReason::StopSequence | FinishReason::ToolUse => "stop",
+        FinishReason::EndOfTurn
+        | FinishReason::StopSequence
+        | FinishReason::ToolUse
+        | FinishReason::GuardrailIntervened => "stop",
         FinishReason::MaxTokens | FinishReason::ContextWindow => "length",
     }
 }

@@ -241,5 +241,6 @@ pub fn stop_reason(r: FinishReason) -> &'static str {
         FinishReason::StopSequence => "stop_sequence",
         FinishReason::ContextWindow => "model_context_window_exceeded",
         FinishReason::ToolUse => "tool_use",
+        FinishReason::GuardrailIntervened => GUARDRAIL_INTERVENED,
     }
 }

@@ -284,6 +284,7 @@ pub fn finish_reason(r: FinishReason) -> &'static str {
         FinishReason::EndOfTurn | FinishReason::StopSequence => "stop",
         FinishReason::MaxTokens | FinishReason::ContextWindow => "length",
         FinishReason::ToolUse => "tool_calls",
+        FinishReason::GuardrailIntervened => "content_filter",
     }
 }
 
