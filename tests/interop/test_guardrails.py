@@ -297,3 +297,41 @@ def test_invoke_model_with_guardrail_headers(runtime, city_guardrail, pii_guardr
         guardrailIdentifier=pii_guardrail["guardrailId"], guardrailVersion="DRAFT")["body"].read())
     assert blocked["generation"] == BLOCKED_IN and blocked["generation_token_count"] == 0
     assert blocked["amazon-bedrock-guardrailAction"] == "INTERVENED"
+
+
+def test_guardrail_text_units_are_metered_and_counted(server, runtime, pii_guardrail, city_guardrail):
+    import time
+
+    import httpx
+    from conftest import API_KEY
+
+    def records() -> list[dict]:
+        return httpx.get(server.base_url + "/v1/usage", headers={"authorization": f"Bearer {API_KEY}"},
+                         timeout=30).json()["records"]
+
+    text = "Mail jane.doe@example.com about ticket TCK-1234, please. " * 40  # 2,280 characters
+    r = runtime.apply_guardrail(guardrailIdentifier=pii_guardrail["guardrailId"], guardrailVersion="DRAFT",
+                                source="INPUT", content=[{"text": {"text": text}}])
+    units = r["usage"]["sensitiveInformationPolicyUnits"]
+    assert units == 3
+    applied = [x for x in records() if x["operation"] == "ApplyGuardrail"]
+    assert applied[0]["guardrail_units"]["sensitive_information"] == units
+    assert applied[0]["model_id"] == f"guardrail/{pii_guardrail['guardrailId']}:DRAFT"
+
+    # A guarded model call's units join the call's own record (written as the call ends).
+    c = runtime.converse(modelId=SMOL, system=SYSTEM, messages=QUESTION, inferenceConfig=GREEDY,
+                         guardrailConfig={"guardrailIdentifier": city_guardrail["guardrailId"],
+                                          "guardrailVersion": "DRAFT"})
+    request_id = c["ResponseMetadata"]["RequestId"]
+    for _ in range(50):
+        mine = [x for x in records() if x["request_id"] == request_id]
+        if mine and mine[0]["guardrail_units"]["sensitive_information"]:
+            break
+        time.sleep(0.1)
+    assert len(mine) == 1 and mine[0]["output_tokens"] > 0
+    # The city policy runs on output only: one unit, for the answer.
+    assert mine[0]["guardrail_units"]["sensitive_information"] == 1
+
+    metrics = httpx.get(server.base_url + "/metrics", headers={"authorization": f"Bearer {API_KEY}"}).text
+    assert 'basalt_guardrail_assessments_total{source="output",outcome="intervened"}' in metrics
+    assert 'basalt_guardrail_text_units_total{policy="sensitive_information"}' in metrics

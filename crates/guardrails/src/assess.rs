@@ -141,7 +141,19 @@ impl Guardrail {
         let mut assessment = Assessment::default();
         let mut usage = PolicyUnits::default();
 
-        if let Some((list, _)) = &self.words {
+        // A policy is evaluated (and billed) in a direction only if some entry of it
+        // applies there.
+        let words_apply = self.words.as_ref().is_some_and(|(_, directions)| {
+            (0..directions.len()).any(|i| self.word_action(i, source).is_some())
+        });
+        let configured = self.pii_for(source);
+        let sensitive_applies = !configured.is_empty()
+            || self
+                .regexes
+                .iter()
+                .any(|(config, _)| Guardrail::regex_action(config, source).is_some());
+
+        if let Some((list, _)) = self.words.as_ref().filter(|_| words_apply) {
             usage.word_policy_units = units;
             let mut words = WordPolicyAssessment::default();
             for m in list.find(text) {
@@ -158,10 +170,9 @@ impl Guardrail {
             assessment.word_policy = Some(words);
         }
 
-        if !self.pii.is_empty() || !self.regexes.is_empty() {
+        if sensitive_applies {
             usage.sensitive_information_policy_units = units;
             let mut sensitive = SensitiveInformationPolicyAssessment::default();
-            let configured = self.pii_for(source);
             let types: Vec<PiiType> = configured.iter().map(|(t, _)| *t).collect();
             for found in pii::find_all(text, &types) {
                 let Some(&(_, action)) = configured.iter().find(|(t, _)| *t == found.kind) else {
@@ -267,6 +278,22 @@ mod tests {
         let out = g.assess(text, Source::Output);
         assert!(out.blocked && out.intervened);
         assert_eq!(out.usage.sensitive_information_policy_units, 1);
+    }
+
+    #[test]
+    fn a_policy_with_nothing_for_a_direction_is_neither_run_nor_billed_there() {
+        let g = guardrail(json!({
+            "sensitiveInformationPolicyConfig": {
+                "regexesConfig": [{"name": "city", "pattern": "Paris", "action": "ANONYMIZE",
+                                   "inputEnabled": false}]
+            }
+        }));
+        let input = g.assess("Paris", Source::Input);
+        assert!(!input.intervened && input.assessment.sensitive_information_policy.is_none());
+        assert_eq!(input.usage.sensitive_information_policy_units, 0);
+        let output = g.assess("Paris", Source::Output);
+        assert!(output.intervened);
+        assert_eq!(output.usage.sensitive_information_policy_units, 1);
     }
 
     #[test]

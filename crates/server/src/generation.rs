@@ -418,6 +418,7 @@ pub(crate) fn usage_record(
             .map(|t| t.saturating_duration_since(call.started).as_millis() as u64),
         status,
         cost_usd: cost,
+        guardrail_units: Default::default(),
         created_at: basalt_store::now(),
     }
 }

@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use basalt_auth::Principal;
 use basalt_engine::EventReceiver;
 use basalt_guardrails::{Assessment, Guardrail, PolicyUnits, Source};
-use basalt_store::StoreError;
+use basalt_store::{GuardrailUnits, StoreError, UsageRecord};
 use basalt_types::{BasaltError, ErrorKind};
 use basalt_types::{FinishReason, GenerateEvent, GenerateRequest, Usage};
 use basalt_wire::bedrock::guardrails::{
@@ -26,7 +26,9 @@ use basalt_wire::bedrock::output::ConverseTrace;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::generation::Answer;
+use crate::generation::{Answer, Call};
+use crate::metrics::Metrics;
+use crate::platform::Platform;
 use crate::AppState;
 
 /// A guardrail version, compiled, with what the API says about it.
@@ -274,6 +276,100 @@ impl Resolved {
     }
 }
 
+/// A guardrail's bill for one call: each assessment counted in the metrics as it happens,
+/// its text units summed and added to the call's usage record once the meter is dropped,
+/// which every way a guarded call ends does (answered, streamed, cancelled). A call with
+/// no record of its own (`ApplyGuardrail`, an input blocked before any model ran) gets one.
+pub(crate) struct GuardrailMeter {
+    platform: Option<Arc<Platform>>,
+    metrics: Arc<Metrics>,
+    record: UsageRecord,
+    assessed: bool,
+}
+
+impl GuardrailMeter {
+    /// `resource` names what a record of its own is about: the model of a guarded call, or
+    /// `guardrail/{id}:{version}` for `ApplyGuardrail`.
+    pub(crate) fn new(state: &AppState, call: &Call, resource: &str) -> Self {
+        Self {
+            platform: state.platform.clone(),
+            metrics: Arc::clone(&state.metrics),
+            record: UsageRecord {
+                request_id: call.request_id.clone(),
+                tenant_id: call.principal.tenant.clone(),
+                key_id: call.principal.key_id.clone(),
+                model_id: resource.to_string(),
+                surface: call.surface.to_string(),
+                operation: call.operation.to_string(),
+                input_tokens: 0,
+                cached_input_tokens: 0,
+                output_tokens: 0,
+                latency_ms: 0,
+                time_to_first_token_ms: None,
+                status: "ok".to_string(),
+                cost_usd: 0.0,
+                guardrail_units: GuardrailUnits::default(),
+                created_at: 0,
+            },
+            assessed: false,
+        }
+    }
+
+    pub(crate) fn count(&mut self, source: Source, applied: &Applied) {
+        let units = GuardrailUnits {
+            word: applied.usage.word_policy_units,
+            sensitive_information: applied.usage.sensitive_information_policy_units,
+        };
+        let direction = match source {
+            Source::Input => "input",
+            Source::Output => "output",
+        };
+        self.metrics
+            .observe_guardrail(direction, applied.intervened, units);
+        self.record.guardrail_units += units;
+        if applied.intervened {
+            self.record.status = "guardrail_intervened".to_string();
+        }
+        self.assessed = true;
+    }
+
+    /// The record to write, once: nothing if nothing was assessed or there is no store.
+    fn take(&mut self) -> Option<(Arc<Platform>, UsageRecord)> {
+        if !std::mem::take(&mut self.assessed) {
+            return None;
+        }
+        let platform = self.platform.take()?;
+        let mut record = self.record.clone();
+        record.created_at = basalt_store::now();
+        Some((platform, record))
+    }
+
+    /// Writes the record now and waits for it (a route that answers only once it is
+    /// billed).
+    pub(crate) async fn write(mut self) {
+        if let Some((platform, record)) = self.take() {
+            write_units(platform, record).await;
+        }
+    }
+}
+
+impl Drop for GuardrailMeter {
+    fn drop(&mut self) {
+        let Some((platform, record)) = self.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(write_units(platform, record));
+        }
+    }
+}
+
+async fn write_units(platform: Arc<Platform>, record: UsageRecord) {
+    if let Err(e) = platform.store.record_guardrail_units(&record).await {
+        tracing::warn!(request_id = %record.request_id, "guardrail usage not recorded: {e}");
+    }
+}
+
 /// A guardrail around one generation call: the input checked (and masked) before the
 /// generation, the answer checked after, the trace kept for the response.
 pub(crate) struct CallGuard {
@@ -283,6 +379,7 @@ pub(crate) struct CallGuard {
     input: Applied,
     outputs: Vec<AssessmentOut>,
     output_intervened: bool,
+    meter: GuardrailMeter,
     /// The answer as the model gave it, for the full trace.
     model_output: Option<String>,
 }
@@ -302,14 +399,15 @@ impl CallGuard {
     /// ([`CallGuard::input_blocked`]).
     pub(crate) async fn check_input(
         state: &AppState,
-        principal: &Principal,
+        call: &Call,
+        model_id: &str,
         config: GuardrailConfig,
         mut texts: Vec<&mut String>,
         total_chars: u64,
     ) -> Result<Self, BasaltError> {
         let resolved = resolve(
             state,
-            principal,
+            &call.principal,
             &config.guardrail_identifier,
             &config.guardrail_version,
         )
@@ -318,6 +416,8 @@ impl CallGuard {
             let refs: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
             resolved.apply(Source::Input, &refs, total_chars)
         };
+        let mut meter = GuardrailMeter::new(state, call, model_id);
+        meter.count(Source::Input, &input);
         if input.intervened && !input.blocked {
             for (text, masked) in texts.iter_mut().zip(&input.outputs) {
                 (**text).clone_from(masked);
@@ -330,6 +430,7 @@ impl CallGuard {
             input,
             outputs: Vec::new(),
             output_intervened: false,
+            meter,
             model_output: None,
         })
     }
@@ -354,6 +455,7 @@ impl CallGuard {
     /// masked, or the answer as it was.
     pub(crate) fn check_output(&mut self, answer: &str) -> GuardedAnswer {
         let applied = self.resolved.apply(Source::Output, &[answer], 0);
+        self.meter.count(Source::Output, &applied);
         let text = match (&applied.blocked_message, applied.intervened) {
             (Some(message), _) => message.clone(),
             (None, true) => applied.outputs.first().cloned().unwrap_or_default(),
@@ -524,7 +626,8 @@ impl Guards {
     /// Guards every request of a call with the guardrail it names, masking their inputs.
     pub(crate) async fn check_inputs(
         state: &AppState,
-        principal: &Principal,
+        call: &Call,
+        model_id: &str,
         config: Option<GuardrailConfig>,
         requests: &mut [GenerateRequest],
     ) -> Result<Self, BasaltError> {
@@ -535,7 +638,7 @@ impl Guards {
         for request in requests.iter_mut() {
             let (texts, total) = request.prompt.caller_texts_mut();
             guards.push(
-                CallGuard::check_input(state, principal, config.clone(), texts, total).await?,
+                CallGuard::check_input(state, call, model_id, config.clone(), texts, total).await?,
             );
         }
         Ok(Guards::Checked(guards))

@@ -47,6 +47,11 @@ struct Inner {
     latency: BTreeMap<Labels, Histogram>,
     ttft: BTreeMap<Labels, Histogram>,
     per_token: BTreeMap<Labels, Histogram>,
+    /// Guardrail assessments by direction (`input`, `output`) and outcome (`none`,
+    /// `intervened`).
+    guardrail_assessments: BTreeMap<(&'static str, &'static str), u64>,
+    /// Guardrail text units by policy (`word`, `sensitive_information`).
+    guardrail_units: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Default)]
@@ -115,6 +120,24 @@ impl Metrics {
         }
     }
 
+    /// One guardrail assessment of a text in one direction.
+    pub fn observe_guardrail(
+        &self,
+        source: &'static str,
+        intervened: bool,
+        units: basalt_store::GuardrailUnits,
+    ) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = if intervened { "intervened" } else { "none" };
+        *m.guardrail_assessments
+            .entry((source, outcome))
+            .or_default() += 1;
+        *m.guardrail_units.entry("word").or_default() += units.word;
+        *m.guardrail_units
+            .entry("sensitive_information")
+            .or_default() += units.sensitive_information;
+    }
+
     pub fn render(&self, gauges: &[ModelGauges]) -> String {
         let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = String::new();
@@ -165,6 +188,28 @@ impl Metrics {
                     escape(surface)
                 );
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP basalt_guardrail_assessments_total Guardrail assessments by direction and outcome.\n\
+             # TYPE basalt_guardrail_assessments_total counter"
+        );
+        for ((source, outcome), v) in &m.guardrail_assessments {
+            let _ = writeln!(
+                out,
+                "basalt_guardrail_assessments_total{{source=\"{source}\",outcome=\"{outcome}\"}} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP basalt_guardrail_text_units_total Guardrail text units (1,000 characters) by policy.\n\
+             # TYPE basalt_guardrail_text_units_total counter"
+        );
+        for (policy, v) in &m.guardrail_units {
+            let _ = writeln!(
+                out,
+                "basalt_guardrail_text_units_total{{policy=\"{policy}\"}} {v}"
+            );
         }
         for (name, help, map, buckets) in [
             (

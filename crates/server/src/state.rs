@@ -44,7 +44,7 @@ pub struct AppState {
     pub region: String,
     /// Tenants, access, quotas and metering; `None` runs without a store (tests, tools).
     pub platform: Option<Arc<Platform>>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// The admin API's token, hashed; `None` disables the admin API.
     pub admin_token_sha256: Option<[u8; 32]>,
     /// Where opted-in tenants' invocations are logged.
@@ -70,7 +70,7 @@ impl AppState {
             auth: Authenticator::open(),
             region: "us-east-1".into(),
             platform: None,
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
             admin_token_sha256: None,
             invocation_log: None,
             guardrails: Default::default(),

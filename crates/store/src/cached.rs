@@ -273,6 +273,10 @@ impl Store for CachedStore {
         self.inner.complete_usage(id, record).await
     }
 
+    async fn record_guardrail_units(&self, record: &UsageRecord) -> Result<(), StoreError> {
+        self.inner.record_guardrail_units(record).await
+    }
+
     async fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError> {
         self.inner.interrupt_unfinished_usage().await
     }

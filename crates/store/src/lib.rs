@@ -114,8 +114,25 @@ pub struct UsageRecord {
     /// `ok`, `cancelled`, or the error kind.
     pub status: String,
     pub cost_usd: f64,
+    /// Text units a guardrail assessed, on a guardrail's own rows (zero on a model call's).
+    pub guardrail_units: GuardrailUnits,
     /// Seconds since the Unix epoch.
     pub created_at: i64,
+}
+
+/// Guardrail text units (1,000 characters each) by policy, as Bedrock bills them. Only the
+/// policies Basalt enforces have a field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GuardrailUnits {
+    pub word: u64,
+    pub sensitive_information: u64,
+}
+
+impl std::ops::AddAssign for GuardrailUnits {
+    fn add_assign(&mut self, other: Self) {
+        self.word += other.word;
+        self.sensitive_information += other.sensitive_information;
+    }
 }
 
 /// One version of a guardrail: `DRAFT` or a number. The store keeps its definition (the
@@ -161,6 +178,7 @@ pub struct UsageTotals {
     pub cached_input_tokens: u64,
     pub output_tokens: u64,
     pub cost_usd: f64,
+    pub guardrail_units: GuardrailUnits,
 }
 
 /// The platform's state. Async because a database answers over a connection (SQLite's on
@@ -220,6 +238,10 @@ pub trait Store: Send + Sync {
     async fn begin_usage(&self, record: &UsageRecord) -> Result<i64, StoreError>;
     /// Replaces a record begun with [`Store::begin_usage`] with the request's final usage.
     async fn complete_usage(&self, id: i64, record: &UsageRecord) -> Result<(), StoreError>;
+    /// Adds a guardrail's text units to its call's record (the first with the record's
+    /// request id and tenant), or records it as a row of its own when the call has none
+    /// (`ApplyGuardrail`, or an input the guardrail blocked before any model ran).
+    async fn record_guardrail_units(&self, record: &UsageRecord) -> Result<(), StoreError>;
     /// Marks every record still [`IN_PROGRESS`] as [`INTERRUPTED`]: run when a server
     /// starts, for the requests that were in flight when the last one died.
     async fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError>;

@@ -63,7 +63,7 @@ async fn messages(
     let model = state.model(&model_id)?;
     let config = guardrail::requested(&headers, &body)?;
     let mut requests = [request];
-    let mut guards = Guards::check_inputs(&state, &call.principal, config, &mut requests).await?;
+    let mut guards = Guards::check_inputs(&state, &call, &model_id, config, &mut requests).await?;
     let [request] = requests;
     let (input_tokens, rx, metering) = match guards.blocked_message() {
         Some(message) => (0, guardrail::blocked(&message), Metering::none()),

@@ -131,7 +131,14 @@ async fn start(
     let model = resolve(state, model_id)?;
     let mut requests = [parse(&body)?];
     let config = guardrail::requested(headers, &body)?;
-    let mut guards = Guards::check_inputs(state, &call.principal, config, &mut requests).await?;
+    let mut guards = Guards::check_inputs(
+        state,
+        &call,
+        &model.entry.manifest.id,
+        config,
+        &mut requests,
+    )
+    .await?;
     let [request] = requests;
     if let Some(message) = guards.blocked_message() {
         let rx = guardrail::blocked(&message);
@@ -153,13 +160,14 @@ fn parse_llama(body: &[u8]) -> Result<GenerateRequest, BasaltError> {
 async fn converse_request(
     state: &AppState,
     call: &Call,
+    model_id: &str,
     body: &[u8],
 ) -> Result<(ConverseRequest, Option<CallGuard>), BasaltError> {
     let mut request: ConverseRequest = wire::parse_json(body)?;
     let guard = match request.guardrail_config.take() {
         Some(config) => {
             let (texts, total) = request.guarded_texts();
-            Some(CallGuard::check_input(state, &call.principal, config, texts, total).await?)
+            Some(CallGuard::check_input(state, call, model_id, config, texts, total).await?)
         }
         None => None,
     };
@@ -179,7 +187,7 @@ async fn open_converse(
     let body = body.map_err(body_error)?;
     let call = call.with_body(state, &body);
     let model = resolve(state, model_id)?;
-    let (request, guard) = converse_request(state, &call, &body).await?;
+    let (request, guard) = converse_request(state, &call, &model.entry.manifest.id, &body).await?;
     Ok((call, model, request, guard))
 }
 

@@ -22,7 +22,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::error::BedrockError;
-use crate::guardrail::{arn, resolve, store_error};
+use crate::generation::Call;
+use crate::guardrail::{arn, resolve, store_error, GuardrailMeter};
 use crate::{AppState, ServerConfig};
 
 type Shared = State<Arc<AppState>>;
@@ -289,6 +290,12 @@ async fn apply(
         }
     }
     let applied = guardrail.apply(request.source, &guarded, total);
+    // Billed before it is answered, as a model call is.
+    let call = Call::new(principal, "bedrock", "ApplyGuardrail", "");
+    let resource = format!("guardrail/{}:{}", guardrail.id, version);
+    let mut meter = GuardrailMeter::new(&state, &call, &resource);
+    meter.count(request.source, &applied);
+    meter.write().await;
     let full = request.output_scope == Some(OutputScope::Full);
     let outputs = match (&applied.blocked_message, applied.intervened) {
         (Some(message), _) => vec![OutputText {

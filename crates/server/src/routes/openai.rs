@@ -133,7 +133,7 @@ async fn generate(
     let model = state.model(&plan.model)?;
     let config = guardrail::requested(&headers, &body)?;
     let mut guards =
-        Guards::check_inputs(&state, &call.principal, config, &mut plan.requests).await?;
+        Guards::check_inputs(&state, &call, &plan.model, config, &mut plan.requests).await?;
     let (receivers, meterings) = match guards.blocked_message() {
         Some(message) => (
             plan.requests

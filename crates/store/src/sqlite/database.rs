@@ -20,8 +20,8 @@ use super::pool::ReaderPool;
 use super::usage::{apply_usage_batch, where_usage, QueuedUsage, UsageWrite};
 use super::{backend, DEFAULT_READERS};
 use crate::{
-    now, random_token, AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, Quota,
-    SecretBox, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
+    now, random_token, AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, GuardrailUnits,
+    Quota, SecretBox, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
 };
 
 pub(super) struct Database {
@@ -579,6 +579,11 @@ impl Database {
             .map(|_| ())
     }
 
+    pub(super) fn record_guardrail_units(&self, u: &UsageRecord) -> Result<(), StoreError> {
+        self.commit_usage(UsageWrite::AddGuardrailUnits(u.clone()))
+            .map(|_| ())
+    }
+
     pub(super) fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError> {
         self.conn()
             .execute(
@@ -593,7 +598,7 @@ impl Database {
         let sql = format!(
             "SELECT request_id, tenant_id, key_id, model_id, surface, operation, input_tokens,
                     cached_input_tokens, output_tokens, latency_ms, ttft_ms, status, cost_usd,
-                    created_at
+                    created_at, guardrail_word_units, guardrail_sensitive_information_units
              FROM usage {clause} ORDER BY id DESC LIMIT {}",
             q.limit.unwrap_or(1000).min(100_000)
         );
@@ -616,6 +621,10 @@ impl Database {
                     status: r.get(11)?,
                     cost_usd: r.get(12)?,
                     created_at: r.get(13)?,
+                    guardrail_units: GuardrailUnits {
+                        word: r.get::<_, i64>(14)? as u64,
+                        sensitive_information: r.get::<_, i64>(15)? as u64,
+                    },
                 })
             })
             .map_err(backend)?
@@ -628,7 +637,9 @@ impl Database {
         let (clause, args) = where_usage(q);
         let sql = format!(
             "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(cached_input_tokens), 0),
-                    COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0.0)
+                    COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0.0),
+                    COALESCE(SUM(guardrail_word_units), 0),
+                    COALESCE(SUM(guardrail_sensitive_information_units), 0)
              FROM usage {clause}"
         );
         self.reader()
@@ -639,6 +650,10 @@ impl Database {
                     cached_input_tokens: r.get::<_, i64>(2)? as u64,
                     output_tokens: r.get::<_, i64>(3)? as u64,
                     cost_usd: r.get(4)?,
+                    guardrail_units: GuardrailUnits {
+                        word: r.get::<_, i64>(5)? as u64,
+                        sensitive_information: r.get::<_, i64>(6)? as u64,
+                    },
                 })
             })
             .map_err(backend)
@@ -770,6 +785,7 @@ mod tests {
                 time_to_first_token_ms: Some(1),
                 status: "ok".into(),
                 cost_usd: 0.5,
+                guardrail_units: Default::default(),
                 created_at: now(),
             })
             .unwrap();
@@ -785,6 +801,55 @@ mod tests {
 
     /// Concurrent usage writers share commits; each gets its own record's id back, every
     /// record is there after, and a write that fails (an unknown id) fails only its writer.
+    #[test]
+    fn guardrail_units_are_kept_and_summed() {
+        let s = store();
+        for (word, sensitive_information) in [(1, 2), (0, 5)] {
+            s.record_usage(&UsageRecord {
+                request_id: "r".into(),
+                tenant_id: "t".into(),
+                key_id: "k".into(),
+                model_id: "gr1:DRAFT".into(),
+                surface: "bedrock".into(),
+                operation: "ApplyGuardrail".into(),
+                input_tokens: 0,
+                cached_input_tokens: 0,
+                output_tokens: 0,
+                latency_ms: 0,
+                time_to_first_token_ms: None,
+                status: "intervened".into(),
+                cost_usd: 0.0,
+                guardrail_units: GuardrailUnits {
+                    word,
+                    sensitive_information,
+                },
+                created_at: now(),
+            })
+            .unwrap();
+        }
+        let q = UsageQuery::default();
+        let rows = s.usage(&q).unwrap();
+        assert_eq!(rows[0].guardrail_units.sensitive_information, 5);
+        let totals = s.usage_totals(&q).unwrap().guardrail_units;
+        assert_eq!((totals.word, totals.sensitive_information), (1, 7));
+
+        // A guardrail's units join its call's row; a call without one gets its own.
+        let units = |request_id: &str, word| UsageRecord {
+            request_id: request_id.into(),
+            guardrail_units: GuardrailUnits {
+                word,
+                sensitive_information: 0,
+            },
+            ..rows[0].clone()
+        };
+        s.record_guardrail_units(&units("r", 10)).unwrap();
+        s.record_guardrail_units(&units("other", 3)).unwrap();
+        let rows = s.usage(&q).unwrap();
+        assert_eq!(rows.len(), 3);
+        let words: Vec<u64> = rows.iter().map(|r| r.guardrail_units.word).collect();
+        assert_eq!(words, [3, 0, 11]);
+    }
+
     #[test]
     fn concurrent_usage_writes_are_group_committed_each_with_its_own_result() {
         let dir = std::env::temp_dir().join(format!("basalt-store-{}", random_token(8).unwrap()));
@@ -804,6 +869,7 @@ mod tests {
             time_to_first_token_ms: None,
             status: crate::IN_PROGRESS.into(),
             cost_usd: 0.0,
+            guardrail_units: Default::default(),
             created_at: now(),
         };
         let writers: Vec<_> = (0..8u64)

@@ -76,4 +76,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (tenant_id, id, version)
     );
     CREATE UNIQUE INDEX guardrail_names ON guardrails (tenant_id, name) WHERE version = 'DRAFT';",
+    // 3: guardrail text units (1,000 characters) per policy on usage rows, as Bedrock bills
+    // them: a guardrail's assessments are rows of their own, beside the model call's.
+    "ALTER TABLE usage ADD COLUMN guardrail_word_units INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN guardrail_sensitive_information_units INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX usage_by_request ON usage (request_id);",
 ];

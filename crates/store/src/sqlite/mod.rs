@@ -201,6 +201,12 @@ impl Store for SqliteStore {
         self.run(move |db| db.complete_usage(id, &record)).await?
     }
 
+    async fn record_guardrail_units(&self, record: &UsageRecord) -> Result<(), StoreError> {
+        let record = record.clone();
+        self.run(move |db| db.record_guardrail_units(&record))
+            .await?
+    }
+
     async fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError> {
         self.run(|db| db.interrupt_unfinished_usage()).await?
     }
@@ -329,6 +335,7 @@ mod tests {
                         time_to_first_token_ms: None,
                         status: "ok".into(),
                         cost_usd: 0.0,
+                        guardrail_units: Default::default(),
                         created_at: now(),
                     };
                     let id = store.begin_usage(&record).await.unwrap();

@@ -10,6 +10,8 @@ use crate::{StoreError, UsageQuery, UsageRecord};
 pub(super) enum UsageWrite {
     Insert(UsageRecord),
     Complete(i64, UsageRecord),
+    /// A guardrail's units onto its call's row, or a row of their own if there is none.
+    AddGuardrailUnits(UsageRecord),
 }
 
 pub(super) struct QueuedUsage {
@@ -45,12 +47,35 @@ fn fail_batch(batch: Vec<QueuedUsage>, e: &rusqlite::Error) {
 
 fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError> {
     match write {
+        UsageWrite::AddGuardrailUnits(u) => {
+            let changed = conn
+                .execute(
+                    "UPDATE usage SET
+                        guardrail_word_units = guardrail_word_units + ?3,
+                        guardrail_sensitive_information_units =
+                            guardrail_sensitive_information_units + ?4
+                     WHERE id = (SELECT MIN(id) FROM usage
+                                 WHERE request_id = ?1 AND tenant_id = ?2)",
+                    params![
+                        u.request_id,
+                        u.tenant_id,
+                        u.guardrail_units.word as i64,
+                        u.guardrail_units.sensitive_information as i64
+                    ],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                return apply_usage(conn, &UsageWrite::Insert(u.clone()));
+            }
+            Ok(0)
+        }
         UsageWrite::Insert(u) => {
             conn.execute(
                 "INSERT INTO usage (request_id, tenant_id, key_id, model_id, surface, operation,
                     input_tokens, cached_input_tokens, output_tokens, latency_ms, ttft_ms, status,
-                    cost_usd, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    cost_usd, created_at, guardrail_word_units,
+                    guardrail_sensitive_information_units)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     u.request_id,
                     u.tenant_id,
@@ -65,7 +90,9 @@ fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError>
                     u.time_to_first_token_ms.map(|v| v as i64),
                     u.status,
                     u.cost_usd,
-                    u.created_at
+                    u.created_at,
+                    u.guardrail_units.word as i64,
+                    u.guardrail_units.sensitive_information as i64
                 ],
             )
             .map_err(backend)?;
