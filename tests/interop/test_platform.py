@@ -257,6 +257,37 @@ def test_invocation_logging_is_opt_in(platform, tenants):
     admin(platform, "PATCH", "/admin/tenants/alpha", {"log_invocations": False})
 
 
+def test_an_operator_enforces_a_guardrail_on_every_call_of_a_tenant(platform, tenants):
+    beta = {"authorization": f"Bearer {tenants['beta']}"}
+    # beta's own guardrail: the city the model names is masked on output.
+    created = httpx.post(platform.base_url + "/guardrails", headers=beta, timeout=30, json={
+        "name": "enforced-city", "blockedInputMessaging": "no", "blockedOutputsMessaging": "no",
+        "sensitiveInformationPolicyConfig": {"regexesConfig": [
+            {"name": "city", "pattern": "Paris", "action": "ANONYMIZE", "inputEnabled": False}]}})
+    assert created.status_code == 202, created.text
+    gid = created.json()["guardrailId"]
+    enforce = {"guardrailIdentifier": gid, "guardrailVersion": "DRAFT"}
+    # Only the tenant's own guardrail can be enforced on it.
+    assert admin(platform, "PUT", "/admin/tenants/alpha/guardrail", enforce).status_code == 404
+    r = admin(platform, "PUT", "/admin/tenants/beta/guardrail", enforce)
+    assert r.status_code == 200 and r.json()["enforced_guardrail"] == {"id": gid, "version": "DRAFT"}
+
+    def ask(key: str):
+        messages = [{"role": "system", "content": "You are a helpful assistant."}, *QUESTION]
+        return oai(platform, key).chat.completions.create(model=SMOL, messages=messages, max_tokens=32,
+                                                          temperature=0).choices[0]
+
+    enforced = ask(tenants["beta"])  # the request names no guardrail
+    assert "{city}" in enforced.message.content and enforced.finish_reason == "content_filter"
+    assert "Paris" in ask(tenants["alpha"]).message.content
+    # The enforced guardrail cannot be deleted from under the operator.
+    assert httpx.delete(f"{platform.base_url}/guardrails/{gid}", headers=beta, timeout=30).status_code == 400
+
+    assert admin(platform, "DELETE", "/admin/tenants/beta/guardrail").json()["enforced_guardrail"] is None
+    assert "Paris" in ask(tenants["beta"]).message.content
+    assert httpx.delete(f"{platform.base_url}/guardrails/{gid}", headers=beta, timeout=30).status_code == 202
+
+
 def test_usage_survives_kill_9_during_load():
     """Every request that got an answer is in the usage records after a `kill -9`."""
     s = Server(args=["--admin-token", ADMIN])

@@ -123,6 +123,21 @@ pub enum TenantsCommand {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Enforce one of the tenant's guardrails on every model call it makes (`--clear`
+    /// lifts it)
+    Guardrail {
+        tenant: String,
+        /// The guardrail's id or ARN
+        #[arg(required_unless_present = "clear")]
+        guardrail: Option<String>,
+        /// `DRAFT` or a version number
+        #[arg(long, default_value = "DRAFT")]
+        version: String,
+        #[arg(long, conflicts_with = "guardrail")]
+        clear: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Grant a model (`*` for all)
     Grant {
         tenant: String,
@@ -248,6 +263,20 @@ async fn tenants_command(cmd: TenantsCommand) -> CliResult {
                 &s.update_tenant(&id, status.as_deref(), weight, log_invocations)
                     .await?,
             )
+        }
+        TenantsCommand::Guardrail {
+            tenant,
+            guardrail,
+            version,
+            clear: _,
+            database,
+        } => {
+            let (s, id) = database.tenant(&tenant).await?;
+            let enforced = guardrail.map(|g| basalt_store::GuardrailRef {
+                id: basalt_wire::bedrock::guardrails::guardrail_id(&g).to_string(),
+                version,
+            });
+            print(&s.set_enforced_guardrail(&id, enforced.as_ref()).await?)
         }
         TenantsCommand::Grant {
             tenant,

@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use basalt_auth::Principal;
 use basalt_engine::EventReceiver;
 use basalt_guardrails::{Assessment, Guardrail, PolicyUnits, Source};
-use basalt_store::{GuardrailUnits, StoreError, UsageRecord};
+use basalt_store::{GuardrailRef, GuardrailUnits, StoreError, UsageRecord};
 use basalt_types::{BasaltError, ErrorKind};
 use basalt_types::{FinishReason, GenerateEvent, GenerateRequest, Usage};
 use basalt_wire::bedrock::guardrails::{
@@ -370,21 +370,61 @@ async fn write_units(platform: Arc<Platform>, record: UsageRecord) {
     }
 }
 
-/// A guardrail around one generation call: the input checked (and masked) before the
-/// generation, the answer checked after, the trace kept for the response.
+/// The guardrails of one model call: the one the request names, and the one an operator
+/// enforces on the tenant; either may be absent.
+pub(crate) struct Selection {
+    pub requested: Option<GuardrailConfig>,
+    pub enforced: Option<GuardrailRef>,
+}
+
+impl Selection {
+    /// The request's guardrail and the tenant's enforced one, if it has one.
+    pub(crate) async fn of(
+        state: &AppState,
+        principal: &Principal,
+        requested: Option<GuardrailConfig>,
+    ) -> Self {
+        let enforced = match &state.platform {
+            Some(p) if principal.managed => p
+                .store
+                .tenant(&principal.tenant)
+                .await
+                .ok()
+                .and_then(|t| t.enforced_guardrail),
+            _ => None,
+        };
+        Self {
+            requested,
+            enforced,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.requested.is_none() && self.enforced.is_none()
+    }
+}
+
+/// Guardrails around one generation call: the input checked (and masked) before the
+/// generation, the answer checked after, the trace kept for the response. Each guardrail
+/// is a layer: the request's first, then the enforced one, each seeing what the one before
+/// let through.
 pub(crate) struct CallGuard {
-    resolved: Arc<Resolved>,
+    layers: Vec<Layer>,
     trace: Trace,
     mode: Option<StreamProcessingMode>,
-    input: Applied,
-    outputs: Vec<AssessmentOut>,
     output_intervened: bool,
     meter: GuardrailMeter,
     /// The answer as the model gave it, for the full trace.
     model_output: Option<String>,
 }
 
-/// What the answer becomes once the guardrail has seen it.
+struct Layer {
+    resolved: Arc<Resolved>,
+    input: Applied,
+    outputs: Vec<AssessmentOut>,
+}
+
+/// What the answer becomes once the guardrails have seen it.
 pub(crate) struct GuardedAnswer {
     pub text: String,
     pub intervened: bool,
@@ -393,51 +433,69 @@ pub(crate) struct GuardedAnswer {
 }
 
 impl CallGuard {
-    /// Resolves the request's guardrail and applies it to the input `texts` (the guarded
-    /// ones; `total_chars` counts the whole prompt), masking them where it anonymises. A
-    /// blocked input leaves them as they were: they will not be sent to the model
-    /// ([`CallGuard::input_blocked`]).
+    /// Resolves the call's guardrails and applies them to the input `texts` (the guarded
+    /// ones; `total_chars` counts the whole prompt), masking them where they anonymise.
+    /// `None` when the call has no guardrail. A blocked input leaves the texts as they
+    /// were: they will not be sent to the model ([`CallGuard::input_blocked`]).
     pub(crate) async fn check_input(
         state: &AppState,
         call: &Call,
         model_id: &str,
-        config: GuardrailConfig,
+        selection: Selection,
         mut texts: Vec<&mut String>,
         total_chars: u64,
-    ) -> Result<Self, BasaltError> {
-        let resolved = resolve(
-            state,
-            &call.principal,
-            &config.guardrail_identifier,
-            &config.guardrail_version,
-        )
-        .await?;
-        let input = {
-            let refs: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
-            resolved.apply(Source::Input, &refs, total_chars)
-        };
+    ) -> Result<Option<Self>, BasaltError> {
+        if selection.is_empty() {
+            return Ok(None);
+        }
+        let mut versions = Vec::with_capacity(2);
+        if let Some(c) = &selection.requested {
+            versions.push((c.guardrail_identifier.clone(), c.guardrail_version.clone()));
+        }
+        if let Some(e) = &selection.enforced {
+            versions.push((e.id.clone(), e.version.clone()));
+        }
         let mut meter = GuardrailMeter::new(state, call, model_id);
-        meter.count(Source::Input, &input);
-        if input.intervened && !input.blocked {
-            for (text, masked) in texts.iter_mut().zip(&input.outputs) {
-                (**text).clone_from(masked);
+        let mut layers = Vec::with_capacity(versions.len());
+        for (identifier, version) in versions {
+            let resolved = resolve(state, &call.principal, &identifier, &version).await?;
+            let input = {
+                let refs: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
+                resolved.apply(Source::Input, &refs, total_chars)
+            };
+            meter.count(Source::Input, &input);
+            let blocked = input.blocked;
+            if input.intervened && !blocked {
+                for (text, masked) in texts.iter_mut().zip(&input.outputs) {
+                    (**text).clone_from(masked);
+                }
+            }
+            layers.push(Layer {
+                resolved,
+                input,
+                outputs: Vec::new(),
+            });
+            if blocked {
+                break;
             }
         }
-        Ok(Self {
-            resolved,
-            trace: config.trace,
-            mode: config.stream_processing_mode,
-            input,
-            outputs: Vec::new(),
+        let (trace, mode) = match &selection.requested {
+            Some(c) => (c.trace, c.stream_processing_mode),
+            None => (Trace::Disabled, None),
+        };
+        Ok(Some(Self {
+            layers,
+            trace,
+            mode,
             output_intervened: false,
             meter,
             model_output: None,
-        })
+        }))
     }
 
-    /// Whether the guardrail intervened on the input or on any answer so far.
+    /// Whether a guardrail intervened on the input or on any answer so far.
     pub(crate) fn intervened(&self) -> bool {
-        self.input.intervened || self.output_intervened
+        self.layers.iter().any(|l| l.input.intervened) || self.output_intervened
     }
 
     /// Whether the answer is checked before any of it is sent (`sync`, the default) or
@@ -446,24 +504,36 @@ impl CallGuard {
         self.mode != Some(StreamProcessingMode::Async)
     }
 
-    /// The guardrail's blocked-input message, when the input is not to reach the model.
+    /// The blocked-input message, when the input is not to reach the model.
     pub(crate) fn input_blocked(&self) -> Option<&str> {
-        self.input.blocked_message.as_deref()
+        self.layers
+            .iter()
+            .find_map(|l| l.input.blocked_message.as_deref())
     }
 
-    /// Applies the guardrail to the model's answer: the blocked-output message, the answer
+    /// Applies the guardrails to the model's answer: a blocked-output message, the answer
     /// masked, or the answer as it was.
     pub(crate) fn check_output(&mut self, answer: &str) -> GuardedAnswer {
-        let applied = self.resolved.apply(Source::Output, &[answer], 0);
-        self.meter.count(Source::Output, &applied);
-        let text = match (&applied.blocked_message, applied.intervened) {
-            (Some(message), _) => message.clone(),
-            (None, true) => applied.outputs.first().cloned().unwrap_or_default(),
-            (None, false) => answer.to_string(),
-        };
-        let (intervened, blocked) = (applied.intervened, applied.blocked);
+        let mut text = answer.to_string();
+        let (mut intervened, mut blocked) = (false, false);
+        for layer in &mut self.layers {
+            let applied = layer.resolved.apply(Source::Output, &[&text], 0);
+            self.meter.count(Source::Output, &applied);
+            intervened |= applied.intervened;
+            match (&applied.blocked_message, applied.intervened) {
+                (Some(message), _) => {
+                    text.clone_from(message);
+                    blocked = true;
+                }
+                (None, true) => text = applied.outputs.first().cloned().unwrap_or_default(),
+                (None, false) => {}
+            }
+            layer.outputs.push(applied.assessment);
+            if blocked {
+                break;
+            }
+        }
         self.output_intervened |= intervened;
-        self.outputs.push(applied.assessment);
         self.model_output = Some(answer.to_string());
         GuardedAnswer {
             text,
@@ -472,26 +542,29 @@ impl CallGuard {
         }
     }
 
-    /// The trace for the response, as `guardrailConfig.trace` asked.
-    pub(crate) fn trace(self) -> Option<ConverseTrace> {
+    /// The trace for the response, as `guardrailConfig.trace` asked: every guardrail's
+    /// assessments under its id.
+    pub(crate) fn trace(mut self) -> Option<ConverseTrace> {
         if self.trace == Trace::Disabled {
             return None;
         }
-        let id = self.resolved.id.clone();
-        let intervened = self.input.intervened || !self.outputs.is_empty();
+        let intervened = self.intervened();
         let mut trace = GuardrailTrace {
             model_output: match self.trace {
-                Trace::EnabledFull => self.model_output.map(|o| vec![o]),
+                Trace::EnabledFull => self.model_output.take().map(|o| vec![o]),
                 _ => None,
             },
             action_reason: intervened.then(|| "Guardrail intervened.".to_string()),
             ..GuardrailTrace::default()
         };
-        trace
-            .input_assessment
-            .insert(id.clone(), self.input.assessment);
-        if !self.outputs.is_empty() {
-            trace.output_assessments.insert(id, self.outputs);
+        for layer in std::mem::take(&mut self.layers) {
+            let id = layer.resolved.id.clone();
+            trace
+                .input_assessment
+                .insert(id.clone(), layer.input.assessment);
+            if !layer.outputs.is_empty() {
+                trace.output_assessments.insert(id, layer.outputs);
+            }
         }
         Some(ConverseTrace { guardrail: trace })
     }
@@ -623,7 +696,8 @@ pub(crate) enum Guards {
 }
 
 impl Guards {
-    /// Guards every request of a call with the guardrail it names, masking their inputs.
+    /// Guards every request of a call with the guardrail it names and the tenant's
+    /// enforced one, masking their inputs.
     pub(crate) async fn check_inputs(
         state: &AppState,
         call: &Call,
@@ -631,15 +705,20 @@ impl Guards {
         config: Option<GuardrailConfig>,
         requests: &mut [GenerateRequest],
     ) -> Result<Self, BasaltError> {
-        let Some(config) = config else {
+        let selection = Selection::of(state, &call.principal, config).await;
+        if selection.is_empty() {
             return Ok(Guards::Unguarded);
-        };
+        }
         let mut guards = Vec::with_capacity(requests.len());
         for request in requests.iter_mut() {
             let (texts, total) = request.prompt.caller_texts_mut();
-            guards.push(
-                CallGuard::check_input(state, call, model_id, config.clone(), texts, total).await?,
-            );
+            let selection = Selection {
+                requested: selection.requested.clone(),
+                enforced: selection.enforced.clone(),
+            };
+            let guard =
+                CallGuard::check_input(state, call, model_id, selection, texts, total).await?;
+            guards.extend(guard);
         }
         Ok(Guards::Checked(guards))
     }

@@ -24,7 +24,7 @@ use basalt_auth::{AccessKey, Principal};
 
 use crate::{
     AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, GuardrailDraft, GuardrailRecord,
-    Quota, Store, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
+    GuardrailRef, Quota, Store, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
 };
 
 /// Entries per map before it is emptied.
@@ -175,6 +175,15 @@ impl Store for CachedStore {
                 .update_tenant(id, status, weight, log_invocations),
         )
         .await
+    }
+
+    async fn set_enforced_guardrail(
+        &self,
+        tenant_id: &str,
+        guardrail: Option<&GuardrailRef>,
+    ) -> Result<Tenant, StoreError> {
+        self.write(self.inner.set_enforced_guardrail(tenant_id, guardrail))
+            .await
     }
 
     async fn create_api_key(

@@ -49,7 +49,17 @@ pub struct Tenant {
     pub weight: u32,
     /// Whether its prompts and completions are written to the invocation log.
     pub log_invocations: bool,
+    /// The guardrail an operator enforces on every model call of this tenant, as
+    /// Bedrock's enforced guardrail configuration does.
+    pub enforced_guardrail: Option<GuardrailRef>,
     pub created_at: i64,
+}
+
+/// A guardrail version of a tenant's, by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct GuardrailRef {
+    pub id: String,
+    pub version: String,
 }
 
 /// What a listing shows of an API key: never the key, never its hash.
@@ -196,6 +206,14 @@ pub trait Store: Send + Sync {
         status: Option<&str>,
         weight: Option<u32>,
         log_invocations: Option<bool>,
+    ) -> Result<Tenant, StoreError>;
+
+    /// Sets (or with `None` clears) the guardrail enforced on every model call of the
+    /// tenant; the guardrail version must be the tenant's own.
+    async fn set_enforced_guardrail(
+        &self,
+        tenant_id: &str,
+        guardrail: Option<&GuardrailRef>,
     ) -> Result<Tenant, StoreError>;
 
     async fn create_api_key(

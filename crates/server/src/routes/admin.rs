@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use basalt_auth::{sha256, Principal};
-use basalt_store::{Quota, Store, StoreError, UsageQuery};
+use basalt_store::{GuardrailRef, Quota, Store, StoreError, UsageQuery};
 use basalt_types::{BasaltError, ErrorKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -85,6 +85,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/admin/tenants/{tenant}/quotas", get(list_quotas))
         .route("/admin/tenants/{tenant}/quotas/{model}", put(set_quota))
+        .route(
+            "/admin/tenants/{tenant}/guardrail",
+            put(enforce_guardrail).delete(lift_guardrail),
+        )
         .route("/admin/usage", get(admin_usage))
 }
 
@@ -197,6 +201,52 @@ async fn update_tenant(
         let id = s.tenant(&tenant).await?.id;
         s.update_tenant(&id, u.status.as_deref(), u.weight, u.log_invocations)
             .await
+    })
+    .await?;
+    Ok(Json(json!(t)))
+}
+
+/// The guardrail enforced on every model call of a tenant, named as a request names one
+/// (an id or ARN of the tenant's own guardrail, and a version).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EnforcedGuardrail {
+    guardrail_identifier: String,
+    guardrail_version: String,
+}
+
+async fn enforce_guardrail(
+    State(state): Shared,
+    Path(tenant): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, OpenAiError> {
+    let e: EnforcedGuardrail = basalt_wire::parse_json(&body)?;
+    if !basalt_wire::bedrock::guardrails::valid_version(&e.guardrail_version) {
+        return Err(BasaltError::invalid(
+            "guardrailVersion",
+            "a guardrail version is DRAFT or a number from 1",
+        )
+        .into());
+    }
+    let guardrail = GuardrailRef {
+        id: basalt_wire::bedrock::guardrails::guardrail_id(&e.guardrail_identifier).to_string(),
+        version: e.guardrail_version,
+    };
+    let t = with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.set_enforced_guardrail(&id, Some(&guardrail)).await
+    })
+    .await?;
+    Ok(Json(json!(t)))
+}
+
+async fn lift_guardrail(
+    State(state): Shared,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, OpenAiError> {
+    let t = with_store(&state, move |s| async move {
+        let id = s.tenant(&tenant).await?.id;
+        s.set_enforced_guardrail(&id, None).await
     })
     .await?;
     Ok(Json(json!(t)))

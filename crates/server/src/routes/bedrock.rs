@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use crate::blocks::{BlockEvent, Blocks};
 use crate::error::{body_error, BedrockError};
 use crate::generation::{collect_text, start_generation, Call, Metering};
-use crate::guardrail::{self, CallGuard, GuardedAnswer, Guards, WithGuardrail};
+use crate::guardrail::{self, CallGuard, GuardedAnswer, Guards, Selection, WithGuardrail};
 use crate::offload::off_runtime;
 use crate::routes::{embeddings, images};
 use crate::{AppState, ServedEmbedder, ServedImageModel, ServedModel, ServerConfig};
@@ -156,7 +156,8 @@ fn parse_llama(body: &[u8]) -> Result<GenerateRequest, BasaltError> {
     wire::parse_json::<LlamaBody>(body)?.into_request()
 }
 
-/// A Converse body parsed, with its guardrail (if it names one) applied to the input.
+/// A Converse body parsed, with its guardrails (the one it names, the tenant's enforced
+/// one) applied to the input.
 async fn converse_request(
     state: &AppState,
     call: &Call,
@@ -164,13 +165,9 @@ async fn converse_request(
     body: &[u8],
 ) -> Result<(ConverseRequest, Option<CallGuard>), BasaltError> {
     let mut request: ConverseRequest = wire::parse_json(body)?;
-    let guard = match request.guardrail_config.take() {
-        Some(config) => {
-            let (texts, total) = request.guarded_texts();
-            Some(CallGuard::check_input(state, call, model_id, config, texts, total).await?)
-        }
-        None => None,
-    };
+    let selection = Selection::of(state, &call.principal, request.guardrail_config.take()).await;
+    let (texts, total) = request.guarded_texts();
+    let guard = CallGuard::check_input(state, call, model_id, selection, texts, total).await?;
     Ok((request, guard))
 }
 

@@ -20,8 +20,8 @@ use super::pool::ReaderPool;
 use super::usage::{apply_usage_batch, where_usage, QueuedUsage, UsageWrite};
 use super::{backend, DEFAULT_READERS};
 use crate::{
-    now, random_token, AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, GuardrailUnits,
-    Quota, SecretBox, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
+    now, random_token, AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, GuardrailRef,
+    GuardrailUnits, Quota, SecretBox, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
 };
 
 pub(super) struct Database {
@@ -136,6 +136,10 @@ impl Database {
             weight: row.get(3)?,
             log_invocations: row.get(4)?,
             created_at: row.get(5)?,
+            enforced_guardrail: match (row.get(6)?, row.get(7)?) {
+                (Some(id), Some(version)) => Some(GuardrailRef { id, version }),
+                _ => None,
+            },
         })
     }
 
@@ -165,7 +169,8 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-const TENANT_COLUMNS: &str = "id, name, status, weight, log_invocations, created_at";
+const TENANT_COLUMNS: &str = "id, name, status, weight, log_invocations, created_at, \
+    enforced_guardrail_id, enforced_guardrail_version";
 
 impl Database {
     pub(super) fn create_tenant(&self, name: &str, weight: u32) -> Result<Tenant, StoreError> {
@@ -189,6 +194,7 @@ impl Database {
             status: "active".into(),
             weight,
             log_invocations: false,
+            enforced_guardrail: None,
             created_at: now(),
         };
         let result = self.conn().execute(
@@ -267,6 +273,30 @@ impl Database {
                     status.unwrap_or(&t.status),
                     weight.unwrap_or(t.weight),
                     log_invocations.unwrap_or(t.log_invocations)
+                ],
+            )
+            .map_err(backend)?;
+        self.tenant(&t.id)
+    }
+
+    pub(super) fn set_enforced_guardrail(
+        &self,
+        tenant_id: &str,
+        guardrail: Option<&GuardrailRef>,
+    ) -> Result<Tenant, StoreError> {
+        let t = self.tenant(tenant_id)?;
+        if let Some(g) = guardrail {
+            // The tenant's own, and a version that exists.
+            self.guardrail(&t.id, &g.id, &g.version)?;
+        }
+        self.conn()
+            .execute(
+                "UPDATE tenants SET enforced_guardrail_id = ?2, enforced_guardrail_version = ?3
+                 WHERE id = ?1",
+                params![
+                    t.id,
+                    guardrail.map(|g| g.id.as_str()),
+                    guardrail.map(|g| g.version.as_str())
                 ],
             )
             .map_err(backend)?;

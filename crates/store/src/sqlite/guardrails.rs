@@ -220,6 +220,22 @@ impl Database {
         version: Option<&str>,
     ) -> Result<(), StoreError> {
         let conn = self.conn();
+        // An enforced guardrail stays until the operator lifts it: deleting it would fail
+        // every model call of the tenant.
+        let enforced: bool = conn
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM tenants WHERE id = ?1 AND enforced_guardrail_id = ?2
+                    AND (?3 IS NULL OR enforced_guardrail_version = ?3))",
+                params![tenant_id, id, version],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if enforced {
+            return Err(StoreError::Conflict(format!(
+                "guardrail {id} is enforced on this tenant's model calls; an operator must lift \
+                 that first"
+            )));
+        }
         let deleted = match version {
             Some(v) => conn.execute(
                 "DELETE FROM guardrails WHERE tenant_id = ?1 AND id = ?2 AND version = ?3
@@ -250,6 +266,38 @@ mod tests {
             description: None,
             definition: definition.into(),
         }
+    }
+
+    #[test]
+    fn an_enforced_guardrail_is_the_tenants_own_and_stays_until_lifted() {
+        let db = Database::in_memory(SecretBox::new(&[1; 32])).unwrap();
+        let acme = db.create_tenant("acme", 1).unwrap();
+        let other = db.create_tenant("other", 1).unwrap();
+        let g = db.create_guardrail(&acme.id, &draft("pii", "{}")).unwrap();
+        let mine = crate::GuardrailRef {
+            id: g.id.clone(),
+            version: DRAFT.into(),
+        };
+        // Another tenant's guardrail, or a version that does not exist, cannot be enforced.
+        assert!(matches!(
+            db.set_enforced_guardrail(&other.id, Some(&mine)),
+            Err(StoreError::NotFound(_))
+        ));
+        let missing = crate::GuardrailRef {
+            version: "7".into(),
+            ..mine.clone()
+        };
+        assert!(db.set_enforced_guardrail(&acme.id, Some(&missing)).is_err());
+
+        let t = db.set_enforced_guardrail(&acme.id, Some(&mine)).unwrap();
+        assert_eq!(t.enforced_guardrail.as_ref(), Some(&mine));
+        assert_eq!(db.tenant("acme").unwrap().enforced_guardrail, Some(mine));
+        assert!(matches!(
+            db.delete_guardrail(&acme.id, &g.id, None),
+            Err(StoreError::Conflict(_))
+        ));
+        db.set_enforced_guardrail(&acme.id, None).unwrap();
+        db.delete_guardrail(&acme.id, &g.id, None).unwrap();
     }
 
     #[test]

@@ -22,7 +22,8 @@ use basalt_auth::{AccessKey, Principal};
 
 use crate::{
     AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, GuardrailDraft, GuardrailRecord,
-    Quota, SecretBox, Store, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
+    GuardrailRef, Quota, SecretBox, Store, StoreError, Tenant, UsageQuery, UsageRecord,
+    UsageTotals,
 };
 use database::Database;
 
@@ -199,6 +200,16 @@ impl Store for SqliteStore {
     async fn complete_usage(&self, id: i64, record: &UsageRecord) -> Result<(), StoreError> {
         let record = record.clone();
         self.run(move |db| db.complete_usage(id, &record)).await?
+    }
+
+    async fn set_enforced_guardrail(
+        &self,
+        tenant_id: &str,
+        guardrail: Option<&GuardrailRef>,
+    ) -> Result<Tenant, StoreError> {
+        let (tenant_id, guardrail) = (tenant_id.to_string(), guardrail.cloned());
+        self.run(move |db| db.set_enforced_guardrail(&tenant_id, guardrail.as_ref()))
+            .await?
     }
 
     async fn record_guardrail_units(&self, record: &UsageRecord) -> Result<(), StoreError> {
