@@ -335,3 +335,20 @@ def test_guardrail_text_units_are_metered_and_counted(server, runtime, pii_guard
     metrics = httpx.get(server.base_url + "/metrics", headers={"authorization": f"Bearer {API_KEY}"}).text
     assert 'basalt_guardrail_assessments_total{source="output",outcome="intervened"}' in metrics
     assert 'basalt_guardrail_text_units_total{policy="sensitive_information"}' in metrics
+
+
+def test_the_managed_profanity_list(control, runtime):
+    g = control.create_guardrail(**definition(
+        "interop-profanity", wordPolicyConfig={"managedWordListsConfig": [{"type": "PROFANITY"}]}))
+    try:
+        assert control.get_guardrail(guardrailIdentifier=g["guardrailId"])["wordPolicy"]["managedWordLists"][0]["type"] == "PROFANITY"
+        r = runtime.apply_guardrail(guardrailIdentifier=g["guardrailId"], guardrailVersion="DRAFT", source="INPUT",
+                                    content=[{"text": {"text": "This is bullshit, frankly."}}])
+        assert r["action"] == "GUARDRAIL_INTERVENED" and r["outputs"] == [{"text": BLOCKED_IN}]
+        found = r["assessments"][0]["wordPolicy"]["managedWordLists"]
+        assert found == [{"match": "bullshit", "type": "PROFANITY", "action": "BLOCKED", "detected": True}]
+        clean = runtime.apply_guardrail(guardrailIdentifier=g["guardrailId"], guardrailVersion="DRAFT",
+                                        source="INPUT", content=[{"text": {"text": "A classic Scunthorpe assessment."}}])
+        assert clean["action"] == "NONE"
+    finally:
+        control.delete_guardrail(guardrailIdentifier=g["guardrailId"])

@@ -35,7 +35,18 @@ pub struct Assessment {
 #[serde(rename_all = "camelCase")]
 pub struct WordPolicyAssessment {
     pub custom_words: Vec<CustomWord>,
-    pub managed_word_lists: Vec<CustomWord>,
+    pub managed_word_lists: Vec<ManagedWord>,
+}
+
+/// A managed list's word found, as Bedrock reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ManagedWord {
+    #[serde(rename = "match")]
+    pub matched: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub action: Reported,
+    pub detected: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -161,11 +172,21 @@ impl Guardrail {
                     continue;
                 };
                 act(action, m.start, m.end, "");
-                words.custom_words.push(CustomWord {
-                    matched: text[m.start..m.end].to_string(),
-                    action: action.into(),
-                    detected: true,
-                });
+                let matched = text[m.start..m.end].to_string();
+                if m.entry < self.custom_words {
+                    words.custom_words.push(CustomWord {
+                        matched,
+                        action: action.into(),
+                        detected: true,
+                    });
+                } else {
+                    words.managed_word_lists.push(ManagedWord {
+                        matched,
+                        kind: "PROFANITY",
+                        action: action.into(),
+                        detected: true,
+                    });
+                }
             }
             assessment.word_policy = Some(words);
         }
@@ -294,6 +315,32 @@ mod tests {
         let output = g.assess("Paris", Source::Output);
         assert!(output.intervened);
         assert_eq!(output.usage.sensitive_information_policy_units, 1);
+    }
+
+    #[test]
+    fn the_managed_profanity_list_blocks_and_reports_its_type() {
+        let g = guardrail(json!({
+            "wordPolicyConfig": {
+                "wordsConfig": [{"text": "project phoenix"}],
+                "managedWordListsConfig": [{"type": "PROFANITY", "outputEnabled": false}]
+            }
+        }));
+        let out = g.assess("What the fuck is Project Phoenix?", Source::Input);
+        assert!(out.blocked);
+        assert_eq!(
+            serde_json::to_value(out.assessment.word_policy.unwrap()).unwrap(),
+            json!({
+                "customWords": [{"match": "Project Phoenix", "action": "BLOCKED", "detected": true}],
+                "managedWordLists": [{"match": "fuck", "type": "PROFANITY", "action": "BLOCKED",
+                                      "detected": true}]
+            })
+        );
+        // Whole words only, and only where the list applies.
+        assert!(
+            !g.assess("a classic shitake-free scunthorpe", Source::Input)
+                .intervened
+        );
+        assert!(!g.assess("what the fuck", Source::Output).intervened);
     }
 
     #[test]

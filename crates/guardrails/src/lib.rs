@@ -19,7 +19,7 @@ mod policy;
 pub mod words;
 
 pub use assess::{
-    Assessment, CustomWord, Outcome, PiiEntity, PolicyUnits, RegexFinding, Reported,
+    Assessment, CustomWord, ManagedWord, Outcome, PiiEntity, PolicyUnits, RegexFinding, Reported,
     SensitiveInformationPolicyAssessment, WordPolicyAssessment,
 };
 pub use pii::PiiType;

@@ -131,7 +131,9 @@ pub struct Policies {
 
 /// A guardrail's policies, compiled.
 pub struct Guardrail {
+    /// The guardrail's own words, then the managed list's (from index `custom_words`).
     pub(crate) words: Option<(WordList, Vec<Directions>)>,
+    pub(crate) custom_words: usize,
     pub(crate) pii: Vec<PiiEntityConfig>,
     pub(crate) regexes: Vec<(RegexConfig, Regex)>,
 }
@@ -148,8 +150,13 @@ impl Guardrail {
             Some(s) => (check_pii(s)?, compile_regexes(s)?),
             None => (Vec::new(), Vec::new()),
         };
+        let custom_words = policies
+            .word_policy_config
+            .as_ref()
+            .map_or(0, |w| w.words_config.len());
         Ok(Self {
             words,
+            custom_words,
             pii,
             regexes,
         })
@@ -195,15 +202,7 @@ fn compile_words(w: &WordPolicyConfig) -> Result<Option<(WordList, Vec<Direction
             format!("`{}` is not a managed word list (PROFANITY)", list.kind),
         ));
     }
-    if !w.managed_word_lists_config.is_empty() {
-        return Err(BasaltError::new(
-            basalt_types::ErrorKind::UnsupportedForModel,
-            "the managed PROFANITY list is not available in Basalt yet; list the words in \
-             wordsConfig",
-        )
-        .with_param("wordPolicyConfig.managedWordListsConfig"));
-    }
-    if w.words_config.is_empty() {
+    if w.words_config.is_empty() && w.managed_word_lists_config.is_empty() {
         return Ok(None);
     }
     let mut entries = Vec::with_capacity(w.words_config.len());
@@ -217,11 +216,19 @@ fn compile_words(w: &WordPolicyConfig) -> Result<Option<(WordList, Vec<Direction
         }
         entries.push(text.to_string());
     }
-    let directions = w
+    let mut directions: Vec<Directions> = w
         .words_config
         .iter()
         .map(|w| w.directions.clone())
         .collect();
+    // The managed list's entries follow the guardrail's own (the assessment tells them
+    // apart by index), each with the list's directions.
+    if let Some(managed) = w.managed_word_lists_config.first() {
+        for word in crate::words::profanity() {
+            entries.push(word.to_string());
+            directions.push(managed.directions.clone());
+        }
+    }
     let list = WordList::new(entries)
         .ok_or_else(|| BasaltError::invalid(PARAM, "the word list cannot be compiled"))?;
     Ok(Some((list, directions)))

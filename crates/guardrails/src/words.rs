@@ -4,6 +4,15 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
+/// The managed PROFANITY list: better-profanity 0.7.0's word list (MIT; the list, its
+/// licence and where it came from are in `data/profanity/`), compiled into the binary.
+pub fn profanity() -> impl Iterator<Item = &'static str> {
+    include_str!("../data/profanity/words.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+}
+
 pub struct WordList {
     entries: Vec<String>,
     automaton: AhoCorasick,
