@@ -352,3 +352,56 @@ def test_the_managed_profanity_list(control, runtime):
         assert clean["action"] == "NONE"
     finally:
         control.delete_guardrail(guardrailIdentifier=g["guardrailId"])
+
+
+GROUNDING = {"contextualGroundingPolicyConfig": {"filtersConfig": [
+    {"type": "GROUNDING", "threshold": 0.5}, {"type": "RELEVANCE", "threshold": 0.5}]}}
+
+
+def test_contextual_grounding_with_the_embedding_model(control, runtime):
+    g = control.create_guardrail(**definition("interop-grounding", **GROUNDING))
+    gid = g["guardrailId"]
+    try:
+        got = control.get_guardrail(guardrailIdentifier=gid)["contextualGroundingPolicy"]["filters"]
+        assert [f["type"] for f in got] == ["GROUNDING", "RELEVANCE"]
+        source = "The Eiffel Tower is in Paris. It was completed in 1889 for the World's Fair."
+        query = "When was the Eiffel Tower completed?"
+
+        def apply(answer: str) -> dict:
+            return runtime.apply_guardrail(guardrailIdentifier=gid, guardrailVersion="DRAFT", source="OUTPUT", content=[
+                {"text": {"text": source, "qualifiers": ["grounding_source"]}},
+                {"text": {"text": query, "qualifiers": ["query"]}},
+                {"text": {"text": answer, "qualifiers": ["guard_content"]}}])
+
+        grounded = apply("The Eiffel Tower was completed in 1889.")
+        filters = {f["type"]: f for f in grounded["assessments"][0]["contextualGroundingPolicy"]["filters"]}
+        assert grounded["action"] == "NONE", filters
+        assert filters["GROUNDING"]["score"] >= 0.5 and filters["RELEVANCE"]["score"] >= 0.5
+        assert grounded["usage"]["contextualGroundingPolicyUnits"] == 1
+
+        invented = apply("Bananas are an excellent source of potassium.")
+        assert invented["action"] == "GUARDRAIL_INTERVENED" and invented["outputs"] == [{"text": BLOCKED_OUT}]
+        filters = {f["type"]: f for f in invented["assessments"][0]["contextualGroundingPolicy"]["filters"]}
+        assert filters["GROUNDING"]["detected"] and filters["GROUNDING"]["action"] == "BLOCKED"
+
+        # On Converse, the answer is checked against the sources the request qualified.
+        def converse(source_text: str) -> dict:
+            content = [{"guardContent": {"text": {"text": source_text, "qualifiers": ["grounding_source"]}}},
+                       {"text": QUESTION[0]["content"][0]["text"]}]
+            return runtime.converse(modelId=SMOL, system=SYSTEM, messages=[{"role": "user", "content": content}],
+                                    inferenceConfig=GREEDY, guardrailConfig={
+                                        "guardrailIdentifier": gid, "guardrailVersion": "DRAFT", "trace": "enabled"})
+
+        off_topic = converse("Bananas are an excellent source of potassium.")
+        assert off_topic["stopReason"] == "guardrail_intervened"
+        assert off_topic["output"]["message"]["content"] == [{"text": BLOCKED_OUT}]
+        outputs = off_topic["trace"]["guardrail"]["outputAssessments"][gid][0]
+        assert outputs["contextualGroundingPolicy"]["filters"][0]["detected"]
+
+        with pytest.raises(ClientError) as e:
+            runtime.converse_stream(modelId=SMOL, messages=[{"role": "user", "content": [
+                {"guardContent": {"text": {"text": source, "qualifiers": ["grounding_source"]}}},
+                {"text": "Hi"}]}], guardrailConfig={"guardrailIdentifier": gid, "guardrailVersion": "DRAFT"})
+        assert error_code(e) == "ValidationException"
+    finally:
+        control.delete_guardrail(guardrailIdentifier=gid)

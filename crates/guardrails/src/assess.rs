@@ -29,6 +29,8 @@ pub struct Assessment {
     pub word_policy: Option<WordPolicyAssessment>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensitive_information_policy: Option<SensitiveInformationPolicyAssessment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contextual_grounding_policy: Option<crate::grounding::ContextualGroundingPolicyAssessment>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -100,6 +102,12 @@ impl Assessment {
             mine.pii_entities.extend(s.pii_entities);
             mine.regexes.extend(s.regexes);
         }
+        if let Some(g) = other.contextual_grounding_policy {
+            let mine = self
+                .contextual_grounding_policy
+                .get_or_insert_with(Default::default);
+            mine.filters.extend(g.filters);
+        }
     }
 }
 
@@ -129,13 +137,20 @@ impl From<PolicyAction> for Reported {
 pub struct PolicyUnits {
     pub word_policy_units: u64,
     pub sensitive_information_policy_units: u64,
+    pub contextual_grounding_policy_units: u64,
 }
 
 impl std::ops::AddAssign for PolicyUnits {
     fn add_assign(&mut self, other: Self) {
         self.word_policy_units += other.word_policy_units;
         self.sensitive_information_policy_units += other.sensitive_information_policy_units;
+        self.contextual_grounding_policy_units += other.contextual_grounding_policy_units;
     }
+}
+
+/// Text units of `chars` characters: 1,000 each, rounded up, at least one.
+pub fn text_units(chars: u64) -> u64 {
+    chars.div_ceil(1000).max(1)
 }
 
 impl Guardrail {
@@ -148,7 +163,7 @@ impl Guardrail {
             PolicyAction::Anonymize => masks.push((start, end, format!("{{{mask}}}"))),
             PolicyAction::None => {}
         };
-        let units = (text.chars().count() as u64).div_ceil(1000).max(1);
+        let units = text_units(text.chars().count() as u64);
         let mut assessment = Assessment::default();
         let mut usage = PolicyUnits::default();
 

@@ -14,13 +14,14 @@
 #![forbid(unsafe_code)]
 
 mod assess;
+pub mod grounding;
 pub mod pii;
 mod policy;
 pub mod words;
 
 pub use assess::{
-    Assessment, CustomWord, ManagedWord, Outcome, PiiEntity, PolicyUnits, RegexFinding, Reported,
-    SensitiveInformationPolicyAssessment, WordPolicyAssessment,
+    text_units, Assessment, CustomWord, ManagedWord, Outcome, PiiEntity, PolicyUnits, RegexFinding,
+    Reported, SensitiveInformationPolicyAssessment, WordPolicyAssessment,
 };
 pub use pii::PiiType;
 pub use policy::{

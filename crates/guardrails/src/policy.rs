@@ -127,6 +127,9 @@ pub struct Policies {
     pub word_policy_config: Option<WordPolicyConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sensitive_information_policy_config: Option<SensitiveInformationPolicyConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contextual_grounding_policy_config:
+        Option<crate::grounding::ContextualGroundingPolicyConfig>,
 }
 
 /// A guardrail's policies, compiled.
@@ -136,6 +139,7 @@ pub struct Guardrail {
     pub(crate) custom_words: usize,
     pub(crate) pii: Vec<PiiEntityConfig>,
     pub(crate) regexes: Vec<(RegexConfig, Regex)>,
+    grounding: Option<crate::grounding::ContextualGroundingPolicyConfig>,
 }
 
 impl Guardrail {
@@ -154,12 +158,21 @@ impl Guardrail {
             .word_policy_config
             .as_ref()
             .map_or(0, |w| w.words_config.len());
+        if let Some(g) = &policies.contextual_grounding_policy_config {
+            crate::grounding::validate(g)?;
+        }
         Ok(Self {
             words,
             custom_words,
             pii,
             regexes,
+            grounding: policies.contextual_grounding_policy_config.clone(),
         })
+    }
+
+    /// The contextual grounding policy, which the caller scores (it needs embeddings).
+    pub fn grounding(&self) -> Option<&crate::grounding::ContextualGroundingPolicyConfig> {
+        self.grounding.as_ref()
     }
 
     /// The PII entity types, actions and directions configured.

@@ -14,7 +14,7 @@ use std::time::Instant;
 use axum::http::HeaderMap;
 use basalt_auth::Principal;
 use basalt_engine::EventReceiver;
-use basalt_guardrails::{Assessment, Guardrail, PolicyUnits, Source};
+use basalt_guardrails::{grounding, text_units, Assessment, Guardrail, PolicyUnits, Source};
 use basalt_store::{GuardrailRef, GuardrailUnits, StoreError, UsageRecord};
 use basalt_types::{BasaltError, ErrorKind};
 use basalt_types::{FinishReason, GenerateEvent, GenerateRequest, Usage};
@@ -215,6 +215,101 @@ pub(crate) struct BodyTrace {
     pub guardrail: GuardrailTrace,
 }
 
+/// What a contextual grounding check reads besides the answer: the grounding sources and
+/// the query a request qualified (`grounding_source`, `query`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GroundingInputs {
+    pub sources: Vec<String>,
+    pub query: Option<String>,
+}
+
+impl GroundingInputs {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+}
+
+/// Embeds texts with the first embedding model the server serves, for grounding checks.
+async fn embed_for_grounding(
+    state: &AppState,
+    texts: Vec<String>,
+) -> Result<Vec<Vec<f32>>, BasaltError> {
+    let served = state.embedders().next().cloned().ok_or_else(|| {
+        BasaltError::new(
+            ErrorKind::UnsupportedForModel,
+            "contextual grounding checks need an embedding model, and this server serves none",
+        )
+    })?;
+    let rx = served.embedder.submit(texts, true)?;
+    let embedded = rx
+        .await
+        .map_err(|_| BasaltError::internal("the embedding worker stopped"))??;
+    Ok(embedded.into_iter().map(|e| e.vector).collect())
+}
+
+impl Resolved {
+    /// The contextual grounding check of `answer` against `inputs`, folded into `applied`
+    /// (its assessment, units, and a block when a filter blocks), when this guardrail has a
+    /// grounding policy and the request gave a grounding source.
+    pub(crate) async fn ground(
+        &self,
+        state: &AppState,
+        answer: &str,
+        inputs: &GroundingInputs,
+        applied: &mut Applied,
+    ) -> Result<(), BasaltError> {
+        let Some(config) = self.guardrail.grounding() else {
+            return Ok(());
+        };
+        if inputs.is_empty() || applied.blocked {
+            return Ok(());
+        }
+        let answer_sentences = grounding::sentences(answer);
+        let source_sentences: Vec<&str> = inputs
+            .sources
+            .iter()
+            .flat_map(|s| grounding::sentences(s))
+            .collect();
+        let mut texts: Vec<String> = source_sentences
+            .iter()
+            .chain(&answer_sentences)
+            .map(|s| s.to_string())
+            .collect();
+        texts.push(answer.to_string());
+        texts.extend(inputs.query.clone());
+        let vectors = embed_for_grounding(state, texts).await?;
+        let (sources, rest) = vectors.split_at(source_sentences.len().min(vectors.len()));
+        let (sentences, rest) = rest.split_at(answer_sentences.len().min(rest.len()));
+        let whole = rest.first().map_or(&[][..], Vec::as_slice);
+        let (grounding_score, relevance) = grounding::scores(&grounding::Embedded {
+            answer_sentences: sentences,
+            source_sentences: sources,
+            answer: whole,
+            query: inputs.query.as_ref().and(rest.get(1)).map(Vec::as_slice),
+        });
+        let (assessment, blocked) = grounding::assess(config, grounding_score, relevance);
+        let chars = answer.chars().count()
+            + inputs
+                .sources
+                .iter()
+                .map(|s| s.chars().count())
+                .sum::<usize>()
+            + inputs.query.as_ref().map_or(0, |q| q.chars().count());
+        applied.usage.contextual_grounding_policy_units += text_units(chars as u64);
+        applied.assessment.invocation_metrics.usage = applied.usage;
+        applied.assessment.assessment.absorb(Assessment {
+            contextual_grounding_policy: Some(assessment),
+            ..Assessment::default()
+        });
+        if blocked {
+            applied.blocked = true;
+            applied.intervened = true;
+            applied.blocked_message = Some(self.definition.blocked_outputs_messaging.clone());
+        }
+        Ok(())
+    }
+}
+
 /// One guarded text's verdict, and everything the APIs report about it.
 pub(crate) struct Applied {
     pub intervened: bool,
@@ -319,6 +414,7 @@ impl GuardrailMeter {
         let units = GuardrailUnits {
             word: applied.usage.word_policy_units,
             sensitive_information: applied.usage.sensitive_information_policy_units,
+            contextual_grounding: applied.usage.contextual_grounding_policy_units,
         };
         let direction = match source {
             Source::Input => "input",
@@ -410,6 +506,8 @@ impl Selection {
 /// let through.
 pub(crate) struct CallGuard {
     layers: Vec<Layer>,
+    /// The grounding sources and query the request qualified, for grounding checks.
+    grounding: GroundingInputs,
     trace: Trace,
     mode: Option<StreamProcessingMode>,
     output_intervened: bool,
@@ -485,12 +583,19 @@ impl CallGuard {
         };
         Ok(Some(Self {
             layers,
+            grounding: GroundingInputs::default(),
             trace,
             mode,
             output_intervened: false,
             meter,
             model_output: None,
         }))
+    }
+
+    /// The grounding sources and query the answer is to be checked against.
+    pub(crate) fn with_grounding(mut self, inputs: GroundingInputs) -> Self {
+        self.grounding = inputs;
+        self
     }
 
     /// Whether a guardrail intervened on the input or on any answer so far.
@@ -512,34 +617,79 @@ impl CallGuard {
     }
 
     /// Applies the guardrails to the model's answer: a blocked-output message, the answer
-    /// masked, or the answer as it was.
+    /// masked, or the answer as it was. No contextual grounding check: that needs
+    /// [`CallGuard::check_output_grounded`].
     pub(crate) fn check_output(&mut self, answer: &str) -> GuardedAnswer {
-        let mut text = answer.to_string();
-        let (mut intervened, mut blocked) = (false, false);
-        for layer in &mut self.layers {
-            let applied = layer.resolved.apply(Source::Output, &[&text], 0);
-            self.meter.count(Source::Output, &applied);
-            intervened |= applied.intervened;
-            match (&applied.blocked_message, applied.intervened) {
-                (Some(message), _) => {
-                    text.clone_from(message);
-                    blocked = true;
-                }
-                (None, true) => text = applied.outputs.first().cloned().unwrap_or_default(),
-                (None, false) => {}
-            }
-            layer.outputs.push(applied.assessment);
-            if blocked {
+        let mut verdict = GuardedAnswer {
+            text: answer.to_string(),
+            intervened: false,
+            blocked: false,
+        };
+        for i in 0..self.layers.len() {
+            let applied = self.layers[i]
+                .resolved
+                .apply(Source::Output, &[&verdict.text], 0);
+            if self.absorb_output(i, applied, &mut verdict) {
                 break;
             }
         }
-        self.output_intervened |= intervened;
-        self.model_output = Some(answer.to_string());
-        GuardedAnswer {
-            text,
-            intervened,
-            blocked,
+        self.finish_output(answer, verdict)
+    }
+
+    /// [`CallGuard::check_output`] with the contextual grounding check of each guardrail
+    /// that has one, against the sources and query the request qualified.
+    pub(crate) async fn check_output_grounded(
+        &mut self,
+        state: &AppState,
+        answer: &str,
+    ) -> Result<GuardedAnswer, BasaltError> {
+        let mut verdict = GuardedAnswer {
+            text: answer.to_string(),
+            intervened: false,
+            blocked: false,
+        };
+        for i in 0..self.layers.len() {
+            let resolved = Arc::clone(&self.layers[i].resolved);
+            let mut applied = resolved.apply(Source::Output, &[&verdict.text], 0);
+            resolved
+                .ground(state, &verdict.text, &self.grounding, &mut applied)
+                .await?;
+            if self.absorb_output(i, applied, &mut verdict) {
+                break;
+            }
         }
+        Ok(self.finish_output(answer, verdict))
+    }
+
+    /// Whether the request asks for a contextual grounding check a guardrail of it makes.
+    pub(crate) fn grounds(&self) -> bool {
+        !self.grounding.is_empty()
+            && self
+                .layers
+                .iter()
+                .any(|l| l.resolved.guardrail.grounding().is_some())
+    }
+
+    /// Folds layer `i`'s verdict on the answer into `verdict`; true when it blocked.
+    fn absorb_output(&mut self, i: usize, applied: Applied, verdict: &mut GuardedAnswer) -> bool {
+        self.meter.count(Source::Output, &applied);
+        verdict.intervened |= applied.intervened;
+        match (&applied.blocked_message, applied.intervened) {
+            (Some(message), _) => {
+                verdict.text.clone_from(message);
+                verdict.blocked = true;
+            }
+            (None, true) => verdict.text = applied.outputs.first().cloned().unwrap_or_default(),
+            (None, false) => {}
+        }
+        self.layers[i].outputs.push(applied.assessment);
+        verdict.blocked
+    }
+
+    fn finish_output(&mut self, answer: &str, verdict: GuardedAnswer) -> GuardedAnswer {
+        self.output_intervened |= verdict.intervened;
+        self.model_output = Some(answer.to_string());
+        verdict
     }
 
     /// The trace for the response, as `guardrailConfig.trace` asked: every guardrail's

@@ -136,6 +136,7 @@ impl Metrics {
         *m.guardrail_units
             .entry("sensitive_information")
             .or_default() += units.sensitive_information;
+        *m.guardrail_units.entry("contextual_grounding").or_default() += units.contextual_grounding;
     }
 
     pub fn render(&self, gauges: &[ModelGauges]) -> String {

@@ -136,12 +136,14 @@ pub struct UsageRecord {
 pub struct GuardrailUnits {
     pub word: u64,
     pub sensitive_information: u64,
+    pub contextual_grounding: u64,
 }
 
 impl std::ops::AddAssign for GuardrailUnits {
     fn add_assign(&mut self, other: Self) {
         self.word += other.word;
         self.sensitive_information += other.sensitive_information;
+        self.contextual_grounding += other.contextual_grounding;
     }
 }
 

@@ -32,7 +32,9 @@ use serde_json::{json, Value};
 use crate::blocks::{BlockEvent, Blocks};
 use crate::error::{body_error, BedrockError};
 use crate::generation::{collect_text, start_generation, Call, Metering};
-use crate::guardrail::{self, CallGuard, GuardedAnswer, Guards, Selection, WithGuardrail};
+use crate::guardrail::{
+    self, CallGuard, GroundingInputs, GuardedAnswer, Guards, Selection, WithGuardrail,
+};
 use crate::offload::off_runtime;
 use crate::routes::{embeddings, images};
 use crate::{AppState, ServedEmbedder, ServedImageModel, ServedModel, ServerConfig};
@@ -166,8 +168,11 @@ async fn converse_request(
 ) -> Result<(ConverseRequest, Option<CallGuard>), BasaltError> {
     let mut request: ConverseRequest = wire::parse_json(body)?;
     let selection = Selection::of(state, &call.principal, request.guardrail_config.take()).await;
+    let (sources, query) = request.grounding_texts();
     let (texts, total) = request.guarded_texts();
-    let guard = CallGuard::check_input(state, call, model_id, selection, texts, total).await?;
+    let guard = CallGuard::check_input(state, call, model_id, selection, texts, total)
+        .await?
+        .map(|g| g.with_grounding(GroundingInputs { sources, query }));
     Ok((request, guard))
 }
 
@@ -218,7 +223,7 @@ async fn converse(
     let mut text = done.text.clone();
     let mut calls = done.calls.as_slice();
     if let Some(g) = guard.as_mut() {
-        let guarded = g.check_output(&done.text);
+        let guarded = g.check_output_grounded(&state, &done.text).await?;
         if guarded.intervened {
             stop = GUARDRAIL_INTERVENED;
         }
@@ -240,6 +245,14 @@ async fn converse_stream(
 ) -> Result<Response, BedrockError> {
     let (call, model, request, guard) =
         open_converse(&state, principal, "ConverseStream", &model_id, body).await?;
+    if guard.as_ref().is_some_and(CallGuard::grounds) {
+        return Err(BasaltError::invalid(
+            "guardrailConfig",
+            "contextual grounding checks whole answers: call Converse (or ApplyGuardrail) \
+             for a response grounded against its sources",
+        )
+        .into());
+    }
     let started = call.started;
     if let Some(message) = guard
         .as_ref()

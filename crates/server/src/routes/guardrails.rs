@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use basalt_auth::Principal;
 use basalt_store::{GuardrailDraft, GuardrailRecord, Store, DRAFT};
 use basalt_types::{BasaltError, ErrorKind};
+use basalt_wire::bedrock::converse::is_guarded;
 use basalt_wire::bedrock::guardrails::{
     self as wire, ApplyRequest, Described, GuardrailContentBlock, GuardrailRequest, OutputScope,
     OutputText, VersionRequest,
@@ -23,7 +24,7 @@ use serde::Deserialize;
 
 use crate::error::BedrockError;
 use crate::generation::Call;
-use crate::guardrail::{arn, resolve, store_error, GuardrailMeter};
+use crate::guardrail::{arn, resolve, store_error, GroundingInputs, GuardrailMeter};
 use crate::{AppState, ServerConfig};
 
 type Shared = State<Arc<AppState>>;
@@ -267,16 +268,21 @@ async fn apply(
     let guardrail = resolve(&state, &principal, &identifier, &version).await?;
     let mut total = 0u64;
     let mut guarded = Vec::new();
+    let mut grounding = GroundingInputs::default();
     for (i, block) in request.content.iter().enumerate() {
         match block {
             GuardrailContentBlock::Text(t) => {
                 total += t.text.chars().count() as u64;
                 // Grounding sources and queries are for grounding checks; everything else
                 // (no qualifier, or `guard_content`) is guarded.
-                let guard =
-                    t.qualifiers.is_empty() || t.qualifiers.iter().any(|q| q == "guard_content");
-                if guard {
+                if is_guarded(&t.qualifiers) {
                     guarded.push(t.text.as_str());
+                }
+                if t.qualifiers.iter().any(|q| q == "grounding_source") {
+                    grounding.sources.push(t.text.clone());
+                }
+                if t.qualifiers.iter().any(|q| q == "query") {
+                    grounding.query = Some(t.text.clone());
                 }
             }
             GuardrailContentBlock::Image(_) => {
@@ -289,7 +295,10 @@ async fn apply(
             }
         }
     }
-    let applied = guardrail.apply(request.source, &guarded, total);
+    let mut applied = guardrail.apply(request.source, &guarded, total);
+    guardrail
+        .ground(&state, &guarded.join("\n"), &grounding, &mut applied)
+        .await?;
     // Billed before it is answered, as a model call is.
     let call = Call::new(principal, "bedrock", "ApplyGuardrail", "");
     let resource = format!("guardrail/{}:{}", guardrail.id, version);

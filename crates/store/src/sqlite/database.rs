@@ -628,7 +628,8 @@ impl Database {
         let sql = format!(
             "SELECT request_id, tenant_id, key_id, model_id, surface, operation, input_tokens,
                     cached_input_tokens, output_tokens, latency_ms, ttft_ms, status, cost_usd,
-                    created_at, guardrail_word_units, guardrail_sensitive_information_units
+                    created_at, guardrail_word_units, guardrail_sensitive_information_units,
+                    guardrail_contextual_grounding_units
              FROM usage {clause} ORDER BY id DESC LIMIT {}",
             q.limit.unwrap_or(1000).min(100_000)
         );
@@ -654,6 +655,7 @@ impl Database {
                     guardrail_units: GuardrailUnits {
                         word: r.get::<_, i64>(14)? as u64,
                         sensitive_information: r.get::<_, i64>(15)? as u64,
+                        contextual_grounding: r.get::<_, i64>(16)? as u64,
                     },
                 })
             })
@@ -669,7 +671,8 @@ impl Database {
             "SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(cached_input_tokens), 0),
                     COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0.0),
                     COALESCE(SUM(guardrail_word_units), 0),
-                    COALESCE(SUM(guardrail_sensitive_information_units), 0)
+                    COALESCE(SUM(guardrail_sensitive_information_units), 0),
+                    COALESCE(SUM(guardrail_contextual_grounding_units), 0)
              FROM usage {clause}"
         );
         self.reader()
@@ -683,6 +686,7 @@ impl Database {
                     guardrail_units: GuardrailUnits {
                         word: r.get::<_, i64>(5)? as u64,
                         sensitive_information: r.get::<_, i64>(6)? as u64,
+                        contextual_grounding: r.get::<_, i64>(7)? as u64,
                     },
                 })
             })
@@ -852,6 +856,7 @@ mod tests {
                 guardrail_units: GuardrailUnits {
                     word,
                     sensitive_information,
+                    contextual_grounding: 0,
                 },
                 created_at: now(),
             })
@@ -868,7 +873,7 @@ mod tests {
             request_id: request_id.into(),
             guardrail_units: GuardrailUnits {
                 word,
-                sensitive_information: 0,
+                ..GuardrailUnits::default()
             },
             ..rows[0].clone()
         };

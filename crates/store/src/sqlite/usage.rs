@@ -53,14 +53,17 @@ fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError>
                     "UPDATE usage SET
                         guardrail_word_units = guardrail_word_units + ?3,
                         guardrail_sensitive_information_units =
-                            guardrail_sensitive_information_units + ?4
+                            guardrail_sensitive_information_units + ?4,
+                        guardrail_contextual_grounding_units =
+                            guardrail_contextual_grounding_units + ?5
                      WHERE id = (SELECT MIN(id) FROM usage
                                  WHERE request_id = ?1 AND tenant_id = ?2)",
                     params![
                         u.request_id,
                         u.tenant_id,
                         u.guardrail_units.word as i64,
-                        u.guardrail_units.sensitive_information as i64
+                        u.guardrail_units.sensitive_information as i64,
+                        u.guardrail_units.contextual_grounding as i64
                     ],
                 )
                 .map_err(backend)?;
@@ -74,8 +77,9 @@ fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError>
                 "INSERT INTO usage (request_id, tenant_id, key_id, model_id, surface, operation,
                     input_tokens, cached_input_tokens, output_tokens, latency_ms, ttft_ms, status,
                     cost_usd, created_at, guardrail_word_units,
-                    guardrail_sensitive_information_units)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                    guardrail_sensitive_information_units, guardrail_contextual_grounding_units)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                    ?17)",
                 params![
                     u.request_id,
                     u.tenant_id,
@@ -92,7 +96,8 @@ fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError>
                     u.cost_usd,
                     u.created_at,
                     u.guardrail_units.word as i64,
-                    u.guardrail_units.sensitive_information as i64
+                    u.guardrail_units.sensitive_information as i64,
+                    u.guardrail_units.contextual_grounding as i64
                 ],
             )
             .map_err(backend)?;

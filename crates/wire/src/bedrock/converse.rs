@@ -84,7 +84,8 @@ pub struct ConverseTokensRequest {
 impl ConverseRequest {
     /// The texts a guardrail evaluates on input, to read and to replace with their masked
     /// form, and the characters of text the request carries in all: the `guardContent`
-    /// blocks if there are any, else the system prompt's and the user messages' text.
+    /// blocks to be guarded (not grounding sources or queries) if there are any, else the
+    /// system prompt's and the user messages' text.
     pub fn guarded_texts(&mut self) -> (Vec<&mut String>, u64) {
         let mut total = 0u64;
         let mut guard_content = Vec::new();
@@ -92,7 +93,13 @@ impl ConverseRequest {
         for block in &mut self.system {
             match block {
                 SystemBlock::Text(t) => plain.push(t),
-                SystemBlock::GuardContent(GuardContent::Text(g)) => guard_content.push(&mut g.text),
+                SystemBlock::GuardContent(GuardContent::Text(g)) => {
+                    if is_guarded(&g.qualifiers) {
+                        guard_content.push(&mut g.text);
+                    } else {
+                        total += g.text.chars().count() as u64;
+                    }
+                }
                 _ => {}
             }
         }
@@ -108,7 +115,11 @@ impl ConverseRequest {
                         }
                     }
                     ContentBlock::GuardContent(GuardContent::Text(g)) => {
-                        guard_content.push(&mut g.text)
+                        if is_guarded(&g.qualifiers) {
+                            guard_content.push(&mut g.text);
+                        } else {
+                            total += g.text.chars().count() as u64;
+                        }
                     }
                     _ => {}
                 }
@@ -124,6 +135,34 @@ impl ConverseRequest {
         } else {
             (guard_content, total)
         }
+    }
+
+    /// The texts qualified for a contextual grounding check: the grounding sources, and
+    /// the query (the last one given).
+    pub fn grounding_texts(&self) -> (Vec<String>, Option<String>) {
+        let blocks = self
+            .system
+            .iter()
+            .filter_map(|b| match b {
+                SystemBlock::GuardContent(GuardContent::Text(g)) => Some(g),
+                _ => None,
+            })
+            .chain(self.messages.iter().flat_map(|m| {
+                m.content.iter().filter_map(|b| match b {
+                    ContentBlock::GuardContent(GuardContent::Text(g)) => Some(g),
+                    _ => None,
+                })
+            }));
+        let (mut sources, mut query) = (Vec::new(), None);
+        for g in blocks {
+            if g.qualifiers.iter().any(|q| q == "grounding_source") {
+                sources.push(g.text.clone());
+            }
+            if g.qualifiers.iter().any(|q| q == "query") {
+                query = Some(g.text.clone());
+            }
+        }
+        (sources, query)
     }
 
     pub fn into_request(self) -> Result<GenerateRequest, BasaltError> {
@@ -547,6 +586,13 @@ pub mod events {
             trace,
         })
     }
+}
+
+/// Whether a `guardContent` block is checked by the guardrail's policies: one without
+/// qualifiers, or qualified `guard_content`. Grounding sources and queries are only read by
+/// a contextual grounding check.
+pub fn is_guarded(qualifiers: &[String]) -> bool {
+    qualifiers.is_empty() || qualifiers.iter().any(|q| q == "guard_content")
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 //! `guardrailConfig` (`bedrock-runtime/2023-09-30`).
 //!
 //! A guardrail is stored as its [`Definition`]: the policies Basalt enforces and the
-//! blocked messages. Policies that need a classifier (topics, content filters, contextual
-//! grounding, automated reasoning) are refused by name at creation rather than accepted and
-//! not enforced.
+//! blocked messages. Policies that need a classifier (topics, content filters, automated
+//! reasoning) are refused by name at creation rather than accepted and not enforced.
 
+use basalt_guardrails::grounding::{ContextualGroundingPolicyConfig, GroundingFilterConfig};
 use basalt_guardrails::{
     Assessment, Guardrail, Policies, PolicyUnits, SensitiveInformationPolicyConfig, Source,
     WordPolicyConfig,
@@ -38,7 +38,7 @@ pub struct GuardrailRequest {
     pub content_policy_config: Option<Value>,
     pub word_policy_config: Option<WordPolicyConfig>,
     pub sensitive_information_policy_config: Option<SensitiveInformationPolicyConfig>,
-    pub contextual_grounding_policy_config: Option<Value>,
+    pub contextual_grounding_policy_config: Option<ContextualGroundingPolicyConfig>,
     pub automated_reasoning_policy_config: Option<Value>,
     pub cross_region_config: Option<Value>,
     pub blocked_input_messaging: String,
@@ -97,11 +97,6 @@ impl GuardrailRequest {
                 "Content filters",
             ),
             (
-                "contextualGroundingPolicyConfig",
-                &self.contextual_grounding_policy_config,
-                "Contextual grounding checks",
-            ),
-            (
                 "automatedReasoningPolicyConfig",
                 &self.automated_reasoning_policy_config,
                 "Automated reasoning checks",
@@ -126,6 +121,7 @@ impl GuardrailRequest {
         let policies = Policies {
             word_policy_config: self.word_policy_config,
             sensitive_information_policy_config: self.sensitive_information_policy_config,
+            contextual_grounding_policy_config: self.contextual_grounding_policy_config,
         };
         Guardrail::compile(&policies)?;
         Ok((
@@ -218,6 +214,8 @@ pub struct GetResponse<'a> {
     pub word_policy: Option<WordPolicy<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensitive_information_policy: Option<SensitiveInformationPolicy<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contextual_grounding_policy: Option<GroundingPolicy<'a>>,
     pub created_at: String,
     pub updated_at: String,
     pub blocked_input_messaging: &'a str,
@@ -238,6 +236,11 @@ pub struct SensitiveInformationPolicy<'a> {
     pub regexes: &'a [basalt_guardrails::RegexConfig],
 }
 
+#[derive(Debug, Serialize)]
+pub struct GroundingPolicy<'a> {
+    pub filters: &'a [GroundingFilterConfig],
+}
+
 pub fn get_response<'a>(g: &Described<'a>, d: &'a Definition) -> GetResponse<'a> {
     GetResponse {
         name: g.name,
@@ -254,6 +257,11 @@ pub fn get_response<'a>(g: &Described<'a>, d: &'a Definition) -> GetResponse<'a>
             |s| SensitiveInformationPolicy {
                 pii_entities: &s.pii_entities_config,
                 regexes: &s.regexes_config,
+            },
+        ),
+        contextual_grounding_policy: d.policies.contextual_grounding_policy_config.as_ref().map(
+            |c| GroundingPolicy {
+                filters: &c.filters_config,
             },
         ),
         created_at: iso8601(g.created_at),
@@ -359,6 +367,7 @@ impl From<PolicyUnits> for GuardrailUsage {
         Self {
             word_policy_units: u.word_policy_units,
             sensitive_information_policy_units: u.sensitive_information_policy_units,
+            contextual_grounding_policy_units: u.contextual_grounding_policy_units,
             ..Self::default()
         }
     }
