@@ -92,6 +92,11 @@ pub struct ServeArgs {
     /// Region named in the Bedrock ARNs Basalt returns (requests signed for any region are accepted)
     #[arg(long, default_value = "us-east-1", env = "BASALT_REGION")]
     region: String,
+    /// A served chat model that judges guardrails' denied topics and content filters
+    /// (Llama Guard, Qwen3Guard, or any instruct model); without one, guardrails with those
+    /// policies are refused
+    #[arg(long)]
+    guard_model: Option<String>,
 }
 
 fn parse_access_key(s: &str) -> Result<(String, String), String> {
@@ -216,6 +221,10 @@ pub fn run(args: ServeArgs) -> CliResult {
             log_dir,
             args.invocation_log_max_mb << 20,
         ));
+    let state = match &args.guard_model {
+        Some(id) => state.with_guard_model(id)?,
+        None => state,
+    };
 
     let server_config = ServerConfig {
         body_limit: args.max_body_kb << 10,

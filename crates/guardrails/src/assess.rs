@@ -31,6 +31,10 @@ pub struct Assessment {
     pub sensitive_information_policy: Option<SensitiveInformationPolicyAssessment>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contextual_grounding_policy: Option<crate::grounding::ContextualGroundingPolicyAssessment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_policy: Option<crate::judge::TopicPolicyAssessment>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_policy: Option<crate::judge::ContentPolicyAssessment>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -102,6 +106,14 @@ impl Assessment {
             mine.pii_entities.extend(s.pii_entities);
             mine.regexes.extend(s.regexes);
         }
+        if let Some(t) = other.topic_policy {
+            let mine = self.topic_policy.get_or_insert_with(Default::default);
+            mine.topics.extend(t.topics);
+        }
+        if let Some(c) = other.content_policy {
+            let mine = self.content_policy.get_or_insert_with(Default::default);
+            mine.filters.extend(c.filters);
+        }
         if let Some(g) = other.contextual_grounding_policy {
             let mine = self
                 .contextual_grounding_policy
@@ -138,6 +150,8 @@ pub struct PolicyUnits {
     pub word_policy_units: u64,
     pub sensitive_information_policy_units: u64,
     pub contextual_grounding_policy_units: u64,
+    pub topic_policy_units: u64,
+    pub content_policy_units: u64,
 }
 
 impl std::ops::AddAssign for PolicyUnits {
@@ -145,6 +159,8 @@ impl std::ops::AddAssign for PolicyUnits {
         self.word_policy_units += other.word_policy_units;
         self.sensitive_information_policy_units += other.sensitive_information_policy_units;
         self.contextual_grounding_policy_units += other.contextual_grounding_policy_units;
+        self.topic_policy_units += other.topic_policy_units;
+        self.content_policy_units += other.content_policy_units;
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod assess;
 pub mod grounding;
+pub mod judge;
 pub mod pii;
 mod policy;
 pub mod words;

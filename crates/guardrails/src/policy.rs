@@ -9,6 +9,7 @@ use basalt_types::BasaltError;
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::assess::Assessment;
 use crate::pii::PiiType;
 use crate::words::WordList;
 
@@ -110,7 +111,7 @@ pub struct Directions {
 
 impl Directions {
     /// The action for `source`, or `None` when the entry does not apply to it.
-    fn action(&self, source: Source, default: PolicyAction) -> Option<PolicyAction> {
+    pub(crate) fn action(&self, source: Source, default: PolicyAction) -> Option<PolicyAction> {
         let (enabled, action) = match source {
             Source::Input => (self.input_enabled, self.input_action),
             Source::Output => (self.output_enabled, self.output_action),
@@ -130,6 +131,17 @@ pub struct Policies {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contextual_grounding_policy_config:
         Option<crate::grounding::ContextualGroundingPolicyConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_policy_config: Option<crate::judge::TopicPolicyConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_policy_config: Option<crate::judge::ContentPolicyConfig>,
+}
+
+impl Policies {
+    /// Whether a guard model must judge texts for these policies (topics, content filters).
+    pub fn need_guard_model(&self) -> bool {
+        self.topic_policy_config.is_some() || self.content_policy_config.is_some()
+    }
 }
 
 /// A guardrail's policies, compiled.
@@ -140,6 +152,8 @@ pub struct Guardrail {
     pub(crate) pii: Vec<PiiEntityConfig>,
     pub(crate) regexes: Vec<(RegexConfig, Regex)>,
     grounding: Option<crate::grounding::ContextualGroundingPolicyConfig>,
+    topics: Option<crate::judge::TopicPolicyConfig>,
+    content: Option<crate::judge::ContentPolicyConfig>,
 }
 
 impl Guardrail {
@@ -161,18 +175,63 @@ impl Guardrail {
         if let Some(g) = &policies.contextual_grounding_policy_config {
             crate::grounding::validate(g)?;
         }
+        crate::judge::validate(
+            policies.topic_policy_config.as_ref(),
+            policies.content_policy_config.as_ref(),
+        )?;
         Ok(Self {
             words,
             custom_words,
             pii,
             regexes,
             grounding: policies.contextual_grounding_policy_config.clone(),
+            topics: policies.topic_policy_config.clone(),
+            content: policies.content_policy_config.clone(),
         })
     }
 
     /// The contextual grounding policy, which the caller scores (it needs embeddings).
     pub fn grounding(&self) -> Option<&crate::grounding::ContextualGroundingPolicyConfig> {
         self.grounding.as_ref()
+    }
+
+    /// Whether texts flowing in `source`'s direction need the guard model.
+    pub fn judges(&self, source: Source) -> bool {
+        crate::judge::applies(self.topics.as_ref(), self.content.as_ref(), source)
+    }
+
+    /// The question for the guard model about `text` flowing in `source`'s direction, or
+    /// `None` when no topic or content filter applies there.
+    pub fn question(&self, source: Source, text: &str) -> Option<crate::judge::Question> {
+        crate::judge::Question::new(self.topics.as_ref(), self.content.as_ref(), source, text)
+    }
+
+    /// The guard model's answer to [`Guardrail::question`], assessed: the topic and
+    /// content assessments, and whether they block.
+    pub fn judge(
+        &self,
+        source: Source,
+        question: &crate::judge::Question,
+        answer: &str,
+    ) -> (Assessment, bool) {
+        let verdict = crate::judge::Verdict::parse(
+            answer,
+            question,
+            self.topics.as_ref(),
+            self.content.as_ref(),
+        );
+        let (topic_policy, content_policy, blocked) = crate::judge::assess(
+            self.topics.as_ref(),
+            self.content.as_ref(),
+            source,
+            &verdict,
+        );
+        let assessment = Assessment {
+            topic_policy,
+            content_policy,
+            ..Assessment::default()
+        };
+        (assessment, blocked)
     }
 
     /// The PII entity types, actions and directions configured.

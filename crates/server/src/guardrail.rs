@@ -13,11 +13,15 @@ use std::time::Instant;
 
 use axum::http::HeaderMap;
 use basalt_auth::Principal;
+use basalt_engine::Admission;
 use basalt_engine::EventReceiver;
-use basalt_guardrails::{grounding, text_units, Assessment, Guardrail, PolicyUnits, Source};
+use basalt_guardrails::{grounding, judge, text_units, Assessment, Guardrail, PolicyUnits, Source};
 use basalt_store::{GuardrailRef, GuardrailUnits, StoreError, UsageRecord};
 use basalt_types::{BasaltError, ErrorKind};
-use basalt_types::{FinishReason, GenerateEvent, GenerateRequest, Usage};
+use basalt_types::{
+    ChatMessage, FinishReason, GenerateEvent, GenerateRequest, OutputConstraints, OutputFormat,
+    Prompt, Role, SamplingParams, Usage,
+};
 use basalt_wire::bedrock::guardrails::{
     self as wire, AssessmentOut, Coverage, Definition, GuardrailConfig, GuardrailTrace,
     GuardrailUsage, InvocationMetrics, StreamProcessingMode, TextCharacters, Trace,
@@ -28,8 +32,10 @@ use tokio::task::JoinHandle;
 
 use crate::generation::{Answer, Call};
 use crate::metrics::Metrics;
+use crate::offload::off_runtime;
 use crate::platform::Platform;
 use crate::AppState;
+use crate::ServedModel;
 
 /// A guardrail version, compiled, with what the API says about it.
 pub(crate) struct Resolved {
@@ -247,7 +253,94 @@ async fn embed_for_grounding(
     Ok(embedded.into_iter().map(|e| e.vector).collect())
 }
 
+/// Asks the guard model `question` (greedy, its answer held to the verdict's JSON schema by
+/// the grammar engine) and returns its answer. The judge's tokens are the guardrail's cost,
+/// billed in text units, not the tenant's tokens.
+async fn ask_guard_model(
+    model: &Arc<ServedModel>,
+    question: &judge::Question,
+) -> Result<String, BasaltError> {
+    let request = GenerateRequest {
+        prompt: Prompt::Chat(vec![
+            ChatMessage::text(Role::System, question.system.clone()),
+            ChatMessage::text(Role::User, question.user.clone()),
+        ]),
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+        max_tokens: Some(256),
+        stop: Vec::new(),
+        logprobs: None,
+        constraints: OutputConstraints {
+            format: OutputFormat::JsonSchema {
+                name: Some("verdict".into()),
+                schema: question.schema.clone(),
+            },
+            ..OutputConstraints::default()
+        },
+    };
+    let engine_model = Arc::clone(model);
+    let prepared = off_runtime(move || engine_model.engine.prepare(request)).await??;
+    let rx = model.engine.enqueue(
+        prepared,
+        Admission {
+            tenant: None,
+            accounting: None,
+        },
+    )?;
+    Ok(Answer::collect(rx).await?.text)
+}
+
 impl Resolved {
+    /// The denied-topic and content-filter checks of `texts` by the server's guard model,
+    /// folded into `applied` (assessments, units, a block), when this guardrail has such
+    /// policies for `source`. Texts the patterns already blocked are not judged.
+    pub(crate) async fn judge(
+        &self,
+        state: &AppState,
+        source: Source,
+        texts: &[&str],
+        applied: &mut Applied,
+    ) -> Result<(), BasaltError> {
+        if applied.blocked {
+            return Ok(());
+        }
+        for text in texts {
+            let Some(question) = self.guardrail.question(source, text) else {
+                return Ok(());
+            };
+            let model = state.guard_model.as_ref().ok_or_else(|| {
+                BasaltError::new(
+                    ErrorKind::UnsupportedForModel,
+                    "denied topics and content filters need a guard model: start the server \
+                     with --guard-model",
+                )
+            })?;
+            let answer = ask_guard_model(model, &question).await?;
+            let (assessment, blocked) = self.guardrail.judge(source, &question, &answer);
+            let units = text_units(text.chars().count() as u64);
+            if assessment.topic_policy.is_some() {
+                applied.usage.topic_policy_units += units;
+            }
+            if assessment.content_policy.is_some() {
+                applied.usage.content_policy_units += units;
+            }
+            applied.assessment.invocation_metrics.usage = applied.usage;
+            applied.assessment.assessment.absorb(assessment);
+            if blocked {
+                applied.blocked = true;
+                applied.intervened = true;
+                applied.blocked_message = Some(match source {
+                    Source::Input => self.definition.blocked_input_messaging.clone(),
+                    Source::Output => self.definition.blocked_outputs_messaging.clone(),
+                });
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     /// The contextual grounding check of `answer` against `inputs`, folded into `applied`
     /// (its assessment, units, and a block when a filter blocks), when this guardrail has a
     /// grounding policy and the request gave a grounding source.
@@ -415,6 +508,8 @@ impl GuardrailMeter {
             word: applied.usage.word_policy_units,
             sensitive_information: applied.usage.sensitive_information_policy_units,
             contextual_grounding: applied.usage.contextual_grounding_policy_units,
+            topic: applied.usage.topic_policy_units,
+            content: applied.usage.content_policy_units,
         };
         let direction = match source {
             Source::Input => "input",
@@ -559,7 +654,11 @@ impl CallGuard {
             let resolved = resolve(state, &call.principal, &identifier, &version).await?;
             let input = {
                 let refs: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
-                resolved.apply(Source::Input, &refs, total_chars)
+                let mut input = resolved.apply(Source::Input, &refs, total_chars);
+                resolved
+                    .judge(state, Source::Input, &refs, &mut input)
+                    .await?;
+                input
             };
             meter.count(Source::Input, &input);
             let blocked = input.blocked;
@@ -617,8 +716,8 @@ impl CallGuard {
     }
 
     /// Applies the guardrails to the model's answer: a blocked-output message, the answer
-    /// masked, or the answer as it was. No contextual grounding check: that needs
-    /// [`CallGuard::check_output_grounded`].
+    /// masked, or the answer as it was. Only the checks that need no model: the others need
+    /// [`CallGuard::check_output_with_models`].
     pub(crate) fn check_output(&mut self, answer: &str) -> GuardedAnswer {
         let mut verdict = GuardedAnswer {
             text: answer.to_string(),
@@ -636,9 +735,10 @@ impl CallGuard {
         self.finish_output(answer, verdict)
     }
 
-    /// [`CallGuard::check_output`] with the contextual grounding check of each guardrail
-    /// that has one, against the sources and query the request qualified.
-    pub(crate) async fn check_output_grounded(
+    /// [`CallGuard::check_output`] with the checks that need a model: the guard model's
+    /// denied topics and content filters, and the contextual grounding check against the
+    /// sources and query the request qualified.
+    pub(crate) async fn check_output_with_models(
         &mut self,
         state: &AppState,
         answer: &str,
@@ -652,6 +752,9 @@ impl CallGuard {
             let resolved = Arc::clone(&self.layers[i].resolved);
             let mut applied = resolved.apply(Source::Output, &[&verdict.text], 0);
             resolved
+                .judge(state, Source::Output, &[&verdict.text], &mut applied)
+                .await?;
+            resolved
                 .ground(state, &verdict.text, &self.grounding, &mut applied)
                 .await?;
             if self.absorb_output(i, applied, &mut verdict) {
@@ -661,13 +764,14 @@ impl CallGuard {
         Ok(self.finish_output(answer, verdict))
     }
 
-    /// Whether the request asks for a contextual grounding check a guardrail of it makes.
-    pub(crate) fn grounds(&self) -> bool {
-        !self.grounding.is_empty()
-            && self
-                .layers
-                .iter()
-                .any(|l| l.resolved.guardrail.grounding().is_some())
+    /// Whether checking the answer needs a model (the guard model, or the embedding model
+    /// for a grounding check the request asks for): then only a whole answer can be
+    /// checked, with [`CallGuard::check_output_with_models`].
+    pub(crate) fn checks_output_with_models(&self) -> bool {
+        self.layers.iter().any(|l| {
+            l.resolved.guardrail.judges(Source::Output)
+                || (!self.grounding.is_empty() && l.resolved.guardrail.grounding().is_some())
+        })
     }
 
     /// Folds layer `i`'s verdict on the answer into `verdict`; true when it blocked.
@@ -726,6 +830,7 @@ impl CallGuard {
 /// they read any generation. The task hands the guard back for the trace. A client that
 /// goes away drops the replay's receiver, which drops the generation's and cancels it.
 pub(crate) fn hold(
+    state: Arc<AppState>,
     rx: EventReceiver,
     mut guard: CallGuard,
 ) -> (EventReceiver, JoinHandle<CallGuard>) {
@@ -735,7 +840,7 @@ pub(crate) fn hold(
             answer = Answer::collect(rx) => answer,
             () = tx.closed() => return guard,
         };
-        for event in guard.replay(answer) {
+        for event in guard.replay(&state, answer).await {
             if tx.send(event).is_err() {
                 break;
             }
@@ -770,9 +875,20 @@ impl CallGuard {
     /// A whole answer as the guardrail lets it out, as events: the text (masked, or the
     /// blocked-output message), the tool calls unless it blocked, and the finish, which says
     /// `GuardrailIntervened` when it did.
-    fn replay(&mut self, answer: Result<Answer, BasaltError>) -> Vec<GenerateEvent> {
-        let answer = match answer {
-            Ok(answer) => answer,
+    async fn replay(
+        &mut self,
+        state: &AppState,
+        answer: Result<Answer, BasaltError>,
+    ) -> Vec<GenerateEvent> {
+        let checked = match answer {
+            Ok(answer) => match self.check_output_with_models(state, &answer.text).await {
+                Ok(guarded) => Ok((answer, guarded)),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        let (answer, guarded) = match checked {
+            Ok(checked) => checked,
             Err(error) => {
                 return vec![GenerateEvent::Failed {
                     error,
@@ -780,7 +896,6 @@ impl CallGuard {
                 }]
             }
         };
-        let guarded = self.check_output(&answer.text);
         let mut events = vec![GenerateEvent::Text {
             text: guarded.text,
             // Log-probabilities describe the model's text, not a mask or a message.
@@ -886,14 +1001,18 @@ impl Guards {
 
     /// The receivers to read the choices' answers from: each generation's, held by its
     /// guard when there is one.
-    pub(crate) fn hold_all(&mut self, receivers: Vec<EventReceiver>) -> Vec<EventReceiver> {
+    pub(crate) fn hold_all(
+        &mut self,
+        state: &Arc<AppState>,
+        receivers: Vec<EventReceiver>,
+    ) -> Vec<EventReceiver> {
         let Guards::Checked(guards) = std::mem::replace(self, Guards::Unguarded) else {
             return receivers;
         };
         let (receivers, tasks) = receivers
             .into_iter()
             .zip(guards)
-            .map(|(rx, guard)| hold(rx, guard))
+            .map(|(rx, guard)| hold(Arc::clone(state), rx, guard))
             .unzip();
         *self = Guards::Holding(tasks);
         receivers

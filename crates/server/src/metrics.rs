@@ -137,6 +137,8 @@ impl Metrics {
             .entry("sensitive_information")
             .or_default() += units.sensitive_information;
         *m.guardrail_units.entry("contextual_grounding").or_default() += units.contextual_grounding;
+        *m.guardrail_units.entry("topic").or_default() += units.topic;
+        *m.guardrail_units.entry("content").or_default() += units.content;
     }
 
     pub fn render(&self, gauges: &[ModelGauges]) -> String {

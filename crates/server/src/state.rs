@@ -51,6 +51,9 @@ pub struct AppState {
     pub invocation_log: Option<Arc<InvocationLog>>,
     /// Guardrail versions in use, compiled.
     pub guardrails: crate::guardrail::GuardrailCache,
+    /// The chat model that judges guardrails' denied topics and content filters, if the
+    /// operator named one.
+    pub guard_model: Option<Arc<ServedModel>>,
 }
 
 impl AppState {
@@ -74,6 +77,7 @@ impl AppState {
             admin_token_sha256: None,
             invocation_log: None,
             guardrails: Default::default(),
+            guard_model: None,
         }
     }
 
@@ -109,6 +113,17 @@ impl AppState {
     pub fn with_auth(mut self, auth: Authenticator) -> Self {
         self.auth = auth;
         self
+    }
+
+    /// Names the served chat model that judges guardrails' topics and content filters.
+    pub fn with_guard_model(mut self, id: &str) -> Result<Self, String> {
+        let model = self
+            .models
+            .get(id)
+            .cloned()
+            .ok_or_else(|| format!("the guard model `{id}` is not a served chat model"))?;
+        self.guard_model = Some(model);
+        Ok(self)
     }
 
     pub fn with_region(mut self, region: impl Into<String>) -> Self {

@@ -137,6 +137,8 @@ pub struct GuardrailUnits {
     pub word: u64,
     pub sensitive_information: u64,
     pub contextual_grounding: u64,
+    pub topic: u64,
+    pub content: u64,
 }
 
 impl std::ops::AddAssign for GuardrailUnits {
@@ -144,6 +146,8 @@ impl std::ops::AddAssign for GuardrailUnits {
         self.word += other.word;
         self.sensitive_information += other.sensitive_information;
         self.contextual_grounding += other.contextual_grounding;
+        self.topic += other.topic;
+        self.content += other.content;
     }
 }
 

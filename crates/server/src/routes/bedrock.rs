@@ -148,7 +148,7 @@ async fn start(
     }
     let (input_tokens, rx, metering) = start_generation(state, &call, model, request).await?;
     let rx = guards
-        .hold_all(vec![rx])
+        .hold_all(state, vec![rx])
         .pop()
         .ok_or_else(|| BasaltError::internal("a generation went missing"))?;
     Ok((call, input_tokens, rx, metering, guards))
@@ -223,7 +223,7 @@ async fn converse(
     let mut text = done.text.clone();
     let mut calls = done.calls.as_slice();
     if let Some(g) = guard.as_mut() {
-        let guarded = g.check_output_grounded(&state, &done.text).await?;
+        let guarded = g.check_output_with_models(&state, &done.text).await?;
         if guarded.intervened {
             stop = GUARDRAIL_INTERVENED;
         }
@@ -245,11 +245,14 @@ async fn converse_stream(
 ) -> Result<Response, BedrockError> {
     let (call, model, request, guard) =
         open_converse(&state, principal, "ConverseStream", &model_id, body).await?;
-    if guard.as_ref().is_some_and(CallGuard::grounds) {
+    if guard
+        .as_ref()
+        .is_some_and(CallGuard::checks_output_with_models)
+    {
         return Err(BasaltError::invalid(
             "guardrailConfig",
-            "contextual grounding checks whole answers: call Converse (or ApplyGuardrail) \
-             for a response grounded against its sources",
+            "this guardrail checks answers with a model (contextual grounding, denied topics \
+             or content filters), which judges whole answers: call Converse for it",
         )
         .into());
     }

@@ -76,9 +76,24 @@ fn accepted(body: impl serde::Serialize) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
-fn draft_of(body: &Bytes) -> Result<GuardrailDraft, BasaltError> {
+/// A guardrail to store, checked: its policies compile, and a guard model is there to
+/// judge its denied topics and content filters if it has any.
+fn draft_of(state: &AppState, body: &Bytes) -> Result<GuardrailDraft, BasaltError> {
     let (name, description, definition) =
         parse_json::<GuardrailRequest>(body)?.into_definition()?;
+    if definition.policies.need_guard_model() && state.guard_model.is_none() {
+        let param = if definition.policies.topic_policy_config.is_some() {
+            "topicPolicyConfig"
+        } else {
+            "contentPolicyConfig"
+        };
+        return Err(BasaltError::new(
+            ErrorKind::UnsupportedForModel,
+            "denied topics and content filters are judged by a guard model, and this server \
+             has none: start it with --guard-model <a served chat model>",
+        )
+        .with_param(param));
+    }
     let definition = serde_json::to_string(&definition)
         .map_err(|e| BasaltError::internal(format!("cannot store the guardrail: {e}")))?;
     Ok(GuardrailDraft {
@@ -93,7 +108,7 @@ async fn create(
     Extension(principal): Extension<Principal>,
     body: Bytes,
 ) -> Result<Response, BedrockError> {
-    let draft = draft_of(&body)?;
+    let draft = draft_of(&state, &body)?;
     let record = store(&state)?
         .create_guardrail(&principal.tenant, &draft)
         .await
@@ -186,7 +201,7 @@ async fn update(
     Path(identifier): Path<String>,
     body: Bytes,
 ) -> Result<Response, BedrockError> {
-    let draft = draft_of(&body)?;
+    let draft = draft_of(&state, &body)?;
     let record = store(&state)?
         .update_guardrail(&principal.tenant, wire::guardrail_id(&identifier), &draft)
         .await
@@ -296,6 +311,9 @@ async fn apply(
         }
     }
     let mut applied = guardrail.apply(request.source, &guarded, total);
+    guardrail
+        .judge(&state, request.source, &guarded, &mut applied)
+        .await?;
     guardrail
         .ground(&state, &guarded.join("\n"), &grounding, &mut applied)
         .await?;

@@ -144,7 +144,7 @@ async fn generate(
         ),
         None => {
             let (receivers, meterings) = submit_all(&state, &call, &model, &plan).await?;
-            (guards.hold_all(receivers), meterings)
+            (guards.hold_all(&state, receivers), meterings)
         }
     };
     let meta = ResponseMeta {

@@ -629,7 +629,8 @@ impl Database {
             "SELECT request_id, tenant_id, key_id, model_id, surface, operation, input_tokens,
                     cached_input_tokens, output_tokens, latency_ms, ttft_ms, status, cost_usd,
                     created_at, guardrail_word_units, guardrail_sensitive_information_units,
-                    guardrail_contextual_grounding_units
+                    guardrail_contextual_grounding_units, guardrail_topic_units,
+                    guardrail_content_units
              FROM usage {clause} ORDER BY id DESC LIMIT {}",
             q.limit.unwrap_or(1000).min(100_000)
         );
@@ -656,6 +657,8 @@ impl Database {
                         word: r.get::<_, i64>(14)? as u64,
                         sensitive_information: r.get::<_, i64>(15)? as u64,
                         contextual_grounding: r.get::<_, i64>(16)? as u64,
+                        topic: r.get::<_, i64>(17)? as u64,
+                        content: r.get::<_, i64>(18)? as u64,
                     },
                 })
             })
@@ -672,7 +675,8 @@ impl Database {
                     COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0.0),
                     COALESCE(SUM(guardrail_word_units), 0),
                     COALESCE(SUM(guardrail_sensitive_information_units), 0),
-                    COALESCE(SUM(guardrail_contextual_grounding_units), 0)
+                    COALESCE(SUM(guardrail_contextual_grounding_units), 0),
+                    COALESCE(SUM(guardrail_topic_units), 0), COALESCE(SUM(guardrail_content_units), 0)
              FROM usage {clause}"
         );
         self.reader()
@@ -687,6 +691,8 @@ impl Database {
                         word: r.get::<_, i64>(5)? as u64,
                         sensitive_information: r.get::<_, i64>(6)? as u64,
                         contextual_grounding: r.get::<_, i64>(7)? as u64,
+                        topic: r.get::<_, i64>(8)? as u64,
+                        content: r.get::<_, i64>(9)? as u64,
                     },
                 })
             })
@@ -856,7 +862,7 @@ mod tests {
                 guardrail_units: GuardrailUnits {
                     word,
                     sensitive_information,
-                    contextual_grounding: 0,
+                    ..GuardrailUnits::default()
                 },
                 created_at: now(),
             })

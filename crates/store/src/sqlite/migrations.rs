@@ -81,6 +81,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE usage ADD COLUMN guardrail_word_units INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE usage ADD COLUMN guardrail_sensitive_information_units INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE usage ADD COLUMN guardrail_contextual_grounding_units INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN guardrail_topic_units INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN guardrail_content_units INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX usage_by_request ON usage (request_id);",
     // 4: the guardrail an operator enforces on every model call of a tenant.
     "ALTER TABLE tenants ADD COLUMN enforced_guardrail_id TEXT;

@@ -55,7 +55,9 @@ fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError>
                         guardrail_sensitive_information_units =
                             guardrail_sensitive_information_units + ?4,
                         guardrail_contextual_grounding_units =
-                            guardrail_contextual_grounding_units + ?5
+                            guardrail_contextual_grounding_units + ?5,
+                        guardrail_topic_units = guardrail_topic_units + ?6,
+                        guardrail_content_units = guardrail_content_units + ?7
                      WHERE id = (SELECT MIN(id) FROM usage
                                  WHERE request_id = ?1 AND tenant_id = ?2)",
                     params![
@@ -63,7 +65,9 @@ fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError>
                         u.tenant_id,
                         u.guardrail_units.word as i64,
                         u.guardrail_units.sensitive_information as i64,
-                        u.guardrail_units.contextual_grounding as i64
+                        u.guardrail_units.contextual_grounding as i64,
+                        u.guardrail_units.topic as i64,
+                        u.guardrail_units.content as i64
                     ],
                 )
                 .map_err(backend)?;
@@ -77,9 +81,10 @@ fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError>
                 "INSERT INTO usage (request_id, tenant_id, key_id, model_id, surface, operation,
                     input_tokens, cached_input_tokens, output_tokens, latency_ms, ttft_ms, status,
                     cost_usd, created_at, guardrail_word_units,
-                    guardrail_sensitive_information_units, guardrail_contextual_grounding_units)
+                    guardrail_sensitive_information_units, guardrail_contextual_grounding_units,
+                    guardrail_topic_units, guardrail_content_units)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                    ?17)",
+                    ?17, ?18, ?19)",
                 params![
                     u.request_id,
                     u.tenant_id,
@@ -97,7 +102,9 @@ fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError>
                     u.created_at,
                     u.guardrail_units.word as i64,
                     u.guardrail_units.sensitive_information as i64,
-                    u.guardrail_units.contextual_grounding as i64
+                    u.guardrail_units.contextual_grounding as i64,
+                    u.guardrail_units.topic as i64,
+                    u.guardrail_units.content as i64
                 ],
             )
             .map_err(backend)?;

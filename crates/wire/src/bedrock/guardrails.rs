@@ -4,10 +4,14 @@
 //! `guardrailConfig` (`bedrock-runtime/2023-09-30`).
 //!
 //! A guardrail is stored as its [`Definition`]: the policies Basalt enforces and the
-//! blocked messages. Policies that need a classifier (topics, content filters, automated
-//! reasoning) are refused by name at creation rather than accepted and not enforced.
+//! blocked messages. Automated reasoning and cross-region inference are refused by name at
+//! creation rather than accepted and not enforced; topics and content filters need the
+//! server's guard model, which the server checks.
 
 use basalt_guardrails::grounding::{ContextualGroundingPolicyConfig, GroundingFilterConfig};
+use basalt_guardrails::judge::{
+    ContentFilterConfig, ContentPolicyConfig, TopicConfig, TopicPolicyConfig,
+};
 use basalt_guardrails::{
     Assessment, Guardrail, Policies, PolicyUnits, SensitiveInformationPolicyConfig, Source,
     WordPolicyConfig,
@@ -34,8 +38,8 @@ pub struct Definition {
 pub struct GuardrailRequest {
     pub name: String,
     pub description: Option<String>,
-    pub topic_policy_config: Option<Value>,
-    pub content_policy_config: Option<Value>,
+    pub topic_policy_config: Option<TopicPolicyConfig>,
+    pub content_policy_config: Option<ContentPolicyConfig>,
     pub word_policy_config: Option<WordPolicyConfig>,
     pub sensitive_information_policy_config: Option<SensitiveInformationPolicyConfig>,
     pub contextual_grounding_policy_config: Option<ContextualGroundingPolicyConfig>,
@@ -87,16 +91,6 @@ impl GuardrailRequest {
         }
         for (param, config, what) in [
             (
-                "topicPolicyConfig",
-                &self.topic_policy_config,
-                "Denied topics",
-            ),
-            (
-                "contentPolicyConfig",
-                &self.content_policy_config,
-                "Content filters",
-            ),
-            (
                 "automatedReasoningPolicyConfig",
                 &self.automated_reasoning_policy_config,
                 "Automated reasoning checks",
@@ -110,10 +104,7 @@ impl GuardrailRequest {
             if config.as_ref().is_some_and(|v| !v.is_null()) {
                 return Err(BasaltError::new(
                     ErrorKind::UnsupportedForModel,
-                    format!(
-                        "{what} need a classifier model, which this server does not have \
-                         configured; words, sensitive information and regexes are enforced"
-                    ),
+                    format!("{what} are not available in Basalt"),
                 )
                 .with_param(param));
             }
@@ -122,6 +113,8 @@ impl GuardrailRequest {
             word_policy_config: self.word_policy_config,
             sensitive_information_policy_config: self.sensitive_information_policy_config,
             contextual_grounding_policy_config: self.contextual_grounding_policy_config,
+            topic_policy_config: self.topic_policy_config,
+            content_policy_config: self.content_policy_config,
         };
         Guardrail::compile(&policies)?;
         Ok((
@@ -216,6 +209,10 @@ pub struct GetResponse<'a> {
     pub sensitive_information_policy: Option<SensitiveInformationPolicy<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contextual_grounding_policy: Option<GroundingPolicy<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_policy: Option<TopicPolicy<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_policy: Option<ContentPolicy<'a>>,
     pub created_at: String,
     pub updated_at: String,
     pub blocked_input_messaging: &'a str,
@@ -234,6 +231,16 @@ pub struct WordPolicy<'a> {
 pub struct SensitiveInformationPolicy<'a> {
     pub pii_entities: &'a [basalt_guardrails::PiiEntityConfig],
     pub regexes: &'a [basalt_guardrails::RegexConfig],
+}
+
+#[derive(Debug, Serialize)]
+pub struct TopicPolicy<'a> {
+    pub topics: &'a [TopicConfig],
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContentPolicy<'a> {
+    pub filters: &'a [ContentFilterConfig],
 }
 
 #[derive(Debug, Serialize)]
@@ -264,6 +271,20 @@ pub fn get_response<'a>(g: &Described<'a>, d: &'a Definition) -> GetResponse<'a>
                 filters: &c.filters_config,
             },
         ),
+        topic_policy: d
+            .policies
+            .topic_policy_config
+            .as_ref()
+            .map(|t| TopicPolicy {
+                topics: &t.topics_config,
+            }),
+        content_policy: d
+            .policies
+            .content_policy_config
+            .as_ref()
+            .map(|c| ContentPolicy {
+                filters: &c.filters_config,
+            }),
         created_at: iso8601(g.created_at),
         updated_at: iso8601(g.updated_at),
         blocked_input_messaging: &d.blocked_input_messaging,
@@ -368,6 +389,8 @@ impl From<PolicyUnits> for GuardrailUsage {
             word_policy_units: u.word_policy_units,
             sensitive_information_policy_units: u.sensitive_information_policy_units,
             contextual_grounding_policy_units: u.contextual_grounding_policy_units,
+            topic_policy_units: u.topic_policy_units,
+            content_policy_units: u.content_policy_units,
             ..Self::default()
         }
     }
@@ -473,7 +496,12 @@ mod tests {
             (
                 r#"{"name":"g","blockedInputMessaging":"n","blockedOutputsMessaging":"n",
                     "contentPolicyConfig":{"filtersConfig":[]}}"#,
-                "contentPolicyConfig",
+                "contentPolicyConfig.filtersConfig",
+            ),
+            (
+                r#"{"name":"g","blockedInputMessaging":"n","blockedOutputsMessaging":"n",
+                    "automatedReasoningPolicyConfig":{"policies":["p"]}}"#,
+                "automatedReasoningPolicyConfig",
             ),
             (
                 r#"{"name":"g","blockedInputMessaging":"n","blockedOutputsMessaging":"n",
