@@ -92,3 +92,20 @@ def test_topics_are_judged_on_every_surface_and_stream_refuses_them(judged):
     with pytest.raises(ClientError) as e:
         runtime.converse_stream(modelId=SMOL, messages=question, guardrailConfig=config)
     assert error_code(e) == "ValidationException"
+
+
+def test_names_are_found_by_the_judge_and_masked_where_they_occur(judged):
+    control, runtime = client(judged, service="bedrock"), client(judged)
+    gid = guardrail(control, "names", sensitiveInformationPolicyConfig={"piiEntitiesConfig": [
+        {"type": "NAME", "action": "ANONYMIZE"}, {"type": "EMAIL", "action": "ANONYMIZE"}]})
+    text = "Please forward this to Margaret Thompson at margaret@example.com today."
+    r = runtime.apply_guardrail(guardrailIdentifier=gid, guardrailVersion="DRAFT", source="INPUT",
+                                content=[{"text": {"text": text}}])
+    entities = r["assessments"][0]["sensitiveInformationPolicy"]["piiEntities"]
+    # The pattern finds the e-mail, which the judge never sees; each name the judge lists is
+    # one the text holds, and is masked.
+    assert {"match": "margaret@example.com", "type": "EMAIL", "action": "ANONYMIZED", "detected": True} in entities
+    output = r["outputs"][0]["text"]
+    assert "margaret@example.com" not in output and "{EMAIL}" in output
+    for name in (e["match"] for e in entities if e["type"] == "NAME"):
+        assert name in text and name not in output and "{NAME}" in output

@@ -408,8 +408,8 @@ mod tests {
             ),
             (
                 json!({"sensitiveInformationPolicyConfig": {"piiEntitiesConfig": [
-                    {"type": "NAME", "action": "ANONYMIZE"}]}}),
-                "sensitiveInformationPolicyConfig.piiEntitiesConfig.0.type",
+                    {"type": "EMAIL", "action": "ANONYMIZE"}, {"type": "PASSWORD", "action": "BLOCK"}]}}),
+                "sensitiveInformationPolicyConfig.piiEntitiesConfig.1.type",
             ),
             (
                 json!({"sensitiveInformationPolicyConfig": {"regexesConfig":

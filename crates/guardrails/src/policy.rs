@@ -140,7 +140,12 @@ pub struct Policies {
 impl Policies {
     /// Whether a guard model must judge texts for these policies (topics, content filters).
     pub fn need_guard_model(&self) -> bool {
-        self.topic_policy_config.is_some() || self.content_policy_config.is_some()
+        self.topic_policy_config.is_some()
+            || self.content_policy_config.is_some()
+            || self
+                .sensitive_information_policy_config
+                .as_ref()
+                .is_some_and(|s| s.pii_entities_config.iter().any(|e| e.kind.needs_model()))
     }
 }
 
@@ -198,22 +203,40 @@ impl Guardrail {
     /// Whether texts flowing in `source`'s direction need the guard model.
     pub fn judges(&self, source: Source) -> bool {
         crate::judge::applies(self.topics.as_ref(), self.content.as_ref(), source)
+            || !self.model_pii(source).is_empty()
+    }
+
+    /// The PII types the guard model looks for in `source`'s direction, with their actions.
+    fn model_pii(&self, source: Source) -> Vec<(PiiType, PolicyAction)> {
+        self.pii_for(source)
+            .into_iter()
+            .filter(|(kind, _)| kind.needs_model())
+            .collect()
     }
 
     /// The question for the guard model about `text` flowing in `source`'s direction, or
     /// `None` when no topic or content filter applies there.
     pub fn question(&self, source: Source, text: &str) -> Option<crate::judge::Question> {
-        crate::judge::Question::new(self.topics.as_ref(), self.content.as_ref(), source, text)
+        let pii: Vec<PiiType> = self.model_pii(source).iter().map(|(k, _)| *k).collect();
+        crate::judge::Question::new(
+            self.topics.as_ref(),
+            self.content.as_ref(),
+            &pii,
+            source,
+            text,
+        )
     }
 
-    /// The guard model's answer to [`Guardrail::question`], assessed: the topic and
-    /// content assessments, and whether they block.
+    /// The guard model's answer to [`Guardrail::question`] about `text`, assessed: the
+    /// topic, content and PII assessments, `text` with the PII it found masked where the
+    /// guardrail anonymises, and whether anything blocks.
     pub fn judge(
         &self,
         source: Source,
         question: &crate::judge::Question,
         answer: &str,
-    ) -> (Assessment, bool) {
+        text: &str,
+    ) -> (Assessment, String, bool) {
         let verdict = crate::judge::Verdict::parse(
             answer,
             question,
@@ -226,12 +249,15 @@ impl Guardrail {
             source,
             &verdict,
         );
+        let (sensitive, masked, pii_blocks) =
+            crate::judge::mask_entities(&self.model_pii(source), &verdict, text);
         let assessment = Assessment {
             topic_policy,
             content_policy,
+            sensitive_information_policy: sensitive,
             ..Assessment::default()
         };
-        (assessment, blocked)
+        (assessment, masked, blocked || pii_blocks)
     }
 
     /// The PII entity types, actions and directions configured.
@@ -308,12 +334,12 @@ fn compile_words(w: &WordPolicyConfig) -> Result<Option<(WordList, Vec<Direction
 
 fn check_pii(s: &SensitiveInformationPolicyConfig) -> Result<Vec<PiiEntityConfig>, BasaltError> {
     for (i, e) in s.pii_entities_config.iter().enumerate() {
-        if !e.kind.is_detectable() {
+        if !e.kind.is_detectable() && !e.kind.needs_model() {
             return Err(BasaltError::new(
                 basalt_types::ErrorKind::UnsupportedForModel,
                 format!(
-                    "{} cannot be detected without a guard model, which this server does not \
-                     have configured",
+                    "{} cannot be detected by pattern, and Basalt's guard model does not look \
+                     for it (NAME and ADDRESS it does)",
                     e.kind.name()
                 ),
             )

@@ -293,32 +293,33 @@ async fn ask_guard_model(
 }
 
 impl Resolved {
-    /// The denied-topic and content-filter checks of `texts` by the server's guard model,
-    /// folded into `applied` (assessments, units, a block), when this guardrail has such
-    /// policies for `source`. Texts the patterns already blocked are not judged.
+    /// The guard model's checks (denied topics, content filters, NAME and ADDRESS) of the
+    /// texts `applied` holds (as the patterns left them: what they masked, the judge does
+    /// not see), folded into `applied`: assessments, units, masks, a block. Nothing is
+    /// judged once the patterns blocked.
     pub(crate) async fn judge(
         &self,
         state: &AppState,
         source: Source,
-        texts: &[&str],
         applied: &mut Applied,
     ) -> Result<(), BasaltError> {
         if applied.blocked {
             return Ok(());
         }
-        for text in texts {
-            let Some(question) = self.guardrail.question(source, text) else {
+        for i in 0..applied.outputs.len() {
+            let text = applied.outputs[i].clone();
+            let Some(question) = self.guardrail.question(source, &text) else {
                 return Ok(());
             };
             let model = state.guard_model.as_ref().ok_or_else(|| {
                 BasaltError::new(
                     ErrorKind::UnsupportedForModel,
-                    "denied topics and content filters need a guard model: start the server \
-                     with --guard-model",
+                    "this guardrail needs a guard model: start the server with --guard-model",
                 )
             })?;
             let answer = ask_guard_model(model, &question).await?;
-            let (assessment, blocked) = self.guardrail.judge(source, &question, &answer);
+            let (assessment, masked, blocked) =
+                self.guardrail.judge(source, &question, &answer, &text);
             let units = text_units(text.chars().count() as u64);
             if assessment.topic_policy.is_some() {
                 applied.usage.topic_policy_units += units;
@@ -328,6 +329,10 @@ impl Resolved {
             }
             applied.assessment.invocation_metrics.usage = applied.usage;
             applied.assessment.assessment.absorb(assessment);
+            if masked != text {
+                applied.intervened = true;
+                applied.outputs[i] = masked;
+            }
             if blocked {
                 applied.blocked = true;
                 applied.intervened = true;
@@ -655,9 +660,7 @@ impl CallGuard {
             let input = {
                 let refs: Vec<&str> = texts.iter().map(|t| t.as_str()).collect();
                 let mut input = resolved.apply(Source::Input, &refs, total_chars);
-                resolved
-                    .judge(state, Source::Input, &refs, &mut input)
-                    .await?;
+                resolved.judge(state, Source::Input, &mut input).await?;
                 input
             };
             meter.count(Source::Input, &input);
@@ -751,9 +754,7 @@ impl CallGuard {
         for i in 0..self.layers.len() {
             let resolved = Arc::clone(&self.layers[i].resolved);
             let mut applied = resolved.apply(Source::Output, &[&verdict.text], 0);
-            resolved
-                .judge(state, Source::Output, &[&verdict.text], &mut applied)
-                .await?;
+            resolved.judge(state, Source::Output, &mut applied).await?;
             resolved
                 .ground(state, &verdict.text, &self.grounding, &mut applied)
                 .await?;

@@ -97,6 +97,12 @@ impl PiiType {
         }
     }
 
+    /// Whether the guard model finds this type: the types a pattern cannot find soundly and
+    /// a language model can (a person's name, a postal address).
+    pub fn needs_model(self) -> bool {
+        matches!(self, PiiType::Name | PiiType::Address)
+    }
+
     /// Whether a pattern can find this type (the others need a language model).
     pub fn is_detectable(self) -> bool {
         detectors().iter().any(|d| d.kind == self)

@@ -82,15 +82,18 @@ fn draft_of(state: &AppState, body: &Bytes) -> Result<GuardrailDraft, BasaltErro
     let (name, description, definition) =
         parse_json::<GuardrailRequest>(body)?.into_definition()?;
     if definition.policies.need_guard_model() && state.guard_model.is_none() {
-        let param = if definition.policies.topic_policy_config.is_some() {
+        let p = &definition.policies;
+        let param = if p.topic_policy_config.is_some() {
             "topicPolicyConfig"
-        } else {
+        } else if p.content_policy_config.is_some() {
             "contentPolicyConfig"
+        } else {
+            "sensitiveInformationPolicyConfig.piiEntitiesConfig"
         };
         return Err(BasaltError::new(
             ErrorKind::UnsupportedForModel,
-            "denied topics and content filters are judged by a guard model, and this server \
-             has none: start it with --guard-model <a served chat model>",
+            "denied topics, content filters, NAME and ADDRESS are judged by a guard model, and \
+             this server has none: start it with --guard-model <a served chat model>",
         )
         .with_param(param));
     }
@@ -312,7 +315,7 @@ async fn apply(
     }
     let mut applied = guardrail.apply(request.source, &guarded, total);
     guardrail
-        .judge(&state, request.source, &guarded, &mut applied)
+        .judge(&state, request.source, &mut applied)
         .await?;
     guardrail
         .ground(&state, &guarded.join("\n"), &grounding, &mut applied)
