@@ -405,3 +405,30 @@ def test_contextual_grounding_with_the_embedding_model(control, runtime):
         assert error_code(e) == "ValidationException"
     finally:
         control.delete_guardrail(guardrailIdentifier=gid)
+
+
+LONG_ABOUT_PARIS = "Write three long paragraphs about Paris: its history, its food and its museums."
+
+
+def test_streams_release_checked_windows_and_never_the_masked_text(client, runtime, city_guardrail):
+    # OpenAI: the answer comes in several checked pieces, none of them holding the city.
+    stream = client.chat.completions.create(
+        model=SMOL, messages=[{"role": "user", "content": LONG_ABOUT_PARIS}], max_tokens=200, temperature=0,
+        stream=True, extra_headers=headers(city_guardrail))
+    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    text = "".join(pieces)
+    assert len(text) > 600 and text.count("{city}") >= 2
+    assert not any("Paris" in p for p in pieces)
+    assert len(pieces) >= 2, "released only at the end"
+
+    # ConverseStream in sync mode: the same, in contentBlockDelta events.
+    r = runtime.converse_stream(
+        modelId=SMOL, messages=[{"role": "user", "content": [{"text": LONG_ABOUT_PARIS}]}],
+        inferenceConfig={"maxTokens": 200, "temperature": 0},
+        guardrailConfig={"guardrailIdentifier": city_guardrail["guardrailId"], "guardrailVersion": "DRAFT",
+                         "streamProcessingMode": "sync"})
+    events = list(r["stream"])
+    deltas = [e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e]
+    assert not any("Paris" in d for d in deltas) and "".join(deltas).count("{city}") >= 2
+    assert len(deltas) >= 2
+    assert events[-2]["messageStop"]["stopReason"] == "guardrail_intervened"

@@ -738,6 +738,22 @@ impl CallGuard {
         self.finish_output(answer, verdict)
     }
 
+    /// What the pattern checks make of `text` as an answer, without recording anything:
+    /// the text masked, or `None` when a guardrail blocks it.
+    pub(crate) fn peek_output(&self, text: &str) -> Option<String> {
+        let mut text = text.to_string();
+        for layer in &self.layers {
+            let applied = layer.resolved.apply(Source::Output, &[&text], 0);
+            if applied.blocked {
+                return None;
+            }
+            if applied.intervened {
+                text = applied.outputs.into_iter().next().unwrap_or_default();
+            }
+        }
+        Some(text)
+    }
+
     /// [`CallGuard::check_output`] with the checks that need a model: the guard model's
     /// denied topics and content filters, and the contextual grounding check against the
     /// sources and query the request qualified.
@@ -825,18 +841,25 @@ impl CallGuard {
     }
 }
 
-/// A generation under a guardrail on a route that checks whole answers (OpenAI, Anthropic:
-/// Bedrock's `sync` mode, always): the answer is held until it has ended and the guardrail
-/// has seen it, then replayed as events, so streaming and non-streaming encoders read it as
-/// they read any generation. The task hands the guard back for the trace. A client that
-/// goes away drops the replay's receiver, which drops the generation's and cancels it.
+/// A generation under a guardrail (OpenAI, Anthropic, `InvokeModel`: Bedrock's `sync` mode,
+/// always), replayed as events once checked, so streaming and non-streaming encoders read it
+/// as they read any generation: whole, when the answer is not streamed or a check needs a
+/// model; in checked windows ([`Window`]) when it is streamed and the patterns do the
+/// checking. The task hands the guard back for the trace. A client that goes away drops
+/// the replay's receiver, which drops the generation's and cancels it.
 pub(crate) fn hold(
     state: Arc<AppState>,
     rx: EventReceiver,
     mut guard: CallGuard,
+    streamed: bool,
 ) -> (EventReceiver, JoinHandle<CallGuard>) {
     let (tx, replay) = mpsc::unbounded_channel();
+    let windowed = streamed && !guard.checks_output_with_models();
     let task = tokio::spawn(async move {
+        if windowed {
+            release_in_windows(rx, &tx, &mut guard).await;
+            return guard;
+        }
         let answer = tokio::select! {
             answer = Answer::collect(rx) => answer,
             () = tx.closed() => return guard,
@@ -849,6 +872,162 @@ pub(crate) fn hold(
         guard
     });
     (replay, task)
+}
+
+/// Replays a streamed generation through a [`Window`]: text as it is checked, tool calls
+/// and the finish once the whole answer has been.
+async fn release_in_windows(
+    mut rx: EventReceiver,
+    tx: &mpsc::UnboundedSender<GenerateEvent>,
+    guard: &mut CallGuard,
+) {
+    let mut window = Window::default();
+    let mut calls = Vec::new();
+    let text = |text: String| GenerateEvent::Text {
+        text,
+        logprobs: Vec::new(),
+    };
+    loop {
+        let event = tokio::select! {
+            event = rx.recv() => event,
+            () = tx.closed() => return,
+        };
+        let event = match event {
+            Some(GenerateEvent::Text { text: t, .. }) => {
+                match window.push(&t, |s| guard.peek_output(s)) {
+                    Some(released) => text(released),
+                    None => continue,
+                }
+            }
+            Some(
+                call @ (GenerateEvent::ToolCallStart { .. } | GenerateEvent::ToolArguments { .. }),
+            ) => {
+                calls.push(call);
+                continue;
+            }
+            Some(GenerateEvent::Finished {
+                reason,
+                usage,
+                stop_sequence,
+            }) => {
+                let (rest, verdict) = window.finish(guard);
+                let mut last = Vec::new();
+                if !rest.is_empty() {
+                    last.push(text(rest));
+                }
+                if !verdict.blocked {
+                    last.append(&mut calls);
+                }
+                last.push(GenerateEvent::Finished {
+                    reason: if verdict.intervened {
+                        FinishReason::GuardrailIntervened
+                    } else {
+                        reason
+                    },
+                    usage,
+                    stop_sequence,
+                });
+                for event in last {
+                    let _ = tx.send(event);
+                }
+                return;
+            }
+            Some(failed @ GenerateEvent::Failed { .. }) => {
+                let _ = tx.send(failed);
+                return;
+            }
+            None => return,
+        };
+        if tx.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+/// Bedrock's `sync` mode for a streamed answer whose checks are patterns: text is released
+/// in windows once checked, and always held back far enough ([`Window::LOOKBACK`]) that an
+/// entity still being written, or one whose context word has not come yet, is never let
+/// out unmasked. Each release is the prefix of the masked answer so far whose masks the
+/// rest of the answer cannot change. A block stops the releases; the answer then ends with
+/// the guardrail's message.
+#[derive(Default)]
+pub(crate) struct Window {
+    answer: String,
+    /// Bytes of the answer already released (as their masked form).
+    released: usize,
+    /// Bytes of masked text released.
+    released_masked: usize,
+    stopped: bool,
+}
+
+impl Window {
+    /// New text is checked once this much has gathered since the last release.
+    const SIZE: usize = 256;
+    /// How much of the answer's end is never released before the answer ends: longer
+    /// than a context window (48 bytes) and than the entities patterns find.
+    const LOOKBACK: usize = 192;
+
+    /// More of the answer: the checked (masked) text to release now, if any. `peek` is
+    /// what the checks make of a text: masked, or `None` when blocked
+    /// ([`CallGuard::peek_output`]).
+    pub(crate) fn push(
+        &mut self,
+        text: &str,
+        peek: impl Fn(&str) -> Option<String>,
+    ) -> Option<String> {
+        self.answer.push_str(text);
+        if self.stopped || self.answer.len() < self.released + Self::SIZE + Self::LOOKBACK {
+            return None;
+        }
+        let Some(whole) = peek(&self.answer) else {
+            self.stopped = true;
+            return None;
+        };
+        let mut cut = floor_char_boundary(&self.answer, self.answer.len() - Self::LOOKBACK);
+        while cut > self.released {
+            // A prefix whose masks agree with the whole answer's: nothing at the cut is
+            // half an entity.
+            if let Some(prefix) = peek(&self.answer[..cut]) {
+                if whole.starts_with(&prefix) && prefix.len() > self.released_masked {
+                    let out = prefix[self.released_masked..].to_string();
+                    self.released = cut;
+                    self.released_masked = prefix.len();
+                    return Some(out);
+                }
+            }
+            cut = floor_char_boundary(&self.answer, cut.saturating_sub(16));
+        }
+        None
+    }
+
+    /// The answer ended: the guardrail's verdict on all of it (recorded), and what is left
+    /// to release: the rest of the masked answer, or the guardrail's message when it
+    /// blocked.
+    pub(crate) fn finish(&mut self, guard: &mut CallGuard) -> (String, GuardedAnswer) {
+        let verdict = guard.check_output(&self.answer);
+        (self.rest(&verdict), verdict)
+    }
+
+    /// What is left to release once the whole answer's `verdict` is in.
+    fn rest(&self, verdict: &GuardedAnswer) -> String {
+        if verdict.blocked {
+            verdict.text.clone()
+        } else {
+            verdict
+                .text
+                .get(self.released_masked..)
+                .unwrap_or_default()
+                .to_string()
+        }
+    }
+}
+
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 /// The events of an answer the guardrail gave instead of the model: its blocked-input
@@ -1006,6 +1185,7 @@ impl Guards {
         &mut self,
         state: &Arc<AppState>,
         receivers: Vec<EventReceiver>,
+        streamed: bool,
     ) -> Vec<EventReceiver> {
         let Guards::Checked(guards) = std::mem::replace(self, Guards::Unguarded) else {
             return receivers;
@@ -1013,7 +1193,7 @@ impl Guards {
         let (receivers, tasks) = receivers
             .into_iter()
             .zip(guards)
-            .map(|(rx, guard)| hold(Arc::clone(state), rx, guard))
+            .map(|(rx, guard)| hold(Arc::clone(state), rx, guard, streamed))
             .unzip();
         *self = Guards::Holding(tasks);
         receivers
@@ -1069,6 +1249,53 @@ pub(crate) struct BodyFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Masks "Paris" as a guardrail would, and blocks on "forbidden".
+    fn peek(text: &str) -> Option<String> {
+        (!text.contains("forbidden")).then(|| text.replace("Paris", "{city}"))
+    }
+
+    #[test]
+    fn a_window_never_releases_an_entity_unmasked_even_across_chunks() {
+        let mut window = Window::default();
+        let filler = "All about France, its food and its history. ".repeat(12);
+        let answer = format!("{filler}The capital is Paris. {filler}Paris again. {filler}");
+        let mut released = String::new();
+        let mut releases = 0;
+        // Chunks of 5 bytes: "Paris" is split across chunks as a model streams it.
+        for chunk in answer.as_bytes().chunks(5) {
+            let chunk = std::str::from_utf8(chunk).unwrap();
+            if let Some(out) = window.push(chunk, peek) {
+                released.push_str(&out);
+                releases += 1;
+            }
+            assert!(!released.contains("Paris"), "{released}");
+        }
+        assert!(releases >= 3, "released in {releases} windows");
+        let verdict = GuardedAnswer {
+            text: peek(&answer).unwrap(),
+            intervened: true,
+            blocked: false,
+        };
+        released.push_str(&window.rest(&verdict));
+        assert_eq!(released, answer.replace("Paris", "{city}"));
+    }
+
+    #[test]
+    fn a_window_stops_at_a_block_and_ends_with_the_message() {
+        let mut window = Window::default();
+        let filler = "Nothing to see here, move along please. ".repeat(20);
+        let before = window.push(&filler, peek).unwrap_or_default();
+        assert!(!before.is_empty());
+        assert!(window.push(&format!("forbidden {filler}"), peek).is_none());
+        let verdict = GuardedAnswer {
+            text: "Sorry.".into(),
+            intervened: true,
+            blocked: true,
+        };
+        assert_eq!(window.rest(&verdict), "Sorry.");
+        assert!(!before.contains("forbidden"));
+    }
 
     #[test]
     fn a_guardrail_is_requested_by_headers_or_by_body() {

@@ -70,7 +70,7 @@ async fn messages(
         None => {
             let (input_tokens, rx, metering) =
                 start_generation(&state, &call, model, request).await?;
-            let mut held = guards.hold_all(&state, vec![rx]);
+            let mut held = guards.hold_all(&state, vec![rx], stream);
             match held.pop() {
                 Some(rx) => (input_tokens, rx, metering),
                 None => return Err(BasaltError::internal("a generation went missing").into()),

@@ -33,7 +33,7 @@ use crate::blocks::{BlockEvent, Blocks};
 use crate::error::{body_error, BedrockError};
 use crate::generation::{collect_text, start_generation, Call, Metering};
 use crate::guardrail::{
-    self, CallGuard, GroundingInputs, GuardedAnswer, Guards, Selection, WithGuardrail,
+    self, CallGuard, GroundingInputs, GuardedAnswer, Guards, Selection, Window, WithGuardrail,
 };
 use crate::offload::off_runtime;
 use crate::routes::{embeddings, images};
@@ -147,8 +147,10 @@ async fn start(
         return Ok((call, 0, rx, Metering::none(), guards));
     }
     let (input_tokens, rx, metering) = start_generation(state, &call, model, request).await?;
+    // The stream's answer is released in checked windows, the whole one in one piece.
+    let streamed = operation == "InvokeModelWithResponseStream";
     let rx = guards
-        .hold_all(state, vec![rx])
+        .hold_all(state, vec![rx], streamed)
         .pop()
         .ok_or_else(|| BasaltError::internal("a generation went missing"))?;
     Ok((call, input_tokens, rx, metering, guards))
@@ -281,6 +283,8 @@ async fn converse_stream(
     let mut encoder = ConverseStreamEncoder {
         blocks: Blocks::default(),
         guard,
+        window: Window::default(),
+        text_index: None,
         held: Vec::new(),
         streamed: String::new(),
         started,
@@ -298,7 +302,11 @@ struct ConverseStreamEncoder {
     /// Text blocks open with their first delta; tool-use blocks with a start event.
     blocks: Blocks,
     guard: Option<CallGuard>,
-    /// What `sync` mode holds back: the answer's block events in order.
+    /// `sync` mode: the answer's text, released in checked windows.
+    window: Window,
+    /// `sync` mode: the first text block, where released text goes.
+    text_index: Option<usize>,
+    /// `sync` mode: tool-use frames and block stops, held until the whole answer is checked.
     held: Vec<HeldBlock>,
     /// What `async` mode has sent of the answer's text, for the guardrail at the end.
     streamed: String,
@@ -306,7 +314,6 @@ struct ConverseStreamEncoder {
 }
 
 enum HeldBlock {
-    Text { index: usize, text: String },
     Frame(Vec<u8>),
     Stop { index: usize },
 }
@@ -318,16 +325,16 @@ impl ConverseStreamEncoder {
         for step in self.blocks.frame(event) {
             match step {
                 BlockEvent::TextStart { .. } => {}
-                BlockEvent::TextDelta { index, text } if hold => match self.held.last_mut() {
-                    Some(HeldBlock::Text {
-                        index: i,
-                        text: held,
-                    }) if *i == index => held.push_str(text),
-                    _ => self.held.push(HeldBlock::Text {
-                        index,
-                        text: text.to_string(),
-                    }),
-                },
+                BlockEvent::TextDelta { index, text } if hold => {
+                    let index = *self.text_index.get_or_insert(index);
+                    let released = match &self.guard {
+                        Some(guard) => self.window.push(text, |s| guard.peek_output(s)),
+                        None => None,
+                    };
+                    if let Some(released) = released {
+                        out.push(frame(events::text_delta(index, &released)));
+                    }
+                }
                 BlockEvent::TextDelta { index, text } => {
                     if self.guard.is_some() {
                         self.streamed.push_str(text);
@@ -356,13 +363,15 @@ impl ConverseStreamEncoder {
             }
             let mut stop = converse::stop_reason(*reason);
             if let Some(mut guard) = self.guard.take() {
-                let answer = self.answer_so_far();
-                let guarded = guard.check_output(&answer);
-                if guarded.intervened {
+                let intervened = if hold {
+                    let (rest, verdict) = self.window.finish(&mut guard);
+                    out.extend(self.release(&rest, &verdict));
+                    verdict.intervened
+                } else {
+                    guard.check_output(&self.streamed).intervened
+                };
+                if intervened {
                     stop = GUARDRAIL_INTERVENED;
-                }
-                if hold {
-                    out.extend(self.release(&guarded));
                 }
                 out.push(frame(events::message_stop_because(stop)));
                 let trace = guard.trace();
@@ -387,38 +396,24 @@ impl ConverseStreamEncoder {
         }
     }
 
-    /// The text of the answer: what `sync` mode held, or (`async`) what the framer saw.
-    fn answer_so_far(&self) -> String {
-        self.held
-            .iter()
-            .filter_map(|h| match h {
-                HeldBlock::Text { text, .. } => Some(text.as_str()),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .concat()
-            + &self.streamed
-    }
-
-    /// The held answer as the guardrail let it out: its text in the first text block (the
-    /// others emptied), or only the blocked message.
-    fn release(&mut self, guarded: &GuardedAnswer) -> Vec<Vec<u8>> {
+    /// The end of a `sync` answer as the guardrail let it out: the rest of its text in the
+    /// first text block, then the held tool-use frames and block stops; or, when it
+    /// blocked, its message and the text block's end.
+    fn release(&mut self, rest: &str, verdict: &GuardedAnswer) -> Vec<Vec<u8>> {
         let held = std::mem::take(&mut self.held);
-        if guarded.blocked {
+        let index = self.text_index.unwrap_or(0);
+        if verdict.blocked {
             return vec![
-                frame(events::text_delta(0, &guarded.text)),
-                frame(events::block_stop(0)),
+                frame(events::text_delta(index, rest)),
+                frame(events::block_stop(index)),
             ];
         }
         let mut out = Vec::new();
-        let mut text_sent = false;
+        if !rest.is_empty() {
+            out.push(frame(events::text_delta(index, rest)));
+        }
         for h in held {
             match h {
-                HeldBlock::Text { index, .. } if !text_sent => {
-                    text_sent = true;
-                    out.push(frame(events::text_delta(index, &guarded.text)));
-                }
-                HeldBlock::Text { .. } => {}
                 HeldBlock::Frame(f) => out.push(f),
                 HeldBlock::Stop { index } => out.push(frame(events::block_stop(index))),
             }

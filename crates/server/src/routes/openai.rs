@@ -144,7 +144,7 @@ async fn generate(
         ),
         None => {
             let (receivers, meterings) = submit_all(&state, &call, &model, &plan).await?;
-            (guards.hold_all(&state, receivers), meterings)
+            (guards.hold_all(&state, receivers, plan.stream), meterings)
         }
     };
     let meta = ResponseMeta {
