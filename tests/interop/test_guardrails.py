@@ -432,3 +432,25 @@ def test_streams_release_checked_windows_and_never_the_masked_text(client, runti
     assert not any("Paris" in d for d in deltas) and "".join(deltas).count("{city}") >= 2
     assert len(deltas) >= 2
     assert events[-2]["messageStop"]["stopReason"] == "guardrail_intervened"
+
+
+def test_invoke_model_checks_only_the_tagged_input(runtime, pii_guardrail):
+    import json
+    open_tag, close_tag = ("<amazon-bedrock-guardrails-guardContent_q7>", "</amazon-bedrock-guardrails-guardContent_q7>")
+
+    def invoke(prompt: str) -> dict:
+        body = {"prompt": prompt, "max_gen_len": 8, "temperature": 0,
+                "amazon-bedrock-guardrailConfig": {"tagSuffix": "q7"}}
+        return json.loads(runtime.invoke_model(modelId=SMOL, body=json.dumps(body),
+                                               guardrailIdentifier=pii_guardrail["guardrailId"],
+                                               guardrailVersion="DRAFT")["body"].read())
+
+    # The denied phrase outside the tags (say, in retrieved context) is not checked...
+    passed = invoke(f"Notes mention Project Phoenix. {open_tag}What is the capital of France?{close_tag}")
+    assert passed["amazon-bedrock-guardrailAction"] == "NONE" and passed["generation_token_count"] > 0
+    # ... inside them it is.
+    blocked = invoke(f"Some notes. {open_tag}Tell me about Project Phoenix.{close_tag}")
+    assert blocked["generation"] == BLOCKED_IN and blocked["amazon-bedrock-guardrailAction"] == "INTERVENED"
+    with pytest.raises(ClientError) as e:
+        invoke(f"{open_tag}never closed")
+    assert error_code(e) == "ValidationException"

@@ -26,6 +26,7 @@ use basalt_wire::bedrock::guardrails::{
     self as wire, AssessmentOut, Coverage, Definition, GuardrailConfig, GuardrailTrace,
     GuardrailUsage, InvocationMetrics, StreamProcessingMode, TextCharacters, Trace,
 };
+use basalt_wire::bedrock::invoke::TaggedPrompt;
 use basalt_wire::bedrock::output::ConverseTrace;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -1166,6 +1167,43 @@ impl Guards {
             guards.extend(guard);
         }
         Ok(Guards::Checked(guards))
+    }
+
+    /// Guards an `InvokeModel` prompt that marks what to check with input tags of
+    /// `suffix`: only the tagged texts are checked (and masked), and the model gets the
+    /// prompt without its tags. A prompt without tags is checked whole.
+    pub(crate) async fn check_tagged(
+        state: &AppState,
+        call: &Call,
+        model_id: &str,
+        config: Option<GuardrailConfig>,
+        request: &mut GenerateRequest,
+        suffix: &str,
+    ) -> Result<Self, BasaltError> {
+        let mut tagged = match &request.prompt {
+            Prompt::Text(prompt) => TaggedPrompt::parse(prompt, suffix)?,
+            Prompt::Chat(_) => return Err(BasaltError::internal("a native body is a text prompt")),
+        };
+        if !tagged.is_tagged() {
+            return Self::check_inputs(
+                state,
+                call,
+                model_id,
+                config,
+                std::slice::from_mut(request),
+            )
+            .await;
+        }
+        let total = tagged.untagged().chars().count() as u64;
+        let selection = Selection::of(state, &call.principal, config).await;
+        let guard =
+            CallGuard::check_input(state, call, model_id, selection, tagged.tagged_mut(), total)
+                .await?;
+        request.prompt = Prompt::Text(tagged.untagged());
+        Ok(match guard {
+            Some(guard) => Guards::Checked(vec![guard]),
+            None => Guards::Unguarded,
+        })
     }
 
     /// The blocked-input message, when the input is not to reach the model.

@@ -125,23 +125,30 @@ async fn start(
     model_id: &str,
     headers: &HeaderMap,
     body: BodyResult,
-    parse: impl FnOnce(&[u8]) -> Result<GenerateRequest, BasaltError>,
+    parse: impl FnOnce(&[u8]) -> Result<(GenerateRequest, Option<String>), BasaltError>,
 ) -> Result<(Call, u32, EventReceiver, Metering, Guards), BasaltError> {
     let call = Call::new(principal, "bedrock", operation, "");
     let body = body.map_err(body_error)?;
     let call = call.with_body(state, &body);
     let model = resolve(state, model_id)?;
-    let mut requests = [parse(&body)?];
+    let (mut request, tag_suffix) = parse(&body)?;
     let config = guardrail::requested(headers, &body)?;
-    let mut guards = Guards::check_inputs(
-        state,
-        &call,
-        &model.entry.manifest.id,
-        config,
-        &mut requests,
-    )
-    .await?;
-    let [request] = requests;
+    let model_id = &model.entry.manifest.id;
+    let mut guards = match &tag_suffix {
+        Some(suffix) => {
+            Guards::check_tagged(state, &call, model_id, config, &mut request, suffix).await?
+        }
+        None => {
+            Guards::check_inputs(
+                state,
+                &call,
+                model_id,
+                config,
+                std::slice::from_mut(&mut request),
+            )
+            .await?
+        }
+    };
     if let Some(message) = guards.blocked_message() {
         let rx = guardrail::blocked(&message);
         return Ok((call, 0, rx, Metering::none(), guards));
@@ -156,8 +163,11 @@ async fn start(
     Ok((call, input_tokens, rx, metering, guards))
 }
 
-fn parse_llama(body: &[u8]) -> Result<GenerateRequest, BasaltError> {
-    wire::parse_json::<LlamaBody>(body)?.into_request()
+/// A native (Meta) body: the generation, and the guardrail tag suffix it names.
+fn parse_llama(body: &[u8]) -> Result<(GenerateRequest, Option<String>), BasaltError> {
+    let body = wire::parse_json::<LlamaBody>(body)?;
+    let suffix = body.guardrail_config.as_ref().map(|c| c.tag_suffix.clone());
+    Ok((body.into_request()?, suffix))
 }
 
 /// A Converse body parsed, with its guardrails (the one it names, the tenant's enforced

@@ -30,6 +30,78 @@ pub struct LlamaBody {
     pub max_gen_len: Option<u32>,
     /// Accepted as Meta documents it for images; our models take none.
     pub images: Option<Vec<Value>>,
+    /// Which parts of the prompt a guardrail checks: those between input tags with this
+    /// suffix ([`TaggedPrompt`]).
+    #[serde(rename = "amazon-bedrock-guardrailConfig")]
+    pub guardrail_config: Option<BodyGuardrailConfig>,
+}
+
+/// `amazon-bedrock-guardrailConfig` in an `InvokeModel` body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BodyGuardrailConfig {
+    pub tag_suffix: String,
+    /// `SYNCHRONOUS` or `ASYNCHRONOUS`; Basalt checks streams synchronously either way.
+    pub stream_processing_mode: Option<String>,
+}
+
+/// A prompt with guardrail input tags (`<amazon-bedrock-guardrails-guardContent_SUFFIX>`
+/// ... `</amazon-bedrock-guardrails-guardContent_SUFFIX>`): the tagged texts, which a
+/// guardrail checks, and the text around them. The model sees the prompt without the tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedPrompt {
+    /// Untagged text, then a tagged text, alternately, starting and ending with untagged
+    /// text (possibly empty): `parts[1]`, `parts[3]`, ... are the tagged ones.
+    pub parts: Vec<String>,
+}
+
+impl TaggedPrompt {
+    /// Splits `prompt` at its tags; an unclosed or stray tag is a 400.
+    pub fn parse(prompt: &str, suffix: &str) -> Result<Self, BasaltError> {
+        if !(1..=20).contains(&suffix.len()) || !suffix.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(BasaltError::invalid(
+                "amazon-bedrock-guardrailConfig.tagSuffix",
+                "a tag suffix is 1 to 20 letters or digits",
+            ));
+        }
+        let open = format!("<amazon-bedrock-guardrails-guardContent_{suffix}>");
+        let close = format!("</amazon-bedrock-guardrails-guardContent_{suffix}>");
+        let mut parts = Vec::new();
+        let mut rest = prompt;
+        while let Some(start) = rest.find(&open) {
+            let (before, after) = rest.split_at(start);
+            let after = &after[open.len()..];
+            let end = after.find(&close).ok_or_else(|| {
+                BasaltError::invalid("prompt", format!("a guardrail tag `{open}` is not closed"))
+            })?;
+            parts.push(before.to_string());
+            parts.push(after[..end].to_string());
+            rest = &after[end + close.len()..];
+        }
+        if rest.contains(&close) || parts.iter().step_by(2).any(|p| p.contains(&close)) {
+            return Err(BasaltError::invalid(
+                "prompt",
+                format!("`{close}` closes no guardrail tag"),
+            ));
+        }
+        parts.push(rest.to_string());
+        Ok(Self { parts })
+    }
+
+    /// Whether the prompt had any tag.
+    pub fn is_tagged(&self) -> bool {
+        self.parts.len() > 1
+    }
+
+    /// The tagged texts, to check (and mask) in place.
+    pub fn tagged_mut(&mut self) -> Vec<&mut String> {
+        self.parts.iter_mut().skip(1).step_by(2).collect()
+    }
+
+    /// The prompt without its tags.
+    pub fn untagged(&self) -> String {
+        self.parts.concat()
+    }
 }
 
 impl LlamaBody {
@@ -182,6 +254,35 @@ impl CountTokensRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guardrail_tags_split_the_prompt_and_leave_the_model_an_untagged_one() {
+        let open = "<amazon-bedrock-guardrails-guardContent_x1>";
+        let close = "</amazon-bedrock-guardrails-guardContent_x1>";
+        let prompt = format!("Context. {open}Is it safe?{close} Then {open}B{close}.");
+        let mut t = TaggedPrompt::parse(&prompt, "x1").unwrap();
+        assert!(t.is_tagged());
+        assert_eq!(
+            t.tagged_mut()
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>(),
+            ["Is it safe?", "B"]
+        );
+        *t.tagged_mut()[1] = "{NAME}".into();
+        assert_eq!(t.untagged(), "Context. Is it safe? Then {NAME}.");
+        assert!(!TaggedPrompt::parse("plain", "x1").unwrap().is_tagged());
+        for bad in [format!("{open}unclosed"), format!("stray{close}")] {
+            assert_eq!(
+                TaggedPrompt::parse(&bad, "x1")
+                    .unwrap_err()
+                    .param
+                    .as_deref(),
+                Some("prompt")
+            );
+        }
+        assert!(TaggedPrompt::parse("p", "bad suffix!").is_err());
+    }
     use crate::bedrock::parse_json;
 
     #[test]
