@@ -308,6 +308,23 @@ fn uk_nino(s: &str) -> bool {
     )
 }
 
+/// A licence plate or a driver's licence number: letters and digits (a digit among them),
+/// their separators aside, `min` to `max` of them.
+fn registration(s: &str, min: usize, max: usize) -> bool {
+    let alnum = s.chars().filter(|c| c.is_alphanumeric()).count();
+    (min..=max).contains(&alnum) && s.bytes().any(|b| b.is_ascii_digit())
+}
+
+/// A plate has a letter too: digit groups alone near the word "plate" are more often a
+/// phone or a reference than a plate.
+fn license_plate(s: &str) -> bool {
+    registration(s, 4, 10) && s.chars().any(char::is_alphabetic)
+}
+
+fn driver_id(s: &str) -> bool {
+    registration(s, 5, 20)
+}
+
 fn phone(s: &str) -> bool {
     let number = s.split(['x', 'e']).next().unwrap_or(s);
     let digits = number.chars().filter(char::is_ascii_digit).count();
@@ -481,6 +498,20 @@ fn detectors() -> &'static [Detector] {
                 None,
             ),
             detector(
+                DriverId,
+                r"\b[A-Z0-9]{5,20}\b",
+                driver_id,
+                Some(r"(?i)\b(?:driver'?s?|driving) licen[cs]e\b|\bDLN?\b|\blicen[cs]e (?:number|no\b)"),
+            ),
+            detector(
+                LicensePlate,
+                r"\b[\p{Lu}0-9]{1,8}(?:[ -][\p{Lu}0-9]{1,6}){0,2}\b",
+                license_plate,
+                Some(
+                    r"(?i)\b(?:licen[cs]e|number|registration|vehicle|car) plates?\b|\bplate (?:number|no\b)|\b(?:vehicle|car) registration\b|\breg\.? (?:number|no\b)",
+                ),
+            ),
+            detector(
                 AwsAccessKey,
                 r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b",
                 any,
@@ -533,7 +564,7 @@ mod tests {
 
     #[test]
     fn every_detector_compiles() {
-        assert_eq!(detectable().len(), 20);
+        assert_eq!(detectable().len(), 22);
         assert!(!PiiType::Name.is_detectable());
     }
 
@@ -618,6 +649,13 @@ mod tests {
                 "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
             ),
             ("call +1 415-555-0132 now", Phone, "+1 415-555-0132"),
+            ("driver's license D1234567 expired", DriverId, "D1234567"),
+            (
+                "licence plate: SZ17 YCI, blue car",
+                LicensePlate,
+                "SZ17 YCI",
+            ),
+            ("ABG-R-418 is the number plate", LicensePlate, "ABG-R-418"),
         ];
         for (text, kind, want) in cases {
             let found = kinds(text);
