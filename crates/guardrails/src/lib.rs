@@ -5,10 +5,13 @@
 //! member at fault), then applied to a prompt or an answer ([`Guardrail::assess`]): denied
 //! words ([`words`]), sensitive information found by pattern, check digit and context
 //! ([`pii`]) and custom regexes, each blocking or masking, reported in Bedrock's
-//! `GuardrailAssessment` shape with the text units it metered.
+//! `GuardrailAssessment` shape with the text units it metered. The policies that need a
+//! model are split the same way: [`judge`] writes the guard model's question and reads its
+//! verdict (denied topics, content filters, names and addresses), [`grounding`] scores
+//! embeddings; the server runs the models.
 //!
-//! This crate does no I/O and holds no state: the platform stores guardrails and decides
-//! where to apply them. Nothing here may take more than linear time in the text, whatever a
+//! This crate does no I/O, runs no model and holds no state: the platform stores
+//! guardrails and decides where to apply them. Nothing here may take more than linear time in the text, whatever a
 //! tenant configures (the `regex` crate guarantees it for patterns).
 
 #![forbid(unsafe_code)]
