@@ -131,7 +131,7 @@ pub struct Entry {
     pub input_body: Value,
     pub input_tokens: u64,
     /// What the API returned for this generation, in its own response shape (see
-    /// [`response_body`]).
+    /// `response_body`).
     pub output: Value,
     pub output_tokens: u64,
 }

@@ -129,7 +129,7 @@ const UNLABELLED: usize = usize::MAX;
 
 /// How one type is found: candidates from `pattern` (capture group 1 if the pattern has
 /// one, else the whole match), kept if `valid` accepts them and, when `context` is set, if
-/// it matches within [`CONTEXT_BEFORE`] bytes before the candidate or [`CONTEXT_AFTER`]
+/// it matches within `CONTEXT_BEFORE` bytes before the candidate or `CONTEXT_AFTER`
 /// bytes after it.
 pub struct Detector {
     pub kind: PiiType,
