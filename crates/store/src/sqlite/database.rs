@@ -169,6 +169,19 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// The five guardrail unit columns (word, sensitive information, contextual grounding,
+/// topic, content), in that order from column `first`: a usage row's or their sums.
+fn guardrail_units(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<GuardrailUnits> {
+    let column = |i: usize| r.get::<_, i64>(first + i).map(|v| v as u64);
+    Ok(GuardrailUnits {
+        word: column(0)?,
+        sensitive_information: column(1)?,
+        contextual_grounding: column(2)?,
+        topic: column(3)?,
+        content: column(4)?,
+    })
+}
+
 const TENANT_COLUMNS: &str = "id, name, status, weight, log_invocations, created_at, \
     enforced_guardrail_id, enforced_guardrail_version";
 
@@ -653,13 +666,7 @@ impl Database {
                     status: r.get(11)?,
                     cost_usd: r.get(12)?,
                     created_at: r.get(13)?,
-                    guardrail_units: GuardrailUnits {
-                        word: r.get::<_, i64>(14)? as u64,
-                        sensitive_information: r.get::<_, i64>(15)? as u64,
-                        contextual_grounding: r.get::<_, i64>(16)? as u64,
-                        topic: r.get::<_, i64>(17)? as u64,
-                        content: r.get::<_, i64>(18)? as u64,
-                    },
+                    guardrail_units: guardrail_units(r, 14)?,
                 })
             })
             .map_err(backend)?
@@ -687,13 +694,7 @@ impl Database {
                     cached_input_tokens: r.get::<_, i64>(2)? as u64,
                     output_tokens: r.get::<_, i64>(3)? as u64,
                     cost_usd: r.get(4)?,
-                    guardrail_units: GuardrailUnits {
-                        word: r.get::<_, i64>(5)? as u64,
-                        sensitive_information: r.get::<_, i64>(6)? as u64,
-                        contextual_grounding: r.get::<_, i64>(7)? as u64,
-                        topic: r.get::<_, i64>(8)? as u64,
-                        content: r.get::<_, i64>(9)? as u64,
-                    },
+                    guardrail_units: guardrail_units(r, 5)?,
                 })
             })
             .map_err(backend)
