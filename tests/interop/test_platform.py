@@ -257,6 +257,38 @@ def test_invocation_logging_is_opt_in(platform, tenants):
     admin(platform, "PATCH", "/admin/tenants/alpha", {"log_invocations": False})
 
 
+def test_the_invocation_log_records_what_the_guardrail_returned(platform, tenants):
+    alpha = {"authorization": f"Bearer {tenants['alpha']}"}
+    alpha_id = admin(platform, "GET", "/admin/tenants/alpha").json()["id"]
+    admin(platform, "PATCH", "/admin/tenants/alpha", {"log_invocations": True})
+    created = httpx.post(platform.base_url + "/guardrails", headers=alpha, timeout=30, json={
+        "name": "logged-city", "blockedInputMessaging": "no", "blockedOutputsMessaging": "no",
+        "sensitiveInformationPolicyConfig": {"regexesConfig": [
+            {"name": "city", "pattern": "Paris", "action": "ANONYMIZE", "inputEnabled": False}]}})
+    gid = created.json()["guardrailId"]
+    messages = [{"role": "system", "content": "You are a helpful assistant."}, *QUESTION]
+    r = oai(platform, tenants["alpha"]).chat.completions.create(
+        model=SMOL, messages=messages, max_tokens=32, temperature=0,
+        extra_headers={"X-Amzn-Bedrock-GuardrailIdentifier": gid, "X-Amzn-Bedrock-GuardrailVersion": "DRAFT"})
+    assert "{city}" in r.choices[0].message.content
+    logs = pathlib.Path(platform.data_dir) / "invocation-logs" / alpha_id
+    entry = None
+    for _ in range(50):  # a guarded call's log is written once the verdict is in
+        lines = [json.loads(l) for f in sorted(logs.glob("*.jsonl")) for l in f.read_text().splitlines()]
+        entry = next((e for e in lines if e["requestId"] == r.id), None)
+        if entry:
+            break
+        time.sleep(0.1)
+    body = entry["output"]["outputBodyJson"]
+    assert body["choices"][0]["message"]["content"] == r.choices[0].message.content
+    assert body["choices"][0]["finish_reason"] == "content_filter"
+    assert body["amazon-bedrock-guardrailAction"] == "INTERVENED"
+    regexes = body["amazon-bedrock-trace"]["guardrail"]["outputAssessments"][gid][0]["sensitiveInformationPolicy"]["regexes"]
+    assert regexes[0]["match"] == "Paris"
+    admin(platform, "PATCH", "/admin/tenants/alpha", {"log_invocations": False})
+    httpx.delete(f"{platform.base_url}/guardrails/{gid}", headers=alpha, timeout=30)
+
+
 def test_an_operator_enforces_a_guardrail_on_every_call_of_a_tenant(platform, tenants):
     beta = {"authorization": f"Bearer {tenants['beta']}"}
     # beta's own guardrail: the city the model names is masked on output.

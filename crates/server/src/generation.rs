@@ -7,7 +7,8 @@
 //!
 //! This module never knows a dialect's shapes.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use basalt_auth::Principal;
@@ -34,6 +35,19 @@ pub(crate) struct Call {
     pub operation: &'static str,
     pub request_id: String,
     pub started: Instant,
+    /// The guardrail verdicts on this call's answers, one per sequence in the order they
+    /// are started, for the invocation log: a guarded sequence's log waits for its verdict.
+    pub guardrail_verdicts: Arc<Mutex<VecDeque<oneshot::Receiver<GuardrailVerdict>>>>,
+}
+
+/// What a guardrail made of one answer, for the invocation log: the text the API returned,
+/// whether it intervened or blocked, and the trace (Bedrock's `guardrail` trace object).
+#[derive(Debug)]
+pub(crate) struct GuardrailVerdict {
+    pub text: String,
+    pub intervened: bool,
+    pub blocked: bool,
+    pub trace: serde_json::Value,
 }
 
 impl Call {
@@ -53,6 +67,7 @@ impl Call {
             operation,
             request_id,
             started: Instant::now(),
+            guardrail_verdicts: Arc::default(),
         }
     }
 
@@ -266,11 +281,41 @@ fn spawn_metering(
     transcript: Option<oneshot::Receiver<Answer>>,
 ) -> Metering {
     let (done_tx, done_rx) = oneshot::channel();
+    // This sequence's guardrail verdict, if a guardrail checks it.
+    let verdict = call
+        .guardrail_verdicts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pop_front();
     tokio::spawn(async move {
         if let Ok(acc) = accounting.await {
             if let (Some(t), Some(log)) = (transcript, state.invocation_log.clone()) {
-                if let Ok(t) = t.await {
-                    write_invocation_log(&state, &log, &call, &model_id, &acc, t).await;
+                match verdict {
+                    // The verdict comes after the sequence ends, and the route may wait
+                    // for this metering first: the guarded log is written on its own.
+                    Some(verdict) => {
+                        let (state, call, model_id) =
+                            (Arc::clone(&state), call.clone(), model_id.clone());
+                        let usage = acc.usage;
+                        tokio::spawn(async move {
+                            if let Ok(t) = t.await {
+                                let verdict = verdict.await.ok();
+                                let answer = guarded_answer(t, verdict.as_ref());
+                                write_invocation_log(
+                                    &state, &log, &call, &model_id, usage, answer, verdict,
+                                )
+                                .await;
+                            }
+                        });
+                    }
+                    None => {
+                        if let Ok(t) = t.await {
+                            write_invocation_log(
+                                &state, &log, &call, &model_id, acc.usage, t, None,
+                            )
+                            .await;
+                        }
+                    }
                 }
             }
             let cost = state
@@ -423,13 +468,43 @@ pub(crate) fn usage_record(
     }
 }
 
+/// A logged response body with the guardrail's fields, as `InvokeModel` bodies carry them.
+fn with_guardrail_fields(
+    mut body: serde_json::Value,
+    verdict: Option<GuardrailVerdict>,
+) -> serde_json::Value {
+    if let (Some(v), Some(fields)) = (verdict, body.as_object_mut()) {
+        let action = if v.intervened { "INTERVENED" } else { "NONE" };
+        fields.insert("amazon-bedrock-guardrailAction".into(), action.into());
+        fields.insert(
+            "amazon-bedrock-trace".into(),
+            serde_json::json!({"guardrail": v.trace}),
+        );
+    }
+    body
+}
+
+/// The answer as the API returned it once the guardrail had its say.
+fn guarded_answer(mut answer: Answer, verdict: Option<&GuardrailVerdict>) -> Answer {
+    if let Some(v) = verdict.filter(|v| v.intervened) {
+        answer.text.clone_from(&v.text);
+        answer.logprobs.clear();
+        answer.finish = Some(FinishReason::GuardrailIntervened);
+        if v.blocked {
+            answer.calls.clear();
+        }
+    }
+    answer
+}
+
 async fn write_invocation_log(
     state: &AppState,
     log: &Arc<invocation_log::InvocationLog>,
     call: &Call,
     model_id: &str,
-    acc: &Accounting,
+    usage: Usage,
     answer: Answer,
+    verdict: Option<GuardrailVerdict>,
 ) {
     let input_body = call
         .input_body
@@ -445,15 +520,18 @@ async fn write_invocation_log(
         operation: call.operation,
         model_id: model_id.to_string(),
         input_body,
-        input_tokens: acc.usage.input_tokens as u64,
-        output: invocation_log::response_body(
-            call.operation,
-            &call.request_id,
-            model_id,
-            &answer,
-            call.started.elapsed().as_millis() as u64,
+        input_tokens: usage.input_tokens as u64,
+        output: with_guardrail_fields(
+            invocation_log::response_body(
+                call.operation,
+                &call.request_id,
+                model_id,
+                &answer,
+                call.started.elapsed().as_millis() as u64,
+            ),
+            verdict,
         ),
-        output_tokens: acc.usage.output_tokens as u64,
+        output_tokens: usage.output_tokens as u64,
     };
     let log = Arc::clone(log);
     let written = tokio::task::spawn_blocking(move || log.write(&entry)).await;

@@ -28,10 +28,10 @@ use basalt_wire::bedrock::guardrails::{
 };
 use basalt_wire::bedrock::invoke::TaggedPrompt;
 use basalt_wire::bedrock::output::ConverseTrace;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::generation::{Answer, Call};
+use crate::generation::{Answer, Call, GuardrailVerdict};
 use crate::metrics::Metrics;
 use crate::offload::off_runtime;
 use crate::platform::Platform;
@@ -613,6 +613,8 @@ pub(crate) struct CallGuard {
     mode: Option<StreamProcessingMode>,
     output_intervened: bool,
     meter: GuardrailMeter,
+    /// Where the verdict on the answer goes for the invocation log, once.
+    verdict: Option<oneshot::Sender<GuardrailVerdict>>,
     /// The answer as the model gave it, for the full trace.
     model_output: Option<String>,
 }
@@ -684,6 +686,15 @@ impl CallGuard {
             Some(c) => (c.trace, c.stream_processing_mode),
             None => (Trace::Disabled, None),
         };
+        // The invocation log of this call's sequence waits for the verdict on its answer.
+        let verdict = state.invocation_log.as_ref().map(|_| {
+            let (tx, rx) = oneshot::channel();
+            call.guardrail_verdicts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push_back(rx);
+            tx
+        });
         Ok(Some(Self {
             layers,
             grounding: GroundingInputs::default(),
@@ -691,6 +702,7 @@ impl CallGuard {
             mode,
             output_intervened: false,
             meter,
+            verdict,
             model_output: None,
         }))
     }
@@ -811,7 +823,33 @@ impl CallGuard {
     fn finish_output(&mut self, answer: &str, verdict: GuardedAnswer) -> GuardedAnswer {
         self.output_intervened |= verdict.intervened;
         self.model_output = Some(answer.to_string());
+        if let Some(tx) = self.verdict.take() {
+            let _ = tx.send(GuardrailVerdict {
+                text: verdict.text.clone(),
+                intervened: self.intervened(),
+                blocked: verdict.blocked,
+                trace: self.trace_json(),
+            });
+        }
         verdict
+    }
+
+    /// The trace so far as JSON (Bedrock's `guardrail` trace object), whatever the request
+    /// asked for: what the invocation log keeps.
+    fn trace_json(&self) -> serde_json::Value {
+        let mut inputs = serde_json::Map::new();
+        let mut outputs = serde_json::Map::new();
+        for layer in &self.layers {
+            let id = layer.resolved.id.clone();
+            inputs.insert(
+                id.clone(),
+                serde_json::to_value(&layer.input.assessment).unwrap_or_default(),
+            );
+            if !layer.outputs.is_empty() {
+                outputs.insert(id, serde_json::to_value(&layer.outputs).unwrap_or_default());
+            }
+        }
+        serde_json::json!({"inputAssessment": inputs, "outputAssessments": outputs})
     }
 
     /// The trace for the response, as `guardrailConfig.trace` asked: every guardrail's
