@@ -994,8 +994,8 @@ pub(crate) struct Window {
     answer: String,
     /// Bytes of the answer already released (as their masked form).
     released: usize,
-    /// Bytes of masked text released.
-    released_masked: usize,
+    /// The masked text released so far: every later release must continue it.
+    released_text: String,
     stopped: bool,
 }
 
@@ -1027,10 +1027,15 @@ impl Window {
             // A prefix whose masks agree with the whole answer's: nothing at the cut is
             // half an entity.
             if let Some(prefix) = peek(&self.answer[..cut]) {
-                if whole.starts_with(&prefix) && prefix.len() > self.released_masked {
-                    let out = prefix[self.released_masked..].to_string();
+                // It must also continue what was released (always so, given the
+                // lookback; checked, so a slice never starts inside a character).
+                let continues = prefix
+                    .strip_prefix(self.released_text.as_str())
+                    .filter(|more| !more.is_empty());
+                if let (true, Some(more)) = (whole.starts_with(&prefix), continues) {
+                    let out = more.to_string();
                     self.released = cut;
-                    self.released_masked = prefix.len();
+                    self.released_text = prefix;
                     return Some(out);
                 }
             }
@@ -1052,9 +1057,11 @@ impl Window {
         if verdict.blocked {
             verdict.text.clone()
         } else {
+            // The whole answer's masks continue what was released (the lookback sees to
+            // it); should they not, nothing more is let out rather than a mismatched tail.
             verdict
                 .text
-                .get(self.released_masked..)
+                .strip_prefix(self.released_text.as_str())
                 .unwrap_or_default()
                 .to_string()
         }
@@ -1348,6 +1355,27 @@ mod tests {
             assert!(!released.contains("Paris"), "{released}");
         }
         assert!(releases >= 3, "released in {releases} windows");
+        let verdict = GuardedAnswer {
+            text: peek(&answer).unwrap(),
+            intervened: true,
+            blocked: false,
+        };
+        released.push_str(&window.rest(&verdict));
+        assert_eq!(released, answer.replace("Paris", "{city}"));
+    }
+
+    #[test]
+    fn a_window_releases_whole_characters_of_any_width() {
+        let mut window = Window::default();
+        let answer = "Café 🎉 à Paris, naïve résumé — 東京も. ".repeat(30);
+        let mut released = String::new();
+        // One character at a time, of one to four bytes.
+        for c in answer.chars() {
+            if let Some(out) = window.push(c.encode_utf8(&mut [0; 4]), peek) {
+                released.push_str(&out);
+            }
+        }
+        assert!(!released.is_empty() && !released.contains("Paris"));
         let verdict = GuardedAnswer {
             text: peek(&answer).unwrap(),
             intervened: true,
