@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection};
 
 use super::backend;
-use crate::{StoreError, UsageQuery, UsageRecord};
+use crate::{GuardrailUnits, StoreError, UsageQuery, UsageRecord};
 
 /// A usage write for the group commit.
 pub(super) enum UsageWrite {
@@ -45,9 +45,23 @@ fn fail_batch(batch: Vec<QueuedUsage>, e: &rusqlite::Error) {
     }
 }
 
+/// The guardrail unit columns' values, in their column order (word, sensitive information,
+/// contextual grounding, topic, content), as every usage write binds them.
+fn unit_columns(u: &GuardrailUnits) -> [i64; 5] {
+    [
+        u.word,
+        u.sensitive_information,
+        u.contextual_grounding,
+        u.topic,
+        u.content,
+    ]
+    .map(|v| v as i64)
+}
+
 fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError> {
     match write {
         UsageWrite::AddGuardrailUnits(u) => {
+            let [word, sensitive, grounding, topic, content] = unit_columns(&u.guardrail_units);
             let changed = conn
                 .execute(
                     "UPDATE usage SET
@@ -63,11 +77,11 @@ fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError>
                     params![
                         u.request_id,
                         u.tenant_id,
-                        u.guardrail_units.word as i64,
-                        u.guardrail_units.sensitive_information as i64,
-                        u.guardrail_units.contextual_grounding as i64,
-                        u.guardrail_units.topic as i64,
-                        u.guardrail_units.content as i64
+                        word,
+                        sensitive,
+                        grounding,
+                        topic,
+                        content
                     ],
                 )
                 .map_err(backend)?;
@@ -77,6 +91,7 @@ fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError>
             Ok(0)
         }
         UsageWrite::Insert(u) => {
+            let [word, sensitive, grounding, topic, content] = unit_columns(&u.guardrail_units);
             conn.execute(
                 "INSERT INTO usage (request_id, tenant_id, key_id, model_id, surface, operation,
                     input_tokens, cached_input_tokens, output_tokens, latency_ms, ttft_ms, status,
@@ -100,11 +115,11 @@ fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError>
                     u.status,
                     u.cost_usd,
                     u.created_at,
-                    u.guardrail_units.word as i64,
-                    u.guardrail_units.sensitive_information as i64,
-                    u.guardrail_units.contextual_grounding as i64,
-                    u.guardrail_units.topic as i64,
-                    u.guardrail_units.content as i64
+                    word,
+                    sensitive,
+                    grounding,
+                    topic,
+                    content
                 ],
             )
             .map_err(backend)?;
