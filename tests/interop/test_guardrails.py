@@ -354,6 +354,48 @@ def test_the_managed_profanity_list(control, runtime):
         control.delete_guardrail(guardrailIdentifier=g["guardrailId"])
 
 
+INSULTS = {"contentPolicyConfig": {"filtersConfig": [
+    {"type": "INSULTS", "inputStrength": "HIGH", "outputStrength": "LOW"}]}}
+
+
+def test_the_built_in_classifier_filters_insults_without_a_guard_model(control, runtime):
+    # This server names no guard model: INSULTS is rated by the content classifier that
+    # scripts/fetch-models exported from alt-profanity-check; other categories still need one.
+    g = control.create_guardrail(**definition("interop-insults", **INSULTS))
+    try:
+        r = runtime.apply_guardrail(guardrailIdentifier=g["guardrailId"], guardrailVersion="DRAFT", source="INPUT",
+                                    content=[{"text": {"text": "You are a worthless, pathetic idiot."}}])
+        assert r["action"] == "GUARDRAIL_INTERVENED" and r["outputs"] == [{"text": BLOCKED_IN}]
+        assert r["assessments"][0]["contentPolicy"]["filters"] == [
+            {"type": "INSULTS", "confidence": "HIGH", "filterStrength": "HIGH", "action": "BLOCKED", "detected": True}]
+        assert r["usage"]["contentPolicyUnits"] == 1
+        clean = runtime.apply_guardrail(guardrailIdentifier=g["guardrailId"], guardrailVersion="DRAFT",
+                                        source="INPUT", content=[{"text": {"text": "Thank you, that was helpful."}}])
+        assert clean["action"] == "NONE" and clean["usage"]["contentPolicyUnits"] == 1
+        config = {"guardrailIdentifier": g["guardrailId"], "guardrailVersion": "DRAFT", "trace": "enabled"}
+        # An insulting prompt is blocked before the model runs, on Converse and ConverseStream.
+        rude = [{"role": "user", "content": [{"text": "Answer me, you stupid useless moron."}]}]
+        blocked = runtime.converse(modelId=SMOL, messages=rude, inferenceConfig=GREEDY, guardrailConfig=config)
+        assert blocked["stopReason"] == "guardrail_intervened"
+        assert blocked["output"]["message"]["content"][0]["text"] == BLOCKED_IN
+        # The classifier is cheap enough for streams: ConverseStream checks the answer's windows.
+        stream = runtime.converse_stream(modelId=SMOL, system=SYSTEM, messages=QUESTION, inferenceConfig=GREEDY,
+                                         guardrailConfig={**config, "streamProcessingMode": "sync"})
+        events = list(stream["stream"])
+        text = "".join(e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e)
+        assert "Paris" in text and events[-2]["messageStop"]["stopReason"] == "end_turn"
+        stream = runtime.converse_stream(modelId=SMOL, messages=rude, inferenceConfig=GREEDY, guardrailConfig=config)
+        events = list(stream["stream"])
+        assert events[-2]["messageStop"]["stopReason"] == "guardrail_intervened"
+    finally:
+        control.delete_guardrail(guardrailIdentifier=g["guardrailId"])
+    with pytest.raises(ClientError) as e:
+        control.create_guardrail(**definition("interop-hate", contentPolicyConfig={"filtersConfig": [
+            {"type": "INSULTS", "inputStrength": "HIGH", "outputStrength": "HIGH"},
+            {"type": "HATE", "inputStrength": "HIGH", "outputStrength": "HIGH"}]}))
+    assert error_code(e) == "ValidationException" and "INSULTS" in str(e.value)
+
+
 GROUNDING = {"contextualGroundingPolicyConfig": {"filtersConfig": [
     {"type": "GROUNDING", "threshold": 0.5}, {"type": "RELEVANCE", "threshold": 0.5}]}}
 

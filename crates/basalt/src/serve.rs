@@ -1,12 +1,13 @@
 //! `basalt serve`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use basalt_auth::{Authenticator, ChainedKeys, KeyStore, StaticKeys};
 use basalt_catalog::Catalog;
+use basalt_guardrails::ContentClassifier;
 use basalt_server::invocation_log::InvocationLog;
 use basalt_server::listener::{self, ConnectionLimits, Tls};
 use basalt_server::platform::{Platform, Prices};
@@ -97,6 +98,40 @@ pub struct ServeArgs {
     /// policies are refused
     #[arg(long)]
     guard_model: Option<String>,
+    /// The built-in content classifier (rates INSULTS when no guard model is named), as
+    /// scripts/fetch-models exports it [default: content-classifier/classifier.json in the
+    /// models directory, when there]
+    #[arg(long)]
+    content_classifier: Option<PathBuf>,
+}
+
+/// The content classifier at `path`, or at its default place in the models directory. A
+/// missing default is not an error (guardrails with content filters then need a guard
+/// model); a file named on the command line that cannot be read is.
+fn load_content_classifier(
+    path: Option<&Path>,
+    models_dir: &Path,
+) -> Result<Option<ContentClassifier>, String> {
+    let default = models_dir.join("content-classifier/classifier.json");
+    let (path, named) = match path {
+        Some(p) => (p, true),
+        None => (default.as_path(), false),
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if !named && e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(
+                "no content classifier at {}: content filters need --guard-model",
+                path.display()
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let classifier = ContentClassifier::from_json(&bytes)
+        .map_err(|e| format!("content classifier {}: {e}", path.display()))?;
+    tracing::info!(path = %path.display(), "content classifier loaded (INSULTS)");
+    Ok(Some(classifier))
 }
 
 fn parse_access_key(s: &str) -> Result<(String, String), String> {
@@ -223,6 +258,10 @@ pub fn run(args: ServeArgs) -> CliResult {
         ));
     let state = match &args.guard_model {
         Some(id) => state.with_guard_model(id)?,
+        None => state,
+    };
+    let state = match load_content_classifier(args.content_classifier.as_deref(), &models_dir)? {
+        Some(classifier) => state.with_content_classifier(classifier),
         None => state,
     };
 

@@ -596,6 +596,40 @@ pub fn assess(
     (topic_out, content_out, blocked)
 }
 
+/// The content filters that apply to `source`, rated by the built-in classifier rather
+/// than a guard model: the categories it covers get its confidence about `text` (computed
+/// once), the others NONE. Used only when every topic, filter and entity of the guardrail
+/// can do without a guard model ([`crate::Policies::needs_guard_model`]).
+pub fn classify(
+    content: Option<&ContentPolicyConfig>,
+    source: Source,
+    classifier: &crate::classifier::ContentClassifier,
+    text: &str,
+) -> (Option<ContentPolicyAssessment>, bool) {
+    let applying = filters_for(content, source);
+    if applying.is_empty() {
+        return (None, false);
+    }
+    let mut confidence = None;
+    let categories = applying
+        .iter()
+        .map(
+            |(i, _, _)| match content.and_then(|c| c.filters_config.get(*i)) {
+                Some(f) if crate::classifier::ContentClassifier::covers(f.kind) => {
+                    *confidence.get_or_insert_with(|| classifier.confidence(text))
+                }
+                _ => Level::None,
+            },
+        )
+        .collect();
+    let verdict = Verdict {
+        categories,
+        ..Verdict::default()
+    };
+    let (_, content_out, blocked) = assess(None, content, source, &verdict);
+    (content_out, blocked)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,13 +10,18 @@
 //! verdict (denied topics, content filters, names and addresses), [`grounding`] scores
 //! embeddings; the server runs the models.
 //!
-//! This crate does no I/O, runs no model and holds no state: the platform stores
-//! guardrails and decides where to apply them. Nothing here may take more than linear time in the text, whatever a
-//! tenant configures (the `regex` crate guarantees it for patterns).
+//! One content filter needs no guard model: [`classifier`] scores INSULTS with a linear
+//! model over word counts, arithmetic the crate does itself.
+//!
+//! This crate does no I/O, runs no neural model and holds no state: the platform stores
+//! guardrails, loads the classifier's numbers and decides where to apply them. Nothing here
+//! may take more than linear time in the text, whatever a tenant configures (the `regex`
+//! crate guarantees it for patterns).
 
 #![forbid(unsafe_code)]
 
 mod assess;
+pub mod classifier;
 pub mod grounding;
 pub mod judge;
 pub mod pii;
@@ -27,6 +32,7 @@ pub use assess::{
     text_units, Assessment, CustomWord, ManagedWord, Outcome, PiiEntity, PolicyUnits, RegexFinding,
     Reported, SensitiveInformationPolicyAssessment, WordPolicyAssessment,
 };
+pub use classifier::ContentClassifier;
 pub use pii::PiiType;
 pub use policy::{
     Directions, Guardrail, ManagedWordListConfig, PiiEntityConfig, Policies, PolicyAction,

@@ -138,10 +138,20 @@ pub struct Policies {
 }
 
 impl Policies {
-    /// Whether a guard model must judge texts for these policies (topics, content filters).
-    pub fn need_guard_model(&self) -> bool {
+    /// Whether a guard model must judge texts for these policies: denied topics, NAME and
+    /// ADDRESS always; content filters unless `classifier` (the built-in content classifier
+    /// is loaded) and it covers every filtered category.
+    pub fn needs_guard_model(&self, classifier: bool) -> bool {
+        let filters_need_one = self.content_policy_config.as_ref().is_some_and(|c| {
+            !classifier
+                || c.filters_config.iter().any(|f| {
+                    let filtered = f.input_strength != crate::judge::Level::None
+                        || f.output_strength != crate::judge::Level::None;
+                    filtered && !crate::classifier::ContentClassifier::covers(f.kind)
+                })
+        });
         self.topic_policy_config.is_some()
-            || self.content_policy_config.is_some()
+            || filters_need_one
             || self
                 .sensitive_information_policy_config
                 .as_ref()
@@ -200,9 +210,25 @@ impl Guardrail {
         self.grounding.as_ref()
     }
 
-    /// Whether texts flowing in `source`'s direction need the guard model.
-    pub fn judges(&self, source: Source) -> bool {
-        crate::judge::applies(self.topics.as_ref(), self.content.as_ref(), source)
+    /// Whether texts flowing in `source`'s direction need the guard model; with
+    /// `classifier` (the built-in content classifier rates what it covers), filters it covers
+    /// do not.
+    pub fn judges(&self, source: Source, classifier: bool) -> bool {
+        let content = if classifier {
+            self.content
+                .as_ref()
+                .map(|c| crate::judge::ContentPolicyConfig {
+                    filters_config: c
+                        .filters_config
+                        .iter()
+                        .filter(|f| !crate::classifier::ContentClassifier::covers(f.kind))
+                        .cloned()
+                        .collect(),
+                })
+        } else {
+            self.content.clone()
+        };
+        crate::judge::applies(self.topics.as_ref(), content.as_ref(), source)
             || !self.model_pii(source).is_empty()
     }
 
@@ -258,6 +284,23 @@ impl Guardrail {
             ..Assessment::default()
         };
         (assessment, masked, blocked || pii_blocks)
+    }
+
+    /// The content filters of `source`'s direction rated by the built-in classifier (for a
+    /// guardrail that needs no guard model): the assessment and whether it blocks.
+    pub fn classify(
+        &self,
+        source: Source,
+        classifier: &crate::classifier::ContentClassifier,
+        text: &str,
+    ) -> (Assessment, bool) {
+        let (content_policy, blocked) =
+            crate::judge::classify(self.content.as_ref(), source, classifier, text);
+        let assessment = Assessment {
+            content_policy,
+            ..Assessment::default()
+        };
+        (assessment, blocked)
     }
 
     /// The PII entity types, actions and directions configured.

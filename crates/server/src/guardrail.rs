@@ -15,7 +15,9 @@ use axum::http::HeaderMap;
 use basalt_auth::Principal;
 use basalt_engine::Admission;
 use basalt_engine::EventReceiver;
-use basalt_guardrails::{grounding, judge, text_units, Assessment, Guardrail, PolicyUnits, Source};
+use basalt_guardrails::{
+    grounding, judge, text_units, Assessment, ContentClassifier, Guardrail, PolicyUnits, Source,
+};
 use basalt_store::{GuardrailRef, GuardrailUnits, StoreError, UsageRecord};
 use basalt_types::{BasaltError, ErrorKind};
 use basalt_types::{
@@ -43,6 +45,9 @@ pub(crate) struct Resolved {
     pub id: String,
     pub definition: Definition,
     guardrail: Guardrail,
+    /// The built-in content classifier, when it rates this server's content filters (it
+    /// serves no guard model): then it runs with the patterns, in [`Resolved::apply`].
+    classifier: Option<Arc<ContentClassifier>>,
 }
 
 /// Compiled guardrails by (tenant, id, version), with the `updated_at` they were compiled
@@ -128,6 +133,7 @@ pub(crate) async fn resolve(
         id: record.id,
         definition,
         guardrail,
+        classifier: state.content_classifier(),
     });
     let mut cache = state.guardrails.lock();
     if cache.len() >= MAX_COMPILED {
@@ -304,7 +310,7 @@ impl Resolved {
         source: Source,
         applied: &mut Applied,
     ) -> Result<(), BasaltError> {
-        if applied.blocked {
+        if applied.blocked || !self.guardrail.judges(source, self.classifier.is_some()) {
             return Ok(());
         }
         for i in 0..applied.outputs.len() {
@@ -437,6 +443,16 @@ impl Resolved {
             intervened |= outcome.intervened;
             units += outcome.usage;
             assessment.absorb(outcome.assessment);
+            if let Some(classifier) = &self.classifier {
+                // It reads the text as the patterns left it: what they masked, it does not see.
+                let (rated, blocks) = self.guardrail.classify(source, classifier, &outcome.output);
+                if rated.content_policy.is_some() {
+                    units.content_policy_units += text_units(text.chars().count() as u64);
+                }
+                blocked |= blocks;
+                intervened |= blocks;
+                assessment.absorb(rated);
+            }
             outputs.push(outcome.output);
         }
         let guarded: u64 = texts.iter().map(|t| t.chars().count() as u64).sum();
@@ -799,7 +815,9 @@ impl CallGuard {
     /// checked, with [`CallGuard::check_output_with_models`].
     pub(crate) fn checks_output_with_models(&self) -> bool {
         self.layers.iter().any(|l| {
-            l.resolved.guardrail.judges(Source::Output)
+            l.resolved
+                .guardrail
+                .judges(Source::Output, l.resolved.classifier.is_some())
                 || (!self.grounding.is_empty() && l.resolved.guardrail.grounding().is_some())
         })
     }

@@ -9,6 +9,7 @@ use basalt_catalog::{Catalog, Entry, Format, Modality};
 use basalt_diffusion::StableDiffusion;
 use basalt_embed::{Embedder, EmbeddingModel};
 use basalt_engine::{EngineConfig, LoadedModel};
+use basalt_guardrails::ContentClassifier;
 use basalt_image::{ImageGenerator, ImageModel};
 use basalt_types::BasaltError;
 
@@ -54,6 +55,9 @@ pub struct AppState {
     /// The chat model that judges guardrails' denied topics and content filters, if the
     /// operator named one.
     pub guard_model: Option<Arc<ServedModel>>,
+    /// The built-in content classifier (INSULTS without a guard model), if its exported
+    /// numbers were found.
+    pub content_classifier: Option<Arc<ContentClassifier>>,
 }
 
 impl AppState {
@@ -78,6 +82,7 @@ impl AppState {
             invocation_log: None,
             guardrails: Default::default(),
             guard_model: None,
+            content_classifier: None,
         }
     }
 
@@ -124,6 +129,20 @@ impl AppState {
             .ok_or_else(|| format!("the guard model `{id}` is not a served chat model"))?;
         self.guard_model = Some(model);
         Ok(self)
+    }
+
+    pub fn with_content_classifier(mut self, classifier: ContentClassifier) -> Self {
+        self.content_classifier = Some(Arc::new(classifier));
+        self
+    }
+
+    /// The content classifier, when it rates content filters: only where no guard model
+    /// does (a guard model the operator chose judges every category).
+    pub(crate) fn content_classifier(&self) -> Option<Arc<ContentClassifier>> {
+        match self.guard_model {
+            Some(_) => None,
+            None => self.content_classifier.clone(),
+        }
     }
 
     pub fn with_region(mut self, region: impl Into<String>) -> Self {

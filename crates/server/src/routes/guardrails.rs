@@ -81,7 +81,8 @@ fn accepted(body: impl serde::Serialize) -> Response {
 fn draft_of(state: &AppState, body: &Bytes) -> Result<GuardrailDraft, BasaltError> {
     let (name, description, definition) =
         parse_json::<GuardrailRequest>(body)?.into_definition()?;
-    if definition.policies.need_guard_model() && state.guard_model.is_none() {
+    let classifier = state.content_classifier().is_some();
+    if state.guard_model.is_none() && definition.policies.needs_guard_model(classifier) {
         let p = &definition.policies;
         let param = if p.topic_policy_config.is_some() {
             "topicPolicyConfig"
@@ -90,10 +91,18 @@ fn draft_of(state: &AppState, body: &Bytes) -> Result<GuardrailDraft, BasaltErro
         } else {
             "sensitiveInformationPolicyConfig.piiEntitiesConfig"
         };
+        let judged = if classifier {
+            "denied topics, content filters other than INSULTS (which the built-in classifier \
+             rates), NAME and ADDRESS"
+        } else {
+            "denied topics, content filters, NAME and ADDRESS"
+        };
         return Err(BasaltError::new(
             ErrorKind::UnsupportedForModel,
-            "denied topics, content filters, NAME and ADDRESS are judged by a guard model, and \
-             this server has none: start it with --guard-model <a served chat model>",
+            format!(
+                "{judged} are judged by a guard model, and this server has none: start it \
+                 with --guard-model <a served chat model>"
+            ),
         )
         .with_param(param));
     }
