@@ -210,6 +210,23 @@ def test_tenants_see_only_their_own_usage(platform, tenants):
     assert report["totals"]["requests"] == len(mine["records"]) and report["totals"]["requests"] >= 1
 
 
+def test_stored_responses_are_each_tenants_own(platform, tenants):
+    alpha, beta = oai(platform, tenants["alpha"]), oai(platform, tenants["beta"])
+    r = alpha.responses.create(model=SMOL, input="Hello", max_output_tokens=4)
+    assert alpha.responses.retrieve(r.id).id == r.id
+    # Another tenant's id is not found on every route that takes one, not forbidden.
+    for attempt in (lambda: beta.responses.retrieve(r.id),
+                    lambda: beta.responses.input_items.list(r.id),
+                    lambda: beta.responses.delete(r.id),
+                    lambda: beta.responses.create(model=SMOL, input="Hi", previous_response_id=r.id)):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    assert alpha.responses.retrieve(r.id).id == r.id
+    # The usage record of a response carries its id.
+    mine = httpx.get(platform.base_url + "/v1/usage", headers={"authorization": f"Bearer {tenants['alpha']}"}).json()
+    assert r.id in {u["request_id"] for u in mine["records"]}
+
+
 def test_quotas_hold_under_parallel_load(platform):
     assert admin(platform, "POST", "/admin/tenants", {"name": "gamma", "models": [SMOL]}).status_code == 201
     key = admin(platform, "POST", "/admin/tenants/gamma/keys").json()["key"]

@@ -426,7 +426,7 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// A unique id with a dialect's prefix (`chatcmpl-`, `msg_`).
-fn request_id(prefix: &str) -> String {
+pub(crate) fn request_id(prefix: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -87,6 +87,16 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
         .merge(openai::routes(config.clone()).route_layer(guard(auth::Dialect::OpenAi)))
         .merge(anthropic::routes(config.clone()).route_layer(guard(auth::Dialect::Anthropic)))
         .merge(bedrock::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
+        // Bedrock's runtime serves the OpenAI and Anthropic APIs under these prefixes;
+        // clients pointed at a Bedrock endpoint work unchanged.
+        .nest(
+            "/openai",
+            openai::routes(config.clone()).route_layer(guard(auth::Dialect::OpenAi)),
+        )
+        .nest(
+            "/anthropic",
+            anthropic::routes(config.clone()).route_layer(guard(auth::Dialect::Anthropic)),
+        )
         .merge(guardrails::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
         .merge(
             Router::new()
@@ -124,9 +134,9 @@ async fn count_responses(
     next: axum::middleware::Next,
 ) -> Response {
     let path = request.uri().path();
-    let surface = if path.starts_with("/v1/messages") {
+    let surface = if path.starts_with("/v1/messages") || path.starts_with("/anthropic/") {
         "anthropic"
-    } else if path.starts_with("/v1/") {
+    } else if path.starts_with("/v1/") || path.starts_with("/openai/") {
         "openai"
     } else if path.starts_with("/model/")
         || path.starts_with("/foundation-models")

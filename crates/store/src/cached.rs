@@ -24,7 +24,8 @@ use basalt_auth::{AccessKey, Principal};
 
 use crate::{
     AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, GuardrailDraft, GuardrailRecord,
-    GuardrailRef, Quota, Store, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
+    GuardrailRef, ObjectPage, Quota, Store, StoreError, StoredObject, Tenant, UsageQuery,
+    UsageRecord, UsageTotals,
 };
 
 /// Entries per map before it is emptied.
@@ -350,6 +351,33 @@ impl Store for CachedStore {
         version: Option<&str>,
     ) -> Result<(), StoreError> {
         self.inner.delete_guardrail(tenant_id, id, version).await
+    }
+
+    async fn put_object(&self, object: &StoredObject) -> Result<(), StoreError> {
+        self.inner.put_object(object).await
+    }
+
+    async fn object(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<StoredObject, StoreError> {
+        self.inner.object(tenant_id, kind, id).await
+    }
+
+    async fn objects(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ObjectPage, StoreError> {
+        self.inner.objects(tenant_id, kind, after, limit).await
+    }
+
+    async fn delete_object(&self, tenant_id: &str, kind: &str, id: &str) -> Result<(), StoreError> {
+        self.inner.delete_object(tenant_id, kind, id).await
     }
 
     async fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError> {

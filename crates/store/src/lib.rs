@@ -173,6 +173,24 @@ pub struct GuardrailDraft {
     pub definition: String,
 }
 
+/// A stored API object: a tenant's OpenAI response (and, by `kind`, any other object an API
+/// keeps), as JSON the store does not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub tenant_id: String,
+    pub kind: String,
+    pub id: String,
+    pub created_at: i64,
+    pub body: String,
+}
+
+/// One page of a listing of stored objects, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectPage {
+    pub objects: Vec<StoredObject>,
+    pub has_more: bool,
+}
+
 /// The version a guardrail's editable draft has.
 pub const DRAFT: &str = "DRAFT";
 
@@ -313,6 +331,25 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError>;
 
     /// The admin token's hash, set once at bootstrap.
+    /// Stores an object, or replaces the body of the one with its tenant, kind and id.
+    async fn put_object(&self, object: &StoredObject) -> Result<(), StoreError>;
+    /// A tenant's object; another tenant's is `NotFound`.
+    async fn object(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<StoredObject, StoreError>;
+    /// A page of a tenant's objects of one kind, newest first, after the object `after`.
+    async fn objects(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ObjectPage, StoreError>;
+    async fn delete_object(&self, tenant_id: &str, kind: &str, id: &str) -> Result<(), StoreError>;
+
     async fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError>;
     async fn set_admin_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError>;
 }

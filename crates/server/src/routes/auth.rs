@@ -109,12 +109,18 @@ pub async fn require(
     }
 }
 
+/// The request line as the client sent and signed it: under a nested prefix
+/// (`/openai/v1/...`) the router hands routes the URI without it, so the original is read.
 fn request_line(parts: &axum::http::request::Parts) -> RequestLine<'_> {
+    let uri = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(&parts.uri, |original| &original.0);
     RequestLine {
         method: parts.method.as_str(),
-        raw_path: parts.uri.path(),
-        raw_query: parts.uri.query(),
-        authority: parts.uri.authority().map(|a| a.as_str()),
+        raw_path: uri.path(),
+        raw_query: uri.query(),
+        authority: uri.authority().map(|a| a.as_str()),
     }
 }
 

@@ -10,3 +10,4 @@ pub(crate) mod embeddings;
 pub(crate) mod guardrails;
 pub(crate) mod images;
 pub(crate) mod openai;
+pub(crate) mod responses;

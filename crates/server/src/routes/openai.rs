@@ -1,4 +1,5 @@
-//! OpenAI-compatible routes: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+//! OpenAI-compatible routes: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, and
+//! the Responses API's (`responses`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -59,6 +60,22 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
                     generate(s, p, h, b, Surface::Completion, keep_alive)
                 },
             ),
+        )
+        .route(
+            "/v1/responses",
+            post(
+                move |s: Shared, p: Extension<Principal>, b: Result<Bytes, BytesRejection>| {
+                    crate::routes::responses::create(s, p, b, keep_alive)
+                },
+            ),
+        )
+        .route(
+            "/v1/responses/{id}",
+            get(crate::routes::responses::get).delete(crate::routes::responses::delete),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(crate::routes::responses::input_items),
         )
         .layer(DefaultBodyLimit::max(config.body_limit))
 }

@@ -87,4 +87,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 4: the guardrail an operator enforces on every model call of a tenant.
     "ALTER TABLE tenants ADD COLUMN enforced_guardrail_id TEXT;
     ALTER TABLE tenants ADD COLUMN enforced_guardrail_version TEXT;",
+    // 5: stored API objects (OpenAI responses, files, batches), one table for every kind,
+    // each a JSON body scoped by tenant. Like guardrails, no foreign key to `tenants`.
+    "CREATE TABLE objects (
+        tenant_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, kind, id)
+    );
+    CREATE INDEX objects_by_time ON objects (tenant_id, kind, created_at, id);",
 ];

@@ -11,6 +11,7 @@
 mod database;
 mod guardrails;
 mod migrations;
+mod objects;
 mod pool;
 mod usage;
 
@@ -22,8 +23,8 @@ use basalt_auth::{AccessKey, Principal};
 
 use crate::{
     AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, GuardrailDraft, GuardrailRecord,
-    GuardrailRef, Quota, SecretBox, Store, StoreError, Tenant, UsageQuery, UsageRecord,
-    UsageTotals,
+    GuardrailRef, ObjectPage, Quota, SecretBox, Store, StoreError, StoredObject, Tenant,
+    UsageQuery, UsageRecord, UsageTotals,
 };
 use database::Database;
 
@@ -295,6 +296,41 @@ impl Store for SqliteStore {
         let (tenant_id, id) = (tenant_id.to_owned(), id.to_owned());
         let version = version.map(str::to_owned);
         self.run(move |db| db.delete_guardrail(&tenant_id, &id, version.as_deref()))
+            .await?
+    }
+
+    async fn put_object(&self, object: &StoredObject) -> Result<(), StoreError> {
+        let object = object.clone();
+        self.run(move |db| db.put_object(&object)).await?
+    }
+
+    async fn object(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        id: &str,
+    ) -> Result<StoredObject, StoreError> {
+        let (tenant_id, kind, id) = (tenant_id.to_owned(), kind.to_owned(), id.to_owned());
+        self.run(move |db| db.object(&tenant_id, &kind, &id))
+            .await?
+    }
+
+    async fn objects(
+        &self,
+        tenant_id: &str,
+        kind: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ObjectPage, StoreError> {
+        let (tenant_id, kind) = (tenant_id.to_owned(), kind.to_owned());
+        let after = after.map(str::to_owned);
+        self.run(move |db| db.objects(&tenant_id, &kind, after.as_deref(), limit))
+            .await?
+    }
+
+    async fn delete_object(&self, tenant_id: &str, kind: &str, id: &str) -> Result<(), StoreError> {
+        let (tenant_id, kind, id) = (tenant_id.to_owned(), kind.to_owned(), id.to_owned());
+        self.run(move |db| db.delete_object(&tenant_id, &kind, &id))
             .await?
     }
 

@@ -1,4 +1,5 @@
-//! The OpenAI dialect: `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
+//! The OpenAI dialect: `/v1/chat/completions`, `/v1/completions`, `/v1/models`, and the
+//! Responses API ([`responses`]).
 
 use basalt_types::{
     BasaltError, ChatMessage, ErrorKind, GenerateRequest, OutputConstraints, OutputFormat, Prompt,
@@ -10,6 +11,7 @@ use serde_json::Value;
 use crate::check_range;
 
 mod response;
+pub mod responses;
 pub use response::*;
 
 /// Most alternatives per token the API returns (OpenAI's limit).
