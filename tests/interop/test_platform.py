@@ -227,6 +227,31 @@ def test_stored_responses_are_each_tenants_own(platform, tenants):
     assert r.id in {u["request_id"] for u in mine["records"]}
 
 
+def test_files_and_batches_are_each_tenants_own_and_metered_as_batch(platform, tenants):
+    alpha, beta = oai(platform, tenants["alpha"]), oai(platform, tenants["beta"])
+    line = {"custom_id": "one", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": SMOL, "messages": QUESTION, "max_tokens": 2}}
+    f = alpha.files.create(file=("in.jsonl", json.dumps(line).encode() + b"\n"), purpose="batch")
+    b = alpha.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    for attempt in (lambda: beta.files.retrieve(f.id), lambda: beta.files.content(f.id),
+                    lambda: beta.files.delete(f.id), lambda: beta.batches.retrieve(b.id),
+                    lambda: beta.batches.cancel(b.id),
+                    lambda: beta.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                                completion_window="24h")):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+    assert f.id not in {x.id for x in beta.files.list()}
+    deadline = time.time() + 120
+    while (b := alpha.batches.retrieve(b.id)).status != "completed":
+        assert time.time() < deadline and b.status not in ("failed", "cancelled"), b
+        time.sleep(0.2)
+    out = json.loads(alpha.files.content(b.output_file_id).text)
+    # The record is in the tenant's usage, marked as batch work.
+    mine = httpx.get(platform.base_url + "/v1/usage", headers={"authorization": f"Bearer {tenants['alpha']}"}).json()
+    record = next(r for r in mine["records"] if r["request_id"] == out["response"]["request_id"])
+    assert record["surface"] == "openai.batch" and record["output_tokens"] == 2
+
+
 def test_quotas_hold_under_parallel_load(platform):
     assert admin(platform, "POST", "/admin/tenants", {"name": "gamma", "models": [SMOL]}).status_code == 201
     key = admin(platform, "POST", "/admin/tenants/gamma/keys").json()["key"]

@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// Largest request body, in KiB
     #[arg(long, default_value_t = 4096)]
     max_body_kb: usize,
+    /// Largest file upload (`/v1/files`), in MiB
+    #[arg(long, default_value_t = 200)]
+    max_file_mb: usize,
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish
     #[arg(long, default_value_t = 10)]
     shutdown_grace_secs: u64,
@@ -260,6 +263,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         Some(id) => state.with_guard_model(id)?,
         None => state,
     };
+    let state = state.with_data_dir(&args.database.dir());
     let state = match load_content_classifier(args.content_classifier.as_deref(), &models_dir)? {
         Some(classifier) => state.with_content_classifier(classifier),
         None => state,
@@ -268,6 +272,7 @@ pub fn run(args: ServeArgs) -> CliResult {
     let server_config = ServerConfig {
         body_limit: args.max_body_kb << 10,
         body_read_timeout: Duration::from_secs(args.body_read_timeout_secs),
+        file_limit: args.max_file_mb << 20,
         ..Default::default()
     };
     let limits = ConnectionLimits {
@@ -279,7 +284,10 @@ pub fn run(args: ServeArgs) -> CliResult {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let app = router(Arc::new(state), server_config);
+    let state = Arc::new(state);
+    // Batch jobs the last server left unfinished carry on where they stopped.
+    runtime.spawn(basalt_server::batch::resume(Arc::clone(&state)));
+    let app = router(state, server_config);
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)

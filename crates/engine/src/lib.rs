@@ -35,6 +35,8 @@ pub use config::EngineConfig;
 pub use error::EngineError;
 pub use kernels::set_compute_threads;
 pub use loaded::{open_weights, LoadedModel};
-pub use request::{Accounting, Admission, EventReceiver, Outcome, PreparedRequest, TenantLane};
+pub use request::{
+    Accounting, Admission, EventReceiver, Outcome, PreparedRequest, Priority, TenantLane,
+};
 pub use sampling::{argmax, logprobs, Rng, Sampler};
 pub use scheduler::SchedulerStats;

@@ -30,6 +30,17 @@ pub struct Admission {
     /// Receives the final accounting when the sequence ends, however it ends (finished,
     /// failed, or cancelled by a client that went away): the tokens actually computed.
     pub accounting: Option<oneshot::Sender<Accounting>>,
+    pub priority: Priority,
+}
+
+/// The class of work a request is. Batch work fills capacity interactive requests leave
+/// idle: it is admitted only while no interactive request waits, and a running batch
+/// sequence gives its slot to an interactive one that does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Priority {
+    #[default]
+    Interactive,
+    Batch,
 }
 
 /// A tenant's lane in the admission queue: requests are admitted in weighted fair order

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use basalt_auth::Principal;
-use basalt_engine::{Accounting, Admission, EventReceiver, Outcome};
+use basalt_engine::{Accounting, Admission, EventReceiver, Outcome, Priority};
 use basalt_store::UsageRecord;
 use basalt_types::{
     BasaltError, FinishReason, GenerateEvent, GenerateRequest, TokenLogprob, ToolCall, Usage,
@@ -38,7 +38,14 @@ pub(crate) struct Call {
     /// The guardrail verdicts on this call's answers, one per sequence in the order they
     /// are started, for the invocation log: a guarded sequence's log waits for its verdict.
     pub guardrail_verdicts: Arc<Mutex<VecDeque<oneshot::Receiver<GuardrailVerdict>>>>,
+    /// A record of a batch job: it runs below interactive work and is billed at the batch
+    /// price.
+    pub batch: bool,
 }
+
+/// What a batch record costs against the same request made interactively (Bedrock and
+/// OpenAI both bill batch inference at half the on-demand price).
+pub(crate) const BATCH_PRICE: f64 = 0.5;
 
 /// What a guardrail made of one answer, for the invocation log: the text the API returned,
 /// whether it intervened or blocked, and the trace (Bedrock's `guardrail` trace object).
@@ -68,6 +75,28 @@ impl Call {
             request_id,
             started: Instant::now(),
             guardrail_verdicts: Arc::default(),
+            batch: false,
+        }
+    }
+
+    /// Marks the call as a batch job's record.
+    pub fn for_batch(mut self, batch: bool) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// The cost of `usage` on `model_id` for this call, at the batch price for a batch.
+    pub fn cost(
+        &self,
+        platform: Option<&platform::Platform>,
+        model_id: &str,
+        usage: &Usage,
+    ) -> f64 {
+        let cost = platform.map_or(0.0, |p| p.cost(model_id, usage));
+        if self.batch {
+            cost * BATCH_PRICE
+        } else {
+            cost
         }
     }
 
@@ -138,6 +167,10 @@ pub(crate) async fn start_generation(
     let admission = Admission {
         tenant: lane,
         accounting: Some(acc_tx),
+        priority: match call.batch {
+            true => Priority::Batch,
+            false => Priority::Interactive,
+        },
     };
     let rx = match model.engine.enqueue(prepared, admission) {
         Ok(rx) => rx,
@@ -225,10 +258,7 @@ pub(crate) async fn record_now(
         first_token: None,
         outcome: basalt_engine::Outcome::Cancelled, // replaced by `status` below
     };
-    let cost = state
-        .platform
-        .as_ref()
-        .map_or(0.0, |p| p.cost(model_id, &usage));
+    let cost = call.cost(state.platform.as_deref(), model_id, &usage);
     let mut record = usage_record(call, model_id, &acc, cost);
     record.status = status.to_string();
     persist_usage(state, record, reservation, None).await;
@@ -318,10 +348,7 @@ fn spawn_metering(
                     }
                 }
             }
-            let cost = state
-                .platform
-                .as_ref()
-                .map_or(0.0, |p| p.cost(&model_id, &acc.usage));
+            let cost = call.cost(state.platform.as_deref(), &model_id, &acc.usage);
             let record = usage_record(&call, &model_id, &acc, cost);
             persist_usage(&state, record, reservation, begun).await;
         }
@@ -452,7 +479,10 @@ pub(crate) fn usage_record(
         tenant_id: call.principal.tenant.clone(),
         key_id: call.principal.key_id.clone(),
         model_id: model_id.to_string(),
-        surface: call.surface.to_string(),
+        surface: match call.batch {
+            true => format!("{}.batch", call.surface),
+            false => call.surface.to_string(),
+        },
         operation: call.operation.to_string(),
         input_tokens: acc.usage.input_tokens as u64,
         cached_input_tokens: acc.usage.cached_input_tokens as u64,

@@ -294,6 +294,7 @@ async fn ask_guard_model(
         Admission {
             tenant: None,
             accounting: None,
+            ..Admission::default()
         },
     )?;
     Ok(Answer::collect(rx).await?.text)

@@ -18,8 +18,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 mod blocks;
 mod error;
+mod files;
 mod generation;
 mod guardrail;
 pub mod invocation_log;
@@ -54,6 +56,8 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// How often an idle stream sends a keep-alive comment.
     pub keep_alive: Duration,
+    /// Largest file upload accepted (`/v1/files`); larger ones get a 413.
+    pub file_limit: usize,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +66,7 @@ impl Default for ServerConfig {
             body_limit: 4 << 20,
             body_read_timeout: Duration::from_secs(60),
             keep_alive: Duration::from_secs(15),
+            file_limit: 200 << 20,
         }
     }
 }
@@ -70,6 +75,14 @@ impl ServerConfig {
     fn body_rules(&self) -> auth::BodyRules {
         auth::BodyRules {
             limit: self.body_limit,
+            deadline: self.body_read_timeout,
+        }
+    }
+
+    /// The rules for file uploads: a larger limit, the same deadline.
+    fn upload_rules(&self) -> auth::BodyRules {
+        auth::BodyRules {
+            limit: self.file_limit,
             deadline: self.body_read_timeout,
         }
     }
@@ -83,15 +96,28 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
             auth::require,
         )
     };
+    let uploads = || {
+        axum::middleware::from_fn_with_state(
+            (
+                Arc::clone(&state),
+                auth::Dialect::OpenAi,
+                config.upload_rules(),
+            ),
+            auth::require,
+        )
+    };
     Router::new()
         .merge(openai::routes(config.clone()).route_layer(guard(auth::Dialect::OpenAi)))
         .merge(anthropic::routes(config.clone()).route_layer(guard(auth::Dialect::Anthropic)))
         .merge(bedrock::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
+        .merge(routes::files::routes(&config).route_layer(uploads()))
         // Bedrock's runtime serves the OpenAI and Anthropic APIs under these prefixes;
         // clients pointed at a Bedrock endpoint work unchanged.
         .nest(
             "/openai",
-            openai::routes(config.clone()).route_layer(guard(auth::Dialect::OpenAi)),
+            openai::routes(config.clone())
+                .route_layer(guard(auth::Dialect::OpenAi))
+                .merge(routes::files::routes(&config).route_layer(uploads())),
         )
         .nest(
             "/anthropic",

@@ -58,6 +58,10 @@ pub struct AppState {
     /// The built-in content classifier (INSULTS without a guard model), if its exported
     /// numbers were found.
     pub content_classifier: Option<Arc<ContentClassifier>>,
+    /// Uploaded and generated files (`/v1/files`), when the server has a data directory.
+    pub files: Option<Arc<crate::files::FileStore>>,
+    /// The batch jobs this server runs (`/v1/batches`), when it has a data directory.
+    pub batches: Option<Arc<crate::batch::Batches>>,
 }
 
 impl AppState {
@@ -83,6 +87,8 @@ impl AppState {
             guardrails: Default::default(),
             guard_model: None,
             content_classifier: None,
+            files: None,
+            batches: None,
         }
     }
 
@@ -129,6 +135,13 @@ impl AppState {
             .ok_or_else(|| format!("the guard model `{id}` is not a served chat model"))?;
         self.guard_model = Some(model);
         Ok(self)
+    }
+
+    /// Keeps files under `dir/files` and batch jobs' journals under `dir/batches`.
+    pub fn with_data_dir(mut self, dir: &std::path::Path) -> Self {
+        self.files = Some(Arc::new(crate::files::FileStore::new(dir.join("files"))));
+        self.batches = Some(Arc::new(crate::batch::Batches::new(dir.join("batches"))));
+        self
     }
 
     pub fn with_content_classifier(mut self, classifier: ContentClassifier) -> Self {

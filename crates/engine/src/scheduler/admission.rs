@@ -1,4 +1,5 @@
-//! Admission: which waiting sequence runs next. Weighted fair queuing between tenant lanes
+//! Admission: which waiting sequence runs next. Interactive work before batch work (a batch
+//! sequence gives its slot to a waiting interactive one); weighted fair queuing between tenant lanes
 //! (oldest first within one), preempted sequences ahead of new work, a slot given back by a
 //! tenant above its share when one below it waits, and admission only where the first chunk
 //! fits the KV budget (cached prefixes evicted first). Prefix-cache reuse on admission.
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use super::sequence::Sequence;
 use super::Scheduler;
 use crate::kv::SeqKv;
-use crate::TenantLane;
+use crate::{Priority, TenantLane};
 
 pub(super) fn lane_key(lane: &Option<TenantLane>) -> &str {
     lane.as_ref().map_or("", |l| l.id.as_str())
@@ -72,6 +73,23 @@ impl Scheduler {
     /// candidate's index in `waiting` after the preempted sequence joined it, or `None`
     /// when nobody is owed a slot.
     pub(super) fn yield_slot_to(&mut self, candidate: usize) -> Option<usize> {
+        // Batch work only fills idle capacity: its newest sequence makes way at once.
+        if self.waiting.get(candidate)?.priority == Priority::Interactive {
+            let newest_batch = self
+                .running
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.priority == Priority::Batch)
+                .max_by_key(|(_, s)| s.arrival)
+                .map(|(i, _)| i);
+            if let Some(i) = newest_batch {
+                self.preempt(i);
+                if let Some(seq) = self.waiting.front_mut() {
+                    seq.yielded = true;
+                }
+                return Some(candidate + 1);
+            }
+        }
         let weight = |lane: &Option<TenantLane>| lane.as_ref().map_or(1, |l| l.weight.max(1));
         let mut lanes: HashMap<&str, (u32, usize)> = HashMap::new(); // weight, running
         for s in &self.waiting {
@@ -113,16 +131,30 @@ impl Scheduler {
         Some(candidate + 1)
     }
 
-    /// The waiting sequence to admit next: a preempted one first (it was admitted before);
+    /// The waiting sequence to admit next, interactive before batch: a preempted one first
+    /// (it was admitted before);
     /// otherwise weighted fair queuing between tenant lanes: the lane that has received the
     /// least service per unit of weight goes next, oldest request first within a lane. A
     /// lane that was idle restarts at the current virtual time, so idling earns no credit.
     pub(super) fn next_to_admit(&self) -> Option<usize> {
-        if let Some(i) = self.waiting.iter().position(|s| s.preempted && !s.yielded) {
+        // While interactive work waits, batch work does not start (nor restart).
+        let interactive_waits = self
+            .waiting
+            .iter()
+            .any(|s| s.priority == Priority::Interactive);
+        let eligible = |s: &Sequence| !interactive_waits || s.priority == Priority::Interactive;
+        if let Some(i) = self
+            .waiting
+            .iter()
+            .position(|s| s.preempted && !s.yielded && eligible(s))
+        {
             return Some(i);
         }
         let mut best: Option<(f64, u64, usize)> = None;
         for (i, s) in self.waiting.iter().enumerate() {
+            if !eligible(s) {
+                continue;
+            }
             let key = lane_key(&s.lane);
             let served = self.lane_service.get(key).copied().unwrap_or(0.0);
             let vt = served.max(self.virtual_time);

@@ -14,7 +14,7 @@ use crate::prefix_cache::Chain;
 use crate::sampling::Sampler;
 use crate::text::{StopMatcher, Utf8Stream};
 use crate::tools::{self, OutputParser};
-use crate::{Accounting, Admission, Outcome, PreparedRequest, TenantLane};
+use crate::{Accounting, Admission, Outcome, PreparedRequest, Priority, TenantLane};
 
 pub(super) struct Sequence {
     /// Prompt followed by every generated token.
@@ -41,6 +41,7 @@ pub(super) struct Sequence {
     pub(super) events: mpsc::UnboundedSender<GenerateEvent>,
     /// Fair-admission lane (tenant) and this request's arrival order.
     pub(super) lane: Option<TenantLane>,
+    pub(super) priority: Priority,
     pub(super) arrival: u64,
     /// Recomputing after preemption: admitted ahead of new work (unless it yielded).
     pub(super) preempted: bool,
@@ -104,6 +105,7 @@ impl Sequence {
             output,
             events,
             lane: admission.tenant,
+            priority: admission.priority,
             arrival: ARRIVALS.fetch_add(1, Ordering::Relaxed),
             preempted: false,
             yielded: false,

@@ -284,7 +284,7 @@ fn lane(tenant: &str, weight: u32) -> Admission {
             id: tenant.into(),
             weight,
         }),
-        accounting: None,
+        ..Admission::default()
     }
 }
 
@@ -380,6 +380,52 @@ fn a_tenant_holding_every_slot_gives_one_to_a_newcomer() {
 }
 
 #[test]
+fn batch_work_makes_way_for_interactive_requests() {
+    let (handle, _shared) = scheduler_with_queue(1 << 20, 2, 64);
+    let batch = || Admission {
+        priority: crate::Priority::Batch,
+        ..Admission::default()
+    };
+    // Batch sequences fill both slots, with more batch work queued behind them.
+    let mut batches: Vec<_> = (0..4)
+        .map(|_| handle.enqueue(request(200), batch()).unwrap())
+        .collect();
+    for rx in &mut batches[..2] {
+        // The first token of each: both are running.
+        rx.blocking_recv().unwrap();
+    }
+    let (tx, ends) = std_mpsc::channel();
+    let threads: Vec<_> = batches
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let tx = tx.clone();
+            let read = usize::from(i < 2);
+            std::thread::spawn(move || {
+                let (tokens, end) = drain(r);
+                let finished = matches!(end, GenerateEvent::Finished { .. });
+                let _ = tx.send((Instant::now(), read + tokens.len(), finished));
+            })
+        })
+        .collect();
+    drop(tx);
+    // An interactive request takes a batch sequence's slot at once: it finishes (5 tokens)
+    // before any batch sequence (200 each) does, though they all started before it.
+    let (tokens, end) = drain(handle.enqueue(request(5), Admission::default()).unwrap());
+    let interactive_done = Instant::now();
+    assert_eq!(tokens.len(), 5);
+    assert!(matches!(end, GenerateEvent::Finished { .. }));
+    let ends: Vec<_> = ends.iter().collect();
+    assert!(ends.iter().all(|(at, _, _)| *at > interactive_done));
+    // And every batch sequence still finishes whole (the preempted one recomputed).
+    assert_eq!(ends.len(), 4);
+    assert!(ends.iter().all(|(_, n, finished)| *n == 200 && *finished));
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
 fn weights_share_admissions_in_proportion() {
     let (handle, _shared) = scheduler_with_queue(1 << 20, 1, 64);
     // Hold the only slot so both tenants queue up behind it, then release it.
@@ -418,6 +464,7 @@ fn accounting_arrives_for_finished_and_cancelled_sequences() {
     let billed = Admission {
         tenant: None,
         accounting: Some(tx),
+        ..Admission::default()
     };
     drain(handle.enqueue(request(5), billed).unwrap());
     let a = acc.blocking_recv().unwrap();
@@ -429,6 +476,7 @@ fn accounting_arrives_for_finished_and_cancelled_sequences() {
     let billed = Admission {
         tenant: None,
         accounting: Some(tx),
+        ..Admission::default()
     };
     let mut rx = handle.enqueue(request(100_000), billed).unwrap();
     // Read a few tokens, then walk away.

@@ -82,7 +82,16 @@ pub(crate) async fn openai_embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, OpenAiError> {
     let call = Call::new(principal, "openai", "embeddings", "emb-");
-    let body = body.map_err(body_error)?;
+    openai_embeddings_for(&state, call, body.map_err(body_error)?).await
+}
+
+/// `/v1/embeddings` for `call`: an HTTP request's, or a batch job's record.
+pub(crate) async fn openai_embeddings_for(
+    state: &Arc<AppState>,
+    call: Call,
+    body: Bytes,
+) -> Result<Json<Value>, OpenAiError> {
+    let state = Arc::clone(state);
     let (model_id, request, base64) =
         basalt_wire::parse_json::<wire::OpenAiEmbeddingsRequest>(&body)?.into_request()?;
     let served = state

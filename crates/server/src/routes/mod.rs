@@ -7,6 +7,7 @@ pub(crate) mod anthropic;
 pub(crate) mod auth;
 pub(crate) mod bedrock;
 pub(crate) mod embeddings;
+pub(crate) mod files;
 pub(crate) mod guardrails;
 pub(crate) mod images;
 pub(crate) mod openai;

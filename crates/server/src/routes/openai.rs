@@ -46,7 +46,7 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
                       p: Extension<Principal>,
                       h: HeaderMap,
                       b: Result<Bytes, BytesRejection>| {
-                    generate(s, p, h, b, Surface::Chat, keep_alive)
+                    generate(s, p, h, b, Surface::Chat, keep_alive, false)
                 },
             ),
         )
@@ -57,7 +57,7 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
                       p: Extension<Principal>,
                       h: HeaderMap,
                       b: Result<Bytes, BytesRejection>| {
-                    generate(s, p, h, b, Surface::Completion, keep_alive)
+                    generate(s, p, h, b, Surface::Completion, keep_alive, false)
                 },
             ),
         )
@@ -121,26 +121,30 @@ async fn get_model(
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Surface {
+pub(crate) enum Surface {
     Chat,
     Completion,
 }
 
 /// A completion or chat completion, through the guardrail the request names (Bedrock's
 /// headers or a `guardrailConfig` body field): a blocked input is answered with the
-/// guardrail's message, and an intervention ends a choice with `content_filter`.
-async fn generate(
+/// guardrail's message, and an intervention ends a choice with `content_filter`. A batch
+/// job runs its records through here too (`batch`), so they are answered exactly as the
+/// same requests over HTTP would be.
+pub(crate) async fn generate(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     surface: Surface,
     keep_alive: std::time::Duration,
+    batch: bool,
 ) -> Result<Response, OpenAiError> {
     let call = match surface {
         Surface::Chat => Call::new(principal, "openai", "chat.completions", "chatcmpl-"),
         Surface::Completion => Call::new(principal, "openai", "completions", "cmpl-"),
-    };
+    }
+    .for_batch(batch);
     let body = body.map_err(body_error)?;
     let call = call.with_body(&state, &body);
     let mut plan = match surface {

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::check_range;
 
+pub mod files;
 mod response;
 pub mod responses;
 pub use response::*;

@@ -432,36 +432,37 @@ impl ResponsesRequest {
                 "strict": true,
             }));
         }
-        let (tool_choice, tool_choice_echo) =
-            match &self.tool_choice {
-                None => (ToolChoice::Auto, json!("auto")),
-                Some(Value::String(s)) => match s.as_str() {
-                    "auto" => (ToolChoice::Auto, json!("auto")),
-                    "none" => (ToolChoice::None, json!("none")),
-                    "required" => (ToolChoice::Required, json!("required")),
-                    other => return Err(invalid(
+        let (tool_choice, tool_choice_echo) = match &self.tool_choice {
+            None => (ToolChoice::Auto, json!("auto")),
+            Some(Value::String(s)) => match s.as_str() {
+                "auto" => (ToolChoice::Auto, json!("auto")),
+                "none" => (ToolChoice::None, json!("none")),
+                "required" => (ToolChoice::Required, json!("required")),
+                other => {
+                    return Err(invalid(
                         "tool_choice",
                         format!(
                             "`{other}` is not a tool choice (auto, none, required or a function)"
                         ),
-                    )),
-                },
-                Some(v) => match (
-                    v.get("type").and_then(Value::as_str),
-                    v.get("name").and_then(Value::as_str),
-                ) {
-                    (Some("function"), Some(name)) => (
-                        ToolChoice::Named(name.to_string()),
-                        json!({"type": "function", "name": name}),
-                    ),
-                    _ => {
-                        return Err(invalid(
-                            "tool_choice",
-                            "a named tool choice is {\"type\": \"function\", \"name\": ...}",
-                        ))
-                    }
-                },
-            };
+                    ))
+                }
+            },
+            Some(v) => match (
+                v.get("type").and_then(Value::as_str),
+                v.get("name").and_then(Value::as_str),
+            ) {
+                (Some("function"), Some(name)) => (
+                    ToolChoice::Named(name.to_string()),
+                    json!({"type": "function", "name": name}),
+                ),
+                _ => {
+                    return Err(invalid(
+                        "tool_choice",
+                        "a named tool choice is {\"type\": \"function\", \"name\": ...}",
+                    ))
+                }
+            },
+        };
         if let ToolChoice::Named(name) = &tool_choice {
             if !tools.iter().any(|t| &t.name == name) {
                 return Err(invalid(
