@@ -30,7 +30,6 @@ use basalt_wire::openai::files::{
     BatchErrors, BatchInputLine, BatchLineError, BatchObject, BatchOutputLine, BatchResponse,
 };
 use bytes::Bytes;
-use futures_util::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -41,8 +40,9 @@ use crate::AppState;
 
 /// The store's kind for batches.
 pub(crate) const KIND: &str = "batch";
-/// Records of one job in flight at once: enough for the engine to batch their decoding.
-const CONCURRENCY: usize = 16;
+/// Records of one job in flight at once: more than the engine runs together (16 by
+/// default), so a slot that frees is refilled from its queue at once.
+const CONCURRENCY: usize = 32;
 /// How often, at most, a running job's counts are written back to its stored object.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -386,26 +386,37 @@ async fn run(state: &Arc<AppState>, job: &Job, stop: &Stop) -> Result<(), Basalt
     let mut last_saved = Instant::now();
     let cancelled = batch.status == "cancelling" || stop.requested.load(Ordering::Acquire);
     if !cancelled {
+        // Each record is a task of its own, so records progress while this loop writes the
+        // journal; at most CONCURRENCY run, and a record finishing starts the next.
+        let mut todo = todo.into_iter();
+        let mut records = tokio::task::JoinSet::new();
         let endpoint = batch.endpoint.clone();
-        let mut records = stream::iter(todo)
-            .map(|(i, parsed)| {
-                let (state, principal, endpoint) =
-                    (Arc::clone(state), principal.clone(), endpoint.clone());
-                async move { (i, run_record(&state, &principal, &endpoint, parsed).await) }
-            })
-            .buffer_unordered(CONCURRENCY);
+        let mut launch = |records: &mut tokio::task::JoinSet<(usize, BatchOutputLine)>| {
+            let Some((i, parsed)) = todo.next() else {
+                return;
+            };
+            let (state, principal, endpoint) =
+                (Arc::clone(state), principal.clone(), endpoint.clone());
+            records
+                .spawn(async move { (i, run_record(&state, &principal, &endpoint, parsed).await) });
+        };
+        for _ in 0..CONCURRENCY {
+            launch(&mut records);
+        }
         loop {
             let notified = stop.notify.notified();
             if stop.requested.load(Ordering::Acquire) {
                 break;
             }
             let next = tokio::select! {
-                next = records.next() => next,
+                next = records.join_next() => next,
                 () = notified => break,
             };
-            let Some((line, output)) = next else {
+            let Some(joined) = next else {
                 break;
             };
+            let (line, output) = joined.map_err(internal)?;
+            launch(&mut records);
             let finished = Finished { line, output };
             let writer = Arc::clone(&journal);
             let finished = off_runtime(move || {
@@ -422,8 +433,8 @@ async fn run(state: &Arc<AppState>, job: &Job, stop: &Stop) -> Result<(), Basalt
                 last_saved = Instant::now();
             }
         }
-        // Dropping the stream cancels the records still running (their sequences stop
-        // in the engine); they are not in the journal, so a resumed job would redo them.
+        // Dropping the set aborts the records still running (their sequences stop in the
+        // engine); they are not in the journal, so a resumed job would redo them.
     }
     // Re-read: a cancel request may have changed the stored status meanwhile.
     let mut batch = load(state, &job.tenant, &job.batch_id).await?;

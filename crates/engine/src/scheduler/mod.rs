@@ -21,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use basalt_types::{BasaltError, ErrorKind};
 use tokio::sync::mpsc;
@@ -30,7 +31,14 @@ use crate::kv::KvBudget;
 use crate::model::{BatchSeq, Transformer};
 use crate::prefix_cache::{Chain, PrefixCache};
 use crate::tokenizer::Tokenizer;
-use crate::{Admission, EngineConfig, EventReceiver, PreparedRequest};
+use crate::{Admission, EngineConfig, EventReceiver, PreparedRequest, Priority};
+
+/// Prompt tokens of batch sequences read in one step, at most (see `Scheduler::plan`).
+const BATCH_PREFILL_PER_STEP: usize = 16;
+/// Batch sequences moved in one step while interactive traffic is about.
+const BATCH_ROWS_CONTENDED: usize = 4;
+/// How long after the last interactive sequence batch work stays in small steps.
+const INTERACTIVE_GRACE: Duration = Duration::from_millis(500);
 use output::{emit_next_token, StepResult};
 use sequence::Sequence;
 
@@ -119,6 +127,9 @@ struct Scheduler {
     lane_service: HashMap<String, f64>,
     virtual_time: f64,
     cache: PrefixCache,
+    /// When an interactive sequence was last waiting or running: while that is recent,
+    /// batch work runs in small steps.
+    last_interactive: Option<Instant>,
 }
 
 impl Scheduler {
@@ -140,6 +151,7 @@ impl Scheduler {
             lane_service: HashMap::new(),
             virtual_time: 0.0,
             cache,
+            last_interactive: None,
         }
     }
 
@@ -255,14 +267,54 @@ impl Scheduler {
     /// step's token budget, with KV room reserved. When memory runs out, the most recently
     /// admitted sequence is preempted (cache dropped, tokens kept, recomputed later); a
     /// sequence that cannot fit even alone fails.
+    ///
+    /// Batch sequences sit out the steps in which an interactive sequence reads its prompt:
+    /// a step's time grows with every token in it, and an interactive request's first
+    /// token waits for its prompt's steps alone. For the same reason batch prompts are read
+    /// at most [`BATCH_PREFILL_PER_STEP`] tokens a step, and while interactive traffic is
+    /// about (within [`INTERACTIVE_GRACE`]) at most [`BATCH_ROWS_CONTENDED`] batch rows move
+    /// in a step: the step an interactive request arrives during, and waits for, is short.
+    /// With no interactive traffic, batch work has the whole step.
     fn plan(&mut self) -> Vec<(usize, usize)> {
         let chunk = self.shared.config.prefill_chunk.max(1);
         let mut budget = self.shared.config.max_batch_tokens.max(1);
+        let mut batch_prefill = BATCH_PREFILL_PER_STEP;
+        let interactive = |s: &Sequence| s.priority == Priority::Interactive;
+        if self.running.iter().chain(&self.waiting).any(interactive) {
+            self.last_interactive = Some(Instant::now());
+        }
+        let contended = self
+            .last_interactive
+            .is_some_and(|t| t.elapsed() < INTERACTIVE_GRACE);
+        let mut batch_rows = if contended {
+            BATCH_ROWS_CONTENDED
+        } else {
+            usize::MAX
+        };
+        let interactive_prefill = self
+            .running
+            .iter()
+            .any(|s| s.priority == Priority::Interactive && s.computed < s.tokens.len());
         let mut plan = Vec::new();
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let seq = &mut self.running[i];
-            let n = (seq.tokens.len() - seq.computed).min(chunk).min(budget);
+            if interactive_prefill && seq.priority == Priority::Batch {
+                i += 1;
+                continue;
+            }
+            let mut n = (seq.tokens.len() - seq.computed).min(chunk).min(budget);
+            if seq.priority == Priority::Batch && n > 0 {
+                if n > 1 {
+                    n = n.min(batch_prefill);
+                }
+                if n == 0 || batch_rows == 0 {
+                    i += 1;
+                    continue;
+                }
+                batch_prefill -= n.min(batch_prefill);
+                batch_rows -= 1;
+            }
             let Some(kv) = seq.kv.as_mut() else {
                 i += 1;
                 continue;
