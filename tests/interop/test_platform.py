@@ -293,6 +293,19 @@ def test_invocation_logging_is_opt_in(platform, tenants):
     assert entry["output"]["outputBodyJson"]["choices"][0]["message"]["content"] == r.choices[0].message.content
     assert entry["input"]["inputTokenCount"] == r.usage.prompt_tokens
     assert entry["output"]["outputTokenCount"] == r.usage.completion_tokens
+    # Converse's requestMetadata is kept beside the input, as Bedrock's log has it; a flex
+    # request is answered (in the background lane), metered as flex, and its tier echoed.
+    aws = tenants["aws"]
+    flex = bedrock(platform, aws["access_key_id"], aws["secret_access_key"]).converse(
+        modelId=SMOL, messages=[{"role": "user", "content": [{"text": "Hi"}]}],
+        inferenceConfig={"maxTokens": 2}, requestMetadata={"team": "search"},
+        serviceTier={"type": "flex"}, performanceConfig={"latency": "standard"})
+    assert flex["serviceTier"] == {"type": "flex"} and flex["performanceConfig"] == {"latency": "standard"}
+    flex_id = flex["ResponseMetadata"]["RequestId"]
+    lines = [json.loads(l) for f in sorted((logs / alpha_id).glob("*.jsonl")) for l in f.read_text().splitlines()]
+    assert next(e for e in lines if e["requestId"] == flex_id)["requestMetadata"] == {"team": "search"}
+    mine = httpx.get(platform.base_url + "/v1/usage", headers={"authorization": f"Bearer {tenants['alpha']}"}).json()
+    assert next(u for u in mine["records"] if u["request_id"] == flex_id)["surface"] == "bedrock.flex"
     # Tenants that did not opt in leave no text anywhere under the logs.
     assert not (logs / beta_id).exists()
     assert all("quokka" not in f.read_text() for f in logs.rglob("*.jsonl"))

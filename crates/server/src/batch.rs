@@ -10,7 +10,7 @@
 //! A torn last journal line (a crash mid-write) is ignored and its record run again.
 //!
 //! Records run through the same route code as HTTP requests, with the call marked as a
-//! batch's ([`crate::generation::Call::for_batch`]): the engine admits them only into
+//! batch's ([`crate::generation::Tier::Batch`]): the engine admits them only into
 //! capacity interactive requests leave idle.
 
 use std::collections::{HashMap, HashSet};
@@ -33,7 +33,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::generation::{request_id, Call};
+use crate::generation::{request_id, Call, Tier};
 use crate::offload::off_runtime;
 use crate::routes::openai::Surface;
 use crate::AppState;
@@ -587,7 +587,8 @@ async fn run_record(
     let body = Bytes::from(serde_json::to_vec(&request.body).unwrap_or_default());
     let response = match endpoint {
         "/v1/embeddings" => {
-            let call = Call::new(principal.clone(), "openai", "embeddings", "emb-").for_batch(true);
+            let call =
+                Call::new(principal.clone(), "openai", "embeddings", "emb-").in_tier(Tier::Batch);
             crate::routes::embeddings::openai_embeddings_for(state, call, body)
                 .await
                 .into_response()

@@ -38,12 +38,29 @@ pub(crate) struct Call {
     /// The guardrail verdicts on this call's answers, one per sequence in the order they
     /// are started, for the invocation log: a guarded sequence's log waits for its verdict.
     pub guardrail_verdicts: Arc<Mutex<VecDeque<oneshot::Receiver<GuardrailVerdict>>>>,
-    /// A record of a batch job: it runs below interactive work and is billed at the batch
-    /// price.
-    pub batch: bool,
+    /// Interactive, or background work (a batch job's record, a Bedrock `flex` request)
+    /// that runs below interactive work at the batch price.
+    pub tier: Tier,
 }
 
-/// What a batch record costs against the same request made interactively (Bedrock and
+/// How urgent a call is, and what it costs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Tier {
+    #[default]
+    Standard,
+    /// Bedrock's `serviceTier: flex`: a request answered when capacity allows.
+    Flex,
+    /// A record of a batch job.
+    Batch,
+}
+
+impl Tier {
+    pub fn background(self) -> bool {
+        self != Tier::Standard
+    }
+}
+
+/// What background work costs against the same request made interactively (Bedrock and
 /// OpenAI both bill batch inference at half the on-demand price).
 pub(crate) const BATCH_PRICE: f64 = 0.5;
 
@@ -75,13 +92,12 @@ impl Call {
             request_id,
             started: Instant::now(),
             guardrail_verdicts: Arc::default(),
-            batch: false,
+            tier: Tier::Standard,
         }
     }
 
-    /// Marks the call as a batch job's record.
-    pub fn for_batch(mut self, batch: bool) -> Self {
-        self.batch = batch;
+    pub fn in_tier(mut self, tier: Tier) -> Self {
+        self.tier = tier;
         self
     }
 
@@ -93,7 +109,7 @@ impl Call {
         usage: &Usage,
     ) -> f64 {
         let cost = platform.map_or(0.0, |p| p.cost(model_id, usage));
-        if self.batch {
+        if self.tier.background() {
             cost * BATCH_PRICE
         } else {
             cost
@@ -167,7 +183,7 @@ pub(crate) async fn start_generation(
     let admission = Admission {
         tenant: lane,
         accounting: Some(acc_tx),
-        priority: match call.batch {
+        priority: match call.tier.background() {
             true => Priority::Batch,
             false => Priority::Interactive,
         },
@@ -479,9 +495,10 @@ pub(crate) fn usage_record(
         tenant_id: call.principal.tenant.clone(),
         key_id: call.principal.key_id.clone(),
         model_id: model_id.to_string(),
-        surface: match call.batch {
-            true => format!("{}.batch", call.surface),
-            false => call.surface.to_string(),
+        surface: match call.tier {
+            Tier::Standard => call.surface.to_string(),
+            Tier::Flex => format!("{}.flex", call.surface),
+            Tier::Batch => format!("{}.batch", call.surface),
         },
         operation: call.operation.to_string(),
         input_tokens: acc.usage.input_tokens as u64,

@@ -161,7 +161,7 @@ impl InvocationLog {
 
     pub fn record(entry: &Entry) -> Value {
         let output = &entry.output;
-        json!({
+        let mut record = json!({
             "schemaType": "ModelInvocationLog",
             "schemaVersion": "1.0",
             "timestamp": iso8601(entry.timestamp),
@@ -181,7 +181,16 @@ impl InvocationLog {
                 "outputBodyJson": output,
                 "outputTokenCount": entry.output_tokens,
             },
-        })
+        });
+        // Converse's `requestMetadata` (key-value tags for filtering logs) goes where
+        // Bedrock's log puts it: beside the input, not only inside it.
+        if let (Some(tags), Some(map)) = (
+            entry.input_body.get("requestMetadata"),
+            record.as_object_mut(),
+        ) {
+            map.insert("requestMetadata".into(), tags.clone());
+        }
+        record
     }
 
     /// Appends one line to the tenant's current file.

@@ -21,7 +21,9 @@ use basalt_catalog::Modality;
 use basalt_engine::EventReceiver;
 use basalt_types::{BasaltError, ErrorKind, GenerateEvent, GenerateRequest, Usage};
 use basalt_wire::bedrock::control::{self, FoundationModel, ListFilters};
-use basalt_wire::bedrock::converse::{self, events, ConverseRequest, ConverseResponse};
+use basalt_wire::bedrock::converse::{
+    self, events, ConverseRequest, ConverseResponse, Echo, ServiceTierType,
+};
 use basalt_wire::bedrock::invoke::{self, CountTokensRequest, LlamaBody};
 use basalt_wire::bedrock::output::GUARDRAIL_INTERVENED;
 use basalt_wire::bedrock::{self as wire, eventstream};
@@ -31,7 +33,7 @@ use serde_json::{json, Value};
 
 use crate::blocks::{BlockEvent, Blocks};
 use crate::error::{body_error, BedrockError};
-use crate::generation::{collect_text, start_generation, Call, Metering};
+use crate::generation::{collect_text, start_generation, Call, Metering, Tier};
 use crate::guardrail::{
     self, CallGuard, GroundingInputs, GuardedAnswer, Guards, Selection, Window, WithGuardrail,
 };
@@ -202,7 +204,20 @@ async fn open_converse(
     let call = call.with_body(state, &body);
     let model = resolve(state, model_id)?;
     let (request, guard) = converse_request(state, &call, &model.entry.manifest.id, &body).await?;
+    // `flex` requests wait for capacity interactive ones leave, at the batch price.
+    let call = match request.service_tier.map(|t| t.kind) {
+        Some(ServiceTierType::Flex) => call.in_tier(Tier::Flex),
+        _ => call,
+    };
     Ok((call, model, request, guard))
+}
+
+/// What a Converse response echoes of its request.
+fn echo_of(request: &ConverseRequest) -> Echo {
+    Echo {
+        service_tier: request.service_tier,
+        performance_config: request.performance_config,
+    }
 }
 
 async fn converse(
@@ -213,6 +228,7 @@ async fn converse(
 ) -> Result<Response, BedrockError> {
     let (call, model, request, mut guard) =
         open_converse(&state, principal, "Converse", &model_id, body).await?;
+    let echo = echo_of(&request);
     let started = call.started;
     if let Some(message) = guard
         .as_ref()
@@ -227,6 +243,7 @@ async fn converse(
             millis(started),
         );
         out.trace = guard.and_then(CallGuard::trace);
+        out.echo = echo;
         return Ok(with_request_id(Json(out).into_response(), &call.request_id));
     }
     let (_, rx, metering) = start_generation(&state, &call, model, request.into_request()?).await?;
@@ -246,6 +263,7 @@ async fn converse(
     }
     let mut out = ConverseResponse::new(&text, calls, stop, &done.usage, millis(started));
     out.trace = guard.and_then(CallGuard::trace);
+    out.echo = echo;
     Ok(with_request_id(Json(out).into_response(), &call.request_id))
 }
 
@@ -257,6 +275,7 @@ async fn converse_stream(
 ) -> Result<Response, BedrockError> {
     let (call, model, request, guard) =
         open_converse(&state, principal, "ConverseStream", &model_id, body).await?;
+    let echo = echo_of(&request);
     if guard
         .as_ref()
         .is_some_and(CallGuard::checks_output_with_models)
@@ -284,6 +303,7 @@ async fn converse_stream(
                 &Usage::default(),
                 millis(started),
                 trace,
+                echo,
             )),
         ];
         let frames = stream::iter(frames).map(|f| Ok::<_, Infallible>(Bytes::from(f)));
@@ -298,6 +318,7 @@ async fn converse_stream(
         held: Vec::new(),
         streamed: String::new(),
         started,
+        echo,
     };
     let opening = vec![frame(events::message_start())];
     let frames = generation_frames(rx, metering, opening, move |event| encoder.encode(event));
@@ -321,6 +342,8 @@ struct ConverseStreamEncoder {
     /// What `async` mode has sent of the answer's text, for the guardrail at the end.
     streamed: String,
     started: Instant,
+    /// The request's `serviceTier` and `performanceConfig`, for the metadata event.
+    echo: Echo,
 }
 
 enum HeldBlock {
@@ -389,11 +412,16 @@ impl ConverseStreamEncoder {
                     usage,
                     millis(self.started),
                     trace,
+                    self.echo,
                 )));
                 return out;
             }
             out.push(frame(events::message_stop_because(stop)));
-            out.push(frame(events::metadata(usage, millis(self.started))));
+            out.push(frame(events::metadata(
+                usage,
+                millis(self.started),
+                self.echo,
+            )));
         }
         out
     }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 
 use crate::error::{body_error, OpenAiError};
-use crate::generation::{start_generation, unix_now, Answer, Call, Metering};
+use crate::generation::{start_generation, unix_now, Answer, Call, Metering, Tier};
 use crate::guardrail::{self, Guards, WithGuardrail};
 use crate::{AppState, ServedModel, ServerConfig};
 
@@ -144,7 +144,10 @@ pub(crate) async fn generate(
         Surface::Chat => Call::new(principal, "openai", "chat.completions", "chatcmpl-"),
         Surface::Completion => Call::new(principal, "openai", "completions", "cmpl-"),
     }
-    .for_batch(batch);
+    .in_tier(match batch {
+        true => Tier::Batch,
+        false => Tier::Standard,
+    });
     let body = body.map_err(body_error)?;
     let call = call.with_body(&state, &body);
     let mut plan = match surface {

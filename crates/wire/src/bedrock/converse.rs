@@ -9,7 +9,7 @@ use basalt_types::{
     BasaltError, ChatMessage, FinishReason, GenerateRequest, OutputConstraints, OutputFormat,
     Prompt, Role, SamplingParams, ToolCall, ToolChoice, ToolSpec, Usage,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::content::{
@@ -64,8 +64,49 @@ pub struct ConverseRequest {
     /// Accepted for compatibility (used for log filtering on Bedrock); not interpreted.
     pub request_metadata: Option<Value>,
     pub additional_model_response_field_paths: Option<Vec<String>>,
-    pub performance_config: Option<Value>,
-    pub service_tier: Option<Value>,
+    pub performance_config: Option<PerformanceConfig>,
+    pub service_tier: Option<ServiceTier>,
+}
+
+/// `serviceTier`: how urgently the request is served. `flex` runs it below interactive
+/// work at the batch price; the others run it as usual. Echoed in the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceTier {
+    #[serde(rename = "type")]
+    pub kind: ServiceTierType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceTierType {
+    Priority,
+    Default,
+    Flex,
+    Reserved,
+}
+
+/// `performanceConfig`: accepted and echoed; every request already runs on the engine's
+/// fastest path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PerformanceConfig {
+    pub latency: Latency,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Latency {
+    Standard,
+    Optimized,
+}
+
+/// What a response echoes of the request's tier and performance settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Echo {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<ServiceTier>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub performance_config: Option<PerformanceConfig>,
 }
 
 /// The `converse` part of a `CountTokens` request.
@@ -571,19 +612,21 @@ pub mod events {
         Event::MessageStop(MessageStop { stop_reason })
     }
 
-    pub fn metadata(usage: &Usage, latency_ms: u64) -> Event<'static> {
-        metadata_traced(usage, latency_ms, None)
+    pub fn metadata(usage: &Usage, latency_ms: u64, echo: Echo) -> Event<'static> {
+        metadata_traced(usage, latency_ms, None, echo)
     }
 
     pub fn metadata_traced(
         usage: &Usage,
         latency_ms: u64,
         trace: Option<ConverseTrace>,
+        echo: Echo,
     ) -> Event<'static> {
         Event::Metadata(StreamMetadata {
             usage: TokenUsage::of(usage),
             metrics: Metrics { latency_ms },
             trace,
+            echo,
         })
     }
 }
@@ -787,9 +830,27 @@ mod tests {
                 json!({"stopReason": "stop_sequence"}),
             ),
             (
-                events::metadata(&usage, 9),
+                events::metadata(&usage, 9, Echo::default()),
                 "metadata",
                 json!({"usage": token_usage, "metrics": {"latencyMs": 9}}),
+            ),
+            (
+                events::metadata(
+                    &usage,
+                    9,
+                    Echo {
+                        service_tier: Some(ServiceTier {
+                            kind: ServiceTierType::Flex,
+                        }),
+                        performance_config: Some(PerformanceConfig {
+                            latency: Latency::Optimized,
+                        }),
+                    },
+                ),
+                "metadata",
+                json!({"usage": token_usage, "metrics": {"latencyMs": 9},
+                       "serviceTier": {"type": "flex"},
+                       "performanceConfig": {"latency": "optimized"}}),
             ),
         ];
         for (event, name, payload) in cases {

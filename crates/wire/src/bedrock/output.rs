@@ -45,6 +45,8 @@ pub struct ConverseResponse<'a> {
     pub metrics: Metrics,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace: Option<ConverseTrace>,
+    #[serde(flatten)]
+    pub echo: super::converse::Echo,
 }
 
 /// `ConverseTrace`: what a guardrail assessed, when the request asked for its trace.
@@ -111,6 +113,7 @@ impl<'a> ConverseResponse<'a> {
             usage: TokenUsage::of(usage),
             metrics: Metrics { latency_ms },
             trace: None,
+            echo: Default::default(),
         }
     }
 }
@@ -198,6 +201,8 @@ pub struct StreamMetadata {
     pub metrics: Metrics,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace: Option<ConverseTrace>,
+    #[serde(flatten)]
+    pub echo: super::converse::Echo,
 }
 
 /// Meta Llama's native `InvokeModel` body, whole or as one streamed chunk.
