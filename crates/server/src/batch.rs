@@ -124,10 +124,7 @@ pub(crate) async fn load(
         .store
         .object(tenant, KIND, batch_id)
         .await
-        .map_err(|e| match e {
-            basalt_store::StoreError::NotFound(_) => not_found(batch_id),
-            other => internal(other),
-        })?;
+        .map_err(|e| crate::files::lookup_error(e, not_found(batch_id)))?;
     serde_json::from_str(&stored.body).map_err(internal)
 }
 

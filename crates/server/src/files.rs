@@ -33,6 +33,15 @@ pub(crate) fn not_found(id: &str) -> BasaltError {
         .with_param("file_id")
 }
 
+/// A store error about an object looked up by id: `missing` when there is none (or it is
+/// another tenant's), an internal error otherwise.
+pub(crate) fn lookup_error(e: basalt_store::StoreError, missing: BasaltError) -> BasaltError {
+    match e {
+        basalt_store::StoreError::NotFound(_) => missing,
+        other => BasaltError::internal(other.to_string()),
+    }
+}
+
 impl FileStore {
     pub fn new(root: PathBuf) -> Self {
         Self { root }
@@ -95,10 +104,7 @@ impl FileStore {
             .store
             .object(tenant, KIND, id)
             .await
-            .map_err(|e| match e {
-                basalt_store::StoreError::NotFound(_) => not_found(id),
-                other => BasaltError::internal(other.to_string()),
-            })?;
+            .map_err(|e| lookup_error(e, not_found(id)))?;
         serde_json::from_str(&stored.body)
             .map_err(|e| BasaltError::internal(format!("file record {id} is unreadable: {e}")))
     }
@@ -129,10 +135,7 @@ impl FileStore {
             .store
             .delete_object(tenant, KIND, id)
             .await
-            .map_err(|e| match e {
-                basalt_store::StoreError::NotFound(_) => not_found(id),
-                other => BasaltError::internal(other.to_string()),
-            })?;
+            .map_err(|e| lookup_error(e, not_found(id)))?;
         let path = self.path(tenant, id);
         off_runtime(move || match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error("delete", e)),

@@ -170,14 +170,19 @@ async fn list_files(
             q.purpose.as_ref().is_none_or(|p| &f.purpose == p)
         })
         .await?;
-    Ok(Json(List {
+    Ok(list(&data, has_more, |f| &f.id))
+}
+
+/// A page as OpenAI lists it, ids of its first and last entries included.
+fn list<T: serde::Serialize>(data: &[T], has_more: bool, id: impl Fn(&T) -> &String) -> Response {
+    Json(List {
         object: "list",
-        first_id: data.first().map(|f| f.id.as_str()),
-        last_id: data.last().map(|f| f.id.as_str()),
-        data: &data,
+        first_id: data.first().map(|x| id(x).as_str()),
+        last_id: data.last().map(|x| id(x).as_str()),
+        data,
         has_more,
     })
-    .into_response())
+    .into_response()
 }
 
 async fn get_file(
@@ -297,14 +302,7 @@ async fn list_batches(
     let q = list_query(query)?;
     let (data, has_more) =
         page::<BatchObject>(platform, &principal.tenant, batch::KIND, &q, |_| true).await?;
-    Ok(Json(List {
-        object: "list",
-        first_id: data.first().map(|b| b.id.as_str()),
-        last_id: data.last().map(|b| b.id.as_str()),
-        data: &data,
-        has_more,
-    })
-    .into_response())
+    Ok(list(&data, has_more, |b| &b.id))
 }
 
 /// Marks the batch `cancelling` and stops its job: records running are dropped, what

@@ -67,10 +67,7 @@ async fn load(state: &AppState, principal: &Principal, id: &str) -> Result<Store
         .store
         .object(&principal.tenant, KIND, id)
         .await
-        .map_err(|e| match e {
-            basalt_store::StoreError::NotFound(_) => not_found(id),
-            other => BasaltError::internal(other.to_string()),
-        })?;
+        .map_err(|e| crate::files::lookup_error(e, not_found(id)))?;
     serde_json::from_str(&object.body)
         .map_err(|e| BasaltError::internal(format!("stored response {id} is unreadable: {e}")))
 }
@@ -475,10 +472,7 @@ pub(crate) async fn delete(
         .store
         .delete_object(&principal.tenant, KIND, &id)
         .await
-        .map_err(|e| match e {
-            basalt_store::StoreError::NotFound(_) => not_found(&id),
-            other => BasaltError::internal(other.to_string()),
-        })?;
+        .map_err(|e| crate::files::lookup_error(e, not_found(&id)))?;
     Ok(Json(Deleted {
         id: &id,
         object: "response",
