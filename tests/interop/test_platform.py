@@ -252,6 +252,37 @@ def test_files_and_batches_are_each_tenants_own_and_metered_as_batch(platform, t
     assert record["surface"] == "openai.batch" and record["output_tokens"] == 2
 
 
+def test_invocation_jobs_read_only_the_tenants_own_buckets(platform, tenants):
+    alpha_id = admin(platform, "GET", "/admin/tenants/alpha").json()["id"]
+    aws = tenants["aws"]  # alpha's key pair
+    alpha = bedrock(platform, aws["access_key_id"], aws["secret_access_key"], "bedrock")
+    beta_aws = admin(platform, "POST", "/admin/tenants/beta/access-keys").json()
+    beta = bedrock(platform, beta_aws["access_key_id"], beta_aws["secret_access_key"], "bedrock")
+    inbox = pathlib.Path(platform.data_dir) / "buckets" / alpha_id / "alpha-in"
+    inbox.mkdir(parents=True)
+    (inbox / "r.jsonl").write_text(json.dumps({"recordId": "A1", "modelInput": {"prompt": "Hi", "max_gen_len": 2}}) + "\n")
+    job = dict(jobName="iso", roleArn="r", modelId=SMOL,
+               inputDataConfig={"s3InputDataConfig": {"s3Uri": "s3://alpha-in/"}},
+               outputDataConfig={"s3OutputDataConfig": {"s3Uri": "s3://alpha-out/"}})
+    arn = alpha.create_model_invocation_job(**job)["jobArn"]
+    # The same URI from another tenant names that tenant's (empty) bucket, not alpha's.
+    with pytest.raises(ClientError) as e:
+        beta.create_model_invocation_job(**job)
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    for attempt in (lambda: beta.get_model_invocation_job(jobIdentifier=arn),
+                    lambda: beta.stop_model_invocation_job(jobIdentifier=arn)):
+        with pytest.raises(ClientError) as e:
+            attempt()
+        assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    assert arn not in {j["jobArn"] for j in beta.list_model_invocation_jobs()["invocationJobSummaries"]}
+    deadline = time.time() + 120
+    while alpha.get_model_invocation_job(jobIdentifier=arn)["status"] not in ("Completed", "PartiallyCompleted"):
+        assert time.time() < deadline
+        time.sleep(0.2)
+    mine = httpx.get(platform.base_url + "/v1/usage", headers={"authorization": f"Bearer {tenants['alpha']}"}).json()
+    assert any(r["surface"] == "bedrock.batch" for r in mine["records"])
+
+
 def test_quotas_hold_under_parallel_load(platform):
     assert admin(platform, "POST", "/admin/tenants", {"name": "gamma", "models": [SMOL]}).status_code == 201
     key = admin(platform, "POST", "/admin/tenants/gamma/keys").json()["key"]

@@ -10,7 +10,7 @@
 //! A torn last journal line (a crash mid-write) is ignored and its record run again.
 //!
 //! Records run through the same route code as HTTP requests, with the call marked as a
-//! batch's ([`crate::generation::Tier::Batch`]): the engine admits them only into
+//! batch's ([`crate::generation::in_tier`]): the engine admits them only into
 //! capacity interactive requests leave idle.
 
 use std::collections::{HashMap, HashSet};
@@ -30,10 +30,12 @@ use basalt_wire::openai::files::{
     BatchErrors, BatchInputLine, BatchLineError, BatchObject, BatchOutputLine, BatchResponse,
 };
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::generation::{request_id, Call, Tier};
+use crate::generation::{in_tier, request_id, Call, Tier};
 use crate::offload::off_runtime;
 use crate::routes::openai::Surface;
 use crate::AppState;
@@ -53,25 +55,57 @@ pub struct Batches {
 }
 
 #[derive(Default)]
-struct Stop {
+pub(crate) struct Stop {
     requested: AtomicBool,
     notify: Notify,
 }
 
 /// What a job's directory records about it (`job.json`).
 #[derive(Serialize, Deserialize)]
-struct Job {
-    batch_id: String,
-    tenant: String,
-    key_id: String,
-    managed: bool,
+pub(crate) struct Job {
+    pub batch_id: String,
+    pub tenant: String,
+    pub key_id: String,
+    pub managed: bool,
+    /// Which API's job it is (jobs written before Bedrock's existed are OpenAI's).
+    #[serde(default)]
+    pub format: Format,
 }
 
-/// One journal line: a finished record, by its line in the input file.
+/// The API a job belongs to: its stored object, its records and its output differ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Format {
+    /// `/v1/batches`.
+    #[default]
+    OpenAi,
+    /// Bedrock's model invocation jobs.
+    Bedrock,
+}
+
+impl Job {
+    pub(crate) fn principal(&self) -> Principal {
+        Principal {
+            tenant: self.tenant.clone(),
+            key_id: self.key_id.clone(),
+            managed: self.managed,
+        }
+    }
+}
+
+/// One journal line: a finished record's output line, by its place in the input.
 #[derive(Serialize, Deserialize)]
 struct Finished {
     line: usize,
-    output: BatchOutputLine,
+    output: Value,
+}
+
+/// Finished records by their place in the input, as journalled.
+pub(crate) type Done = HashMap<usize, Value>;
+
+/// Where a job's runner reports how far it got (the job's stored object).
+pub(crate) trait Progress: Send {
+    fn save<'a>(&'a mut self, done: &'a Done) -> BoxFuture<'a, Result<(), BasaltError>>;
 }
 
 fn internal(e: impl std::fmt::Display) -> BasaltError {
@@ -93,7 +127,12 @@ impl Batches {
         }
     }
 
-    fn dir(&self, batch_id: &str) -> PathBuf {
+    /// Where `s3://` URIs of Bedrock jobs resolve: `buckets/` beside the jobs' directory.
+    pub(crate) fn buckets_root(&self) -> PathBuf {
+        self.root.with_file_name("buckets")
+    }
+
+    pub(crate) fn dir(&self, batch_id: &str) -> PathBuf {
         self.root.join(batch_id)
     }
 
@@ -154,19 +193,21 @@ pub(crate) async fn save(
 pub(crate) async fn start(
     state: &Arc<AppState>,
     principal: &Principal,
-    batch: &BatchObject,
+    id: &str,
+    format: Format,
 ) -> Result<(), BasaltError> {
     let batches = state
         .batches
         .as_ref()
         .ok_or_else(|| BasaltError::internal("this server runs no batch jobs"))?;
     let job = Job {
-        batch_id: batch.id.clone(),
+        batch_id: id.to_string(),
         tenant: principal.tenant.clone(),
         key_id: principal.key_id.clone(),
         managed: principal.managed,
+        format,
     };
-    let path = batches.dir(&batch.id).join("job.json");
+    let path = batches.dir(id).join("job.json");
     let bytes = serde_json::to_vec(&job).map_err(internal)?;
     off_runtime(move || crate::files::write_atomically(&path, &bytes)).await??;
     spawn(Arc::clone(state), job);
@@ -209,13 +250,22 @@ fn spawn(state: Arc<AppState>, job: Job) {
         .insert(job.batch_id.clone(), Arc::clone(&stop));
     tokio::spawn(async move {
         let id = job.batch_id.clone();
-        if let Err(e) = run(&state, &job, &stop).await {
+        let ran = match job.format {
+            Format::OpenAi => run(&state, &job, &stop).await,
+            Format::Bedrock => crate::invocation_jobs::run(&state, &job, &stop).await,
+        };
+        if let Err(e) = ran {
             tracing::error!(batch = %id, error = %e, "batch job failed");
-            if let Ok(mut batch) = load(&state, &job.tenant, &id).await {
-                if !batch.is_terminal() {
-                    fail(&mut batch, "server_error", &e.message, None);
-                    let _ = save(&state, &job.tenant, &batch).await;
+            match job.format {
+                Format::OpenAi => {
+                    if let Ok(mut batch) = load(&state, &job.tenant, &id).await {
+                        if !batch.is_terminal() {
+                            fail(&mut batch, "server_error", &e.message, None);
+                            let _ = save(&state, &job.tenant, &batch).await;
+                        }
+                    }
                 }
+                Format::Bedrock => crate::invocation_jobs::fail(&state, &job, &e.message).await,
             }
             remove_job_dir(&state, &id).await;
         }
@@ -225,7 +275,7 @@ fn spawn(state: Arc<AppState>, job: Job) {
     });
 }
 
-async fn remove_job_dir(state: &AppState, batch_id: &str) {
+pub(crate) async fn remove_job_dir(state: &AppState, batch_id: &str) {
     if let Some(batches) = state.batches.as_ref() {
         let dir = batches.dir(batch_id);
         let _ = off_runtime(move || std::fs::remove_dir_all(dir)).await;
@@ -248,7 +298,7 @@ fn fail(batch: &mut BatchObject, code: &str, message: &str, line: Option<u64>) {
 
 /// The journal so far: finished records by input line. A line that does not parse is the
 /// torn end of a write the last server did not finish; it is dropped.
-fn read_journal(path: &Path) -> HashMap<usize, BatchOutputLine> {
+pub(crate) fn read_journal(path: &Path) -> Done {
     let Ok(file) = std::fs::File::open(path) else {
         return HashMap::new();
     };
@@ -296,11 +346,7 @@ async fn run(state: &Arc<AppState>, job: &Job, stop: &Stop) -> Result<(), Basalt
         remove_job_dir(state, &batch.id).await;
         return Ok(());
     }
-    let principal = Principal {
-        tenant: job.tenant.clone(),
-        key_id: job.key_id.clone(),
-        managed: job.managed,
-    };
+    let principal = job.principal();
     let files = state
         .files
         .as_ref()
@@ -352,10 +398,7 @@ async fn run(state: &Arc<AppState>, job: &Job, stop: &Stop) -> Result<(), Basalt
         let path = journal_path.clone();
         off_runtime(move || read_journal(&path)).await?
     };
-    let count = |done: &HashMap<usize, BatchOutputLine>| {
-        let completed = done.values().filter(|o| o.succeeded()).count() as u64;
-        (completed, done.len() as u64 - completed)
-    };
+    let count = openai_counts;
     let (completed, failed) = count(&done);
     batch.request_counts.total = lines.len() as u64;
     batch.request_counts.completed = completed;
@@ -366,12 +409,6 @@ async fn run(state: &Arc<AppState>, job: &Job, stop: &Stop) -> Result<(), Basalt
     }
     save(state, &job.tenant, &batch).await?;
 
-    let journal = {
-        let path = journal_path.clone();
-        Arc::new(Mutex::new(
-            off_runtime(move || Journal::open(&path)).await??,
-        ))
-    };
     let mut seen_ids = HashSet::new();
     let todo: Vec<(usize, Result<BatchInputLine, LineError>)> = lines
         .iter()
@@ -380,58 +417,23 @@ async fn run(state: &Arc<AppState>, job: &Job, stop: &Stop) -> Result<(), Basalt
         .filter(|(i, _)| !done.contains_key(i))
         .collect();
     let mut done = done;
-    let mut last_saved = Instant::now();
-    let cancelled = batch.status == "cancelling" || stop.requested.load(Ordering::Acquire);
-    if !cancelled {
-        // Each record is a task of its own, so records progress while this loop writes the
-        // journal; at most CONCURRENCY run, and a record finishing starts the next.
-        let mut todo = todo.into_iter();
-        let mut records = tokio::task::JoinSet::new();
+    if batch.status != "cancelling" {
         let endpoint = batch.endpoint.clone();
-        let mut launch = |records: &mut tokio::task::JoinSet<(usize, BatchOutputLine)>| {
-            let Some((i, parsed)) = todo.next() else {
-                return;
-            };
+        let run_one = |parsed: Result<BatchInputLine, LineError>| {
             let (state, principal, endpoint) =
                 (Arc::clone(state), principal.clone(), endpoint.clone());
-            records
-                .spawn(async move { (i, run_record(&state, &principal, &endpoint, parsed).await) });
+            let record: BoxFuture<'static, Value> = Box::pin(in_tier(Tier::Batch, async move {
+                let line = run_record(&state, &principal, &endpoint, parsed).await;
+                serde_json::to_value(line).unwrap_or(Value::Null)
+            }));
+            record
         };
-        for _ in 0..CONCURRENCY {
-            launch(&mut records);
-        }
-        loop {
-            let notified = stop.notify.notified();
-            if stop.requested.load(Ordering::Acquire) {
-                break;
-            }
-            let next = tokio::select! {
-                next = records.join_next() => next,
-                () = notified => break,
-            };
-            let Some(joined) = next else {
-                break;
-            };
-            let (line, output) = joined.map_err(internal)?;
-            launch(&mut records);
-            let finished = Finished { line, output };
-            let writer = Arc::clone(&journal);
-            let finished = off_runtime(move || {
-                let mut journal = writer.lock().unwrap_or_else(|p| p.into_inner());
-                journal.append(&finished).map(|()| finished)
-            })
-            .await??;
-            done.insert(finished.line, finished.output);
-            if last_saved.elapsed() >= PROGRESS_EVERY {
-                let (completed, failed) = count(&done);
-                batch.request_counts.completed = completed;
-                batch.request_counts.failed = failed;
-                save(state, &job.tenant, &batch).await?;
-                last_saved = Instant::now();
-            }
-        }
-        // Dropping the set aborts the records still running (their sequences stop in the
-        // engine); they are not in the journal, so a resumed job would redo them.
+        let mut progress = BatchProgress {
+            state,
+            tenant: &job.tenant,
+            batch: &mut batch,
+        };
+        run_records(journal_path, stop, todo, &mut done, run_one, &mut progress).await?;
     }
     // Re-read: a cancel request may have changed the stored status meanwhile.
     let mut batch = load(state, &job.tenant, &job.batch_id).await?;
@@ -457,13 +459,105 @@ async fn run(state: &Arc<AppState>, job: &Job, stop: &Stop) -> Result<(), Basalt
     Ok(())
 }
 
+/// Whether an OpenAI output line is a success (it goes to the output file, else to the
+/// error file).
+fn openai_succeeded(line: &Value) -> bool {
+    serde_json::from_value::<BatchOutputLine>(line.clone()).is_ok_and(|l| l.succeeded())
+}
+
+/// (completed, failed) among finished OpenAI records.
+fn openai_counts(done: &Done) -> (u64, u64) {
+    let completed = done.values().filter(|l| openai_succeeded(l)).count() as u64;
+    (completed, done.len() as u64 - completed)
+}
+
+/// Writes an OpenAI batch's counts back to its stored object as the job runs.
+struct BatchProgress<'s> {
+    state: &'s AppState,
+    tenant: &'s str,
+    batch: &'s mut BatchObject,
+}
+
+impl Progress for BatchProgress<'_> {
+    fn save<'a>(&'a mut self, done: &'a Done) -> BoxFuture<'a, Result<(), BasaltError>> {
+        Box::pin(async move {
+            let (completed, failed) = openai_counts(done);
+            self.batch.request_counts.completed = completed;
+            self.batch.request_counts.failed = failed;
+            save(self.state, self.tenant, self.batch).await
+        })
+    }
+}
+
+/// Runs a job's `todo` records through `run_one`, each a task of its own (so records
+/// progress while this loop writes the journal), at most [`CONCURRENCY`] at once, a record
+/// finishing starting the next. Each finished output is journalled (synced) before it joins
+/// `done`; `progress` hears of it at most every [`PROGRESS_EVERY`]. Returns when every
+/// record finished or the job was asked to stop; dropping the set then aborts the records
+/// still running (their sequences stop in the engine), which are not in the journal, so a
+/// resumed job runs them again.
+pub(crate) async fn run_records<T: Send + 'static>(
+    journal_path: PathBuf,
+    stop: &Stop,
+    todo: Vec<(usize, T)>,
+    done: &mut Done,
+    run_one: impl Fn(T) -> BoxFuture<'static, Value>,
+    progress: &mut dyn Progress,
+) -> Result<(), BasaltError> {
+    let journal = {
+        let path = journal_path.clone();
+        Arc::new(Mutex::new(
+            off_runtime(move || Journal::open(&path)).await??,
+        ))
+    };
+    let mut todo = todo.into_iter();
+    let mut records = tokio::task::JoinSet::new();
+    let mut launch = |records: &mut tokio::task::JoinSet<(usize, Value)>| {
+        if let Some((i, item)) = todo.next() {
+            let record = run_one(item);
+            records.spawn(async move { (i, record.await) });
+        }
+    };
+    for _ in 0..CONCURRENCY {
+        launch(&mut records);
+    }
+    let mut last_saved = Instant::now();
+    loop {
+        let notified = stop.notify.notified();
+        if stop.requested.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let next = tokio::select! {
+            next = records.join_next() => next,
+            () = notified => return Ok(()),
+        };
+        let Some(joined) = next else {
+            return Ok(());
+        };
+        let (line, output) = joined.map_err(internal)?;
+        launch(&mut records);
+        let finished = Finished { line, output };
+        let writer = Arc::clone(&journal);
+        let finished = off_runtime(move || {
+            let mut journal = writer.lock().unwrap_or_else(|p| p.into_inner());
+            journal.append(&finished).map(|()| finished)
+        })
+        .await??;
+        done.insert(finished.line, finished.output);
+        if last_saved.elapsed() >= PROGRESS_EVERY {
+            progress.save(done).await?;
+            last_saved = Instant::now();
+        }
+    }
+}
+
 /// Writes the output file (the records that succeeded) and the error file (the rest), each
 /// in input order; a file is made only when it has a line.
 async fn finalize(
     state: &AppState,
     tenant: &str,
     batch: &mut BatchObject,
-    done: &HashMap<usize, BatchOutputLine>,
+    done: &Done,
     lines: usize,
 ) -> Result<(), BasaltError> {
     let (files, platform) = match (state.files.as_ref(), state.platform.as_ref()) {
@@ -474,7 +568,7 @@ async fn finalize(
     let mut errors = Vec::new();
     for i in 0..lines {
         let Some(line) = done.get(&i) else { continue };
-        let sink = if line.succeeded() {
+        let sink = if openai_succeeded(line) {
             &mut output
         } else {
             &mut errors
@@ -584,8 +678,7 @@ async fn run_record(
     let body = Bytes::from(serde_json::to_vec(&request.body).unwrap_or_default());
     let response = match endpoint {
         "/v1/embeddings" => {
-            let call =
-                Call::new(principal.clone(), "openai", "embeddings", "emb-").in_tier(Tier::Batch);
+            let call = Call::new(principal.clone(), "openai", "embeddings", "emb-");
             crate::routes::embeddings::openai_embeddings_for(state, call, body)
                 .await
                 .into_response()
@@ -602,7 +695,6 @@ async fn run_record(
                 Ok(body),
                 surface,
                 Duration::from_secs(15),
-                true,
             )
             .await
             .into_response()

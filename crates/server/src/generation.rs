@@ -60,6 +60,18 @@ impl Tier {
     }
 }
 
+tokio::task_local! {
+    /// The tier of the calls a background job makes: set only by the server around a job's
+    /// records ([`in_tier`]), never by a request, so no client can claim the batch price.
+    static TIER: Tier;
+}
+
+/// Runs `f` with every call it makes in `tier`: a job runs its records through the same
+/// route code as HTTP requests, and their calls come out as the job's.
+pub(crate) async fn in_tier<F: std::future::Future>(tier: Tier, f: F) -> F::Output {
+    TIER.scope(tier, f).await
+}
+
 /// What background work costs against the same request made interactively (Bedrock and
 /// OpenAI both bill batch inference at half the on-demand price).
 pub(crate) const BATCH_PRICE: f64 = 0.5;
@@ -92,11 +104,11 @@ impl Call {
             request_id,
             started: Instant::now(),
             guardrail_verdicts: Arc::default(),
-            tier: Tier::Standard,
+            tier: TIER.try_with(|t| *t).unwrap_or_default(),
         }
     }
 
-    pub fn in_tier(mut self, tier: Tier) -> Self {
+    pub fn with_tier(mut self, tier: Tier) -> Self {
         self.tier = tier;
         self
     }

@@ -136,7 +136,7 @@ pub struct Entry {
     pub output_tokens: u64,
 }
 
-fn iso8601(unix: i64) -> String {
+pub(crate) fn iso8601(unix: i64) -> String {
     // YYYYMMDDTHHMMSSZ -> YYYY-MM-DDTHH:MM:SSZ
     let c = basalt_auth::sigv4::format_amz_date(unix);
     format!(

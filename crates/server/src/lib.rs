@@ -24,6 +24,7 @@ mod error;
 mod files;
 mod generation;
 mod guardrail;
+mod invocation_jobs;
 pub mod invocation_log;
 pub mod listener;
 pub mod metrics;
@@ -124,6 +125,7 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
             anthropic::routes(config.clone()).route_layer(guard(auth::Dialect::Anthropic)),
         )
         .merge(guardrails::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
+        .merge(routes::invocation_jobs::routes().route_layer(guard(auth::Dialect::Bedrock)))
         .merge(
             Router::new()
                 .route("/v1/usage", get(admin::own_usage))

@@ -206,7 +206,7 @@ async fn open_converse(
     let (request, guard) = converse_request(state, &call, &model.entry.manifest.id, &body).await?;
     // `flex` requests wait for capacity interactive ones leave, at the batch price.
     let call = match request.service_tier.map(|t| t.kind) {
-        Some(ServiceTierType::Flex) => call.in_tier(Tier::Flex),
+        Some(ServiceTierType::Flex) => call.with_tier(Tier::Flex),
         _ => call,
     };
     Ok((call, model, request, guard))
@@ -220,7 +220,7 @@ fn echo_of(request: &ConverseRequest) -> Echo {
     }
 }
 
-async fn converse(
+pub(crate) async fn converse(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
     Path(model_id): Path<String>,
@@ -460,7 +460,7 @@ impl ConverseStreamEncoder {
     }
 }
 
-async fn invoke(
+pub(crate) async fn invoke(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
     Path(model_id): Path<String>,

@@ -281,7 +281,7 @@ async fn create_batch(
         metadata: request.metadata,
     };
     batch::save(&state, &principal.tenant, &created).await?;
-    batch::start(&state, &principal, &created).await?;
+    batch::start(&state, &principal, &created.id, batch::Format::OpenAi).await?;
     Ok(Json(created))
 }
 

@@ -10,5 +10,6 @@ pub(crate) mod embeddings;
 pub(crate) mod files;
 pub(crate) mod guardrails;
 pub(crate) mod images;
+pub(crate) mod invocation_jobs;
 pub(crate) mod openai;
 pub(crate) mod responses;

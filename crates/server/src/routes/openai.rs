@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::stream::{self, Stream, StreamExt};
 
 use crate::error::{body_error, OpenAiError};
-use crate::generation::{start_generation, unix_now, Answer, Call, Metering, Tier};
+use crate::generation::{start_generation, unix_now, Answer, Call, Metering};
 use crate::guardrail::{self, Guards, WithGuardrail};
 use crate::{AppState, ServedModel, ServerConfig};
 
@@ -46,7 +46,7 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
                       p: Extension<Principal>,
                       h: HeaderMap,
                       b: Result<Bytes, BytesRejection>| {
-                    generate(s, p, h, b, Surface::Chat, keep_alive, false)
+                    generate(s, p, h, b, Surface::Chat, keep_alive)
                 },
             ),
         )
@@ -57,7 +57,7 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
                       p: Extension<Principal>,
                       h: HeaderMap,
                       b: Result<Bytes, BytesRejection>| {
-                    generate(s, p, h, b, Surface::Completion, keep_alive, false)
+                    generate(s, p, h, b, Surface::Completion, keep_alive)
                 },
             ),
         )
@@ -129,8 +129,8 @@ pub(crate) enum Surface {
 /// A completion or chat completion, through the guardrail the request names (Bedrock's
 /// headers or a `guardrailConfig` body field): a blocked input is answered with the
 /// guardrail's message, and an intervention ends a choice with `content_filter`. A batch
-/// job runs its records through here too (`batch`), so they are answered exactly as the
-/// same requests over HTTP would be.
+/// job runs its records through here too (in its tier), so they are answered exactly as
+/// the same requests over HTTP would be.
 pub(crate) async fn generate(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
@@ -138,16 +138,11 @@ pub(crate) async fn generate(
     body: Result<Bytes, BytesRejection>,
     surface: Surface,
     keep_alive: std::time::Duration,
-    batch: bool,
 ) -> Result<Response, OpenAiError> {
     let call = match surface {
         Surface::Chat => Call::new(principal, "openai", "chat.completions", "chatcmpl-"),
         Surface::Completion => Call::new(principal, "openai", "completions", "cmpl-"),
-    }
-    .in_tier(match batch {
-        true => Tier::Batch,
-        false => Tier::Standard,
-    });
+    };
     let body = body.map_err(body_error)?;
     let call = call.with_body(&state, &body);
     let mut plan = match surface {

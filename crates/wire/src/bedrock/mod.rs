@@ -12,6 +12,7 @@ pub mod control;
 pub mod converse;
 pub mod eventstream;
 pub mod guardrails;
+pub mod invocation_jobs;
 pub mod invoke;
 pub mod output;
 
