@@ -122,3 +122,30 @@ def test_bad_jobs_are_validation_errors(server, control):
     with pytest.raises(ClientError) as e:
         control.get_model_invocation_job(jobIdentifier="abcdefghijkl")
     assert error_code(e) == "ResourceNotFoundException"
+
+
+def test_a_job_survives_kill_9_of_its_server():
+    from conftest import Server
+    first = Server(models=[SMOL])
+    try:
+        bedrock = client(first, service="bedrock")
+        data = bucket(first, "resume-in")
+        records = [{"recordId": f"K{i:02d}", "modelInput": {"prompt": f"Count from {i}.", "max_gen_len": 24,
+                                                          "temperature": 0}} for i in range(24)]
+        (data / "k.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+        arn = create(bedrock, "interop-resume", "s3://resume-in/", "s3://resume-out/")
+        deadline = time.time() + 120
+        while bedrock.get_model_invocation_job(jobIdentifier=arn)["processedRecordCount"] < 3:
+            assert time.time() < deadline, "the job made no progress"
+            time.sleep(0.1)
+    finally:
+        first.proc.kill()  # SIGKILL: records in flight are lost mid-generation
+        first.proc.wait()
+    second = Server(models=[SMOL], data_dir=first.data_dir)
+    try:
+        job = wait(client(second, service="bedrock"), arn)
+        assert job["status"] == "Completed" and job["successRecordCount"] == 24
+        out = bucket(second, "resume-out") / arn.rsplit("/", 1)[1] / "k.jsonl.out"
+        assert [json.loads(l)["recordId"] for l in out.read_text().splitlines()] == [r["recordId"] for r in records]
+    finally:
+        assert second.stop() == 0
