@@ -398,8 +398,7 @@ async fn run(state: &Arc<AppState>, job: &Job, stop: &Stop) -> Result<(), Basalt
         let path = journal_path.clone();
         off_runtime(move || read_journal(&path)).await?
     };
-    let count = openai_counts;
-    let (completed, failed) = count(&done);
+    let (completed, failed) = openai_counts(&done);
     batch.request_counts.total = lines.len() as u64;
     batch.request_counts.completed = completed;
     batch.request_counts.failed = failed;
@@ -437,7 +436,7 @@ async fn run(state: &Arc<AppState>, job: &Job, stop: &Stop) -> Result<(), Basalt
     }
     // Re-read: a cancel request may have changed the stored status meanwhile.
     let mut batch = load(state, &job.tenant, &job.batch_id).await?;
-    let (completed, failed) = count(&done);
+    let (completed, failed) = openai_counts(&done);
     batch.request_counts.total = lines.len() as u64;
     batch.request_counts.completed = completed;
     batch.request_counts.failed = failed;

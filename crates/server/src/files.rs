@@ -159,3 +159,46 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BasaltEr
         .map_err(|e| io_error("write the file", e))?;
     std::fs::rename(&temporary, path).map_err(|e| io_error("name the file", e))
 }
+
+/// A page of a tenant's stored objects of `kind`, newest first, after the object `after`
+/// (a store id; `param` names it in errors), keeping those `keep` accepts, at most `limit`.
+/// Returns them, and the store id to resume after when more remain.
+pub(crate) async fn page<T: serde::de::DeserializeOwned>(
+    platform: &Platform,
+    tenant: &str,
+    kind: &str,
+    after: Option<&str>,
+    (limit, param): (usize, &str),
+    keep: impl Fn(&T) -> bool,
+) -> Result<(Vec<T>, Option<String>), BasaltError> {
+    let mut out = Vec::with_capacity(limit.min(100));
+    let mut last_kept = None;
+    let mut after = after.map(str::to_string);
+    loop {
+        let page = platform
+            .store
+            .objects(tenant, kind, after.as_deref(), 100)
+            .await
+            .map_err(|e| {
+                lookup_error(
+                    e,
+                    BasaltError::invalid(param, format!("`{param}` names no object of this list")),
+                )
+            })?;
+        after = page.objects.last().map(|o| o.id.clone());
+        for object in page.objects {
+            let item: T = serde_json::from_str(&object.body)
+                .map_err(|e| BasaltError::internal(e.to_string()))?;
+            if keep(&item) {
+                if out.len() == limit {
+                    return Ok((out, last_kept));
+                }
+                out.push(item);
+                last_kept = Some(object.id);
+            }
+        }
+        if !page.has_more {
+            return Ok((out, None));
+        }
+    }
+}

@@ -1353,6 +1353,18 @@ mod tests {
     use super::*;
 
     /// Masks "Paris" as a guardrail would, and blocks on "forbidden".
+    /// Ends `window` with the masked answer's verdict: all it released, and the rest, must be
+    /// the whole answer masked.
+    fn assert_masked_whole(window: Window, mut released: String, answer: &str) {
+        let verdict = GuardedAnswer {
+            text: peek(answer).unwrap(),
+            intervened: true,
+            blocked: false,
+        };
+        released.push_str(&window.rest(&verdict));
+        assert_eq!(released, answer.replace("Paris", "{city}"));
+    }
+
     fn peek(text: &str) -> Option<String> {
         (!text.contains("forbidden")).then(|| text.replace("Paris", "{city}"))
     }
@@ -1374,13 +1386,7 @@ mod tests {
             assert!(!released.contains("Paris"), "{released}");
         }
         assert!(releases >= 3, "released in {releases} windows");
-        let verdict = GuardedAnswer {
-            text: peek(&answer).unwrap(),
-            intervened: true,
-            blocked: false,
-        };
-        released.push_str(&window.rest(&verdict));
-        assert_eq!(released, answer.replace("Paris", "{city}"));
+        assert_masked_whole(window, released, &answer);
     }
 
     #[test]
@@ -1395,13 +1401,7 @@ mod tests {
             }
         }
         assert!(!released.is_empty() && !released.contains("Paris"));
-        let verdict = GuardedAnswer {
-            text: peek(&answer).unwrap(),
-            intervened: true,
-            blocked: false,
-        };
-        released.push_str(&window.rest(&verdict));
-        assert_eq!(released, answer.replace("Paris", "{city}"));
+        assert_masked_whole(window, released, &answer);
     }
 
     #[test]

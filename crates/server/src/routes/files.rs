@@ -22,7 +22,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::error::{body_error, OpenAiError};
-use crate::files::FileStore;
+use crate::files::{page, FileStore};
 use crate::platform::Platform;
 use crate::{batch, AppState, ServerConfig};
 
@@ -111,51 +111,18 @@ struct ListQuery {
     after: Option<String>,
 }
 
+impl ListQuery {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(20) as usize
+    }
+}
+
 fn list_query(q: Result<Query<ListQuery>, QueryRejection>) -> Result<ListQuery, BasaltError> {
     let Query(q) = q.map_err(|e| BasaltError::invalid("query", e.body_text()))?;
     if q.limit.is_some_and(|l| !(1..=10_000).contains(&l)) {
         return Err(BasaltError::invalid("limit", "`limit` is 1 to 10000"));
     }
     Ok(q)
-}
-
-/// A page of a tenant's objects of `kind`, newest first, keeping those `keep` accepts.
-async fn page<T: serde::de::DeserializeOwned>(
-    platform: &Platform,
-    tenant: &str,
-    kind: &str,
-    q: &ListQuery,
-    keep: impl Fn(&T) -> bool,
-) -> Result<(Vec<T>, bool), BasaltError> {
-    let limit = q.limit.unwrap_or(20) as usize;
-    let mut out = Vec::with_capacity(limit);
-    let mut after = q.after.clone();
-    loop {
-        let page = platform
-            .store
-            .objects(tenant, kind, after.as_deref(), 100)
-            .await
-            .map_err(|e| match e {
-                basalt_store::StoreError::NotFound(_) => {
-                    BasaltError::invalid("after", "`after` names no object of this list")
-                }
-                other => BasaltError::internal(other.to_string()),
-            })?;
-        after = page.objects.last().map(|o| o.id.clone());
-        for object in &page.objects {
-            let item: T = serde_json::from_str(&object.body)
-                .map_err(|e| BasaltError::internal(e.to_string()))?;
-            if keep(&item) {
-                if out.len() == limit {
-                    return Ok((out, true));
-                }
-                out.push(item);
-            }
-        }
-        if !page.has_more {
-            return Ok((out, false));
-        }
-    }
 }
 
 async fn list_files(
@@ -165,12 +132,16 @@ async fn list_files(
 ) -> Result<Response, OpenAiError> {
     let (_, platform) = storage(&state)?;
     let q = list_query(query)?;
-    let (data, has_more) =
-        page::<FileObject>(platform, &principal.tenant, crate::files::KIND, &q, |f| {
-            q.purpose.as_ref().is_none_or(|p| &f.purpose == p)
-        })
-        .await?;
-    Ok(list(&data, has_more, |f| &f.id))
+    let (data, more) = page::<FileObject>(
+        platform,
+        &principal.tenant,
+        crate::files::KIND,
+        q.after.as_deref(),
+        (q.limit(), "after"),
+        |f| q.purpose.as_ref().is_none_or(|p| &f.purpose == p),
+    )
+    .await?;
+    Ok(list(&data, more.is_some(), |f| &f.id))
 }
 
 /// A page as OpenAI lists it, ids of its first and last entries included.
@@ -300,9 +271,16 @@ async fn list_batches(
 ) -> Result<Response, OpenAiError> {
     let (_, platform) = storage(&state)?;
     let q = list_query(query)?;
-    let (data, has_more) =
-        page::<BatchObject>(platform, &principal.tenant, batch::KIND, &q, |_| true).await?;
-    Ok(list(&data, has_more, |b| &b.id))
+    let (data, more) = page::<BatchObject>(
+        platform,
+        &principal.tenant,
+        batch::KIND,
+        q.after.as_deref(),
+        (q.limit(), "after"),
+        |_| true,
+    )
+    .await?;
+    Ok(list(&data, more.is_some(), |b| &b.id))
 }
 
 /// Marks the batch `cancelling` and stops its job: records running are dropped, what

@@ -162,44 +162,24 @@ async fn list(
         .platform
         .as_ref()
         .ok_or_else(|| BasaltError::internal("this server has no store"))?;
-    let mut out = Vec::new();
-    let mut after = q.next_token.clone();
-    let mut more = true;
-    while more && out.len() < limit {
-        let page = platform
-            .store
-            .objects(&principal.tenant, KIND, after.as_deref(), 100)
-            .await
-            .map_err(|e| {
-                crate::files::lookup_error(
-                    e,
-                    BasaltError::invalid("nextToken", "not a token from this list"),
-                )
-            })?;
-        more = page.has_more;
-        for object in page.objects {
-            after = Some(object.id.clone());
-            let job: InvocationJob = serde_json::from_str(&object.body)
-                .map_err(|e| BasaltError::internal(e.to_string()))?;
-            let status_ok = q.status_equals.as_ref().is_none_or(|s| &job.status == s);
-            let name_ok = q
-                .name_contains
-                .as_ref()
-                .is_none_or(|n| job.job_name.contains(n.as_str()));
-            if status_ok && name_ok {
-                out.push(job);
-                if out.len() == limit {
-                    more = true;
-                    break;
-                }
-            }
-        }
-    }
-    let next = if more { after.as_deref() } else { None };
+    let (out, next) = crate::files::page::<InvocationJob>(
+        platform,
+        &principal.tenant,
+        KIND,
+        q.next_token.as_deref(),
+        (limit, "nextToken"),
+        |job| {
+            q.status_equals.as_ref().is_none_or(|s| &job.status == s)
+                && q.name_contains
+                    .as_ref()
+                    .is_none_or(|n| job.job_name.contains(n.as_str()))
+        },
+    )
+    .await?;
     Ok(Json(
         serde_json::to_value(JobList {
             invocation_job_summaries: &out,
-            next_token: next,
+            next_token: next.as_deref(),
         })
         .map_err(|e| BasaltError::internal(e.to_string()))?,
     ))
