@@ -52,11 +52,11 @@ class Server:
     (the platform suite runs with an admin token and tenants instead), `data_dir` reuses a
     data directory (to restart on the same database), `models` and `models_dir` choose
     another set of models or another model store, `tls` serves HTTPS with the test CA's
-    certificate."""
+    certificate, `env` adds environment variables."""
 
     def __init__(self, args: list[str] | None = None, data_dir: str | None = None,
                  models: list[str] | None = None, models_dir: str | None = None,
-                 tls: bool = False) -> None:
+                 tls: bool = False, env: dict[str, str] | None = None) -> None:
         self.binary = os.environ.get("BASALT_BIN", "target/debug/basalt")
         self.port = free_port()
         self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
@@ -68,7 +68,7 @@ class Server:
             [self.binary, "serve", "--port", str(self.port), "--data-dir", self.data_dir,
              *model_args, *store_args, "--shutdown-grace-secs", "20",
              *(TLS_ARGS if tls else []), *(OPERATOR_KEYS if args is None else args)],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
         deadline = time.time() + 60
         context = ssl.create_default_context(cafile=TLS_CA) if tls else None

@@ -1,18 +1,22 @@
 """Bedrock batch inference through boto3's `bedrock` client: a model invocation job over
 JSONL records in the tenant's local bucket (InvokeModel and Converse bodies), with Bedrock's
 statuses, counts, `<input>.jsonl.out` lines and `manifest.json.out`; bad records failing
-alone; stopping; listing; and URIs that try to leave the tenant's buckets."""
+alone; stopping; listing; URIs that try to leave the tenant's buckets; and the same job over
+an S3-compatible store (moto's server, driven by boto3's `s3` client)."""
 
 from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
+import sys
 import time
+import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import SMOL
+from conftest import OPERATOR_KEYS, SMOL
 from test_bedrock_boto3 import client, error_code
 
 SYSTEM = [{"text": "You are a helpful assistant."}]
@@ -149,3 +153,65 @@ def test_a_job_survives_kill_9_of_its_server():
         assert [json.loads(l)["recordId"] for l in out.read_text().splitlines()] == [r["recordId"] for r in records]
     finally:
         assert second.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """An S3-compatible server on a loopback port, for as long as this module runs."""
+    from conftest import free_port
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+            break
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, "moto's server did not start"
+            time.sleep(0.2)
+    yield endpoint
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_a_job_over_an_s3_compatible_store(s3_endpoint):
+    import boto3
+    from conftest import Server
+    credentials = {"AWS_ACCESS_KEY_ID": "s3-test-key", "AWS_SECRET_ACCESS_KEY": "s3-test-secret",
+                   "AWS_REGION": "us-east-1"}
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+                      aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"])
+    s3.create_bucket(Bucket="basalt-root")
+    records = [{"recordId": f"S{i}", "modelInput": {"prompt": f"Say the number {i}.", "max_gen_len": 8,
+                                                   "temperature": 0}} for i in range(3)]
+    # The operator keys' tenant is `operator`: its buckets are under `<root prefix>/operator/`.
+    s3.put_object(Bucket="basalt-root", Key="jobs/operator/s3-in/records/a.jsonl",
+                  Body=("\n".join(json.dumps(r) for r in records) + "\n{broken\n").encode())
+    s3.put_object(Bucket="basalt-root", Key="jobs/operator/s3-in/records/skip.txt", Body=b"not input")
+    server = Server(models=[SMOL], args=["--buckets", "s3://basalt-root/jobs", *OPERATOR_KEYS],
+                    env={**credentials, "AWS_ENDPOINT_URL": s3_endpoint})
+    try:
+        bedrock = client(server, service="bedrock")
+        arn = create(bedrock, "interop-s3", "s3://s3-in/records/", "s3://s3-out/done/")
+        job = wait(bedrock, arn)
+        assert job["status"] == "PartiallyCompleted", job
+        assert (job["successRecordCount"], job["errorRecordCount"]) == (3, 1)
+        prefix = f"jobs/operator/s3-out/done/{arn.rsplit('/', 1)[1]}/"
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="basalt-root", Prefix=prefix)["Contents"])
+        assert keys == [prefix + "a.jsonl.out", prefix + "manifest.json.out"]
+        body = s3.get_object(Bucket="basalt-root", Key=prefix + "a.jsonl.out")["Body"].read().decode()
+        lines = [json.loads(l) for l in body.splitlines()]
+        assert [l["recordId"] for l in lines] == ["S0", "S1", "S2", None]
+        assert all(l["modelOutput"]["generation"] for l in lines[:3]) and lines[3]["error"]["errorCode"] == 400
+        manifest = json.loads(s3.get_object(Bucket="basalt-root", Key=prefix + "manifest.json.out")["Body"].read())
+        assert manifest["successRecordCount"] == 3 and manifest["errorRecordCount"] == 1
+        # Nothing outside the tenant's namespace, nothing that is not there.
+        for input_uri in ["s3://s3-in/../../jobs/", "s3://missing-bucket/"]:
+            with pytest.raises(ClientError) as e:
+                create(bedrock, "interop-s3-bad", input_uri, "s3://s3-out/")
+            assert error_code(e) == "ValidationException", input_uri
+    finally:
+        assert server.stop() == 0, server.logs()

@@ -38,6 +38,12 @@ pub struct ServeArgs {
     /// Largest request body, in KiB
     #[arg(long, default_value_t = 4096)]
     max_body_kb: usize,
+    /// Where Bedrock batch jobs' `s3://bucket/key` URIs live: a directory, or
+    /// `s3://root-bucket/prefix` in an S3-compatible store (endpoint and credentials from
+    /// AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION). Each tenant's
+    /// buckets are under `<tenant id>/` there [default: <data dir>/buckets]
+    #[arg(long, env = "BASALT_BUCKETS")]
+    buckets: Option<String>,
     /// Largest file upload (`/v1/files`), in MiB
     #[arg(long, default_value_t = 200)]
     max_file_mb: usize,
@@ -261,6 +267,14 @@ pub fn run(args: ServeArgs) -> CliResult {
         ));
     let state = match &args.guard_model {
         Some(id) => state.with_guard_model(id)?,
+        None => state,
+    };
+    let state = match &args.buckets {
+        Some(url) => {
+            let buckets = basalt_buckets::Buckets::open(url)?;
+            tracing::info!("batch jobs' buckets: {}", buckets.describe());
+            state.with_buckets(buckets)
+        }
         None => state,
     };
     let state = state.with_data_dir(&args.database.dir());

@@ -127,11 +127,6 @@ impl Batches {
         }
     }
 
-    /// Where `s3://` URIs of Bedrock jobs resolve: `buckets/` beside the jobs' directory.
-    pub(crate) fn buckets_root(&self) -> PathBuf {
-        self.root.with_file_name("buckets")
-    }
-
     pub(crate) fn dir(&self, batch_id: &str) -> PathBuf {
         self.root.join(batch_id)
     }

@@ -11,13 +11,13 @@
 //! through the same route code as `InvokeModel` or `Converse` requests, in the batch tier,
 //! journalled one by one, resumed by the next server if this one dies.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{Extension, Path as UriPath, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::IntoResponse;
 use basalt_auth::Principal;
+use basalt_buckets::{BucketError, Buckets, Location};
 use basalt_store::StoredObject;
 use basalt_types::{BasaltError, ErrorKind};
 use basalt_wire::bedrock::invocation_jobs::{
@@ -51,57 +51,42 @@ pub(crate) fn now() -> String {
     iso8601(basalt_store::now())
 }
 
-/// The local directory an `s3://bucket/key` URI names for `tenant`, refusing anything that
-/// could leave the tenant's buckets.
-pub(crate) fn local_path(
-    root: &Path,
-    tenant: &str,
-    uri: &str,
-    param: &str,
-) -> Result<PathBuf, BasaltError> {
-    let invalid = |why: &str| BasaltError::invalid(param, format!("`{uri}`: {why}"));
-    let rest = uri
-        .strip_prefix("s3://")
-        .ok_or_else(|| invalid("an S3 URI starts with s3://"))?;
-    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-    let bucket_ok = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && !bucket.starts_with('.')
-        && !bucket.contains("..");
-    if !bucket_ok {
-        return Err(invalid("not a bucket name"));
-    }
-    let tenant_ok = !tenant.is_empty()
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !tenant_ok {
-        return Err(BasaltError::internal("a tenant id unfit for a path"));
-    }
-    let mut path = root.join(tenant).join(bucket);
-    for part in key.split('/').filter(|p| !p.is_empty()) {
-        if part == "." || part == ".." || part.contains('\\') || part.contains('\0') {
-            return Err(invalid("a key may not step out of its bucket"));
+/// A bucket failure as the API's error: a URI the caller got wrong is theirs to fix (a
+/// validation error naming `param`); a store that fails is ours, logged in full and
+/// answered as an internal error without the operator's endpoint in the message.
+pub(crate) fn bucket_error(e: BucketError, param: &str) -> BasaltError {
+    match e {
+        BucketError::InvalidUri { .. } | BucketError::NotFound(_) => {
+            BasaltError::invalid(param, e.to_string())
         }
-        path.push(part);
+        BucketError::Config { .. } | BucketError::Store { .. } => {
+            tracing::error!(error = %e, "bucket store");
+            BasaltError::internal("The bucket store did not answer; try again later.")
+        }
     }
-    Ok(path)
 }
 
-/// The input files a URI names: the file itself, or the `.jsonl` files directly under a
-/// prefix, in name order.
-pub(crate) fn input_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    Ok(files)
+/// The store `s3://` URIs resolve in.
+pub(crate) fn buckets(state: &AppState) -> Result<&Buckets, BasaltError> {
+    state
+        .buckets
+        .as_ref()
+        .ok_or_else(|| BasaltError::internal("this server has no buckets for batch jobs"))
+}
+
+/// Where a job's input (`inputDataConfig`) and output (`outputDataConfig`) URIs point.
+pub(crate) fn locations(
+    buckets: &Buckets,
+    tenant: &str,
+    job: &InvocationJob,
+) -> Result<(Location, Location), BasaltError> {
+    let input = buckets
+        .locate(tenant, &job.input_data_config.s3_input_data_config.s3_uri)
+        .map_err(|e| bucket_error(e, "inputDataConfig"))?;
+    let output = buckets
+        .locate(tenant, &job.output_data_config.s3_output_data_config.s3_uri)
+        .map_err(|e| bucket_error(e, "outputDataConfig"))?;
+    Ok((input, output))
 }
 
 pub(crate) async fn load(
@@ -154,14 +139,6 @@ pub(crate) async fn fail(state: &AppState, job: &Job, message: &str) {
             let _ = save(state, &job.tenant, &job.batch_id, &mut found, 0).await;
         }
     }
-}
-
-fn buckets(state: &AppState) -> Result<PathBuf, BasaltError> {
-    state
-        .batches
-        .as_ref()
-        .map(|b| b.buckets_root())
-        .ok_or_else(|| BasaltError::internal("this server runs no batch jobs"))
 }
 
 /// One input record, checked; its `recordId` either way.
@@ -275,30 +252,20 @@ pub(crate) async fn run(state: &Arc<AppState>, job: &Job, stop: &Stop) -> Result
         batch::remove_job_dir(state, id).await;
         return Ok(());
     }
-    let root = buckets(state)?;
-    let input = local_path(
-        &root,
-        &job.tenant,
-        &found.input_data_config.s3_input_data_config.s3_uri,
-        "inputDataConfig",
-    )?;
-    let files = {
-        let input = input.clone();
-        off_runtime(move || input_files(&input))
-            .await?
-            .unwrap_or_default()
-    };
-    let contents = {
-        let files = files.clone();
-        off_runtime(move || {
-            files
-                .iter()
-                .map(std::fs::read)
-                .collect::<std::io::Result<Vec<Vec<u8>>>>()
-        })
-        .await?
-        .map_err(internal)?
-    };
+    let buckets = buckets(state)?;
+    let (input, output) = locations(buckets, &job.tenant, &found)?;
+    let files = buckets
+        .inputs(&input)
+        .await
+        .map_err(|e| bucket_error(e, "inputDataConfig"))?;
+    let mut contents = Vec::with_capacity(files.len());
+    for file in &files {
+        let bytes = buckets
+            .read(file)
+            .await
+            .map_err(|e| bucket_error(e, "inputDataConfig"))?;
+        contents.push(bytes);
+    }
     // Every record by its place across the files: (file, line bytes).
     let records: Vec<(usize, &[u8])> = contents
         .iter()
@@ -368,13 +335,7 @@ pub(crate) async fn run(state: &Arc<AppState>, job: &Job, stop: &Stop) -> Result
     // Re-read: a stop request may have changed the stored status meanwhile.
     let mut found = load(state, &job.tenant, id).await?;
     let stopped = found.status == "Stopping" || done.len() < records.len();
-    let output = local_path(
-        &root,
-        &job.tenant,
-        &found.output_data_config.s3_output_data_config.s3_uri,
-        "outputDataConfig",
-    )?
-    .join(id);
+    let output = output.join(id);
     let mut manifest = Manifest {
         total_record_count: records.len() as u64,
         ..Manifest::default()
@@ -396,21 +357,22 @@ pub(crate) async fn run(state: &Arc<AppState>, job: &Job, stop: &Stop) -> Result
             sink.push(b'\n');
         }
     }
-    let names: Vec<String> = files
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        })
-        .collect();
+    // The manifest last: a reader that finds it finds every output file complete.
+    for (file, bytes) in files.iter().zip(per_file) {
+        let at = output.join(&format!("{}.out", file.file_name()));
+        buckets
+            .write(&at, Bytes::from(bytes))
+            .await
+            .map_err(|e| bucket_error(e, "outputDataConfig"))?;
+    }
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(internal)?;
-    off_runtime(move || -> Result<(), BasaltError> {
-        for (name, bytes) in names.iter().zip(&per_file) {
-            crate::files::write_atomically(&output.join(format!("{name}.out")), bytes)?;
-        }
-        crate::files::write_atomically(&output.join("manifest.json.out"), &manifest_bytes)
-    })
-    .await??;
+    buckets
+        .write(
+            &output.join("manifest.json.out"),
+            Bytes::from(manifest_bytes),
+        )
+        .await
+        .map_err(|e| bucket_error(e, "outputDataConfig"))?;
     found.processed_record_count = manifest.processed_record_count;
     found.success_record_count = manifest.success_record_count;
     found.error_record_count = manifest.error_record_count;

@@ -62,6 +62,8 @@ pub struct AppState {
     pub files: Option<Arc<crate::files::FileStore>>,
     /// The batch jobs this server runs (`/v1/batches`), when it has a data directory.
     pub batches: Option<Arc<crate::batch::Batches>>,
+    /// Where Bedrock jobs' `s3://` URIs live.
+    pub buckets: Option<basalt_buckets::Buckets>,
 }
 
 impl AppState {
@@ -89,6 +91,7 @@ impl AppState {
             content_classifier: None,
             files: None,
             batches: None,
+            buckets: None,
         }
     }
 
@@ -137,10 +140,23 @@ impl AppState {
         Ok(self)
     }
 
-    /// Keeps files under `dir/files` and batch jobs' journals under `dir/batches`.
+    /// Keeps files under `dir/files`, batch jobs' journals under `dir/batches` and (unless
+    /// [`Self::with_buckets`] names another store) buckets under `dir/buckets`.
     pub fn with_data_dir(mut self, dir: &std::path::Path) -> Self {
         self.files = Some(Arc::new(crate::files::FileStore::new(dir.join("files"))));
         self.batches = Some(Arc::new(crate::batch::Batches::new(dir.join("batches"))));
+        if self.buckets.is_none() {
+            match basalt_buckets::Buckets::local(&dir.join("buckets")) {
+                Ok(buckets) => self.buckets = Some(buckets),
+                Err(e) => tracing::warn!("no buckets for Bedrock jobs: {e}"),
+            }
+        }
+        self
+    }
+
+    /// Where Bedrock jobs' `s3://` URIs live (a directory or an S3-compatible store).
+    pub fn with_buckets(mut self, buckets: basalt_buckets::Buckets) -> Self {
+        self.buckets = Some(buckets);
         self
     }
 

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{body_error, BedrockError};
-use crate::invocation_jobs::{self as jobs, local_path, KIND};
+use crate::invocation_jobs::{self as jobs, KIND};
 use crate::{batch, AppState};
 
 type Shared = State<Arc<AppState>>;
@@ -70,21 +70,22 @@ async fn create(
             .check_access(&principal, &model.entry.manifest.id)
             .await?;
     }
-    let root = state
-        .batches
-        .as_ref()
-        .map(|b| b.buckets_root())
-        .ok_or_else(|| BasaltError::internal("this server runs no batch jobs"))?;
+    let buckets = jobs::buckets(&state)?;
     let input_uri = &request.input_data_config.s3_input_data_config.s3_uri;
-    let input = local_path(&root, &principal.tenant, input_uri, "inputDataConfig")?;
-    local_path(
-        &root,
-        &principal.tenant,
-        &request.output_data_config.s3_output_data_config.s3_uri,
-        "outputDataConfig",
-    )?;
-    let found = crate::offload::off_runtime(move || jobs::input_files(&input)).await?;
-    if found.map_or(true, |files| files.is_empty()) {
+    let input = buckets
+        .locate(&principal.tenant, input_uri)
+        .map_err(|e| jobs::bucket_error(e, "inputDataConfig"))?;
+    buckets
+        .locate(
+            &principal.tenant,
+            &request.output_data_config.s3_output_data_config.s3_uri,
+        )
+        .map_err(|e| jobs::bucket_error(e, "outputDataConfig"))?;
+    let found = buckets
+        .inputs(&input)
+        .await
+        .map_err(|e| jobs::bucket_error(e, "inputDataConfig"))?;
+    if found.is_empty() {
         return Err(BasaltError::invalid(
             "inputDataConfig",
             format!("the input location {input_uri} does not exist or holds no .jsonl file"),
