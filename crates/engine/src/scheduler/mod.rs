@@ -33,8 +33,9 @@ use crate::prefix_cache::{Chain, PrefixCache};
 use crate::tokenizer::Tokenizer;
 use crate::{Admission, EngineConfig, EventReceiver, PreparedRequest, Priority};
 
-/// Prompt tokens of batch sequences read in one step, at most (see `Scheduler::plan`).
-const BATCH_PREFILL_PER_STEP: usize = 16;
+/// Prompt tokens of batch sequences read in one step while interactive traffic is about
+/// (see `Scheduler::plan`).
+const BATCH_PREFILL_CONTENDED: usize = 16;
 /// Batch sequences moved in one step while interactive traffic is about.
 const BATCH_ROWS_CONTENDED: usize = 4;
 /// How long after the last interactive sequence batch work stays in small steps.
@@ -270,15 +271,15 @@ impl Scheduler {
     ///
     /// Batch sequences sit out the steps in which an interactive sequence reads its prompt:
     /// a step's time grows with every token in it, and an interactive request's first
-    /// token waits for its prompt's steps alone. For the same reason batch prompts are read
-    /// at most [`BATCH_PREFILL_PER_STEP`] tokens a step, and while interactive traffic is
-    /// about (within [`INTERACTIVE_GRACE`]) at most [`BATCH_ROWS_CONTENDED`] batch rows move
-    /// in a step: the step an interactive request arrives during, and waits for, is short.
-    /// With no interactive traffic, batch work has the whole step.
+    /// token waits for its prompt's steps alone. For the same reason, while interactive
+    /// traffic is about (within [`INTERACTIVE_GRACE`]) batch prompts are read at most
+    /// [`BATCH_PREFILL_CONTENDED`] tokens a step and at most [`BATCH_ROWS_CONTENDED`] batch
+    /// rows move in a step: the step an interactive request arrives during, and waits for,
+    /// is short. With no interactive traffic, batch work has the step, its prompts read one
+    /// prefill chunk a step at most, so a request that arrives waits for no more than that.
     fn plan(&mut self) -> Vec<(usize, usize)> {
         let chunk = self.shared.config.prefill_chunk.max(1);
         let mut budget = self.shared.config.max_batch_tokens.max(1);
-        let mut batch_prefill = BATCH_PREFILL_PER_STEP;
         let interactive = |s: &Sequence| s.priority == Priority::Interactive;
         if self.running.iter().chain(&self.waiting).any(interactive) {
             self.last_interactive = Some(Instant::now());
@@ -286,10 +287,10 @@ impl Scheduler {
         let contended = self
             .last_interactive
             .is_some_and(|t| t.elapsed() < INTERACTIVE_GRACE);
-        let mut batch_rows = if contended {
-            BATCH_ROWS_CONTENDED
+        let (mut batch_rows, mut batch_prefill) = if contended {
+            (BATCH_ROWS_CONTENDED, BATCH_PREFILL_CONTENDED)
         } else {
-            usize::MAX
+            (usize::MAX, chunk)
         };
         let interactive_prefill = self
             .running
