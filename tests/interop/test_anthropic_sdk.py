@@ -49,6 +49,21 @@ def test_count_tokens(claude, server):
     assert counted.input_tokens == m.usage.input_tokens
 
 
+def test_cache_control_writes_then_reads_the_prompt_cache(claude):
+    system = [{"type": "text", "cache_control": {"type": "ephemeral"},
+               "text": "You answer questions about the Anthropic cache test. " + " ".join(
+                   f"Guideline {i}: keep answers short." for i in range(12))}]
+    first = claude.messages.create(model=SMOL, max_tokens=4, system=system, messages=QUESTION).usage
+    assert first.cache_creation_input_tokens >= 64 and first.cache_read_input_tokens == 0, first
+    again = [{"role": "user", "content": "And the capital of Spain?"}]
+    second = claude.messages.create(model=SMOL, max_tokens=4, system=system, messages=again).usage
+    assert second.cache_creation_input_tokens == 0, second
+    assert second.cache_read_input_tokens >= first.cache_creation_input_tokens, (first, second)
+    with pytest.raises(anthropic.BadRequestError):
+        claude.messages.create(model=SMOL, max_tokens=4, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral", "ttl": "2d"}}]}])
+
+
 def test_errors(claude):
     with pytest.raises(anthropic.NotFoundError):
         claude.messages.create(model="nope.nothing-v1:0", max_tokens=4, messages=QUESTION)

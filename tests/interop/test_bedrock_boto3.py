@@ -47,6 +47,31 @@ def test_converse(runtime):
     assert r["metrics"]["latencyMs"] >= 0
 
 
+def test_cache_points_write_then_read_the_prompt_cache(runtime):
+    # A system prompt of many blocks (the cache keeps whole blocks of 16 tokens), unique to
+    # this test so no earlier request cached it.
+    system = [{"text": "You answer questions about the Basalt cache test. " + " ".join(
+        f"Rule {i}: answer in one short sentence." for i in range(12))}, {"cachePoint": {"type": "default"}}]
+    first = runtime.converse(modelId=SMOL, system=system, messages=QUESTION, inferenceConfig=GREEDY)["usage"]
+    assert first["cacheWriteInputTokens"] >= 64, first
+    assert first["cacheReadInputTokens"] == 0, first
+    # Another question behind the same cached system prompt reads it.
+    again = [{"role": "user", "content": [{"text": "And the capital of Italy?"}]}]
+    second = runtime.converse(modelId=SMOL, system=system, messages=again, inferenceConfig=GREEDY)["usage"]
+    assert second["cacheWriteInputTokens"] == 0, second
+    assert second["cacheReadInputTokens"] >= first["cacheWriteInputTokens"], (first, second)
+    # A point after the user turn covers it too; a 1-hour TTL is accepted.
+    long_question = [{"role": "user", "content": [
+        {"text": "Tell me about Paris. " * 20}, {"cachePoint": {"type": "default", "ttl": "1h"}}]}]
+    third = runtime.converse(modelId=SMOL, system=system[:1], messages=long_question,
+                             inferenceConfig={"maxTokens": 4})["usage"]
+    assert third["cacheWriteInputTokens"] >= 64 and third["cacheReadInputTokens"] >= 64, third
+    with pytest.raises(ClientError) as e:
+        runtime.converse(modelId=SMOL, messages=[{"role": "user", "content": [
+            {"text": "Hi"}, {"cachePoint": {"type": "default", "ttl": "2d"}}]}])
+    assert error_code(e) == "ValidationException"
+
+
 def test_converse_stream(runtime):
     r = runtime.converse_stream(modelId=SMOL, system=SYSTEM, messages=QUESTION, inferenceConfig=GREEDY)
     events = list(r["stream"])

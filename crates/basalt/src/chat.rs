@@ -121,6 +121,7 @@ fn local_turn(
         stop: Vec::new(),
         logprobs: None,
         constraints: Default::default(),
+        cache_points: Vec::new(),
     })?;
     let mut reply = String::new();
     while let Some(ev) = rx.blocking_recv() {

@@ -40,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stop: vec![],
         logprobs: None,
         constraints: Default::default(),
+        cache_points: Vec::new(),
     };
     let t1 = Instant::now();
     let mut rx = model.submit(request)?;

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use basalt_gguf::GgufFile;
 use basalt_grammar::{GrammarCompiler, Word};
@@ -182,15 +183,50 @@ impl LoadedModel {
                         format!("the model's chat template rejected the messages: {e}"),
                     )
                 })?;
-                // The template is ours (from the model file), so its control tokens are
-                // real; the BOS, if the template wants one, is already in the text.
-                let bos_in_text = tok
-                    .bos()
-                    .and_then(|b| tok.token_text(b))
-                    .is_some_and(|b| text.starts_with(b));
-                Ok(tok.encode(&text, !bos_in_text, true))
+                Ok(self.encode_rendered(&text))
             }
         }
+    }
+
+    /// Tokenises a chat template's output. The template is ours (from the model file), so
+    /// its control tokens are real; the BOS, if the template wants one, is already in the
+    /// text.
+    fn encode_rendered(&self, text: &str) -> Vec<u32> {
+        let tok = &self.shared.tokenizer;
+        let bos_in_text = tok
+            .bos()
+            .and_then(|b| tok.token_text(b))
+            .is_some_and(|b| text.starts_with(b));
+        tok.encode(text, !bos_in_text, true)
+    }
+
+    /// How many of `prompt_tokens` the request's furthest cache point covers, and for how
+    /// long it asks them kept: the tokens its conversation up to the point renders to, as
+    /// far as they agree with the whole prompt's (a template that renders a message
+    /// differently once more follow it shortens the point, never moves it past a
+    /// difference). A point the template cannot render alone is dropped.
+    fn cache_point(&self, request: &GenerateRequest, prompt_tokens: &[u32]) -> (usize, Duration) {
+        let (Prompt::Chat(messages), Some(template)) = (&request.prompt, &self.template) else {
+            return (0, Duration::ZERO);
+        };
+        let Some(point) = request.cache_points.iter().max_by_key(|p| p.messages) else {
+            return (0, Duration::ZERO);
+        };
+        let upto = &messages[..point.messages.min(messages.len())];
+        let rendered = tools::render_conversation(upto, &request.constraints);
+        if rendered.is_empty() {
+            return (0, Duration::ZERO);
+        }
+        let Ok(text) = template.render_prefix(&rendered) else {
+            return (0, Duration::ZERO);
+        };
+        let prefix = self.encode_rendered(&text);
+        let agree = prefix
+            .iter()
+            .zip(prompt_tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        (agree, point.ttl)
     }
 
     /// Validates and prepares a request without queueing it.
@@ -271,12 +307,15 @@ impl LoadedModel {
             })?),
             None => None,
         };
+        let (cache_until, cache_ttl) = self.cache_point(&request, &prompt_tokens);
         Ok(PreparedRequest {
             prompt_tokens,
             max_tokens,
             limited_by_context,
             request,
             constraint,
+            cache_until,
+            cache_ttl,
         })
     }
 

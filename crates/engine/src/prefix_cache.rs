@@ -13,9 +13,14 @@
 //! reclaimable. Whenever a live sequence needs memory, the scheduler evicts the least
 //! recently used reclaimable leaf (leaves first, so no reachable node loses its parent)
 //! before it preempts anyone. The cache never holds memory a live request could use.
+//!
+//! A caller's cache point (Bedrock's `cachePoint`) pins the blocks before it until its
+//! time to live runs out: eviction takes every unpinned block first. A pin is a preference,
+//! not a reservation, so the rule above holds for pinned blocks too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::kv::{KvBlock, SeqKv, BLOCK_TOKENS};
 
@@ -30,6 +35,8 @@ struct Node {
     /// Cached nodes whose key names this one as parent.
     children: usize,
     last_used: u64,
+    /// Kept ahead of unpinned blocks until then (a cache point's time to live).
+    pinned_until: Option<Instant>,
 }
 
 /// How far a sequence's blocks are registered: the first `blocks` of them, the last one
@@ -38,6 +45,13 @@ struct Node {
 pub(crate) struct Chain {
     blocks: usize,
     node: u64,
+}
+
+impl Chain {
+    /// How many of the sequence's blocks are registered.
+    pub fn blocks(&self) -> usize {
+        self.blocks
+    }
 }
 
 pub(crate) struct PrefixCache {
@@ -138,6 +152,7 @@ impl PrefixCache {
                             block,
                             children: 0,
                             last_used: self.clock,
+                            pinned_until: None,
                         },
                     );
                     self.key_of.insert(id, key);
@@ -159,14 +174,34 @@ impl PrefixCache {
         self.nodes.get_mut(key)
     }
 
+    /// Pins the first `blocks` blocks of `chain` until `until` (a later pin extends an
+    /// earlier one, never shortens it).
+    pub fn pin(&mut self, chain: Chain, blocks: usize, until: Instant) {
+        let mut depth = chain.blocks;
+        let mut id = chain.node;
+        while id != ROOT {
+            let Some(&key) = self.key_of.get(&id) else {
+                return;
+            };
+            if depth <= blocks {
+                if let Some(node) = self.nodes.get_mut(&key) {
+                    node.pinned_until = node.pinned_until.max(Some(until));
+                }
+            }
+            id = key.0;
+            depth = depth.saturating_sub(1);
+        }
+    }
+
     /// Drops the least recently used block that only the cache holds and that no cached
-    /// block follows, returning its memory; false if there is none.
+    /// block follows, unpinned ones first, returning its memory; false if there is none.
     pub fn evict_lru(&mut self) -> bool {
+        let now = Instant::now();
         let victim = self
             .nodes
             .iter()
             .filter(|(_, n)| n.children == 0 && Arc::strong_count(&n.block) == 1)
-            .min_by_key(|(_, n)| n.last_used)
+            .min_by_key(|(_, n)| (n.pinned_until.is_some_and(|t| t > now), n.last_used))
             .map(|(key, n)| (*key, n.id));
         let Some((key, id)) = victim else {
             return false;
@@ -245,6 +280,37 @@ mod tests {
         assert!(cache.evict_lru());
         assert!(!cache.evict_lru());
         assert_eq!(budget.used_bytes(), 0);
+    }
+
+    #[test]
+    fn pinned_blocks_are_evicted_last() {
+        let budget = KvBudget::new(1 << 20);
+        let mut cache = PrefixCache::new(true);
+        let pinned = tokens(BLOCK_TOKENS + 1, 1);
+        let other = tokens(BLOCK_TOKENS + 1, 2);
+        let mut chains = Vec::new();
+        for prompt in [&pinned, &other] {
+            let mut kv = computed(&mut cache, &budget, prompt);
+            let mut chain = Chain::default();
+            cache.register(prompt, &mut kv, &mut chain);
+            chains.push(chain);
+        }
+        // The pinned prompt's block is the older one: plain LRU would take it first.
+        cache.pin(
+            chains[0],
+            1,
+            Instant::now() + std::time::Duration::from_secs(60),
+        );
+        assert!(cache.evict_lru());
+        assert_eq!(cache.lookup(&pinned).0.len(), 1, "the pinned block stays");
+        assert_eq!(
+            cache.lookup(&other).0.len(),
+            0,
+            "the unpinned one went first"
+        );
+        // A pin never keeps memory from a live request: it goes when nothing else is left.
+        assert!(cache.evict_lru());
+        assert_eq!(cache.lookup(&pinned).0.len(), 0);
     }
 
     #[test]

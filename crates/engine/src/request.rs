@@ -19,6 +19,10 @@ pub struct PreparedRequest {
     pub request: GenerateRequest,
     /// The grammar the output must follow (tool calls, JSON formats), compiled.
     pub constraint: Option<TokenConstraint>,
+    /// The first `cache_until` prompt tokens are to be kept in the prefix cache for
+    /// `cache_ttl` (the request's cache point; 0: none).
+    pub cache_until: usize,
+    pub cache_ttl: std::time::Duration,
 }
 
 /// What the platform layer says about a prepared request when it queues it: whose it is

@@ -54,10 +54,25 @@ impl ChatTemplate {
 
     /// Renders a conversation, ending with the assistant's turn opened.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, JinjaError> {
+        self.render_with(messages, true)
+    }
+
+    /// Renders the start of a conversation, with no turn opened after it: the text a
+    /// longer conversation's rendering begins with (for templates that render messages in
+    /// order, which the caller checks).
+    pub fn render_prefix(&self, messages: &[ChatMessage]) -> Result<String, JinjaError> {
+        self.render_with(messages, false)
+    }
+
+    fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, JinjaError> {
         let tmpl = self.env.get_template("chat")?;
         tmpl.render(Context {
             messages,
-            add_generation_prompt: true,
+            add_generation_prompt,
             bos_token: &self.bos_token,
             eos_token: &self.eos_token,
         })

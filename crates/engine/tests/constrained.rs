@@ -44,6 +44,7 @@ fn run(question: &str, constraints: OutputConstraints, temperature: f32, seed: u
         stop: vec![],
         logprobs: None,
         constraints,
+        cache_points: Vec::new(),
     };
     let mut rx = smollm().submit(request).unwrap();
     let mut out = Outcome {
@@ -208,6 +209,7 @@ fn bad_schemas_and_tools_are_request_errors() {
                 stop: vec![],
                 logprobs: None,
                 constraints,
+                cache_points: Vec::new(),
             })
             .unwrap_err()
     };
@@ -255,6 +257,7 @@ fn a_repeated_prompt_is_served_from_the_prefix_cache_unchanged() {
             stop: vec![],
             logprobs: None,
             constraints: OutputConstraints::default(),
+            cache_points: Vec::new(),
         };
         let mut rx = smollm().submit(request).unwrap();
         let mut text = String::new();

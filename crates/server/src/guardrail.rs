@@ -279,6 +279,7 @@ async fn ask_guard_model(
         max_tokens: Some(256),
         stop: Vec::new(),
         logprobs: None,
+        cache_points: Vec::new(),
         constraints: OutputConstraints {
             format: OutputFormat::JsonSchema {
                 name: Some("verdict".into()),

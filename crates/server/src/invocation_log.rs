@@ -314,6 +314,7 @@ mod tests {
                 input_tokens: 7,
                 output_tokens: 3,
                 cached_input_tokens: 0,
+                cache_write_input_tokens: 0,
             },
             ..Default::default()
         };

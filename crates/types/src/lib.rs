@@ -16,7 +16,7 @@ mod tools;
 
 pub use error::{BasaltError, ErrorKind};
 pub use request::{
-    ChatMessage, FinishReason, GenerateEvent, GenerateRequest, Prompt, Role, SamplingParams,
-    TokenLogprob, TopLogprob, Usage,
+    CachePoint, ChatMessage, FinishReason, GenerateEvent, GenerateRequest, Prompt, Role,
+    SamplingParams, TokenLogprob, TopLogprob, Usage,
 };
 pub use tools::{OutputConstraints, OutputFormat, ToolCall, ToolChoice, ToolSpec};

@@ -134,6 +134,18 @@ pub struct GenerateRequest {
     pub logprobs: Option<u8>,
     /// Tools and output format; the default is free text.
     pub constraints: OutputConstraints,
+    /// Where the caller asked the prompt to be kept in the prompt cache (Bedrock's
+    /// `cachePoint` blocks); empty for none.
+    pub cache_points: Vec<CachePoint>,
+}
+
+/// A point in a chat prompt up to which the caller wants the prompt kept for reuse: the
+/// tools and the first `messages` messages of `Prompt::Chat` (a point inside a message counts
+/// from the message before it), for `ttl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePoint {
+    pub messages: usize,
+    pub ttl: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +171,10 @@ pub struct Usage {
     pub output_tokens: u32,
     /// Prompt tokens whose KV entries came from the prefix cache.
     pub cached_input_tokens: u32,
+    /// Prompt tokens up to the request's cache point that it computed and left in the
+    /// prefix cache, kept there for the point's time to live (Bedrock's cache write).
+    #[serde(default)]
+    pub cache_write_input_tokens: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

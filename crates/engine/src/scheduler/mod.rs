@@ -27,7 +27,7 @@ use basalt_types::{BasaltError, ErrorKind};
 use tokio::sync::mpsc;
 
 use crate::kernels::ActScratch;
-use crate::kv::KvBudget;
+use crate::kv::{KvBudget, BLOCK_TOKENS};
 use crate::model::{BatchSeq, Transformer};
 use crate::prefix_cache::{Chain, PrefixCache};
 use crate::tokenizer::Tokenizer;
@@ -249,6 +249,12 @@ impl Scheduler {
             seq.computed += n;
             if let Some(kv) = &mut seq.kv {
                 self.cache.register(&seq.tokens, kv, &mut seq.chain);
+            }
+            let point_blocks = seq.cache_until / BLOCK_TOKENS;
+            if point_blocks > 0 && !seq.cache_pinned && seq.chain.blocks() >= point_blocks {
+                self.cache
+                    .pin(seq.chain, point_blocks, Instant::now() + seq.cache_ttl);
+                seq.cache_pinned = true;
             }
             if seq.computed < seq.tokens.len() {
                 continue; // more prompt to go

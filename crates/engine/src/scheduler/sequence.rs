@@ -3,13 +3,13 @@
 //! accounting it owes when it ends, however it ends.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use basalt_grammar::TokenConstraint;
 use basalt_types::{BasaltError, GenerateEvent, TokenLogprob, Usage};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::kv::SeqKv;
+use crate::kv::{SeqKv, BLOCK_TOKENS};
 use crate::prefix_cache::Chain;
 use crate::sampling::Sampler;
 use crate::text::{StopMatcher, Utf8Stream};
@@ -52,6 +52,11 @@ pub(super) struct Sequence {
     pub(super) cached: usize,
     /// How many of this sequence's KV blocks the prefix cache knows.
     pub(super) chain: Chain,
+    /// The prompt tokens the caller's cache point covers, and how long to keep them.
+    pub(super) cache_until: usize,
+    pub(super) cache_ttl: Duration,
+    /// The blocks up to the cache point are registered and pinned.
+    pub(super) cache_pinned: bool,
     pub(super) first_token: Option<Instant>,
     pub(super) outcome: Option<Outcome>,
     pub(super) accounting: Option<oneshot::Sender<Accounting>>,
@@ -111,6 +116,9 @@ impl Sequence {
             yielded: false,
             cached: 0,
             chain: Chain::default(),
+            cache_until: p.cache_until,
+            cache_ttl: p.cache_ttl,
+            cache_pinned: false,
             first_token: None,
             outcome: None,
             accounting: admission.accounting,
@@ -126,7 +134,18 @@ impl Sequence {
             input_tokens: self.prompt_len as u32,
             output_tokens: self.generated() as u32,
             cached_input_tokens: self.cached as u32,
+            cache_write_input_tokens: self.cache_written() as u32,
         }
+    }
+
+    /// Tokens up to the cache point this sequence computed itself (those before were read
+    /// from the cache); whole blocks only, as the cache keeps them.
+    fn cache_written(&self) -> usize {
+        if !self.cache_pinned {
+            return 0;
+        }
+        let point = self.cache_until / BLOCK_TOKENS * BLOCK_TOKENS;
+        point.saturating_sub(self.cached)
     }
 
     pub(super) fn cancelled(&self) -> bool {

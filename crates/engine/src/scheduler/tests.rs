@@ -2,7 +2,7 @@
 //! budget. What is tested is scheduling: completion, preemption, failure, cancellation.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use basalt_gguf::{Array, Header, Value};
 use basalt_types::{FinishReason, GenerateEvent, GenerateRequest, Prompt, SamplingParams};
@@ -173,8 +173,11 @@ fn request(max_tokens: usize) -> PreparedRequest {
             stop: vec![],
             logprobs: None,
             constraints: Default::default(),
+            cache_points: Vec::new(),
         },
         constraint: None,
+        cache_until: 0,
+        cache_ttl: Duration::ZERO,
     }
 }
 
@@ -518,6 +521,37 @@ fn repeated_prompts_reuse_cached_prefixes() {
     assert_eq!(cached(&end2) as usize, 39 / BLOCK_TOKENS * BLOCK_TOKENS);
     assert_eq!(live_bytes(&shared), 0);
     assert!(shared.cached_bytes.load(Ordering::Acquire) > 0);
+}
+
+/// A cache point: the first request computes the tokens before it and reports them as
+/// written, the next reads them; a request without a point writes nothing.
+#[test]
+fn a_cache_point_reports_writes_then_reads() {
+    let (handle, _) = scheduler(1 << 20, 2);
+    let with_point = || {
+        let mut p = long_prompt(4);
+        p.cache_until = 35;
+        p.cache_ttl = Duration::from_secs(300);
+        p
+    };
+    let usage = |e: GenerateEvent| match e {
+        GenerateEvent::Finished { usage, .. } => usage,
+        other => panic!("{other:?}"),
+    };
+    let first = usage(drain(handle.enqueue(with_point(), Admission::default()).unwrap()).1);
+    assert_eq!(
+        (first.cached_input_tokens, first.cache_write_input_tokens),
+        (0, 32),
+        "whole blocks up to the point are written"
+    );
+    let second = usage(drain(handle.enqueue(with_point(), Admission::default()).unwrap()).1);
+    assert_eq!(second.cache_write_input_tokens, 0);
+    assert_eq!(
+        second.cached_input_tokens as usize,
+        39 / BLOCK_TOKENS * BLOCK_TOKENS
+    );
+    let plain = usage(drain(handle.enqueue(request(4), Admission::default()).unwrap()).1);
+    assert_eq!(plain.cache_write_input_tokens, 0);
 }
 
 #[test]

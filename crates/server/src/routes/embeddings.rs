@@ -71,6 +71,7 @@ pub(crate) async fn embed(
         input_tokens: used as u32,
         output_tokens: 0,
         cached_input_tokens: 0,
+        cache_write_input_tokens: 0,
     };
     record_now(state, call, &model_id, usage, &status, reservation).await;
     result

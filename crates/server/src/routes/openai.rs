@@ -221,6 +221,7 @@ impl ResponseMeta {
             let g = wire::sum_usage(group, true);
             total.input_tokens += g.input_tokens;
             total.cached_input_tokens += g.cached_input_tokens;
+            total.cache_write_input_tokens += g.cache_write_input_tokens;
             total.output_tokens += g.output_tokens;
         }
         total

@@ -3,9 +3,11 @@
 //! Text and tool use (`tools`, `tool_choice`, `tool_use` and `tool_result` blocks); images
 //! and documents are refused with an error naming the block, as our models read text only.
 
+use std::time::Duration;
+
 use basalt_types::{
-    BasaltError, ChatMessage, ErrorKind, GenerateRequest, OutputConstraints, OutputFormat, Prompt,
-    Role, SamplingParams, ToolCall, ToolChoice, ToolSpec,
+    BasaltError, CachePoint, ChatMessage, ErrorKind, GenerateRequest, OutputConstraints,
+    OutputFormat, Prompt, Role, SamplingParams, ToolCall, ToolChoice, ToolSpec,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -36,6 +38,7 @@ pub struct ToolIn {
     /// Server tools (`web_search_...`) have a type; custom tools have none or `custom`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    pub cache_control: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,9 +194,56 @@ fn convert_message(
     Ok(())
 }
 
+/// A block's `cache_control` (`{"type": "ephemeral", "ttl": "5m" | "1h"}`): how long
+/// the prompt up to it is to be kept, if it asks.
+fn cache_control(block: Option<&Value>, param: &str) -> Result<Option<Duration>, BasaltError> {
+    let Some(control) = block.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let param = format!("{param}.cache_control");
+    if control.get("type").and_then(Value::as_str) != Some("ephemeral") {
+        return Err(BasaltError::invalid(
+            format!("{param}.type"),
+            "`cache_control.type` must be `ephemeral`",
+        ));
+    }
+    match control.get("ttl").map_or(Some("5m"), Value::as_str) {
+        Some("5m") => Ok(Some(Duration::from_secs(300))),
+        Some("1h") => Ok(Some(Duration::from_secs(3600))),
+        _ => Err(BasaltError::invalid(
+            format!("{param}.ttl"),
+            "`cache_control.ttl` must be `5m` or `1h`",
+        )),
+    }
+}
+
+/// The `cache_control` a message's (or the system prompt's) blocks carry, the last one
+/// counting: its time to live, and whether it marks the content's last block (the whole
+/// message is then covered; otherwise only the messages before it).
+fn marked_block(content: &Content, param: &str) -> Result<Option<(Duration, bool)>, BasaltError> {
+    let Content::Blocks(blocks) = content else {
+        return Ok(None);
+    };
+    let mut marked = None;
+    for (i, b) in blocks.iter().enumerate() {
+        if let Some(ttl) = cache_control(b.get("cache_control"), &format!("{param}.{i}"))? {
+            marked = Some((ttl, i + 1 == blocks.len()));
+        }
+    }
+    Ok(marked)
+}
+
+fn point(marked: Option<(Duration, bool)>, before: usize, after: usize) -> Option<CachePoint> {
+    marked.map(|(ttl, whole)| CachePoint {
+        messages: if whole { after } else { before },
+        ttl,
+    })
+}
+
 fn conversation(
     system: Option<Content>,
     messages: Vec<MessageIn>,
+    cache_points: &mut Vec<CachePoint>,
 ) -> Result<Vec<ChatMessage>, BasaltError> {
     if messages.is_empty() {
         return Err(BasaltError::invalid(
@@ -203,10 +253,12 @@ fn conversation(
     }
     let mut out = Vec::with_capacity(messages.len() + 1);
     if let Some(system) = system {
+        let marked = marked_block(&system, "system")?;
         let text = plain_text(system, "system")?;
         if !text.is_empty() {
             out.push(ChatMessage::text(Role::System, text));
         }
+        cache_points.extend(point(marked, 0, out.len()));
     }
     for (i, m) in messages.into_iter().enumerate() {
         let role = match m.role.as_str() {
@@ -219,9 +271,32 @@ fn conversation(
                 ))
             }
         };
-        convert_message(role, m.content, &format!("messages.{i}.content"), &mut out)?;
+        let param = format!("messages.{i}.content");
+        let before = out.len();
+        let marked = marked_block(&m.content, &param)?;
+        convert_message(role, m.content, &param, &mut out)?;
+        cache_points.extend(point(marked, before, out.len()));
     }
     Ok(out)
+}
+
+/// The cache point a tool's `cache_control` asks for: tools render into the system turn,
+/// so it covers the system messages.
+fn tools_cache_point(
+    tools: &[ToolIn],
+    messages: &[ChatMessage],
+) -> Result<Option<CachePoint>, BasaltError> {
+    let mut point = None;
+    for (i, t) in tools.iter().enumerate() {
+        if let Some(ttl) = cache_control(t.cache_control.as_ref(), &format!("tools.{i}"))? {
+            let messages = messages
+                .iter()
+                .take_while(|m| m.role == Role::System)
+                .count();
+            point = Some(CachePoint { messages, ttl });
+        }
+    }
+    Ok(point)
 }
 
 fn constraints(
@@ -297,8 +372,10 @@ impl MessagesRequest {
                 }
             }
         }
+        let mut cache_points = Vec::new();
+        let messages = conversation(self.system, self.messages, &mut cache_points)?;
+        cache_points.extend(tools_cache_point(&self.tools, &messages)?);
         let constraints = constraints(self.tools, self.tool_choice)?;
-        let messages = conversation(self.system, self.messages)?;
         let request = GenerateRequest {
             prompt: Prompt::Chat(messages),
             sampling: SamplingParams {
@@ -315,6 +392,7 @@ impl MessagesRequest {
                 .collect(),
             logprobs: None,
             constraints,
+            cache_points,
         };
         Ok((self.model, request, self.stream))
     }
@@ -323,7 +401,7 @@ impl MessagesRequest {
 impl CountTokensRequest {
     pub fn into_prompt(self) -> Result<(String, Prompt, OutputConstraints), BasaltError> {
         let constraints = constraints(self.tools, self.tool_choice)?;
-        let messages = conversation(self.system, self.messages)?;
+        let messages = conversation(self.system, self.messages, &mut Vec::new())?;
         Ok((self.model, Prompt::Chat(messages), constraints))
     }
 }
@@ -354,6 +432,38 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn cache_control_marks_cache_points() {
+        let points = |body: &[u8]| -> Vec<(usize, u64)> {
+            let req: MessagesRequest = parse_json(body).unwrap();
+            let (_, r, _) = req.into_request().unwrap();
+            r.cache_points
+                .iter()
+                .map(|p| (p.messages, p.ttl.as_secs()))
+                .collect()
+        };
+        assert_eq!(
+            points(
+                br#"{"model":"m","max_tokens":5,
+                     "system":[{"type":"text","text":"s","cache_control":{"type":"ephemeral"}}],
+                     "messages":[{"role":"user","content":[{"type":"text","text":"a","cache_control":{"type":"ephemeral","ttl":"1h"}}]},
+                                 {"role":"assistant","content":"b"},
+                                 {"role":"user","content":[{"type":"text","text":"c","cache_control":{"type":"ephemeral"}},{"type":"text","text":"d"}]}],
+                     "tools":[{"name":"f","input_schema":{"type":"object"},"cache_control":{"type":"ephemeral"}}]}"#
+            ),
+            [(1, 300), (2, 3600), (3, 300), (1, 300)]
+        );
+        let bad: MessagesRequest = parse_json(
+            br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"a","cache_control":{"type":"persistent"}}]}]}"#,
+        )
+        .unwrap();
+        let e = bad.into_request().unwrap_err();
+        assert_eq!(
+            e.param.as_deref(),
+            Some("messages.0.content.0.cache_control.type")
+        );
     }
 
     #[test]

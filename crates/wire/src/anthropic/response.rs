@@ -45,13 +45,13 @@ pub struct MessageUsage {
 }
 
 impl MessageUsage {
-    /// A finished message's usage; prompt caching here is automatic, so nothing is ever
-    /// written to a cache on request and reads are the prefix cache's hits.
+    /// A finished message's usage: reads are the prefix cache's hits, writes the tokens up
+    /// to the request's cache point it computed.
     pub fn of(u: &Usage) -> Self {
         Self {
             input_tokens: u.input_tokens,
             output_tokens: u.output_tokens,
-            cache_creation_input_tokens: Some(0),
+            cache_creation_input_tokens: Some(u.cache_write_input_tokens),
             cache_read_input_tokens: Some(u.cached_input_tokens),
         }
     }
@@ -306,6 +306,7 @@ mod tests {
             input_tokens: 7,
             output_tokens: 3,
             cached_input_tokens: 4,
+            cache_write_input_tokens: 0,
         };
         let calls = [ToolCall {
             id: "toolu_1".into(),

@@ -60,8 +60,8 @@ pub enum ContentBlock {
     Text(String),
     /// Text a guardrail should evaluate; the model sees it as text.
     GuardContent(GuardContent),
-    /// A prompt-caching hint: accepted, and nothing to do (prefix caching is automatic).
-    CachePoint(IgnoredAny),
+    /// Cache the prompt up to here.
+    CachePoint(CachePointBlock),
     ToolUse(ToolUse),
     ToolResult(ToolResult),
     Image(IgnoredAny),
@@ -95,7 +95,54 @@ impl ContentBlock {
 pub enum SystemBlock {
     Text(String),
     GuardContent(GuardContent),
-    CachePoint(IgnoredAny),
+    CachePoint(CachePointBlock),
+}
+
+/// `cachePoint`: keep the prompt up to here in the cache, for `ttl` (default 5 minutes).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePointBlock {
+    #[serde(rename = "type")]
+    pub kind: CachePointType,
+    #[serde(default)]
+    pub ttl: Option<CacheTtl>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CachePointType {
+    Default,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub enum CacheTtl {
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    #[serde(rename = "1h")]
+    OneHour,
+}
+
+impl CacheTtl {
+    pub fn duration(self) -> std::time::Duration {
+        match self {
+            CacheTtl::FiveMinutes => std::time::Duration::from_secs(300),
+            CacheTtl::OneHour => std::time::Duration::from_secs(3600),
+        }
+    }
+
+    /// How Bedrock spells it in `cacheDetails`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheTtl::FiveMinutes => "5m",
+            CacheTtl::OneHour => "1h",
+        }
+    }
+}
+
+impl CachePointBlock {
+    pub fn ttl(&self) -> CacheTtl {
+        self.ttl.unwrap_or(CacheTtl::FiveMinutes)
+    }
 }
 
 /// `guardContent`: text (with qualifiers saying what it is to a grounding check), or an
@@ -172,7 +219,7 @@ pub struct ToolConfig {
 #[serde(rename_all = "camelCase")]
 pub enum Tool {
     ToolSpec(ToolSpecification),
-    CachePoint(IgnoredAny),
+    CachePoint(CachePointBlock),
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,14 +6,14 @@
 //! models cannot see them. `toolConfig` and `outputConfig` become output constraints.
 
 use basalt_types::{
-    BasaltError, ChatMessage, FinishReason, GenerateRequest, OutputConstraints, OutputFormat,
-    Prompt, Role, SamplingParams, ToolCall, ToolChoice, ToolSpec, Usage,
+    BasaltError, CachePoint, ChatMessage, FinishReason, GenerateRequest, OutputConstraints,
+    OutputFormat, Prompt, Role, SamplingParams, ToolCall, ToolChoice, ToolSpec, Usage,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::content::{
-    unions, ContentBlock, GuardContent, InputSchema, SystemBlock, Tool, ToolChoiceMember,
+    unions, CacheTtl, ContentBlock, GuardContent, InputSchema, SystemBlock, Tool, ToolChoiceMember,
     ToolConfig, ToolResult, ToolResultContent, ToolUse,
 };
 use super::guardrails::GuardrailConfig;
@@ -235,13 +235,35 @@ impl ConverseRequest {
             ..Default::default()
         };
         additional_fields(&self.additional_model_request_fields, &mut sampling)?;
+        let mut cache_points = Vec::new();
+        // Tools render into the system turn, so a point after them covers the system too.
+        let tools_point = self
+            .tool_config
+            .iter()
+            .flat_map(|c| &c.tools)
+            .find_map(|t| match t {
+                Tool::CachePoint(p) => Some(p.ttl()),
+                Tool::ToolSpec(_) => None,
+            });
+        let messages = conversation(self.system, self.messages, &mut cache_points)?;
+        if let Some(ttl) = tools_point {
+            let system = messages
+                .iter()
+                .take_while(|m| m.role == Role::System)
+                .count();
+            cache_points.push(CachePoint {
+                messages: system,
+                ttl: ttl.duration(),
+            });
+        }
         Ok(GenerateRequest {
-            prompt: Prompt::Chat(conversation(self.system, self.messages)?),
+            prompt: Prompt::Chat(messages),
             sampling,
             max_tokens: Some(cfg.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
             stop: cfg.stop_sequences,
             logprobs: None,
             constraints,
+            cache_points,
         })
     }
 }
@@ -254,7 +276,7 @@ impl ConverseTokensRequest {
             &mut SamplingParams::default(),
         )?;
         Ok((
-            Prompt::Chat(conversation(self.system, self.messages)?),
+            Prompt::Chat(conversation(self.system, self.messages, &mut Vec::new())?),
             constraints,
         ))
     }
@@ -399,9 +421,13 @@ fn additional_fields(
     Ok(())
 }
 
+/// The conversation as chat messages, and the cache points in it: a `cachePoint` block
+/// counts the messages before it, the one it ends included (one inside a message or the
+/// system prompt counts from the message before: the cache keeps whole messages).
 fn conversation(
     system: Vec<SystemBlock>,
     messages: Vec<Message>,
+    cache_points: &mut Vec<CachePoint>,
 ) -> Result<Vec<ChatMessage>, BasaltError> {
     if messages.is_empty() {
         return Err(BasaltError::invalid(
@@ -411,20 +437,36 @@ fn conversation(
     }
     let mut out = Vec::with_capacity(messages.len() + 1);
     let mut system_text = Vec::new();
+    // A point and whether text followed it in the same message.
+    let mut point: Option<(CacheTtl, bool)> = None;
     for (i, block) in system.into_iter().enumerate() {
         let param = format!("system.{i}");
         let text = match block {
             SystemBlock::Text(t) => Some(t),
             SystemBlock::GuardContent(g) => Some(guard_text(g, &param)?),
-            SystemBlock::CachePoint(_) => None,
+            SystemBlock::CachePoint(p) => {
+                point = Some((p.ttl(), false));
+                None
+            }
         };
         if let Some(t) = text {
             system_text.push(non_blank(t, &param)?);
+            point = point.map(|(ttl, _)| (ttl, true));
         }
     }
     if !system_text.is_empty() {
         out.push(ChatMessage::text(Role::System, system_text.join("\n")));
     }
+    let mut close_point = |point: &mut Option<(CacheTtl, bool)>, before: usize, after: usize| {
+        if let Some((ttl, text_after)) = point.take() {
+            let messages = if text_after { before } else { after };
+            cache_points.push(CachePoint {
+                messages,
+                ttl: ttl.duration(),
+            });
+        }
+    };
+    close_point(&mut point, 0, out.len());
     for (i, m) in messages.into_iter().enumerate() {
         let role = match m.role.as_str() {
             "user" => Role::User,
@@ -449,15 +491,23 @@ fn conversation(
             ));
         }
         let mut message = ChatMessage::text(role, String::new());
+        let before = out.len();
         for (j, block) in m.content.into_iter().enumerate() {
             let param = format!("messages.{i}.content.{j}");
+            if !matches!(block, ContentBlock::CachePoint(_)) {
+                point = point.map(|(ttl, _)| (ttl, true));
+            }
             match block {
                 ContentBlock::Text(t) => message.content.push_str(&non_blank(t, &param)?),
                 ContentBlock::GuardContent(g) => {
                     let t = guard_text(g, &param)?;
                     message.content.push_str(&non_blank(t, &param)?);
                 }
-                ContentBlock::CachePoint(_) => {}
+                ContentBlock::CachePoint(p) => {
+                    // The later of two points in one message is the one that counts.
+                    close_point(&mut point, before, before);
+                    point = Some((p.ttl(), false));
+                }
                 ContentBlock::ToolUse(tool_use) => {
                     if role != Role::Assistant {
                         return Err(BasaltError::invalid(
@@ -482,6 +532,7 @@ fn conversation(
         if !message.content.is_empty() || !message.tool_calls.is_empty() {
             out.push(message);
         }
+        close_point(&mut point, before, out.len());
     }
     Ok(out)
 }
@@ -672,6 +723,50 @@ mod tests {
     }
 
     #[test]
+    fn cache_points_count_the_messages_before_them() {
+        let points = |body: &str| -> Vec<(usize, u64)> {
+            request(body)
+                .unwrap()
+                .cache_points
+                .iter()
+                .map(|p| (p.messages, p.ttl.as_secs()))
+                .collect()
+        };
+        // After the system prompt; after the first user turn (1h); inside the last user
+        // turn, which counts from the message before it.
+        assert_eq!(
+            points(
+                r#"{"system":[{"text":"Be brief."},{"cachePoint":{"type":"default"}}],
+                    "messages":[{"role":"user","content":[{"text":"Hi"},{"cachePoint":{"type":"default","ttl":"1h"}}]},
+                                {"role":"assistant","content":[{"text":"Hello"}]},
+                                {"role":"user","content":[{"text":"a"},{"cachePoint":{"type":"default"}},{"text":"b"}]}]}"#
+            ),
+            [(1, 300), (2, 3600), (3, 300)]
+        );
+        // A point inside the system prompt covers nothing whole; one after the tools covers
+        // the system turn they render into.
+        assert_eq!(
+            points(
+                r#"{"system":[{"text":"a"},{"cachePoint":{"type":"default"}},{"text":"b"}],
+                    "messages":[{"role":"user","content":[{"text":"Hi"}]}],
+                    "toolConfig":{"tools":[{"toolSpec":{"name":"f","inputSchema":{"json":{"type":"object"}}}},
+                                           {"cachePoint":{"type":"default"}}]}}"#
+            ),
+            [(0, 300), (1, 300)]
+        );
+        for bad in [
+            r#"{"type":"forever"}"#,
+            r#"{"type":"default","ttl":"2h"}"#,
+            r#"{"type":"default","extra":1}"#,
+        ] {
+            let body = format!(
+                r#"{{"messages":[{{"role":"user","content":[{{"text":"Hi"}},{{"cachePoint":{bad}}}]}}]}}"#
+            );
+            assert!(request(&body).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn defaults_match_bedrock_meta_models() {
         let r = request(r#"{"messages":[{"role":"user","content":[{"text":"x"}]}]}"#).unwrap();
         assert_eq!(r.max_tokens, Some(DEFAULT_MAX_TOKENS));
@@ -779,6 +874,7 @@ mod tests {
             input_tokens: 5,
             output_tokens: 3,
             cached_input_tokens: 2,
+            cache_write_input_tokens: 0,
         };
         let token_usage = json!({"inputTokens": 5, "outputTokens": 3, "totalTokens": 8,
                                  "cacheReadInputTokens": 2, "cacheWriteInputTokens": 0});

@@ -136,6 +136,7 @@ impl LlamaBody {
             stop: Vec::new(),
             logprobs: None,
             constraints: Default::default(),
+            cache_points: Vec::new(),
         })
     }
 }

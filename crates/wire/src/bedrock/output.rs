@@ -24,7 +24,7 @@ impl TokenUsage {
             output_tokens: u.output_tokens,
             total_tokens: u.input_tokens + u.output_tokens,
             cache_read_input_tokens: u.cached_input_tokens,
-            cache_write_input_tokens: 0,
+            cache_write_input_tokens: u.cache_write_input_tokens,
         }
     }
 }

@@ -437,6 +437,7 @@ impl ChatCompletionRequest {
                 stop: stop.clone(),
                 logprobs,
                 constraints: constraints.clone(),
+                cache_points: Vec::new(),
             })
             .collect();
         Ok(Plan {
@@ -585,6 +586,7 @@ impl CompletionRequest {
                     stop: stop.clone(),
                     logprobs: self.logprobs,
                     constraints: Default::default(),
+                    cache_points: Vec::new(),
                 });
                 echo.push(if self.echo {
                     prompt.clone()
@@ -611,6 +613,7 @@ pub fn sum_usage(parts: &[Usage], prompts_shared: bool) -> Usage {
         if !prompts_shared || i == 0 {
             total.input_tokens += u.input_tokens;
             total.cached_input_tokens += u.cached_input_tokens;
+            total.cache_write_input_tokens += u.cache_write_input_tokens;
         }
         total.output_tokens += u.output_tokens;
     }

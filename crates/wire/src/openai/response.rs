@@ -355,6 +355,7 @@ mod tests {
             input_tokens: 5,
             output_tokens: 2,
             cached_input_tokens: 3,
+            cache_write_input_tokens: 0,
         });
         let whole = Completion {
             id: "chatcmpl-1",

@@ -532,6 +532,7 @@ impl Settings {
             stop: Vec::new(),
             logprobs: None,
             constraints: self.constraints.clone(),
+            cache_points: Vec::new(),
         }
     }
 }
