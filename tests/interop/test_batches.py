@@ -11,7 +11,7 @@ import time
 import openai
 import pytest
 
-from conftest import API_KEY, SMOL, Server
+from conftest import API_KEY, OPERATOR_KEYS, SMOL, Server
 
 EMBED = "sentence-transformers.all-minilm-l6-v2-v1:0"
 SYSTEM = "You are a helpful assistant."
@@ -162,3 +162,19 @@ def test_a_batch_survives_kill_9_of_its_server():
         assert [o["custom_id"] for o in out] == [r["custom_id"] for r in records]  # input order
     finally:
         assert second.stop() == 0
+
+
+def test_an_upload_over_the_file_limit_is_refused():
+    server = Server(models=[SMOL], args=[*OPERATOR_KEYS, "--max-file-mb", "1"])
+    try:
+        c = openai.OpenAI(base_url=server.base_url + "/v1", api_key=API_KEY, max_retries=0)
+        with pytest.raises(openai.APIStatusError) as e:
+            c.files.create(file=("big.jsonl", b"x" * (3 << 20)), purpose="batch")
+        assert e.value.status_code == 413, e.value
+        assert "larger than the server accepts (1024 KiB)" in e.value.message, e.value.message
+        # Nothing of it was kept, and a file under the limit still goes in.
+        assert [f.filename for f in c.files.list()] == []
+        small = c.files.create(file=("small.jsonl", jsonl([chat_line("a", "Hi")])), purpose="batch")
+        assert [f.id for f in c.files.list()] == [small.id]
+    finally:
+        assert server.stop() == 0, server.logs()

@@ -6,8 +6,11 @@ Bedrock's `/openai/v1` and `/anthropic/v1` prefixes with the official SDKs."""
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -131,6 +134,34 @@ def test_truncation_auto_drops_the_oldest_items(client):
     assert r.status in ("completed", "incomplete") and r.truncation == "auto"
     kept = client.responses.input_items.list(r.id, limit=100).data
     assert [k.content[0].text for k in kept] == [ASK]
+
+
+def running_sequences(server) -> int:
+    metrics = httpx.get(server.base_url + "/metrics", headers={"authorization": f"Bearer {API_KEY}"}).text
+    return sum(int(float(v)) for v in re.findall(r"^basalt_running_sequences\{[^}]*\} (\S+)$", metrics, re.M))
+
+
+def test_a_client_that_leaves_mid_stream_cancels_its_response(client, server):
+    stream = client.responses.create(model=SMOL, input="Write a very long story about the sea.",
+                                     max_output_tokens=2000, stream=True)
+    response_id, deltas = None, 0
+    for event in stream:
+        if event.type == "response.created":
+            response_id = event.response.id
+        deltas += event.type == "response.output_text.delta"
+        if deltas == 3:
+            break
+    stream.close()
+    assert response_id
+    # The generation stops with the connection (2000 tokens would run for many seconds).
+    deadline = time.time() + 10
+    while running_sequences(server) > 0:
+        assert time.time() < deadline, "the generation kept running after the client left"
+        time.sleep(0.1)
+    # Nothing half-finished is stored, and the server serves the next request.
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(response_id)
+    assert client.responses.create(model=SMOL, input=ASK, max_output_tokens=4).status == "incomplete"
 
 
 def test_bad_requests_are_openai_errors(client):
