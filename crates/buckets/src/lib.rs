@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::{Path, PathPart};
@@ -54,6 +55,21 @@ impl Location {
         let uri = format!("{}/{name}", self.uri.trim_end_matches('/'));
         let path = self.path.clone().join(PathPart::from(name));
         Location { path, uri }
+    }
+
+    /// The location one level up (a file's directory), if that is still inside its
+    /// bucket.
+    pub fn parent(&self) -> Option<Location> {
+        let parts: Vec<PathPart<'_>> = self.path.parts().collect();
+        // `<tenant>/<bucket>` is the top: a bucket has no parent.
+        if parts.len() <= 2 {
+            return None;
+        }
+        let (uri, _) = self.uri.trim_end_matches('/').rsplit_once('/')?;
+        Some(Location {
+            path: Path::from_iter(parts[..parts.len() - 1].iter().cloned()),
+            uri: uri.to_string(),
+        })
     }
 
     /// The last segment of the URI: a file's name.
@@ -220,6 +236,35 @@ impl Buckets {
         Ok(files)
     }
 
+    /// Every object at or under a location, at any depth, in name order (a data source's
+    /// documents).
+    pub async fn list_all(&self, at: &Location) -> Result<Vec<Location>, BucketError> {
+        match self.store.head(&at.path).await {
+            Ok(_) => return Ok(vec![at.clone()]),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store_error(at, e)),
+        }
+        let mut listed = self.store.list(Some(&at.path));
+        let mut found = Vec::new();
+        while let Some(meta) = listed.next().await {
+            let meta = match meta {
+                Ok(meta) => meta,
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(store_error(at, e)),
+            };
+            let Some(relative) = meta.location.prefix_match(&at.path) else {
+                continue;
+            };
+            let mut location = at.clone();
+            for part in relative {
+                location = location.join(part.as_ref());
+            }
+            found.push(location);
+        }
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(found)
+    }
+
     /// An object's whole content.
     pub async fn read(&self, at: &Location) -> Result<Bytes, BucketError> {
         let got = self.store.get(&at.path).await.map_err(|e| match e {
@@ -335,6 +380,22 @@ mod tests {
             Err(BucketError::NotFound(_))
         ));
         assert!(dir.join("t1/data/in/a.jsonl").is_file());
+        let all: Vec<String> = buckets
+            .list_all(&buckets.locate("t1", "s3://data").unwrap())
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.uri().to_string())
+            .collect();
+        assert_eq!(
+            all,
+            [
+                "s3://data/in/a.jsonl",
+                "s3://data/in/b.jsonl",
+                "s3://data/in/deeper/c.jsonl",
+                "s3://data/in/notes.txt"
+            ]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

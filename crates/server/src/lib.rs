@@ -26,6 +26,7 @@ mod generation;
 mod guardrail;
 mod invocation_jobs;
 pub mod invocation_log;
+mod knowledge;
 pub mod listener;
 pub mod metrics;
 mod offload;
@@ -126,6 +127,7 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
         )
         .merge(guardrails::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
         .merge(routes::invocation_jobs::routes().route_layer(guard(auth::Dialect::Bedrock)))
+        .merge(routes::knowledge_bases::routes().route_layer(guard(auth::Dialect::Bedrock)))
         .merge(
             Router::new()
                 .route("/v1/usage", get(admin::own_usage))

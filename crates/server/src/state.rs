@@ -64,6 +64,8 @@ pub struct AppState {
     pub batches: Option<Arc<crate::batch::Batches>>,
     /// Where Bedrock jobs' `s3://` URIs live.
     pub buckets: Option<basalt_buckets::Buckets>,
+    /// Knowledge bases' indexes, when the server has a data directory.
+    pub knowledge: Option<Arc<crate::knowledge::KnowledgeIndexes>>,
 }
 
 impl AppState {
@@ -92,6 +94,7 @@ impl AppState {
             files: None,
             batches: None,
             buckets: None,
+            knowledge: None,
         }
     }
 
@@ -140,11 +143,15 @@ impl AppState {
         Ok(self)
     }
 
-    /// Keeps files under `dir/files`, batch jobs' journals under `dir/batches` and (unless
+    /// Keeps files under `dir/files`, batch jobs' journals under `dir/batches`, knowledge
+    /// bases' indexes under `dir/knowledge-bases` and (unless
     /// [`Self::with_buckets`] names another store) buckets under `dir/buckets`.
     pub fn with_data_dir(mut self, dir: &std::path::Path) -> Self {
         self.files = Some(Arc::new(crate::files::FileStore::new(dir.join("files"))));
         self.batches = Some(Arc::new(crate::batch::Batches::new(dir.join("batches"))));
+        self.knowledge = Some(Arc::new(crate::knowledge::KnowledgeIndexes::new(
+            dir.join("knowledge-bases"),
+        )));
         if self.buckets.is_none() {
             match basalt_buckets::Buckets::local(&dir.join("buckets")) {
                 Ok(buckets) => self.buckets = Some(buckets),

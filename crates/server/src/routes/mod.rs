@@ -11,5 +11,6 @@ pub(crate) mod files;
 pub(crate) mod guardrails;
 pub(crate) mod images;
 pub(crate) mod invocation_jobs;
+pub(crate) mod knowledge_bases;
 pub(crate) mod openai;
 pub(crate) mod responses;

@@ -14,6 +14,7 @@ pub mod eventstream;
 pub mod guardrails;
 pub mod invocation_jobs;
 pub mod invoke;
+pub mod knowledge;
 pub mod output;
 
 use basalt_types::{BasaltError, ErrorKind};

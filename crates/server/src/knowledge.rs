@@ -1,0 +1,524 @@
+//! Knowledge bases: their objects (knowledge base, data source, ingestion job) in the
+//! platform store, their indexes under `<data dir>/knowledge-bases`, and the ingestion jobs
+//! that fill them from a data source's bucket.
+//!
+//! An index is opened once per server and shared; writes to it (a document replaced or
+//! deleted) and searches run on the blocking pool. Embedding goes through the same path as
+//! `/v1/embeddings` ([`crate::routes::embeddings::embed`]): the tenant's access, quotas and
+//! metering apply to ingestion and queries alike.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use basalt_auth::Principal;
+use basalt_buckets::Location;
+use basalt_knowledge::{
+    chunk, content_hash, extract, Chunking, Document, DocumentType, Index, Passage,
+};
+use basalt_store::StoredObject;
+use basalt_types::{BasaltError, ErrorKind};
+use basalt_wire::bedrock::knowledge::{
+    DataSource, IngestionJob, IngestionJobStatistics, KnowledgeBase,
+};
+use basalt_wire::embeddings::EmbedRequest;
+use serde_json::{Map, Value};
+
+use crate::generation::Call;
+use crate::invocation_log::iso8601;
+use crate::offload::off_runtime;
+use crate::{AppState, ServedEmbedder};
+
+pub(crate) const KB_KIND: &str = "knowledge-base";
+/// Data sources are stored as `<kb id>/<data source id>`.
+pub(crate) const DS_KIND: &str = "kb-data-source";
+/// Ingestion jobs are stored as `<kb id>/<data source id>/<job id>`.
+pub(crate) const JOB_KIND: &str = "kb-ingestion-job";
+/// A document larger than this fails alone rather than filling memory.
+const MAX_DOCUMENT_BYTES: usize = 50 << 20;
+/// Passages embedded per request to the embedding worker.
+const EMBED_BATCH: usize = 32;
+/// At most this many failed documents are named in a job's `failureReasons`.
+const FAILURES_SHOWN: usize = 20;
+
+pub(crate) type SharedIndex = Arc<RwLock<Index>>;
+
+/// The indexes this server has open, by tenant and knowledge base.
+pub struct KnowledgeIndexes {
+    root: PathBuf,
+    open: Mutex<HashMap<(String, String), SharedIndex>>,
+}
+
+fn internal(e: impl std::fmt::Display) -> BasaltError {
+    BasaltError::internal(e.to_string())
+}
+
+pub(crate) fn now() -> String {
+    iso8601(basalt_store::now())
+}
+
+pub(crate) fn kb_not_found(id: &str) -> BasaltError {
+    BasaltError::new(
+        ErrorKind::NotFound,
+        format!("Knowledge base with id {id} does not exist"),
+    )
+}
+
+pub(crate) fn ds_not_found(id: &str) -> BasaltError {
+    BasaltError::new(
+        ErrorKind::NotFound,
+        format!("Data source with id {id} does not exist"),
+    )
+}
+
+impl KnowledgeIndexes {
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            open: Mutex::default(),
+        }
+    }
+
+    fn dir(&self, tenant: &str, kb: &str) -> PathBuf {
+        self.root.join(tenant).join(kb)
+    }
+
+    /// The knowledge base's index, opened from its files the first time.
+    pub(crate) async fn index(&self, tenant: &str, kb: &str) -> Result<SharedIndex, BasaltError> {
+        let key = (tenant.to_string(), kb.to_string());
+        if let Some(index) = self.lock().get(&key) {
+            return Ok(Arc::clone(index));
+        }
+        let dir = self.dir(tenant, kb);
+        let (index, skipped) = off_runtime(move || Index::open(&dir))
+            .await?
+            .map_err(internal)?;
+        for file in skipped {
+            tracing::error!(
+                file,
+                "a knowledge base document file does not parse; skipped"
+            );
+        }
+        let mut open = self.lock();
+        let shared = open
+            .entry(key)
+            .or_insert_with(|| Arc::new(RwLock::new(index)));
+        Ok(Arc::clone(shared))
+    }
+
+    /// Forgets a knowledge base and removes its files.
+    pub(crate) async fn remove(&self, tenant: &str, kb: &str) -> Result<(), BasaltError> {
+        self.lock().remove(&(tenant.to_string(), kb.to_string()));
+        let dir = self.dir(tenant, kb);
+        off_runtime(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(internal(e)),
+            _ => Ok(()),
+        })
+        .await?
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), SharedIndex>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Reads one of a tenant's stored knowledge-base objects.
+pub(crate) async fn load<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    tenant: &str,
+    kind: &str,
+    id: &str,
+    missing: BasaltError,
+) -> Result<T, BasaltError> {
+    let platform = state.platform.as_ref().ok_or_else(|| missing.clone())?;
+    let stored = platform
+        .store
+        .object(tenant, kind, id)
+        .await
+        .map_err(|e| crate::files::lookup_error(e, missing))?;
+    serde_json::from_str(&stored.body).map_err(internal)
+}
+
+pub(crate) async fn save<T: serde::Serialize>(
+    state: &AppState,
+    tenant: &str,
+    kind: &str,
+    id: &str,
+    value: &T,
+) -> Result<(), BasaltError> {
+    let platform = state
+        .platform
+        .as_ref()
+        .ok_or_else(|| BasaltError::internal("this server has no store"))?;
+    platform
+        .store
+        .put_object(&StoredObject {
+            tenant_id: tenant.to_string(),
+            kind: kind.into(),
+            id: id.to_string(),
+            created_at: basalt_store::now(),
+            body: serde_json::to_string(value).map_err(internal)?,
+        })
+        .await
+        .map_err(internal)
+}
+
+/// The served embedding model a knowledge base names by ARN (or plain id).
+pub(crate) fn embedder_of(
+    state: &AppState,
+    kb: &KnowledgeBase,
+) -> Result<Arc<ServedEmbedder>, BasaltError> {
+    let arn = kb
+        .knowledge_base_configuration
+        .vector_knowledge_base_configuration
+        .as_ref()
+        .map(|v| v.embedding_model_arn.as_str())
+        .unwrap_or_default();
+    embedder_by_arn(state, arn)
+}
+
+pub(crate) fn embedder_by_arn(
+    state: &AppState,
+    arn: &str,
+) -> Result<Arc<ServedEmbedder>, BasaltError> {
+    let param = "knowledgeBaseConfiguration.vectorKnowledgeBaseConfiguration.embeddingModelArn";
+    let id = arn.rsplit('/').next().unwrap_or(arn);
+    state.embedder(id).ok_or_else(|| match state.model(id) {
+        Ok(_) => BasaltError::invalid(
+            param,
+            format!("`{id}` generates text; a knowledge base needs an embedding model"),
+        ),
+        Err(_) => BasaltError::invalid(
+            param,
+            format!("`{id}` is not an embedding model this server serves"),
+        ),
+    })
+}
+
+/// A data source's chunking, as configured (Bedrock's default when unset).
+pub(crate) fn chunking(ds: &DataSource) -> Result<Chunking, BasaltError> {
+    let param = "vectorIngestionConfiguration.chunkingConfiguration";
+    let Some(c) = ds
+        .vector_ingestion_configuration
+        .as_ref()
+        .and_then(|v| v.chunking_configuration.as_ref())
+    else {
+        return Ok(Chunking::default());
+    };
+    match c.chunking_strategy.as_str() {
+        "NONE" => Ok(Chunking::None),
+        "FIXED_SIZE" => {
+            let f = c.fixed_size_chunking_configuration.ok_or_else(|| {
+                BasaltError::invalid(param, "FIXED_SIZE needs fixedSizeChunkingConfiguration")
+            })?;
+            if !(1..=8192).contains(&f.max_tokens) || !(1..=99).contains(&f.overlap_percentage) {
+                return Err(BasaltError::invalid(
+                    param,
+                    "maxTokens is 1 to 8192 and overlapPercentage 1 to 99",
+                ));
+            }
+            Ok(Chunking::FixedSize {
+                max_tokens: f.max_tokens as usize,
+                overlap_percent: f.overlap_percentage as usize,
+            })
+        }
+        other => Err(BasaltError::invalid(
+            param,
+            format!("chunking strategy {other} is not available here (use FIXED_SIZE or NONE)"),
+        )),
+    }
+}
+
+/// The `s3://` URIs a data source reads: its bucket, or each inclusion prefix in it.
+pub(crate) fn source_uris(ds: &DataSource) -> Result<Vec<String>, BasaltError> {
+    let param = "dataSourceConfiguration.s3Configuration";
+    let s3 = ds
+        .data_source_configuration
+        .s3_configuration
+        .as_ref()
+        .ok_or_else(|| BasaltError::invalid(param, "an S3 data source needs s3Configuration"))?;
+    let bucket = s3
+        .bucket_arn
+        .strip_prefix("arn:aws:s3:::")
+        .filter(|b| !b.is_empty() && !b.contains('/'))
+        .ok_or_else(|| {
+            BasaltError::invalid(
+                format!("{param}.bucketArn"),
+                "a bucket ARN is arn:aws:s3:::<bucket>",
+            )
+        })?;
+    if s3.inclusion_prefixes.is_empty() {
+        return Ok(vec![format!("s3://{bucket}/")]);
+    }
+    Ok(s3
+        .inclusion_prefixes
+        .iter()
+        .map(|p| format!("s3://{bucket}/{}", p.trim_start_matches('/')))
+        .collect())
+}
+
+/// Embeds passages for `call`, in batches, through the metered embedding path.
+pub(crate) async fn embed_texts(
+    state: &Arc<AppState>,
+    call: &Call,
+    served: &Arc<ServedEmbedder>,
+    texts: Vec<String>,
+) -> Result<Vec<Vec<f32>>, BasaltError> {
+    let mut vectors = Vec::with_capacity(texts.len());
+    for batch in texts.chunks(EMBED_BATCH) {
+        let out = crate::routes::embeddings::embed(
+            state,
+            call,
+            Arc::clone(served),
+            EmbedRequest {
+                texts: batch.to_vec(),
+                allow_truncation: true,
+                dimensions: None,
+            },
+        )
+        .await?;
+        vectors.extend(out.into_iter().map(|e| e.vector));
+    }
+    Ok(vectors)
+}
+
+/// Reads, chunks and embeds one document; `None` when its content and metadata are what
+/// the index already holds.
+#[allow(clippy::too_many_arguments)]
+async fn prepare_document(
+    state: &Arc<AppState>,
+    call: &Call,
+    served: &Arc<ServedEmbedder>,
+    chunking: Chunking,
+    ds_id: &str,
+    location: &Location,
+    metadata: Map<String, Value>,
+    indexed_hash: Option<String>,
+) -> Result<Option<Document>, String> {
+    let buckets = crate::invocation_jobs::buckets(state).map_err(|e| e.message)?;
+    let kind = DocumentType::of_name(location.file_name())
+        .ok_or_else(|| "unsupported file type (txt, md, html, csv are read)".to_string())?;
+    let bytes = buckets.read(location).await.map_err(|e| e.to_string())?;
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(format!(
+            "the file is larger than {} MiB",
+            MAX_DOCUMENT_BYTES >> 20
+        ));
+    }
+    let text = off_runtime(move || extract(kind, &bytes))
+        .await
+        .map_err(|e| e.message)?
+        .map_err(|e| e.to_string())?;
+    let hash = content_hash(&text, &metadata);
+    if indexed_hash.as_deref() == Some(hash.as_str()) {
+        return Ok(None);
+    }
+    let model = Arc::clone(&served.embedder.model);
+    let passages =
+        off_runtime(move || chunk(&text, chunking, |w| model.count_tokens(w).0 as usize))
+            .await
+            .map_err(|e| e.message)?;
+    let vectors = embed_texts(state, call, served, passages.clone())
+        .await
+        .map_err(|e| e.message)?;
+    Ok(Some(Document {
+        data_source_id: ds_id.to_string(),
+        id: location.uri().to_string(),
+        from_bucket: true,
+        content_hash: hash,
+        metadata,
+        passages: passages
+            .into_iter()
+            .zip(vectors)
+            .map(|(text, vector)| Passage { text, vector })
+            .collect(),
+        updated_at: basalt_store::now(),
+    }))
+}
+
+/// A sidecar's `metadataAttributes` (`<file>.metadata.json`), if there is one.
+async fn sidecar(
+    state: &AppState,
+    location: &Location,
+) -> Result<Option<Map<String, Value>>, String> {
+    let buckets = crate::invocation_jobs::buckets(state).map_err(|e| e.message)?;
+    let name = format!("{}.metadata.json", location.file_name());
+    let Some(parent) = location.parent() else {
+        return Ok(None);
+    };
+    match buckets.read(&parent.join(&name)).await {
+        Ok(bytes) => {
+            let v: Value =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{name} is not JSON: {e}"))?;
+            match v.get("metadataAttributes") {
+                Some(Value::Object(m)) => Ok(Some(m.clone())),
+                _ => Err(format!("{name} has no metadataAttributes object")),
+            }
+        }
+        Err(basalt_buckets::BucketError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Runs an ingestion job to its end: every document under the data source's URIs is
+/// scanned; new and changed ones are embedded and indexed, unchanged ones left, ones no
+/// longer there deleted; a document that fails is counted and named, and the job goes on.
+pub(crate) async fn run_ingestion(
+    state: Arc<AppState>,
+    principal: Principal,
+    kb: KnowledgeBase,
+    ds: DataSource,
+    mut job: IngestionJob,
+) {
+    let tenant = principal.tenant.clone();
+    let job_key = format!(
+        "{}/{}/{}",
+        kb.knowledge_base_id, ds.data_source_id, job.ingestion_job_id
+    );
+    job.status = "IN_PROGRESS".into();
+    job.updated_at = now();
+    let _ = save(&state, &tenant, JOB_KIND, &job_key, &job).await;
+    let outcome = ingest(&state, &principal, &kb, &ds, &mut job).await;
+    match outcome {
+        Ok(()) => job.status = "COMPLETE".into(),
+        Err(e) => {
+            job.status = "FAILED".into();
+            job.failure_reasons.push(e.message);
+        }
+    }
+    job.updated_at = now();
+    if let Err(e) = save(&state, &tenant, JOB_KIND, &job_key, &job).await {
+        tracing::error!(error = %e, job = job_key, "cannot record an ingestion job's end");
+    }
+}
+
+async fn ingest(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    kb: &KnowledgeBase,
+    ds: &DataSource,
+    job: &mut IngestionJob,
+) -> Result<(), BasaltError> {
+    let served = embedder_of(state, kb)?;
+    let chunking = chunking(ds)?;
+    let buckets = crate::invocation_jobs::buckets(state)?;
+    let indexes = state
+        .knowledge
+        .as_ref()
+        .ok_or_else(|| BasaltError::internal("this server keeps no knowledge bases"))?;
+    let index = indexes
+        .index(&principal.tenant, &kb.knowledge_base_id)
+        .await?;
+    let call = Call::new(principal.clone(), "bedrock", "ingestion", "ing-");
+    let mut files = Vec::new();
+    for uri in source_uris(ds)? {
+        let at = buckets
+            .locate(&principal.tenant, &uri)
+            .map_err(|e| crate::invocation_jobs::bucket_error(e, "dataSourceConfiguration"))?;
+        files.extend(
+            buckets
+                .list_all(&at)
+                .await
+                .map_err(|e| crate::invocation_jobs::bucket_error(e, "dataSourceConfiguration"))?,
+        );
+    }
+    files.sort_by(|a, b| a.uri().cmp(b.uri()));
+    files.dedup();
+    let stats = &mut job.statistics;
+    *stats = IngestionJobStatistics::default();
+    let mut seen = HashSet::new();
+    let mut failures = Vec::new();
+    for file in files
+        .iter()
+        .filter(|f| !f.uri().ends_with(".metadata.json"))
+    {
+        stats.number_of_documents_scanned += 1;
+        seen.insert(file.uri().to_string());
+        let metadata = match sidecar(state, file).await {
+            Ok(Some(m)) => {
+                stats.number_of_metadata_documents_scanned += 1;
+                m
+            }
+            Ok(None) => Map::new(),
+            Err(why) => {
+                stats.number_of_documents_failed += 1;
+                failures.push(format!("{}: {why}", file.uri()));
+                continue;
+            }
+        };
+        let indexed_hash = read_index(&index)?
+            .get(&ds.data_source_id, file.uri())
+            .map(|d| d.content_hash.clone());
+        let was_indexed = indexed_hash.is_some();
+        let prepared = prepare_document(
+            state,
+            &call,
+            &served,
+            chunking,
+            &ds.data_source_id,
+            file,
+            metadata,
+            indexed_hash,
+        )
+        .await;
+        match prepared {
+            Ok(None) => {}
+            Ok(Some(document)) => {
+                put(&index, document).await?;
+                if was_indexed {
+                    stats.number_of_modified_documents_indexed += 1;
+                } else {
+                    stats.number_of_new_documents_indexed += 1;
+                }
+            }
+            Err(why) => {
+                stats.number_of_documents_failed += 1;
+                failures.push(format!("{}: {why}", file.uri()));
+            }
+        }
+    }
+    // Documents the source no longer holds leave the index.
+    let gone: Vec<String> = read_index(&index)?
+        .documents_of(&ds.data_source_id)
+        .into_iter()
+        .filter(|d| d.from_bucket && !seen.contains(&d.id))
+        .map(|d| d.id.clone())
+        .collect();
+    for id in gone {
+        delete(&index, &ds.data_source_id, &id).await?;
+        job.statistics.number_of_documents_deleted += 1;
+    }
+    job.failure_reasons = failures.into_iter().take(FAILURES_SHOWN).collect();
+    Ok(())
+}
+
+fn read_index(index: &SharedIndex) -> Result<std::sync::RwLockReadGuard<'_, Index>, BasaltError> {
+    index
+        .read()
+        .map_err(|_| BasaltError::internal("a knowledge base index is poisoned"))
+}
+
+/// Stores a document in an index (a file write: on the blocking pool).
+pub(crate) async fn put(index: &SharedIndex, document: Document) -> Result<(), BasaltError> {
+    let index = Arc::clone(index);
+    off_runtime(move || {
+        index
+            .write()
+            .map_err(|_| BasaltError::internal("a knowledge base index is poisoned"))?
+            .put(document)
+            .map_err(internal)
+    })
+    .await?
+}
+
+pub(crate) async fn delete(index: &SharedIndex, ds: &str, id: &str) -> Result<bool, BasaltError> {
+    let (index, ds, id) = (Arc::clone(index), ds.to_string(), id.to_string());
+    off_runtime(move || {
+        index
+            .write()
+            .map_err(|_| BasaltError::internal("a knowledge base index is poisoned"))?
+            .delete(&ds, &id)
+            .map_err(internal)
+    })
+    .await?
+}

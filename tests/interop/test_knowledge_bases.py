@@ -1,0 +1,162 @@
+"""Knowledge bases through boto3's `bedrock-agent` and `bedrock-agent-runtime` clients: a
+knowledge base over the default embedding model, an S3 data source in the tenant's bucket
+(text, Markdown, HTML, CSV, a `.metadata.json` sidecar, a binary file that fails alone),
+ingestion jobs with Bedrock's statistics (a second run re-embeds only what changed and
+deletes what is gone), `Retrieve` with metadata filters and paging, and the errors: unknown
+ids, a text model as the embedding model, a bucket outside the tenant's, bad filters."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import MINILM, SMOL
+from test_bedrock_boto3 import client, error_code
+
+EMBEDDING_ARN = f"arn:aws:bedrock:us-east-1::foundation-model/{MINILM}"
+
+DOCS = {
+    "tea.txt": "Green tea is brewed at about 80 degrees Celsius for two to three minutes. "
+               "Black tea takes boiling water and steeps for four to five minutes.",
+    "guides/bicycle.md": "# Fixing a flat tyre\n\nRemove the wheel, lever the tyre off the rim, "
+                         "find the puncture in the inner tube and patch it.",
+    "guides/volcano.html": "<html><body><h1>Volcanoes</h1><p>Basalt is a volcanic rock formed "
+                           "from rapidly cooling lava rich in magnesium and iron.</p></body></html>",
+    "planets.csv": "planet,moons\nMars,2\nJupiter,95\n",
+}
+
+
+@pytest.fixture(scope="module")
+def agent(server):
+    return client(server, service="bedrock-agent")
+
+
+@pytest.fixture(scope="module")
+def agent_runtime(server):
+    return client(server, service="bedrock-agent-runtime")
+
+
+def bucket(server, name: str) -> pathlib.Path:
+    path = pathlib.Path(server.data_dir) / "buckets" / "operator" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def ingest(agent, kb_id: str, ds_id: str) -> dict:
+    job = agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
+    deadline = time.time() + 300
+    while job["status"] not in ("COMPLETE", "FAILED", "STOPPED"):
+        assert time.time() < deadline, job
+        time.sleep(0.2)
+        job = agent.get_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id,
+                                      ingestionJobId=job["ingestionJobId"])["ingestionJob"]
+    return job
+
+
+def test_a_knowledge_base_from_a_bucket_end_to_end(server, agent, agent_runtime):
+    root = bucket(server, "kb-docs")
+    for name, text in DOCS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (root / "tea.txt.metadata.json").write_text(json.dumps({"metadataAttributes": {"topic": "drinks", "year": 2024}}))
+    (root / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0 not text")
+
+    kb = agent.create_knowledge_base(
+        name="handbook", roleArn="arn:aws:iam::123456789012:role/kb",
+        knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+            "embeddingModelArn": EMBEDDING_ARN}},
+        storageConfiguration={"type": "OPENSEARCH_SERVERLESS", "opensearchServerlessConfiguration": {
+            "collectionArn": "arn:aws:aoss:us-east-1:123456789012:collection/x", "vectorIndexName": "i",
+            "fieldMapping": {"vectorField": "v", "textField": "t", "metadataField": "m"}}},
+    )["knowledgeBase"]
+    kb_id = kb["knowledgeBaseId"]
+    assert kb["status"] == "ACTIVE" and kb["knowledgeBaseArn"].endswith(f":knowledge-base/{kb_id}")
+    assert kb_id in [k["knowledgeBaseId"] for k in agent.list_knowledge_bases()["knowledgeBaseSummaries"]]
+
+    ds = agent.create_data_source(
+        knowledgeBaseId=kb_id, name="docs",
+        dataSourceConfiguration={"type": "S3", "s3Configuration": {"bucketArn": "arn:aws:s3:::kb-docs"}},
+        vectorIngestionConfiguration={"chunkingConfiguration": {
+            "chunkingStrategy": "FIXED_SIZE",
+            "fixedSizeChunkingConfiguration": {"maxTokens": 40, "overlapPercentage": 20}}},
+    )["dataSource"]
+    ds_id = ds["dataSourceId"]
+    assert agent.get_data_source(knowledgeBaseId=kb_id, dataSourceId=ds_id)["dataSource"]["name"] == "docs"
+
+    job = ingest(agent, kb_id, ds_id)
+    stats = job["statistics"]
+    assert job["status"] == "COMPLETE", job
+    assert stats["numberOfDocumentsScanned"] == 5 and stats["numberOfNewDocumentsIndexed"] == 4, stats
+    assert stats["numberOfMetadataDocumentsScanned"] == 1 and stats["numberOfDocumentsFailed"] == 1, stats
+    assert any("photo.jpg" in r for r in job["failureReasons"]), job
+
+    def retrieve(text: str, **config) -> list:
+        return agent_runtime.retrieve(
+            knowledgeBaseId=kb_id, retrievalQuery={"text": text},
+            retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 3, **config}},
+        )["retrievalResults"]
+
+    top = retrieve("How hot should the water be for green tea?")
+    assert "80 degrees" in top[0]["content"]["text"], top
+    assert top[0]["location"] == {"type": "S3", "s3Location": {"uri": "s3://kb-docs/tea.txt"}}
+    assert top[0]["metadata"]["topic"] == "drinks" and top[0]["metadata"]["year"] == 2024
+    assert top[0]["metadata"]["x-amz-bedrock-kb-source-uri"] == "s3://kb-docs/tea.txt"
+    assert top[0]["score"] >= top[1]["score"] >= top[2]["score"]
+    assert "lava" in retrieve("What kind of rock is basalt?")[0]["content"]["text"]
+    assert "Jupiter" in " ".join(r["content"]["text"] for r in retrieve("How many moons does Jupiter have?"))
+    # The filter applies inside the search: only the tagged document can come back.
+    only = retrieve("volcanic rock", filter={"equals": {"key": "topic", "value": "drinks"}})
+    assert {r["location"]["s3Location"]["uri"] for r in only} == {"s3://kb-docs/tea.txt"}
+    # Paging: the second page continues where the first stopped.
+    first = agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "tea"},
+                                   retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 2}})
+    second = agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "tea"}, nextToken=first["nextToken"],
+                                    retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 2}})
+    assert not {r["content"]["text"] for r in first["retrievalResults"]} & {r["content"]["text"] for r in second["retrievalResults"]}
+
+    # Re-ingestion: one file changed, one removed, the rest untouched.
+    (root / "tea.txt").write_text(DOCS["tea.txt"] + " Oolong sits between the two.")
+    (root / "planets.csv").unlink()
+    again = ingest(agent, kb_id, ds_id)["statistics"]
+    assert again["numberOfModifiedDocumentsIndexed"] == 1 and again["numberOfNewDocumentsIndexed"] == 0, again
+    assert again["numberOfDocumentsDeleted"] == 1, again
+    assert all("Jupiter" not in r["content"]["text"] for r in retrieve("How many moons does Jupiter have?"))
+    jobs = agent.list_ingestion_jobs(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJobSummaries"]
+    assert len(jobs) == 2
+
+    agent.delete_knowledge_base(knowledgeBaseId=kb_id)
+    with pytest.raises(ClientError) as e:
+        agent.get_knowledge_base(knowledgeBaseId=kb_id)
+    assert error_code(e) == "ResourceNotFoundException"
+
+
+def test_bad_knowledge_base_requests_are_bedrocks_errors(server, agent, agent_runtime):
+    with pytest.raises(ClientError) as e:
+        agent.create_knowledge_base(
+            name="wrong-model", roleArn="r",
+            knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+                "embeddingModelArn": f"arn:aws:bedrock:us-east-1::foundation-model/{SMOL}"}})
+    assert error_code(e) == "ValidationException" and "embedding model" in str(e.value)
+    for call in (lambda: agent.get_knowledge_base(knowledgeBaseId="NOSUCHKB00"),
+                 lambda: agent_runtime.retrieve(knowledgeBaseId="NOSUCHKB00", retrievalQuery={"text": "x"}),
+                 lambda: agent.start_ingestion_job(knowledgeBaseId="NOSUCHKB00", dataSourceId="NOSUCHDS00")):
+        with pytest.raises(ClientError) as e:
+            call()
+        assert error_code(e) == "ResourceNotFoundException"
+    kb_id = agent.create_knowledge_base(
+        name="errors", roleArn="r",
+        knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+            "embeddingModelArn": EMBEDDING_ARN}})["knowledgeBase"]["knowledgeBaseId"]
+    with pytest.raises(ClientError) as e:
+        agent.create_data_source(knowledgeBaseId=kb_id, name="escape", dataSourceConfiguration={
+            "type": "S3", "s3Configuration": {"bucketArn": "arn:aws:s3:::kb-docs", "inclusionPrefixes": ["../../x"]}})
+    assert error_code(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "tea"},
+                               retrievalConfiguration={"vectorSearchConfiguration": {
+                                   "filter": {"greaterThan": {"key": "year", "value": "2020"}}}})
+    assert error_code(e) == "ValidationException" and "numbers" in str(e.value)
