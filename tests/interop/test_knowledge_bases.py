@@ -118,6 +118,38 @@ def test_a_knowledge_base_from_a_bucket_end_to_end(server, agent, agent_runtime)
                                     retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 2}})
     assert not {r["content"]["text"] for r in first["retrievalResults"]} & {r["content"]["text"] for r in second["retrievalResults"]}
 
+    # Retrieve and generate: an answer from the chat model, cited to the passages.
+    rag_config = {"type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
+        "knowledgeBaseId": kb_id, "modelArn": f"arn:aws:bedrock:us-east-1::foundation-model/{SMOL}",
+        "retrievalConfiguration": {"vectorSearchConfiguration": {"numberOfResults": 3}},
+        "generationConfiguration": {"inferenceConfig": {"textInferenceConfig": {"maxTokens": 48, "temperature": 0}}}}}
+    answer = agent_runtime.retrieve_and_generate(
+        input={"text": "At what temperature is green tea brewed?"}, retrieveAndGenerateConfiguration=rag_config)
+    text = answer["output"]["text"]
+    assert text and answer["sessionId"], answer
+    assert answer["citations"], answer
+    for citation in answer["citations"]:
+        part = citation["generatedResponsePart"]["textResponsePart"]
+        assert text[part["span"]["start"]:part["span"]["end"] + 1] == part["text"], (text, part)
+        assert citation["retrievedReferences"], citation
+    cited = {r["location"]["s3Location"]["uri"] for c in answer["citations"] for r in c["retrievedReferences"]}
+    assert "s3://kb-docs/tea.txt" in cited, answer
+    # A follow-up in the same session; a session that does not exist is an error.
+    follow = agent_runtime.retrieve_and_generate(
+        input={"text": "And black tea?"}, sessionId=answer["sessionId"], retrieveAndGenerateConfiguration=rag_config)
+    assert follow["sessionId"] == answer["sessionId"] and follow["output"]["text"]
+    with pytest.raises(ClientError) as e:
+        agent_runtime.retrieve_and_generate(input={"text": "x"}, sessionId="00000000-0000-0000-0000-000000000000",
+                                            retrieveAndGenerateConfiguration=rag_config)
+    assert error_code(e) == "ResourceNotFoundException"
+    # A custom prompt template must hold the search results.
+    custom = json.loads(json.dumps(rag_config))
+    custom["knowledgeBaseConfiguration"]["generationConfiguration"]["promptTemplate"] = {
+        "textPromptTemplate": "Answer $query$ briefly."}
+    with pytest.raises(ClientError) as e:
+        agent_runtime.retrieve_and_generate(input={"text": "tea?"}, retrieveAndGenerateConfiguration=custom)
+    assert error_code(e) == "ValidationException"
+
     # Re-ingestion: one file changed, one removed, the rest untouched.
     (root / "tea.txt").write_text(DOCS["tea.txt"] + " Oolong sits between the two.")
     (root / "planets.csv").unlink()

@@ -14,12 +14,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use basalt_auth::Principal;
 use basalt_buckets::Location;
 use basalt_knowledge::{
-    chunk, content_hash, extract, Chunking, Document, DocumentType, Index, Passage,
+    chunk, content_hash, extract, Chunking, Document, DocumentType, Filter, Index, Passage,
 };
 use basalt_store::StoredObject;
 use basalt_types::{BasaltError, ErrorKind};
 use basalt_wire::bedrock::knowledge::{
-    DataSource, IngestionJob, IngestionJobStatistics, KnowledgeBase,
+    DataSource, IngestionJob, IngestionJobStatistics, KnowledgeBase, RetrievalContent,
+    RetrievalLocation, RetrievalResult, VectorSearchConfiguration,
 };
 use basalt_wire::embeddings::EmbedRequest;
 use serde_json::{Map, Value};
@@ -521,4 +522,102 @@ pub(crate) async fn delete(index: &SharedIndex, ds: &str, id: &str) -> Result<bo
             .map_err(internal)
     })
     .await?
+}
+
+/// A retrieved passage: as `Retrieve` returns it, and its vector (for citations).
+pub(crate) struct Found {
+    pub result: RetrievalResult,
+    pub vector: Vec<f32>,
+}
+
+/// Searches a knowledge base for `query` as a `vectorSearchConfiguration` asks, after
+/// skipping `skip` results: the passages found, best first, and whether more remain.
+pub(crate) async fn search(
+    state: &Arc<AppState>,
+    call: &Call,
+    kb: &KnowledgeBase,
+    query: String,
+    search: &VectorSearchConfiguration,
+    skip: usize,
+) -> Result<(Vec<Found>, bool), BasaltError> {
+    let param = "retrievalConfiguration.vectorSearchConfiguration";
+    let k = search.number_of_results.unwrap_or(5);
+    if !(1..=100).contains(&k) {
+        return Err(BasaltError::invalid(
+            format!("{param}.numberOfResults"),
+            "numberOfResults is 1 to 100",
+        ));
+    }
+    if let Some(t) = search
+        .override_search_type
+        .as_deref()
+        .filter(|t| *t != "SEMANTIC")
+    {
+        return Err(BasaltError::invalid(
+            format!("{param}.overrideSearchType"),
+            format!("search type {t} is not available here yet (use SEMANTIC)"),
+        ));
+    }
+    let filter = search
+        .filter
+        .as_ref()
+        .map(|f| Filter::parse(f, &format!("{param}.filter")))
+        .transpose()
+        .map_err(|e| BasaltError::invalid(format!("{param}.filter"), e.to_string()))?;
+    let served = embedder_of(state, kb)?;
+    let vector = embed_texts(state, call, &served, vec![query])
+        .await?
+        .pop()
+        .ok_or_else(|| BasaltError::internal("no embedding came back"))?;
+    let indexes = state
+        .knowledge
+        .as_ref()
+        .ok_or_else(|| BasaltError::internal("this server keeps no knowledge bases"))?;
+    let index = indexes
+        .index(&call.principal.tenant, &kb.knowledge_base_id)
+        .await?;
+    off_runtime(move || {
+        let index = read_index(&index)?;
+        // One more than asked tells whether another page exists.
+        let hits = index.search(&vector, k + 1, skip, filter.as_ref());
+        let more = hits.len() > k;
+        let found = hits
+            .into_iter()
+            .take(k)
+            .filter_map(|hit| found(hit.document, hit.passage, hit.score))
+            .collect();
+        Ok((found, more))
+    })
+    .await?
+}
+
+fn found(doc: &Document, passage: usize, score: f32) -> Option<Found> {
+    let p = doc.passages.get(passage)?;
+    let mut metadata = doc.metadata.clone();
+    let source = if doc.from_bucket {
+        "x-amz-bedrock-kb-source-uri"
+    } else {
+        "x-amz-bedrock-kb-document-id"
+    };
+    metadata.insert(source.into(), Value::String(doc.id.clone()));
+    metadata.insert(
+        "x-amz-bedrock-kb-data-source-id".into(),
+        Value::String(doc.data_source_id.clone()),
+    );
+    metadata.insert(
+        "x-amz-bedrock-kb-chunk-id".into(),
+        Value::String(format!("{}#{passage}", doc.content_hash)),
+    );
+    Some(Found {
+        result: RetrievalResult {
+            content: RetrievalContent {
+                kind: "TEXT",
+                text: p.text.clone(),
+            },
+            location: RetrievalLocation::of(&doc.id, doc.from_bucket),
+            score: f64::from(score),
+            metadata,
+        },
+        vector: p.vector.clone(),
+    })
 }

@@ -31,6 +31,7 @@ pub mod listener;
 pub mod metrics;
 mod offload;
 pub mod platform;
+mod rag;
 mod routes;
 mod state;
 

@@ -11,11 +11,10 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use basalt_auth::Principal;
-use basalt_knowledge::Filter;
 use basalt_types::BasaltError;
 use basalt_wire::bedrock::knowledge::{
     CreateDataSource, CreateKnowledgeBase, DataSource, IngestionJob, KnowledgeBase, ListRequest,
-    RetrievalContent, RetrievalLocation, RetrievalResult, RetrieveRequest, RetrieveResponse,
+    RetrievalResult, RetrieveAndGenerateRequest, RetrieveRequest, RetrieveResponse,
     StartIngestionJob,
 };
 use bytes::Bytes;
@@ -24,7 +23,6 @@ use serde_json::{json, Value};
 use crate::error::{body_error, BedrockError};
 use crate::generation::Call;
 use crate::knowledge::{self as kb, ds_not_found, kb_not_found, now, DS_KIND, JOB_KIND, KB_KIND};
-use crate::offload::off_runtime;
 use crate::AppState;
 
 type Shared = State<Arc<AppState>>;
@@ -54,6 +52,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(get_job),
         )
         .route("/knowledgebases/{kb}/retrieve", post(retrieve))
+        .route("/retrieveAndGenerate", post(retrieve_and_generate))
 }
 
 fn ok(status: StatusCode, value: impl serde::Serialize) -> Answer {
@@ -522,92 +521,23 @@ async fn retrieve(
         .text
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| BasaltError::invalid("retrievalQuery.text", "a text query is required"))?;
-    let search = request.retrieval_configuration.vector_search_configuration;
-    let param = "retrievalConfiguration.vectorSearchConfiguration";
-    let k = search.number_of_results.unwrap_or(5);
-    if !(1..=100).contains(&k) {
-        return Err(BasaltError::invalid(
-            format!("{param}.numberOfResults"),
-            "numberOfResults is 1 to 100",
-        )
-        .into());
-    }
-    if let Some(t) = search
-        .override_search_type
-        .as_deref()
-        .filter(|t| *t != "SEMANTIC")
-    {
-        return Err(BasaltError::invalid(
-            format!("{param}.overrideSearchType"),
-            format!("search type {t} is not available here yet (use SEMANTIC)"),
-        )
-        .into());
-    }
-    let filter = search
-        .filter
-        .as_ref()
-        .map(|f| Filter::parse(f, &format!("{param}.filter")))
-        .transpose()
-        .map_err(|e| BasaltError::invalid(format!("{param}.filter"), e.to_string()))?;
     let skip: usize = match request.next_token.as_deref() {
         None => 0,
         Some(t) => t
             .parse()
             .map_err(|_| BasaltError::invalid("nextToken", "not a token this API gave"))?,
     };
-    let served = kb::embedder_of(&state, &knowledge_base)?;
     let call = Call::new(principal.clone(), "bedrock", "retrieve", "ret-");
-    let vector = kb::embed_texts(&state, &call, &served, vec![query])
-        .await?
-        .pop()
-        .ok_or_else(|| BasaltError::internal("no embedding came back"))?;
-    let indexes = state
-        .knowledge
-        .as_ref()
-        .ok_or_else(|| BasaltError::internal("this server keeps no knowledge bases"))?;
-    let index = indexes.index(&principal.tenant, &kb_id).await?;
-    let (results, more) = off_runtime(move || -> Result<_, BasaltError> {
-        let index = index
-            .read()
-            .map_err(|_| BasaltError::internal("a knowledge base index is poisoned"))?;
-        // One more than asked tells whether another page exists.
-        let hits = index.search(&vector, k + 1, skip, filter.as_ref());
-        let more = hits.len() > k;
-        let results: Vec<RetrievalResult> = hits
-            .into_iter()
-            .take(k)
-            .filter_map(|hit| {
-                let doc = hit.document;
-                let passage = doc.passages.get(hit.passage)?;
-                let mut metadata = doc.metadata.clone();
-                let source = if doc.from_bucket {
-                    "x-amz-bedrock-kb-source-uri"
-                } else {
-                    "x-amz-bedrock-kb-document-id"
-                };
-                metadata.insert(source.into(), Value::String(doc.id.clone()));
-                metadata.insert(
-                    "x-amz-bedrock-kb-data-source-id".into(),
-                    Value::String(doc.data_source_id.clone()),
-                );
-                metadata.insert(
-                    "x-amz-bedrock-kb-chunk-id".into(),
-                    Value::String(format!("{}#{}", doc.content_hash, hit.passage)),
-                );
-                Some(RetrievalResult {
-                    content: RetrievalContent {
-                        kind: "TEXT",
-                        text: passage.text.clone(),
-                    },
-                    location: RetrievalLocation::of(&doc.id, doc.from_bucket),
-                    score: f64::from(hit.score),
-                    metadata,
-                })
-            })
-            .collect();
-        Ok((results, more))
-    })
-    .await??;
+    let (found, more) = kb::search(
+        &state,
+        &call,
+        &knowledge_base,
+        query,
+        &request.retrieval_configuration.vector_search_configuration,
+        skip,
+    )
+    .await?;
+    let results: Vec<RetrievalResult> = found.into_iter().map(|f| f.result).collect();
     ok(
         StatusCode::OK,
         RetrieveResponse {
@@ -615,4 +545,17 @@ async fn retrieve(
             retrieval_results: results,
         },
     )
+}
+
+/// `RetrieveAndGenerate`: an answer from a chat model over the passages found, with
+/// citations ([`crate::rag`]).
+async fn retrieve_and_generate(
+    State(state): Shared,
+    Extension(principal): Extension<Principal>,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let body = body.map_err(body_error)?;
+    let request: RetrieveAndGenerateRequest = basalt_wire::parse_json(&body)?;
+    let response = crate::rag::retrieve_and_generate(&state, &principal, request).await?;
+    ok(StatusCode::OK, response)
 }

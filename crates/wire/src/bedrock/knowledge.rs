@@ -266,7 +266,7 @@ pub struct RetrievalResult {
     pub metadata: Map<String, Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RetrievalContent {
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -274,7 +274,7 @@ pub struct RetrievalContent {
 }
 
 /// Where a passage came from: a bucket object or a custom document.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetrievalLocation {
     #[serde(rename = "type")]
@@ -285,12 +285,12 @@ pub struct RetrievalLocation {
     pub custom_document_location: Option<CustomId>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Uri {
     pub uri: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct CustomId {
     pub id: String,
 }
@@ -321,6 +321,120 @@ pub struct RetrieveResponse {
     pub retrieval_results: Vec<RetrievalResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
+}
+
+/// `RetrieveAndGenerate` (`POST /retrieveAndGenerate`) and its stream's request.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrieveAndGenerateRequest {
+    pub input: RagInput,
+    pub retrieve_and_generate_configuration: Option<RagConfiguration>,
+    pub session_id: Option<String>,
+    pub session_configuration: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RagInput {
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RagConfiguration {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub knowledge_base_configuration: Option<KnowledgeBaseRagConfiguration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KnowledgeBaseRagConfiguration {
+    pub knowledge_base_id: String,
+    pub model_arn: String,
+    #[serde(default)]
+    pub retrieval_configuration: RetrievalConfiguration,
+    #[serde(default)]
+    pub generation_configuration: GenerationConfiguration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationConfiguration {
+    pub prompt_template: Option<PromptTemplate>,
+    #[serde(default)]
+    pub inference_config: RagInferenceConfig,
+    pub guardrail_configuration: Option<RagGuardrail>,
+    pub additional_model_request_fields: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptTemplate {
+    pub text_prompt_template: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RagInferenceConfig {
+    pub text_inference_config: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RagGuardrail {
+    pub guardrail_id: String,
+    pub guardrail_version: String,
+}
+
+/// A reference a citation carries: a retrieved passage.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrievedReference {
+    pub content: RetrievalContent,
+    pub location: RetrievalLocation,
+    pub metadata: Map<String, Value>,
+}
+
+/// One cited part of the answer: its text, where it lies in the output (`start` and `end`
+/// are character offsets, `end` inclusive as Bedrock reports it), and its passages.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Citation {
+    pub generated_response_part: GeneratedResponsePart,
+    pub retrieved_references: Vec<RetrievedReference>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratedResponsePart {
+    pub text_response_part: TextResponsePart,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TextResponsePart {
+    pub text: String,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrieveAndGenerateResponse {
+    pub output: RagOutput,
+    pub citations: Vec<Citation>,
+    pub session_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guardrail_action: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RagOutput {
+    pub text: String,
 }
 
 #[cfg(test)]

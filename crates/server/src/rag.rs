@@ -1,0 +1,391 @@
+//! Retrieve and generate: a question answered by a chat model from a knowledge base's
+//! passages, with citations and a conversation kept per session.
+//!
+//! The passages are found as `Retrieve` finds them; the model is asked through the
+//! `Converse` route (so access, quotas, metering and a guardrail apply as to any call),
+//! with a prompt holding the numbered passages. Citations are attributed after the fact:
+//! each sentence of the answer is embedded and cited to the retrieved passages nearest it,
+//! which works with any model, however small, rather than trusting it to write citation
+//! markup. A session keeps the turns so far (stored, expiring), and a follow-up question
+//! is asked after them.
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, State};
+use basalt_auth::Principal;
+use basalt_types::{BasaltError, ErrorKind};
+use basalt_wire::bedrock::knowledge::{
+    Citation, GeneratedResponsePart, GenerationConfiguration, RagOutput,
+    RetrieveAndGenerateRequest, RetrieveAndGenerateResponse, RetrievedReference, Span,
+    TextResponsePart,
+};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::generation::Call;
+use crate::knowledge::{self as kb, Found, KB_KIND};
+use crate::AppState;
+
+/// The store's kind for sessions.
+const SESSION_KIND: &str = "kb-session";
+/// How long a session is kept after its last turn.
+const SESSION_TTL_SECS: i64 = 24 * 3600;
+/// Turns of a session replayed before a follow-up question.
+const TURNS_KEPT: usize = 5;
+/// A sentence cites the passages whose similarity to it is within this of the best one's.
+const CITATION_MARGIN: f32 = 0.05;
+/// At most this many passages back one part of the answer.
+const REFERENCES_PER_PART: usize = 3;
+
+const DEFAULT_PROMPT: &str = "You answer questions using the search results below. Use \
+only what they say; if they do not hold the answer, say that you could not find it. Keep \
+the answer short.\n\nSearch results:\n$search_results$";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Session {
+    knowledge_base_id: String,
+    turns: Vec<(String, String)>,
+    expires_at: i64,
+}
+
+fn session_not_found(id: &str) -> BasaltError {
+    BasaltError::new(
+        ErrorKind::NotFound,
+        format!("Session with Id {id} is not valid. Please check and try again."),
+    )
+}
+
+/// Answers a `RetrieveAndGenerate` request.
+pub(crate) async fn retrieve_and_generate(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    request: RetrieveAndGenerateRequest,
+) -> Result<RetrieveAndGenerateResponse, BasaltError> {
+    let config = request.retrieve_and_generate_configuration.ok_or_else(|| {
+        BasaltError::invalid(
+            "retrieveAndGenerateConfiguration",
+            "retrieveAndGenerateConfiguration is required",
+        )
+    })?;
+    if config.kind != "KNOWLEDGE_BASE" {
+        return Err(BasaltError::invalid(
+            "retrieveAndGenerateConfiguration.type",
+            format!("{} is not available here (use KNOWLEDGE_BASE)", config.kind),
+        ));
+    }
+    let kb_config = config.knowledge_base_configuration.ok_or_else(|| {
+        BasaltError::invalid(
+            "retrieveAndGenerateConfiguration.knowledgeBaseConfiguration",
+            "a KNOWLEDGE_BASE request needs knowledgeBaseConfiguration",
+        )
+    })?;
+    let question = request.input.text;
+    if question.trim().is_empty() {
+        return Err(BasaltError::invalid("input.text", "the question is empty"));
+    }
+    let tenant = principal.tenant.as_str();
+    let kb_id = kb_config.knowledge_base_id.as_str();
+    let knowledge_base: basalt_wire::bedrock::knowledge::KnowledgeBase =
+        kb::load(state, tenant, KB_KIND, kb_id, kb::kb_not_found(kb_id)).await?;
+    let now = basalt_store::now();
+    let (session_id, mut session) = match request.session_id {
+        Some(id) => {
+            let session: Session =
+                kb::load(state, tenant, SESSION_KIND, &id, session_not_found(&id)).await?;
+            if session.expires_at < now || session.knowledge_base_id != kb_id {
+                return Err(session_not_found(&id));
+            }
+            (id, session)
+        }
+        None => (
+            uuid_like(),
+            Session {
+                knowledge_base_id: kb_id.to_string(),
+                ..Session::default()
+            },
+        ),
+    };
+    let call = Call::new(principal.clone(), "bedrock", "retrieveAndGenerate", "rag-");
+    let (found, _) = kb::search(
+        state,
+        &call,
+        &knowledge_base,
+        question.clone(),
+        &kb_config
+            .retrieval_configuration
+            .vector_search_configuration,
+        0,
+    )
+    .await?;
+    let body = converse_body(
+        &kb_config.generation_configuration,
+        &session.turns,
+        &question,
+        &found,
+    )?;
+    let model_id = kb_config
+        .model_arn
+        .rsplit('/')
+        .next()
+        .unwrap_or(&kb_config.model_arn)
+        .to_string();
+    let response = crate::routes::bedrock::converse(
+        State(Arc::clone(state)),
+        Extension(principal.clone()),
+        Path(model_id),
+        Ok(Bytes::from(body.to_string())),
+    )
+    .await
+    .map_err(|e| e.error)?;
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .map_err(|e| BasaltError::internal(e.to_string()))?;
+    let answer: Value =
+        serde_json::from_slice(&bytes).map_err(|e| BasaltError::internal(e.to_string()))?;
+    let text = answer["output"]["message"]["content"]
+        .as_array()
+        .map(|blocks| {
+            blocks
+                .iter()
+                .filter_map(|b| b["text"].as_str())
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let intervened = answer["stopReason"].as_str() == Some("guardrail_intervened");
+    let citations = if intervened {
+        Vec::new()
+    } else {
+        cite(state, &call, &knowledge_base, &text, &found).await?
+    };
+    session.turns.push((question, text.clone()));
+    let excess = session.turns.len().saturating_sub(TURNS_KEPT);
+    session.turns.drain(..excess);
+    session.expires_at = now + SESSION_TTL_SECS;
+    kb::save(state, tenant, SESSION_KIND, &session_id, &session).await?;
+    Ok(RetrieveAndGenerateResponse {
+        output: RagOutput { text },
+        citations,
+        session_id,
+        guardrail_action: intervened.then_some("INTERVENED"),
+    })
+}
+
+/// An id shaped like Bedrock's session ids (a UUID), from the request-id generator.
+fn uuid_like() -> String {
+    let hex: String = crate::generation::request_id("")
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_lowercase())
+        .chain(std::iter::repeat('0'))
+        .take(32)
+        .collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// The `Converse` body that asks the model: the prompt template with the passages (and
+/// the question, where the template places it), after the session's turns.
+fn converse_body(
+    generation: &GenerationConfiguration,
+    turns: &[(String, String)],
+    question: &str,
+    found: &[Found],
+) -> Result<Value, BasaltError> {
+    let results: String = found
+        .iter()
+        .enumerate()
+        .map(|(i, f)| format!("[{}] {}\n", i + 1, f.result.content.text.trim()))
+        .collect();
+    let template = generation
+        .prompt_template
+        .as_ref()
+        .and_then(|t| t.text_prompt_template.as_deref())
+        .unwrap_or(DEFAULT_PROMPT);
+    if !template.contains("$search_results$") {
+        return Err(BasaltError::invalid(
+            "generationConfiguration.promptTemplate.textPromptTemplate",
+            "the prompt template must contain $search_results$",
+        ));
+    }
+    let filled = template
+        .replace("$search_results$", &results)
+        .replace("$output_format_instructions$", "");
+    let mut messages = Vec::new();
+    for (q, a) in turns {
+        messages.push(json!({"role": "user", "content": [{"text": q}]}));
+        if !a.trim().is_empty() {
+            messages.push(json!({"role": "assistant", "content": [{"text": a}]}));
+        }
+    }
+    // A template that places the question is the whole prompt; otherwise it is the system
+    // prompt and the question follows as the user's turn.
+    let system = if template.contains("$query$") {
+        messages.push(
+            json!({"role": "user", "content": [{"text": filled.replace("$query$", question)}]}),
+        );
+        None
+    } else {
+        messages.push(json!({"role": "user", "content": [{"text": question}]}));
+        Some(json!([{ "text": filled }]))
+    };
+    let mut body = json!({ "messages": messages });
+    if let Some(system) = system {
+        body["system"] = system;
+    }
+    if let Some(config) = generation
+        .inference_config
+        .text_inference_config
+        .as_ref()
+        .filter(|c| !c.is_null())
+    {
+        body["inferenceConfig"] = config.clone();
+    }
+    if let Some(fields) = &generation.additional_model_request_fields {
+        body["additionalModelRequestFields"] = Value::Object(fields.clone());
+    }
+    if let Some(g) = &generation.guardrail_configuration {
+        body["guardrailConfig"] =
+            json!({"guardrailIdentifier": g.guardrail_id, "guardrailVersion": g.guardrail_version});
+    }
+    Ok(body)
+}
+
+/// The answer's sentences, as character spans (`end` exclusive), blank space trimmed.
+fn sentences(text: &str) -> Vec<(usize, usize)> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for i in 0..chars.len() {
+        let ends = matches!(chars[i], '.' | '!' | '?' | '\n')
+            && chars.get(i + 1).is_none_or(|c| c.is_whitespace());
+        if ends || i + 1 == chars.len() {
+            let mut s = start;
+            while s <= i && chars[s].is_whitespace() {
+                s += 1;
+            }
+            let mut e = i + 1;
+            while e > s && chars[e - 1].is_whitespace() {
+                e -= 1;
+            }
+            if e > s {
+                spans.push((s, e));
+            }
+            start = i + 1;
+        }
+    }
+    spans
+}
+
+/// Cites each run of sentences to the retrieved passages nearest it.
+async fn cite(
+    state: &Arc<AppState>,
+    call: &Call,
+    knowledge_base: &basalt_wire::bedrock::knowledge::KnowledgeBase,
+    text: &str,
+    found: &[Found],
+) -> Result<Vec<Citation>, BasaltError> {
+    let spans = sentences(text);
+    if spans.is_empty() || found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chars: Vec<char> = text.chars().collect();
+    let pieces: Vec<String> = spans
+        .iter()
+        .map(|&(s, e)| chars[s..e].iter().collect())
+        .collect();
+    let served = kb::embedder_of(state, knowledge_base)?;
+    let vectors = kb::embed_texts(state, call, &served, pieces).await?;
+    // Per sentence: the passages it cites, best first.
+    let cited: Vec<Vec<usize>> = vectors
+        .iter()
+        .map(|v| {
+            let mut scored: Vec<(f32, usize)> = found
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (dot(v, &f.vector), i))
+                .collect();
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let best = scored.first().map_or(0.0, |s| s.0);
+            scored
+                .into_iter()
+                .take_while(|(score, _)| *score >= best - CITATION_MARGIN)
+                .take(REFERENCES_PER_PART)
+                .map(|(_, i)| i)
+                .collect()
+        })
+        .collect();
+    // Consecutive sentences citing the same passages are one part.
+    let mut citations: Vec<Citation> = Vec::new();
+    let mut last: Option<&Vec<usize>> = None;
+    for (&(s, e), refs) in spans.iter().zip(&cited) {
+        if let (Some(prev), Some(part)) = (last, citations.last_mut()) {
+            if prev == refs {
+                let span = &mut part.generated_response_part.text_response_part;
+                span.span.end = e - 1;
+                span.text = chars[span.span.start..e].iter().collect();
+                continue;
+            }
+        }
+        citations.push(Citation {
+            generated_response_part: GeneratedResponsePart {
+                text_response_part: TextResponsePart {
+                    text: chars[s..e].iter().collect(),
+                    span: Span {
+                        start: s,
+                        end: e - 1,
+                    },
+                },
+            },
+            retrieved_references: refs
+                .iter()
+                .filter_map(|&i| found.get(i))
+                .map(|f| RetrievedReference {
+                    content: f.result.content.clone(),
+                    location: f.result.location.clone(),
+                    metadata: f.result.metadata.clone(),
+                })
+                .collect(),
+        });
+        last = Some(refs);
+    }
+    Ok(citations)
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentences_are_character_spans_without_surrounding_space() {
+        let text = "Brew at 80 °C. Steep 3 minutes!\n\n Serve.";
+        let spans = sentences(text);
+        let chars: Vec<char> = text.chars().collect();
+        let pieces: Vec<String> = spans
+            .iter()
+            .map(|&(s, e)| chars[s..e].iter().collect())
+            .collect();
+        assert_eq!(pieces, ["Brew at 80 °C.", "Steep 3 minutes!", "Serve."]);
+        // 3.5 is not a sentence end; a last sentence without a stop still counts.
+        assert_eq!(sentences("It costs 3.5 euros").len(), 1);
+        assert!(sentences("  \n ").is_empty());
+    }
+
+    #[test]
+    fn session_ids_look_like_uuids() {
+        let id = uuid_like();
+        let parts: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
+    }
+}
