@@ -3,7 +3,8 @@ knowledge base over the default embedding model, an S3 data source in the tenant
 (text, Markdown, HTML, CSV, a `.metadata.json` sidecar, a binary file that fails alone),
 ingestion jobs with Bedrock's statistics (a second run re-embeds only what changed and
 deletes what is gone), `Retrieve` with metadata filters and paging, and the errors: unknown
-ids, a text model as the embedding model, a bucket outside the tenant's, bad filters."""
+ids, a text model as the embedding model, a bucket outside the tenant's, bad filters.
+LangChain's `AmazonKnowledgeBasesRetriever` reads the same knowledge base unchanged."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import MINILM, SMOL
+from conftest import ACCESS_KEY_ID, MINILM, SECRET_ACCESS_KEY, SMOL
 from test_bedrock_boto3 import client, error_code
 
 EMBEDDING_ARN = f"arn:aws:bedrock:us-east-1::foundation-model/{MINILM}"
@@ -192,3 +193,26 @@ def test_bad_knowledge_base_requests_are_bedrocks_errors(server, agent, agent_ru
                                retrievalConfiguration={"vectorSearchConfiguration": {
                                    "filter": {"greaterThan": {"key": "year", "value": "2020"}}}})
     assert error_code(e) == "ValidationException" and "numbers" in str(e.value)
+
+
+def test_langchains_knowledge_base_retriever(server, agent):
+    from langchain_aws.retrievers import AmazonKnowledgeBasesRetriever
+    from pydantic import SecretStr
+    root = bucket(server, "kb-langchain")
+    (root / "bicycle.md").write_text(DOCS["guides/bicycle.md"])
+    (root / "volcano.html").write_text(DOCS["guides/volcano.html"])
+    kb_id = agent.create_knowledge_base(
+        name="langchain", roleArn="r",
+        knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+            "embeddingModelArn": EMBEDDING_ARN}})["knowledgeBase"]["knowledgeBaseId"]
+    ds_id = agent.create_data_source(knowledgeBaseId=kb_id, name="docs", dataSourceConfiguration={
+        "type": "S3", "s3Configuration": {"bucketArn": "arn:aws:s3:::kb-langchain"}})["dataSource"]["dataSourceId"]
+    assert ingest(agent, kb_id, ds_id)["statistics"]["numberOfNewDocumentsIndexed"] == 2
+    retriever = AmazonKnowledgeBasesRetriever(
+        knowledge_base_id=kb_id, endpoint_url=server.base_url, region_name="us-east-1",
+        aws_access_key_id=SecretStr(ACCESS_KEY_ID), aws_secret_access_key=SecretStr(SECRET_ACCESS_KEY),
+        retrieval_config={"vectorSearchConfiguration": {"numberOfResults": 1}})
+    docs = retriever.invoke("How do I repair a punctured bicycle tyre?")
+    assert len(docs) == 1 and "puncture" in docs[0].page_content
+    assert docs[0].metadata["location"]["s3Location"]["uri"] == "s3://kb-langchain/bicycle.md"
+    assert docs[0].metadata["score"] > 0
