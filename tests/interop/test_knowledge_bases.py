@@ -4,7 +4,9 @@ knowledge base over the default embedding model, an S3 data source in the tenant
 ingestion jobs with Bedrock's statistics (a second run re-embeds only what changed and
 deletes what is gone), `Retrieve` with metadata filters and paging, and the errors: unknown
 ids, a text model as the embedding model, a bucket outside the tenant's, bad filters.
-LangChain's `AmazonKnowledgeBasesRetriever` reads the same knowledge base unchanged."""
+LangChain's `AmazonKnowledgeBasesRetriever` reads the same knowledge base unchanged. Documents
+also go in directly (`ingest_knowledge_base_documents`: inline text or bytes, or an object in a
+bucket, with inline metadata), are listed, looked up and deleted."""
 
 from __future__ import annotations
 
@@ -216,3 +218,56 @@ def test_langchains_knowledge_base_retriever(server, agent):
     assert len(docs) == 1 and "puncture" in docs[0].page_content
     assert docs[0].metadata["location"]["s3Location"]["uri"] == "s3://kb-langchain/bicycle.md"
     assert docs[0].metadata["score"] > 0
+
+
+def test_documents_put_in_directly(server, agent, agent_runtime):
+    kb_id = agent.create_knowledge_base(
+        name="direct", roleArn="r",
+        knowledgeBaseConfiguration={"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+            "embeddingModelArn": EMBEDDING_ARN}})["knowledgeBase"]["knowledgeBaseId"]
+    ds_id = agent.create_data_source(knowledgeBaseId=kb_id, name="inline", dataSourceConfiguration={
+        "type": "CUSTOM"})["dataSource"]["dataSourceId"]
+    (bucket(server, "kb-direct") / "tyre.md").write_text(DOCS["guides/bicycle.md"])
+
+    def custom(doc_id: str, content: dict, source_type: str = "IN_LINE", metadata: list | None = None) -> dict:
+        doc = {"content": {"dataSourceType": "CUSTOM", "custom": {
+            "customDocumentIdentifier": {"id": doc_id}, "sourceType": source_type, **content}}}
+        if metadata is not None:
+            doc["metadata"] = {"type": "IN_LINE_ATTRIBUTE", "inlineAttributes": metadata}
+        return doc
+
+    details = agent.ingest_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documents=[
+        custom("tea", {"inlineContent": {"type": "TEXT", "textContent": {"data": DOCS["tea.txt"]}}},
+               metadata=[{"key": "topic", "value": {"type": "STRING", "stringValue": "drinks"}},
+                         {"key": "year", "value": {"type": "NUMBER", "numberValue": 2024}}]),
+        custom("volcano", {"inlineContent": {"type": "BYTE", "byteContent": {
+            "mimeType": "text/html", "data": DOCS["guides/volcano.html"].encode()}}}),
+        custom("tyre", {"s3Location": {"uri": "s3://kb-direct/tyre.md"}}, source_type="S3_LOCATION"),
+        custom("scan", {"inlineContent": {"type": "BYTE", "byteContent": {
+            "mimeType": "application/pdf", "data": b"%PDF-1.4"}}}),
+    ])["documentDetails"]
+    assert [(d["identifier"]["custom"]["id"], d["status"]) for d in details] == [
+        ("tea", "INDEXED"), ("volcano", "INDEXED"), ("tyre", "INDEXED"), ("scan", "FAILED")], details
+    assert "application/pdf" in details[3]["statusReason"]
+
+    top = agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "What rock forms from lava?"},
+                                 retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 1}})
+    assert top["retrievalResults"][0]["location"] == {"type": "CUSTOM", "customDocumentLocation": {"id": "volcano"}}
+    drinks = agent_runtime.retrieve(
+        knowledgeBaseId=kb_id, retrievalQuery={"text": "lava"},
+        retrievalConfiguration={"vectorSearchConfiguration": {"filter": {"andAll": [
+            {"equals": {"key": "topic", "value": "drinks"}}, {"greaterThanOrEquals": {"key": "year", "value": 2024}}]}}})
+    assert [r["location"]["customDocumentLocation"]["id"] for r in drinks["retrievalResults"]] == ["tea"]
+
+    listed = agent.list_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id)["documentDetails"]
+    assert sorted(d["identifier"]["custom"]["id"] for d in listed) == ["tea", "tyre", "volcano"]
+    ids = [{"dataSourceType": "CUSTOM", "custom": {"id": i}} for i in ("tea", "nope")]
+    got = agent.get_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documentIdentifiers=ids)
+    assert [d["status"] for d in got["documentDetails"]] == ["INDEXED", "NOT_FOUND"]
+    deleted = agent.delete_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documentIdentifiers=ids)
+    assert [d["status"] for d in deleted["documentDetails"]] == ["DELETING", "NOT_FOUND"]
+    got = agent.get_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documentIdentifiers=ids[:1])
+    assert got["documentDetails"][0]["status"] == "NOT_FOUND"
+    with pytest.raises(ClientError) as e:
+        agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)
+    assert error_code(e) == "ValidationException"

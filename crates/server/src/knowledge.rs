@@ -283,38 +283,54 @@ pub(crate) async fn embed_texts(
     Ok(vectors)
 }
 
-/// Reads, chunks and embeds one document; `None` when its content and metadata are what
-/// the index already holds.
-#[allow(clippy::too_many_arguments)]
-async fn prepare_document(
-    state: &Arc<AppState>,
-    call: &Call,
-    served: &Arc<ServedEmbedder>,
-    chunking: Chunking,
-    ds_id: &str,
-    location: &Location,
-    metadata: Map<String, Value>,
-    indexed_hash: Option<String>,
-) -> Result<Option<Document>, String> {
+/// The text of a bucket object, by its file type.
+pub(crate) async fn read_text(state: &AppState, location: &Location) -> Result<String, String> {
     let buckets = crate::invocation_jobs::buckets(state).map_err(|e| e.message)?;
     let kind = DocumentType::of_name(location.file_name())
         .ok_or_else(|| "unsupported file type (txt, md, html, csv are read)".to_string())?;
     let bytes = buckets.read(location).await.map_err(|e| e.to_string())?;
+    text_of(kind, bytes.to_vec()).await
+}
+
+/// The text of a document's bytes of a known type, if it is not too large.
+pub(crate) async fn text_of(kind: DocumentType, bytes: Vec<u8>) -> Result<String, String> {
     if bytes.len() > MAX_DOCUMENT_BYTES {
         return Err(format!(
-            "the file is larger than {} MiB",
+            "the document is larger than {} MiB",
             MAX_DOCUMENT_BYTES >> 20
         ));
     }
-    let text = off_runtime(move || extract(kind, &bytes))
+    off_runtime(move || extract(kind, &bytes))
         .await
         .map_err(|e| e.message)?
-        .map_err(|e| e.to_string())?;
-    let hash = content_hash(&text, &metadata);
-    if indexed_hash.as_deref() == Some(hash.as_str()) {
+        .map_err(|e| e.to_string())
+}
+
+/// A document to index: which data source it belongs to, its id, its text and metadata.
+pub(crate) struct Incoming {
+    pub data_source_id: String,
+    pub id: String,
+    pub from_bucket: bool,
+    pub text: String,
+    pub metadata: Map<String, Value>,
+}
+
+/// Chunks and embeds a document; `None` when its content and metadata are what the index
+/// already holds (`indexed_hash`).
+pub(crate) async fn embed_document(
+    state: &Arc<AppState>,
+    call: &Call,
+    served: &Arc<ServedEmbedder>,
+    chunking: Chunking,
+    incoming: Incoming,
+    indexed_hash: Option<&str>,
+) -> Result<Option<Document>, String> {
+    let hash = content_hash(&incoming.text, &incoming.metadata);
+    if indexed_hash == Some(hash.as_str()) {
         return Ok(None);
     }
     let model = Arc::clone(&served.embedder.model);
+    let text = incoming.text;
     let passages =
         off_runtime(move || chunk(&text, chunking, |w| model.count_tokens(w).0 as usize))
             .await
@@ -323,11 +339,11 @@ async fn prepare_document(
         .await
         .map_err(|e| e.message)?;
     Ok(Some(Document {
-        data_source_id: ds_id.to_string(),
-        id: location.uri().to_string(),
-        from_bucket: true,
+        data_source_id: incoming.data_source_id,
+        id: incoming.id,
+        from_bucket: incoming.from_bucket,
         content_hash: hash,
-        metadata,
+        metadata: incoming.metadata,
         passages: passages
             .into_iter()
             .zip(vectors)
@@ -338,7 +354,7 @@ async fn prepare_document(
 }
 
 /// A sidecar's `metadataAttributes` (`<file>.metadata.json`), if there is one.
-async fn sidecar(
+pub(crate) async fn sidecar(
     state: &AppState,
     location: &Location,
 ) -> Result<Option<Map<String, Value>>, String> {
@@ -451,17 +467,27 @@ async fn ingest(
             .get(&ds.data_source_id, file.uri())
             .map(|d| d.content_hash.clone());
         let was_indexed = indexed_hash.is_some();
-        let prepared = prepare_document(
-            state,
-            &call,
-            &served,
-            chunking,
-            &ds.data_source_id,
-            file,
-            metadata,
-            indexed_hash,
-        )
-        .await;
+        let prepared = match read_text(state, file).await {
+            Ok(text) => {
+                let incoming = Incoming {
+                    data_source_id: ds.data_source_id.clone(),
+                    id: file.uri().to_string(),
+                    from_bucket: true,
+                    text,
+                    metadata,
+                };
+                embed_document(
+                    state,
+                    &call,
+                    &served,
+                    chunking,
+                    incoming,
+                    indexed_hash.as_deref(),
+                )
+                .await
+            }
+            Err(why) => Err(why),
+        };
         match prepared {
             Ok(None) => {}
             Ok(Some(document)) => {
@@ -493,7 +519,9 @@ async fn ingest(
     Ok(())
 }
 
-fn read_index(index: &SharedIndex) -> Result<std::sync::RwLockReadGuard<'_, Index>, BasaltError> {
+pub(crate) fn read_index(
+    index: &SharedIndex,
+) -> Result<std::sync::RwLockReadGuard<'_, Index>, BasaltError> {
     index
         .read()
         .map_err(|_| BasaltError::internal("a knowledge base index is poisoned"))

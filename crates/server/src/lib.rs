@@ -129,6 +129,7 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
         .merge(guardrails::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
         .merge(routes::invocation_jobs::routes().route_layer(guard(auth::Dialect::Bedrock)))
         .merge(routes::knowledge_bases::routes().route_layer(guard(auth::Dialect::Bedrock)))
+        .merge(routes::knowledge_documents::routes().route_layer(guard(auth::Dialect::Bedrock)))
         .merge(
             Router::new()
                 .route("/v1/usage", get(admin::own_usage))

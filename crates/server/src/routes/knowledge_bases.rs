@@ -309,10 +309,11 @@ async fn create_ds(
     load_kb(&state, &principal.tenant, &kb_id).await?;
     let request: CreateDataSource = basalt_wire::parse_json(&body)?;
     check_name(&request.name)?;
-    if request.data_source_configuration.kind != "S3" {
+    let kind = request.data_source_configuration.kind.clone();
+    if kind != "S3" && kind != "CUSTOM" {
         return Err(BasaltError::invalid(
             "dataSourceConfiguration.type",
-            "S3 data sources are served (a bucket under the data directory or the configured store)",
+            "S3 (the tenant's buckets) and CUSTOM (documents sent directly) data sources are served",
         )
         .into());
     }
@@ -340,7 +341,11 @@ async fn create_ds(
     // Refused now rather than at ingestion: a bucket outside the tenant's, bad chunking.
     kb::chunking(&source)?;
     let buckets = crate::invocation_jobs::buckets(&state)?;
-    for uri in kb::source_uris(&source)? {
+    let uris = match kind.as_str() {
+        "S3" => kb::source_uris(&source)?,
+        _ => Vec::new(),
+    };
+    for uri in uris {
         buckets
             .locate(&principal.tenant, &uri)
             .map_err(|e| crate::invocation_jobs::bucket_error(e, "dataSourceConfiguration"))?;
@@ -431,6 +436,13 @@ async fn start_job(
     let request: StartIngestionJob = body_or_default(&body.map_err(body_error)?)?;
     let knowledge_base = load_kb(&state, &principal.tenant, &kb_id).await?;
     let source = load_ds(&state, &principal.tenant, &kb_id, &ds_id).await?;
+    if source.data_source_configuration.kind != "S3" {
+        return Err(BasaltError::invalid(
+            "dataSourceId",
+            "a CUSTOM data source takes its documents through IngestKnowledgeBaseDocuments",
+        )
+        .into());
+    }
     let stamp = now();
     let job = IngestionJob {
         knowledge_base_id: kb_id.clone(),

@@ -12,5 +12,6 @@ pub(crate) mod guardrails;
 pub(crate) mod images;
 pub(crate) mod invocation_jobs;
 pub(crate) mod knowledge_bases;
+pub(crate) mod knowledge_documents;
 pub(crate) mod openai;
 pub(crate) mod responses;

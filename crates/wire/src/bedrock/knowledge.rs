@@ -323,6 +323,183 @@ pub struct RetrieveResponse {
     pub next_token: Option<String>,
 }
 
+/// `IngestKnowledgeBaseDocuments` (`PUT …/datasources/{id}/documents`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestDocuments {
+    pub documents: Vec<KnowledgeBaseDocument>,
+    pub client_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KnowledgeBaseDocument {
+    pub content: DocumentContent,
+    pub metadata: Option<DocumentMetadata>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentContent {
+    pub data_source_type: String,
+    pub custom: Option<CustomContent>,
+    pub s3: Option<S3Content>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomContent {
+    pub custom_document_identifier: CustomIdIn,
+    pub source_type: String,
+    pub s3_location: Option<UriIn>,
+    pub inline_content: Option<InlineContent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Content {
+    pub s3_location: UriIn,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UriIn {
+    pub uri: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InlineContent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text_content: Option<TextContent>,
+    pub byte_content: Option<ByteContent>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TextContent {
+    pub data: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ByteContent {
+    pub mime_type: String,
+    /// Base64, as boto3 sends a blob.
+    pub data: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentMetadata {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub inline_attributes: Vec<MetadataAttribute>,
+    pub s3_location: Option<UriIn>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MetadataAttribute {
+    pub key: String,
+    pub value: MetadataValue,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataValue {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub number_value: Option<f64>,
+    pub boolean_value: Option<bool>,
+    pub string_value: Option<String>,
+    pub string_list_value: Option<Vec<String>>,
+}
+
+impl MetadataValue {
+    /// The value as JSON, if the member its type names is there.
+    pub fn to_json(&self) -> Option<Value> {
+        match self.kind.as_str() {
+            "NUMBER" => self
+                .number_value
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number),
+            "BOOLEAN" => self.boolean_value.map(Value::Bool),
+            "STRING" => self.string_value.clone().map(Value::String),
+            "STRING_LIST" => self
+                .string_list_value
+                .clone()
+                .map(|l| Value::Array(l.into_iter().map(Value::String).collect())),
+            _ => None,
+        }
+    }
+}
+
+/// A document's identifier: a custom id or a bucket URI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentIdentifier {
+    pub data_source_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomIdIn>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<UriIn>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomIdIn {
+    pub id: String,
+}
+
+impl DocumentIdentifier {
+    /// The id the index knows the document by, and whether it is a bucket URI.
+    pub fn key(&self) -> Option<(String, bool)> {
+        match self.data_source_type.as_str() {
+            "CUSTOM" => self.custom.as_ref().map(|c| (c.id.clone(), false)),
+            "S3" => self.s3.as_ref().map(|s| (s.uri.clone(), true)),
+            _ => None,
+        }
+    }
+
+    pub fn of(id: &str, from_bucket: bool) -> Self {
+        if from_bucket {
+            Self {
+                data_source_type: "S3".into(),
+                custom: None,
+                s3: Some(UriIn {
+                    uri: id.to_string(),
+                }),
+            }
+        } else {
+            Self {
+                data_source_type: "CUSTOM".into(),
+                custom: Some(CustomIdIn { id: id.to_string() }),
+                s3: None,
+            }
+        }
+    }
+}
+
+/// `DeleteKnowledgeBaseDocuments` and `GetKnowledgeBaseDocuments`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentIdentifiers {
+    pub document_identifiers: Vec<DocumentIdentifier>,
+    pub client_token: Option<String>,
+}
+
+/// One `documentDetails` item.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentDetail {
+    pub knowledge_base_id: String,
+    pub data_source_id: String,
+    pub status: &'static str,
+    pub identifier: DocumentIdentifier,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
 /// `RetrieveAndGenerate` (`POST /retrieveAndGenerate`) and its stream's request.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
