@@ -114,6 +114,9 @@ def test_a_knowledge_base_from_a_bucket_end_to_end(server, agent, agent_runtime)
     # The filter applies inside the search: only the tagged document can come back.
     only = retrieve("volcanic rock", filter={"equals": {"key": "topic", "value": "drinks"}})
     assert {r["location"]["s3Location"]["uri"] for r in only} == {"s3://kb-docs/tea.txt"}
+    # HYBRID: keywords and vectors fused; a rare exact word finds its passage.
+    hybrid = retrieve("Jupiter moons", overrideSearchType="HYBRID")
+    assert "Jupiter" in hybrid[0]["content"]["text"], hybrid
     # Paging: the second page continues where the first stopped.
     first = agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "tea"},
                                    retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 2}})

@@ -17,7 +17,14 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::filter::Filter;
+use crate::lexical::{Lexical, Terms};
 use crate::KnowledgeError;
+
+/// Reciprocal rank fusion's damping: a result's fused score is the sum over rankings of
+/// 1 / (RRF_K + its rank), so agreement between the rankings outweighs one high rank.
+const RRF_K: f32 = 60.0;
+/// HYBRID search fuses this many times the results asked for from each ranking.
+const HYBRID_DEPTH: usize = 4;
 
 /// One passage of a document and its embedding (unit length).
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +96,9 @@ pub struct Index {
     dir: PathBuf,
     /// By (data source id, document id).
     documents: HashMap<(String, String), Document>,
+    /// Each document's passages' words, by the same key.
+    terms: HashMap<(String, String), Vec<Terms>>,
+    lexical: Lexical,
 }
 
 impl Index {
@@ -110,13 +120,34 @@ impl Index {
                 Err(e) => skipped.push(format!("{}: {e}", path.display())),
             }
         }
-        Ok((
-            Self {
-                dir: dir.to_path_buf(),
-                documents,
-            },
-            skipped,
-        ))
+        let mut index = Self {
+            dir: dir.to_path_buf(),
+            ..Self::default()
+        };
+        for (key, doc) in documents {
+            index.insert(key, doc);
+        }
+        Ok((index, skipped))
+    }
+
+    /// Serves a document (its words counted for BM25), replacing one with the same key.
+    fn insert(&mut self, key: (String, String), document: Document) {
+        self.forget(&key);
+        let terms: Vec<Terms> = document
+            .passages
+            .iter()
+            .map(|p| Terms::of(&p.text))
+            .collect();
+        self.lexical.add(&terms);
+        self.terms.insert(key.clone(), terms);
+        self.documents.insert(key, document);
+    }
+
+    fn forget(&mut self, key: &(String, String)) -> bool {
+        if let Some(terms) = self.terms.remove(key) {
+            self.lexical.remove(&terms);
+        }
+        self.documents.remove(key).is_some()
     }
 
     fn file(&self, data_source_id: &str, id: &str) -> PathBuf {
@@ -170,7 +201,7 @@ impl Index {
         let bytes = serde_json::to_vec(&stored)
             .map_err(|e| KnowledgeError::Corrupt(format!("cannot encode a document: {e}")))?;
         write_atomically(&path, &bytes)?;
-        self.documents.insert(
+        self.insert(
             (document.data_source_id.clone(), document.id.clone()),
             document,
         );
@@ -185,10 +216,7 @@ impl Index {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(KnowledgeError::io(&path, e)),
         }
-        Ok(self
-            .documents
-            .remove(&(data_source_id.to_string(), id.to_string()))
-            .is_some())
+        Ok(self.forget(&(data_source_id.to_string(), id.to_string())))
     }
 
     /// The `k` passages nearest `query` (cosine similarity; vectors are unit length) that
@@ -236,6 +264,81 @@ impl Index {
         }
         best.drain(..skip.min(best.len()));
         best
+    }
+}
+
+impl Index {
+    /// The `k` passages that keyword relevance (BM25 over `text`) and vector similarity
+    /// (to `query`) rank best together, fused by reciprocal rank, after skipping `skip`;
+    /// both rankings see only passages that pass `filter`. The score is the fused one.
+    pub fn search_hybrid(
+        &self,
+        query: &[f32],
+        text: &str,
+        k: usize,
+        skip: usize,
+        filter: Option<&Filter>,
+    ) -> Vec<Hit<'_>> {
+        let want = k.saturating_add(skip);
+        let depth = want.saturating_mul(HYBRID_DEPTH).max(50);
+        let semantic = self.search(query, depth, 0, filter);
+        let keywords = self.search_keywords(text, depth, filter);
+        let mut fused: HashMap<(&str, &str, usize), (f32, Hit<'_>)> = HashMap::new();
+        for ranking in [&semantic, &keywords] {
+            for (rank, hit) in ranking.iter().enumerate() {
+                let key = (
+                    hit.document.data_source_id.as_str(),
+                    hit.document.id.as_str(),
+                    hit.passage,
+                );
+                let entry = fused.entry(key).or_insert((0.0, *hit));
+                entry.0 += 1.0 / (RRF_K + rank as f32 + 1.0);
+            }
+        }
+        let mut hits: Vec<Hit<'_>> = fused
+            .into_values()
+            .map(|(score, hit)| Hit { score, ..hit })
+            .collect();
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| (&a.document.id, a.passage).cmp(&(&b.document.id, b.passage)))
+        });
+        hits.into_iter().skip(skip).take(k).collect()
+    }
+
+    /// The `k` passages with the best BM25 score for `text` (those with none left out).
+    fn search_keywords(&self, text: &str, k: usize, filter: Option<&Filter>) -> Vec<Hit<'_>> {
+        let query = self.lexical.query(text);
+        if query.is_empty() {
+            return Vec::new();
+        }
+        let mut hits = Vec::new();
+        for (key, document) in &self.documents {
+            if filter.is_some_and(|f| !f.matches(&document.metadata)) {
+                continue;
+            }
+            let Some(terms) = self.terms.get(key) else {
+                continue;
+            };
+            for (i, t) in terms.iter().enumerate() {
+                let score = self.lexical.score(&query, t);
+                if score > 0.0 {
+                    hits.push(Hit {
+                        score,
+                        document,
+                        passage: i,
+                    });
+                }
+            }
+        }
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| (&a.document.id, a.passage).cmp(&(&b.document.id, b.passage)))
+        });
+        hits.truncate(k);
+        hits
     }
 }
 
@@ -391,6 +494,17 @@ mod tests {
         let (reopened, _) = Index::open(&dir).unwrap();
         assert_eq!(texts(&reopened.search(&q, 9, 0, None)), ["b#0", "b#1"]);
         assert_eq!(reopened.passage_count(), 2);
+        // Hybrid: a keyword only one passage holds lifts it over a nearer vector.
+        let mut words = reopened;
+        let mut special = doc("c", 2020, &[&[0.0, 1.0]]);
+        special.passages[0].text = "the zebra passage".into();
+        words.put(special).unwrap();
+        let q = unit(&[1.0, 0.0]);
+        assert_eq!(texts(&words.search(&q, 1, 0, None)), ["b#0"]);
+        assert_eq!(
+            texts(&words.search_hybrid(&q, "zebra", 1, 0, None)),
+            ["the zebra passage"]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

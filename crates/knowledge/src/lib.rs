@@ -1,7 +1,7 @@
 //! Knowledge bases' own logic, between the embedding model and the chat models: text out
 //! of documents ([`extract`]), passages sized in the embedding model's tokens ([`chunk`]),
 //! Bedrock's metadata filters ([`filter`]) and the index that searches passages by vector
-//! and keeps them durable ([`index`]).
+//! (and, for HYBRID search, by BM25 over their words) and keeps them durable ([`index`]).
 //!
 //! No HTTP and no embedding here: the server embeds (its worker threads, its metering)
 //! and hands vectors in. The index's file functions block and must run off the async
@@ -11,6 +11,7 @@ pub mod chunk;
 pub mod extract;
 pub mod filter;
 pub mod index;
+mod lexical;
 
 pub use chunk::{chunk, Chunking};
 pub use extract::{extract, DocumentType};

@@ -576,16 +576,16 @@ pub(crate) async fn search(
             "numberOfResults is 1 to 100",
         ));
     }
-    if let Some(t) = search
-        .override_search_type
-        .as_deref()
-        .filter(|t| *t != "SEMANTIC")
-    {
-        return Err(BasaltError::invalid(
-            format!("{param}.overrideSearchType"),
-            format!("search type {t} is not available here yet (use SEMANTIC)"),
-        ));
-    }
+    let hybrid = match search.override_search_type.as_deref() {
+        None | Some("SEMANTIC") => false,
+        Some("HYBRID") => true,
+        Some(other) => {
+            return Err(BasaltError::invalid(
+                format!("{param}.overrideSearchType"),
+                format!("search type {other} is not one of HYBRID, SEMANTIC"),
+            ))
+        }
+    };
     let filter = search
         .filter
         .as_ref()
@@ -593,7 +593,7 @@ pub(crate) async fn search(
         .transpose()
         .map_err(|e| BasaltError::invalid(format!("{param}.filter"), e.to_string()))?;
     let served = embedder_of(state, kb)?;
-    let vector = embed_texts(state, call, &served, vec![query])
+    let vector = embed_texts(state, call, &served, vec![query.clone()])
         .await?
         .pop()
         .ok_or_else(|| BasaltError::internal("no embedding came back"))?;
@@ -607,7 +607,11 @@ pub(crate) async fn search(
     off_runtime(move || {
         let index = read_index(&index)?;
         // One more than asked tells whether another page exists.
-        let hits = index.search(&vector, k + 1, skip, filter.as_ref());
+        let hits = if hybrid {
+            index.search_hybrid(&vector, &query, k + 1, skip, filter.as_ref())
+        } else {
+            index.search(&vector, k + 1, skip, filter.as_ref())
+        };
         let more = hits.len() > k;
         let found = hits
             .into_iter()
