@@ -140,6 +140,16 @@ def test_a_knowledge_base_from_a_bucket_end_to_end(server, agent, agent_runtime)
         assert citation["retrievedReferences"], citation
     cited = {r["location"]["s3Location"]["uri"] for c in answer["citations"] for r in c["retrievedReferences"]}
     assert "s3://kb-docs/tea.txt" in cited, answer
+    # The streamed variant: the same answer as output events, then the same citations.
+    streamed = agent_runtime.retrieve_and_generate_stream(
+        input={"text": "At what temperature is green tea brewed?"}, retrieveAndGenerateConfiguration=rag_config)
+    assert streamed["sessionId"] and streamed["sessionId"] != answer["sessionId"]
+    events = list(streamed["stream"])
+    pieces = [e["output"]["text"] for e in events if "output" in e]
+    cites = [e["citation"] for e in events if "citation" in e]
+    assert len(pieces) > 1 and "".join(pieces) == text, (pieces, text)
+    assert [c["generatedResponsePart"] for c in cites] == [c["generatedResponsePart"] for c in answer["citations"]]
+    assert all("output" not in e for e in events[len(pieces):]), "citations come after the text"
     # A follow-up in the same session; a session that does not exist is an error.
     follow = agent_runtime.retrieve_and_generate(
         input={"text": "And black tea?"}, sessionId=answer["sessionId"], retrieveAndGenerateConfiguration=rag_config)

@@ -9,19 +9,26 @@
 //! markup. A session keeps the turns so far (stored, expiring), and a follow-up question
 //! is asked after them.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Extension, Path, State};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::Response;
 use basalt_auth::Principal;
 use basalt_types::{BasaltError, ErrorKind};
+use basalt_wire::bedrock::eventstream;
 use basalt_wire::bedrock::knowledge::{
-    Citation, GeneratedResponsePart, GenerationConfiguration, RagOutput,
+    Citation, GeneratedResponsePart, GenerationConfiguration, KnowledgeBase, RagOutput,
     RetrieveAndGenerateRequest, RetrieveAndGenerateResponse, RetrievedReference, Span,
     TextResponsePart,
 };
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
 use crate::generation::Call;
 use crate::knowledge::{self as kb, Found, KB_KIND};
@@ -57,12 +64,24 @@ fn session_not_found(id: &str) -> BasaltError {
     )
 }
 
-/// Answers a `RetrieveAndGenerate` request.
-pub(crate) async fn retrieve_and_generate(
+/// A question made ready to ask: its knowledge base, session, the passages found and the
+/// `Converse` body that asks the model.
+struct Prepared {
+    knowledge_base: KnowledgeBase,
+    session_id: String,
+    session: Session,
+    call: Call,
+    question: String,
+    found: Vec<Found>,
+    model_id: String,
+    body: Value,
+}
+
+async fn prepare(
     state: &Arc<AppState>,
     principal: &Principal,
     request: RetrieveAndGenerateRequest,
-) -> Result<RetrieveAndGenerateResponse, BasaltError> {
+) -> Result<Prepared, BasaltError> {
     let config = request.retrieve_and_generate_configuration.ok_or_else(|| {
         BasaltError::invalid(
             "retrieveAndGenerateConfiguration",
@@ -87,14 +106,13 @@ pub(crate) async fn retrieve_and_generate(
     }
     let tenant = principal.tenant.as_str();
     let kb_id = kb_config.knowledge_base_id.as_str();
-    let knowledge_base: basalt_wire::bedrock::knowledge::KnowledgeBase =
+    let knowledge_base: KnowledgeBase =
         kb::load(state, tenant, KB_KIND, kb_id, kb::kb_not_found(kb_id)).await?;
-    let now = basalt_store::now();
-    let (session_id, mut session) = match request.session_id {
+    let (session_id, session) = match request.session_id {
         Some(id) => {
             let session: Session =
                 kb::load(state, tenant, SESSION_KIND, &id, session_not_found(&id)).await?;
-            if session.expires_at < now || session.knowledge_base_id != kb_id {
+            if session.expires_at < basalt_store::now() || session.knowledge_base_id != kb_id {
                 return Err(session_not_found(&id));
             }
             (id, session)
@@ -131,11 +149,50 @@ pub(crate) async fn retrieve_and_generate(
         .next()
         .unwrap_or(&kb_config.model_arn)
         .to_string();
+    Ok(Prepared {
+        knowledge_base,
+        session_id,
+        session,
+        call,
+        question,
+        found,
+        model_id,
+        body,
+    })
+}
+
+impl Prepared {
+    /// Records the turn in the session (the last few kept, the expiry pushed back).
+    async fn remember(&mut self, state: &AppState, answer: &str) -> Result<(), BasaltError> {
+        self.session
+            .turns
+            .push((std::mem::take(&mut self.question), answer.to_string()));
+        let excess = self.session.turns.len().saturating_sub(TURNS_KEPT);
+        self.session.turns.drain(..excess);
+        self.session.expires_at = basalt_store::now() + SESSION_TTL_SECS;
+        kb::save(
+            state,
+            &self.call.principal.tenant,
+            SESSION_KIND,
+            &self.session_id,
+            &self.session,
+        )
+        .await
+    }
+}
+
+/// Answers a `RetrieveAndGenerate` request.
+pub(crate) async fn retrieve_and_generate(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    request: RetrieveAndGenerateRequest,
+) -> Result<RetrieveAndGenerateResponse, BasaltError> {
+    let mut prepared = prepare(state, principal, request).await?;
     let response = crate::routes::bedrock::converse(
         State(Arc::clone(state)),
         Extension(principal.clone()),
-        Path(model_id),
-        Ok(Bytes::from(body.to_string())),
+        Path(prepared.model_id.clone()),
+        Ok(Bytes::from(prepared.body.to_string())),
     )
     .await
     .map_err(|e| e.error)?;
@@ -157,19 +214,145 @@ pub(crate) async fn retrieve_and_generate(
     let citations = if intervened {
         Vec::new()
     } else {
-        cite(state, &call, &knowledge_base, &text, &found).await?
+        cite(state, &prepared, &text).await?
     };
-    session.turns.push((question, text.clone()));
-    let excess = session.turns.len().saturating_sub(TURNS_KEPT);
-    session.turns.drain(..excess);
-    session.expires_at = now + SESSION_TTL_SECS;
-    kb::save(state, tenant, SESSION_KIND, &session_id, &session).await?;
+    prepared.remember(state, &text).await?;
     Ok(RetrieveAndGenerateResponse {
         output: RagOutput { text },
         citations,
-        session_id,
+        session_id: prepared.session_id,
         guardrail_action: intervened.then_some("INTERVENED"),
     })
+}
+
+/// The exceptions `RetrieveAndGenerateStream`'s union has; another is sent as the internal
+/// one.
+const STREAM_EXCEPTIONS: &[&str] = &[
+    "accessDeniedException",
+    "badGatewayException",
+    "conflictException",
+    "dependencyFailedException",
+    "internalServerException",
+    "resourceNotFoundException",
+    "serviceQuotaExceededException",
+    "throttlingException",
+    "validationException",
+];
+
+/// Answers a `RetrieveAndGenerateStream` request: the answer's text as `output` events as
+/// the model writes it, then a `citation` event per cited part, the session id in the
+/// `x-amzn-bedrock-knowledge-base-session-id` header. A client that leaves stops the
+/// generation.
+pub(crate) async fn retrieve_and_generate_stream(
+    state: &Arc<AppState>,
+    principal: &Principal,
+    request: RetrieveAndGenerateRequest,
+) -> Result<Response, BasaltError> {
+    let mut prepared = prepare(state, principal, request).await?;
+    let response = crate::routes::bedrock::converse_stream(
+        State(Arc::clone(state)),
+        Extension(principal.clone()),
+        Path(prepared.model_id.clone()),
+        Ok(Bytes::from(prepared.body.to_string())),
+    )
+    .await
+    .map_err(|e| e.error)?;
+    let session_header = HeaderValue::from_str(&prepared.session_id)
+        .map_err(|e| BasaltError::internal(e.to_string()))?;
+    let (tx, rx) = mpsc::channel::<Bytes>(32);
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let mut upstream = response.into_body().into_data_stream();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut text = String::new();
+        let mut intervened = false;
+        'read: while let Some(chunk) = upstream.next().await {
+            let Ok(chunk) = chunk else { break };
+            buffer.extend_from_slice(&chunk);
+            let Ok((messages, used)) = eventstream::decode_prefix(&buffer) else {
+                break;
+            };
+            buffer.drain(..used);
+            for m in messages {
+                let frame = match (m.header(":message-type"), m.header(":event-type")) {
+                    (Some("event"), Some("contentBlockDelta")) => {
+                        let delta: Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+                        let Some(piece) = delta["delta"]["text"].as_str() else {
+                            continue;
+                        };
+                        text.push_str(piece);
+                        eventstream::event(
+                            "output",
+                            json!({ "text": piece }).to_string().as_bytes(),
+                        )
+                    }
+                    (Some("event"), Some("messageStop")) => {
+                        let stop: Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+                        intervened = stop["stopReason"].as_str() == Some("guardrail_intervened");
+                        continue;
+                    }
+                    (Some("exception"), _) => {
+                        let kind = m
+                            .header(":exception-type")
+                            .filter(|k| STREAM_EXCEPTIONS.contains(k))
+                            .unwrap_or("internalServerException");
+                        let _ = tx
+                            .send(Bytes::from(eventstream::exception(kind, &m.payload)))
+                            .await;
+                        return;
+                    }
+                    _ => continue,
+                };
+                if tx.send(Bytes::from(frame)).await.is_err() {
+                    // The client left: dropping the upstream body cancels the generation.
+                    break 'read;
+                }
+            }
+        }
+        drop(upstream);
+        if tx.is_closed() {
+            return;
+        }
+        let mut tail = Vec::new();
+        if intervened {
+            tail.push(eventstream::event(
+                "guardrail",
+                br#"{"action":"INTERVENED"}"#,
+            ));
+        } else {
+            match cite(&state, &prepared, &text).await {
+                Ok(citations) => {
+                    for c in citations {
+                        let payload = serde_json::to_vec(&c).unwrap_or_default();
+                        tail.push(eventstream::event("citation", &payload));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "citations for a streamed answer failed"),
+            }
+        }
+        if let Err(e) = prepared.remember(&state, &text).await {
+            tracing::error!(error = %e, "cannot record a knowledge base session's turn");
+        }
+        for frame in tail {
+            if tx.send(Bytes::from(frame)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    let mut response = Response::new(Body::from_stream(frames));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.amazon.eventstream"),
+    );
+    headers.insert(
+        HeaderName::from_static("x-amzn-bedrock-knowledge-base-session-id"),
+        session_header,
+    );
+    Ok(response)
 }
 
 /// An id shaped like Bedrock's session ids (a UUID), from the request-id generator.
@@ -287,11 +470,10 @@ fn sentences(text: &str) -> Vec<(usize, usize)> {
 /// Cites each run of sentences to the retrieved passages nearest it.
 async fn cite(
     state: &Arc<AppState>,
-    call: &Call,
-    knowledge_base: &basalt_wire::bedrock::knowledge::KnowledgeBase,
+    prepared: &Prepared,
     text: &str,
-    found: &[Found],
 ) -> Result<Vec<Citation>, BasaltError> {
+    let (call, knowledge_base, found) = (&prepared.call, &prepared.knowledge_base, &prepared.found);
     let spans = sentences(text);
     if spans.is_empty() || found.is_empty() {
         return Ok(Vec::new());

@@ -267,7 +267,7 @@ pub(crate) async fn converse(
     Ok(with_request_id(Json(out).into_response(), &call.request_id))
 }
 
-async fn converse_stream(
+pub(crate) async fn converse_stream(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
     Path(model_id): Path<String>,

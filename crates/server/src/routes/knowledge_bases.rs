@@ -53,6 +53,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/knowledgebases/{kb}/retrieve", post(retrieve))
         .route("/retrieveAndGenerate", post(retrieve_and_generate))
+        .route(
+            "/retrieveAndGenerateStream",
+            post(retrieve_and_generate_stream),
+        )
 }
 
 fn ok(status: StatusCode, value: impl serde::Serialize) -> Answer {
@@ -570,4 +574,15 @@ async fn retrieve_and_generate(
     let request: RetrieveAndGenerateRequest = basalt_wire::parse_json(&body)?;
     let response = crate::rag::retrieve_and_generate(&state, &principal, request).await?;
     ok(StatusCode::OK, response)
+}
+
+/// `RetrieveAndGenerateStream`: the same answer as an event stream.
+async fn retrieve_and_generate_stream(
+    State(state): Shared,
+    Extension(principal): Extension<Principal>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::response::Response, BedrockError> {
+    let body = body.map_err(body_error)?;
+    let request: RetrieveAndGenerateRequest = basalt_wire::parse_json(&body)?;
+    Ok(crate::rag::retrieve_and_generate_stream(&state, &principal, request).await?)
 }

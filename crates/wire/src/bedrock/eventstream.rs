@@ -76,18 +76,32 @@ impl Message {
 }
 
 /// Splits a byte stream into messages, checking both CRCs; for tests and Basalt's clients.
-pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<Message>, BasaltError> {
+pub fn decode_all(bytes: &[u8]) -> Result<Vec<Message>, BasaltError> {
+    let (messages, used) = decode_prefix(bytes)?;
+    if used != bytes.len() {
+        return Err(BasaltError::internal("bad event-stream message: truncated"));
+    }
+    Ok(messages)
+}
+
+/// The whole messages at the start of `bytes` (a stream read so far), and how many bytes
+/// they took; the rest is a message still arriving.
+pub fn decode_prefix(all: &[u8]) -> Result<(Vec<Message>, usize), BasaltError> {
     let bad = |why: &str| BasaltError::internal(format!("bad event-stream message: {why}"));
     let mut out = Vec::new();
-    while !bytes.is_empty() {
+    let mut bytes = all;
+    while bytes.len() >= 12 {
         let u32_at = |b: &[u8], i: usize| -> Result<u32, BasaltError> {
             let s = b.get(i..i + 4).ok_or_else(|| bad("truncated"))?;
             Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
         };
         let total = u32_at(bytes, 0)? as usize;
         let headers_len = u32_at(bytes, 4)? as usize;
-        if total < OVERHEAD + headers_len || total > bytes.len() {
+        if total < OVERHEAD + headers_len {
             return Err(bad("length out of range"));
+        }
+        if total > bytes.len() {
+            break;
         }
         if crc32fast::hash(&bytes[..8]) != u32_at(bytes, 8)? {
             return Err(bad("prelude CRC mismatch"));
@@ -120,12 +134,26 @@ pub fn decode_all(mut bytes: &[u8]) -> Result<Vec<Message>, BasaltError> {
         });
         bytes = &bytes[total..];
     }
-    Ok(out)
+    Ok((out, all.len() - bytes.len()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_read_in_pieces_yields_whole_messages() {
+        let first = event("output", br#"{"text":"a"}"#);
+        let mut stream = first.clone();
+        stream.extend(event("output", br#"{"text":"b"}"#));
+        for cut in [0, 5, 11, first.len() - 1] {
+            assert_eq!(decode_prefix(&stream[..cut]).unwrap(), (Vec::new(), 0));
+        }
+        let (messages, used) = decode_prefix(&stream[..first.len() + 7]).unwrap();
+        assert_eq!((messages.len(), used), (1, first.len()));
+        assert_eq!(decode_prefix(&stream).unwrap().1, stream.len());
+        assert!(decode_all(&stream[..stream.len() - 1]).is_err());
+    }
 
     #[test]
     fn frames_round_trip_with_valid_crcs() {
