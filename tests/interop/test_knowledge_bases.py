@@ -284,3 +284,50 @@ def test_documents_put_in_directly(server, agent, agent_runtime):
     with pytest.raises(ClientError) as e:
         agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)
     assert error_code(e) == "ValidationException"
+
+
+def test_an_ingestion_job_survives_kill_9_of_its_server():
+    from conftest import Server
+    first = Server(models=[MINILM])
+    try:
+        agent = client(first, service="bedrock-agent")
+        root = bucket(first, "kb-resume")
+        for i in range(40):
+            (root / f"note-{i:02d}.txt").write_text(
+                f"Note {i}. " + " ".join(f"The {w} of item {i} is recorded here." for w in
+                                        ("colour", "weight", "size", "origin", "price", "owner")))
+        kb_id = agent.create_knowledge_base(
+            name="resume", roleArn="r", knowledgeBaseConfiguration={"type": "VECTOR",
+            "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": EMBEDDING_ARN}})["knowledgeBase"]["knowledgeBaseId"]
+        ds_id = agent.create_data_source(knowledgeBaseId=kb_id, name="notes", dataSourceConfiguration={
+            "type": "S3", "s3Configuration": {"bucketArn": "arn:aws:s3:::kb-resume"}})["dataSource"]["dataSourceId"]
+        job_id = agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["ingestionJobId"]
+        index_dir = pathlib.Path(first.data_dir) / "knowledge-bases" / "operator" / kb_id
+        deadline = time.time() + 120
+        while len(list(index_dir.glob("*.json"))) < 3:
+            assert time.time() < deadline, "the job indexed nothing"
+            time.sleep(0.05)
+    finally:
+        first.proc.kill()  # SIGKILL, mid-job
+        first.proc.wait()
+    indexed_before = len(list(index_dir.glob("*.json")))
+    assert indexed_before < 40, "the job finished before it was killed; make it longer"
+    second = Server(models=[MINILM], data_dir=first.data_dir)
+    try:
+        agent = client(second, service="bedrock-agent")
+        deadline = time.time() + 300
+        while (job := agent.get_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id,
+                                              ingestionJobId=job_id)["ingestionJob"])["status"] != "COMPLETE":
+            assert job["status"] in ("STARTING", "IN_PROGRESS") and time.time() < deadline, job
+            time.sleep(0.2)
+        stats = job["statistics"]
+        # Documents indexed before the kill are unchanged: not embedded again.
+        assert stats["numberOfDocumentsScanned"] == 40, stats
+        assert stats["numberOfNewDocumentsIndexed"] <= 40 - indexed_before + 1, (stats, indexed_before)
+        assert len(list(index_dir.glob("*.json"))) == 40 and not list(index_dir.glob("*.tmp"))
+        runtime = client(second, service="bedrock-agent-runtime")
+        hits = runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "Note 39 colour"},
+                                retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 100}})
+        assert {h["location"]["s3Location"]["uri"] for h in hits["retrievalResults"]} >= {"s3://kb-resume/note-39.txt"}
+    finally:
+        assert second.stop() == 0

@@ -299,8 +299,9 @@ pub fn run(args: ServeArgs) -> CliResult {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let state = Arc::new(state);
-    // Batch jobs the last server left unfinished carry on where they stopped.
+    // Batch and ingestion jobs the last server left unfinished carry on where they stopped.
     runtime.spawn(basalt_server::batch::resume(Arc::clone(&state)));
+    runtime.spawn(basalt_server::resume_ingestion(Arc::clone(&state)));
     let app = router(state, server_config);
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     runtime.block_on(async move {

@@ -133,6 +133,16 @@ impl EmbeddingModel {
         (e.ids.len() as u32, e.truncated)
     }
 
+    /// Tokens of `text` itself, without the `[CLS]` and `[SEP]` every input is framed with
+    /// and without truncation: what a piece of a longer text adds to it (for chunking).
+    pub fn content_tokens(&self, text: &str) -> usize {
+        self.tokenizer
+            .encode(text, usize::MAX)
+            .ids
+            .len()
+            .saturating_sub(2)
+    }
+
     /// Embeds texts in one forward pass. With `allow_truncation` false, a text longer than
     /// the model reads is an error naming it.
     pub fn embed(

@@ -10,6 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use basalt_auth::Principal;
 use basalt_buckets::Location;
@@ -23,6 +24,7 @@ use basalt_wire::bedrock::knowledge::{
     RetrievalLocation, RetrievalResult, VectorSearchConfiguration,
 };
 use basalt_wire::embeddings::EmbedRequest;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::generation::Call;
@@ -41,6 +43,8 @@ const MAX_DOCUMENT_BYTES: usize = 50 << 20;
 const EMBED_BATCH: usize = 32;
 /// At most this many failed documents are named in a job's `failureReasons`.
 const FAILURES_SHOWN: usize = 20;
+/// How often a running ingestion job's statistics are stored.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) type SharedIndex = Arc<RwLock<Index>>;
 
@@ -331,10 +335,9 @@ pub(crate) async fn embed_document(
     }
     let model = Arc::clone(&served.embedder.model);
     let text = incoming.text;
-    let passages =
-        off_runtime(move || chunk(&text, chunking, |w| model.count_tokens(w).0 as usize))
-            .await
-            .map_err(|e| e.message)?;
+    let passages = off_runtime(move || chunk(&text, chunking, |w| model.content_tokens(w)))
+        .await
+        .map_err(|e| e.message)?;
     let vectors = embed_texts(state, call, served, passages.clone())
         .await
         .map_err(|e| e.message)?;
@@ -377,10 +380,128 @@ pub(crate) async fn sidecar(
     }
 }
 
+/// What marks an ingestion job as running, on disk: enough to resume it if the server
+/// dies (`<root>/.running/<job id>.json`, removed when the job ends).
+#[derive(Serialize, Deserialize)]
+struct Running {
+    tenant: String,
+    key_id: String,
+    managed: bool,
+    knowledge_base_id: String,
+    data_source_id: String,
+    ingestion_job_id: String,
+}
+
+impl KnowledgeIndexes {
+    fn running_dir(&self) -> PathBuf {
+        self.root.join(".running")
+    }
+}
+
+/// Starts an ingestion job in the background, marked on disk as running first so the
+/// next server resumes it if this one dies before it ends.
+pub(crate) async fn start_ingestion(
+    state: &Arc<AppState>,
+    principal: Principal,
+    kb: KnowledgeBase,
+    ds: DataSource,
+    job: IngestionJob,
+) -> Result<(), BasaltError> {
+    let indexes = state
+        .knowledge
+        .as_ref()
+        .ok_or_else(|| BasaltError::internal("this server keeps no knowledge bases"))?;
+    let marker = Running {
+        tenant: principal.tenant.clone(),
+        key_id: principal.key_id.clone(),
+        managed: principal.managed,
+        knowledge_base_id: kb.knowledge_base_id.clone(),
+        data_source_id: ds.data_source_id.clone(),
+        ingestion_job_id: job.ingestion_job_id.clone(),
+    };
+    let dir = indexes.running_dir();
+    let bytes = serde_json::to_vec(&marker).map_err(internal)?;
+    let path = dir.join(format!("{}.json", job.ingestion_job_id));
+    off_runtime(move || {
+        std::fs::create_dir_all(&dir)?;
+        crate::files::write_atomically(&path, &bytes).map_err(|e| std::io::Error::other(e.message))
+    })
+    .await?
+    .map_err(internal)?;
+    tokio::spawn(run_ingestion(Arc::clone(state), principal, kb, ds, job));
+    Ok(())
+}
+
+/// Resumes the ingestion jobs the last server left running. Documents it indexed are
+/// unchanged, so they are not embedded again; the rest are.
+pub async fn resume_ingestion(state: Arc<AppState>) {
+    let Some(indexes) = state.knowledge.as_ref() else {
+        return;
+    };
+    let dir = indexes.running_dir();
+    let markers: Vec<Running> = off_runtime(move || {
+        std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .filter_map(|b| serde_json::from_slice(&b).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    for m in markers {
+        let principal = Principal {
+            tenant: m.tenant.clone(),
+            key_id: m.key_id.clone(),
+            managed: m.managed,
+        };
+        let (kb_id, ds_id, job_id) = (&m.knowledge_base_id, &m.data_source_id, &m.ingestion_job_id);
+        let loaded = async {
+            let kb: KnowledgeBase =
+                load(&state, &m.tenant, KB_KIND, kb_id, kb_not_found(kb_id)).await?;
+            let ds: DataSource = load(
+                &state,
+                &m.tenant,
+                DS_KIND,
+                &format!("{kb_id}/{ds_id}"),
+                ds_not_found(ds_id),
+            )
+            .await?;
+            let job: IngestionJob = load(
+                &state,
+                &m.tenant,
+                JOB_KIND,
+                &format!("{kb_id}/{ds_id}/{job_id}"),
+                ds_not_found(job_id),
+            )
+            .await?;
+            Ok::<_, BasaltError>((kb, ds, job))
+        };
+        match loaded.await {
+            Ok((kb, ds, job)) if !job.is_terminal() => {
+                tracing::info!(job = %job_id, "resuming an ingestion job");
+                tokio::spawn(run_ingestion(Arc::clone(&state), principal, kb, ds, job));
+            }
+            // Ended, or its knowledge base is gone: nothing to resume.
+            _ => remove_marker(&state, job_id).await,
+        }
+    }
+}
+
+async fn remove_marker(state: &AppState, job_id: &str) {
+    if let Some(indexes) = state.knowledge.as_ref() {
+        let path = indexes.running_dir().join(format!("{job_id}.json"));
+        let _ = off_runtime(move || std::fs::remove_file(path)).await;
+    }
+}
+
 /// Runs an ingestion job to its end: every document under the data source's URIs is
 /// scanned; new and changed ones are embedded and indexed, unchanged ones left, ones no
 /// longer there deleted; a document that fails is counted and named, and the job goes on.
-pub(crate) async fn run_ingestion(
+async fn run_ingestion(
     state: Arc<AppState>,
     principal: Principal,
     kb: KnowledgeBase,
@@ -404,8 +525,11 @@ pub(crate) async fn run_ingestion(
         }
     }
     job.updated_at = now();
-    if let Err(e) = save(&state, &tenant, JOB_KIND, &job_key, &job).await {
-        tracing::error!(error = %e, job = job_key, "cannot record an ingestion job's end");
+    match save(&state, &tenant, JOB_KIND, &job_key, &job).await {
+        Ok(()) => remove_marker(&state, &job.ingestion_job_id).await,
+        Err(e) => {
+            tracing::error!(error = %e, job = job_key, "cannot record an ingestion job's end")
+        }
     }
 }
 
@@ -441,24 +565,28 @@ async fn ingest(
     }
     files.sort_by(|a, b| a.uri().cmp(b.uri()));
     files.dedup();
-    let stats = &mut job.statistics;
-    *stats = IngestionJobStatistics::default();
+    job.statistics = IngestionJobStatistics::default();
+    let job_key = format!(
+        "{}/{}/{}",
+        kb.knowledge_base_id, ds.data_source_id, job.ingestion_job_id
+    );
+    let mut saved = Instant::now();
     let mut seen = HashSet::new();
     let mut failures = Vec::new();
     for file in files
         .iter()
         .filter(|f| !f.uri().ends_with(".metadata.json"))
     {
-        stats.number_of_documents_scanned += 1;
+        job.statistics.number_of_documents_scanned += 1;
         seen.insert(file.uri().to_string());
         let metadata = match sidecar(state, file).await {
             Ok(Some(m)) => {
-                stats.number_of_metadata_documents_scanned += 1;
+                job.statistics.number_of_metadata_documents_scanned += 1;
                 m
             }
             Ok(None) => Map::new(),
             Err(why) => {
-                stats.number_of_documents_failed += 1;
+                job.statistics.number_of_documents_failed += 1;
                 failures.push(format!("{}: {why}", file.uri()));
                 continue;
             }
@@ -493,17 +621,23 @@ async fn ingest(
             Ok(Some(document)) => {
                 put(&index, document).await?;
                 if was_indexed {
-                    stats.number_of_modified_documents_indexed += 1;
+                    job.statistics.number_of_modified_documents_indexed += 1;
                 } else {
-                    stats.number_of_new_documents_indexed += 1;
+                    job.statistics.number_of_new_documents_indexed += 1;
                 }
             }
             Err(why) => {
-                stats.number_of_documents_failed += 1;
+                job.statistics.number_of_documents_failed += 1;
                 failures.push(format!("{}: {why}", file.uri()));
             }
         }
+        // Progress for whoever polls the job, now and then.
+        if saved.elapsed() >= PROGRESS_EVERY {
+            save(state, &principal.tenant, JOB_KIND, &job_key, job).await?;
+            saved = Instant::now();
+        }
     }
+
     // Documents the source no longer holds leave the index.
     let gone: Vec<String> = read_index(&index)?
         .documents_of(&ds.data_source_id)

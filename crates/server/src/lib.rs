@@ -27,6 +27,7 @@ mod guardrail;
 mod invocation_jobs;
 pub mod invocation_log;
 mod knowledge;
+pub use knowledge::resume_ingestion;
 pub mod listener;
 pub mod metrics;
 mod offload;

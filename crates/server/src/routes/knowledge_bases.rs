@@ -461,13 +461,7 @@ async fn start_job(
     };
     let key = format!("{kb_id}/{ds_id}/{}", job.ingestion_job_id);
     kb::save(&state, &principal.tenant, JOB_KIND, &key, &job).await?;
-    tokio::spawn(kb::run_ingestion(
-        Arc::clone(&state),
-        principal,
-        knowledge_base,
-        source,
-        job.clone(),
-    ));
+    kb::start_ingestion(&state, principal, knowledge_base, source, job.clone()).await?;
     ok(StatusCode::ACCEPTED, json!({ "ingestionJob": job }))
 }
 
