@@ -285,6 +285,32 @@ def test_documents_put_in_directly(server, agent, agent_runtime):
         agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)
     assert error_code(e) == "ValidationException"
 
+    # Hierarchical chunking: small children are searched, their parents returned, once each.
+    nested = agent.create_data_source(
+        knowledgeBaseId=kb_id, name="nested", dataSourceConfiguration={"type": "CUSTOM"},
+        vectorIngestionConfiguration={"chunkingConfiguration": {
+            "chunkingStrategy": "HIERARCHICAL", "hierarchicalChunkingConfiguration": {
+                "levelConfigurations": [{"maxTokens": 60}, {"maxTokens": 12}], "overlapTokens": 2}}},
+    )["dataSource"]["dataSourceId"]
+    facts = " ".join(f"Fact {i}: the {animal} lives in the {place}." for i, (animal, place) in enumerate(
+        [("penguin", "Antarctic"), ("camel", "desert"), ("otter", "river"), ("yak", "Himalaya"),
+         ("koala", "eucalyptus forest"), ("orca", "ocean"), ("llama", "Andes"), ("lynx", "taiga")] * 2))
+    agent.ingest_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=nested, documents=[
+        custom("animals", {"inlineContent": {"type": "TEXT", "textContent": {"data": facts}}})])
+    hits = agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "Where does the yak live?"},
+                                  retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 5}})
+    texts = [h["content"]["text"] for h in hits["retrievalResults"]
+             if h["location"]["customDocumentLocation"]["id"] == "animals"]
+    assert texts and "yak" in texts[0] and len(texts[0].split()) > 12, texts
+    assert len(texts) == len(set(texts)), "a parent is returned once"
+    with pytest.raises(ClientError) as e:
+        agent.create_data_source(knowledgeBaseId=kb_id, name="bad", dataSourceConfiguration={"type": "CUSTOM"},
+                                 vectorIngestionConfiguration={"chunkingConfiguration": {
+                                     "chunkingStrategy": "HIERARCHICAL", "hierarchicalChunkingConfiguration": {
+                                         "levelConfigurations": [{"maxTokens": 10}, {"maxTokens": 50}],
+                                         "overlapTokens": 2}}})
+    assert error_code(e) == "ValidationException"
+
 
 def test_an_ingestion_job_survives_kill_9_of_its_server():
     from conftest import Server

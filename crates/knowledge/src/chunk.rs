@@ -11,8 +11,57 @@ pub enum Chunking {
         max_tokens: usize,
         overlap_percent: usize,
     },
+    /// Passages of at most `child_tokens` inside parents of at most `parent_tokens`, both
+    /// overlapping by `overlap_tokens`: the children are embedded and searched, a search
+    /// returns their parent, so a precise match brings its context.
+    Hierarchical {
+        parent_tokens: usize,
+        child_tokens: usize,
+        overlap_tokens: usize,
+    },
     /// The whole document is one passage.
     None,
+}
+
+/// A document's passages, each with the parent it belongs to (hierarchical chunking
+/// only), and the parents' text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chunks {
+    pub parents: Vec<String>,
+    pub passages: Vec<(String, Option<usize>)>,
+}
+
+/// Splits a document as `chunking` says, hierarchically or not.
+pub fn chunk_document(
+    text: &str,
+    chunking: Chunking,
+    count_tokens: impl Fn(&str) -> usize,
+) -> Chunks {
+    let Chunking::Hierarchical {
+        parent_tokens,
+        child_tokens,
+        overlap_tokens,
+    } = chunking
+    else {
+        return Chunks {
+            parents: Vec::new(),
+            passages: chunk(text, chunking, count_tokens)
+                .into_iter()
+                .map(|p| (p, None))
+                .collect(),
+        };
+    };
+    let parents = split(text, parent_tokens, overlap_tokens, &count_tokens);
+    let passages = parents
+        .iter()
+        .enumerate()
+        .flat_map(|(i, parent)| {
+            split(parent, child_tokens, overlap_tokens, &count_tokens)
+                .into_iter()
+                .map(move |child| (child, Some(i)))
+        })
+        .collect();
+    Chunks { parents, passages }
 }
 
 impl Default for Chunking {
@@ -31,19 +80,42 @@ pub fn chunk(text: &str, chunking: Chunking, count_tokens: impl Fn(&str) -> usiz
     if text.is_empty() {
         return Vec::new();
     }
-    let (max_tokens, overlap_percent) = match chunking {
-        Chunking::None => return vec![text.to_string()],
+    match chunking {
+        Chunking::None => vec![text.to_string()],
         Chunking::FixedSize {
             max_tokens,
             overlap_percent,
-        } => (max_tokens.max(1), overlap_percent.min(99)),
-    };
+        } => {
+            let max_tokens = max_tokens.max(1);
+            let overlap = max_tokens * overlap_percent.min(99) / 100;
+            split(text, max_tokens, overlap, &count_tokens)
+        }
+        Chunking::Hierarchical {
+            child_tokens,
+            overlap_tokens,
+            ..
+        } => split(text, child_tokens, overlap_tokens, &count_tokens),
+    }
+}
+
+/// Passages of at most `max_tokens` whole words, each starting at most `overlap` tokens
+/// before the previous one ended.
+fn split(
+    text: &str,
+    max_tokens: usize,
+    overlap: usize,
+    count_tokens: &impl Fn(&str) -> usize,
+) -> Vec<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Vec::new();
+    }
+    let max_tokens = max_tokens.max(1);
     let words: Vec<(usize, usize)> = word_spans(text);
     let costs: Vec<usize> = words
         .iter()
         .map(|&(s, e)| count_tokens(&text[s..e]).max(1))
         .collect();
-    let overlap = max_tokens * overlap_percent / 100;
     let mut chunks = Vec::new();
     let mut start = 0;
     while start < words.len() {
@@ -124,6 +196,36 @@ mod tests {
             str::len,
         );
         assert_eq!(chunks, ["aa bb", "ccccc", "d"]);
+    }
+
+    #[test]
+    fn hierarchical_children_live_inside_their_parents() {
+        let text = "a b c d e f g h i j k l";
+        let chunks = chunk_document(
+            text,
+            Chunking::Hierarchical {
+                parent_tokens: 6,
+                child_tokens: 3,
+                overlap_tokens: 1,
+            },
+            words,
+        );
+        assert_eq!(chunks.parents, ["a b c d e f", "f g h i j k", "k l"]);
+        assert_eq!(
+            chunks.passages,
+            [
+                ("a b c".to_string(), Some(0)),
+                ("c d e".to_string(), Some(0)),
+                ("e f".to_string(), Some(0)),
+                ("f g h".to_string(), Some(1)),
+                ("h i j".to_string(), Some(1)),
+                ("j k".to_string(), Some(1)),
+                ("k l".to_string(), Some(2)),
+            ]
+        );
+        for (child, parent) in &chunks.passages {
+            assert!(chunks.parents[parent.unwrap()].contains(child.as_str()));
+        }
     }
 
     #[test]

@@ -31,6 +31,9 @@ const HYBRID_DEPTH: usize = 4;
 pub struct Passage {
     pub text: String,
     pub vector: Vec<f32>,
+    /// The parent it was cut from (hierarchical chunking): searches find the passage and
+    /// return the parent.
+    pub parent: Option<usize>,
 }
 
 /// A document as indexed: where it came from, what it held, its passages.
@@ -46,8 +49,29 @@ pub struct Document {
     pub content_hash: String,
     pub metadata: Map<String, Value>,
     pub passages: Vec<Passage>,
+    /// Parent passages' text (hierarchical chunking; empty otherwise).
+    pub parents: Vec<String>,
     /// When it was indexed (seconds since the epoch).
     pub updated_at: i64,
+}
+
+impl Document {
+    /// What a search returns for passage `i`: its parent's text, or its own.
+    pub fn text_of(&self, i: usize) -> Option<&str> {
+        let p = self.passages.get(i)?;
+        match p.parent {
+            Some(parent) => self.parents.get(parent).map(String::as_str),
+            None => Some(&p.text),
+        }
+    }
+
+    /// Passages that return the same text are one result: the parent, or the passage.
+    fn group(&self, i: usize) -> (bool, usize) {
+        match self.passages.get(i).and_then(|p| p.parent) {
+            Some(parent) => (true, parent),
+            None => (false, i),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -60,6 +84,8 @@ struct StoredDocument {
     metadata: Map<String, Value>,
     updated_at: i64,
     passages: Vec<StoredPassage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    parents: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,6 +93,8 @@ struct StoredPassage {
     text: String,
     /// Little-endian f32s, base64.
     vector: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parent: Option<usize>,
 }
 
 /// A search result: a passage, its document and its cosine similarity to the query.
@@ -194,8 +222,10 @@ impl Index {
                 .map(|p| StoredPassage {
                     text: p.text.clone(),
                     vector: encode_vector(&p.vector),
+                    parent: p.parent,
                 })
                 .collect(),
+            parents: document.parents.clone(),
         };
         let path = self.file(&document.data_source_id, &document.id);
         let bytes = serde_json::to_vec(&stored)
@@ -247,6 +277,16 @@ impl Index {
                 {
                     continue;
                 }
+                // One result per parent: a better passage of the same one replaces it.
+                let group = document.group(i);
+                if let Some(at) = best.iter().position(|h| {
+                    std::ptr::eq(h.document, document) && h.document.group(h.passage) == group
+                }) {
+                    if !better(score, document, i, &best[at]) {
+                        continue;
+                    }
+                    best.remove(at);
+                }
                 let at = best
                     .iter()
                     .position(|h| better(score, document, i, h))
@@ -283,16 +323,24 @@ impl Index {
         let depth = want.saturating_mul(HYBRID_DEPTH).max(50);
         let semantic = self.search(query, depth, 0, filter);
         let keywords = self.search_keywords(text, depth, filter);
-        let mut fused: HashMap<(&str, &str, usize), (f32, Hit<'_>)> = HashMap::new();
+        type Key<'a> = (&'a str, &'a str, (bool, usize));
+        let mut fused: HashMap<Key<'_>, (f32, Hit<'_>)> = HashMap::new();
         for ranking in [&semantic, &keywords] {
-            for (rank, hit) in ranking.iter().enumerate() {
+            // A result (a parent, or a passage) counts once per ranking, at its best rank.
+            let mut seen = std::collections::HashSet::new();
+            let mut rank = 0.0;
+            for hit in ranking.iter() {
                 let key = (
                     hit.document.data_source_id.as_str(),
                     hit.document.id.as_str(),
-                    hit.passage,
+                    hit.document.group(hit.passage),
                 );
+                if !seen.insert(key) {
+                    continue;
+                }
+                rank += 1.0;
                 let entry = fused.entry(key).or_insert((0.0, *hit));
-                entry.0 += 1.0 / (RRF_K + rank as f32 + 1.0);
+                entry.0 += 1.0 / (RRF_K + rank);
             }
         }
         let mut hits: Vec<Hit<'_>> = fused
@@ -401,6 +449,7 @@ fn read_document(path: &Path) -> Result<Document, KnowledgeError> {
             Ok(Passage {
                 vector: decode_vector(&p.vector)?,
                 text: p.text,
+                parent: p.parent,
             })
         })
         .collect::<Result<Vec<_>, KnowledgeError>>()?;
@@ -411,6 +460,7 @@ fn read_document(path: &Path) -> Result<Document, KnowledgeError> {
         content_hash: stored.content_hash,
         metadata: stored.metadata,
         passages,
+        parents: stored.parents,
         updated_at: stored.updated_at,
     })
 }
@@ -449,15 +499,22 @@ mod tests {
                 .map(|(i, v)| Passage {
                     text: format!("{id}#{i}"),
                     vector: unit(v),
+                    parent: None,
                 })
                 .collect(),
+            parents: Vec::new(),
             updated_at: 0,
         }
     }
 
     fn texts(hits: &[Hit<'_>]) -> Vec<String> {
         hits.iter()
-            .map(|h| h.document.passages[h.passage].text.clone())
+            .map(|h| {
+                h.document
+                    .text_of(h.passage)
+                    .unwrap_or_default()
+                    .to_string()
+            })
             .collect()
     }
 
@@ -504,6 +561,27 @@ mod tests {
         assert_eq!(
             texts(&words.search_hybrid(&q, "zebra", 1, 0, None)),
             ["the zebra passage"]
+        );
+
+        // Children of one parent are one result, returned as the parent.
+        let mut family = doc("p", 2020, &[&[1.0, 0.0], &[0.99, 0.1], &[0.0, 1.0]]);
+        family.parents = vec!["parent one".into(), "parent two".into()];
+        for (i, parent) in [0, 0, 1].into_iter().enumerate() {
+            family.passages[i].parent = Some(parent);
+        }
+        words.put(family).unwrap();
+        let found = texts(&words.search(&q, 3, 0, None));
+        assert_eq!(found[0], "parent one");
+        assert_eq!(
+            found.iter().filter(|t| *t == "parent one").count(),
+            1,
+            "{found:?}"
+        );
+        let fused = texts(&words.search_hybrid(&q, "parent", 9, 0, None));
+        assert_eq!(
+            fused.iter().filter(|t| *t == "parent one").count(),
+            1,
+            "{fused:?}"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use basalt_auth::Principal;
 use basalt_buckets::Location;
 use basalt_knowledge::{
-    chunk, content_hash, extract, Chunking, Document, DocumentType, Filter, Index, Passage,
+    chunk_document, content_hash, extract, Chunking, Document, DocumentType, Filter, Index, Passage,
 };
 use basalt_store::StoredObject;
 use basalt_types::{BasaltError, ErrorKind};
@@ -227,9 +227,46 @@ pub(crate) fn chunking(ds: &DataSource) -> Result<Chunking, BasaltError> {
                 overlap_percent: f.overlap_percentage as usize,
             })
         }
+        "HIERARCHICAL" => {
+            let h = c
+                .hierarchical_chunking_configuration
+                .as_ref()
+                .ok_or_else(|| {
+                    BasaltError::invalid(
+                        param,
+                        "HIERARCHICAL needs hierarchicalChunkingConfiguration",
+                    )
+                })?;
+            let levels: Vec<u64> = h["levelConfigurations"]
+                .as_array()
+                .map(|l| l.iter().filter_map(|v| v["maxTokens"].as_u64()).collect())
+                .unwrap_or_default();
+            let overlap = h["overlapTokens"].as_u64();
+            match (levels.as_slice(), overlap) {
+                (&[parent, child], Some(overlap))
+                    if (1..=8192).contains(&parent)
+                        && (1..=parent).contains(&child)
+                        && overlap < child =>
+                {
+                    Ok(Chunking::Hierarchical {
+                        parent_tokens: parent as usize,
+                        child_tokens: child as usize,
+                        overlap_tokens: overlap as usize,
+                    })
+                }
+                _ => Err(BasaltError::invalid(
+                    param,
+                    "HIERARCHICAL takes two levelConfigurations (parent, then child maxTokens, \
+                     the child no larger) and overlapTokens below the child's",
+                )),
+            }
+        }
         other => Err(BasaltError::invalid(
             param,
-            format!("chunking strategy {other} is not available here (use FIXED_SIZE or NONE)"),
+            format!(
+                "chunking strategy {other} is not available here (use FIXED_SIZE, HIERARCHICAL \
+                 or NONE)"
+            ),
         )),
     }
 }
@@ -335,10 +372,11 @@ pub(crate) async fn embed_document(
     }
     let model = Arc::clone(&served.embedder.model);
     let text = incoming.text;
-    let passages = off_runtime(move || chunk(&text, chunking, |w| model.content_tokens(w)))
+    let chunks = off_runtime(move || chunk_document(&text, chunking, |w| model.content_tokens(w)))
         .await
         .map_err(|e| e.message)?;
-    let vectors = embed_texts(state, call, served, passages.clone())
+    let texts: Vec<String> = chunks.passages.iter().map(|(t, _)| t.clone()).collect();
+    let vectors = embed_texts(state, call, served, texts)
         .await
         .map_err(|e| e.message)?;
     Ok(Some(Document {
@@ -347,11 +385,17 @@ pub(crate) async fn embed_document(
         from_bucket: incoming.from_bucket,
         content_hash: hash,
         metadata: incoming.metadata,
-        passages: passages
+        passages: chunks
+            .passages
             .into_iter()
             .zip(vectors)
-            .map(|(text, vector)| Passage { text, vector })
+            .map(|((text, parent), vector)| Passage {
+                text,
+                vector,
+                parent,
+            })
             .collect(),
+        parents: chunks.parents,
         updated_at: basalt_store::now(),
     }))
 }
@@ -759,6 +803,7 @@ pub(crate) async fn search(
 
 fn found(doc: &Document, passage: usize, score: f32) -> Option<Found> {
     let p = doc.passages.get(passage)?;
+    let text = doc.text_of(passage)?.to_string();
     let mut metadata = doc.metadata.clone();
     let source = if doc.from_bucket {
         "x-amz-bedrock-kb-source-uri"
@@ -776,10 +821,7 @@ fn found(doc: &Document, passage: usize, score: f32) -> Option<Found> {
     );
     Some(Found {
         result: RetrievalResult {
-            content: RetrievalContent {
-                kind: "TEXT",
-                text: p.text.clone(),
-            },
+            content: RetrievalContent { kind: "TEXT", text },
             location: RetrievalLocation::of(&doc.id, doc.from_bucket),
             score: f64::from(score),
             metadata,
