@@ -1,6 +1,6 @@
 """Knowledge bases through boto3's `bedrock-agent` and `bedrock-agent-runtime` clients: a
 knowledge base over the default embedding model, an S3 data source in the tenant's bucket
-(text, Markdown, HTML, CSV, a `.metadata.json` sidecar, a binary file that fails alone),
+(text, Markdown, HTML, CSV, PDF, a `.metadata.json` sidecar, a binary file that fails alone),
 ingestion jobs with Bedrock's statistics (a second run re-embeds only what changed and
 deletes what is gone), `Retrieve` with metadata filters and paging, and the errors: unknown
 ids, a text model as the embedding model, a bucket outside the tenant's, bad filters.
@@ -49,6 +49,26 @@ def bucket(server, name: str) -> pathlib.Path:
     return path
 
 
+def pdf_with(text: str) -> bytes:
+    """A one-page PDF with `text` in Helvetica, its cross-reference offsets as a writer
+    computes them."""
+    stream = f"BT /F1 12 Tf 72 712 Td ({text}) Tj ET"
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>", "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               "/Resources << /Font << /F1 5 0 R >> >> >>",
+               f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream",
+               "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    pdf, offsets = b"%PDF-1.4\n", []
+    for i, body in enumerate(objects, 1):
+        offsets.append(len(pdf))
+        pdf += f"{i} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(pdf)
+    pdf += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    pdf += b"".join(f"{o:010} 00000 n \n".encode() for o in offsets)
+    pdf += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return pdf
+
+
 def ingest(agent, kb_id: str, ds_id: str) -> dict:
     job = agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]
     deadline = time.time() + 300
@@ -67,6 +87,7 @@ def test_a_knowledge_base_from_a_bucket_end_to_end(server, agent, agent_runtime)
         (root / name).write_text(text)
     (root / "tea.txt.metadata.json").write_text(json.dumps({"metadataAttributes": {"topic": "drinks", "year": 2024}}))
     (root / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0 not text")
+    (root / "guides" / "manual.pdf").write_bytes(pdf_with("Service the boiler every twelve months."))
 
     kb = agent.create_knowledge_base(
         name="handbook", roleArn="arn:aws:iam::123456789012:role/kb",
@@ -93,7 +114,7 @@ def test_a_knowledge_base_from_a_bucket_end_to_end(server, agent, agent_runtime)
     job = ingest(agent, kb_id, ds_id)
     stats = job["statistics"]
     assert job["status"] == "COMPLETE", job
-    assert stats["numberOfDocumentsScanned"] == 5 and stats["numberOfNewDocumentsIndexed"] == 4, stats
+    assert stats["numberOfDocumentsScanned"] == 6 and stats["numberOfNewDocumentsIndexed"] == 5, stats
     assert stats["numberOfMetadataDocumentsScanned"] == 1 and stats["numberOfDocumentsFailed"] == 1, stats
     assert any("photo.jpg" in r for r in job["failureReasons"]), job
 
@@ -110,6 +131,7 @@ def test_a_knowledge_base_from_a_bucket_end_to_end(server, agent, agent_runtime)
     assert top[0]["metadata"]["x-amz-bedrock-kb-source-uri"] == "s3://kb-docs/tea.txt"
     assert top[0]["score"] >= top[1]["score"] >= top[2]["score"]
     assert "lava" in retrieve("What kind of rock is basalt?")[0]["content"]["text"]
+    assert "twelve months" in retrieve("How often should the boiler be serviced?")[0]["content"]["text"]
     assert "Jupiter" in " ".join(r["content"]["text"] for r in retrieve("How many moons does Jupiter have?"))
     # The filter applies inside the search: only the tagged document can come back.
     only = retrieve("volcanic rock", filter={"equals": {"key": "topic", "value": "drinks"}})
@@ -256,12 +278,20 @@ def test_documents_put_in_directly(server, agent, agent_runtime):
         custom("volcano", {"inlineContent": {"type": "BYTE", "byteContent": {
             "mimeType": "text/html", "data": DOCS["guides/volcano.html"].encode()}}}),
         custom("tyre", {"s3Location": {"uri": "s3://kb-direct/tyre.md"}}, source_type="S3_LOCATION"),
-        custom("scan", {"inlineContent": {"type": "BYTE", "byteContent": {
-            "mimeType": "application/pdf", "data": b"%PDF-1.4"}}}),
+        custom("manual", {"inlineContent": {"type": "BYTE", "byteContent": {
+            "mimeType": "application/pdf", "data": pdf_with("The warranty covers the engine for seven years.")}}}),
+        custom("broken", {"inlineContent": {"type": "BYTE", "byteContent": {
+            "mimeType": "application/pdf", "data": b"%PDF-1.4 not really"}}}),
+        custom("photo", {"inlineContent": {"type": "BYTE", "byteContent": {
+            "mimeType": "image/png", "data": b"\x89PNG"}}}),
     ])["documentDetails"]
     assert [(d["identifier"]["custom"]["id"], d["status"]) for d in details] == [
-        ("tea", "INDEXED"), ("volcano", "INDEXED"), ("tyre", "INDEXED"), ("scan", "FAILED")], details
-    assert "application/pdf" in details[3]["statusReason"]
+        ("tea", "INDEXED"), ("volcano", "INDEXED"), ("tyre", "INDEXED"), ("manual", "INDEXED"),
+        ("broken", "FAILED"), ("photo", "FAILED")], details
+    assert "PDF" in details[4]["statusReason"] and "image/png" in details[5]["statusReason"], details
+    warranty = agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "How long is the warranty?"},
+                                      retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 1}})
+    assert "seven years" in warranty["retrievalResults"][0]["content"]["text"], warranty
 
     top = agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "What rock forms from lava?"},
                                  retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 1}})
@@ -273,7 +303,7 @@ def test_documents_put_in_directly(server, agent, agent_runtime):
     assert [r["location"]["customDocumentLocation"]["id"] for r in drinks["retrievalResults"]] == ["tea"]
 
     listed = agent.list_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id)["documentDetails"]
-    assert sorted(d["identifier"]["custom"]["id"] for d in listed) == ["tea", "tyre", "volcano"]
+    assert sorted(d["identifier"]["custom"]["id"] for d in listed) == ["manual", "tea", "tyre", "volcano"]
     ids = [{"dataSourceType": "CUSTOM", "custom": {"id": i}} for i in ("tea", "nope")]
     got = agent.get_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documentIdentifiers=ids)
     assert [d["status"] for d in got["documentDetails"]] == ["INDEXED", "NOT_FOUND"]
@@ -303,6 +333,23 @@ def test_documents_put_in_directly(server, agent, agent_runtime):
              if h["location"]["customDocumentLocation"]["id"] == "animals"]
     assert texts and "yak" in texts[0] and len(texts[0].split()) > 12, texts
     assert len(texts) == len(set(texts)), "a parent is returned once"
+    # Semantic chunking: passages break where the subject changes.
+    semantic = agent.create_data_source(
+        knowledgeBaseId=kb_id, name="semantic", dataSourceConfiguration={"type": "CUSTOM"},
+        vectorIngestionConfiguration={"chunkingConfiguration": {
+            "chunkingStrategy": "SEMANTIC", "semanticChunkingConfiguration": {
+                "maxTokens": 200, "bufferSize": 0, "breakpointPercentileThreshold": 80}}},
+    )["dataSource"]["dataSourceId"]
+    mixed = ("Green tea is steeped briefly in hot water. Black tea is steeped longer. Tea leaves are dried. "
+             "Volcanoes erupt molten lava. Basalt forms when lava cools. Magma rises through the crust.")
+    agent.ingest_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=semantic, documents=[
+        custom("mixed", {"inlineContent": {"type": "TEXT", "textContent": {"data": mixed}}})])
+    hits = agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "How does basalt form?"},
+                                  retrievalConfiguration={"vectorSearchConfiguration": {
+                                      "numberOfResults": 10,
+                                      "filter": {"equals": {"key": "x-amz-bedrock-kb-data-source-id", "value": semantic}}}})
+    found = [h["content"]["text"] for h in hits["retrievalResults"]]
+    assert len(found) >= 2 and "Basalt forms" in found[0] and "tea" not in found[0].lower(), found
     with pytest.raises(ClientError) as e:
         agent.create_data_source(knowledgeBaseId=kb_id, name="bad", dataSourceConfiguration={"type": "CUSTOM"},
                                  vectorIngestionConfiguration={"chunkingConfiguration": {

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_embed;
+mod bench_index;
 mod chat;
 mod generate_image;
 mod models;
@@ -93,6 +94,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Measure embedding throughput on a model directory (see scripts/bench-embeddings)
     BenchEmbed(bench_embed::BenchEmbedArgs),
+    /// Measure a knowledge base index's query latency (see scripts/bench-knowledge)
+    BenchIndex(bench_index::BenchIndexArgs),
     /// Generate images with an image model of the store
     GenerateImage(generate_image::GenerateImageArgs),
     /// Manage tenants: create, list, status, model grants, quotas
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
         Command::Models(cmd) => models::run(cmd),
         Command::Bench(args) => bench::run(args),
         Command::BenchEmbed(args) => bench_embed::run(args),
+        Command::BenchIndex(args) => bench_index::run(args),
         Command::GenerateImage(args) => generate_image::run(args),
         Command::Tenants(cmd) => tenancy::tenants(cmd),
         Command::Keys(cmd) => tenancy::keys(cmd),

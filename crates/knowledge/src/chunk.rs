@@ -19,6 +19,15 @@ pub enum Chunking {
         child_tokens: usize,
         overlap_tokens: usize,
     },
+    /// Groups of whole sentences, broken where the meaning shifts: the distance between
+    /// neighbouring sentences' embeddings (each with `buffer` sentences either side) above
+    /// the `percentile`-th of the document's, and at `max_tokens`. Needs the embedding
+    /// model, so the caller groups ([`semantic_groups`]); alone, this splits by size.
+    Semantic {
+        max_tokens: usize,
+        buffer: usize,
+        percentile: usize,
+    },
     /// The whole document is one passage.
     None,
 }
@@ -95,6 +104,7 @@ pub fn chunk(text: &str, chunking: Chunking, count_tokens: impl Fn(&str) -> usiz
             overlap_tokens,
             ..
         } => split(text, child_tokens, overlap_tokens, &count_tokens),
+        Chunking::Semantic { max_tokens, .. } => split(text, max_tokens, 0, &count_tokens),
     }
 }
 
@@ -139,6 +149,96 @@ fn split(
         start = next;
     }
     chunks
+}
+
+/// The sentences of `text` as character spans (`end` exclusive), surrounding blank space
+/// left out. A sentence ends at `.`, `!`, `?` before blank space (not inside `3.5`) or at
+/// a line break.
+pub fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut spans = Vec::new();
+    let mut start = 0;
+    for i in 0..chars.len() {
+        let ends = matches!(chars[i], '.' | '!' | '?' | '\n')
+            && chars.get(i + 1).is_none_or(|c| c.is_whitespace());
+        if ends || i + 1 == chars.len() {
+            let mut s = start;
+            while s <= i && chars[s].is_whitespace() {
+                s += 1;
+            }
+            let mut e = i + 1;
+            while e > s && chars[e - 1].is_whitespace() {
+                e -= 1;
+            }
+            if e > s {
+                spans.push((s, e));
+            }
+            start = i + 1;
+        }
+    }
+    spans
+}
+
+/// The sentences of `text`.
+pub fn sentences(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    sentence_spans(text)
+        .into_iter()
+        .map(|(s, e)| chars[s..e].iter().collect())
+        .collect()
+}
+
+/// For SEMANTIC chunking: the text each sentence is embedded as, itself with `buffer`
+/// sentences either side, so one short sentence does not decide a break alone.
+pub fn semantic_windows(sentences: &[String], buffer: usize) -> Vec<String> {
+    (0..sentences.len())
+        .map(|i| {
+            let from = i.saturating_sub(buffer);
+            let to = (i + buffer + 1).min(sentences.len());
+            sentences[from..to].join(" ")
+        })
+        .collect()
+}
+
+/// For SEMANTIC chunking: groups of consecutive sentences, split where the distance
+/// between neighbouring windows' embeddings (unit vectors) is above the given percentile
+/// of all such distances, and wherever a group would pass `max_tokens` (`tokens` per
+/// sentence).
+pub fn semantic_groups(
+    sentences: &[String],
+    vectors: &[Vec<f32>],
+    tokens: &[usize],
+    percentile: usize,
+    max_tokens: usize,
+) -> Vec<String> {
+    let distances: Vec<f32> = vectors
+        .windows(2)
+        .map(|w| 1.0 - w[0].iter().zip(&w[1]).map(|(a, b)| a * b).sum::<f32>())
+        .collect();
+    let threshold = {
+        let mut sorted = distances.clone();
+        sorted.sort_by(f32::total_cmp);
+        let at = (sorted.len().saturating_sub(1) * percentile.min(100)) / 100;
+        sorted.get(at).copied().unwrap_or(f32::INFINITY)
+    };
+    let mut groups = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    let mut used = 0;
+    for (i, sentence) in sentences.iter().enumerate() {
+        let cost = tokens.get(i).copied().unwrap_or(1);
+        let topic_changes = i > 0 && distances.get(i - 1).is_some_and(|d| *d > threshold);
+        if !current.is_empty() && (topic_changes || used + cost > max_tokens) {
+            groups.push(current.join(" "));
+            current.clear();
+            used = 0;
+        }
+        current.push(sentence);
+        used += cost;
+    }
+    if !current.is_empty() {
+        groups.push(current.join(" "));
+    }
+    groups
 }
 
 /// Byte spans of the whitespace-separated words of `text`.
@@ -226,6 +326,46 @@ mod tests {
         for (child, parent) in &chunks.passages {
             assert!(chunks.parents[parent.unwrap()].contains(child.as_str()));
         }
+    }
+
+    #[test]
+    fn sentences_are_character_spans_without_surrounding_space() {
+        let text = "Brew at 80 \u{b0}C. Steep 3 minutes!\n\n Serve.";
+        assert_eq!(
+            sentences(text),
+            ["Brew at 80 \u{b0}C.", "Steep 3 minutes!", "Serve."]
+        );
+        // 3.5 is not a sentence end; a last sentence without a stop still counts.
+        assert_eq!(sentences("It costs 3.5 euros").len(), 1);
+        assert!(sentences("  \n ").is_empty());
+    }
+
+    #[test]
+    fn semantic_groups_break_where_the_topic_changes_or_the_size_runs_out() {
+        let s: Vec<String> = ["tea one", "tea two", "tea three", "sea one", "sea two"]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        let tea = vec![1.0, 0.0];
+        let sea = vec![0.0, 1.0];
+        let vectors = [tea.clone(), tea.clone(), tea, sea.clone(), sea];
+        let ones = [1; 5];
+        assert_eq!(
+            semantic_groups(&s, &vectors, &ones, 90, 100),
+            ["tea one tea two tea three", "sea one sea two"]
+        );
+        assert_eq!(
+            semantic_groups(&s, &vectors, &ones, 90, 2),
+            ["tea one tea two", "tea three", "sea one sea two"]
+        );
+        assert_eq!(
+            semantic_windows(&s[..3], 1),
+            [
+                "tea one tea two",
+                "tea one tea two tea three",
+                "tea two tea three"
+            ]
+        );
     }
 
     #[test]

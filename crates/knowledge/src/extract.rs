@@ -1,6 +1,7 @@
 //! Text from a document's bytes, by its file type: plain text and Markdown as they are,
-//! HTML without its markup, CSV as one line per row naming each column. Anything else (or
-//! text that is not UTF-8) is refused, so binary files never reach the index.
+//! HTML without its markup, CSV as one line per row naming each column, PDF's text layer.
+//! Anything else (or text that is not UTF-8) is refused, so binary files never reach the
+//! index.
 
 use crate::KnowledgeError;
 
@@ -11,6 +12,7 @@ pub enum DocumentType {
     Markdown,
     Html,
     Csv,
+    Pdf,
 }
 
 impl DocumentType {
@@ -22,6 +24,7 @@ impl DocumentType {
             "md" | "markdown" => Some(Self::Markdown),
             "html" | "htm" => Some(Self::Html),
             "csv" => Some(Self::Csv),
+            "pdf" => Some(Self::Pdf),
             _ => None,
         }
     }
@@ -29,6 +32,9 @@ impl DocumentType {
 
 /// The text of a document.
 pub fn extract(kind: DocumentType, bytes: &[u8]) -> Result<String, KnowledgeError> {
+    if kind == DocumentType::Pdf {
+        return pdf_text(bytes);
+    }
     let text = std::str::from_utf8(bytes)
         .map_err(|_| KnowledgeError::Unreadable("the file is not UTF-8 text".into()))?;
     if text.contains('\0') {
@@ -37,10 +43,40 @@ pub fn extract(kind: DocumentType, bytes: &[u8]) -> Result<String, KnowledgeErro
         ));
     }
     Ok(match kind {
-        DocumentType::Text | DocumentType::Markdown => text.to_string(),
+        DocumentType::Text | DocumentType::Markdown | DocumentType::Pdf => text.to_string(),
         DocumentType::Html => html_text(text),
         DocumentType::Csv => csv_text(text),
     })
+}
+
+/// A PDF's text layer (scanned pages without one yield nothing). The parser is a third
+/// party's and PDFs come from users: a panic inside it is caught and reported as an
+/// unreadable document, never allowed to take the ingestion down.
+fn pdf_text(bytes: &[u8]) -> Result<String, KnowledgeError> {
+    if !bytes.starts_with(b"%PDF-") {
+        return Err(KnowledgeError::Unreadable("not a PDF file".into()));
+    }
+    let parsed = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(bytes));
+    let text = match parsed {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) => {
+            return Err(KnowledgeError::Unreadable(format!(
+                "the PDF does not parse: {e}"
+            )))
+        }
+        Err(_) => {
+            return Err(KnowledgeError::Unreadable(
+                "the PDF does not parse (its parser gave up)".into(),
+            ))
+        }
+    };
+    let text = fold_space(&text);
+    if text.is_empty() {
+        return Err(KnowledgeError::Unreadable(
+            "the PDF has no text layer (a scan needs OCR first)".into(),
+        ));
+    }
+    Ok(text)
 }
 
 /// HTML's visible text: tags dropped (block-level ones end a line), `script` and `style`
@@ -247,11 +283,65 @@ mod tests {
         );
     }
 
+    /// A one-page PDF with `text` in Helvetica, its cross-reference table's offsets
+    /// computed as a writer would.
+    fn pdf_with(text: &str) -> Vec<u8> {
+        let stream = format!("BT /F1 12 Tf 72 712 Td ({text}) Tj ET");
+        let objects = [
+            "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+            "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R \
+             /Resources << /Font << /F1 5 0 R >> >> >>"
+                .to_string(),
+            format!(
+                "<< /Length {} >>\nstream\n{stream}\nendstream",
+                stream.len()
+            ),
+            "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
+        ];
+        let mut pdf = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, body) in objects.iter().enumerate() {
+            offsets.push(pdf.len());
+            pdf.extend(format!("{} 0 obj\n{body}\nendobj\n", i + 1).bytes());
+        }
+        let xref = pdf.len();
+        pdf.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).bytes());
+        for o in offsets {
+            pdf.extend(format!("{o:010} 00000 n \n").bytes());
+        }
+        pdf.extend(
+            format!(
+                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+                objects.len() + 1
+            )
+            .bytes(),
+        );
+        pdf
+    }
+
+    #[test]
+    fn a_pdfs_text_layer_is_read_and_broken_pdfs_are_refused() {
+        let pdf = pdf_with("Basalt reads PDF files");
+        assert_eq!(DocumentType::of_name("manual.PDF"), Some(DocumentType::Pdf));
+        let text = extract(DocumentType::Pdf, &pdf).unwrap();
+        assert!(text.contains("Basalt reads PDF files"), "{text:?}");
+        // Truncated, corrupted, or not a PDF at all: an error, never a panic.
+        for bad in [&pdf[..pdf.len() / 2], b"%PDF-1.4 garbage", b"hello"] {
+            assert!(extract(DocumentType::Pdf, bad).is_err());
+        }
+        let mut flipped = pdf.clone();
+        for b in flipped.iter_mut().skip(20).step_by(7) {
+            *b ^= 0x5a;
+        }
+        let _ = extract(DocumentType::Pdf, &flipped);
+    }
+
     #[test]
     fn binary_and_unknown_files_are_refused() {
         assert!(extract(DocumentType::Text, &[0xff, 0xfe, 0x00]).is_err());
         assert!(extract(DocumentType::Text, b"a\0b").is_err());
-        assert_eq!(DocumentType::of_name("a.PDF"), None);
+        assert_eq!(DocumentType::of_name("a.docx"), None);
         assert_eq!(
             DocumentType::of_name("notes.MD"),
             Some(DocumentType::Markdown)

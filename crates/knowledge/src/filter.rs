@@ -102,6 +102,21 @@ impl Filter {
     /// Whether a passage with `metadata` passes. A condition on an attribute the passage
     /// lacks fails, except the negative ones (`notEquals`, `notIn`), which pass.
     pub fn matches(&self, metadata: &Map<String, Value>) -> bool {
+        self.matches_in(metadata, None)
+    }
+
+    /// [`Filter::matches`] over a passage's own metadata and, for keys it lacks, the
+    /// attributes the index knows it by (`x-amz-bedrock-kb-data-source-id`, the source).
+    pub fn matches_in(
+        &self,
+        metadata: &Map<String, Value>,
+        implicit: Option<&Map<String, Value>>,
+    ) -> bool {
+        let attributes = Attributes { metadata, implicit };
+        self.test(&attributes)
+    }
+
+    fn test(&self, metadata: &Attributes<'_>) -> bool {
         let number = |k: &str| metadata.get(k).and_then(Value::as_f64);
         match self {
             Filter::Equals(k, v) => metadata.get(k).is_some_and(|m| same(m, v)),
@@ -131,9 +146,23 @@ impl Filter {
                     .any(|m| m.as_str().is_some_and(|m| m.contains(s.as_str()))),
                 _ => false,
             },
-            Filter::AndAll(fs) => fs.iter().all(|f| f.matches(metadata)),
-            Filter::OrAll(fs) => fs.iter().any(|f| f.matches(metadata)),
+            Filter::AndAll(fs) => fs.iter().all(|f| f.test(metadata)),
+            Filter::OrAll(fs) => fs.iter().any(|f| f.test(metadata)),
         }
+    }
+}
+
+/// A passage's attributes: its metadata first, then the index's own.
+struct Attributes<'a> {
+    metadata: &'a Map<String, Value>,
+    implicit: Option<&'a Map<String, Value>>,
+}
+
+impl Attributes<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata
+            .get(key)
+            .or_else(|| self.implicit.and_then(|m| m.get(key)))
     }
 }
 

@@ -126,6 +126,9 @@ pub struct Index {
     documents: HashMap<(String, String), Document>,
     /// Each document's passages' words, by the same key.
     terms: HashMap<(String, String), Vec<Terms>>,
+    /// Each document's attributes filters may name beside its metadata: its data source
+    /// and its source URI or custom id, as Bedrock names them.
+    implicit: HashMap<(String, String), Map<String, Value>>,
     lexical: Lexical,
 }
 
@@ -158,6 +161,15 @@ impl Index {
         Ok((index, skipped))
     }
 
+    /// Serves a document without writing it anywhere: for benchmarks, which measure
+    /// searching, not storing. [`Index::put`] is how documents are kept.
+    pub fn serve_unsaved(&mut self, document: Document) {
+        self.insert(
+            (document.data_source_id.clone(), document.id.clone()),
+            document,
+        );
+    }
+
     /// Serves a document (its words counted for BM25), replacing one with the same key.
     fn insert(&mut self, key: (String, String), document: Document) {
         self.forget(&key);
@@ -168,6 +180,18 @@ impl Index {
             .collect();
         self.lexical.add(&terms);
         self.terms.insert(key.clone(), terms);
+        let mut implicit = Map::new();
+        implicit.insert(
+            "x-amz-bedrock-kb-data-source-id".into(),
+            Value::String(document.data_source_id.clone()),
+        );
+        let source = if document.from_bucket {
+            "x-amz-bedrock-kb-source-uri"
+        } else {
+            "x-amz-bedrock-kb-document-id"
+        };
+        implicit.insert(source.into(), Value::String(document.id.clone()));
+        self.implicit.insert(key.clone(), implicit);
         self.documents.insert(key, document);
     }
 
@@ -175,6 +199,7 @@ impl Index {
         if let Some(terms) = self.terms.remove(key) {
             self.lexical.remove(&terms);
         }
+        self.implicit.remove(key);
         self.documents.remove(key).is_some()
     }
 
@@ -264,8 +289,8 @@ impl Index {
             return Vec::new();
         }
         let mut best: Vec<Hit<'_>> = Vec::with_capacity(want + 1);
-        for document in self.documents.values() {
-            if filter.is_some_and(|f| !f.matches(&document.metadata)) {
+        for (key, document) in &self.documents {
+            if filter.is_some_and(|f| !f.matches_in(&document.metadata, self.implicit.get(key))) {
                 continue;
             }
             for (i, p) in document.passages.iter().enumerate() {
@@ -363,7 +388,7 @@ impl Index {
         }
         let mut hits = Vec::new();
         for (key, document) in &self.documents {
-            if filter.is_some_and(|f| !f.matches(&document.metadata)) {
+            if filter.is_some_and(|f| !f.matches_in(&document.metadata, self.implicit.get(key))) {
                 continue;
             }
             let Some(terms) = self.terms.get(key) else {

@@ -13,7 +13,10 @@ pub mod filter;
 pub mod index;
 mod lexical;
 
-pub use chunk::{chunk, chunk_document, Chunking, Chunks};
+pub use chunk::{
+    chunk, chunk_document, semantic_groups, semantic_windows, sentence_spans, sentences, Chunking,
+    Chunks,
+};
 pub use extract::{extract, DocumentType};
 pub use filter::Filter;
 pub use index::{content_hash, Document, Hit, Index, Passage};

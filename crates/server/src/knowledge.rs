@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use basalt_auth::Principal;
 use basalt_buckets::Location;
 use basalt_knowledge::{
-    chunk_document, content_hash, extract, Chunking, Document, DocumentType, Filter, Index, Passage,
+    chunk_document, content_hash, extract, semantic_groups, semantic_windows, sentences, Chunking,
+    Chunks, Document, DocumentType, Filter, Index, Passage,
 };
 use basalt_store::StoredObject;
 use basalt_types::{BasaltError, ErrorKind};
@@ -227,6 +228,32 @@ pub(crate) fn chunking(ds: &DataSource) -> Result<Chunking, BasaltError> {
                 overlap_percent: f.overlap_percentage as usize,
             })
         }
+        "SEMANTIC" => {
+            let c = c.semantic_chunking_configuration.as_ref().ok_or_else(|| {
+                BasaltError::invalid(param, "SEMANTIC needs semanticChunkingConfiguration")
+            })?;
+            let (max, buffer, percentile) = (
+                c["maxTokens"].as_u64(),
+                c["bufferSize"].as_u64(),
+                c["breakpointPercentileThreshold"].as_u64(),
+            );
+            match (max, buffer, percentile) {
+                (Some(max), Some(buffer), Some(p))
+                    if (1..=8192).contains(&max) && buffer <= 1 && (50..=99).contains(&p) =>
+                {
+                    Ok(Chunking::Semantic {
+                        max_tokens: max as usize,
+                        buffer: buffer as usize,
+                        percentile: p as usize,
+                    })
+                }
+                _ => Err(BasaltError::invalid(
+                    param,
+                    "SEMANTIC takes maxTokens 1 to 8192, bufferSize 0 or 1 and \
+                     breakpointPercentileThreshold 50 to 99",
+                )),
+            }
+        }
         "HIERARCHICAL" => {
             let h = c
                 .hierarchical_chunking_configuration
@@ -328,7 +355,7 @@ pub(crate) async fn embed_texts(
 pub(crate) async fn read_text(state: &AppState, location: &Location) -> Result<String, String> {
     let buckets = crate::invocation_jobs::buckets(state).map_err(|e| e.message)?;
     let kind = DocumentType::of_name(location.file_name())
-        .ok_or_else(|| "unsupported file type (txt, md, html, csv are read)".to_string())?;
+        .ok_or_else(|| "unsupported file type (txt, md, html, csv and pdf are read)".to_string())?;
     let bytes = buckets.read(location).await.map_err(|e| e.to_string())?;
     text_of(kind, bytes.to_vec()).await
 }
@@ -370,11 +397,42 @@ pub(crate) async fn embed_document(
     if indexed_hash == Some(hash.as_str()) {
         return Ok(None);
     }
-    let model = Arc::clone(&served.embedder.model);
-    let text = incoming.text;
-    let chunks = off_runtime(move || chunk_document(&text, chunking, |w| model.content_tokens(w)))
-        .await
-        .map_err(|e| e.message)?;
+    let chunks = match chunking {
+        Chunking::Semantic {
+            max_tokens,
+            buffer,
+            percentile,
+        } => {
+            let model = Arc::clone(&served.embedder.model);
+            let text = incoming.text;
+            let (sentences, windows, tokens) = off_runtime(move || {
+                let sentences = sentences(&text);
+                let windows = semantic_windows(&sentences, buffer);
+                let tokens: Vec<usize> =
+                    sentences.iter().map(|s| model.content_tokens(s)).collect();
+                (sentences, windows, tokens)
+            })
+            .await
+            .map_err(|e| e.message)?;
+            let vectors = embed_texts(state, call, served, windows)
+                .await
+                .map_err(|e| e.message)?;
+            Chunks {
+                parents: Vec::new(),
+                passages: semantic_groups(&sentences, &vectors, &tokens, percentile, max_tokens)
+                    .into_iter()
+                    .map(|p| (p, None))
+                    .collect(),
+            }
+        }
+        _ => {
+            let model = Arc::clone(&served.embedder.model);
+            let text = incoming.text;
+            off_runtime(move || chunk_document(&text, chunking, |w| model.content_tokens(w)))
+                .await
+                .map_err(|e| e.message)?
+        }
+    };
     let texts: Vec<String> = chunks.passages.iter().map(|(t, _)| t.clone()).collect();
     let vectors = embed_texts(state, call, served, texts)
         .await

@@ -441,32 +441,6 @@ fn converse_body(
     Ok(body)
 }
 
-/// The answer's sentences, as character spans (`end` exclusive), blank space trimmed.
-fn sentences(text: &str) -> Vec<(usize, usize)> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut spans = Vec::new();
-    let mut start = 0;
-    for i in 0..chars.len() {
-        let ends = matches!(chars[i], '.' | '!' | '?' | '\n')
-            && chars.get(i + 1).is_none_or(|c| c.is_whitespace());
-        if ends || i + 1 == chars.len() {
-            let mut s = start;
-            while s <= i && chars[s].is_whitespace() {
-                s += 1;
-            }
-            let mut e = i + 1;
-            while e > s && chars[e - 1].is_whitespace() {
-                e -= 1;
-            }
-            if e > s {
-                spans.push((s, e));
-            }
-            start = i + 1;
-        }
-    }
-    spans
-}
-
 /// Cites each run of sentences to the retrieved passages nearest it.
 async fn cite(
     state: &Arc<AppState>,
@@ -474,7 +448,7 @@ async fn cite(
     text: &str,
 ) -> Result<Vec<Citation>, BasaltError> {
     let (call, knowledge_base, found) = (&prepared.call, &prepared.knowledge_base, &prepared.found);
-    let spans = sentences(text);
+    let spans = basalt_knowledge::sentence_spans(text);
     if spans.is_empty() || found.is_empty() {
         return Ok(Vec::new());
     }
@@ -548,21 +522,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sentences_are_character_spans_without_surrounding_space() {
-        let text = "Brew at 80 °C. Steep 3 minutes!\n\n Serve.";
-        let spans = sentences(text);
-        let chars: Vec<char> = text.chars().collect();
-        let pieces: Vec<String> = spans
-            .iter()
-            .map(|&(s, e)| chars[s..e].iter().collect())
-            .collect();
-        assert_eq!(pieces, ["Brew at 80 °C.", "Steep 3 minutes!", "Serve."]);
-        // 3.5 is not a sentence end; a last sentence without a stop still counts.
-        assert_eq!(sentences("It costs 3.5 euros").len(), 1);
-        assert!(sentences("  \n ").is_empty());
-    }
 
     #[test]
     fn session_ids_look_like_uuids() {

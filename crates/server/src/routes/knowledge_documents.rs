@@ -1,6 +1,6 @@
 //! Documents put into a knowledge base directly, without an ingestion job: the
 //! `bedrock-agent` client's `ingest_`, `get_`, `list_` and `delete_knowledge_base_documents`.
-//! A `CUSTOM` data source takes inline text or bytes (or an object in the tenant's
+//! A `CUSTOM` data source takes inline text or bytes (text, Markdown, HTML, CSV, PDF) (or an object in the tenant's
 //! buckets) under an id of the caller's; an `S3` data source takes objects of its bucket.
 //! Each document is indexed (or removed) before the call answers, so its status is final.
 
@@ -90,6 +90,7 @@ fn type_of_mime(mime: &str) -> Option<DocumentType> {
         "text/markdown" => Some(DocumentType::Markdown),
         "text/html" => Some(DocumentType::Html),
         "text/csv" => Some(DocumentType::Csv),
+        "application/pdf" => Some(DocumentType::Pdf),
         _ => None,
     }
 }
