@@ -16,7 +16,7 @@ use basalt_auth::Principal;
 use basalt_buckets::Location;
 use basalt_knowledge::{
     chunk_document, content_hash, extract, semantic_groups, semantic_windows, sentences, Chunking,
-    Chunks, Document, DocumentType, Filter, Index, Passage,
+    Chunks, Document, DocumentType, Filter, Hit, Index, Passage,
 };
 use basalt_store::StoredObject;
 use basalt_types::{BasaltError, ErrorKind};
@@ -126,6 +126,20 @@ impl KnowledgeIndexes {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), SharedIndex>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A knowledge base's index, opened on first use.
+pub(crate) async fn index_of(
+    state: &AppState,
+    tenant: &str,
+    kb: &str,
+) -> Result<SharedIndex, BasaltError> {
+    state
+        .knowledge
+        .as_ref()
+        .ok_or_else(|| BasaltError::internal("this server keeps no knowledge bases"))?
+        .index(tenant, kb)
+        .await
 }
 
 /// Reads one of a tenant's stored knowledge-base objects.
@@ -645,13 +659,7 @@ async fn ingest(
     let served = embedder_of(state, kb)?;
     let chunking = chunking(ds)?;
     let buckets = crate::invocation_jobs::buckets(state)?;
-    let indexes = state
-        .knowledge
-        .as_ref()
-        .ok_or_else(|| BasaltError::internal("this server keeps no knowledge bases"))?;
-    let index = indexes
-        .index(&principal.tenant, &kb.knowledge_base_id)
-        .await?;
+    let index = index_of(state, &principal.tenant, &kb.knowledge_base_id).await?;
     let call = Call::new(principal.clone(), "bedrock", "ingestion", "ing-");
     let mut files = Vec::new();
     for uri in source_uris(ds)? {
@@ -833,13 +841,7 @@ pub(crate) async fn search(
         .await?
         .pop()
         .ok_or_else(|| BasaltError::internal("no embedding came back"))?;
-    let indexes = state
-        .knowledge
-        .as_ref()
-        .ok_or_else(|| BasaltError::internal("this server keeps no knowledge bases"))?;
-    let index = indexes
-        .index(&call.principal.tenant, &kb.knowledge_base_id)
-        .await?;
+    let index = index_of(state, &call.principal.tenant, &kb.knowledge_base_id).await?;
     off_runtime(move || {
         let index = read_index(&index)?;
         // One more than asked tells whether another page exists.
@@ -852,15 +854,15 @@ pub(crate) async fn search(
         let found = hits
             .into_iter()
             .take(k)
-            .filter_map(|hit| found(hit.document, hit.passage, hit.score))
+            .filter_map(|hit| found(&hit))
             .collect();
         Ok((found, more))
     })
     .await?
 }
 
-fn found(doc: &Document, passage: usize, score: f32) -> Option<Found> {
-    let p = doc.passages.get(passage)?;
+fn found(hit: &Hit<'_>) -> Option<Found> {
+    let (doc, passage) = (hit.document, hit.passage);
     let text = doc.text_of(passage)?.to_string();
     let mut metadata = doc.metadata.clone();
     let source = if doc.from_bucket {
@@ -881,9 +883,9 @@ fn found(doc: &Document, passage: usize, score: f32) -> Option<Found> {
         result: RetrievalResult {
             content: RetrievalContent { kind: "TEXT", text },
             location: RetrievalLocation::of(&doc.id, doc.from_bucket),
-            score: f64::from(score),
+            score: f64::from(hit.score),
             metadata,
         },
-        vector: p.vector.clone(),
+        vector: hit.vector.to_vec(),
     })
 }

@@ -254,11 +254,7 @@ async fn ingest(
     let (knowledge_base, source) = load(&state, tenant, &kb_id, &ds_id).await?;
     let served = kb::embedder_of(&state, &knowledge_base)?;
     let chunking = kb::chunking(&source)?;
-    let indexes = state
-        .knowledge
-        .as_ref()
-        .ok_or_else(|| BasaltError::internal("this server keeps no knowledge bases"))?;
-    let index = indexes.index(tenant, &kb_id).await?;
+    let index = kb::index_of(&state, tenant, &kb_id).await?;
     let call = Call::new(principal.clone(), "bedrock", "ingestDocuments", "ing-");
     let mut details = Vec::with_capacity(request.documents.len());
     for document in &request.documents {
@@ -305,11 +301,7 @@ async fn get(
     let request: DocumentIdentifiers = basalt_wire::parse_json(&body)?;
     let tenant = principal.tenant.as_str();
     let (_, source) = load(&state, tenant, &kb_id, &ds_id).await?;
-    let indexes = state
-        .knowledge
-        .as_ref()
-        .ok_or_else(|| BasaltError::internal("this server keeps no knowledge bases"))?;
-    let index = indexes.index(tenant, &kb_id).await?;
+    let index = kb::index_of(&state, tenant, &kb_id).await?;
     let index = kb::read_index(&index)?;
     let details = request
         .document_identifiers
@@ -357,11 +349,7 @@ async fn list(
     };
     let tenant = principal.tenant.as_str();
     let (_, source) = load(&state, tenant, &kb_id, &ds_id).await?;
-    let indexes = state
-        .knowledge
-        .as_ref()
-        .ok_or_else(|| BasaltError::internal("this server keeps no knowledge bases"))?;
-    let index = indexes.index(tenant, &kb_id).await?;
+    let index = kb::index_of(&state, tenant, &kb_id).await?;
     let index = kb::read_index(&index)?;
     let documents = index.documents_of(&ds_id);
     let more = documents.len() > skip + limit;
@@ -398,11 +386,7 @@ async fn delete(
     let request: DocumentIdentifiers = basalt_wire::parse_json(&body)?;
     let tenant = principal.tenant.as_str();
     let (_, source) = load(&state, tenant, &kb_id, &ds_id).await?;
-    let indexes = state
-        .knowledge
-        .as_ref()
-        .ok_or_else(|| BasaltError::internal("this server keeps no knowledge bases"))?;
-    let index = indexes.index(tenant, &kb_id).await?;
+    let index = kb::index_of(&state, tenant, &kb_id).await?;
     let mut details = Vec::with_capacity(request.document_identifiers.len());
     for identifier in &request.document_identifiers {
         let Some((id, from_bucket)) = identifier.key() else {
