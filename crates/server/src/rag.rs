@@ -161,7 +161,24 @@ async fn prepare(
     })
 }
 
+/// What the `Converse` routes take: the call is the caller's own, as if sent over HTTP.
+type ConverseArgs = (
+    State<Arc<AppState>>,
+    Extension<Principal>,
+    Path<String>,
+    Result<Bytes, axum::extract::rejection::BytesRejection>,
+);
+
 impl Prepared {
+    fn converse_args(&self, state: &Arc<AppState>) -> ConverseArgs {
+        (
+            State(Arc::clone(state)),
+            Extension(self.call.principal.clone()),
+            Path(self.model_id.clone()),
+            Ok(Bytes::from(self.body.to_string())),
+        )
+    }
+
     /// Records the turn in the session (the last few kept, the expiry pushed back).
     async fn remember(&mut self, state: &AppState, answer: &str) -> Result<(), BasaltError> {
         self.session
@@ -188,14 +205,10 @@ pub(crate) async fn retrieve_and_generate(
     request: RetrieveAndGenerateRequest,
 ) -> Result<RetrieveAndGenerateResponse, BasaltError> {
     let mut prepared = prepare(state, principal, request).await?;
-    let response = crate::routes::bedrock::converse(
-        State(Arc::clone(state)),
-        Extension(principal.clone()),
-        Path(prepared.model_id.clone()),
-        Ok(Bytes::from(prepared.body.to_string())),
-    )
-    .await
-    .map_err(|e| e.error)?;
+    let (s, p, m, b) = prepared.converse_args(state);
+    let response = crate::routes::bedrock::converse(s, p, m, b)
+        .await
+        .map_err(|e| e.error)?;
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .map_err(|e| BasaltError::internal(e.to_string()))?;
@@ -249,14 +262,10 @@ pub(crate) async fn retrieve_and_generate_stream(
     request: RetrieveAndGenerateRequest,
 ) -> Result<Response, BasaltError> {
     let mut prepared = prepare(state, principal, request).await?;
-    let response = crate::routes::bedrock::converse_stream(
-        State(Arc::clone(state)),
-        Extension(principal.clone()),
-        Path(prepared.model_id.clone()),
-        Ok(Bytes::from(prepared.body.to_string())),
-    )
-    .await
-    .map_err(|e| e.error)?;
+    let (s, p, m, b) = prepared.converse_args(state);
+    let response = crate::routes::bedrock::converse_stream(s, p, m, b)
+        .await
+        .map_err(|e| e.error)?;
     let session_header = HeaderValue::from_str(&prepared.session_id)
         .map_err(|e| BasaltError::internal(e.to_string()))?;
     let (tx, rx) = mpsc::channel::<Bytes>(32);

@@ -65,7 +65,7 @@ fn ok(status: StatusCode, value: impl serde::Serialize) -> Answer {
 }
 
 /// A body that may be empty (boto3 sends `{}` or nothing for optional-only inputs).
-fn body_or_default<T: serde::de::DeserializeOwned + Default>(
+pub(super) fn body_or_default<T: serde::de::DeserializeOwned + Default>(
     body: &[u8],
 ) -> Result<T, BasaltError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -120,6 +120,14 @@ async fn load_ds(
     .await
 }
 
+/// Where a page after `nextToken` starts: the tokens these routes give are offsets.
+pub(super) fn offset(next_token: Option<&str>) -> Result<usize, BasaltError> {
+    next_token.map_or(Ok(0), |t| {
+        t.parse()
+            .map_err(|_| BasaltError::invalid("nextToken", "not a token this API gave"))
+    })
+}
+
 fn platform(state: &AppState) -> Result<&crate::platform::Platform, BasaltError> {
     state
         .platform
@@ -127,7 +135,7 @@ fn platform(state: &AppState) -> Result<&crate::platform::Platform, BasaltError>
         .ok_or_else(|| BasaltError::internal("this server has no store"))
 }
 
-fn page_size(list: &ListRequest) -> Result<usize, BasaltError> {
+pub(super) fn page_size(list: &ListRequest) -> Result<usize, BasaltError> {
     let n = list.max_results.unwrap_or(100);
     if !(1..=1000).contains(&n) {
         return Err(BasaltError::invalid(
@@ -531,12 +539,7 @@ async fn retrieve(
         .text
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| BasaltError::invalid("retrievalQuery.text", "a text query is required"))?;
-    let skip: usize = match request.next_token.as_deref() {
-        None => 0,
-        Some(t) => t
-            .parse()
-            .map_err(|_| BasaltError::invalid("nextToken", "not a token this API gave"))?,
-    };
+    let skip = offset(request.next_token.as_deref())?;
     let call = Call::new(principal.clone(), "bedrock", "retrieve", "ret-");
     let (found, more) = kb::search(
         &state,

@@ -26,6 +26,7 @@ use crate::error::{body_error, BedrockError};
 use crate::generation::Call;
 use crate::invocation_log::iso8601;
 use crate::knowledge::{self as kb, ds_not_found, kb_not_found, Incoming, DS_KIND, KB_KIND};
+use crate::routes::knowledge_bases::{body_or_default, offset, page_size};
 use crate::AppState;
 
 type Shared = State<Arc<AppState>>;
@@ -332,21 +333,9 @@ async fn list(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let body = body.map_err(body_error)?;
-    let request: ListRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ListRequest::default()
-    } else {
-        basalt_wire::parse_json(&body)?
-    };
-    let limit = request.max_results.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(BasaltError::invalid("maxResults", "maxResults is 1 to 1000").into());
-    }
-    let skip: usize = match request.next_token.as_deref() {
-        None => 0,
-        Some(t) => t
-            .parse()
-            .map_err(|_| BasaltError::invalid("nextToken", "not a token this API gave"))?,
-    };
+    let request: ListRequest = body_or_default(&body)?;
+    let limit = page_size(&request)?;
+    let skip = offset(request.next_token.as_deref())?;
     let tenant = principal.tenant.as_str();
     let (_, source) = load(&state, tenant, &kb_id, &ds_id).await?;
     let index = kb::index_of(&state, tenant, &kb_id).await?;
