@@ -404,3 +404,123 @@ def test_an_ingestion_job_survives_kill_9_of_its_server():
         assert {h["location"]["s3Location"]["uri"] for h in hits["retrievalResults"]} >= {"s3://kb-resume/note-39.txt"}
     finally:
         assert second.stop() == 0
+
+
+def test_a_large_knowledge_base_is_searched_through_its_graph():
+    """With `--knowledge-graph-from 30`, forty passages are enough for the approximate graph:
+    it is built off the index's lock once the knowledge base grows past 30, follows inserts
+    and deletes, answers filtered searches inside the walk, and is built again when the
+    server reopens the knowledge base."""
+    from conftest import OPERATOR_KEYS, Server
+
+    animals = ["otter", "heron", "badger", "lynx", "marten", "plover", "newt", "vole"]
+    cities = ["Oslo", "Lima", "Perth", "Quito", "Hanoi"]
+    facts = {f"fact-{i:02d}": f"The {animals[i % 8]} called Number {i} lives in {cities[i % 5]} "
+                              f"and eats {i * 3} grams of food a day." for i in range(40)}
+
+    def graph_builds(server) -> int:
+        return server.logs().count("knowledge base graph built")
+
+    first = Server(models=[MINILM], args=[*OPERATOR_KEYS, "--knowledge-graph-from", "30"])
+    try:
+        agent, runtime = client(first, service="bedrock-agent"), client(first, service="bedrock-agent-runtime")
+        kb_id = agent.create_knowledge_base(
+            name="large", roleArn="r", knowledgeBaseConfiguration={"type": "VECTOR",
+            "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": EMBEDDING_ARN}})["knowledgeBase"]["knowledgeBaseId"]
+        ds_id = agent.create_data_source(knowledgeBaseId=kb_id, name="facts", dataSourceConfiguration={
+            "type": "CUSTOM"})["dataSource"]["dataSourceId"]
+        items = list(facts.items())
+        for batch in (items[:20], items[20:]):
+            details = agent.ingest_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documents=[
+                {"content": {"dataSourceType": "CUSTOM", "custom": {
+                    "customDocumentIdentifier": {"id": doc_id}, "sourceType": "IN_LINE",
+                    "inlineContent": {"type": "TEXT", "textContent": {"data": text}}}},
+                 "metadata": {"type": "IN_LINE_ATTRIBUTE", "inlineAttributes": [
+                     {"key": "n", "value": {"type": "NUMBER", "numberValue": int(doc_id[5:])}}]}}
+                for doc_id, text in batch])["documentDetails"]
+            assert {d["status"] for d in details} == {"INDEXED"}, details
+        deadline = time.time() + 60
+        while graph_builds(first) < 1:
+            assert time.time() < deadline, first.logs()
+            time.sleep(0.1)
+
+        def top(text: str, k: int = 1, filter: dict | None = None) -> list[str]:
+            search = {"numberOfResults": k, **({"filter": filter} if filter else {})}
+            found = runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": text},
+                                     retrievalConfiguration={"vectorSearchConfiguration": search})
+            return [r["location"]["customDocumentLocation"]["id"] for r in found["retrievalResults"]]
+
+        for doc_id in ("fact-00", "fact-17", "fact-33"):
+            assert top(facts[doc_id]) == [doc_id]
+        # 35 documents pass: walked inside the graph; each result passes, and there are 10.
+        walked = top(facts["fact-02"], k=10, filter={"greaterThanOrEquals": {"key": "n", "value": 5}})
+        assert len(walked) == 10 and all(int(d[5:]) >= 5 for d in walked), walked
+        assert "fact-02" not in walked
+        agent.delete_knowledge_base_documents(knowledgeBaseId=kb_id, dataSourceId=ds_id, documentIdentifiers=[
+            {"dataSourceType": "CUSTOM", "custom": {"id": "fact-17"}}])
+        assert "fact-17" not in top(facts["fact-17"], k=5)
+    finally:
+        assert first.stop() == 0
+    second = Server(models=[MINILM], data_dir=first.data_dir,
+                    args=[*OPERATOR_KEYS, "--knowledge-graph-from", "30"])
+    try:
+        runtime = client(second, service="bedrock-agent-runtime")
+        found = runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": facts["fact-33"]},
+                                 retrievalConfiguration={"vectorSearchConfiguration": {"numberOfResults": 1}})
+        assert found["retrievalResults"][0]["location"]["customDocumentLocation"]["id"] == "fact-33"
+        deadline = time.time() + 60
+        while graph_builds(second) < 1:
+            assert time.time() < deadline, second.logs()
+            time.sleep(0.1)
+    finally:
+        assert second.stop() == 0
+
+
+def test_failures_along_the_way_are_reported_not_fatal(server, agent, agent_runtime):
+    """An unknown generation model is the caller's error; a document over 50 MiB fails alone
+    in its job; a knowledge base deleted while its job runs takes the job and its files
+    with it, and the server goes on."""
+    kb_id = agent.create_knowledge_base(
+        name="failures", roleArn="r", knowledgeBaseConfiguration={"type": "VECTOR",
+        "vectorKnowledgeBaseConfiguration": {"embeddingModelArn": EMBEDDING_ARN}})["knowledgeBase"]["knowledgeBaseId"]
+    root = bucket(server, "kb-failures")
+    (root / "tea.txt").write_text(DOCS["tea.txt"])
+    with open(root / "huge.txt", "wb") as f:
+        f.truncate((50 << 20) + 1)
+    ds_id = agent.create_data_source(knowledgeBaseId=kb_id, name="failures", dataSourceConfiguration={
+        "type": "S3", "s3Configuration": {"bucketArn": "arn:aws:s3:::kb-failures"}})["dataSource"]["dataSourceId"]
+    job = ingest(agent, kb_id, ds_id)
+    assert job["status"] == "COMPLETE", job
+    stats = job["statistics"]
+    assert (stats["numberOfDocumentsScanned"], stats["numberOfNewDocumentsIndexed"],
+            stats["numberOfDocumentsFailed"]) == (2, 1, 1), stats
+    assert any("50 MiB" in reason for reason in job.get("failureReasons", [])), job
+
+    with pytest.raises(ClientError) as e:
+        agent_runtime.retrieve_and_generate(input={"text": "How hot for green tea?"}, retrieveAndGenerateConfiguration={
+            "type": "KNOWLEDGE_BASE", "knowledgeBaseConfiguration": {
+                "knowledgeBaseId": kb_id,
+                "modelArn": "arn:aws:bedrock:us-east-1::foundation-model/no.such-model-v1"}})
+    assert error_code(e) in ("ValidationException", "ResourceNotFoundException"), e.value
+    assert "no.such-model-v1" in str(e.value)
+
+    # Deleted mid-job: forty documents take a while to embed.
+    for i in range(40):
+        (root / f"note-{i:02d}.txt").write_text(f"Note {i}: " + "the same words again. " * 40)
+    job_id = agent.start_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id)["ingestionJob"]["ingestionJobId"]
+    index_dir = pathlib.Path(server.data_dir) / "knowledge-bases" / "operator" / kb_id
+    agent.delete_knowledge_base(knowledgeBaseId=kb_id)
+    with pytest.raises(ClientError) as e:
+        agent.get_ingestion_job(knowledgeBaseId=kb_id, dataSourceId=ds_id, ingestionJobId=job_id)
+    assert error_code(e) == "ResourceNotFoundException"
+    deadline = time.time() + 60
+    # The job notices and stops writing: the knowledge base's files stay gone.
+    while index_dir.exists():
+        assert time.time() < deadline, list(index_dir.iterdir())
+        time.sleep(0.2)
+    time.sleep(2)
+    assert not index_dir.exists(), list(index_dir.iterdir())
+    assert kb_id not in [k["knowledgeBaseId"] for k in agent.list_knowledge_bases()["knowledgeBaseSummaries"]]
+    with pytest.raises(ClientError) as e:
+        agent_runtime.retrieve(knowledgeBaseId=kb_id, retrievalQuery={"text": "note"})
+    assert error_code(e) == "ResourceNotFoundException"

@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// buckets are under `<tenant id>/` there [default: <data dir>/buckets]
     #[arg(long, env = "BASALT_BUCKETS")]
     buckets: Option<String>,
+    /// Knowledge bases with at least this many passages are searched through an
+    /// approximate graph (HNSW) rather than by scoring every passage
+    #[arg(long, default_value_t = basalt_knowledge::index::APPROXIMATE_FROM)]
+    knowledge_graph_from: usize,
     /// Largest file upload (`/v1/files`), in MiB
     #[arg(long, default_value_t = 200)]
     max_file_mb: usize,
@@ -278,6 +282,9 @@ pub fn run(args: ServeArgs) -> CliResult {
         None => state,
     };
     let state = state.with_data_dir(&args.database.dir());
+    if let Some(knowledge) = &state.knowledge {
+        knowledge.set_graph_from(args.knowledge_graph_from);
+    }
     let state = match load_content_classifier(args.content_classifier.as_deref(), &models_dir)? {
         Some(classifier) => state.with_content_classifier(classifier),
         None => state,

@@ -10,6 +10,7 @@
 pub mod chunk;
 pub mod extract;
 pub mod filter;
+mod hnsw;
 pub mod index;
 mod lexical;
 
@@ -19,7 +20,7 @@ pub use chunk::{
 };
 pub use extract::{extract, DocumentType};
 pub use filter::Filter;
-pub use index::{content_hash, Document, Hit, Index, Passage};
+pub use index::{content_hash, BuiltGraph, Document, GraphBuild, Hit, Index, Passage};
 
 /// What can go wrong in a knowledge base's own logic.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,8 @@ pub(crate) type SharedIndex = Arc<RwLock<Index>>;
 pub struct KnowledgeIndexes {
     root: PathBuf,
     open: Mutex<HashMap<(String, String), SharedIndex>>,
+    /// Passages from which an index builds its approximate graph.
+    graph_from: AtomicUsize,
 }
 
 fn internal(e: impl std::fmt::Display) -> BasaltError {
@@ -82,7 +85,14 @@ impl KnowledgeIndexes {
         Self {
             root,
             open: Mutex::default(),
+            graph_from: AtomicUsize::new(basalt_knowledge::index::APPROXIMATE_FROM),
         }
+    }
+
+    /// From how many passages a knowledge base is searched through its approximate graph
+    /// (for indexes opened from now on).
+    pub fn set_graph_from(&self, passages: usize) {
+        self.graph_from.store(passages, Ordering::Relaxed);
     }
 
     fn dir(&self, tenant: &str, kb: &str) -> PathBuf {
@@ -96,9 +106,10 @@ impl KnowledgeIndexes {
             return Ok(Arc::clone(index));
         }
         let dir = self.dir(tenant, kb);
-        let (index, skipped) = off_runtime(move || Index::open(&dir))
+        let (mut index, skipped) = off_runtime(move || Index::open(&dir))
             .await?
             .map_err(internal)?;
+        index.set_approximate_from(self.graph_from.load(Ordering::Relaxed));
         for file in skipped {
             tracing::error!(
                 file,
@@ -106,10 +117,13 @@ impl KnowledgeIndexes {
             );
         }
         let mut open = self.lock();
-        let shared = open
-            .entry(key)
-            .or_insert_with(|| Arc::new(RwLock::new(index)));
-        Ok(Arc::clone(shared))
+        let shared = Arc::clone(
+            open.entry(key)
+                .or_insert_with(|| Arc::new(RwLock::new(index))),
+        );
+        drop(open);
+        build_graph_if_wanted(&shared);
+        Ok(shared)
     }
 
     /// Forgets a knowledge base and removes its files.
@@ -775,11 +789,9 @@ pub(crate) fn read_index(
 pub(crate) async fn put(index: &SharedIndex, document: Document) -> Result<(), BasaltError> {
     let index = Arc::clone(index);
     off_runtime(move || {
-        index
-            .write()
-            .map_err(|_| BasaltError::internal("a knowledge base index is poisoned"))?
-            .put(document)
-            .map_err(internal)
+        let put = write_index(&index)?.put(document).map_err(internal);
+        build_graph_if_wanted(&index);
+        put
     })
     .await?
 }
@@ -787,13 +799,46 @@ pub(crate) async fn put(index: &SharedIndex, document: Document) -> Result<(), B
 pub(crate) async fn delete(index: &SharedIndex, ds: &str, id: &str) -> Result<bool, BasaltError> {
     let (index, ds, id) = (Arc::clone(index), ds.to_string(), id.to_string());
     off_runtime(move || {
-        index
-            .write()
-            .map_err(|_| BasaltError::internal("a knowledge base index is poisoned"))?
-            .delete(&ds, &id)
-            .map_err(internal)
+        let deleted = write_index(&index)?.delete(&ds, &id).map_err(internal);
+        // A delete may have compacted the rows and dropped the graph.
+        build_graph_if_wanted(&index);
+        deleted
     })
     .await?
+}
+
+fn write_index(index: &SharedIndex) -> Result<std::sync::RwLockWriteGuard<'_, Index>, BasaltError> {
+    index
+        .write()
+        .map_err(|_| BasaltError::internal("a knowledge base index is poisoned"))
+}
+
+/// Once an index has grown to want its approximate graph, builds it on a thread of its own
+/// (minutes for some hundred thousand passages) from a copy of the vectors, holding no
+/// lock meanwhile: searches stay exact until it is installed.
+fn build_graph_if_wanted(index: &SharedIndex) {
+    let Some(build) = index.write().ok().and_then(|mut i| i.graph_wanted()) else {
+        return;
+    };
+    let shared = Arc::clone(index);
+    let spawned = std::thread::Builder::new()
+        .name("kb-graph".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let built = build.run();
+            if let Ok(mut index) = shared.write() {
+                let installed = index.install_graph(built);
+                tracing::info!(
+                    installed,
+                    passages = index.passage_count(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    "knowledge base graph built"
+                );
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start a knowledge base graph build; searches stay exact");
+    }
 }
 
 /// A retrieved passage: as `Retrieve` returns it, and its vector (for citations).
