@@ -34,20 +34,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: dict | None = None, token: str | None = None) -> dict:
+def http(method: str, url: str, body: dict | None = None, token: str | None = None,
+         timeout: float = 30) -> dict:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={"content-type": "application/json",
                                           **({"authorization": f"Bearer {token}"} if token else {})})
-    with urllib.request.urlopen(req, timeout=30) as r:
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         text = r.read()
     return json.loads(text) if text else {}
 
 
-def start_basalt(binary: Path, args: list[str], what: str) -> tuple[subprocess.Popen, str]:
-    """A `basalt serve` on a free port and a fresh data directory, once it is ready."""
+def start_basalt(binary: Path, args: list[str], what: str,
+                 data: str | None = None) -> tuple[subprocess.Popen, str]:
+    """A `basalt serve` on a free port and `data` (a fresh directory if not given) as its
+    data directory, once it is ready."""
     port = free_port()
-    data = tempfile.mkdtemp(prefix=f"basalt-{what}-")
+    data = data or tempfile.mkdtemp(prefix=f"basalt-{what}-")
     proc = subprocess.Popen([str(binary), "serve", "--port", str(port), "--data-dir", data, *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
