@@ -8,7 +8,7 @@ strings. Basalt's tests compare against these files and never need llama.cpp ins
 
 Set-up (once, outside the repository; building llama.cpp takes ~10 minutes on 2 cores):
     python3 -m venv /var/tmp/basalt-oracle/venv
-    CMAKE_ARGS="-DGGML_NATIVE=ON" /var/tmp/basalt-oracle/venv/bin/pip install llama-cpp-python==0.3.36 numpy
+    CMAKE_ARGS="-DGGML_NATIVE=ON" /var/tmp/basalt-oracle/venv/bin/pip install llama-cpp-python==0.3.36 numpy gguf==0.19.0
 Run:
     /var/tmp/basalt-oracle/venv/bin/python scripts/oracle/make_fixtures.py [--models-dir DIR]
 """
@@ -18,10 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from llama_cpp import Llama, __version__ as llama_cpp_version
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tiny_models  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "crates" / "engine" / "tests" / "fixtures"
@@ -75,6 +80,28 @@ MODELS = {
     },
 }
 
+# Tiny random-weight models (scripts/oracle/tiny_models.py; the tests write the same file):
+# a graph and a tokenizer to check where no real model of the family can be had here.
+TINY = {
+    "llama3-tiny": {
+        "build": "write_llama3",
+        "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "prompts": [
+            ("The quick brown fox", False),
+            ("In 2024, 1234567 people said: I'LL GO!", False),
+            ("def f(x):\n    return x ** 2\n\n\n", False),
+            ("Les élèves étudient 数学 and emoji 🎉:", False),
+            ("<|im_start|>user\nhi<|im_end|>", True),
+            ("a long line " * 30, False),
+        ],
+    },
+    "qwen2-pre-tiny": {
+        "build": "write_qwen2_tokenizer",
+        "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
+}
+TINY["qwen2-pre-tiny"]["prompts"] = TINY["llama3-tiny"]["prompts"]
+
 TOKENIZER_STRINGS = [
     "Hello world",
     " Hello world",
@@ -106,8 +133,8 @@ def top_logits(logits: np.ndarray) -> list[list[float]]:
     return [[int(i), float(logits[i])] for i in idx]
 
 
-def run_model(name: str, spec: dict, models_dir: Path) -> dict:
-    path = models_dir / spec["file"]
+def run_model(name: str, spec: dict, models_dir: Path, path: Path | None = None) -> dict:
+    path = path or models_dir / spec["file"]
     llm = Llama(model_path=str(path), n_ctx=1024, n_threads=2, logits_all=True, verbose=False, seed=0)
     cases = []
     for text, special in spec["prompts"]:
@@ -146,7 +173,7 @@ def run_model(name: str, spec: dict, models_dir: Path) -> dict:
             "special": llm.tokenize(s.encode(), add_bos=False, special=True),
         })
     return {
-        "model_file": spec["file"],
+        "model_file": spec.get("file", f"{name} (written by the test)"),
         "oracle_noise": max(c["oracle_noise"] for c in cases),
         "oracle": f"llama-cpp-python {llama_cpp_version}",
         "cases": cases,
@@ -160,10 +187,18 @@ def main() -> None:
         Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share") / "basalt/models"
     )
     p.add_argument("--models-dir", type=Path, default=Path(default))
+    p.add_argument("--only", help="make only this fixture (e.g. llama3-tiny)")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, spec in MODELS.items():
-        data = run_model(name, spec, args.models_dir)
+    for name, spec in {**MODELS, **TINY}.items():
+        if args.only and name != args.only:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            path = None
+            if "build" in spec:
+                path = Path(tmp) / f"{name}.gguf"
+                getattr(tiny_models, spec["build"])(path, args.models_dir / spec["source"])
+            data = run_model(name, spec, args.models_dir, path)
         (OUT / f"{name}.json").write_text(json.dumps(data, ensure_ascii=False) + "\n")
         print(f"wrote {OUT / (name + '.json')}: {len(data['cases'])} cases")
 

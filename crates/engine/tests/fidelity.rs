@@ -52,9 +52,13 @@ fn check_tokenizer(fixture: &Value, tok: &Tokenizer) {
 fn check_model(fixture_name: &str) {
     let fixture = common::fixture(fixture_name);
     let path = common::model_path(fixture["model_file"].as_str().unwrap());
-    let file = GgufFile::open(&path).unwrap();
+    check_model_file(fixture_name, &fixture, &path);
+}
+
+fn check_model_file(fixture_name: &str, fixture: &Value, path: &std::path::Path) {
+    let file = GgufFile::open(path).unwrap();
     let tok = Tokenizer::from_gguf(file.header()).unwrap();
-    check_tokenizer(&fixture, &tok);
+    check_tokenizer(fixture, &tok);
     let model = model::load(&file).unwrap();
     let budget = KvBudget::new(1 << 30);
     let mut scratch = ActScratch::default();
@@ -133,6 +137,32 @@ fn smollm2_matches_llama_cpp() {
 #[test]
 fn gemma3_matches_llama_cpp() {
     check_model("gemma3.json");
+}
+
+/// Llama 3's tokenizer (`llama-bpe`: its pattern, and whole words before merges) and its
+/// `rope_freqs` frequency factors, on a tiny random-weight model over SmolLM2's vocabulary
+/// that the test writes the way the oracle did.
+#[test]
+fn tiny_llama3_matches_llama_cpp() {
+    check_tiny("llama3-tiny.json", "llama-bpe");
+}
+
+/// Qwen 2's pre-tokenizer (digits one at a time, merges always applied) on the same model.
+#[test]
+fn qwen2_pre_tokenizer_matches_llama_cpp() {
+    check_tiny("qwen2-pre-tiny.json", "qwen2");
+}
+
+fn check_tiny(fixture_name: &str, pre: &str) {
+    let fixture = common::fixture(fixture_name);
+    let source = GgufFile::open(&common::model_path(
+        "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ))
+    .unwrap();
+    let path = std::env::temp_dir().join(format!("basalt-tiny-{pre}-{}.gguf", std::process::id()));
+    std::fs::write(&path, common::tiny::llama3(&source, pre)).unwrap();
+    check_model_file(fixture_name, &fixture, &path);
+    let _ = std::fs::remove_file(&path);
 }
 
 /// A batched pass computes every row with the same kernels as a single-sequence pass, so a

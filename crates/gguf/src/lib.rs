@@ -14,6 +14,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod parse;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::fs::File;

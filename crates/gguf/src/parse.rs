@@ -278,94 +278,16 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, GgufError> {
 pub(crate) mod tests {
     use super::*;
 
-    /// Builds a small but valid GGUF file in memory.
-    pub(crate) struct Builder {
-        kv: Vec<u8>,
-        n_kv: u64,
-        tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
-    }
-
-    impl Builder {
-        fn new() -> Self {
-            Self {
-                kv: Vec::new(),
-                n_kv: 0,
-                tensors: Vec::new(),
-            }
-        }
-        fn string(buf: &mut Vec<u8>, s: &str) {
-            buf.extend((s.len() as u64).to_le_bytes());
-            buf.extend(s.as_bytes());
-        }
-        fn kv_str(mut self, k: &str, v: &str) -> Self {
-            Self::string(&mut self.kv, k);
-            self.kv.extend(8u32.to_le_bytes());
-            Self::string(&mut self.kv, v);
-            self.n_kv += 1;
-            self
-        }
-        fn kv_u32(mut self, k: &str, v: u32) -> Self {
-            Self::string(&mut self.kv, k);
-            self.kv.extend(4u32.to_le_bytes());
-            self.kv.extend(v.to_le_bytes());
-            self.n_kv += 1;
-            self
-        }
-        fn kv_strings(mut self, k: &str, v: &[&str]) -> Self {
-            Self::string(&mut self.kv, k);
-            self.kv.extend(9u32.to_le_bytes());
-            self.kv.extend(8u32.to_le_bytes());
-            self.kv.extend((v.len() as u64).to_le_bytes());
-            for s in v {
-                Self::string(&mut self.kv, s);
-            }
-            self.n_kv += 1;
-            self
-        }
-        fn tensor_f32(mut self, name: &str, dims: &[u64], values: &[f32]) -> Self {
-            let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            self.tensors.push((name.into(), dims.to_vec(), 0, data));
-            self
-        }
-        fn build(self) -> Vec<u8> {
-            let mut out = Vec::new();
-            out.extend(b"GGUF");
-            out.extend(3u32.to_le_bytes());
-            out.extend((self.tensors.len() as u64).to_le_bytes());
-            out.extend(self.n_kv.to_le_bytes());
-            out.extend(&self.kv);
-            let mut offset = 0u64;
-            let mut data = Vec::new();
-            for (name, dims, ty, bytes) in &self.tensors {
-                Self::string(&mut out, name);
-                out.extend((dims.len() as u32).to_le_bytes());
-                for d in dims {
-                    out.extend(d.to_le_bytes());
-                }
-                out.extend(ty.to_le_bytes());
-                out.extend(offset.to_le_bytes());
-                data.extend(bytes);
-                while data.len() % 32 != 0 {
-                    data.push(0);
-                }
-                offset = data.len() as u64;
-            }
-            while out.len() % 32 != 0 {
-                out.push(0);
-            }
-            out.extend(data);
-            out
-        }
-    }
+    use crate::write::Writer;
 
     pub(crate) fn sample() -> Vec<u8> {
-        Builder::new()
-            .kv_str("general.architecture", "llama")
-            .kv_u32("llama.block_count", 2)
-            .kv_strings("tokenizer.ggml.tokens", &["a", "b", "ab"])
+        Writer::new()
+            .string("general.architecture", "llama")
+            .u32("llama.block_count", 2)
+            .strings("tokenizer.ggml.tokens", &["a", "b", "ab"])
             .tensor_f32("w", &[4, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
             .tensor_f32("v", &[3], &[9.0, 10.0, 11.0])
-            .build()
+            .to_bytes()
     }
 
     #[test]
@@ -403,20 +325,20 @@ pub(crate) mod tests {
         assert!(matches!(parse_header(&bytes), Err(GgufError::Corrupt(_))));
 
         // A string array claiming 2^61 entries.
-        let mut b = Builder::new().kv_strings("x", &["a"]).build();
+        let mut b = Writer::new().strings("x", &["a"]).to_bytes();
         let pos = 24 + 8 + 1 + 4 + 4; // header + key len + key + value type + elem type
         b[pos..pos + 8].copy_from_slice(&(1u64 << 61).to_le_bytes());
         assert!(matches!(parse_header(&b), Err(GgufError::Corrupt(_))));
 
         // A key whose length is u64::MAX.
-        let mut b = Builder::new().kv_u32("k", 1).build();
+        let mut b = Writer::new().u32("k", 1).to_bytes();
         b[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(matches!(parse_header(&b), Err(GgufError::Corrupt(_))));
     }
 
     #[test]
     fn tensor_outside_the_file_is_refused() {
-        let mut bytes = Builder::new().tensor_f32("w", &[1 << 20], &[1.0]).build();
+        let mut bytes = Writer::new().tensor_f32("w", &[1 << 20], &[1.0]).to_bytes();
         // The directory says 2^20 floats but the data holds one.
         let r = parse_header(&bytes);
         assert!(matches!(r, Err(GgufError::Corrupt(_))), "{r:?}");
@@ -442,9 +364,8 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_tensor_type_is_named() {
-        let mut b = Builder::new().tensor_f32("w", &[1], &[1.0]);
-        b.tensors[0].2 = 99;
-        let r = parse_header(&b.build());
+        let b = Writer::new().tensor("w", &[1], 99, 1f32.to_le_bytes().to_vec());
+        let r = parse_header(&b.to_bytes());
         assert!(
             matches!(r, Err(GgufError::UnsupportedTensorType { ty: 99, .. })),
             "{r:?}"
@@ -455,14 +376,14 @@ pub(crate) mod tests {
     /// header that parses describes only tensors that lie inside the file.
     #[test]
     fn mutated_files_parse_or_are_refused() {
-        let seed = Builder::new()
-            .kv_str("general.architecture", "llama")
-            .kv_u32("llama.block_count", 2)
-            .kv_u32("llama.context_length", 2048)
-            .kv_strings("tokenizer.ggml.tokens", &["a", "b", "ab", "<s>"])
+        let seed = Writer::new()
+            .string("general.architecture", "llama")
+            .u32("llama.block_count", 2)
+            .u32("llama.context_length", 2048)
+            .strings("tokenizer.ggml.tokens", &["a", "b", "ab", "<s>"])
             .tensor_f32("w", &[4, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0])
             .tensor_f32("v", &[3], &[9.0, 10.0, 11.0])
-            .build();
+            .to_bytes();
         let budget = basalt_fuzz::Budget::new(20_000, 10);
         let ran = budget.run(0x5EED_0004, |_, rng| {
             let bytes = basalt_fuzz::mutate_bytes(&seed, rng);

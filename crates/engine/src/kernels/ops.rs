@@ -88,6 +88,9 @@ pub struct Rope {
     /// `true`: rotate the two halves of the head (GPT-NeoX style, Gemma); `false`: rotate
     /// adjacent pairs (the original LLaMA layout, which GGUF llama weights are permuted for).
     neox: bool,
+    /// Per-frequency divisors of the angle (one per pair), as Llama 3.1 and later scale
+    /// their long-context frequencies: GGUF files carry them as the `rope_freqs` tensor.
+    factors: Option<Vec<f32>>,
 }
 
 impl Rope {
@@ -95,7 +98,14 @@ impl Rope {
         Self {
             theta_scale: base.powf(-2.0 / head_dim as f32),
             neox,
+            factors: None,
         }
+    }
+
+    /// Divides frequency `i`'s angle by `factors[i]` (`head_dim / 2` of them).
+    pub fn with_factors(mut self, factors: Vec<f32>) -> Self {
+        self.factors = Some(factors);
+        self
     }
 
     /// Rotates every head in `heads` (each `head_dim` long) for position `pos`.
@@ -106,8 +116,13 @@ impl Rope {
         let mut theta = pos as f32;
         let mut cos_sin = [(0f32, 0f32); 256];
         let cos_sin = &mut cos_sin[..half.min(256)];
-        for cs in cos_sin.iter_mut() {
-            *cs = (theta.cos(), theta.sin());
+        for (i, cs) in cos_sin.iter_mut().enumerate() {
+            // The divided angle is not carried forward: ggml divides each frequency's own.
+            let angle = match self.factors.as_ref().and_then(|f| f.get(i)) {
+                Some(&factor) => theta / factor,
+                None => theta,
+            };
+            *cs = (angle.cos(), angle.sin());
             theta *= self.theta_scale;
         }
         for head in heads.chunks_exact_mut(head_dim) {

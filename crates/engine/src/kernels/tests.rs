@@ -210,6 +210,16 @@ fn rope_rotates_pairs_and_keeps_norm() {
     let mut at_zero = [0.5; 8];
     rope.apply(&mut at_zero, 8, 0);
     assert_eq!(at_zero, [0.5; 8]);
+
+    // Frequency factors divide each pair's own angle: pair 0 turns by 3/4, and pair 1 by
+    // its unscaled angle over 2 (the division is not carried to the next frequency).
+    let scaled = Rope::new(8, 10000.0, false).with_factors(vec![4.0, 2.0, 1.0, 1.0]);
+    let mut head = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0];
+    scaled.apply(&mut head, 8, 3);
+    let second = 3.0 * 10000f32.powf(-2.0 / 8.0);
+    assert!((head[0] - 0.75f32.cos()).abs() < 1e-6, "{head:?}");
+    assert!((head[2] - (second / 2.0).cos()).abs() < 1e-6, "{head:?}");
+    assert!((head[3] - (second / 2.0).sin()).abs() < 1e-6, "{head:?}");
 }
 
 #[test]

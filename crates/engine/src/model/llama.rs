@@ -94,6 +94,17 @@ impl Llama {
                 "partial rotary embeddings ({rope_dim} of {head_dim} dimensions) are not supported"
             )));
         }
+        let rope = Rope::new(
+            rope_dim,
+            hparam_f32(file, a, "rope.freq_base", 10_000.0),
+            false,
+        );
+        // Llama 3.1's long-context scaling: a divisor per frequency.
+        let rope = if file.header().tensor("rope_freqs.weight").is_some() {
+            rope.with_factors(src.vector("rope_freqs.weight", rope_dim / 2)?)
+        } else {
+            rope
+        };
         Ok(Self {
             blocks,
             output_norm: src.vector("output_norm.weight", dim)?,
@@ -108,11 +119,7 @@ impl Llama {
                 scale: 1.0 / (head_dim as f32).sqrt(),
                 window: None,
             },
-            rope: Rope::new(
-                rope_dim,
-                hparam_f32(file, a, "rope.freq_base", 10_000.0),
-                false,
-            ),
+            rope,
             eps: hparam_f32(file, a, "attention.layer_norm_rms_epsilon", 1e-5),
             context_length,
         })

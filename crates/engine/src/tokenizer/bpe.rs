@@ -13,6 +13,9 @@ pub struct Bpe {
     /// Token id of each byte's printable character, if the vocabulary has one.
     byte_ids: [Option<u32>; 256],
     pre: Pre,
+    /// Whole words the vocabulary holds, by their bytes (only where the pre-tokenizer
+    /// [ignores merges](Pre::ignores_merges)).
+    whole_words: HashMap<Vec<u8>, u32>,
 }
 
 /// GPT-2's reversible byte -> character map: printable bytes map to themselves, the rest
@@ -77,16 +80,32 @@ impl Bpe {
             };
             map.entry((li, ri)).or_insert((rank as u32, mi));
         }
+        let mut whole_words = HashMap::new();
+        if pre.ignores_merges() {
+            for (token, &id) in to_id {
+                // Only tokens made wholly of the byte alphabet spell bytes (llama.cpp looks
+                // the byte-mapped word up among all tokens; no other kind can equal one).
+                let bytes: Option<Vec<u8>> = token.chars().map(char_to_byte).collect();
+                if let Some(bytes) = bytes {
+                    let slot = whole_words.entry(bytes).or_insert(id);
+                    *slot = (*slot).min(id);
+                }
+            }
+        }
         Self {
             merges: map,
             byte_ids,
             pre,
+            whole_words,
         }
     }
 
     pub fn encode(&self, text: &str, out: &mut Vec<u32>) {
         for word in self.pre.split(text) {
-            self.encode_word(word.as_bytes(), out);
+            match self.whole_words.get(word.as_bytes()) {
+                Some(&id) => out.push(id),
+                None => self.encode_word(word.as_bytes(), out),
+            }
         }
     }
 
@@ -174,6 +193,23 @@ mod tests {
         }
         assert_eq!(table[b' ' as usize], 'Ġ');
         assert_eq!(table[b'\n' as usize], 'Ċ');
+    }
+
+    #[test]
+    fn llama3_takes_a_whole_word_the_vocabulary_holds_before_merging() {
+        // "abc" is a token, but no merge sequence reaches it: "b c" then "a bc" is missing.
+        let vocab = ["a", "b", "c", "bc", "abc"];
+        let to_id: HashMap<String, u32> = vocab
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.to_string(), i as u32))
+            .collect();
+        let merges = vec!["b c".to_string()];
+        let (mut gpt2, mut llama3) = (Vec::new(), Vec::new());
+        Bpe::new(&to_id, &merges, Pre::Gpt2).encode("abc", &mut gpt2);
+        Bpe::new(&to_id, &merges, Pre::Llama3).encode("abc", &mut llama3);
+        assert_eq!(gpt2, vec![0, 3]);
+        assert_eq!(llama3, vec![4]);
     }
 
     #[test]

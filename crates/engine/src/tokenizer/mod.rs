@@ -314,6 +314,31 @@ mod tests {
     }
 
     #[test]
+    fn llama3_pretokenizer_follows_its_pattern() {
+        let split = |s| Pre::Llama3.split(s);
+        // Case-insensitive contractions; a letter run takes one leading non-letter.
+        assert_eq!(
+            split("I'LL go,(x)"),
+            vec!["I", "'LL", " go", ",(", "x", ")"]
+        );
+        // Numbers in threes with no leading space; punctuation keeps its newlines.
+        assert_eq!(
+            split("a 1234567 b"),
+            vec!["a", " ", "123", "456", "7", " b"]
+        );
+        assert_eq!(split("end.\n\n  Next"), vec!["end", ".\n\n", " ", " Next"]);
+        // Whitespace through its last newline; a tab can lead a word.
+        assert_eq!(split("x \n \n\ty"), vec!["x", " \n \n", "\ty"]);
+        assert_eq!(split("  "), vec!["  "]);
+        assert_eq!(split("héllo 世界 🎉!"), vec!["héllo", " 世界", " 🎉!"]);
+        assert_eq!(split(""), Vec::<&str>::new());
+        assert_eq!(
+            Pre::Qwen2.split("x 2024"),
+            vec!["x", " ", "2", "0", "2", "4"]
+        );
+    }
+
+    #[test]
     fn gpt2_pretokenizer_handles_contractions_punctuation_and_unicode() {
         assert_eq!(
             Pre::Gpt2.split("I'll go!!  ok"),

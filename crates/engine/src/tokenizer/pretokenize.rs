@@ -10,6 +10,13 @@ pub enum Pre {
     Gpt2,
     /// SmolLM: every digit on its own first (`\p{N}`), then GPT-2 on what lies between.
     Smollm,
+    /// Llama 3 (and the families that reuse its pattern):
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+    /// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`. A word the vocabulary holds
+    /// whole is one token, whatever the merges say (llama.cpp's `ignore_merges`).
+    Llama3,
+    /// Qwen 2 and 3: Llama 3's pattern with one digit at a time (`\p{N}`), merges as usual.
+    Qwen2,
 }
 
 impl Pre {
@@ -17,14 +24,23 @@ impl Pre {
         match name {
             "gpt2" | "default" => Some(Self::Gpt2),
             "smollm" => Some(Self::Smollm),
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => Some(Self::Llama3),
+            "qwen2" | "deepseek-r1-qwen" => Some(Self::Qwen2),
             _ => None,
         }
+    }
+
+    /// Whether a word the vocabulary holds whole skips the merges.
+    pub fn ignores_merges(&self) -> bool {
+        matches!(self, Pre::Llama3)
     }
 
     pub fn split<'a>(&self, text: &'a str) -> Vec<&'a str> {
         let mut out = Vec::new();
         match self {
             Pre::Gpt2 => gpt2(text, &mut out),
+            Pre::Llama3 => llama3(text, 3, &mut out),
+            Pre::Qwen2 => llama3(text, 1, &mut out),
             Pre::Smollm => {
                 let mut start = 0;
                 for (i, c) in text.char_indices() {
@@ -124,5 +140,82 @@ fn gpt2<'a>(text: &'a str, out: &mut Vec<&'a str>) {
         }
         out.push(&text[offset(start)..offset(j)]);
         i = j;
+    }
+}
+
+fn is_newline(c: char) -> bool {
+    c == '\r' || c == '\n'
+}
+
+/// The Llama 3 pattern (see [`Pre::Llama3`]), `digits` being the longest run of numbers
+/// one piece takes. Alternatives are tried in the pattern's order at each position, as a
+/// backtracking regex engine does; each is decided by looking at most two characters
+/// ahead, so the scan is linear.
+fn llama3<'a>(text: &'a str, digits: usize, out: &mut Vec<&'a str>) {
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let n = chars.len();
+    let at = |i: usize| chars.get(i).map(|&(_, c)| c);
+    let offset = |i: usize| chars.get(i).map_or(text.len(), |&(o, _)| o);
+    let other = |c: char| !is_space(c) && !is_letter(c) && !is_number(c);
+    let run = |mut j: usize, class: &dyn Fn(char) -> bool| {
+        while j < n && class(chars[j].1) {
+            j += 1;
+        }
+        j
+    };
+    let mut i = 0;
+    while i < n {
+        let c = chars[i].1;
+        let end = 'matched: {
+            // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+            if c == '\'' {
+                let lower = |k: usize| at(i + k).map(|c| c.to_ascii_lowercase());
+                match (lower(1), lower(2)) {
+                    (Some('s' | 't' | 'm' | 'd'), _) => break 'matched i + 2,
+                    (Some('r'), Some('e')) | (Some('v'), Some('e')) | (Some('l'), Some('l')) => {
+                        break 'matched i + 3
+                    }
+                    _ => {}
+                }
+            }
+            // [^\r\n\p{L}\p{N}]?\p{L}+
+            if is_letter(c) {
+                break 'matched run(i, &is_letter);
+            }
+            if !is_newline(c) && !is_number(c) && at(i + 1).is_some_and(is_letter) {
+                break 'matched run(i + 1, &is_letter);
+            }
+            // \p{N}{1,digits}
+            if is_number(c) {
+                let mut j = i;
+                while j < n && j - i < digits && is_number(chars[j].1) {
+                    j += 1;
+                }
+                break 'matched j;
+            }
+            // ' '?[^\s\p{L}\p{N}]+[\r\n]*
+            let body = if c == ' ' && at(i + 1).is_some_and(other) {
+                i + 1
+            } else {
+                i
+            };
+            if at(body).is_some_and(other) {
+                break 'matched run(run(body, &other), &is_newline);
+            }
+            // What is left starts with whitespace.
+            let spaces = run(i, &is_space);
+            // \s*[\r\n]+: through the run's last newline.
+            if let Some(last) = (i..spaces).rev().find(|&k| is_newline(chars[k].1)) {
+                break 'matched last + 1;
+            }
+            // \s+(?!\S): the run, less its last space when a word follows it.
+            if spaces < n && spaces - i > 1 {
+                break 'matched spaces - 1;
+            }
+            // \s+
+            spaces.max(i + 1)
+        };
+        out.push(&text[offset(i)..offset(end)]);
+        i = end;
     }
 }

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+#[allow(dead_code)] // not every test binary builds tiny models
+pub mod tiny;
+
 /// The model store the tests read: `$BASALT_MODELS_DIR` or the default location, where
 /// `scripts/fetch-models` (run by `make test`) puts the models.
 pub fn model_path(relative: &str) -> PathBuf {
