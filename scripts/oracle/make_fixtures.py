@@ -99,8 +99,25 @@ TINY = {
         "build": "write_qwen2_tokenizer",
         "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
     },
+    "qwen2-tiny": {
+        "build": "write_qwen2",
+        "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
+    "qwen3-tiny": {
+        "build": "write_qwen3",
+        "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
+    "phi3-tiny": {
+        "build": "write_phi3",
+        "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
+    "gemma2-tiny": {
+        "build": "write_gemma2",
+        "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
 }
-TINY["qwen2-pre-tiny"]["prompts"] = TINY["llama3-tiny"]["prompts"]
+for _name in ("qwen2-pre-tiny", "qwen2-tiny", "qwen3-tiny", "phi3-tiny", "gemma2-tiny"):
+    TINY[_name]["prompts"] = TINY["llama3-tiny"]["prompts"]
 
 TOKENIZER_STRINGS = [
     "Hello world",

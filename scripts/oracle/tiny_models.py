@@ -37,20 +37,64 @@ def _field(reader: gguf.GGUFReader, key: str):
     return reader.fields[key].contents()
 
 
-def write_llama3(path: Path, source: Path, pre: str = "llama-bpe") -> None:
-    """A two-layer Llama 3 graph (grouped-query attention, rope_freqs, base 500,000) over the
-    vocabulary and merges of `source`, declared with pre-tokenizer `pre`."""
+# What each tiny family adds to the LLaMA graph (the Rust twin: `Family` in tiny.rs).
+LLAMA3 = dict(arch="llama", rope_base=500_000.0, rope_freqs=True, qkv_bias=False, qk_norm=False,
+              head_dim=None, rotary_dims=None, fused=False, long_rope=False, gemma2=False)
+FAMILIES = {
+    "llama3": LLAMA3,
+    "qwen2": {**LLAMA3, "arch": "qwen2", "rope_base": 1_000_000.0, "rope_freqs": False, "qkv_bias": True},
+    # Heads twice as wide as width / heads, as Qwen3's are.
+    "qwen3": {**LLAMA3, "arch": "qwen3", "rope_base": 1_000_000.0, "rope_freqs": False, "qk_norm": True,
+              "head_dim": 32},
+    # Phi-4-mini's shape of graph: fused q/k/v and gate/up tensors, rotation of 3/4 of each head,
+    # long-rope factors chosen by context (trained at 256, so llama.cpp's 1024 takes the long set)
+    # and a magnitude correction.
+    "phi3": {**LLAMA3, "arch": "phi3", "rope_base": 10_000.0, "rope_freqs": False, "rotary_dims": 12,
+             "fused": True, "long_rope": True},
+    # Gemma 2's graph: norms after attention and feed-forward (GELU), a scaled embedding,
+    # soft-capped scores and logits, every other layer sliding (over a window short enough
+    # for the prompts to cross).
+    "gemma2": {**LLAMA3, "arch": "gemma2", "rope_base": 10_000.0, "rope_freqs": False, "gemma2": True},
+}
+TINY_NAME = "basalt tiny decoder"
+PHI3_ROPE_SHORT = [1.0, 1.0, 1.25, 1.5, 2.0, 3.0]
+PHI3_ROPE_LONG = [1.0, 1.5, 3.0, 6.0, 12.0, 24.0]
+PHI3_ATTN_FACTOR = 1.1875  # exactly representable, so both writers agree
+PHI3_TRAINED_CONTEXT = 256
+GEMMA2_WINDOW, GEMMA2_ATTN_CAP, GEMMA2_FINAL_CAP = 32, 8.0, 4.0
+
+
+def write_decoder(path: Path, source: Path, pre: str, family: str) -> None:
+    """A two-layer decoder (grouped-query attention) of `family` over the
+    vocabulary and merges of `source`, declared with pre-tokenizer `pre`; FAMILIES says what
+    each family adds."""
+    f = FAMILIES[family]
+    arch = f["arch"]
     src = gguf.GGUFReader(str(source))
     tokens = _field(src, "tokenizer.ggml.tokens")
-    d, kv = LLAMA3_DIM, LLAMA3_DIM // LLAMA3_HEADS * LLAMA3_KV_HEADS
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_string("general.name", "tiny-llama3")
+    head_dim = f["head_dim"] or LLAMA3_DIM // LLAMA3_HEADS
+    rotary = f["rotary_dims"] or head_dim
+    d, q, kv = LLAMA3_DIM, head_dim * LLAMA3_HEADS, head_dim * LLAMA3_KV_HEADS
+    w = gguf.GGUFWriter(str(path), arch)
+    # One name for every family: llama.cpp keys vocabulary quirks on model names (Phi 3's
+    # special tokens), and these models borrow another model's vocabulary.
+    w.add_string("general.name", TINY_NAME)
     for key, value in [("context_length", 512), ("embedding_length", d), ("block_count", LLAMA3_LAYERS),
                        ("feed_forward_length", LLAMA3_FFN), ("attention.head_count", LLAMA3_HEADS),
-                       ("attention.head_count_kv", LLAMA3_KV_HEADS), ("rope.dimension_count", d // LLAMA3_HEADS)]:
-        w.add_uint32(f"llama.{key}", value)
-    w.add_float32("llama.rope.freq_base", 500_000.0)
-    w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+                       ("attention.head_count_kv", LLAMA3_KV_HEADS), ("rope.dimension_count", rotary)]:
+        w.add_uint32(f"{arch}.{key}", value)
+    if f["long_rope"]:
+        w.add_uint32(f"{arch}.rope.scaling.original_context_length", PHI3_TRAINED_CONTEXT)
+        w.add_float32(f"{arch}.rope.scaling.attn_factor", PHI3_ATTN_FACTOR)
+    if f["gemma2"]:
+        w.add_uint32(f"{arch}.attention.sliding_window", GEMMA2_WINDOW)
+        w.add_float32(f"{arch}.attn_logit_softcapping", GEMMA2_ATTN_CAP)
+        w.add_float32(f"{arch}.final_logit_softcapping", GEMMA2_FINAL_CAP)
+    if head_dim != d // LLAMA3_HEADS:
+        w.add_uint32(f"{arch}.attention.key_length", head_dim)
+        w.add_uint32(f"{arch}.attention.value_length", head_dim)
+    w.add_float32(f"{arch}.rope.freq_base", f["rope_base"])
+    w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)
     w.add_string("tokenizer.ggml.model", "gpt2")
     w.add_string("tokenizer.ggml.pre", pre)
     w.add_array("tokenizer.ggml.tokens", tokens)
@@ -69,18 +113,38 @@ def write_llama3(path: Path, source: Path, pre: str = "llama-bpe") -> None:
         w.add_tensor(name, values.reshape(dims[::-1]))
 
     tensor("token_embd.weight", [d, len(tokens)], 1.0, 0.0)
-    w.add_tensor("rope_freqs.weight", np.array(LLAMA3_ROPE_FACTORS, dtype=np.float32))
+    if f["rope_freqs"]:
+        w.add_tensor("rope_freqs.weight", np.array(LLAMA3_ROPE_FACTORS, dtype=np.float32))
+    if f["long_rope"]:
+        w.add_tensor("rope_factors_short.weight", np.array(PHI3_ROPE_SHORT, dtype=np.float32))
+        w.add_tensor("rope_factors_long.weight", np.array(PHI3_ROPE_LONG, dtype=np.float32))
     for layer in range(LLAMA3_LAYERS):
         b = f"blk.{layer}."
         tensor(b + "attn_norm.weight", [d], 0.1, 1.0)
-        tensor(b + "attn_q.weight", [d, d], 0.3, 0.0)
-        tensor(b + "attn_k.weight", [d, kv], 0.3, 0.0)
-        tensor(b + "attn_v.weight", [d, kv], 0.3, 0.0)
-        tensor(b + "attn_output.weight", [d, d], 0.3, 0.0)
+        if f["fused"]:
+            tensor(b + "attn_qkv.weight", [d, q + 2 * kv], 0.3, 0.0)
+        else:
+            tensor(b + "attn_q.weight", [d, q], 0.3, 0.0)
+            tensor(b + "attn_k.weight", [d, kv], 0.3, 0.0)
+            tensor(b + "attn_v.weight", [d, kv], 0.3, 0.0)
+        tensor(b + "attn_output.weight", [q, d], 0.3, 0.0)
         tensor(b + "ffn_norm.weight", [d], 0.1, 1.0)
-        tensor(b + "ffn_gate.weight", [d, LLAMA3_FFN], 0.3, 0.0)
-        tensor(b + "ffn_up.weight", [d, LLAMA3_FFN], 0.3, 0.0)
+        if f["fused"]:
+            tensor(b + "ffn_up.weight", [d, 2 * LLAMA3_FFN], 0.3, 0.0)
+        else:
+            tensor(b + "ffn_gate.weight", [d, LLAMA3_FFN], 0.3, 0.0)
+            tensor(b + "ffn_up.weight", [d, LLAMA3_FFN], 0.3, 0.0)
         tensor(b + "ffn_down.weight", [LLAMA3_FFN, d], 0.2, 0.0)
+        if f["qkv_bias"]:
+            tensor(b + "attn_q.bias", [q], 0.5, 0.0)
+            tensor(b + "attn_k.bias", [kv], 0.5, 0.0)
+            tensor(b + "attn_v.bias", [kv], 0.5, 0.0)
+        if f["qk_norm"]:
+            tensor(b + "attn_q_norm.weight", [head_dim], 0.2, 1.0)
+            tensor(b + "attn_k_norm.weight", [head_dim], 0.2, 1.0)
+        if f["gemma2"]:
+            tensor(b + "post_attention_norm.weight", [d], 0.1, 1.0)
+            tensor(b + "post_ffw_norm.weight", [d], 0.1, 1.0)
     tensor("output_norm.weight", [d], 0.1, 1.0)
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -88,7 +152,32 @@ def write_llama3(path: Path, source: Path, pre: str = "llama-bpe") -> None:
     w.close()
 
 
+def write_llama3(path: Path, source: Path) -> None:
+    """Llama 3's graph: rope_freqs frequency factors, base 500,000, its pre-tokenizer."""
+    write_decoder(path, source, pre="llama-bpe", family="llama3")
+
+
 def write_qwen2_tokenizer(path: Path, source: Path) -> None:
     """The same model, its words split by Qwen 2's pre-tokenizer (one digit at a time, and
     merges applied even to words the vocabulary holds whole)."""
-    write_llama3(path, source, pre="qwen2")
+    write_decoder(path, source, pre="qwen2", family="llama3")
+
+
+def write_qwen2(path: Path, source: Path) -> None:
+    """Qwen 2's graph: biases on the query, key and value projections, NeoX rotation."""
+    write_decoder(path, source, pre="qwen2", family="qwen2")
+
+
+def write_qwen3(path: Path, source: Path) -> None:
+    """Qwen 3's graph: per-head RMS norms on queries and keys, heads wider than width / heads."""
+    write_decoder(path, source, pre="qwen2", family="qwen3")
+
+
+def write_phi3(path: Path, source: Path) -> None:
+    """Phi 3's graph (as Phi-4-mini has it): fused tensors, partial rotation, long rope."""
+    write_decoder(path, source, pre="llama-bpe", family="phi3")
+
+
+def write_gemma2(path: Path, source: Path) -> None:
+    """Gemma 2's graph: post-norms, soft caps, alternating sliding windows."""
+    write_decoder(path, source, pre="llama-bpe", family="gemma2")

@@ -167,3 +167,63 @@ fn mutated_headers_load_or_are_refused() {
     });
     assert!(ran >= 10, "only {ran} cases");
 }
+
+/// Each family's loader (biases, per-head norms, fused tensors, long rope, soft caps and
+/// windows) against its own hyper-parameters at every boundary: loads or is refused, never
+/// panics; and a fused tensor that does not split as the hyper-parameters say is refused by
+/// name.
+#[test]
+fn every_family_refuses_hyper_parameters_its_tensors_do_not_have() {
+    use common::tiny;
+    let source = basalt_gguf::GgufFile::open(&common::model_path(SMOL)).unwrap();
+    let mut tried = 0;
+    for (family, pre) in [
+        (tiny::QWEN2, "qwen2"),
+        (tiny::QWEN3, "qwen2"),
+        (tiny::PHI3, "llama-bpe"),
+        (tiny::GEMMA2, "llama-bpe"),
+    ] {
+        let bytes = tiny::decoder(&source, pre, family);
+        let path = temp("family.gguf");
+        std::fs::write(&path, &bytes).unwrap();
+        let data_offset = basalt_gguf::GgufFile::open(&path)
+            .unwrap()
+            .header()
+            .data_offset;
+        std::fs::remove_file(&path).unwrap();
+        let pristine = bytes[..data_offset].to_vec();
+        let len = bytes.len() as u64;
+        let arch = family.arch;
+        for key in [
+            "embedding_length",
+            "feed_forward_length",
+            "attention.head_count",
+            "attention.head_count_kv",
+            "attention.key_length",
+            "attention.value_length",
+            "rope.dimension_count",
+            "rope.scaling.original_context_length",
+            "attention.sliding_window",
+        ] {
+            for &value in basalt_fuzz::BOUNDARY_U64 {
+                let mut header = pristine.clone();
+                if !set_integer(&mut header, &format!("{arch}.{key}"), value) {
+                    continue;
+                }
+                let path = sparse_copy("family-hparam.gguf", &header, len);
+                let _ = LoadedModel::inspect(&path);
+                tried += 1;
+            }
+        }
+        if family.name == "phi3" {
+            let mut header = pristine.clone();
+            assert!(set_integer(&mut header, "phi3.feed_forward_length", 100));
+            let path = sparse_copy("phi3-ffn.gguf", &header, len);
+            let e = LoadedModel::inspect(&path).expect_err("a gate-up tensor of the wrong size");
+            assert!(e.to_string().contains("ffn_up"), "{e}");
+        }
+    }
+    let _ = std::fs::remove_file(temp("family-hparam.gguf"));
+    let _ = std::fs::remove_file(temp("phi3-ffn.gguf"));
+    assert!(tried >= 100, "only {tried} cases: keys not found");
+}

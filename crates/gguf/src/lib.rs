@@ -417,6 +417,19 @@ pub struct TensorBytes {
     len: usize,
 }
 
+impl TensorBytes {
+    /// `len` bytes from `offset` within this tensor's: one part of a fused tensor (a
+    /// query-key-value projection stored as one matrix). `None` when out of range.
+    pub fn slice(&self, offset: usize, len: usize) -> Option<TensorBytes> {
+        let end = offset.checked_add(len)?;
+        (end <= self.len).then(|| TensorBytes {
+            map: Arc::clone(&self.map),
+            start: self.start + offset,
+            len,
+        })
+    }
+}
+
 impl std::ops::Deref for TensorBytes {
     type Target = [u8];
 

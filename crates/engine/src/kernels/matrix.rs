@@ -84,6 +84,39 @@ impl QMatrix {
         self.bytes.len()
     }
 
+    /// Splits the matrix into consecutive bands of `rows[i]` rows each, sharing its bytes:
+    /// the parts of a fused tensor (Phi 3's query-key-value and gate-up projections). The
+    /// bands must cover every row.
+    pub fn split_rows(&self, name: &str, rows: &[usize]) -> Result<Vec<QMatrix>, EngineError> {
+        let wrong = || {
+            EngineError::Model(format!(
+                "tensor `{name}` has {} rows, which do not split as {rows:?}",
+                self.rows
+            ))
+        };
+        if rows.iter().sum::<usize>() != self.rows || self.rows == 0 {
+            return Err(wrong());
+        }
+        // Every row holds whole blocks (checked at load), so bands keep the alignment.
+        let row_bytes = self.bytes.len() / self.rows;
+        let mut offset = 0;
+        let mut parts = Vec::with_capacity(rows.len());
+        for &n in rows {
+            let bytes = self
+                .bytes
+                .slice(offset * row_bytes, n * row_bytes)
+                .ok_or_else(wrong)?;
+            parts.push(QMatrix {
+                ty: self.ty,
+                rows: n,
+                cols: self.cols,
+                bytes,
+            });
+            offset += n;
+        }
+        Ok(parts)
+    }
+
     /// `out[t][r] = dot(row r, x[t])` for `t` rows of activations `x` (each `cols` long).
     pub fn matmul(&self, x: &[f32], out: &mut [f32], scratch: &mut ActScratch) {
         self.matmul_with(x, out, scratch, true);

@@ -84,6 +84,9 @@ pub(super) static GELU_F16: OnceLock<Vec<f16>> = OnceLock::new();
 /// Rotary position embedding tables for one head dimension and frequency base.
 #[derive(Debug, Clone)]
 pub struct Rope {
+    /// How many leading dimensions of each head rotate (all of them but in Phi-4-mini-style
+    /// partial rotary embeddings); the rest pass through.
+    rotary_dims: usize,
     theta_scale: f32,
     /// `true`: rotate the two halves of the head (GPT-NeoX style, Gemma); `false`: rotate
     /// adjacent pairs (the original LLaMA layout, which GGUF llama weights are permuted for).
@@ -91,26 +94,37 @@ pub struct Rope {
     /// Per-frequency divisors of the angle (one per pair), as Llama 3.1 and later scale
     /// their long-context frequencies: GGUF files carry them as the `rope_freqs` tensor.
     factors: Option<Vec<f32>>,
+    /// Multiplies the rotation's cosine and sine (Phi 3's long-rope magnitude correction).
+    magnitude: f32,
 }
 
 impl Rope {
-    pub fn new(head_dim: usize, base: f32, neox: bool) -> Self {
+    /// Rotation of the first `rotary_dims` dimensions of each head.
+    pub fn new(rotary_dims: usize, base: f32, neox: bool) -> Self {
         Self {
-            theta_scale: base.powf(-2.0 / head_dim as f32),
+            rotary_dims,
+            theta_scale: base.powf(-2.0 / rotary_dims as f32),
             neox,
             factors: None,
+            magnitude: 1.0,
         }
     }
 
-    /// Divides frequency `i`'s angle by `factors[i]` (`head_dim / 2` of them).
+    /// Divides frequency `i`'s angle by `factors[i]` (`rotary_dims / 2` of them).
     pub fn with_factors(mut self, factors: Vec<f32>) -> Self {
         self.factors = Some(factors);
         self
     }
 
+    /// Scales the rotated dimensions by `magnitude`.
+    pub fn with_magnitude(mut self, magnitude: f32) -> Self {
+        self.magnitude = magnitude;
+        self
+    }
+
     /// Rotates every head in `heads` (each `head_dim` long) for position `pos`.
     pub fn apply(&self, heads: &mut [f32], head_dim: usize, pos: usize) {
-        let half = head_dim / 2;
+        let half = self.rotary_dims.min(head_dim) / 2;
         // The angle is advanced by repeated multiplication, as ggml does, rather than by
         // `powf` per frequency: the rounding then matches llama.cpp's.
         let mut theta = pos as f32;
@@ -122,7 +136,7 @@ impl Rope {
                 Some(&factor) => theta / factor,
                 None => theta,
             };
-            *cs = (angle.cos(), angle.sin());
+            *cs = (angle.cos() * self.magnitude, angle.sin() * self.magnitude);
             theta *= self.theta_scale;
         }
         for head in heads.chunks_exact_mut(head_dim) {

@@ -73,6 +73,8 @@ pub struct AttentionShape {
     pub scale: f32,
     /// Sliding-window size: a query at position p sees keys at positions > p - window.
     pub window: Option<usize>,
+    /// Gemma 2's soft cap on scaled scores: `cap * tanh(score / cap)`.
+    pub soft_cap: Option<f32>,
 }
 
 /// Causal attention at position `pos` over the cache, for the `G` query heads that share
@@ -92,6 +94,7 @@ fn attend_group<const G: usize>(
         head_dim,
         scale,
         window,
+        soft_cap,
         ..
     } = shape;
     let kv_dim = n_kv_heads * head_dim;
@@ -131,6 +134,11 @@ fn attend_group<const G: usize>(
             j += 1;
         }
     });
+    if let Some(cap) = soft_cap {
+        for s in scores.iter_mut() {
+            *s = cap * (*s / cap).tanh();
+        }
+    }
     for head in scores.chunks_exact_mut(n) {
         crate::kernels::softmax(head);
     }

@@ -3,7 +3,7 @@
 //! A model file knows its weights and its forward pass, nothing else: no tokenizer, no
 //! sampling, no scheduling. Weights stay in their GGUF encoding inside the memory map.
 
-mod gemma3;
+mod gemma;
 pub mod layers;
 mod llama;
 
@@ -98,9 +98,13 @@ pub fn load(file: &GgufFile) -> Result<Box<dyn Transformer>, EngineError> {
         .map_err(|e| EngineError::Model(e.to_string()))?;
     match arch {
         "llama" => Ok(Box::new(llama::Llama::load(file)?)),
-        "gemma3" => Ok(Box::new(gemma3::Gemma3::load(file)?)),
+        "qwen2" => Ok(Box::new(llama::Llama::load_qwen2(file)?)),
+        "qwen3" => Ok(Box::new(llama::Llama::load_qwen3(file)?)),
+        "phi3" => Ok(Box::new(llama::Llama::load_phi3(file)?)),
+        "gemma2" => Ok(Box::new(gemma::Gemma::load_gemma2(file)?)),
+        "gemma3" => Ok(Box::new(gemma::Gemma::load_gemma3(file)?)),
         other => Err(EngineError::Model(format!(
-            "architecture `{other}` is not supported (supported: llama, gemma3)"
+            "architecture `{other}` is not supported (supported: llama, qwen2, qwen3, phi3, gemma2, gemma3)"
         ))),
     }
 }

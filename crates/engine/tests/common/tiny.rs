@@ -34,10 +34,95 @@ const LLAMA3_FFN: usize = 128;
 /// Llama 3.1-style frequency divisors: high frequencies kept, low ones slowed.
 pub const LLAMA3_ROPE_FACTORS: [f32; 8] = [1.0, 1.0, 1.0, 1.5, 2.5, 4.0, 8.0, 8.0];
 
-/// A two-layer Llama 3 graph (grouped-query attention, `rope_freqs`, base 500,000) over the
-/// vocabulary and merges of `source` (a byte-level BPE file), declared with pre-tokenizer
-/// `pre` (`llama-bpe` as Llama 3's files are; `qwen2` to check Qwen's).
-pub fn llama3(source: &GgufFile, pre: &str) -> Vec<u8> {
+/// What one tiny family adds to the LLaMA graph.
+#[derive(Clone, Copy)]
+pub struct Family {
+    pub name: &'static str,
+    pub arch: &'static str,
+    rope_base: f32,
+    rope_freqs: bool,
+    qkv_bias: bool,
+    qk_norm: bool,
+    /// Head width when not width / heads.
+    head_dim: Option<usize>,
+    /// Rotated dimensions of each head when not all of them.
+    rotary_dims: Option<usize>,
+    /// `attn_qkv` and a double-height `ffn_up` instead of separate tensors.
+    fused: bool,
+    /// Phi 3's short and long rope factors, trained context and magnitude.
+    long_rope: bool,
+    /// Gemma 2's post-norms, soft caps and sliding window.
+    gemma2: bool,
+}
+
+pub const LLAMA3: Family = Family {
+    name: "llama3",
+    arch: "llama",
+    rope_base: 500_000.0,
+    rope_freqs: true,
+    qkv_bias: false,
+    qk_norm: false,
+    head_dim: None,
+    rotary_dims: None,
+    fused: false,
+    long_rope: false,
+    gemma2: false,
+};
+pub const QWEN2: Family = Family {
+    name: "qwen2",
+    arch: "qwen2",
+    rope_base: 1_000_000.0,
+    rope_freqs: false,
+    qkv_bias: true,
+    ..LLAMA3
+};
+/// Heads twice as wide as width / heads, as Qwen3's are.
+pub const QWEN3: Family = Family {
+    name: "qwen3",
+    arch: "qwen3",
+    rope_base: 1_000_000.0,
+    rope_freqs: false,
+    qk_norm: true,
+    head_dim: Some(32),
+    ..LLAMA3
+};
+/// Phi-4-mini's shape of graph: fused q/k/v and gate/up tensors, rotation of 3/4 of each
+/// head, long-rope factors chosen by context (trained at 256, so the 512 the file allows
+/// takes the long set, as llama.cpp's 1024 does) and a magnitude correction.
+pub const PHI3: Family = Family {
+    name: "phi3",
+    arch: "phi3",
+    rope_base: 10_000.0,
+    rope_freqs: false,
+    rotary_dims: Some(12),
+    fused: true,
+    long_rope: true,
+    ..LLAMA3
+};
+const PHI3_ROPE_SHORT: [f32; 6] = [1.0, 1.0, 1.25, 1.5, 2.0, 3.0];
+const PHI3_ROPE_LONG: [f32; 6] = [1.0, 1.5, 3.0, 6.0, 12.0, 24.0];
+const PHI3_ATTN_FACTOR: f32 = 1.1875;
+const PHI3_TRAINED_CONTEXT: u32 = 256;
+/// Gemma 2's graph: norms after attention and feed-forward (GELU), a scaled embedding,
+/// soft-capped scores and logits, every other layer sliding (over a window short enough for
+/// the prompts to cross).
+pub const GEMMA2: Family = Family {
+    name: "gemma2",
+    arch: "gemma2",
+    rope_base: 10_000.0,
+    rope_freqs: false,
+    gemma2: true,
+    ..LLAMA3
+};
+const GEMMA2_WINDOW: u32 = 32;
+const GEMMA2_ATTN_CAP: f32 = 8.0;
+const GEMMA2_FINAL_CAP: f32 = 4.0;
+
+/// A two-layer decoder (grouped-query attention) of `family` over the vocabulary
+/// and merges of `source` (a byte-level BPE file), declared with pre-tokenizer `pre`
+/// (`llama-bpe` as Llama 3's files are; `qwen2` as Qwen's). What each family adds is on
+/// its constant above.
+pub fn decoder(source: &GgufFile, pre: &str, family: Family) -> Vec<u8> {
     let h = source.header();
     let strings = |key: &str| match h.array(key) {
         Ok(Array::Strings(v)) => v.clone(),
@@ -50,20 +135,54 @@ pub fn llama3(source: &GgufFile, pre: &str) -> Vec<u8> {
         other => panic!("token_type: {other:?}"),
     };
     let id = |key: &str| h.u64(key).unwrap() as u32;
-    let (d, kv) = (LLAMA3_DIM, LLAMA3_DIM / LLAMA3_HEADS * LLAMA3_KV_HEADS);
+    let head_dim = family.head_dim.unwrap_or(LLAMA3_DIM / LLAMA3_HEADS);
+    let (d, q, kv) = (
+        LLAMA3_DIM,
+        head_dim * LLAMA3_HEADS,
+        head_dim * LLAMA3_KV_HEADS,
+    );
     let vocab = tokens.len();
+    let a = family.arch;
     let mut w = Writer::new()
-        .string("general.architecture", "llama")
-        .string("general.name", "tiny-llama3")
-        .u32("llama.context_length", 512)
-        .u32("llama.embedding_length", d as u32)
-        .u32("llama.block_count", LLAMA3_LAYERS as u32)
-        .u32("llama.feed_forward_length", LLAMA3_FFN as u32)
-        .u32("llama.attention.head_count", LLAMA3_HEADS as u32)
-        .u32("llama.attention.head_count_kv", LLAMA3_KV_HEADS as u32)
-        .u32("llama.rope.dimension_count", (d / LLAMA3_HEADS) as u32)
-        .f32("llama.rope.freq_base", 500_000.0)
-        .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+        .string("general.architecture", a)
+        // One name for every family: llama.cpp keys vocabulary quirks on model names (Phi
+        // 3's special tokens), and these models borrow another model's vocabulary.
+        .string("general.name", "basalt tiny decoder")
+        .u32(&format!("{a}.context_length"), 512)
+        .u32(&format!("{a}.embedding_length"), d as u32)
+        .u32(&format!("{a}.block_count"), LLAMA3_LAYERS as u32)
+        .u32(&format!("{a}.feed_forward_length"), LLAMA3_FFN as u32)
+        .u32(&format!("{a}.attention.head_count"), LLAMA3_HEADS as u32)
+        .u32(
+            &format!("{a}.attention.head_count_kv"),
+            LLAMA3_KV_HEADS as u32,
+        )
+        .u32(
+            &format!("{a}.rope.dimension_count"),
+            family.rotary_dims.unwrap_or(head_dim) as u32,
+        );
+    if family.long_rope {
+        w = w
+            .u32(
+                &format!("{a}.rope.scaling.original_context_length"),
+                PHI3_TRAINED_CONTEXT,
+            )
+            .f32(&format!("{a}.rope.scaling.attn_factor"), PHI3_ATTN_FACTOR);
+    }
+    if family.gemma2 {
+        w = w
+            .u32(&format!("{a}.attention.sliding_window"), GEMMA2_WINDOW)
+            .f32(&format!("{a}.attn_logit_softcapping"), GEMMA2_ATTN_CAP)
+            .f32(&format!("{a}.final_logit_softcapping"), GEMMA2_FINAL_CAP);
+    }
+    if family.head_dim.is_some() {
+        w = w
+            .u32(&format!("{a}.attention.key_length"), head_dim as u32)
+            .u32(&format!("{a}.attention.value_length"), head_dim as u32);
+    }
+    w = w
+        .f32(&format!("{a}.rope.freq_base"), family.rope_base)
+        .f32(&format!("{a}.attention.layer_norm_rms_epsilon"), 1e-5)
         .string("tokenizer.ggml.model", "gpt2")
         .string("tokenizer.ggml.pre", pre)
         .strings("tokenizer.ggml.tokens", &tokens)
@@ -86,22 +205,51 @@ pub fn llama3(source: &GgufFile, pre: &str) -> Vec<u8> {
         w.tensor_f32(name, &dims, &weights(seed, n, scale, offset))
     };
     w = tensor(w, "token_embd.weight", &[d, vocab], 1.0, 0.0);
-    w = w.tensor_f32(
-        "rope_freqs.weight",
-        &[LLAMA3_ROPE_FACTORS.len() as u64],
-        &LLAMA3_ROPE_FACTORS,
-    );
+    if family.rope_freqs {
+        w = w.tensor_f32(
+            "rope_freqs.weight",
+            &[LLAMA3_ROPE_FACTORS.len() as u64],
+            &LLAMA3_ROPE_FACTORS,
+        );
+    }
+    if family.long_rope {
+        w = w
+            .tensor_f32("rope_factors_short.weight", &[6], &PHI3_ROPE_SHORT)
+            .tensor_f32("rope_factors_long.weight", &[6], &PHI3_ROPE_LONG);
+    }
+    let ffn = LLAMA3_FFN;
     for l in 0..LLAMA3_LAYERS {
-        let b = |t: &str| format!("blk.{l}.{t}.weight");
-        w = tensor(w, &b("attn_norm"), &[d], 0.1, 1.0);
-        w = tensor(w, &b("attn_q"), &[d, d], 0.3, 0.0);
-        w = tensor(w, &b("attn_k"), &[d, kv], 0.3, 0.0);
-        w = tensor(w, &b("attn_v"), &[d, kv], 0.3, 0.0);
-        w = tensor(w, &b("attn_output"), &[d, d], 0.3, 0.0);
-        w = tensor(w, &b("ffn_norm"), &[d], 0.1, 1.0);
-        w = tensor(w, &b("ffn_gate"), &[d, LLAMA3_FFN], 0.3, 0.0);
-        w = tensor(w, &b("ffn_up"), &[d, LLAMA3_FFN], 0.3, 0.0);
-        w = tensor(w, &b("ffn_down"), &[LLAMA3_FFN, d], 0.2, 0.0);
+        let b = |t: &str| format!("blk.{l}.{t}");
+        w = tensor(w, &b("attn_norm.weight"), &[d], 0.1, 1.0);
+        if family.fused {
+            w = tensor(w, &b("attn_qkv.weight"), &[d, q + 2 * kv], 0.3, 0.0);
+        } else {
+            w = tensor(w, &b("attn_q.weight"), &[d, q], 0.3, 0.0);
+            w = tensor(w, &b("attn_k.weight"), &[d, kv], 0.3, 0.0);
+            w = tensor(w, &b("attn_v.weight"), &[d, kv], 0.3, 0.0);
+        }
+        w = tensor(w, &b("attn_output.weight"), &[q, d], 0.3, 0.0);
+        w = tensor(w, &b("ffn_norm.weight"), &[d], 0.1, 1.0);
+        if family.fused {
+            w = tensor(w, &b("ffn_up.weight"), &[d, 2 * ffn], 0.3, 0.0);
+        } else {
+            w = tensor(w, &b("ffn_gate.weight"), &[d, ffn], 0.3, 0.0);
+            w = tensor(w, &b("ffn_up.weight"), &[d, ffn], 0.3, 0.0);
+        }
+        w = tensor(w, &b("ffn_down.weight"), &[ffn, d], 0.2, 0.0);
+        if family.qkv_bias {
+            w = tensor(w, &b("attn_q.bias"), &[q], 0.5, 0.0);
+            w = tensor(w, &b("attn_k.bias"), &[kv], 0.5, 0.0);
+            w = tensor(w, &b("attn_v.bias"), &[kv], 0.5, 0.0);
+        }
+        if family.qk_norm {
+            w = tensor(w, &b("attn_q_norm.weight"), &[head_dim], 0.2, 1.0);
+            w = tensor(w, &b("attn_k_norm.weight"), &[head_dim], 0.2, 1.0);
+        }
+        if family.gemma2 {
+            w = tensor(w, &b("post_attention_norm.weight"), &[d], 0.1, 1.0);
+            w = tensor(w, &b("post_ffw_norm.weight"), &[d], 0.1, 1.0);
+        }
     }
     w = tensor(w, "output_norm.weight", &[d], 0.1, 1.0);
     w.to_bytes()
