@@ -122,10 +122,17 @@ fn local_turn(
         logprobs: None,
         constraints: Default::default(),
         cache_points: Vec::new(),
+        thinking: None,
     })?;
     let mut reply = String::new();
     while let Some(ev) = rx.blocking_recv() {
         match ev {
+            // A thinking model's reasoning, shown dimmed and kept out of the history (as
+            // chat templates leave past reasoning out).
+            GenerateEvent::Reasoning { text } => {
+                print!("\x1b[2m{text}\x1b[0m");
+                std::io::stdout().flush()?;
+            }
             GenerateEvent::Text { text, .. } => {
                 print!("{text}");
                 std::io::stdout().flush()?;

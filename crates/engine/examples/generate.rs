@@ -41,12 +41,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         logprobs: None,
         constraints: Default::default(),
         cache_points: Vec::new(),
+        thinking: None,
     };
     let t1 = Instant::now();
     let mut rx = model.submit(request)?;
     while let Some(ev) = rx.blocking_recv() {
         match ev {
             GenerateEvent::Text { text, .. } => print!("{text}"),
+            GenerateEvent::Reasoning { text } => print!("[thinking] {text}"),
             GenerateEvent::Finished { reason, usage, .. } => {
                 println!("\n[{reason:?} {usage:?} in {:?}]", t1.elapsed());
                 break;

@@ -19,6 +19,7 @@ pub mod kernels;
 pub mod kv;
 pub mod model;
 mod prefix_cache;
+pub mod reasoning;
 mod sampling;
 mod scheduler;
 pub mod template;

@@ -13,7 +13,7 @@ use crate::kv::KvBudget;
 use crate::template::ChatTemplate;
 use crate::tokenizer::{TokenKind, Tokenizer};
 use crate::{
-    kv, model, scheduler, tools, Admission, EngineConfig, EngineError, EventReceiver,
+    kv, model, reasoning, scheduler, tools, Admission, EngineConfig, EngineError, EventReceiver,
     PreparedRequest, SchedulerStats,
 };
 
@@ -158,15 +158,39 @@ impl LoadedModel {
     }
 
     /// Renders (for chat, with the tools described) and tokenises a prompt, exactly as
-    /// `submit` will.
+    /// `submit` will with the model's default thinking.
     pub fn tokenize_prompt(
         &self,
         prompt: &Prompt,
         constraints: &OutputConstraints,
     ) -> Result<Vec<u32>, BasaltError> {
+        let thinking = self.thinking(constraints, None);
+        Ok(self.render_prompt(prompt, constraints, thinking)?.0)
+    }
+
+    /// Whether the conversation is rendered with thinking switched on or off, for a model
+    /// that thinks: the caller's choice, except that a constrained answer (a tool call, a
+    /// JSON format) starts at its first token, so it is rendered with thinking off.
+    fn thinking(&self, constraints: &OutputConstraints, asked: Option<bool>) -> Option<bool> {
+        let thinks = self.template.as_ref().is_some_and(|t| t.thinks());
+        match (thinks, constraints.is_free_text()) {
+            (false, _) => None,
+            (true, false) => Some(false),
+            (true, true) => asked,
+        }
+    }
+
+    /// The prompt's tokens, and for a chat with a thinking model, whether the rendered
+    /// prompt left a reasoning block open (the answer then starts inside it).
+    fn render_prompt(
+        &self,
+        prompt: &Prompt,
+        constraints: &OutputConstraints,
+        thinking: Option<bool>,
+    ) -> Result<(Vec<u32>, bool), BasaltError> {
         let tok = &self.shared.tokenizer;
         match prompt {
-            Prompt::Text(text) => Ok(tok.encode(text, true, false)),
+            Prompt::Text(text) => Ok((tok.encode(text, true, false), false)),
             Prompt::Chat(messages) => {
                 let template = self.template.as_ref().ok_or_else(|| {
                     BasaltError::new(
@@ -177,13 +201,14 @@ impl LoadedModel {
                     .with_param("messages")
                 })?;
                 let messages = tools::render_conversation(messages, constraints);
-                let text = template.render(&messages).map_err(|e| {
+                let text = template.render(&messages, thinking).map_err(|e| {
                     BasaltError::invalid(
                         "messages",
                         format!("the model's chat template rejected the messages: {e}"),
                     )
                 })?;
-                Ok(self.encode_rendered(&text))
+                let opened = reasoning::prompt_opens_block(&text);
+                Ok((self.encode_rendered(&text), opened))
             }
         }
     }
@@ -217,7 +242,8 @@ impl LoadedModel {
         if rendered.is_empty() {
             return (0, Duration::ZERO);
         }
-        let Ok(text) = template.render_prefix(&rendered) else {
+        let thinking = self.thinking(&request.constraints, request.thinking);
+        let Ok(text) = template.render_prefix(&rendered, thinking) else {
             return (0, Duration::ZERO);
         };
         let prefix = self.encode_rendered(&text);
@@ -235,7 +261,23 @@ impl LoadedModel {
         // The output grammar's text first: building it checks each schema against its size
         // limits, which is cheap, before the tools are rendered into a prompt of their size.
         let grammar = tools::grammar(&request.constraints)?;
-        let prompt_tokens = self.tokenize_prompt(&request.prompt, &request.constraints)?;
+        let thinks = self.template.as_ref().is_some_and(|t| t.thinks());
+        if request.thinking == Some(true) && !thinks {
+            return Err(BasaltError::new(
+                ErrorKind::UnsupportedForModel,
+                "This model does not think before it answers (its chat template has no \
+                 reasoning block), so reasoning cannot be switched on.",
+            )
+            .with_param("thinking"));
+        }
+        let thinking = self.thinking(&request.constraints, request.thinking);
+        let (prompt_tokens, opened) =
+            self.render_prompt(&request.prompt, &request.constraints, thinking)?;
+        // The answer is split into reasoning and text for a chat with a thinking model,
+        // unless thinking was switched off.
+        let reasoning =
+            (thinks && matches!(request.prompt, Prompt::Chat(_)) && thinking != Some(false))
+                .then_some(opened);
         let ctx = self.context_length();
         let param = match request.prompt {
             Prompt::Chat(_) => "messages",
@@ -310,6 +352,7 @@ impl LoadedModel {
         let (cache_until, cache_ttl) = self.cache_point(&request, &prompt_tokens);
         Ok(PreparedRequest {
             prompt_tokens,
+            reasoning,
             max_tokens,
             limited_by_context,
             request,

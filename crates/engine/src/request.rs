@@ -13,6 +13,9 @@ pub type EventReceiver = mpsc::UnboundedReceiver<GenerateEvent>;
 #[derive(Debug)]
 pub struct PreparedRequest {
     pub prompt_tokens: Vec<u32>,
+    /// For a thinking model's chat: split the answer into reasoning and text, starting
+    /// inside a reasoning block if `Some(true)` (the prompt opened one).
+    pub reasoning: Option<bool>,
     pub max_tokens: usize,
     /// The caller set no limit, so `max_tokens` is the room left in the context window.
     pub limited_by_context: bool,

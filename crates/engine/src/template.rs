@@ -15,6 +15,8 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    /// The template writes reasoning blocks: its model thinks before it answers.
+    thinks: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -33,6 +35,10 @@ struct Context<'a> {
     add_generation_prompt: bool,
     bos_token: &'a str,
     eos_token: &'a str,
+    /// Qwen 3's switch (and others' since): absent unless the caller chose, so a template
+    /// that tests `enable_thinking is defined` keeps its own default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enable_thinking: Option<bool>,
 }
 
 impl ChatTemplate {
@@ -49,25 +55,41 @@ impl ChatTemplate {
             env,
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
+            thinks: crate::reasoning::template_thinks(source),
         })
     }
 
-    /// Renders a conversation, ending with the assistant's turn opened.
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, JinjaError> {
-        self.render_with(messages, true)
+    /// Whether the model thinks before it answers (its template writes reasoning blocks).
+    pub fn thinks(&self) -> bool {
+        self.thinks
+    }
+
+    /// Renders a conversation, ending with the assistant's turn opened; `thinking` switches
+    /// reasoning on or off where the template offers the switch (`None`: its default).
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        thinking: Option<bool>,
+    ) -> Result<String, JinjaError> {
+        self.render_with(messages, true, thinking)
     }
 
     /// Renders the start of a conversation, with no turn opened after it: the text a
     /// longer conversation's rendering begins with (for templates that render messages in
     /// order, which the caller checks).
-    pub fn render_prefix(&self, messages: &[ChatMessage]) -> Result<String, JinjaError> {
-        self.render_with(messages, false)
+    pub fn render_prefix(
+        &self,
+        messages: &[ChatMessage],
+        thinking: Option<bool>,
+    ) -> Result<String, JinjaError> {
+        self.render_with(messages, false, thinking)
     }
 
     fn render_with(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
+        enable_thinking: Option<bool>,
     ) -> Result<String, JinjaError> {
         let tmpl = self.env.get_template("chat")?;
         tmpl.render(Context {
@@ -75,6 +97,7 @@ impl ChatTemplate {
             add_generation_prompt,
             bos_token: &self.bos_token,
             eos_token: &self.eos_token,
+            enable_thinking,
         })
     }
 }
@@ -89,7 +112,9 @@ mod tests {
     #[test]
     fn renders_chatml_with_default_system_prompt() {
         let t = ChatTemplate::new(CHATML, "", "<|im_end|>").unwrap();
-        let out = t.render(&[ChatMessage::text(Role::User, "Hi")]).unwrap();
+        let out = t
+            .render(&[ChatMessage::text(Role::User, "Hi")], None)
+            .unwrap();
         assert_eq!(
             out,
             "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
@@ -101,13 +126,29 @@ mod tests {
         let src = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('first must be user') }}{% endif %}{{ messages[0]['content'].strip() }}";
         let t = ChatTemplate::new(src, "", "").unwrap();
         let err = t
-            .render(&[ChatMessage::text(Role::System, "x")])
+            .render(&[ChatMessage::text(Role::System, "x")], None)
             .unwrap_err();
         assert!(err.to_string().contains("first must be user"), "{err}");
         let ok = t
-            .render(&[ChatMessage::text(Role::User, "  hi  ")])
+            .render(&[ChatMessage::text(Role::User, "  hi  ")], None)
             .unwrap();
         assert_eq!(ok, "hi");
+    }
+
+    #[test]
+    fn the_thinking_switch_reaches_the_template_only_when_chosen() {
+        // Qwen 3's switch, as its template tests it.
+        let src = "{{ messages[0]['content'] }}{% if add_generation_prompt %}|{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}";
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        assert!(t.thinks());
+        let hi = [ChatMessage::text(Role::User, "hi")];
+        assert_eq!(t.render(&hi, None).unwrap(), "hi|");
+        assert_eq!(t.render(&hi, Some(true)).unwrap(), "hi|");
+        assert_eq!(
+            t.render(&hi, Some(false)).unwrap(),
+            "hi|<think>\n\n</think>\n\n"
+        );
+        assert!(!ChatTemplate::new(CHATML, "", "").unwrap().thinks());
     }
 
     #[test]
@@ -118,6 +159,6 @@ mod tests {
             "",
         )
         .unwrap();
-        assert!(t.render(&[]).is_err());
+        assert!(t.render(&[], None).is_err());
     }
 }

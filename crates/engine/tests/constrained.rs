@@ -45,6 +45,7 @@ fn run(question: &str, constraints: OutputConstraints, temperature: f32, seed: u
         logprobs: None,
         constraints,
         cache_points: Vec::new(),
+        thinking: None,
     };
     let mut rx = smollm().submit(request).unwrap();
     let mut out = Outcome {
@@ -67,6 +68,7 @@ fn run(question: &str, constraints: OutputConstraints, temperature: f32, seed: u
                 break;
             }
             GenerateEvent::Failed { error, .. } => panic!("{error}"),
+            GenerateEvent::Reasoning { .. } => panic!("SmolLM2 does not think"),
         }
     }
     out
@@ -210,6 +212,7 @@ fn bad_schemas_and_tools_are_request_errors() {
                 logprobs: None,
                 constraints,
                 cache_points: Vec::new(),
+                thinking: None,
             })
             .unwrap_err()
     };
@@ -258,6 +261,7 @@ fn a_repeated_prompt_is_served_from_the_prefix_cache_unchanged() {
             logprobs: None,
             constraints: OutputConstraints::default(),
             cache_points: Vec::new(),
+            thinking: None,
         };
         let mut rx = smollm().submit(request).unwrap();
         let mut text = String::new();

@@ -7,9 +7,11 @@
 
 use basalt_types::GenerateEvent;
 
-/// What a block of a streamed answer holds: text, or tool call `n` of the generation.
+/// What a block of a streamed answer holds: reasoning, text, or tool call `n` of the
+/// generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Block {
+    Reasoning,
     Text,
     Tool(u32),
 }
@@ -17,6 +19,14 @@ enum Block {
 /// One step of a streamed answer's block structure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BlockEvent<'a> {
+    /// A reasoning block opens (Anthropic's `thinking`, Bedrock's `reasoningContent`).
+    ReasoningStart {
+        index: usize,
+    },
+    ReasoningDelta {
+        index: usize,
+        text: &'a str,
+    },
     /// A text block opens (Bedrock opens text blocks implicitly, with their first delta).
     TextStart {
         index: usize,
@@ -54,6 +64,13 @@ impl Blocks {
     pub fn frame<'a>(&mut self, event: &'a GenerateEvent) -> Vec<BlockEvent<'a>> {
         let mut out = Vec::new();
         match event {
+            GenerateEvent::Reasoning { text } if !text.is_empty() => {
+                let (index, opened) = self.enter(Block::Reasoning, &mut out);
+                if opened {
+                    out.push(BlockEvent::ReasoningStart { index });
+                }
+                out.push(BlockEvent::ReasoningDelta { index, text });
+            }
             GenerateEvent::Text { text, .. } if !text.is_empty() => {
                 let (index, opened) = self.enter(Block::Text, &mut out);
                 if opened {
@@ -111,6 +128,42 @@ impl Blocks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_then_text_make_two_blocks() {
+        let events = [
+            GenerateEvent::Reasoning {
+                text: "2+2 is 4".into(),
+            },
+            GenerateEvent::Reasoning { text: ".".into() },
+            GenerateEvent::Text {
+                text: "4".into(),
+                logprobs: vec![],
+            },
+        ];
+        let mut blocks = Blocks::default();
+        let steps: Vec<BlockEvent<'_>> = events.iter().flat_map(|e| blocks.frame(e)).collect();
+        assert_eq!(
+            steps,
+            [
+                BlockEvent::ReasoningStart { index: 0 },
+                BlockEvent::ReasoningDelta {
+                    index: 0,
+                    text: "2+2 is 4"
+                },
+                BlockEvent::ReasoningDelta {
+                    index: 0,
+                    text: "."
+                },
+                BlockEvent::Stop { index: 0 },
+                BlockEvent::TextStart { index: 1 },
+                BlockEvent::TextDelta {
+                    index: 1,
+                    text: "4"
+                },
+            ]
+        );
+    }
 
     #[test]
     fn text_then_two_tool_calls_make_three_blocks_in_order() {

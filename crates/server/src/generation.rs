@@ -389,6 +389,8 @@ fn spawn_metering(
 /// which the non-streaming routes, OpenAI's choices and the invocation log all use.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Answer {
+    /// A thinking model's reasoning, before its answer.
+    pub reasoning: String,
     pub text: String,
     pub logprobs: Vec<TokenLogprob>,
     pub calls: Vec<ToolCall>,
@@ -403,6 +405,10 @@ impl Answer {
     /// Folds one event in; true once the generation has ended, finished or failed.
     pub fn apply(&mut self, event: &GenerateEvent) -> bool {
         match event {
+            GenerateEvent::Reasoning { text } => {
+                self.reasoning.push_str(text);
+                false
+            }
             GenerateEvent::Text { text, logprobs } => {
                 self.text.push_str(text);
                 self.logprobs.extend(logprobs.iter().cloned());

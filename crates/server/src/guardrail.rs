@@ -280,6 +280,7 @@ async fn ask_guard_model(
         stop: Vec::new(),
         logprobs: None,
         cache_points: Vec::new(),
+        thinking: None,
         constraints: OutputConstraints {
             format: OutputFormat::JsonSchema {
                 name: Some("verdict".into()),
@@ -952,6 +953,8 @@ async fn release_in_windows(
             () = tx.closed() => return,
         };
         let event = match event {
+            // Reasoning is not the answer a guardrail checks (Bedrock's do not assess it).
+            Some(reasoning @ GenerateEvent::Reasoning { .. }) => reasoning,
             Some(GenerateEvent::Text { text: t, .. }) => {
                 match window.push(&t, |s| guard.peek_output(s)) {
                     Some(released) => text(released),

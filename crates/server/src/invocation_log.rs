@@ -40,6 +40,7 @@ pub(crate) fn response_body(
     let usage = &answer.usage;
     match operation {
         "Converse" | "ConverseStream" => to_value(bedrock::converse::response(
+            &answer.reasoning,
             &answer.text,
             &answer.calls,
             reason,
@@ -52,6 +53,7 @@ pub(crate) fn response_body(
         "messages" => to_value(anthropic::message(
             request_id,
             model_id,
+            &answer.reasoning,
             &answer.text,
             &answer.calls,
             reason,
@@ -66,7 +68,11 @@ pub(crate) fn response_body(
             system_fingerprint: "basalt",
             choices: vec![openai::ChatChoice {
                 index: 0,
-                message: openai::AssistantMessage::new(&answer.text, &answer.calls),
+                message: openai::AssistantMessage::new(
+                    &answer.reasoning,
+                    &answer.text,
+                    &answer.calls,
+                ),
                 logprobs: None,
                 finish_reason: Some(openai::finish_reason(reason)),
             }],
@@ -313,8 +319,7 @@ mod tests {
             usage: Usage {
                 input_tokens: 7,
                 output_tokens: 3,
-                cached_input_tokens: 0,
-                cache_write_input_tokens: 0,
+                ..Usage::default()
             },
             ..Default::default()
         };

@@ -137,6 +137,9 @@ pub struct GenerateRequest {
     /// Where the caller asked the prompt to be kept in the prompt cache (Bedrock's
     /// `cachePoint` blocks); empty for none.
     pub cache_points: Vec<CachePoint>,
+    /// For a model that thinks before it answers: switch its reasoning on or off where its
+    /// chat template offers the switch; `None` keeps the model's default.
+    pub thinking: Option<bool>,
 }
 
 /// A point in a chat prompt up to which the caller wants the prompt kept for reuse: the
@@ -175,6 +178,9 @@ pub struct Usage {
     /// prefix cache, kept there for the point's time to live (Bedrock's cache write).
     #[serde(default)]
     pub cache_write_input_tokens: u32,
+    /// Of `output_tokens`, those the model spent reasoning before its answer.
+    #[serde(default)]
+    pub reasoning_tokens: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -203,6 +209,9 @@ pub enum GenerateEvent {
         text: String,
         logprobs: Vec<TokenLogprob>,
     },
+    /// More of the model's reasoning, which comes before its answer (a thinking model's
+    /// `<think>` block), always whole UTF-8 characters.
+    Reasoning { text: String },
     /// A tool call starts; its arguments follow as `ToolArguments` fragments. `index`
     /// counts the calls of this generation from 0.
     ToolCallStart {

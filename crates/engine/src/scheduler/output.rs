@@ -95,7 +95,31 @@ pub(super) fn emit_next_token(
             (t, reason, None)
         }
     };
-    let mut events = seq.output.push(&text);
+    let mut events = Vec::new();
+    let answer = match &mut seq.reasoning {
+        Some(splitter) => {
+            let was_reasoning = splitter.in_reasoning();
+            let mut split = splitter.push(&text);
+            if reason.is_some() {
+                let rest = splitter.finish();
+                split.reasoning.push_str(&rest.reasoning);
+                split.answer.push_str(&rest.answer);
+            }
+            // A token counts as reasoning if it was produced inside the block, or its text
+            // went there (the one that opened it).
+            if was_reasoning || splitter.in_reasoning() || !split.reasoning.is_empty() {
+                seq.reasoning_tokens += 1;
+            }
+            if !split.reasoning.is_empty() {
+                events.push(GenerateEvent::Reasoning {
+                    text: split.reasoning,
+                });
+            }
+            split.answer
+        }
+        None => text,
+    };
+    events.extend(seq.output.push(&answer));
     if reason.is_some() {
         events.extend(seq.output.finish());
     }
@@ -114,8 +138,9 @@ pub(super) fn emit_next_token(
         }
         _ => {}
     }
-    if !logprobs.is_empty() {
+    if !logprobs.is_empty() && !seq.reasoning.as_ref().is_some_and(|r| r.in_reasoning()) {
         // Not yet attached to any text (a character still incomplete): keep for later.
+        // Log-probabilities describe the answer; those of reasoning tokens are dropped.
         seq.pending_logprobs = logprobs;
     }
     for event in events {

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::kv::{SeqKv, BLOCK_TOKENS};
 use crate::prefix_cache::Chain;
+use crate::reasoning::ReasoningSplitter;
 use crate::sampling::Sampler;
 use crate::text::{StopMatcher, Utf8Stream};
 use crate::tools::{self, OutputParser};
@@ -36,6 +37,10 @@ pub(super) struct Sequence {
     pub(super) constraint: Option<TokenConstraint>,
     /// The request parameter the constraint came from, for errors.
     pub(super) constraint_param: &'static str,
+    /// Splits a thinking model's output into reasoning and answer, before `output`.
+    pub(super) reasoning: Option<ReasoningSplitter>,
+    /// Generated tokens spent reasoning.
+    pub(super) reasoning_tokens: usize,
     /// Splits the answer into text and tool calls.
     pub(super) output: OutputParser,
     pub(super) events: mpsc::UnboundedSender<GenerateEvent>,
@@ -107,6 +112,8 @@ impl Sequence {
             pending_logprobs: Vec::new(),
             constraint: p.constraint,
             constraint_param: tools::constraint_param(&p.request.constraints),
+            reasoning: p.reasoning.map(ReasoningSplitter::new),
+            reasoning_tokens: 0,
             output,
             events,
             lane: admission.tenant,
@@ -135,6 +142,7 @@ impl Sequence {
             output_tokens: self.generated() as u32,
             cached_input_tokens: self.cached as u32,
             cache_write_input_tokens: self.cache_written() as u32,
+            reasoning_tokens: self.reasoning_tokens as u32,
         }
     }
 

@@ -161,6 +161,7 @@ fn requests_arriving_together_at_an_idle_scheduler_share_its_first_step() {
 fn request(max_tokens: usize) -> PreparedRequest {
     PreparedRequest {
         prompt_tokens: vec![0, 1, 2, 3],
+        reasoning: None,
         max_tokens,
         limited_by_context: false,
         request: GenerateRequest {
@@ -174,6 +175,7 @@ fn request(max_tokens: usize) -> PreparedRequest {
             logprobs: None,
             constraints: Default::default(),
             cache_points: Vec::new(),
+            thinking: None,
         },
         constraint: None,
         cache_until: 0,

@@ -89,6 +89,7 @@ async fn messages(
     let msg = wire::message(
         &id,
         &model_id,
+        &done.reasoning,
         &done.text,
         &done.calls,
         done.reason(),
@@ -132,6 +133,10 @@ fn event_stream(
             let event = rx.recv().await?;
             for step in blocks.frame(&event) {
                 events.push(match step {
+                    BlockEvent::ReasoningStart { index } => sse(&wire::thinking_block_start(index)),
+                    BlockEvent::ReasoningDelta { index, text } => {
+                        sse(&wire::thinking_delta(index, text))
+                    }
                     BlockEvent::TextStart { index } => sse(&wire::text_block_start(index)),
                     BlockEvent::TextDelta { index, text } => sse(&wire::text_delta(index, text)),
                     BlockEvent::ToolStart { index, id, name } => {

@@ -236,6 +236,7 @@ pub(crate) async fn converse(
         .map(str::to_string)
     {
         let mut out = ConverseResponse::new(
+            "",
             &message,
             &[],
             GUARDRAIL_INTERVENED,
@@ -261,7 +262,14 @@ pub(crate) async fn converse(
         }
         text = guarded.text;
     }
-    let mut out = ConverseResponse::new(&text, calls, stop, &done.usage, millis(started));
+    let mut out = ConverseResponse::new(
+        &done.reasoning,
+        &text,
+        calls,
+        stop,
+        &done.usage,
+        millis(started),
+    );
     out.trace = guard.and_then(CallGuard::trace);
     out.echo = echo;
     Ok(with_request_id(Json(out).into_response(), &call.request_id))
@@ -317,6 +325,7 @@ pub(crate) async fn converse_stream(
         text_index: None,
         held: Vec::new(),
         streamed: String::new(),
+        reasoning_index: None,
         started,
         echo,
     };
@@ -341,6 +350,9 @@ struct ConverseStreamEncoder {
     held: Vec<HeldBlock>,
     /// What `async` mode has sent of the answer's text, for the guardrail at the end.
     streamed: String,
+    /// The reasoning block's index: reasoning is not the answer a guardrail checks, so it
+    /// is never held, and neither is its block's end.
+    reasoning_index: Option<usize>,
     started: Instant,
     /// The request's `serviceTier` and `performanceConfig`, for the metadata event.
     echo: Echo,
@@ -357,6 +369,13 @@ impl ConverseStreamEncoder {
         let mut out = Vec::new();
         for step in self.blocks.frame(event) {
             match step {
+                BlockEvent::ReasoningStart { index } => self.reasoning_index = Some(index),
+                BlockEvent::ReasoningDelta { index, text } => {
+                    out.push(frame(events::reasoning_delta(index, text)))
+                }
+                BlockEvent::Stop { index } if self.reasoning_index == Some(index) => {
+                    out.push(frame(events::block_stop(index)))
+                }
                 BlockEvent::TextStart { .. } => {}
                 BlockEvent::TextDelta { index, text } if hold => {
                     let index = *self.text_index.get_or_insert(index);

@@ -70,8 +70,7 @@ pub(crate) async fn embed(
     let usage = Usage {
         input_tokens: used as u32,
         output_tokens: 0,
-        cached_input_tokens: 0,
-        cache_write_input_tokens: 0,
+        ..Usage::default()
     };
     record_now(state, call, &model_id, usage, &status, reservation).await;
     result

@@ -98,8 +98,7 @@ pub(crate) async fn generate(
         let usage = Usage {
             input_tokens: 0,
             output_tokens: steps_done.load(Ordering::Relaxed),
-            cached_input_tokens: 0,
-            cache_write_input_tokens: 0,
+            ..Usage::default()
         };
         record_now(&state, &call, &model_id, usage, &status, reservation).await;
         result

@@ -223,6 +223,7 @@ impl ResponseMeta {
             total.cached_input_tokens += g.cached_input_tokens;
             total.cache_write_input_tokens += g.cache_write_input_tokens;
             total.output_tokens += g.output_tokens;
+            total.reasoning_tokens += g.reasoning_tokens;
         }
         total
     }
@@ -276,7 +277,7 @@ async fn collect(
                 .enumerate()
                 .map(|(index, r)| wire::ChatChoice {
                     index,
-                    message: wire::AssistantMessage::new(&r.text, &r.calls),
+                    message: wire::AssistantMessage::new(&r.reasoning, &r.text, &r.calls),
                     logprobs: want_logprobs.then(|| wire::chat_logprobs(&r.logprobs)),
                     finish_reason: finish(r),
                 })
@@ -405,6 +406,10 @@ impl ChunkEncoder {
             return None;
         }
         match event {
+            // Only a chat has reasoning (a text prompt is never split).
+            GenerateEvent::Reasoning { text } => {
+                Some(self.delta(i, wire::Delta::reasoning(&text), None, None))
+            }
             GenerateEvent::Text { text, logprobs } => {
                 let chunk = match self.meta.surface {
                     Surface::Chat => {

@@ -272,6 +272,9 @@ impl Encoder {
             return events;
         }
         match event {
+            // The Responses API returns reasoning as encrypted or summarised items, which
+            // Basalt does not make: a thinking model's answer comes without its reasoning.
+            GenerateEvent::Reasoning { .. } => {}
             GenerateEvent::Text { text, .. } => {
                 if !matches!(self.open, Some(Open::Text { .. })) {
                     self.close("completed", &mut events);

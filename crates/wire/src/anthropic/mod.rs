@@ -57,8 +57,10 @@ pub struct MessagesRequest {
     #[serde(default)]
     pub tools: Vec<ToolIn>,
     pub tool_choice: Option<Value>,
-    /// Extended thinking: `{"type": "disabled"}` is honoured; enabling it is refused, as
-    /// Basalt's models have no thinking mode.
+    /// Extended thinking, `{"type": "enabled" | "disabled"}`: switches a thinking model's
+    /// reasoning on or off (`budget_tokens` is accepted; the model's block ends when it
+    /// ends it, within `max_tokens`). Enabling it for a model that does not think is refused
+    /// by the engine.
     pub thinking: Option<Value>,
 }
 
@@ -176,6 +178,9 @@ fn convert_message(
                 result.tool_call_id = Some(id.to_string());
                 out.push(result);
             }
+            // A thinking model's earlier reasoning, sent back as the API asks: templates
+            // leave past reasoning out of the prompt, and so does Basalt.
+            "thinking" | "redacted_thinking" if role == Role::Assistant => {}
             kind @ ("tool_use" | "tool_result") => {
                 return Err(BasaltError::invalid(
                     param,
@@ -354,24 +359,19 @@ impl MessagesRequest {
         }
         check_range("temperature", self.temperature, 0.0, 1.0)?;
         check_range("top_p", self.top_p, 0.0, 1.0)?;
-        if let Some(thinking) = &self.thinking {
-            match thinking.get("type").and_then(Value::as_str) {
-                Some("disabled") => {}
-                Some("enabled") => {
-                    return Err(BasaltError::new(
-                        ErrorKind::UnsupportedForModel,
-                        "extended thinking is not supported by this model",
-                    )
-                    .with_param("thinking"))
-                }
+        let thinking = match &self.thinking {
+            None => None,
+            Some(thinking) => match thinking.get("type").and_then(Value::as_str) {
+                Some("disabled") => Some(false),
+                Some("enabled") => Some(true),
                 _ => {
                     return Err(BasaltError::invalid(
                         "thinking.type",
                         "`thinking.type` must be `enabled` or `disabled`",
                     ))
                 }
-            }
-        }
+            },
+        };
         let mut cache_points = Vec::new();
         let messages = conversation(self.system, self.messages, &mut cache_points)?;
         cache_points.extend(tools_cache_point(&self.tools, &messages)?);
@@ -393,6 +393,7 @@ impl MessagesRequest {
             logprobs: None,
             constraints,
             cache_points,
+            thinking,
         };
         Ok((self.model, request, self.stream))
     }

@@ -23,6 +23,12 @@ pub struct Message<'a> {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ContentBlock<'a> {
+    /// A thinking model's reasoning. Anthropic signs its own; Basalt's has no signature
+    /// to verify (its history is never trusted as the model's own), so it is empty.
+    Thinking {
+        thinking: &'a str,
+        signature: &'a str,
+    },
     Text {
         text: &'a str,
     },
@@ -105,6 +111,7 @@ impl StreamEvent<'_> {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Delta<'a> {
+    ThinkingDelta { thinking: &'a str },
     TextDelta { text: &'a str },
     InputJsonDelta { partial_json: &'a str },
 }
@@ -148,9 +155,11 @@ pub fn stop_reason(r: FinishReason) -> &'static str {
 }
 
 /// The complete (non-streamed) response: a text block, or the tool calls the model made.
+#[allow(clippy::too_many_arguments)]
 pub fn message<'a>(
     id: &'a str,
     model: &'a str,
+    reasoning: &'a str,
     text: &'a str,
     calls: &'a [ToolCall],
     reason: FinishReason,
@@ -158,6 +167,12 @@ pub fn message<'a>(
     usage: &Usage,
 ) -> Message<'a> {
     let mut content = Vec::new();
+    if !reasoning.is_empty() {
+        content.push(ContentBlock::Thinking {
+            thinking: reasoning,
+            signature: "",
+        });
+    }
     if !text.is_empty() || calls.is_empty() {
         content.push(ContentBlock::Text { text });
     }
@@ -198,6 +213,23 @@ pub fn message_start<'a>(id: &'a str, model: &'a str, input_tokens: u32) -> Stre
                 cache_read_input_tokens: None,
             },
         },
+    }
+}
+
+pub fn thinking_block_start(index: usize) -> StreamEvent<'static> {
+    StreamEvent::ContentBlockStart {
+        index,
+        content_block: ContentBlock::Thinking {
+            thinking: "",
+            signature: "",
+        },
+    }
+}
+
+pub fn thinking_delta(index: usize, thinking: &str) -> StreamEvent<'_> {
+    StreamEvent::ContentBlockDelta {
+        index,
+        delta: Delta::ThinkingDelta { thinking },
     }
 }
 
@@ -306,7 +338,7 @@ mod tests {
             input_tokens: 7,
             output_tokens: 3,
             cached_input_tokens: 4,
-            cache_write_input_tokens: 0,
+            ..Usage::default()
         };
         let calls = [ToolCall {
             id: "toolu_1".into(),
@@ -318,6 +350,7 @@ mod tests {
                 "msg_1",
                 "m",
                 "",
+                "",
                 &calls,
                 FinishReason::ToolUse,
                 None,
@@ -328,6 +361,31 @@ mod tests {
                    "stop_reason": "tool_use", "stop_sequence": null,
                    "usage": {"input_tokens": 7, "output_tokens": 3,
                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 4}})
+        );
+        // A thinking model's reasoning comes first, as a thinking block.
+        assert_eq!(
+            value(message(
+                "msg_2",
+                "m",
+                "2+2 is 4.",
+                "4",
+                &[],
+                FinishReason::EndOfTurn,
+                None,
+                &usage
+            ))["content"],
+            json!([{"type": "thinking", "thinking": "2+2 is 4.", "signature": ""},
+                   {"type": "text", "text": "4"}])
+        );
+        assert_eq!(
+            value(thinking_block_start(0)),
+            json!({"type": "content_block_start", "index": 0,
+                   "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
+        );
+        assert_eq!(
+            value(thinking_delta(0, "hm")),
+            json!({"type": "content_block_delta", "index": 0,
+                   "delta": {"type": "thinking_delta", "thinking": "hm"}})
         );
         assert_eq!(
             value(message_start("msg_1", "m", 7)),

@@ -234,7 +234,7 @@ impl ConverseRequest {
             top_p: cfg.top_p.unwrap_or(DEFAULT_TOP_P),
             ..Default::default()
         };
-        additional_fields(&self.additional_model_request_fields, &mut sampling)?;
+        let thinking = additional_fields(&self.additional_model_request_fields, &mut sampling)?;
         let mut cache_points = Vec::new();
         // Tools render into the system turn, so a point after them covers the system too.
         let tools_point = self
@@ -264,6 +264,7 @@ impl ConverseRequest {
             logprobs: None,
             constraints,
             cache_points,
+            thinking,
         })
     }
 }
@@ -364,11 +365,15 @@ fn refuse_unsupported(v: &Option<Value>, param: &str, what: &str) -> Result<(), 
 }
 
 /// `additionalModelRequestFields`: the sampling knobs our models have beyond
-/// `inferenceConfig`. Unknown keys are an error, as Bedrock's models answer them.
+/// `inferenceConfig`, and the reasoning switch, which is returned: `thinking` and
+/// `reasoning_config` / `reasoningConfig` as `{"type": "enabled" | "disabled"}` (the
+/// shapes Bedrock's Claude and Nova take), or Qwen's `enable_thinking: bool`. Unknown keys
+/// are an error, as Bedrock's models answer them.
 fn additional_fields(
     fields: &Map<String, Value>,
     sampling: &mut SamplingParams,
-) -> Result<(), BasaltError> {
+) -> Result<Option<bool>, BasaltError> {
+    let mut thinking = None;
     for (key, value) in fields {
         let param = format!("additionalModelRequestFields.{key}");
         let number = || {
@@ -407,18 +412,36 @@ fn additional_fields(
                     sampling.presence_penalty = v;
                 }
             }
+            "enable_thinking" => {
+                thinking = Some(value.as_bool().ok_or_else(|| {
+                    BasaltError::invalid(param.as_str(), "must be true or false")
+                })?);
+            }
+            "thinking" | "reasoning_config" | "reasoningConfig" => {
+                thinking = Some(match value.get("type").and_then(Value::as_str) {
+                    Some("enabled") => true,
+                    Some("disabled") => false,
+                    _ => {
+                        return Err(BasaltError::invalid(
+                            format!("{param}.type"),
+                            "must be `enabled` or `disabled`",
+                        ))
+                    }
+                });
+            }
             _ => {
                 return Err(BasaltError::invalid(
                     param,
                     format!(
                         "`{key}` is not a parameter of this model (supported: top_k, seed, min_p, \
-                         repetition_penalty, frequency_penalty, presence_penalty)"
+                         repetition_penalty, frequency_penalty, presence_penalty, thinking, \
+                         reasoning_config, enable_thinking)"
                     ),
                 ))
             }
         }
     }
-    Ok(())
+    Ok(thinking)
 }
 
 /// The conversation as chat messages, and the cache points in it: a `cachePoint` block
@@ -517,6 +540,9 @@ fn conversation(
                     }
                     message.tool_calls.push(tool_call(tool_use));
                 }
+                // A thinking model's earlier reasoning, sent back as the API asks: templates
+                // leave past reasoning out of the prompt, and so does Basalt.
+                ContentBlock::ReasoningContent(_) if role == Role::Assistant => {}
                 ContentBlock::ToolResult(result) => {
                     if role != Role::User {
                         return Err(BasaltError::invalid(
@@ -599,13 +625,21 @@ pub use super::output::stop_reason;
 
 /// The `Converse` response: a text block, or the tool calls the model made.
 pub fn response<'a>(
+    reasoning: &'a str,
     text: &'a str,
     calls: &'a [ToolCall],
     reason: FinishReason,
     usage: &Usage,
     latency_ms: u64,
 ) -> ConverseResponse<'a> {
-    ConverseResponse::new(text, calls, stop_reason(reason), usage, latency_ms)
+    ConverseResponse::new(
+        reasoning,
+        text,
+        calls,
+        stop_reason(reason),
+        usage,
+        latency_ms,
+    )
 }
 
 /// `ConverseStream` events. Text arrives as deltas of its content block (text blocks need
@@ -619,6 +653,14 @@ pub mod events {
 
     pub fn message_start() -> Event<'static> {
         Event::MessageStart(MessageStart { role: "assistant" })
+    }
+
+    /// Reasoning arrives as deltas of its block, which (like text) needs no start event.
+    pub fn reasoning_delta(index: usize, text: &str) -> Event<'_> {
+        Event::ContentBlockDelta(BlockDelta {
+            content_block_index: index,
+            delta: Delta::ReasoningContent(crate::bedrock::output::ReasoningDelta { text }),
+        })
     }
 
     pub fn text_delta(index: usize, text: &str) -> Event<'_> {
@@ -874,12 +916,19 @@ mod tests {
             input_tokens: 5,
             output_tokens: 3,
             cached_input_tokens: 2,
-            cache_write_input_tokens: 0,
+            ..Usage::default()
         };
         let token_usage = json!({"inputTokens": 5, "outputTokens": 3, "totalTokens": 8,
                                  "cacheReadInputTokens": 2, "cacheWriteInputTokens": 0});
         assert_eq!(
-            value(response("hey", &[], FinishReason::MaxTokens, &usage, 12)),
+            value(response(
+                "",
+                "hey",
+                &[],
+                FinishReason::MaxTokens,
+                &usage,
+                12
+            )),
             json!({"output": {"message": {"role": "assistant", "content": [{"text": "hey"}]}},
                    "stopReason": "max_tokens", "usage": token_usage, "metrics": {"latencyMs": 12}})
         );
@@ -890,9 +939,19 @@ mod tests {
         };
         let calls = [call];
         assert_eq!(
-            value(response("", &calls, FinishReason::ToolUse, &usage, 1))["output"]["message"]
+            value(response("", "", &calls, FinishReason::ToolUse, &usage, 1))["output"]["message"]
                 ["content"],
             json!([{"toolUse": {"toolUseId": "t1", "name": "f", "input": {"a": 1}}}])
+        );
+        // A thinking model's reasoning comes first, as a reasoningContent block.
+        assert_eq!(
+            value(response("hm", "4", &[], FinishReason::EndOfTurn, &usage, 1))["output"]
+                ["message"]["content"],
+            json!([{"reasoningContent": {"reasoningText": {"text": "hm"}}}, {"text": "4"}])
+        );
+        assert_eq!(
+            value(events::reasoning_delta(0, "hm")),
+            json!({"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "hm"}}})
         );
         let cases = [
             (

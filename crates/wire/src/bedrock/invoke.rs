@@ -137,6 +137,7 @@ impl LlamaBody {
             logprobs: None,
             constraints: Default::default(),
             cache_points: Vec::new(),
+            thinking: None,
         })
     }
 }

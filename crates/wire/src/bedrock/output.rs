@@ -70,8 +70,23 @@ pub struct OutputMessage<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum OutputBlock<'a> {
+    /// A thinking model's reasoning: `{"reasoningContent": {"reasoningText": {"text"}}}`.
+    ReasoningContent(ReasoningOut<'a>),
     Text(&'a str),
     ToolUse(ToolUseOut<'a>),
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReasoningOut<'a> {
+    pub reasoning_text: ReasoningText<'a>,
+}
+
+/// Bedrock's models may sign their reasoning; Basalt's are not signed, so the signature
+/// is absent.
+#[derive(Debug, Serialize)]
+pub struct ReasoningText<'a> {
+    pub text: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,8 +98,10 @@ pub struct ToolUseOut<'a> {
 }
 
 impl<'a> ConverseResponse<'a> {
-    /// A text block, or the tool calls the model made (and the text before them, if any).
+    /// A text block, or the tool calls the model made (and the text before them, if any),
+    /// after the model's reasoning if it thought.
     pub fn new(
+        reasoning: &'a str,
         text: &'a str,
         calls: &'a [ToolCall],
         stop_reason: &'static str,
@@ -92,6 +109,11 @@ impl<'a> ConverseResponse<'a> {
         latency_ms: u64,
     ) -> Self {
         let mut content = Vec::new();
+        if !reasoning.is_empty() {
+            content.push(OutputBlock::ReasoningContent(ReasoningOut {
+                reasoning_text: ReasoningText { text: reasoning },
+            }));
+        }
         if !text.is_empty() || calls.is_empty() {
             content.push(OutputBlock::Text(text));
         }
@@ -176,11 +198,18 @@ pub struct BlockDelta<'a> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Delta<'a> {
+    /// `{"reasoningContent": {"text": ...}}`.
+    ReasoningContent(ReasoningDelta<'a>),
     Text(&'a str),
     /// A piece of the tool call's input, as JSON text.
     ToolUse {
         input: &'a str,
     },
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReasoningDelta<'a> {
+    pub text: &'a str,
 }
 
 #[derive(Debug, Serialize)]

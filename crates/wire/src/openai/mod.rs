@@ -132,6 +132,12 @@ pub struct ChatCompletionRequest {
     pub response_format: Option<Value>,
     /// Accepted; Basalt's models make at most one call per turn.
     pub parallel_tool_calls: Option<bool>,
+    /// For a thinking model: `none` / `minimal` switch its reasoning off, `low` / `medium` /
+    /// `high` on (the block ends when the model ends it).
+    pub reasoning_effort: Option<String>,
+    /// Variables for the model's chat template, as vLLM and llama.cpp's server take them;
+    /// `enable_thinking` (Qwen 3's switch) is the one Basalt reads.
+    pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
     /// Filled by [`parse_chat`] from the body's sampling keys.
     #[serde(skip)]
     pub sampling: SamplingFields,
@@ -428,6 +434,10 @@ impl ChatCompletionRequest {
             .or(max_tokens("max_tokens", self.max_tokens)?);
         let stop = self.sampling.stops()?;
         let logprobs = self.logprobs.then(|| self.top_logprobs.unwrap_or(0));
+        let thinking = thinking_switch(
+            self.reasoning_effort.as_deref(),
+            self.chat_template_kwargs.as_ref(),
+        )?;
         let n = self.sampling.n.unwrap_or(1);
         let requests = (0..n)
             .map(|i| GenerateRequest {
@@ -438,6 +448,7 @@ impl ChatCompletionRequest {
                 logprobs,
                 constraints: constraints.clone(),
                 cache_points: Vec::new(),
+                thinking,
             })
             .collect();
         Ok(Plan {
@@ -587,6 +598,7 @@ impl CompletionRequest {
                     logprobs: self.logprobs,
                     constraints: Default::default(),
                     cache_points: Vec::new(),
+                    thinking: None,
                 });
                 echo.push(if self.echo {
                     prompt.clone()
@@ -607,6 +619,32 @@ impl CompletionRequest {
 }
 
 /// Adds up the usage of several choices: the prompt is counted once per distinct prompt.
+/// The reasoning switch of a chat request: `chat_template_kwargs.enable_thinking` if given,
+/// else `reasoning_effort`; `None` keeps the model's default.
+fn thinking_switch(
+    effort: Option<&str>,
+    template_kwargs: Option<&serde_json::Map<String, Value>>,
+) -> Result<Option<bool>, BasaltError> {
+    if let Some(v) = template_kwargs.and_then(|k| k.get("enable_thinking")) {
+        return match v.as_bool() {
+            Some(b) => Ok(Some(b)),
+            None => Err(BasaltError::invalid(
+                "chat_template_kwargs.enable_thinking",
+                "must be true or false",
+            )),
+        };
+    }
+    match effort {
+        None => Ok(None),
+        Some("none" | "minimal") => Ok(Some(false)),
+        Some("low" | "medium" | "high") => Ok(Some(true)),
+        Some(other) => Err(BasaltError::invalid(
+            "reasoning_effort",
+            format!("`{other}` is not one of none, minimal, low, medium, high"),
+        )),
+    }
+}
+
 pub fn sum_usage(parts: &[Usage], prompts_shared: bool) -> Usage {
     let mut total = Usage::default();
     for (i, u) in parts.iter().enumerate() {
@@ -616,6 +654,7 @@ pub fn sum_usage(parts: &[Usage], prompts_shared: bool) -> Usage {
             total.cache_write_input_tokens += u.cache_write_input_tokens;
         }
         total.output_tokens += u.output_tokens;
+        total.reasoning_tokens += u.reasoning_tokens;
     }
     total
 }

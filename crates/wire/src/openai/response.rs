@@ -30,6 +30,13 @@ pub struct CompletionUsage {
     pub completion_tokens: u32,
     pub total_tokens: u32,
     pub prompt_tokens_details: PromptTokensDetails,
+    pub completion_tokens_details: CompletionTokensDetails,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CompletionTokensDetails {
+    /// Of `completion_tokens`, those a thinking model spent reasoning.
+    pub reasoning_tokens: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -45,6 +52,9 @@ impl CompletionUsage {
             total_tokens: u.input_tokens + u.output_tokens,
             prompt_tokens_details: PromptTokensDetails {
                 cached_tokens: u.cached_input_tokens,
+            },
+            completion_tokens_details: CompletionTokensDetails {
+                reasoning_tokens: u.reasoning_tokens,
             },
         }
     }
@@ -65,16 +75,21 @@ pub struct ChatChoice<'a> {
 pub struct AssistantMessage<'a> {
     pub role: &'static str,
     pub content: Option<&'a str>,
+    /// A thinking model's reasoning, in the field DeepSeek's API, vLLM and llama.cpp's
+    /// server use (OpenAI's own API does not return reasoning); absent for other models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<&'a str>,
     pub refusal: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallOut<'a>>,
 }
 
 impl<'a> AssistantMessage<'a> {
-    pub fn new(text: &'a str, calls: &'a [ToolCall]) -> Self {
+    pub fn new(reasoning: &'a str, text: &'a str, calls: &'a [ToolCall]) -> Self {
         Self {
             role: "assistant",
             content: (!text.is_empty() || calls.is_empty()).then_some(text),
+            reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
             refusal: None,
             tool_calls: calls.iter().map(ToolCallOut::of).collect(),
         }
@@ -133,6 +148,8 @@ pub struct Delta<'a> {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallDelta<'a>>,
 }
@@ -143,6 +160,13 @@ impl<'a> Delta<'a> {
         Self {
             role: Some("assistant"),
             content: Some(""),
+            ..Self::default()
+        }
+    }
+
+    pub fn reasoning(text: &'a str) -> Self {
+        Self {
+            reasoning_content: Some(text),
             ..Self::default()
         }
     }
@@ -355,7 +379,7 @@ mod tests {
             input_tokens: 5,
             output_tokens: 2,
             cached_input_tokens: 3,
-            cache_write_input_tokens: 0,
+            ..Usage::default()
         });
         let whole = Completion {
             id: "chatcmpl-1",
@@ -365,7 +389,7 @@ mod tests {
             system_fingerprint: "basalt",
             choices: vec![ChatChoice {
                 index: 0,
-                message: AssistantMessage::new("", &calls),
+                message: AssistantMessage::new("", "", &calls),
                 logprobs: None,
                 finish_reason: Some(finish_reason(FinishReason::ToolUse)),
             }],
@@ -380,11 +404,17 @@ mod tests {
                                             "tool_calls": [{"id": "call_1", "type": "function",
                                                             "function": {"name": "w", "arguments": "{\"q\":1}"}}]}}],
                    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
-                             "prompt_tokens_details": {"cached_tokens": 3}}})
+                             "prompt_tokens_details": {"cached_tokens": 3},
+                             "completion_tokens_details": {"reasoning_tokens": 0}}})
         );
         assert_eq!(
-            value(AssistantMessage::new("hi", &[])),
+            value(AssistantMessage::new("", "hi", &[])),
             json!({"role": "assistant", "content": "hi", "refusal": null})
+        );
+        // A thinking model's reasoning, where DeepSeek's API and vLLM put it.
+        assert_eq!(
+            value(AssistantMessage::new("hm", "4", &[])),
+            json!({"role": "assistant", "content": "4", "reasoning_content": "hm", "refusal": null})
         );
         let chunk = |delta, usage| Completion {
             id: "c",
@@ -408,6 +438,10 @@ mod tests {
         assert!(
             v.get("usage").is_none(),
             "absent unless the stream ends with usage"
+        );
+        assert_eq!(
+            value(chunk(Delta::reasoning("hm"), None))["choices"][0]["delta"],
+            json!({"reasoning_content": "hm"})
         );
         let v = value(chunk(Delta::tool_call_start(0, "call_1", "w"), Some(None)));
         assert!(v["usage"].is_null());

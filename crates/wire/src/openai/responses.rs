@@ -533,6 +533,7 @@ impl Settings {
             logprobs: None,
             constraints: self.constraints.clone(),
             cache_points: Vec::new(),
+            thinking: None,
         }
     }
 }
