@@ -353,23 +353,6 @@ fn norm_row(row: &mut [f32], width: usize, n: &Norm, eps: f32) {
     }
 }
 
-/// Dot product with eight independent accumulators, so it vectorises.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        for k in 0..8 {
-            acc[k] += a[i * 8 + k] * b[i * 8 + k];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
-    }
-    s
-}
-
 /// Rows per micro-kernel tile, and outputs per tile.
 const TILE_ROWS: usize = 8;
 const TILE_COLS: usize = 32;
@@ -523,6 +506,43 @@ mod simd {
     }
 }
 
+/// Keys scored per block: sixty-four running sums stay in registers across the head's
+/// dimensions.
+const KEY_BLOCK: usize = 64;
+
+/// `scores[j] = scale * q . k_j` from the head's transposed keys (`q.len()` rows of
+/// `scores.len()`).
+fn query_scores(q: &[f32], scale: f32, keys_t: &[f32], scores: &mut [f32]) {
+    let len = scores.len();
+    let mut j0 = 0;
+    for block in scores.chunks_mut(KEY_BLOCK) {
+        let mut acc = [0f32; KEY_BLOCK];
+        let acc = &mut acc[..block.len()];
+        for (c, &qc) in q.iter().enumerate() {
+            let qc = qc * scale;
+            let keys = &keys_t[c * len + j0..][..block.len()];
+            for (a, &kv) in acc.iter_mut().zip(keys) {
+                *a += qc * kv;
+            }
+        }
+        block.copy_from_slice(acc);
+        j0 += block.len();
+    }
+}
+
+/// `out += sum_j weights[j] * v_j` for heads of `D` dimensions, the sum held in registers.
+fn weighted_values<const D: usize>(weights: &[f32], values: &[f32], out: &mut [f32]) {
+    let mut acc = [0f32; D];
+    for (&p, v) in weights.iter().zip(values.chunks_exact(D)) {
+        for (a, &vc) in acc.iter_mut().zip(v) {
+            *a += p * vc;
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o += a;
+    }
+}
+
 /// Scaled dot-product attention within each sequence, for every head.
 fn attention(qkv: &[f32], spans: &[(usize, usize)], h: usize, heads: usize, ctx: &mut [f32]) {
     let d = h / heads;
@@ -535,29 +555,42 @@ fn attention(qkv: &[f32], spans: &[(usize, usize)], h: usize, heads: usize, ctx:
     let results: Vec<(usize, usize, usize, Vec<f32>)> = tasks
         .par_iter()
         .map(|&(start, len, hd)| {
-            let q = |t: usize| &qkv[(start + t) * 3 * h + hd * d..][..d];
-            let k = |t: usize| &qkv[(start + t) * 3 * h + h + hd * d..][..d];
-            let v = |t: usize| &qkv[(start + t) * 3 * h + 2 * h + hd * d..][..d];
+            let row = |t: usize, part: usize| &qkv[(start + t) * 3 * h + part * h + hd * d..][..d];
+            // The head's keys transposed (`d` rows of `len`) and its values gathered
+            // (`len` rows of `d`): a query's scores are then `d` passes of multiply-adds
+            // along all keys at once, and its output a pass per key along its value, both
+            // contiguous and vectorised, with no horizontal sum per (query, key) pair.
+            let mut keys_t = vec![0f32; d * len];
+            let mut values = vec![0f32; len * d];
+            for t in 0..len {
+                for (c, &kv) in row(t, 1).iter().enumerate() {
+                    keys_t[c * len + t] = kv;
+                }
+                values[t * d..(t + 1) * d].copy_from_slice(row(t, 2));
+            }
             let mut out = vec![0f32; len * d];
             let mut scores = vec![0f32; len];
-            for i in 0..len {
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in scores.iter_mut().enumerate() {
-                    *s = dot(q(i), k(j)) * scale;
-                    max = max.max(*s);
-                }
+            for (i, o) in out.chunks_exact_mut(d).enumerate() {
+                query_scores(row(i, 0), scale, &keys_t, &mut scores);
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0f32;
                 for s in scores.iter_mut() {
                     *s = (*s - max).exp();
                     sum += *s;
                 }
-                let o = &mut out[i * d..(i + 1) * d];
-                for (j, s) in scores.iter().enumerate() {
-                    let p = s / sum;
-                    for (oc, vc) in o.iter_mut().zip(v(j)) {
-                        *oc += p * vc;
+                match d {
+                    32 => weighted_values::<32>(&scores, &values, o),
+                    64 => weighted_values::<64>(&scores, &values, o),
+                    _ => {
+                        for (&p, v) in scores.iter().zip(values.chunks_exact(d)) {
+                            for (oc, &vc) in o.iter_mut().zip(v) {
+                                *oc += p * vc;
+                            }
+                        }
                     }
                 }
+                let inv = 1.0 / sum;
+                o.iter_mut().for_each(|x| *x *= inv);
             }
             (start, len, hd, out)
         })
