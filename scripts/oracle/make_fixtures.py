@@ -115,8 +115,12 @@ TINY = {
         "build": "write_gemma2",
         "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
     },
+    "granite-tiny": {
+        "build": "write_granite",
+        "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
 }
-for _name in ("qwen2-pre-tiny", "qwen2-tiny", "qwen3-tiny", "phi3-tiny", "gemma2-tiny"):
+for _name in ("qwen2-pre-tiny", "qwen2-tiny", "qwen3-tiny", "phi3-tiny", "gemma2-tiny", "granite-tiny"):
     TINY[_name]["prompts"] = TINY["llama3-tiny"]["prompts"]
 
 TOKENIZER_STRINGS = [

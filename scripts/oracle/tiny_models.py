@@ -39,7 +39,8 @@ def _field(reader: gguf.GGUFReader, key: str):
 
 # What each tiny family adds to the LLaMA graph (the Rust twin: `Family` in tiny.rs).
 LLAMA3 = dict(arch="llama", rope_base=500_000.0, rope_freqs=True, qkv_bias=False, qk_norm=False,
-              head_dim=None, rotary_dims=None, fused=False, long_rope=False, gemma2=False)
+              head_dim=None, rotary_dims=None, fused=False, long_rope=False, gemma2=False,
+              granite=False)
 FAMILIES = {
     "llama3": LLAMA3,
     "qwen2": {**LLAMA3, "arch": "qwen2", "rope_base": 1_000_000.0, "rope_freqs": False, "qkv_bias": True},
@@ -55,6 +56,8 @@ FAMILIES = {
     # soft-capped scores and logits, every other layer sliding (over a window short enough
     # for the prompts to cross).
     "gemma2": {**LLAMA3, "arch": "gemma2", "rope_base": 10_000.0, "rope_freqs": False, "gemma2": True},
+    # Granite 3's graph: embedding, residual, attention and logit scales from the file.
+    "granite": {**LLAMA3, "arch": "granite", "rope_base": 10_000.0, "rope_freqs": False, "granite": True},
 }
 TINY_NAME = "basalt tiny decoder"
 PHI3_ROPE_SHORT = [1.0, 1.0, 1.25, 1.5, 2.0, 3.0]
@@ -62,6 +65,10 @@ PHI3_ROPE_LONG = [1.0, 1.5, 3.0, 6.0, 12.0, 24.0]
 PHI3_ATTN_FACTOR = 1.1875  # exactly representable, so both writers agree
 PHI3_TRAINED_CONTEXT = 256
 GEMMA2_WINDOW, GEMMA2_ATTN_CAP, GEMMA2_FINAL_CAP = 32, 8.0, 4.0
+# Granite 3's embedding and residual multipliers and logit divisor; an attention scale
+# other than 1/sqrt(head width). All exactly representable.
+GRANITE_SCALES = {"embedding_scale": 12.0, "residual_scale": 0.25, "attention.scale": 0.125,
+                  "logit_scale": 8.0}
 
 
 def write_decoder(path: Path, source: Path, pre: str, family: str) -> None:
@@ -90,6 +97,9 @@ def write_decoder(path: Path, source: Path, pre: str, family: str) -> None:
         w.add_uint32(f"{arch}.attention.sliding_window", GEMMA2_WINDOW)
         w.add_float32(f"{arch}.attn_logit_softcapping", GEMMA2_ATTN_CAP)
         w.add_float32(f"{arch}.final_logit_softcapping", GEMMA2_FINAL_CAP)
+    if f["granite"]:
+        for key, value in GRANITE_SCALES.items():
+            w.add_float32(f"{arch}.{key}", value)
     if head_dim != d // LLAMA3_HEADS:
         w.add_uint32(f"{arch}.attention.key_length", head_dim)
         w.add_uint32(f"{arch}.attention.value_length", head_dim)
@@ -181,3 +191,8 @@ def write_phi3(path: Path, source: Path) -> None:
 def write_gemma2(path: Path, source: Path) -> None:
     """Gemma 2's graph: post-norms, soft caps, alternating sliding windows."""
     write_decoder(path, source, pre="llama-bpe", family="gemma2")
+
+
+def write_granite(path: Path, source: Path) -> None:
+    """Granite 3's graph: the LLaMA graph scaled at its embedding, residuals, scores and logits."""
+    write_decoder(path, source, pre="llama-bpe", family="granite")

@@ -13,7 +13,9 @@ use crate::{io_err, Catalog, CatalogError, Entry, MANIFEST_FILE};
 
 /// Architectures the engine can run; importing anything else would register a model that
 /// can never be served.
-const GGUF_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"];
+const GGUF_ARCHITECTURES: &[&str] = &[
+    "llama", "qwen2", "qwen3", "phi3", "granite", "gemma2", "gemma3",
+];
 /// Largest safetensors JSON header we accept (real ones are kilobytes).
 const MAX_SAFETENSORS_HEADER: u64 = 64 << 20;
 

@@ -197,6 +197,13 @@ fn tiny_gemma2_matches_llama_cpp() {
     check_tiny("gemma2-tiny.json", "llama-bpe", common::tiny::GEMMA2);
 }
 
+/// Granite 3's graph: the embedding, each residual branch, the scores and the logits scaled
+/// by the file's multipliers.
+#[test]
+fn tiny_granite_matches_llama_cpp() {
+    check_tiny("granite-tiny.json", "llama-bpe", common::tiny::GRANITE);
+}
+
 fn check_tiny(fixture_name: &str, pre: &str, family: common::tiny::Family) {
     let fixture = common::fixture(fixture_name);
     let source = GgufFile::open(&common::model_path(

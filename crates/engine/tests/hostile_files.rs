@@ -182,6 +182,7 @@ fn every_family_refuses_hyper_parameters_its_tensors_do_not_have() {
         (tiny::QWEN3, "qwen2"),
         (tiny::PHI3, "llama-bpe"),
         (tiny::GEMMA2, "llama-bpe"),
+        (tiny::GRANITE, "llama-bpe"),
     ] {
         let bytes = tiny::decoder(&source, pre, family);
         let path = temp("family.gguf");

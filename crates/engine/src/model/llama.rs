@@ -11,6 +11,10 @@
 //!   divisors for contexts within the trained length, another beyond it, and a magnitude
 //!   correction of the rotation.
 //!
+//! - `granite`: IBM Granite 3: LLaMA with four scalars from the file: the embedding scaled,
+//!   each sub-layer's output scaled before it joins the residual stream, the attention's
+//!   own score scale, and the logits divided.
+//!
 //! Any family's query, key and value projections may come fused as one `attn_qkv` tensor.
 //!
 //! Mistral's sliding window is not applied to `llama` files, as llama.cpp does not: the
@@ -38,6 +42,8 @@ struct Family {
     fused_gate_up: bool,
     /// Phi 3's `rope_factors_short` / `rope_factors_long` tensors.
     long_rope: bool,
+    /// Granite's embedding, residual, attention and logit scales.
+    scales: bool,
 }
 
 const LLAMA: Family = Family {
@@ -48,6 +54,7 @@ const LLAMA: Family = Family {
     default_rope_base: 10_000.0,
     fused_gate_up: false,
     long_rope: false,
+    scales: false,
 };
 const QWEN2: Family = Family {
     arch: "qwen2",
@@ -61,6 +68,11 @@ const QWEN3: Family = Family {
     qk_norm: true,
     neox: true,
     default_rope_base: 1_000_000.0,
+    ..LLAMA
+};
+const GRANITE: Family = Family {
+    arch: "granite",
+    scales: true,
     ..LLAMA
 };
 const PHI3: Family = Family {
@@ -109,6 +121,17 @@ pub struct Llama {
     rope: Rope,
     eps: f32,
     context_length: usize,
+    scales: Scales,
+}
+
+/// Granite's multipliers; all 1 for the other families.
+#[derive(Clone, Copy)]
+struct Scales {
+    embedding: f32,
+    /// Multiplies each sub-layer's output before it is added to the residual stream.
+    residual: f32,
+    /// Divides the logits.
+    logits: f32,
 }
 
 impl Llama {
@@ -126,6 +149,10 @@ impl Llama {
 
     pub fn load_phi3(file: &GgufFile) -> Result<Self, EngineError> {
         Self::load_family(file, PHI3)
+    }
+
+    pub fn load_granite(file: &GgufFile) -> Result<Self, EngineError> {
+        Self::load_family(file, GRANITE)
     }
 
     fn load_family(file: &GgufFile, family: Family) -> Result<Self, EngineError> {
@@ -233,6 +260,34 @@ impl Llama {
             Some(factors) => rope.with_factors(factors),
             None => rope,
         };
+        let scale = |key: &str| match family.scales {
+            true => hparam_f32(file, a, key, 0.0),
+            false => 0.0,
+        };
+        // As llama.cpp reads them: an absent or zero scale is no scaling.
+        let or_one = |v: f32| if v == 0.0 { 1.0 } else { v };
+        let scales = Scales {
+            embedding: or_one(scale("embedding_scale")),
+            residual: or_one(scale("residual_scale")),
+            logits: or_one(scale("logit_scale")),
+        };
+        let attention_scale = match scale("attention.scale") {
+            0.0 => 1.0 / (head_dim as f32).sqrt(),
+            s => s,
+        };
+        if family.scales {
+            // Granite's optional biases would be silently dropped: refuse such a file.
+            for i in 0..n_layers {
+                for t in ["attn_output", "ffn_gate", "ffn_up", "ffn_down"] {
+                    let name = format!("blk.{i}.{t}.bias");
+                    if file.header().tensor(&name).is_some() {
+                        return Err(EngineError::Model(format!(
+                            "tensor `{name}`: biases on Granite's projections are not supported"
+                        )));
+                    }
+                }
+            }
+        }
         Ok(Self {
             blocks,
             output_norm: src.vector("output_norm.weight", dim)?,
@@ -243,13 +298,14 @@ impl Llama {
                 n_heads,
                 n_kv_heads,
                 head_dim,
-                scale: 1.0 / (head_dim as f32).sqrt(),
+                scale: attention_scale,
                 window: None,
                 soft_cap: None,
             },
             rope,
             eps: hparam_f32(file, a, "attention.layer_norm_rms_epsilon", 1e-5),
             context_length,
+            scales,
         })
     }
 }
@@ -364,7 +420,15 @@ impl Transformer for Llama {
         let segments = Segments::of(batch);
         let hd = self.attn.head_dim;
         let (q_dim, kv_dim) = (self.attn.n_heads * hd, self.attn.n_kv_heads * hd);
-        let mut a = Activations::embed(&self.embed, &tokens, 1.0, q_dim, kv_dim, self.ffn_dim);
+        let residual = self.scales.residual;
+        let mut a = Activations::embed(
+            &self.embed,
+            &tokens,
+            self.scales.embedding,
+            q_dim,
+            kv_dim,
+            self.ffn_dim,
+        );
         for (layer, b) in self.blocks.iter().enumerate() {
             a.normed_input(&b.attn_norm, self.eps);
             a.project_qkv([&b.wq, &b.wk, &b.wv], scratch);
@@ -380,12 +444,14 @@ impl Transformer for Llama {
             a.rope(&self.rope, hd, &segments);
             a.attend(batch, &segments, layer, self.attn);
             b.wo.matmul(&a.att, &mut a.proj, scratch);
+            scale_in_place(&mut a.proj, residual);
             add_in_place(&mut a.x, &a.proj);
 
             a.normed_input(&b.ffn_norm, self.eps);
             a.project_gate_up([&b.gate, &b.up], scratch);
             gated_in_place(&mut a.gate, &a.up, silu);
             b.down.matmul(&a.gate, &mut a.proj, scratch);
+            scale_in_place(&mut a.proj, residual);
             add_in_place(&mut a.x, &a.proj);
         }
         a.finish(
@@ -397,5 +463,16 @@ impl Transformer for Llama {
             scratch,
             logits,
         );
+        if self.scales.logits != 1.0 {
+            // As llama.cpp scales them: by the reciprocal.
+            let rows = batch.len() * self.output.rows;
+            scale_in_place(&mut logits[..rows], 1.0 / self.scales.logits);
+        }
+    }
+}
+
+fn scale_in_place(x: &mut [f32], by: f32) {
+    if by != 1.0 {
+        x.iter_mut().for_each(|v| *v *= by);
     }
 }

@@ -101,10 +101,11 @@ pub fn load(file: &GgufFile) -> Result<Box<dyn Transformer>, EngineError> {
         "qwen2" => Ok(Box::new(llama::Llama::load_qwen2(file)?)),
         "qwen3" => Ok(Box::new(llama::Llama::load_qwen3(file)?)),
         "phi3" => Ok(Box::new(llama::Llama::load_phi3(file)?)),
+        "granite" => Ok(Box::new(llama::Llama::load_granite(file)?)),
         "gemma2" => Ok(Box::new(gemma::Gemma::load_gemma2(file)?)),
         "gemma3" => Ok(Box::new(gemma::Gemma::load_gemma3(file)?)),
         other => Err(EngineError::Model(format!(
-            "architecture `{other}` is not supported (supported: llama, qwen2, qwen3, phi3, gemma2, gemma3)"
+            "architecture `{other}` is not supported (supported: llama, qwen2, qwen3, phi3, granite, gemma2, gemma3)"
         ))),
     }
 }

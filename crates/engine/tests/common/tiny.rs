@@ -53,6 +53,8 @@ pub struct Family {
     long_rope: bool,
     /// Gemma 2's post-norms, soft caps and sliding window.
     gemma2: bool,
+    /// Granite's embedding, residual, attention and logit scales.
+    granite: bool,
 }
 
 pub const LLAMA3: Family = Family {
@@ -67,6 +69,7 @@ pub const LLAMA3: Family = Family {
     fused: false,
     long_rope: false,
     gemma2: false,
+    granite: false,
 };
 pub const QWEN2: Family = Family {
     name: "qwen2",
@@ -114,6 +117,23 @@ pub const GEMMA2: Family = Family {
     gemma2: true,
     ..LLAMA3
 };
+/// Granite 3's graph: embedding, residual, attention and logit scales from the file.
+pub const GRANITE: Family = Family {
+    name: "granite",
+    arch: "granite",
+    rope_base: 10_000.0,
+    rope_freqs: false,
+    granite: true,
+    ..LLAMA3
+};
+/// Embedding and residual multipliers, a score scale other than 1/sqrt(head width), and the
+/// logit divisor; all exactly representable.
+const GRANITE_SCALES: [(&str, f32); 4] = [
+    ("embedding_scale", 12.0),
+    ("residual_scale", 0.25),
+    ("attention.scale", 0.125),
+    ("logit_scale", 8.0),
+];
 const GEMMA2_WINDOW: u32 = 32;
 const GEMMA2_ATTN_CAP: f32 = 8.0;
 const GEMMA2_FINAL_CAP: f32 = 4.0;
@@ -174,6 +194,11 @@ pub fn decoder(source: &GgufFile, pre: &str, family: Family) -> Vec<u8> {
             .u32(&format!("{a}.attention.sliding_window"), GEMMA2_WINDOW)
             .f32(&format!("{a}.attn_logit_softcapping"), GEMMA2_ATTN_CAP)
             .f32(&format!("{a}.final_logit_softcapping"), GEMMA2_FINAL_CAP);
+    }
+    if family.granite {
+        for (key, value) in GRANITE_SCALES {
+            w = w.f32(&format!("{a}.{key}"), value);
+        }
     }
     if family.head_dim.is_some() {
         w = w
