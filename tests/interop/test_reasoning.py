@@ -32,6 +32,14 @@ TEMPLATE = (
     "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
     "{% else %}<think>\n{% endif %}{% endif %}"
 )
+ALWAYS = "test.smollm2-always-thinks-v1:0"
+# DeepSeek-R1's way: the block is opened whatever the caller asked, and past reasoning is cut
+# from earlier answers at `</think>`.
+ALWAYS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{{ m['content'].split('</think>')[-1] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
 QUESTION = "What is the capital of France?"
 
 
@@ -46,21 +54,22 @@ def models_root() -> Path:
 def thinker():
     work = Path(tempfile.mkdtemp(prefix="basalt-thinker-"))
     source = models_root() / "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
-    template = work / "template.jinja"
-    template.write_text(TEMPLATE)
-    gguf_file = work / "smollm2-thinking.gguf"
-    subprocess.run(
-        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(source), str(gguf_file),
-         "--chat-template-file", str(template), "--force"],
-        check=True, capture_output=True,
-    )
     store = work / "models"
-    subprocess.run(
-        [os.environ.get("BASALT_BIN", "target/debug/basalt"), "models", "import", str(gguf_file),
-         "--id", THINKER, "--provider", "Test", "--models-dir", str(store)],
-        check=True, capture_output=True,
-    )
-    s = Server(models=[THINKER], models_dir=str(store))
+    for model_id, text in ((THINKER, TEMPLATE), (ALWAYS, ALWAYS_TEMPLATE)):
+        template = work / f"{model_id}.jinja"
+        template.write_text(text)
+        gguf_file = work / f"{model_id}.gguf"
+        subprocess.run(
+            [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(source), str(gguf_file),
+             "--chat-template-file", str(template), "--force"],
+            check=True, capture_output=True,
+        )
+        subprocess.run(
+            [os.environ.get("BASALT_BIN", "target/debug/basalt"), "models", "import",
+             str(gguf_file), "--id", model_id, "--provider", "Test", "--models-dir", str(store)],
+            check=True, capture_output=True,
+        )
+    s = Server(models=[THINKER, ALWAYS], models_dir=str(store))
     yield s
     s.stop()
 
@@ -182,3 +191,14 @@ def test_a_model_that_does_not_think_refuses_to(client):
         client.chat.completions.create(model=SMOL, max_tokens=4, reasoning_effort="high",
                                        messages=[{"role": "user", "content": "hi"}])
     assert "does not think" in str(e.value)
+
+
+def test_a_template_that_always_thinks_still_gives_reasoning_apart(thinker):
+    """Switched off, a template that opens the block regardless still makes the model
+    think: its reasoning must not land in the answer."""
+    r = openai_client(thinker).chat.completions.create(
+        model=ALWAYS, messages=[{"role": "user", "content": QUESTION}], max_tokens=16,
+        temperature=0, reasoning_effort="none")
+    message = r.choices[0].message
+    assert message.model_extra["reasoning_content"].strip()
+    assert message.content == ""

@@ -273,11 +273,15 @@ impl LoadedModel {
         let thinking = self.thinking(&request.constraints, request.thinking);
         let (prompt_tokens, opened) =
             self.render_prompt(&request.prompt, &request.constraints, thinking)?;
-        // The answer is split into reasoning and text for a chat with a thinking model,
-        // unless thinking was switched off.
-        let reasoning =
-            (thinks && matches!(request.prompt, Prompt::Chat(_)) && thinking != Some(false))
-                .then_some(opened);
+        // The answer is split into reasoning and text for a free-text chat with a thinking
+        // model, unless thinking was switched off and the template obeyed (one that opens
+        // the block regardless, as DeepSeek-R1's does, gets reasoning all the same). A
+        // constrained answer is the grammar's from its first token, never reasoning.
+        let reasoning = (thinks
+            && matches!(request.prompt, Prompt::Chat(_))
+            && request.constraints.is_free_text()
+            && (thinking != Some(false) || opened))
+            .then_some(opened);
         let ctx = self.context_length();
         let param = match request.prompt {
             Prompt::Chat(_) => "messages",
