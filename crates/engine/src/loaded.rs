@@ -168,12 +168,17 @@ impl LoadedModel {
         Ok(self.render_prompt(prompt, constraints, thinking)?.0)
     }
 
+    /// Whether the model thinks before it answers (its chat template writes reasoning
+    /// blocks).
+    fn thinks(&self) -> bool {
+        self.template.as_ref().is_some_and(|t| t.thinks())
+    }
+
     /// Whether the conversation is rendered with thinking switched on or off, for a model
     /// that thinks: the caller's choice, except that a constrained answer (a tool call, a
     /// JSON format) starts at its first token, so it is rendered with thinking off.
     fn thinking(&self, constraints: &OutputConstraints, asked: Option<bool>) -> Option<bool> {
-        let thinks = self.template.as_ref().is_some_and(|t| t.thinks());
-        match (thinks, constraints.is_free_text()) {
+        match (self.thinks(), constraints.is_free_text()) {
             (false, _) => None,
             (true, false) => Some(false),
             (true, true) => asked,
@@ -261,7 +266,7 @@ impl LoadedModel {
         // The output grammar's text first: building it checks each schema against its size
         // limits, which is cheap, before the tools are rendered into a prompt of their size.
         let grammar = tools::grammar(&request.constraints)?;
-        let thinks = self.template.as_ref().is_some_and(|t| t.thinks());
+        let thinks = self.thinks();
         if request.thinking == Some(true) && !thinks {
             return Err(BasaltError::new(
                 ErrorKind::UnsupportedForModel,

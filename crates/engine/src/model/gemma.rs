@@ -215,11 +215,9 @@ impl Transformer for Gemma {
     }
 
     fn run_batch(&self, batch: &mut [BatchSeq<'_>], scratch: &mut ActScratch, logits: &mut [f32]) {
-        let tokens = Segments::tokens(batch);
-        if tokens.is_empty() || batch.iter().any(|b| b.tokens.is_empty()) {
+        let Some((tokens, segments)) = Segments::of_batch(batch) else {
             return;
-        }
-        let segments = Segments::of(batch);
+        };
         let hd = self.attn_global.head_dim;
         let q_dim = self.attn_global.n_heads * hd;
         let kv_dim = self.attn_global.n_kv_heads * hd;

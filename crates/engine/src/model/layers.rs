@@ -241,7 +241,7 @@ pub struct Segments {
 }
 
 impl Segments {
-    pub fn of(batch: &[BatchSeq<'_>]) -> Self {
+    fn of(batch: &[BatchSeq<'_>]) -> Self {
         let mut row = 0;
         let parts = batch
             .iter()
@@ -254,7 +254,16 @@ impl Segments {
         Self { parts }
     }
 
-    pub fn tokens(batch: &[BatchSeq<'_>]) -> Vec<u32> {
+    /// The batch's tokens, flattened, and where each sequence's sit; `None` when there is
+    /// nothing to run (an empty batch, or a sequence with no new tokens).
+    pub fn of_batch(batch: &[BatchSeq<'_>]) -> Option<(Vec<u32>, Self)> {
+        if batch.is_empty() || batch.iter().any(|b| b.tokens.is_empty()) {
+            return None;
+        }
+        Some((Self::tokens(batch), Self::of(batch)))
+    }
+
+    fn tokens(batch: &[BatchSeq<'_>]) -> Vec<u32> {
         batch
             .iter()
             .flat_map(|b| b.tokens.iter().copied())

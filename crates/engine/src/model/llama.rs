@@ -413,11 +413,9 @@ impl Transformer for Llama {
     }
 
     fn run_batch(&self, batch: &mut [BatchSeq<'_>], scratch: &mut ActScratch, logits: &mut [f32]) {
-        let tokens = Segments::tokens(batch);
-        if tokens.is_empty() || batch.iter().any(|b| b.tokens.is_empty()) {
+        let Some((tokens, segments)) = Segments::of_batch(batch) else {
             return;
-        }
-        let segments = Segments::of(batch);
+        };
         let hd = self.attn.head_dim;
         let (q_dim, kv_dim) = (self.attn.n_heads * hd, self.attn.n_kv_heads * hd);
         let residual = self.scales.residual;

@@ -741,6 +741,35 @@ mod tests {
     }
 
     #[test]
+    fn reasoning_switches_and_past_reasoning_are_read() {
+        let m = r#""messages":[{"role":"user","content":[{"text":"x"}]},
+                    {"role":"assistant","content":[{"reasoningContent":{"reasoningText":{"text":"hm"}}},{"text":"y"}]},
+                    {"role":"user","content":[{"text":"z"}]}]"#;
+        let thinking = |extra: &str| request(&format!("{{{m}{extra}}}")).unwrap().thinking;
+        assert_eq!(thinking(""), None);
+        for (fields, want) in [
+            (
+                r#"{"thinking":{"type":"enabled","budget_tokens":100}}"#,
+                Some(true),
+            ),
+            (r#"{"reasoning_config":{"type":"disabled"}}"#, Some(false)),
+            (r#"{"reasoningConfig":{"type":"enabled"}}"#, Some(true)),
+            (r#"{"enable_thinking":false}"#, Some(false)),
+        ] {
+            assert_eq!(
+                thinking(&format!(r#","additionalModelRequestFields":{fields}"#)),
+                want,
+                "{fields}"
+            );
+        }
+        // The assistant's past reasoning is left out of the prompt.
+        let Prompt::Chat(history) = request(&format!("{{{m}}}")).unwrap().prompt else {
+            panic!("chat expected")
+        };
+        assert_eq!(history[1].content, "y");
+    }
+
+    #[test]
     fn converts_a_conversation() {
         let r = request(
             r#"{"messages":[{"role":"user","content":[{"text":"Hi "},{"cachePoint":{"type":"default"}},{"text":"there"}]},
@@ -851,6 +880,18 @@ mod tests {
             (
                 r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"additionalModelRequestFields":{"foo":1}}"#,
                 "additionalModelRequestFields.foo",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"additionalModelRequestFields":{"thinking":{"type":"on"}}}"#,
+                "additionalModelRequestFields.thinking.type",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"additionalModelRequestFields":{"enable_thinking":1}}"#,
+                "additionalModelRequestFields.enable_thinking",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":[{"reasoningContent":{"reasoningText":{"text":"x"}}}]}]}"#,
+                "messages.0.content.0",
             ),
             (
                 r#"{"messages":[{"role":"user","content":[{"text":"x"}]}],"toolConfig":{"tools":[{"toolSpec":{"name":"f"}}]}}"#,

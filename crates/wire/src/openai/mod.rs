@@ -711,6 +711,30 @@ mod tests {
     }
 
     #[test]
+    fn the_thinking_switch_comes_from_effort_or_template_kwargs() {
+        let thinking =
+            |body: &[u8]| parse_chat(body).unwrap().into_plan().unwrap().requests[0].thinking;
+        let m = r#""model":"m","messages":[{"role":"user","content":"x"}]"#;
+        assert_eq!(thinking(format!("{{{m}}}").as_bytes()), None);
+        assert_eq!(
+            thinking(format!(r#"{{{m},"reasoning_effort":"none"}}"#).as_bytes()),
+            Some(false)
+        );
+        assert_eq!(
+            thinking(format!(r#"{{{m},"reasoning_effort":"high"}}"#).as_bytes()),
+            Some(true)
+        );
+        // The template's own switch wins over the effort.
+        assert_eq!(
+            thinking(
+                format!(r#"{{{m},"reasoning_effort":"high","chat_template_kwargs":{{"enable_thinking":false}}}}"#)
+                    .as_bytes()
+            ),
+            Some(false)
+        );
+    }
+
+    #[test]
     fn bad_parameters_name_their_field() {
         let cases: &[(&[u8], &str)] = &[
             (br#"{"model":"m","messages":[],"n":1}"#, "messages"),
@@ -738,6 +762,11 @@ mod tests {
             (
                 br#"{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema"}}"#,
                 "response_format.json_schema",
+            ),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"reasoning_effort":"max"}"#, "reasoning_effort"),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":"x"}],"chat_template_kwargs":{"enable_thinking":"yes"}}"#,
+                "chat_template_kwargs.enable_thinking",
             ),
         ];
         for (body, param) in cases {
