@@ -19,12 +19,14 @@ run: models
 	$(CARGO) build --release -p basalt
 	$(CARGO_TARGET_DIR)/release/basalt serve --host $(HOST) --port $(PORT)
 
-## The whole test suite: Rust unit, fidelity and HTTP tests, then the SDK interoperability suite.
+## The whole test suite: Rust unit, fidelity and HTTP tests, then the SDK interoperability suite,
+## each with a throwaway PostgreSQL and Redis for the scale-out tests (scripts/with-services).
 test: models venv js
 	$(CARGO) build -p basalt
-	$(CARGO) test --workspace
+	BASALT_REQUIRE_SERVICES=1 scripts/with-services $(CARGO) test --workspace
 	$(MAKE) test-baseline
-	BASALT_BIN=$(CARGO_TARGET_DIR)/debug/basalt $(VENV)/bin/python -m pytest -q tests/interop
+	BASALT_REQUIRE_SERVICES=1 BASALT_BIN=$(CARGO_TARGET_DIR)/debug/basalt \
+		scripts/with-services $(VENV)/bin/python -m pytest -q tests/interop
 
 ## The kernel tests again in a build for a baseline x86-64 CPU (what a portable binary is):
 ## there each SIMD level's features exist only inside its own functions, the configuration

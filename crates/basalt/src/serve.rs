@@ -9,8 +9,9 @@ use basalt_auth::{Authenticator, ChainedKeys, KeyStore, StaticKeys};
 use basalt_catalog::Catalog;
 use basalt_guardrails::ContentClassifier;
 use basalt_server::invocation_log::InvocationLog;
+use basalt_server::limits::shared::RedisLedger;
 use basalt_server::listener::{self, ConnectionLimits, Tls};
-use basalt_server::platform::{Platform, Prices};
+use basalt_server::platform::{Ledger, Platform, Prices};
 use basalt_server::{router, AppState, ServerConfig};
 use basalt_store::{CachedStore, Store, StoreKeys};
 use tracing_subscriber::EnvFilter;
@@ -72,6 +73,18 @@ pub struct ServeArgs {
     /// database on every request
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     store_cache_ms: u64,
+    /// Where the other replicas sharing --database-url reach this one's API
+    /// [default: http(s)://<host name>:<port>]
+    #[arg(long, env = "BASALT_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// Count quotas in this Redis (or Valkey), shared by every replica, so limits hold
+    /// across all of them (`redis://host:6379/0`) [default: each replica counts its own]
+    #[arg(long, env = "BASALT_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// When Redis cannot be reached, admit requests under this replica's own counts
+    /// instead of refusing them with 503
+    #[arg(long, requires = "redis_url")]
+    redis_fail_open: bool,
     /// The PEM private key of --tls-cert
     #[arg(long, env = "BASALT_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
@@ -147,6 +160,25 @@ fn load_content_classifier(
     Ok(Some(classifier))
 }
 
+/// This machine's name (a pod's name under Kubernetes), for the default replica id.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "basalt".to_string())
+}
+
+/// The host other replicas dial: the listen address, unless it is a wildcard.
+fn advertised_host(listen: &str) -> String {
+    match listen {
+        "0.0.0.0" | "::" | "[::]" => host_name(),
+        host if host.contains(':') => format!("[{host}]"),
+        host => host.to_string(),
+    }
+}
+
 fn parse_access_key(s: &str) -> Result<(String, String), String> {
     match s.split_once(':') {
         Some((id, secret)) if !id.is_empty() && !secret.is_empty() => {
@@ -163,18 +195,33 @@ pub fn run(args: ServeArgs) -> CliResult {
         )
         .with_writer(std::io::stderr)
         .init();
-    // Keys, tenants, grants and quotas are read on every request: from memory, for up to
-    // --store-cache-ms (what the CLI changes on the database directly is seen within it;
-    // what the admin API changes, at once).
-    let database: Arc<dyn Store> = args.database.open_database()?;
-    let store: Arc<dyn Store> = match args.store_cache_ms {
-        0 => database,
-        ms => Arc::new(CachedStore::new(database, Duration::from_millis(ms))),
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    // One server per database: what was still running belonged to a server that died.
+    let replica_id = args
+        .database
+        .replica_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", host_name(), args.port));
+    let database = runtime.block_on(args.database.open_database(Some(&replica_id)))?;
+    // Keys, tenants, grants and quotas are read on every request: from memory, for up to
+    // --store-cache-ms. What this process changes is seen at once; what another changes is
+    // seen when the database announces it (PostgreSQL), or when the entries expire (the CLI
+    // on a SQLite file).
+    let store: Arc<dyn Store> = match args.store_cache_ms {
+        0 => Arc::clone(&database),
+        ms => {
+            let cached = Arc::new(CachedStore::new(
+                Arc::clone(&database),
+                Duration::from_millis(ms),
+            ));
+            let invalidate = Arc::clone(&cached);
+            let _runtime = runtime.enter();
+            database.watch_changes(Arc::new(move || invalidate.invalidate()))?;
+            cached
+        }
+    };
+    // What this replica (in a previous life) or a replica that died left running is over.
     let interrupted = runtime.block_on(store.interrupt_unfinished_usage())?;
     if interrupted > 0 {
         tracing::warn!(
@@ -230,8 +277,12 @@ pub fn run(args: ServeArgs) -> CliResult {
     // Operator keys from the flags, then the tenants' keys in the store. Local mode (no
     // credentials needed) only while neither exists, and only on a loopback address.
     let operator_keys = StaticKeys::new("operator", &args.api_keys, &args.aws_access_keys);
-    let no_keys_anywhere =
-        operator_keys.is_empty() && runtime.block_on(store.tenants())?.is_empty();
+    // A database replicas share is never in local mode: a tenant created through one
+    // replica must switch authentication on for all of them.
+    let shared_database = args.database.database_url.is_some();
+    let no_keys_anywhere = operator_keys.is_empty()
+        && !shared_database
+        && runtime.block_on(store.tenants())?.is_empty();
     if no_keys_anywhere && !addr.ip().is_loopback() && !args.insecure_no_auth {
         return Err(format!(
             "refusing to serve {addr} without authentication: create a tenant and keys \
@@ -255,7 +306,17 @@ pub fn run(args: ServeArgs) -> CliResult {
         }
         None => Prices::new(),
     };
-    let platform = Arc::new(Platform::new(store, prices));
+    let platform = Arc::new(match &args.redis_url {
+        Some(url) => {
+            let ledger = RedisLedger::new(url, Arc::clone(&store), args.redis_fail_open)?;
+            tracing::info!(
+                fail_open = args.redis_fail_open,
+                "quotas are counted in Redis"
+            );
+            Platform::with_ledger(store, prices, Ledger::Redis(Arc::new(ledger)))
+        }
+        None => Platform::new(store, prices),
+    });
     let log_dir = args
         .invocation_log_dir
         .clone()
@@ -282,6 +343,10 @@ pub fn run(args: ServeArgs) -> CliResult {
         None => state,
     };
     let state = state.with_data_dir(&args.database.dir());
+    let state = match shared_database {
+        true => state.with_replica_id(&replica_id),
+        false => state,
+    };
     if let Some(knowledge) = &state.knowledge {
         knowledge.set_graph_from(args.knowledge_graph_from);
     }
@@ -306,6 +371,17 @@ pub fn run(args: ServeArgs) -> CliResult {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let state = Arc::new(state);
+    let advertised = args
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{}:{}", advertised_host(&args.host), args.port));
+    if shared_database {
+        runtime.spawn(basalt_server::replica::announce(
+            Arc::clone(&state),
+            replica_id,
+            advertised,
+        ));
+    }
     // Batch and ingestion jobs the last server left unfinished carry on where they stopped.
     runtime.spawn(basalt_server::batch::resume(Arc::clone(&state)));
     runtime.spawn(basalt_server::resume_ingestion(Arc::clone(&state)));

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use basalt_store::{Quota, SecretBox, SqliteStore, Store, UsageQuery};
+use basalt_store::{PostgresStore, Quota, SecretBox, SqliteStore, Store, UsageQuery};
 
 use crate::CliResult;
 
@@ -16,8 +16,18 @@ pub struct DatabaseArgs {
     #[arg(long, env = "BASALT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Key that encrypts SigV4 secrets at rest, 64 hex digits [default: generated once into <data dir>/server.key]
+    /// (replicas sharing a database must share it)
     #[arg(long, env = "BASALT_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// A PostgreSQL database to keep the platform's state in, shared by every replica
+    /// (`postgres://user:password@host:5432/basalt`) [default: SQLite in the data directory]
+    #[arg(long, env = "BASALT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// This process's name among replicas sharing a database: on its usage records and in
+    /// the replica registry; keep it stable across restarts (a pod's name)
+    /// [default: the host name and the port]
+    #[arg(long, env = "BASALT_REPLICA_ID")]
+    pub replica_id: Option<String>,
 }
 
 impl DatabaseArgs {
@@ -31,28 +41,47 @@ impl DatabaseArgs {
     async fn tenant(
         &self,
         tenant: &str,
-    ) -> Result<(Arc<SqliteStore>, String), Box<dyn std::error::Error>> {
-        let store = self.open_database()?;
+    ) -> Result<(Arc<dyn Store>, String), Box<dyn std::error::Error>> {
+        let store = self.open_database(None).await?;
         let id = store.tenant(tenant).await?.id;
         Ok((store, id))
     }
 
-    /// Opens (creating if needed) the data directory's database.
-    pub fn open_database(&self) -> Result<Arc<SqliteStore>, Box<dyn std::error::Error>> {
+    /// Opens the platform database: PostgreSQL at `--database-url`, else (creating it if
+    /// needed) the data directory's SQLite file. `replica` names this process among the
+    /// replicas of a shared database (the CLI is none of them).
+    pub async fn open_database(
+        &self,
+        replica: Option<&str>,
+    ) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
         let dir = self.dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
         let key = match &self.secret_key {
             Some(hex) => parse_hex_key(hex)?,
-            None => server_key(&dir.join("server.key"))?,
+            None => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+                server_key(&dir.join("server.key"))?
+            }
         };
+        if let Some(url) = &self.database_url {
+            let replica = replica.unwrap_or("cli");
+            let store = PostgresStore::connect(url, SecretBox::new(&key), replica)
+                .await
+                .map_err(|e| format!("cannot open the platform database at --database-url: {e}"))?;
+            return Ok(Arc::new(store));
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+        let path = dir.join("basalt.db");
         let store =
-            SqliteStore::open(&dir.join("basalt.db"), SecretBox::new(&key)).map_err(|e| {
-                format!(
-                    "cannot open the platform database in {}: {e}",
-                    dir.display()
-                )
-            })?;
+            tokio::task::spawn_blocking(move || SqliteStore::open(&path, SecretBox::new(&key)))
+                .await?
+                .map_err(|e| {
+                    format!(
+                        "cannot open the platform database in {}: {e}",
+                        dir.display()
+                    )
+                })?;
         Ok(Arc::new(store))
     }
 }
@@ -243,14 +272,16 @@ async fn tenants_command(cmd: TenantsCommand) -> CliResult {
             models,
             database,
         } => {
-            let s = database.open_database()?;
+            let s = database.open_database(None).await?;
             let t = s.create_tenant(&name, weight).await?;
             for m in &models {
                 s.grant_model(&t.id, m).await?;
             }
             print(&t)
         }
-        TenantsCommand::List { database } => print(&database.open_database()?.tenants().await?),
+        TenantsCommand::List { database } => {
+            print(&database.open_database(None).await?.tenants().await?)
+        }
         TenantsCommand::Set {
             tenant,
             status,
@@ -371,7 +402,7 @@ pub fn usage(args: UsageArgs) -> CliResult {
 }
 
 async fn usage_command(args: UsageArgs) -> CliResult {
-    let s = args.database.open_database()?;
+    let s = args.database.open_database(None).await?;
     let tenant_id = match &args.tenant {
         Some(t) => Some(s.tenant(t).await?.id),
         None => None,

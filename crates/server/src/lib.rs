@@ -22,17 +22,20 @@ pub mod batch;
 mod blocks;
 mod error;
 mod files;
+pub mod forward;
 mod generation;
 mod guardrail;
 mod invocation_jobs;
 pub mod invocation_log;
 mod knowledge;
+pub mod limits;
 pub use knowledge::resume_ingestion;
 pub mod listener;
 pub mod metrics;
 mod offload;
 pub mod platform;
 mod rag;
+pub mod replica;
 mod routes;
 mod state;
 
@@ -100,6 +103,13 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
             auth::require,
         )
     };
+    // Inside authentication: a request for a model only another replica serves goes there.
+    let forward = |dialect| {
+        axum::middleware::from_fn_with_state(
+            (Arc::clone(&state), dialect),
+            forward::to_a_replica_serving_the_model,
+        )
+    };
     let uploads = || {
         axum::middleware::from_fn_with_state(
             (
@@ -111,21 +121,36 @@ pub fn router(state: Arc<AppState>, config: ServerConfig) -> Router {
         )
     };
     Router::new()
-        .merge(openai::routes(config.clone()).route_layer(guard(auth::Dialect::OpenAi)))
-        .merge(anthropic::routes(config.clone()).route_layer(guard(auth::Dialect::Anthropic)))
-        .merge(bedrock::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
+        .merge(
+            openai::routes(config.clone())
+                .route_layer(forward(auth::Dialect::OpenAi))
+                .route_layer(guard(auth::Dialect::OpenAi)),
+        )
+        .merge(
+            anthropic::routes(config.clone())
+                .route_layer(forward(auth::Dialect::Anthropic))
+                .route_layer(guard(auth::Dialect::Anthropic)),
+        )
+        .merge(
+            bedrock::routes(config.clone())
+                .route_layer(forward(auth::Dialect::Bedrock))
+                .route_layer(guard(auth::Dialect::Bedrock)),
+        )
         .merge(routes::files::routes(&config).route_layer(uploads()))
         // Bedrock's runtime serves the OpenAI and Anthropic APIs under these prefixes;
         // clients pointed at a Bedrock endpoint work unchanged.
         .nest(
             "/openai",
             openai::routes(config.clone())
+                .route_layer(forward(auth::Dialect::OpenAi))
                 .route_layer(guard(auth::Dialect::OpenAi))
                 .merge(routes::files::routes(&config).route_layer(uploads())),
         )
         .nest(
             "/anthropic",
-            anthropic::routes(config.clone()).route_layer(guard(auth::Dialect::Anthropic)),
+            anthropic::routes(config.clone())
+                .route_layer(forward(auth::Dialect::Anthropic))
+                .route_layer(guard(auth::Dialect::Anthropic)),
         )
         .merge(guardrails::routes(config.clone()).route_layer(guard(auth::Dialect::Bedrock)))
         .merge(routes::invocation_jobs::routes().route_layer(guard(auth::Dialect::Bedrock)))

@@ -66,6 +66,8 @@ pub struct AppState {
     pub buckets: Option<basalt_buckets::Buckets>,
     /// Knowledge bases' indexes, when the server has a data directory.
     pub knowledge: Option<Arc<crate::knowledge::KnowledgeIndexes>>,
+    /// The other replicas sharing this server's database, which serve what it does not.
+    pub peers: Arc<crate::forward::Peers>,
 }
 
 impl AppState {
@@ -95,7 +97,15 @@ impl AppState {
             batches: None,
             buckets: None,
             knowledge: None,
+            peers: Arc::default(),
         }
+    }
+
+    /// Names this server among the replicas sharing its database, so that requests for
+    /// models only others serve are passed to them.
+    pub fn with_replica_id(mut self, id: &str) -> Self {
+        self.peers = Arc::new(crate::forward::Peers::new(id));
+        self
     }
 
     pub fn with_invocation_log(mut self, log: InvocationLog) -> Self {

@@ -23,9 +23,9 @@ use async_trait::async_trait;
 use basalt_auth::{AccessKey, Principal};
 
 use crate::{
-    AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, GuardrailDraft, GuardrailRecord,
-    GuardrailRef, ObjectPage, Quota, Store, StoreError, StoredObject, Tenant, UsageQuery,
-    UsageRecord, UsageTotals,
+    AccessKeyInfo, ApiKeyInfo, ChangeListener, CreatedAccessKey, CreatedApiKey, GuardrailDraft,
+    GuardrailRecord, GuardrailRef, ObjectPage, Quota, ReplicaStatus, Store, StoreError,
+    StoredObject, Tenant, UsageQuery, UsageRecord, UsageTotals,
 };
 
 /// Entries per map before it is emptied.
@@ -59,8 +59,9 @@ impl CachedStore {
         }
     }
 
-    /// Forgets everything: after any write, whatever it changed.
-    fn invalidate(&self) {
+    /// Forgets everything: after any write, whatever it changed, and whenever another
+    /// process announces a change.
+    pub fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.api_keys.clear();
         self.access_keys.clear();
@@ -386,6 +387,18 @@ impl Store for CachedStore {
 
     async fn set_admin_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
         self.inner.set_admin_token_hash(hash).await
+    }
+
+    async fn heartbeat(&self, status: &ReplicaStatus) -> Result<(), StoreError> {
+        self.inner.heartbeat(status).await
+    }
+
+    async fn replicas(&self) -> Result<Vec<ReplicaStatus>, StoreError> {
+        self.inner.replicas().await
+    }
+
+    fn watch_changes(&self, on_change: ChangeListener) -> Result<(), StoreError> {
+        self.inner.watch_changes(on_change)
     }
 }
 

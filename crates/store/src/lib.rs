@@ -3,10 +3,12 @@
 //!
 //! Callers see only the async [`Store`] trait; [`SqliteStore`] is the embedded
 //! implementation (a file in the data directory, WAL, one writer and a few readers on the
-//! blocking pool, migrations applied at open), and [`CachedStore`] keeps what every request
-//! reads in memory in front of any store. A PostgreSQL store would implement the same
-//! trait. Every write is committed durably before its future completes, so a usage record
-//! written before a response is sent survives a `kill -9` right after.
+//! blocking pool, migrations applied at open), [`PostgresStore`] the one many replicas
+//! share (a connection pool, migrations applied under an advisory lock, changes announced
+//! to every replica with `NOTIFY`), and [`CachedStore`] keeps what every request reads in
+//! memory in front of either. Every write is committed durably before its future
+//! completes, so a usage record written before a response is sent survives a `kill -9`
+//! right after.
 //!
 //! Secrets: API keys are stored as SHA-256 hashes (they are shown once, at creation); SigV4
 //! secrets must be recoverable to verify signatures, so they are encrypted at rest with the
@@ -15,6 +17,8 @@
 #![forbid(unsafe_code)]
 
 mod cached;
+mod postgres;
+mod rules;
 mod secrets;
 mod sqlite;
 mod work;
@@ -24,7 +28,8 @@ use basalt_auth::{AccessKey, KeyStore, Principal};
 use serde::Serialize;
 
 pub use cached::CachedStore;
-pub use secrets::{random_token, SecretBox};
+pub use postgres::PostgresStore;
+pub use secrets::{random_token, random_u64, SecretBox};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +196,29 @@ pub struct ObjectPage {
     pub has_more: bool,
 }
 
+/// One Basalt process serving from a shared store, as it last announced itself.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ReplicaStatus {
+    pub id: String,
+    /// Where other replicas reach its API (`http://host:port`).
+    pub address: String,
+    /// The models it has loaded, by id.
+    pub models: Vec<String>,
+    /// Requests waiting for the engine, and sequences running in it.
+    pub queued: u64,
+    pub running: u64,
+    /// Milliseconds since the epoch, of its last heartbeat.
+    pub heartbeat_at_ms: i64,
+}
+
+/// A replica whose last heartbeat is older than this is gone: its requests that were still
+/// running are marked [`INTERRUPTED`], and no request is sent to it.
+pub const REPLICA_TIMEOUT_MS: i64 = 10_000;
+
+/// Called when another process changed what every request reads (keys, tenants, grants,
+/// quotas), so that caches drop what they hold.
+pub type ChangeListener = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 /// The version a guardrail's editable draft has.
 pub const DRAFT: &str = "DRAFT";
 
@@ -330,7 +358,6 @@ pub trait Store: Send + Sync {
         version: Option<&str>,
     ) -> Result<(), StoreError>;
 
-    /// The admin token's hash, set once at bootstrap.
     /// Stores an object, or replaces the body of the one with its tenant, kind and id.
     async fn put_object(&self, object: &StoredObject) -> Result<(), StoreError>;
     /// A tenant's object; another tenant's is `NotFound`.
@@ -350,8 +377,26 @@ pub trait Store: Send + Sync {
     ) -> Result<ObjectPage, StoreError>;
     async fn delete_object(&self, tenant_id: &str, kind: &str, id: &str) -> Result<(), StoreError>;
 
+    /// The admin token's hash, set once at bootstrap.
     async fn admin_token_hash(&self) -> Result<Option<[u8; 32]>, StoreError>;
     async fn set_admin_token_hash(&self, hash: &[u8; 32]) -> Result<(), StoreError>;
+
+    /// Announces this replica (and its load) to the others sharing the store. A store only
+    /// one process uses keeps no registry.
+    async fn heartbeat(&self, _status: &ReplicaStatus) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The replicas that announced themselves within [`REPLICA_TIMEOUT_MS`].
+    async fn replicas(&self) -> Result<Vec<ReplicaStatus>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Calls `on_change` whenever any process (another replica, the CLI) changes keys,
+    /// tenants, grants or quotas, and once more after any gap in which a change might have
+    /// been missed. A store only one process writes has nothing to announce. Call it
+    /// within a tokio runtime, which runs the watch.
+    fn watch_changes(&self, _on_change: ChangeListener) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Lets the authentication layer find keys in a store.

@@ -66,6 +66,13 @@ fn fill(buf: &mut [u8]) -> Result<(), StoreError> {
     getrandom::fill(buf).map_err(|e| StoreError::Backend(format!("no randomness: {e}")))
 }
 
+/// A random number, for ids that must not collide across processes.
+pub fn random_u64() -> Result<u64, StoreError> {
+    let mut buf = [0u8; 8];
+    fill(&mut buf)?;
+    Ok(u64::from_le_bytes(buf))
+}
+
 /// `bytes` random bytes as base62 text, for keys and ids (no ambiguous punctuation).
 pub fn random_token(chars: usize) -> Result<String, StoreError> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";

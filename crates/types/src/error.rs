@@ -35,6 +35,9 @@ pub enum ErrorKind {
     UnsupportedForModel,
     /// A bug or an I/O failure on our side.
     Internal,
+    /// A service the request depends on (the shared quota store) cannot be reached; the
+    /// client may retry.
+    Unavailable,
 }
 
 impl ErrorKind {
@@ -51,6 +54,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::Overloaded | ErrorKind::QuotaExceeded => 429,
             ErrorKind::Internal => 500,
+            ErrorKind::Unavailable => 503,
         }
     }
 }

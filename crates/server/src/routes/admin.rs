@@ -90,6 +90,14 @@ pub fn routes() -> Router<Arc<AppState>> {
             put(enforce_guardrail).delete(lift_guardrail),
         )
         .route("/admin/usage", get(admin_usage))
+        .route("/admin/replicas", get(list_replicas))
+}
+
+/// `GET /admin/replicas`: the replicas sharing this database that are alive, with what
+/// each serves and its load (empty for a single process on its own database).
+async fn list_replicas(State(state): Shared) -> Result<Json<Value>, OpenAiError> {
+    let replicas = with_store(&state, |s| async move { s.replicas().await }).await?;
+    Ok(Json(json!({ "replicas": replicas })))
 }
 
 /// Admin bodies are small JSON objects.

@@ -27,7 +27,7 @@ pub enum Dialect {
 }
 
 impl Dialect {
-    fn render(self, error: BasaltError, aws_code: Option<&'static str>) -> Response {
+    pub(crate) fn render(self, error: BasaltError, aws_code: Option<&'static str>) -> Response {
         match self {
             Dialect::OpenAi => OpenAiError(error).into_response(),
             Dialect::Anthropic => AnthropicError(error).into_response(),

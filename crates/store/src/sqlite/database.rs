@@ -20,7 +20,7 @@ use super::pool::ReaderPool;
 use super::usage::{apply_usage_batch, where_usage, QueuedUsage, UsageWrite};
 use super::{backend, DEFAULT_READERS};
 use crate::{
-    now, random_token, AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, GuardrailRef,
+    now, rules, AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, GuardrailRef,
     GuardrailUnits, Quota, SecretBox, StoreError, Tenant, UsageQuery, UsageRecord, UsageTotals,
 };
 
@@ -187,22 +187,10 @@ const TENANT_COLUMNS: &str = "id, name, status, weight, log_invocations, created
 
 impl Database {
     pub(super) fn create_tenant(&self, name: &str, weight: u32) -> Result<Tenant, StoreError> {
-        let name = name.trim();
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(StoreError::Invalid(
-                "tenant names are 1-64 letters, digits, `-` or `_`".into(),
-            ));
-        }
-        if weight == 0 || weight > 1000 {
-            return Err(StoreError::Invalid("weight must be 1-1000".into()));
-        }
+        let name = rules::tenant_name(name)?;
+        let weight = rules::weight(weight)?;
         let tenant = Tenant {
-            id: format!("tnt_{}", random_token(16)?),
+            id: rules::new_tenant_id()?,
             name: name.to_string(),
             status: "active".into(),
             weight,
@@ -270,14 +258,8 @@ impl Database {
         log_invocations: Option<bool>,
     ) -> Result<Tenant, StoreError> {
         let t = self.tenant(id)?;
-        if let Some(s) = status {
-            if s != "active" && s != "suspended" {
-                return Err(StoreError::Invalid("status is active or suspended".into()));
-            }
-        }
-        if weight.is_some_and(|w| w == 0 || w > 1000) {
-            return Err(StoreError::Invalid("weight must be 1-1000".into()));
-        }
+        let status = status.map(rules::tenant_status).transpose()?;
+        let weight = weight.map(rules::weight).transpose()?;
         self.conn()
             .execute(
                 "UPDATE tenants SET status = ?2, weight = ?3, log_invocations = ?4 WHERE id = ?1",
@@ -322,15 +304,9 @@ impl Database {
         name: &str,
         expires_at: Option<i64>,
     ) -> Result<CreatedApiKey, StoreError> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(StoreError::Invalid(
-                "key names are 1-100 characters, none of them control characters".into(),
-            ));
-        }
+        let name = rules::key_name(name)?;
         self.require_tenant(tenant_id)?;
-        let id = format!("key_{}", random_token(12)?);
-        let key = format!("bsk-{}", random_token(40)?);
+        let (id, key) = rules::new_api_key()?;
         let info = ApiKeyInfo {
             id,
             tenant_id: tenant_id.to_string(),
@@ -425,8 +401,7 @@ impl Database {
         tenant_id: &str,
     ) -> Result<CreatedAccessKey, StoreError> {
         self.require_tenant(tenant_id)?;
-        let id = format!("BSAK{}", random_token(16)?.to_ascii_uppercase());
-        let secret = random_token(40)?;
+        let (id, secret) = rules::new_access_key()?;
         let info = AccessKeyInfo {
             access_key_id: id,
             tenant_id: tenant_id.to_string(),
@@ -728,6 +703,7 @@ impl Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::random_token;
     use std::sync::Arc;
 
     fn store() -> Database {

@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::backend;
 use super::database::Database;
-use crate::{now, random_token, GuardrailDraft, GuardrailRecord, StoreError, DRAFT};
+use crate::{now, rules, GuardrailDraft, GuardrailRecord, StoreError, DRAFT};
 
 const COLUMNS: &str =
     "id, tenant_id, version, name, description, definition, created_at, updated_at";
@@ -46,7 +46,7 @@ impl Database {
         tenant_id: &str,
         draft: &GuardrailDraft,
     ) -> Result<GuardrailRecord, StoreError> {
-        let id = random_token(12)?.to_ascii_lowercase();
+        let id = rules::new_guardrail_id()?;
         let at = now();
         self.conn()
             .execute(

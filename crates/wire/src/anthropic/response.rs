@@ -296,7 +296,7 @@ fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::Overloaded | ErrorKind::QuotaExceeded => "rate_limit_error",
         ErrorKind::Unauthenticated | ErrorKind::InvalidSignature => "authentication_error",
         ErrorKind::PermissionDenied => "permission_error",
-        ErrorKind::Internal => "api_error",
+        ErrorKind::Internal | ErrorKind::Unavailable => "api_error",
     }
 }
 

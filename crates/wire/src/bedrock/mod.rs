@@ -40,6 +40,7 @@ pub fn error_code(kind: ErrorKind) -> (&'static str, u16) {
         ErrorKind::InvalidSignature => ("InvalidSignatureException", 403),
         ErrorKind::PermissionDenied => ("AccessDeniedException", 403),
         ErrorKind::Internal => ("InternalServerException", 500),
+        ErrorKind::Unavailable => ("ServiceUnavailableException", 503),
     }
 }
 
@@ -62,6 +63,7 @@ pub fn stream_exception(e: &BasaltError) -> Vec<u8> {
         | ErrorKind::UnsupportedForModel
         | ErrorKind::PayloadTooLarge => "validationException",
         ErrorKind::Internal => "internalServerException",
+        ErrorKind::Unavailable => "serviceUnavailableException",
         _ => "modelStreamErrorException",
     };
     let body = serde_json::to_string(&error_body(e)).unwrap_or_default();

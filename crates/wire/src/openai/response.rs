@@ -346,6 +346,7 @@ pub fn error_body(e: &BasaltError) -> ErrorBody<'_> {
         }
         ErrorKind::PermissionDenied => ("permission_denied", Some("permission_denied")),
         ErrorKind::Internal => ("server_error", None),
+        ErrorKind::Unavailable => ("server_error", Some("service_unavailable")),
     };
     ErrorBody {
         error: ErrorDetail {
