@@ -273,3 +273,31 @@ def test_without_redis_quotas_fail_closed_or_open_as_chosen(cluster):
     finally:
         closed.stop()
         opened.stop()
+
+
+def test_without_redis_the_database_counts_quotas_exactly(cluster):
+    """Replicas sharing PostgreSQL but no Redis still hold a limit together."""
+    pg, _ = services()
+    database = fresh_database(pg)
+    pair = []
+    try:
+        for name in ("x", "y"):
+            pair.append(Server(models=[SMOL], args=[
+                "--admin-token", ADMIN, "--database-url", database, "--replica-id", name,
+                "--secret-key", SECRET_KEY]))
+        x, y = pair
+        key = new_tenant(x, "dbquota")
+        assert admin(y, "PUT", f"/admin/tenants/dbquota/quotas/{SMOL}", {"requests_per_minute": 5}).status_code == 204
+
+        def call(i):
+            return httpx.post(pair[i % 2].base_url + "/v1/chat/completions", timeout=120,
+                              headers={"authorization": f"Bearer {key}"},
+                              json={"model": SMOL, "messages": QUESTION, "max_tokens": 1})
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+            codes = [r.status_code for r in pool.map(call, range(16))]
+        assert codes.count(200) == 5 and codes.count(429) == 11, codes
+        assert "counted in the shared database" in x.logs()
+    finally:
+        for s in pair:
+            s.stop()

@@ -9,6 +9,7 @@ use basalt_auth::{Authenticator, ChainedKeys, KeyStore, StaticKeys};
 use basalt_catalog::Catalog;
 use basalt_guardrails::ContentClassifier;
 use basalt_server::invocation_log::InvocationLog;
+use basalt_server::limits::database::DatabaseLedger;
 use basalt_server::limits::shared::RedisLedger;
 use basalt_server::listener::{self, ConnectionLimits, Tls};
 use basalt_server::platform::{Ledger, Platform, Prices};
@@ -203,7 +204,8 @@ pub fn run(args: ServeArgs) -> CliResult {
         .replica_id
         .clone()
         .unwrap_or_else(|| format!("{}-{}", host_name(), args.port));
-    let database = runtime.block_on(args.database.open_database(Some(&replica_id)))?;
+    let opened = runtime.block_on(args.database.open(Some(&replica_id)))?;
+    let database = opened.store;
     // Keys, tenants, grants and quotas are read on every request: from memory, for up to
     // --store-cache-ms. What this process changes is seen at once; what another changes is
     // seen when the database announces it (PostgreSQL), or when the entries expire (the CLI
@@ -306,8 +308,10 @@ pub fn run(args: ServeArgs) -> CliResult {
         }
         None => Prices::new(),
     };
-    let platform = Arc::new(match &args.redis_url {
-        Some(url) => {
+    // Quotas hold across replicas when counted where they all look: Redis if given, else
+    // a shared database.
+    let platform = Arc::new(match (&args.redis_url, opened.quota_counter) {
+        (Some(url), _) => {
             let ledger = RedisLedger::new(url, Arc::clone(&store), args.redis_fail_open)?;
             tracing::info!(
                 fail_open = args.redis_fail_open,
@@ -315,7 +319,12 @@ pub fn run(args: ServeArgs) -> CliResult {
             );
             Platform::with_ledger(store, prices, Ledger::Redis(Arc::new(ledger)))
         }
-        None => Platform::new(store, prices),
+        (None, Some(counter)) => {
+            tracing::info!("quotas are counted in the shared database (no --redis-url)");
+            let ledger = Ledger::Database(DatabaseLedger::new(counter));
+            Platform::with_ledger(store, prices, ledger)
+        }
+        (None, None) => Platform::new(store, prices),
     });
     let log_dir = args
         .invocation_log_dir

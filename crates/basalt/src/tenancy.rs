@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use basalt_store::{PostgresStore, Quota, SecretBox, SqliteStore, Store, UsageQuery};
+use basalt_store::{PostgresStore, Quota, QuotaCounter, SecretBox, SqliteStore, Store, UsageQuery};
 
 use crate::CliResult;
 
@@ -54,6 +54,14 @@ impl DatabaseArgs {
         &self,
         replica: Option<&str>,
     ) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>> {
+        Ok(self.open(replica).await?.store)
+    }
+
+    /// The platform database, and with PostgreSQL the quota counter it also is.
+    pub async fn open(
+        &self,
+        replica: Option<&str>,
+    ) -> Result<OpenDatabase, Box<dyn std::error::Error>> {
         let dir = self.dir();
         let key = match &self.secret_key {
             Some(hex) => parse_hex_key(hex)?,
@@ -68,7 +76,11 @@ impl DatabaseArgs {
             let store = PostgresStore::connect(url, SecretBox::new(&key), replica)
                 .await
                 .map_err(|e| format!("cannot open the platform database at --database-url: {e}"))?;
-            return Ok(Arc::new(store));
+            let store = Arc::new(store);
+            return Ok(OpenDatabase {
+                store: Arc::clone(&store) as Arc<dyn Store>,
+                quota_counter: Some(store),
+            });
         }
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
@@ -82,8 +94,18 @@ impl DatabaseArgs {
                         dir.display()
                     )
                 })?;
-        Ok(Arc::new(store))
+        Ok(OpenDatabase {
+            store: Arc::new(store),
+            quota_counter: None,
+        })
     }
+}
+
+/// An opened platform database.
+pub struct OpenDatabase {
+    pub store: Arc<dyn Store>,
+    /// Quotas counted in the database itself, exactly across replicas (PostgreSQL).
+    pub quota_counter: Option<Arc<dyn QuotaCounter>>,
 }
 
 fn parse_hex_key(hex: &str) -> Result<[u8; 32], String> {

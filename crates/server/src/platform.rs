@@ -14,6 +14,7 @@ use basalt_engine::TenantLane;
 use basalt_store::{Quota, Store};
 use basalt_types::{BasaltError, ErrorKind, Usage};
 
+use crate::limits::database::DatabaseLedger;
 use crate::limits::local::LocalLedger;
 use crate::limits::shared::RedisLedger;
 use crate::limits::Admission;
@@ -46,6 +47,8 @@ pub enum Ledger {
     Local(LocalLedger),
     /// In Redis, shared by every replica.
     Redis(Arc<RedisLedger>),
+    /// In the database replicas share (no Redis).
+    Database(DatabaseLedger),
 }
 
 impl Platform {
@@ -156,6 +159,7 @@ impl Platform {
         let reservation = match &self.ledger {
             Ledger::Local(local) => local.admit(&admission).await?,
             Ledger::Redis(redis) => redis.admit(&admission).await?,
+            Ledger::Database(database) => database.admit(&admission).await?,
         };
         Ok(Some(reservation))
     }
@@ -165,6 +169,7 @@ impl Platform {
         match &self.ledger {
             Ledger::Local(local) => local.settle(&r, used_tokens, cost),
             Ledger::Redis(redis) => redis.settle(r, used_tokens, cost),
+            Ledger::Database(database) => database.settle(r, used_tokens, cost),
         }
     }
 }

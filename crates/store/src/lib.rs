@@ -215,6 +215,60 @@ pub struct ReplicaStatus {
 /// running are marked [`INTERRUPTED`], and no request is sent to it.
 pub const REPLICA_TIMEOUT_MS: i64 = 10_000;
 
+/// One admission under quotas counted by the database itself (see [`QuotaCounter`]).
+#[derive(Debug, Clone)]
+pub struct QuotaRequest<'a> {
+    pub tenant: &'a str,
+    /// (scope: a model id or `*`, its quota).
+    pub quotas: &'a [(String, Quota)],
+    /// Prompt tokens plus the most the request may generate.
+    pub tokens: u64,
+    /// The reservation's id, unique across processes.
+    pub reservation: u64,
+    /// Seconds since the epoch (chooses the UTC day and month counted).
+    pub now: i64,
+}
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaLimit {
+    RequestsPerMinute,
+    TokensPerMinute,
+    /// The request alone may use more than the tokens-per-minute quota.
+    LargerThanTokensPerMinute,
+    TokensPerDay,
+    MonthlyBudget,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum QuotaDecision {
+    Admitted,
+    Refused {
+        /// The index of the refusing scope in the request's quotas.
+        scope: usize,
+        limit: QuotaLimit,
+        retry_after_secs: u64,
+        /// Tokens in use this minute, or dollars spent this month.
+        used: f64,
+    },
+}
+
+/// Quotas counted in the database all replicas share, exactly: each admission checks every
+/// scope and takes its reservation in one transaction, serialised per tenant. Slower than
+/// Redis (a transaction per request), for deployments without it.
+#[async_trait]
+pub trait QuotaCounter: Send + Sync {
+    async fn admit(&self, request: &QuotaRequest<'_>) -> Result<QuotaDecision, StoreError>;
+    /// Replaces an admitted reservation by the tokens really used, and adds the cost to
+    /// the month's spend where a budget counted it.
+    async fn settle(
+        &self,
+        request: &QuotaRequest<'_>,
+        used_tokens: u64,
+        cost: f64,
+    ) -> Result<(), StoreError>;
+}
+
 /// Called when another process changed what every request reads (keys, tenants, grants,
 /// quotas), so that caches drop what they hold.
 pub type ChangeListener = std::sync::Arc<dyn Fn() + Send + Sync>;

@@ -677,3 +677,114 @@ async fn changes_are_announced_to_every_replica() {
             .is_err()
     );
 }
+
+/// Quotas counted in the database: replicas admitting at once never overshoot, unused
+/// reserved tokens come back at settlement, and the day's count starts from usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_counted_in_the_database_hold_across_replicas() {
+    use basalt_store::{QuotaCounter, QuotaDecision, QuotaLimit, QuotaRequest};
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let replicas: Vec<Arc<PostgresStore>> = vec![
+        Arc::new(
+            PostgresStore::connect(&url, SecretBox::new(&KEY), "a")
+                .await
+                .unwrap(),
+        ),
+        Arc::new(
+            PostgresStore::connect(&url, SecretBox::new(&KEY), "b")
+                .await
+                .unwrap(),
+        ),
+    ];
+    let rpm = vec![(
+        "m".to_string(),
+        Quota {
+            requests_per_minute: Some(7),
+            ..Quota::default()
+        },
+    )];
+    let tasks: Vec<_> = (0..20u64)
+        .map(|i| {
+            let (store, quotas) = (Arc::clone(&replicas[i as usize % 2]), rpm.clone());
+            tokio::spawn(async move {
+                let request = QuotaRequest {
+                    tenant: "t1",
+                    quotas: &quotas,
+                    tokens: 1,
+                    reservation: i,
+                    now: now(),
+                };
+                store.admit(&request).await.unwrap() == QuotaDecision::Admitted
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += task.await.unwrap() as usize;
+    }
+    assert_eq!(admitted, 7);
+
+    let tokens = vec![(
+        "*".to_string(),
+        Quota {
+            tokens_per_minute: Some(100),
+            tokens_per_day: Some(1000),
+            ..Quota::default()
+        },
+    )];
+    let request = |reservation, tokens_wanted| QuotaRequest {
+        tenant: "t2",
+        quotas: &tokens,
+        tokens: tokens_wanted,
+        reservation,
+        now: now(),
+    };
+    let (a, b) = (&replicas[0], &replicas[1]);
+    assert!(matches!(
+        a.admit(&request(1, 101)).await.unwrap(),
+        QuotaDecision::Refused {
+            limit: QuotaLimit::LargerThanTokensPerMinute,
+            ..
+        }
+    ));
+    assert_eq!(
+        a.admit(&request(2, 60)).await.unwrap(),
+        QuotaDecision::Admitted
+    );
+    assert!(matches!(
+        b.admit(&request(3, 50)).await.unwrap(),
+        QuotaDecision::Refused { limit: QuotaLimit::TokensPerMinute, used, .. } if used == 60.0
+    ));
+    a.settle(&request(2, 60), 20, 0.0).await.unwrap();
+    assert_eq!(
+        b.admit(&request(4, 50)).await.unwrap(),
+        QuotaDecision::Admitted
+    );
+
+    // The day's count starts from what usage already holds.
+    a.record_usage(&usage("t3", "r", 900, 50)).await.unwrap();
+    let daily = vec![(
+        "m1".to_string(),
+        Quota {
+            tokens_per_day: Some(1000),
+            ..Quota::default()
+        },
+    )];
+    let day = |reservation| QuotaRequest {
+        tenant: "t3",
+        quotas: &daily,
+        tokens: 40,
+        reservation,
+        now: now(),
+    };
+    assert_eq!(b.admit(&day(1)).await.unwrap(), QuotaDecision::Admitted);
+    assert!(matches!(
+        a.admit(&day(2)).await.unwrap(),
+        QuotaDecision::Refused {
+            limit: QuotaLimit::TokensPerDay,
+            ..
+        }
+    ));
+}

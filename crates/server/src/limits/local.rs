@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use basalt_store::Store;
 use basalt_types::BasaltError;
 
-use super::{totals_from_store, utc_day, utc_month, Admission, LoadedTotals, Refusal, Reservation};
+use super::{
+    totals_from_store, utc_day, utc_month, Admission, Held, LoadedTotals, Refusal, Reservation,
+};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -158,11 +160,8 @@ impl LocalLedger {
         }
         Ok(Reservation {
             tenant: a.tenant.to_string(),
-            scopes,
-            id,
             reserved: a.tokens,
-            shared: false,
-            counted: Vec::new(),
+            held: Held::Local { id, scopes },
         })
     }
 
@@ -206,10 +205,13 @@ impl LocalLedger {
 
     /// Replaces a reservation by what the request really used (returning the unused part).
     pub(crate) fn settle(&self, r: &Reservation, used_tokens: u64, cost: f64) {
+        let Held::Local { id, scopes } = &r.held else {
+            return;
+        };
         let mut state = self.lock();
-        for scope in &r.scopes {
+        for scope in scopes {
             if let Some(w) = state.windows.get_mut(&(r.tenant.clone(), scope.clone())) {
-                if let Some(entry) = w.tokens.iter_mut().find(|e| e.1 == r.id) {
+                if let Some(entry) = w.tokens.iter_mut().find(|e| e.1 == *id) {
                     entry.2 = used_tokens;
                 }
                 if let Some((_, used)) = w.day.as_mut() {

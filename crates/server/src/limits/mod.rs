@@ -2,18 +2,22 @@
 //! corrected to the real use at the end), tokens per UTC day and a monthly budget, per
 //! tenant and per model or for all models (`*`).
 //!
-//! Two ledgers keep the counts: [`local::LocalLedger`] in this process's memory (exact for
-//! one replica), and [`shared::RedisLedger`] in Redis (exact across every replica: each
-//! admission is one atomic server-side script). What a check needs from the usage store
+//! Three ledgers keep the counts: [`local::LocalLedger`] in this process's memory (exact
+//! for one replica), [`shared::RedisLedger`] in Redis (exact across every replica: each
+//! admission is one atomic server-side script), and [`database::DatabaseLedger`] in the
+//! PostgreSQL database replicas share when there is no Redis (exact too: one transaction
+//! per admission, serialised per tenant). What a check needs from the usage store
 //! (this day's tokens, this month's spend, after a restart) is read by the ledger, never
 //! while holding a lock. This module decides admission; it never meters (the store does).
 
+pub mod database;
 pub mod local;
 pub mod shared;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use basalt_store::QuotaLimit;
 use basalt_store::{Quota, Store, UsageQuery};
 use basalt_types::{BasaltError, ErrorKind};
 
@@ -32,14 +36,27 @@ pub struct Admission<'a> {
 #[derive(Debug)]
 pub struct Reservation {
     pub(crate) tenant: String,
-    pub(crate) scopes: Vec<String>,
-    pub(crate) id: u64,
     pub(crate) reserved: u64,
-    /// Which ledger holds it (a shared ledger that failed open holds some locally).
-    pub(crate) shared: bool,
-    /// Per scope, whether its day tokens and its month's spend were counted (a shared
-    /// ledger settles only the counters it took the reservation in).
-    pub(crate) counted: Vec<(bool, bool)>,
+    pub(crate) held: Held,
+}
+
+/// Where a reservation is held, and what its ledger needs to settle it.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// In this process (also what a shared ledger allowed to fail open falls back to).
+    Local { id: u64, scopes: Vec<String> },
+    /// In Redis; per scope, whether its day tokens and month's spend were counted.
+    Redis {
+        id: u64,
+        scopes: Vec<String>,
+        counted: Vec<(bool, bool)>,
+    },
+    /// In the shared database: the quotas it was admitted under, and when.
+    Database {
+        id: u64,
+        quotas: Vec<(String, Quota)>,
+        now: i64,
+    },
 }
 
 /// Why a request was refused, before it becomes an error in the API's dialect.
@@ -68,6 +85,33 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    /// A refusal the database's counter decided, with the limit from the quota.
+    pub(crate) fn from_counter(limit: QuotaLimit, q: &Quota, retry_after: u64, used: f64) -> Self {
+        match limit {
+            QuotaLimit::RequestsPerMinute => Refusal::Requests {
+                rpm: q.requests_per_minute.unwrap_or(0),
+                retry_after,
+            },
+            QuotaLimit::TokensPerMinute => Refusal::Tokens {
+                tpm: q.tokens_per_minute.unwrap_or(0),
+                used: used as u64,
+                retry_after,
+            },
+            QuotaLimit::LargerThanTokensPerMinute => Refusal::TooLarge {
+                tpm: q.tokens_per_minute.unwrap_or(0),
+            },
+            QuotaLimit::TokensPerDay => Refusal::Day {
+                tpd: q.tokens_per_day.unwrap_or(0),
+                retry_after,
+            },
+            QuotaLimit::MonthlyBudget => Refusal::Budget {
+                budget: q.monthly_budget_usd.unwrap_or(0.0),
+                spent: used,
+                retry_after,
+            },
+        }
+    }
+
     pub(crate) fn into_error(self, scope: &str, tokens: u64) -> BasaltError {
         let what = if scope == "*" {
             "all models".to_string()

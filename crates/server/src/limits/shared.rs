@@ -18,7 +18,9 @@ use basalt_types::{BasaltError, ErrorKind};
 use redis::aio::MultiplexedConnection;
 
 use super::local::LocalLedger;
-use super::{totals_from_store, utc_day, utc_month, Admission, LoadedTotals, Refusal, Reservation};
+use super::{
+    totals_from_store, utc_day, utc_month, Admission, Held, LoadedTotals, Refusal, Reservation,
+};
 
 /// The most one round trip to Redis may take before the request is answered without it.
 const DEADLINE: Duration = Duration::from_millis(750);
@@ -117,17 +119,18 @@ impl RedisLedger {
                     self.recovered();
                     return Ok(Reservation {
                         tenant: a.tenant.to_string(),
-                        scopes: a.quotas.iter().map(|(s, _)| s.clone()).collect(),
-                        id: raw_id,
                         reserved: a.tokens,
-                        shared: true,
-                        counted: a
-                            .quotas
-                            .iter()
-                            .map(|(_, q)| {
-                                (q.tokens_per_day.is_some(), q.monthly_budget_usd.is_some())
-                            })
-                            .collect(),
+                        held: Held::Redis {
+                            id: raw_id,
+                            scopes: a.quotas.iter().map(|(s, _)| s.clone()).collect(),
+                            counted: a
+                                .quotas
+                                .iter()
+                                .map(|(_, q)| {
+                                    (q.tokens_per_day.is_some(), q.monthly_budget_usd.is_some())
+                                })
+                                .collect(),
+                        },
                     });
                 }
                 Ok(Answer::Refused(scope, refusal)) => {
@@ -219,12 +222,18 @@ impl RedisLedger {
 
     /// Settles a reservation in the background: the request's answer does not wait for it.
     pub(crate) fn settle(self: &Arc<Self>, r: Reservation, used_tokens: u64, cost: f64) {
-        if !r.shared {
+        let Held::Redis {
+            id,
+            scopes,
+            counted,
+        } = &r.held
+        else {
             if let Some(local) = &self.fallback {
                 local.settle(&r, used_tokens, cost);
             }
             return;
-        }
+        };
+        let (id, scopes, counted) = (*id, scopes.clone(), counted.clone());
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -232,13 +241,13 @@ impl RedisLedger {
         runtime.spawn(async move {
             let mut invocation = ledger.settle.prepare_invoke();
             invocation
-                .arg(format!("{:016x}", r.id))
+                .arg(format!("{id:016x}"))
                 .arg(r.reserved)
                 .arg(used_tokens)
                 .arg(cost);
             let (day, _) = utc_day(basalt_store::now());
             let (_, month) = utc_month(basalt_store::now());
-            for (scope, (counts_day, counts_month)) in r.scopes.iter().zip(&r.counted) {
+            for (scope, (counts_day, counts_month)) in scopes.iter().zip(&counted) {
                 let key = |what: &str| format!("basalt:quota:{}:{scope}:{what}", r.tenant);
                 invocation
                     .key(key("tokens"))
@@ -480,7 +489,10 @@ mod tests {
         );
         // Open: this replica's own counts, still a limit.
         let open = RedisLedger::new(&url, store(), true).unwrap();
-        assert!(!open.admit(&a).await.unwrap().shared);
+        assert!(matches!(
+            open.admit(&a).await.unwrap().held,
+            Held::Local { .. }
+        ));
         assert_eq!(
             open.admit(&a).await.unwrap_err().kind,
             ErrorKind::QuotaExceeded

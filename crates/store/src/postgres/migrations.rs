@@ -130,6 +130,24 @@ const MIGRATIONS: &[&str] = &[
         FOR EACH STATEMENT EXECUTE FUNCTION basalt_announce_change();
     CREATE TRIGGER quotas_changed AFTER INSERT OR UPDATE OR DELETE ON quotas
         FOR EACH STATEMENT EXECUTE FUNCTION basalt_announce_change();",
+    // 2: quotas counted in the database, for replicas without Redis: the reservations of
+    // the last minute, and each scope's counter for this UTC day's tokens and this month's
+    // spend. Unlogged: after a crash they are empty, and the counters are rebuilt from usage.
+    "CREATE UNLOGGED TABLE quota_reservations (
+        tenant_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        id BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        tokens BIGINT NOT NULL,
+        PRIMARY KEY (tenant_id, scope, id)
+    );
+    CREATE UNLOGGED TABLE quota_counters (
+        tenant_id TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        period TEXT NOT NULL,
+        value DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (tenant_id, scope, period)
+    );",
 ];
 
 /// The channel the change triggers notify.

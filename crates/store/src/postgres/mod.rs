@@ -15,6 +15,7 @@
 mod guardrails;
 mod migrations;
 mod objects;
+mod quotas;
 mod replicas;
 mod tenancy;
 mod usage;

@@ -1,0 +1,89 @@
+//! Quotas counted in the PostgreSQL database replicas share, for deployments without
+//! Redis: exact across replicas (the store admits in one transaction per request, holding
+//! the tenant's lock), at the price of a database round trip or three per admission.
+
+use std::sync::Arc;
+
+use basalt_store::{QuotaCounter, QuotaDecision, QuotaRequest};
+use basalt_types::{BasaltError, ErrorKind};
+
+use super::{Admission, Held, Refusal, Reservation};
+
+pub struct DatabaseLedger {
+    counter: Arc<dyn QuotaCounter>,
+}
+
+impl DatabaseLedger {
+    pub fn new(counter: Arc<dyn QuotaCounter>) -> Self {
+        Self { counter }
+    }
+
+    pub(crate) async fn admit(&self, a: &Admission<'_>) -> Result<Reservation, BasaltError> {
+        let id = basalt_store::random_u64().map_err(|e| BasaltError::internal(e.to_string()))?;
+        let request = QuotaRequest {
+            tenant: a.tenant,
+            quotas: a.quotas,
+            tokens: a.tokens,
+            reservation: id,
+            now: a.now,
+        };
+        let decision = self.counter.admit(&request).await.map_err(|e| {
+            BasaltError::new(
+                ErrorKind::Unavailable,
+                format!("The quota counters in the database cannot be read ({e}). Try again."),
+            )
+            .with_retry_after(1)
+        })?;
+        match decision {
+            QuotaDecision::Admitted => Ok(Reservation {
+                tenant: a.tenant.to_string(),
+                reserved: a.tokens,
+                held: Held::Database {
+                    id,
+                    quotas: a.quotas.to_vec(),
+                    now: a.now,
+                },
+            }),
+            QuotaDecision::Refused {
+                scope,
+                limit,
+                retry_after_secs,
+                used,
+            } => {
+                let (scope, quota) = a
+                    .quotas
+                    .get(scope)
+                    .map(|(s, q)| (s.as_str(), q.clone()))
+                    .unwrap_or_default();
+                let refusal = Refusal::from_counter(limit, &quota, retry_after_secs, used);
+                Err(refusal.into_error(scope, a.tokens))
+            }
+        }
+    }
+
+    /// Settles in the background: the request's answer does not wait for it.
+    pub(crate) fn settle(&self, r: Reservation, used_tokens: u64, cost: f64) {
+        let Held::Database { id, quotas, now } = r.held else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let counter = Arc::clone(&self.counter);
+        runtime.spawn(async move {
+            let request = QuotaRequest {
+                tenant: &r.tenant,
+                quotas: &quotas,
+                tokens: r.reserved,
+                reservation: id,
+                now,
+            };
+            if let Err(e) = counter.settle(&request, used_tokens, cost).await {
+                tracing::warn!(
+                    "settling a quota reservation in the database failed ({e}): its tokens \
+                     stay reserved until its minute passes"
+                );
+            }
+        });
+    }
+}
