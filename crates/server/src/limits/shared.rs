@@ -1,6 +1,7 @@
 //! Quotas counted in Redis, exact across every replica: each admission is one atomic
 //! server-side script (`admit.lua`: sliding one-minute windows for requests and reserved
-//! tokens, counters for the day's tokens and the month's spend, checked and taken
+//! tokens, the latter with a running sum so a check costs what expires rather than the
+//! whole window; counters for the day's tokens and the month's spend; checked and taken
 //! together), each completion another (`settle.lua`: the reservation replaced by the real
 //! use, the unused part returned). Time is Redis's clock, so replicas' clocks need not agree.
 //!
@@ -181,6 +182,7 @@ impl RedisLedger {
             invocation
                 .key(Self::key(a, scope, "requests"))
                 .key(Self::key(a, scope, "tokens"))
+                .key(Self::key(a, scope, "tokens-sum"))
                 .key(Self::key(a, scope, &format!("day:{day}")))
                 .key(Self::key(a, scope, &format!("month:{month}")));
             let seed = totals.and_then(|t| t.get(scope));
@@ -251,6 +253,7 @@ impl RedisLedger {
                 let key = |what: &str| format!("basalt:quota:{}:{scope}:{what}", r.tenant);
                 invocation
                     .key(key("tokens"))
+                    .key(key("tokens-sum"))
                     .key(key(&format!("day:{day}")))
                     .key(key(&format!("month:{month}")));
                 let mut flags = String::from("-");
@@ -413,6 +416,54 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(second.is_some(), "the unused 40 tokens were never returned");
+    }
+
+    /// Entries older than the window leave the token log and its running sum.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expired_reservations_leave_the_running_sum() {
+        let Some(url) = redis_url() else { return };
+        let ledger = RedisLedger::new(&url, store(), false).unwrap();
+        let tenant = tenant();
+        let quotas = vec![(
+            "*".to_string(),
+            Quota {
+                tokens_per_minute: Some(60),
+                ..Quota::default()
+            },
+        )];
+        let a = Admission {
+            tenant: &tenant,
+            quotas: &quotas,
+            tokens: 20,
+            now: basalt_store::now(),
+        };
+        // A reservation of 50 tokens made two minutes ago, as Redis would still hold it.
+        let mut c = ledger.connection().await.unwrap();
+        let (time,): ((i64, i64),) = redis::pipe().cmd("TIME").query_async(&mut c).await.unwrap();
+        let old = time.0 * 1000 - 120_000;
+        let log = RedisLedger::key(&a, "*", "tokens");
+        let sum = RedisLedger::key(&a, "*", "tokens-sum");
+        let _: () = redis::pipe()
+            .zadd(&log, "old:50", old)
+            .incr(&sum, 50)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        ledger.admit(&a).await.unwrap();
+        let (left, members): (i64, Vec<String>) = redis::pipe()
+            .get(&sum)
+            .zrange(&log, 0, -1)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(left, 20);
+        assert_eq!(members.len(), 1);
+        ledger.admit(&a).await.unwrap();
+        assert!(ledger.admit(&a).await.is_ok());
+        assert!(
+            ledger.admit(&a).await.is_err(),
+            "60 of 60 tokens are reserved"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
