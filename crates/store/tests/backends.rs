@@ -91,6 +91,7 @@ on_every_backend!(
     objects_page_newest_first,
     the_admin_token_is_kept,
     concurrent_tasks_see_their_writes,
+    concurrent_usage_writes_each_get_their_own_result,
 );
 
 fn usage(tenant: &str, request: &str, input: u64, output: u64) -> UsageRecord {
@@ -526,6 +527,41 @@ async fn concurrent_tasks_see_their_writes(s: Arc<dyn Store>) {
     assert_eq!(s.tenants().await.unwrap().len(), 16);
     let totals = s.usage_totals(&UsageQuery::default()).await.unwrap();
     assert_eq!((totals.requests, totals.output_tokens), (16, 64));
+}
+
+/// Usage writes are group-committed: many at once, each caller gets its own record's id
+/// back, and a write that fails (completing an unknown record) fails only its caller.
+async fn concurrent_usage_writes_each_get_their_own_result(s: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..64u64)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let begun = UsageRecord {
+                    status: IN_PROGRESS.into(),
+                    ..usage("t", &format!("r{i}"), i, 0)
+                };
+                let id = s.begin_usage(&begun).await.unwrap();
+                let done = UsageRecord {
+                    status: "ok".into(),
+                    output_tokens: i + 1,
+                    ..begun
+                };
+                assert!(matches!(
+                    s.complete_usage(-id, &done).await,
+                    Err(StoreError::NotFound(_))
+                ));
+                s.complete_usage(id, &done).await.unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let all = s.usage(&UsageQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 64);
+    assert!(all
+        .iter()
+        .all(|u| u.status == "ok" && u.output_tokens == u.input_tokens + 1));
 }
 
 // What only a shared database does.

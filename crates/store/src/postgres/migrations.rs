@@ -141,6 +141,7 @@ const MIGRATIONS: &[&str] = &[
         tokens BIGINT NOT NULL,
         PRIMARY KEY (tenant_id, scope, id)
     );
+    CREATE INDEX quota_reservations_by_time ON quota_reservations (tenant_id, scope, at_ms);
     CREATE UNLOGGED TABLE quota_counters (
         tenant_id TEXT NOT NULL,
         scope TEXT NOT NULL,

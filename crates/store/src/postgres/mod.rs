@@ -9,6 +9,8 @@
 //! interrupted (`replicas.rs`); and triggers announce every change to keys, tenants, grants
 //! and quotas with `NOTIFY`, so every replica's cache drops them at once.
 //!
+//! Usage writes are group-committed (`usage.rs`): concurrent requests share each WAL flush.
+//!
 //! Connections are plain TCP or a Unix socket: PostgreSQL is expected on a private network
 //! or loopback (`sslmode=require` is refused at connect rather than silently ignored).
 
@@ -26,6 +28,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
+
+use usage::{UsageWrite, UsageWriter};
 
 use crate::{
     AccessKeyInfo, ApiKeyInfo, ChangeListener, CreatedAccessKey, CreatedApiKey, GuardrailDraft,
@@ -68,6 +72,7 @@ pub struct PostgresStore {
     secrets: SecretBox,
     /// This process's name among the replicas: on its usage rows and its heartbeat.
     replica_id: String,
+    usage_writer: UsageWriter,
 }
 
 impl PostgresStore {
@@ -101,6 +106,7 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;
         let store = Self {
+            usage_writer: UsageWriter::start(pool.clone(), replica_id.to_string())?,
             pool,
             config,
             secrets,
@@ -223,19 +229,23 @@ impl Store for PostgresStore {
     }
 
     async fn record_usage(&self, record: &UsageRecord) -> Result<(), StoreError> {
-        self.insert_usage(record).await.map(|_| ())
+        let write = UsageWrite::Insert(record.clone());
+        self.usage_writer.write(write).await.map(|_| ())
     }
 
     async fn begin_usage(&self, record: &UsageRecord) -> Result<i64, StoreError> {
-        self.insert_usage(record).await
+        let write = UsageWrite::Insert(record.clone());
+        self.usage_writer.write(write).await
     }
 
     async fn complete_usage(&self, id: i64, record: &UsageRecord) -> Result<(), StoreError> {
-        self.complete_usage_row(id, record).await
+        let write = UsageWrite::Complete(id, record.clone());
+        self.usage_writer.write(write).await.map(|_| ())
     }
 
     async fn record_guardrail_units(&self, record: &UsageRecord) -> Result<(), StoreError> {
-        self.add_guardrail_units(record).await
+        let write = UsageWrite::AddGuardrailUnits(record.clone());
+        self.usage_writer.write(write).await.map(|_| ())
     }
 
     async fn interrupt_unfinished_usage(&self) -> Result<usize, StoreError> {
