@@ -27,6 +27,16 @@ test: models venv js
 	$(MAKE) test-baseline
 	BASALT_REQUIRE_SERVICES=1 BASALT_BIN=$(CARGO_TARGET_DIR)/debug/basalt \
 		scripts/with-services $(VENV)/bin/python -m pytest -q tests/interop
+	BASALT_REQUIRE_SERVICES=1 BASALT_TOPOLOGY=replicas BASALT_BIN=$(CARGO_TARGET_DIR)/debug/basalt \
+		scripts/with-services $(VENV)/bin/python -m pytest -q $(REPLICATED_SUITES)
+
+## The SDK suites that run a second time against three replicas on PostgreSQL and Redis
+## behind a round-robin balancer (BASALT_TOPOLOGY=replicas). Not here: suites that start
+## their own servers, and those keeping files in one replica's data directory (files,
+## batches, jobs, knowledge bases).
+REPLICATED_SUITES = $(addprefix tests/interop/,test_openai_sdk.py test_anthropic_sdk.py \
+	test_bedrock_boto3.py test_tools.py test_embeddings.py test_images.py test_responses.py \
+	test_langchain.py test_js_sdk.py test_reasoning.py test_guardrails.py)
 
 ## The kernel tests again in a build for a baseline x86-64 CPU (what a portable binary is):
 ## there each SIMD level's features exist only inside its own functions, the configuration

@@ -98,10 +98,117 @@ class Server:
         return self.proc.returncode
 
 
+class Balancer:
+    """A round-robin TCP load balancer on a free port: each new connection goes to the next
+    backend, bytes piped both ways untouched (as a cloud's layer-4 balancer does)."""
+
+    def __init__(self, backends: list[int]) -> None:
+        import asyncio
+        import itertools
+        import threading
+
+        self.port = free_port()
+        self._next = itertools.cycle(backends)
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def pipe(reader, writer):
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        async def accept(client_reader, client_writer):
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", next(self._next))
+            except OSError:
+                client_writer.close()
+                return
+            await asyncio.gather(pipe(client_reader, up_writer), pipe(up_reader, client_writer))
+
+        async def serve():
+            self._server = await asyncio.start_server(accept, "127.0.0.1", self.port)
+            ready.set()
+
+        def run():
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(serve())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    def stop(self) -> None:
+        import asyncio
+
+        async def shutdown():
+            self._server.close()
+            pipes = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in pipes:
+                task.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+class ReplicaSet:
+    """Three `basalt serve` replicas sharing a fresh PostgreSQL database and a Redis (from
+    `scripts/with-services`), with the operator keys, behind a round-robin balancer: what
+    the session's `server` is when BASALT_TOPOLOGY=replicas, so the SDK suites run against a
+    scaled-out deployment unchanged."""
+
+    SECRET_KEY = "a7" * 32
+
+    def __init__(self) -> None:
+        pg, redis = os.environ.get("BASALT_TEST_POSTGRES_URL"), os.environ.get("BASALT_TEST_REDIS_URL")
+        if not (pg and redis):
+            raise RuntimeError("BASALT_TOPOLOGY=replicas needs scripts/with-services (PostgreSQL and Redis)")
+        name = "basalt_suite_" + os.urandom(4).hex()
+        subprocess.run(["psql", pg, "-q", "-c", f"CREATE DATABASE {name}"], check=True)
+        database = pg.rsplit("/", 1)[0] + "/" + name
+        self.replicas = [
+            Server(args=[*OPERATOR_KEYS, "--database-url", database, "--redis-url", redis,
+                         "--replica-id", replica, "--secret-key", self.SECRET_KEY])
+            for replica in ("a", "b", "c")
+        ]
+        self.balancer = Balancer([r.port for r in self.replicas])
+        self.base_url = f"http://127.0.0.1:{self.balancer.port}"
+        self.binary = self.replicas[0].binary
+        self.data_dir = self.replicas[0].data_dir
+
+    def logs(self) -> str:
+        return "\n".join(f"--- replica {i}\n{r.logs()}" for i, r in enumerate(self.replicas))
+
+    def answered(self) -> list[int]:
+        """How many HTTP responses each replica has sent, from its metrics."""
+        counts = []
+        for r in self.replicas:
+            with urllib.request.urlopen(r.base_url + "/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+            counts.append(sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                              if line.startswith("basalt_http_responses_total")))
+        return counts
+
+    def stop(self) -> int:
+        self.balancer.stop()
+        codes = [r.stop() for r in self.replicas]
+        return max(codes, key=abs)
+
+
 @pytest.fixture(scope="session")
 def server():
-    s = Server()
+    s = ReplicaSet() if os.environ.get("BASALT_TOPOLOGY") == "replicas" else Server()
     yield s
+    if isinstance(s, ReplicaSet):
+        answered = s.answered()
+        assert all(answered), f"the balancer left a replica idle: {answered} responses"
     code = s.stop()
     assert code == 0, f"basalt serve exited with {code}:\n{s.logs()}"
 
