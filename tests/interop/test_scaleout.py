@@ -118,12 +118,46 @@ def test_a_model_only_one_replica_holds_is_served_through_any(cluster):
     events = runtime.invoke_model_with_response_stream(modelId=GEMMA, body=body)["body"]
     streamed = "".join(json.loads(e["chunk"]["bytes"])["generation"] for e in events)
     assert streamed == direct.choices[0].text
+    # Bedrock's OpenAI-compatible path, SigV4-signed, through A: forwarded with the path
+    # the client signed (prefix included), so C verifies the signature.
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = a.base_url + "/openai/v1/completions"
+    payload = json.dumps({"model": GEMMA, "prompt": prompt, "max_tokens": 8, "temperature": 0})
+    signed = AWSRequest(method="POST", url=url, data=payload, headers={"content-type": "application/json"})
+    SigV4Auth(Credentials(pair["access_key_id"], pair["secret_access_key"]), "bedrock", "us-east-1").add_auth(signed)
+    r = httpx.post(url, content=payload, headers=dict(signed.headers.items()), timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] == direct.choices[0].text
     # Metered once, by the replica that served it.
     records = admin(a, "GET", "/admin/usage?tenant=far").json()["records"]
-    assert len(records) == 3 and {r["model_id"] for r in records} == {GEMMA}
+    assert len(records) == 4 and {r["model_id"] for r in records} == {GEMMA}
     # A model no replica holds is still an ordinary unknown model.
     with pytest.raises(openai.NotFoundError):
         oai(a, key).chat.completions.create(model="nobody.has-this-v1:0", messages=QUESTION, max_tokens=1)
+
+
+def test_a_dead_replica_in_the_registry_is_passed_over(cluster):
+    """A replica killed a moment ago is still in the registry (until its heartbeat times
+    out): a request it was chosen for goes to another replica serving the model."""
+    a, _, c = cluster["replicas"]
+    assert admin(a, "POST", "/admin/tenants", {"name": "passover", "models": ["*"]}).status_code == 201
+    key = admin(a, "POST", "/admin/tenants/passover/keys").json()["key"]
+    # "0-gone" sorts before "c": at equal load A tries it first.
+    gone = replica("0-gone", cluster["database"], cluster["redis"], models=[SMOL, GEMMA])
+    try:
+        wait_for_replicas(a, {"0-gone", "c"})
+        time.sleep(2.5)  # A's next heartbeat reads the registry with it in
+        gone.proc.kill()
+        gone.proc.wait()
+        r = oai(a, key).completions.create(model=GEMMA, prompt="The capital of France is", max_tokens=2)
+        assert r.choices[0].text
+        assert "forwarding failed" in a.logs()
+    finally:
+        if gone.proc.poll() is None:
+            gone.proc.kill()
 
 
 def wait_for_replicas(server: Server, ids: set[str]) -> list[dict]:

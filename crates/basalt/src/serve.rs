@@ -384,6 +384,13 @@ pub fn run(args: ServeArgs) -> CliResult {
         .advertise_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{}:{}", advertised_host(&args.host), args.port));
+    if shared_database && !advertised.starts_with("http://") {
+        tracing::warn!(
+            "this replica advertises {advertised}: replicas forward to each other over plain \
+             HTTP, so none will forward requests for its models to it (terminate TLS in \
+             front of the replicas, or give --advertise-url an http:// address it also serves)"
+        );
+    }
     if shared_database {
         runtime.spawn(basalt_server::replica::announce(
             Arc::clone(&state),

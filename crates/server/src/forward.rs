@@ -90,8 +90,18 @@ impl Peers {
         known
             .iter()
             .filter(|r| r.id != self.own_id && r.models.iter().any(|m| m == model))
+            // Replicas talk plain HTTP; one advertising https:// cannot be forwarded to.
+            .filter(|r| r.address.starts_with("http://"))
             .min_by_key(|r| (r.queued + r.running, r.id.clone()))
             .cloned()
+    }
+
+    /// Leaves a replica out until the registry is read again (it refused a connection).
+    fn forget(&self, id: &str) {
+        self.known
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|r| r.id != id);
     }
 
     /// Every model some other live replica serves.
@@ -184,22 +194,46 @@ pub async fn to_a_replica_serving_the_model(
             }
         }
     }
-    let Some(peer) = peer else {
+    let Some(mut peer) = peer else {
         // No replica serves it: answered here, as an unknown model.
         return next.run(request).await;
     };
-    match forward(&state.peers, &peer, request).await {
-        Ok(response) => response,
-        Err(why) => {
-            tracing::warn!(replica = %peer.id, %model, "forwarding failed: {why}");
-            let error = BasaltError::new(
-                ErrorKind::Unavailable,
-                format!("The replica serving `{model}` could not be reached. Try again."),
-            )
-            .with_retry_after(1);
-            dialect.render(error, None)
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(e) => return dialect.render(BasaltError::invalid("body", e.to_string()), None),
+    };
+    // A replica that refuses the connection never saw the request: try the next one.
+    for _ in 0..3 {
+        match forward(&state.peers, &peer, &parts, body.clone()).await {
+            Ok(response) => return response,
+            Err(Failure::Unreachable(why)) => {
+                tracing::warn!(replica = %peer.id, %model, "forwarding failed: {why}");
+                state.peers.forget(&peer.id);
+                match state.peers.serving(&model) {
+                    Some(next_peer) => peer = next_peer,
+                    None => break,
+                }
+            }
+            Err(Failure::Other(why)) => {
+                tracing::warn!(replica = %peer.id, %model, "forwarding failed: {why}");
+                break;
+            }
         }
     }
+    let error = BasaltError::new(
+        ErrorKind::Unavailable,
+        format!("The replica serving `{model}` could not be reached. Try again."),
+    )
+    .with_retry_after(1);
+    dialect.render(error, None)
+}
+
+/// Why a request could not be forwarded.
+enum Failure {
+    /// The replica could not be connected to: the request never reached it.
+    Unreachable(String),
+    Other(String),
 }
 
 /// Hop-by-hop headers belong to one connection, not to the request or response.
@@ -220,31 +254,24 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 async fn forward(
     peers: &Peers,
     peer: &ReplicaStatus,
-    request: Request,
-) -> Result<Response, String> {
-    let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .map_err(|e| e.to_string())?;
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let uri: http::Uri = format!("{}{path_and_query}", peer.address.trim_end_matches('/'))
+    parts: &http::request::Parts,
+    body: Bytes,
+) -> Result<Response, Failure> {
+    // Inside a nested router (`/openai`, `/anthropic`) the URI has lost its prefix: the
+    // client's own path is the one it signed.
+    let uri = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(&parts.uri, |original| &original.0);
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    let target: http::Uri = format!("{}{path_and_query}", peer.address.trim_end_matches('/'))
         .parse()
-        .map_err(|e| format!("bad peer address {}: {e}", peer.address))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "peer address {} is not http:// (replicas talk plain HTTP on the cluster network)",
-            peer.address
-        ));
-    }
+        .map_err(|e| Failure::Other(format!("bad peer address {}: {e}", peer.address)))?;
     let mut outgoing = http::Request::builder()
-        .method(parts.method)
-        .uri(uri)
-        .body(Full::new(bytes))
-        .map_err(|e| e.to_string())?;
+        .method(parts.method.clone())
+        .uri(target)
+        .body(Full::new(body))
+        .map_err(|e| Failure::Other(e.to_string()))?;
     for (name, value) in &parts.headers {
         if !hop_by_hop(name) {
             outgoing.headers_mut().append(name.clone(), value.clone());
@@ -252,13 +279,15 @@ async fn forward(
     }
     outgoing.headers_mut().insert(
         FORWARDED_BY,
-        http::HeaderValue::from_str(&peers.own_id).map_err(|e| e.to_string())?,
+        http::HeaderValue::from_str(&peers.own_id).map_err(|e| Failure::Other(e.to_string()))?,
     );
-    let response = peers
-        .client
-        .request(outgoing)
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = peers.client.request(outgoing).await.map_err(|e| {
+        if e.is_connect() {
+            Failure::Unreachable(e.to_string())
+        } else {
+            Failure::Other(e.to_string())
+        }
+    })?;
     let (mut parts, body) = response.into_parts();
     let connection_headers: Vec<HeaderName> = parts
         .headers

@@ -51,5 +51,9 @@ pub async fn announce(state: Arc<AppState>, id: String, address: String) {
         {
             tracing::warn!("replica heartbeat failed: {e}");
         }
+        match platform.store.replicas().await {
+            Ok(replicas) => state.peers.update(replicas),
+            Err(e) => tracing::warn!("reading the replica registry failed: {e}"),
+        }
     }
 }

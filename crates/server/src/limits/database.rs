@@ -2,20 +2,43 @@
 //! Redis: exact across replicas (the store admits in one transaction per request, holding
 //! the tenant's lock), at the price of a database round trip or three per admission.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use basalt_store::{QuotaCounter, QuotaDecision, QuotaRequest};
 use basalt_types::{BasaltError, ErrorKind};
 
 use super::{Admission, Held, Refusal, Reservation};
 
+/// The most an admission may take before it is answered with 503.
+const DEADLINE: Duration = Duration::from_secs(5);
+
+/// Tenants whose turn-taking locks are kept before the map is emptied.
+const MAX_TENANTS: usize = 10_000;
+
 pub struct DatabaseLedger {
     counter: Arc<dyn QuotaCounter>,
+    /// One lock per tenant: this replica's admissions of a tenant take turns here, so they
+    /// wait without each holding a pooled database connection on the tenant's database lock
+    /// (which would starve usage writes and heartbeats under one tenant's burst).
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl DatabaseLedger {
     pub fn new(counter: Arc<dyn QuotaCounter>) -> Self {
-        Self { counter }
+        Self {
+            counter,
+            turns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn turn(&self, tenant: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        if turns.len() >= MAX_TENANTS && !turns.contains_key(tenant) {
+            turns.clear();
+        }
+        Arc::clone(turns.entry(tenant.to_string()).or_default())
     }
 
     pub(crate) async fn admit(&self, a: &Admission<'_>) -> Result<Reservation, BasaltError> {
@@ -27,13 +50,21 @@ impl DatabaseLedger {
             reservation: id,
             now: a.now,
         };
-        let decision = self.counter.admit(&request).await.map_err(|e| {
+        let unavailable = |why: String| {
             BasaltError::new(
                 ErrorKind::Unavailable,
-                format!("The quota counters in the database cannot be read ({e}). Try again."),
+                format!("The quota counters in the database cannot be read ({why}). Try again."),
             )
             .with_retry_after(1)
-        })?;
+        };
+        let turn = self.turn(a.tenant);
+        let decided = tokio::time::timeout(DEADLINE, async {
+            let _turn = turn.lock().await;
+            self.counter.admit(&request).await
+        })
+        .await
+        .map_err(|_| unavailable("timed out".into()))?;
+        let decision = decided.map_err(|e| unavailable(e.to_string()))?;
         match decision {
             QuotaDecision::Admitted => Ok(Reservation {
                 tenant: a.tenant.to_string(),
@@ -80,8 +111,9 @@ impl DatabaseLedger {
             };
             if let Err(e) = counter.settle(&request, used_tokens, cost).await {
                 tracing::warn!(
-                    "settling a quota reservation in the database failed ({e}): its tokens \
-                     stay reserved until its minute passes"
+                    "settling a quota reservation in the database failed ({e}): its whole \
+                     reservation stays counted (this minute, and the day's tokens until the \
+                     day ends)"
                 );
             }
         });

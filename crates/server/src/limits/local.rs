@@ -161,7 +161,11 @@ impl LocalLedger {
         Ok(Reservation {
             tenant: a.tenant.to_string(),
             reserved: a.tokens,
-            held: Held::Local { id, scopes },
+            held: Held::Local {
+                id,
+                scopes,
+                now: a.now,
+            },
         })
     }
 
@@ -205,22 +209,65 @@ impl LocalLedger {
 
     /// Replaces a reservation by what the request really used (returning the unused part).
     pub(crate) fn settle(&self, r: &Reservation, used_tokens: u64, cost: f64) {
-        let Held::Local { id, scopes } = &r.held else {
+        let Held::Local { id, scopes, now } = &r.held else {
             return;
         };
+        let (day, month) = (utc_day(*now).0, utc_month(*now).1);
         let mut state = self.lock();
         for scope in scopes {
             if let Some(w) = state.windows.get_mut(&(r.tenant.clone(), scope.clone())) {
                 if let Some(entry) = w.tokens.iter_mut().find(|e| e.1 == *id) {
                     entry.2 = used_tokens;
                 }
-                if let Some((_, used)) = w.day.as_mut() {
-                    *used = (*used + used_tokens).saturating_sub(r.reserved);
+                if let Some((d, used)) = w.day.as_mut() {
+                    if *d == day {
+                        *used = (*used + used_tokens).saturating_sub(r.reserved);
+                    }
                 }
-                if let Some((_, spent)) = w.month.as_mut() {
-                    *spent += cost;
+                if let Some((m, spent)) = w.month.as_mut() {
+                    if *m == month {
+                        *spent += cost;
+                    }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basalt_store::{Quota, SecretBox, SqliteStore};
+
+    /// A request admitted before midnight and settled after corrects the day it was
+    /// counted in, not the new one.
+    #[tokio::test]
+    async fn settling_after_midnight_leaves_the_new_day_alone() {
+        let store = Arc::new(SqliteStore::in_memory(SecretBox::new(&[1; 32])).unwrap());
+        let ledger = LocalLedger::new(store);
+        let quotas = vec![(
+            "*".to_string(),
+            Quota {
+                tokens_per_day: Some(150),
+                ..Quota::default()
+            },
+        )];
+        let midnight = 1_795_996_800; // 2026-11-30T00:00:00Z
+        let at = |now| Admission {
+            tenant: "t",
+            quotas: &quotas,
+            tokens: 100,
+            now,
+        };
+        let before = ledger.admit(&at(midnight - 10)).await.unwrap();
+        let _after = ledger.admit(&at(midnight + 10)).await.unwrap();
+        // The first request used 2 of its 100 tokens: yesterday's count falls, today's stays.
+        ledger.settle(&before, 2, 0.0);
+        let refused = ledger.admit(&at(midnight + 20)).await.unwrap_err();
+        assert!(
+            refused.message.contains("daily token quota"),
+            "{}",
+            refused.message
+        );
     }
 }

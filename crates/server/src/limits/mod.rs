@@ -44,12 +44,19 @@ pub struct Reservation {
 #[derive(Debug)]
 pub(crate) enum Held {
     /// In this process (also what a shared ledger allowed to fail open falls back to).
-    Local { id: u64, scopes: Vec<String> },
+    /// Settlement corrects the day's and month's counts of the admission's own UTC day
+    /// and month, never those of a day that began since.
+    Local {
+        id: u64,
+        scopes: Vec<String>,
+        now: i64,
+    },
     /// In Redis; per scope, whether its day tokens and month's spend were counted.
     Redis {
         id: u64,
         scopes: Vec<String>,
         counted: Vec<(bool, bool)>,
+        now: i64,
     },
     /// In the shared database: the quotas it was admitted under, and when.
     Database {

@@ -8,11 +8,12 @@
 //! When Redis cannot be reached, a request fails closed with a 503 — or, if the operator
 //! chose `--redis-fail-open`, is admitted under this replica's own in-memory counts (each
 //! replica then enforces the limits alone: degraded, never unlimited). Nothing here may
-//! block a runtime worker: every call is async with a deadline.
+//! block a runtime worker: every call is async with a deadline, and after a failure Redis
+//! is left alone for a second, so an outage costs each request nothing but the answer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use basalt_store::Store;
 use basalt_types::{BasaltError, ErrorKind};
@@ -26,6 +27,10 @@ use super::{
 /// The most one round trip to Redis may take before the request is answered without it.
 const DEADLINE: Duration = Duration::from_millis(750);
 
+/// After Redis failed, how long requests are answered without trying it again: during an
+/// outage each request fails (or falls back) at once instead of waiting its turn to time out.
+const BACK_OFF: Duration = Duration::from_secs(1);
+
 pub struct RedisLedger {
     client: redis::Client,
     connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
@@ -34,6 +39,8 @@ pub struct RedisLedger {
     fallback: Option<LocalLedger>,
     /// Whether the last call failed (so a long outage is logged once, not per request).
     down: AtomicBool,
+    /// Until when Redis is not asked again, after a failure.
+    backing_off_until: std::sync::Mutex<Option<Instant>>,
     admit: redis::Script,
     settle: redis::Script,
 }
@@ -67,21 +74,52 @@ impl RedisLedger {
             fallback: fail_open.then(|| LocalLedger::new(Arc::clone(&store))),
             store,
             down: AtomicBool::new(false),
+            backing_off_until: std::sync::Mutex::new(None),
             admit: redis::Script::new(include_str!("admit.lua")),
             settle: redis::Script::new(include_str!("settle.lua")),
         })
     }
 
-    /// The connection, (re)opened if needed. Multiplexed: clones share one socket.
+    fn backing_off(&self) -> bool {
+        self.backing_off_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    fn back_off(&self) {
+        *self
+            .backing_off_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + BACK_OFF);
+    }
+
+    /// The connection, (re)opened if needed. Multiplexed: clones share one socket. Callers
+    /// that queued behind a connection attempt that failed do not try again themselves.
     async fn connection(&self) -> Result<MultiplexedConnection, String> {
+        if self.backing_off() {
+            return Err("unreachable a moment ago".into());
+        }
         let mut slot = self.connection.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = tokio::time::timeout(DEADLINE, self.client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| "connecting timed out".to_string())?
-            .map_err(|e| e.to_string())?;
+        if self.backing_off() {
+            return Err("unreachable a moment ago".into());
+        }
+        let connected =
+            tokio::time::timeout(DEADLINE, self.client.get_multiplexed_async_connection()).await;
+        let c = match connected {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                self.back_off();
+                return Err(e.to_string());
+            }
+            Err(_) => {
+                self.back_off();
+                return Err("connecting timed out".into());
+            }
+        };
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -101,6 +139,7 @@ impl RedisLedger {
         };
         if outcome.is_err() {
             *self.connection.lock().await = None;
+            self.back_off();
         }
         outcome
     }
@@ -131,6 +170,7 @@ impl RedisLedger {
                                     (q.tokens_per_day.is_some(), q.monthly_budget_usd.is_some())
                                 })
                                 .collect(),
+                            now: a.now,
                         },
                     });
                 }
@@ -228,6 +268,7 @@ impl RedisLedger {
             id,
             scopes,
             counted,
+            now,
         } = &r.held
         else {
             if let Some(local) = &self.fallback {
@@ -235,7 +276,7 @@ impl RedisLedger {
             }
             return;
         };
-        let (id, scopes, counted) = (*id, scopes.clone(), counted.clone());
+        let (id, scopes, counted, now) = (*id, scopes.clone(), counted.clone(), *now);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -247,8 +288,10 @@ impl RedisLedger {
                 .arg(r.reserved)
                 .arg(used_tokens)
                 .arg(cost);
-            let (day, _) = utc_day(basalt_store::now());
-            let (_, month) = utc_month(basalt_store::now());
+            // The admission's day and month: a request that ends after midnight corrects
+            // the day it was counted in.
+            let (day, _) = utc_day(now);
+            let (_, month) = utc_month(now);
             for (scope, (counts_day, counts_month)) in scopes.iter().zip(&counted) {
                 let key = |what: &str| format!("basalt:quota:{}:{scope}:{what}", r.tenant);
                 invocation
@@ -267,8 +310,8 @@ impl RedisLedger {
             }
             if let Err(e) = ledger.invoke::<String>(invocation).await {
                 tracing::warn!(
-                    "settling a quota reservation in Redis failed ({e}): its tokens stay \
-                     reserved until its minute passes"
+                    "settling a quota reservation in Redis failed ({e}): its whole reservation \
+                     stays counted (this minute, and the day's tokens until the day ends)"
                 );
             }
         });

@@ -227,7 +227,17 @@ impl PostgresStore {
         id: &str,
         version: Option<&str>,
     ) -> Result<(), StoreError> {
-        let client = self.client().await?;
+        let mut connection = self.client().await?;
+        let client = connection.transaction().await.map_err(backend)?;
+        // The tenant's row (when the owner is a tenant) stays locked until the delete
+        // commits, so the guardrail cannot be enforced between the check and the delete.
+        client
+            .execute(
+                "SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE",
+                &[&tenant_id],
+            )
+            .await
+            .map_err(backend)?;
         // An enforced guardrail stays until the operator lifts it: deleting it would fail
         // every model call of the tenant.
         let enforced: bool = client
@@ -267,6 +277,6 @@ impl PostgresStore {
         if deleted == 0 {
             return Err(not_found(id, version.unwrap_or(DRAFT)));
         }
-        Ok(())
+        client.commit().await.map_err(backend)
     }
 }

@@ -22,6 +22,8 @@ mod replicas;
 mod tenancy;
 mod usage;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use basalt_auth::{AccessKey, Principal};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -40,6 +42,9 @@ use crate::{
 /// Connections per replica: requests read through the cache, so the pool serves usage
 /// writes, admin calls and cache misses.
 const POOL_SIZE: usize = 16;
+
+/// The most a connection may take to open, or a caller to wait for one from the pool.
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn backend(e: tokio_postgres::Error) -> StoreError {
     StoreError::Backend(postgres_message(&e))
@@ -83,9 +88,18 @@ impl PostgresStore {
         secrets: SecretBox,
         replica_id: &str,
     ) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Invalid(format!("the database URL is not valid: {e}")))?;
+        // A database that stops answering fails requests with an error, not a hang; a
+        // connection that died quietly (the change watch's, idle between notifications)
+        // is noticed.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(TIMEOUT);
+        }
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
         if config.get_ssl_mode() == SslMode::Require {
             return Err(StoreError::Invalid(
                 "sslmode=require: Basalt connects to PostgreSQL without TLS; reach it on a \
@@ -102,6 +116,9 @@ impl PostgresStore {
         );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .wait_timeout(Some(TIMEOUT))
+            .create_timeout(Some(TIMEOUT))
+            .recycle_timeout(Some(TIMEOUT))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Backend(format!("postgres pool: {e}")))?;

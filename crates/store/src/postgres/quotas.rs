@@ -102,7 +102,9 @@ impl QuotaCounter for PostgresStore {
         let tx = client.transaction().await.map_err(backend)?;
         // The counters are unlogged (a database crash empties them anyway), so the commit
         // need not wait for the WAL to reach the disk while the tenant's lock is held.
-        tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
+        // A tenant's admissions queue on its lock; one that waits long fails rather than
+        // holding a pooled connection indefinitely.
+        tx.batch_execute("SET LOCAL synchronous_commit TO OFF; SET LOCAL lock_timeout = '3s'")
             .await
             .map_err(backend)?;
         tx.execute(

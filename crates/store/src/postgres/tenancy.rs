@@ -103,7 +103,11 @@ impl PostgresStore {
         self.client()
             .await?
             .query_opt(
-                &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1 OR name = $1"),
+                // An id wins over another tenant's name that happens to equal it.
+                &format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1 OR name = $1
+                     ORDER BY id = $1 DESC LIMIT 1"
+                ),
                 &[&id_or_name],
             )
             .await
@@ -142,23 +146,44 @@ impl PostgresStore {
         guardrail: Option<&GuardrailRef>,
     ) -> Result<Tenant, StoreError> {
         let t = self.tenant_row(tenant_id).await?;
-        if let Some(g) = guardrail {
-            // The tenant's own, and a version that exists.
-            self.guardrail_row(&t.id, &g.id, &g.version).await?;
-        }
-        self.client()
-            .await?
-            .execute(
-                "UPDATE tenants SET enforced_guardrail_id = $2, enforced_guardrail_version = $3
-                 WHERE id = $1",
-                &[
-                    &t.id,
-                    &guardrail.map(|g| g.id.as_str()),
-                    &guardrail.map(|g| g.version.as_str()),
-                ],
-            )
+        let mut client = self.client().await?;
+        // The tenant's row is locked while the guardrail is checked and set, as deleting a
+        // guardrail locks it while checking it is not enforced: neither can slip between
+        // the other's check and write.
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", &[&t.id])
             .await
             .map_err(backend)?;
+        if let Some(g) = guardrail {
+            // The tenant's own, and a version that exists.
+            let exists: bool = tx
+                .query_one(
+                    "SELECT EXISTS(SELECT 1 FROM guardrails
+                        WHERE tenant_id = $1 AND id = $2 AND version = $3)",
+                    &[&t.id, &g.id, &g.version],
+                )
+                .await
+                .map_err(backend)?
+                .get(0);
+            if !exists {
+                return Err(StoreError::NotFound(format!(
+                    "guardrail `{}` version {}",
+                    g.id, g.version
+                )));
+            }
+        }
+        tx.execute(
+            "UPDATE tenants SET enforced_guardrail_id = $2, enforced_guardrail_version = $3
+             WHERE id = $1",
+            &[
+                &t.id,
+                &guardrail.map(|g| g.id.as_str()),
+                &guardrail.map(|g| g.version.as_str()),
+            ],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         self.tenant_row(&t.id).await
     }
 
