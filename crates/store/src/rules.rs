@@ -1,7 +1,7 @@
 //! What every store accepts and how it names what it creates: the same for each backend,
 //! so that moving from SQLite to PostgreSQL changes nothing a client can see.
 
-use crate::{random_token, StoreError};
+use crate::{now, random_token, StoreError, Tenant};
 
 /// Tenant names are 1-64 letters, digits, `-` or `_` (they appear in URLs and metrics).
 pub(crate) fn tenant_name(name: &str) -> Result<&str, StoreError> {
@@ -43,8 +43,17 @@ pub(crate) fn key_name(name: &str) -> Result<&str, StoreError> {
     Ok(name)
 }
 
-pub(crate) fn new_tenant_id() -> Result<String, StoreError> {
-    Ok(format!("tnt_{}", random_token(16)?))
+/// A new, active tenant, its name and weight checked.
+pub(crate) fn new_tenant(name: &str, weight: u32) -> Result<Tenant, StoreError> {
+    Ok(Tenant {
+        id: format!("tnt_{}", random_token(16)?),
+        name: tenant_name(name)?.to_string(),
+        status: "active".into(),
+        weight: self::weight(weight)?,
+        log_invocations: false,
+        enforced_guardrail: None,
+        created_at: now(),
+    })
 }
 
 /// A new API key: (its id, the key itself).

@@ -1,6 +1,7 @@
 //! Guardrails in PostgreSQL: one row per version, the draft editable, numbered versions
 //! immutable snapshots of it; every query scoped by tenant.
 
+use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::{backend, is_unique_violation, PostgresStore};
@@ -34,33 +35,38 @@ fn name_conflict(e: tokio_postgres::Error, name: &str) -> StoreError {
     }
 }
 
+/// Writes one version's row.
+async fn insert(
+    client: &impl GenericClient,
+    r: &GuardrailRecord,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO guardrails (tenant_id, id, version, name, description, definition,
+                created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &r.tenant_id,
+                &r.id,
+                &r.version,
+                &r.name,
+                &r.description,
+                &r.definition,
+                &r.created_at,
+                &r.updated_at,
+            ],
+        )
+        .await
+}
+
 impl PostgresStore {
     pub(super) async fn create_guardrail_row(
         &self,
         tenant_id: &str,
         draft: &GuardrailDraft,
     ) -> Result<GuardrailRecord, StoreError> {
-        let id = rules::new_guardrail_id()?;
         let at = now();
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO guardrails (tenant_id, id, version, name, description, definition,
-                    created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-                &[
-                    &tenant_id,
-                    &id,
-                    &DRAFT,
-                    &draft.name,
-                    &draft.description,
-                    &draft.definition,
-                    &at,
-                ],
-            )
-            .await
-            .map_err(|e| name_conflict(e, &draft.name))?;
-        Ok(GuardrailRecord {
-            id,
+        let record = GuardrailRecord {
+            id: rules::new_guardrail_id()?,
             tenant_id: tenant_id.to_string(),
             version: DRAFT.to_string(),
             name: draft.name.clone(),
@@ -68,7 +74,12 @@ impl PostgresStore {
             definition: draft.definition.clone(),
             created_at: at,
             updated_at: at,
-        })
+        };
+        let client = self.client().await?;
+        insert(&client, &record)
+            .await
+            .map_err(|e| name_conflict(e, &draft.name))?;
+        Ok(record)
     }
 
     pub(super) async fn guardrail_row(
@@ -190,35 +201,20 @@ impl PostgresStore {
             .await
             .map_err(backend)?
             .get(0);
-        let version = (last + 1).to_string();
         let at = now();
-        let description = description.map(str::to_string).or(draft.description);
-        tx.execute(
-            "INSERT INTO guardrails (tenant_id, id, version, name, description, definition,
-                created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-            &[
-                &tenant_id,
-                &id,
-                &version,
-                &draft.name,
-                &description,
-                &draft.definition,
-                &at,
-            ],
-        )
-        .await
-        .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(GuardrailRecord {
+        let record = GuardrailRecord {
             id: id.to_string(),
             tenant_id: tenant_id.to_string(),
-            version,
+            version: (last + 1).to_string(),
             name: draft.name,
-            description,
+            description: description.map(str::to_string).or(draft.description),
             definition: draft.definition,
             created_at: at,
             updated_at: at,
-        })
+        };
+        insert(&tx, &record).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(record)
     }
 
     pub(super) async fn delete_guardrail_rows(

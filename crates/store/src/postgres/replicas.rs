@@ -44,22 +44,7 @@ impl PostgresStore {
             )
             .await
             .map_err(backend)?;
-        client
-            .execute(
-                &format!(
-                    "UPDATE usage SET status = $1 WHERE status = $2 AND replica_id <> $3
-                       AND replica_id NOT IN
-                         (SELECT id FROM replicas WHERE heartbeat_at_ms > {NOW_MS} - $4)"
-                ),
-                &[
-                    &INTERRUPTED,
-                    &IN_PROGRESS,
-                    &self.replica_id,
-                    &REPLICA_TIMEOUT_MS,
-                ],
-            )
-            .await
-            .map_err(backend)?;
+        interrupt(&client, &self.replica_id, Whose::DeadReplicas).await?;
         client
             .execute(
                 &format!("DELETE FROM replicas WHERE heartbeat_at_ms < {NOW_MS} - $1"),
@@ -99,26 +84,40 @@ impl PostgresStore {
     /// At start: this replica's own unfinished requests (from its previous life) and those
     /// of replicas that stopped heartbeating are interrupted; live replicas' are theirs.
     pub(super) async fn interrupt_orphaned_usage(&self) -> Result<usize, StoreError> {
-        let n = self
-            .client()
-            .await?
-            .execute(
-                &format!(
-                    "UPDATE usage SET status = $1 WHERE status = $2 AND (replica_id = $3
-                       OR replica_id NOT IN
-                         (SELECT id FROM replicas WHERE heartbeat_at_ms > {NOW_MS} - $4))"
-                ),
-                &[
-                    &INTERRUPTED,
-                    &IN_PROGRESS,
-                    &self.replica_id,
-                    &REPLICA_TIMEOUT_MS,
-                ],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(n as usize)
+        let client = self.client().await?;
+        interrupt(&client, &self.replica_id, Whose::OwnAndDeadReplicas).await
     }
+}
+
+/// Whose unfinished usage records to mark interrupted.
+enum Whose {
+    /// Those of replicas whose heartbeat stopped (a survivor's heartbeat).
+    DeadReplicas,
+    /// This replica's own too (at its start, from its previous life).
+    OwnAndDeadReplicas,
+}
+
+async fn interrupt(
+    client: &deadpool_postgres::Client,
+    replica_id: &str,
+    whose: Whose,
+) -> Result<usize, StoreError> {
+    let own = match whose {
+        Whose::DeadReplicas => "FALSE",
+        Whose::OwnAndDeadReplicas => "replica_id = $3",
+    };
+    let n = client
+        .execute(
+            &format!(
+                "UPDATE usage SET status = $1 WHERE status = $2 AND ({own} OR (replica_id <> $3
+                   AND replica_id NOT IN
+                     (SELECT id FROM replicas WHERE heartbeat_at_ms > {NOW_MS} - $4)))"
+            ),
+            &[&INTERRUPTED, &IN_PROGRESS, &replica_id, &REPLICA_TIMEOUT_MS],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(n as usize)
 }
 
 /// Listens on the changes channel on a connection of its own, calling `on_change` for each

@@ -50,17 +50,8 @@ impl PostgresStore {
         name: &str,
         weight: u32,
     ) -> Result<Tenant, StoreError> {
-        let name = rules::tenant_name(name)?;
-        let weight = rules::weight(weight)?;
-        let tenant = Tenant {
-            id: rules::new_tenant_id()?,
-            name: name.to_string(),
-            status: "active".into(),
-            weight,
-            log_invocations: false,
-            enforced_guardrail: None,
-            created_at: now(),
-        };
+        let tenant = rules::new_tenant(name, weight)?;
+        let name = &tenant.name;
         let result = self
             .client()
             .await?

@@ -187,17 +187,8 @@ const TENANT_COLUMNS: &str = "id, name, status, weight, log_invocations, created
 
 impl Database {
     pub(super) fn create_tenant(&self, name: &str, weight: u32) -> Result<Tenant, StoreError> {
-        let name = rules::tenant_name(name)?;
-        let weight = rules::weight(weight)?;
-        let tenant = Tenant {
-            id: rules::new_tenant_id()?,
-            name: name.to_string(),
-            status: "active".into(),
-            weight,
-            log_invocations: false,
-            enforced_guardrail: None,
-            created_at: now(),
-        };
+        let tenant = rules::new_tenant(name, weight)?;
+        let name = &tenant.name;
         let result = self.conn().execute(
             "INSERT INTO tenants (id, name, status, weight, log_invocations, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
