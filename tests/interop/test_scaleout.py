@@ -134,6 +134,15 @@ def test_a_model_only_one_replica_holds_is_served_through_any(cluster):
     # Metered once, by the replica that served it.
     records = admin(a, "GET", "/admin/usage?tenant=far").json()["records"]
     assert len(records) == 4 and {r["model_id"] for r in records} == {GEMMA}
+    # Every replica lists every model the platform serves, whoever holds it.
+    assert GEMMA in {m.id for m in oai(a, key).models.list()}
+    assert oai(b, key).models.retrieve(GEMMA).owned_by == "Google"
+    control = boto3.client("bedrock", endpoint_url=a.base_url, region_name="us-east-1",
+                           aws_access_key_id=pair["access_key_id"],
+                           aws_secret_access_key=pair["secret_access_key"])
+    listed = {m["modelId"] for m in control.list_foundation_models()["modelSummaries"]}
+    assert {SMOL, GEMMA} <= listed
+    assert control.get_foundation_model(modelIdentifier=GEMMA)["modelDetails"]["providerName"]
     # A model no replica holds is still an ordinary unknown model.
     with pytest.raises(openai.NotFoundError):
         oai(a, key).chat.completions.create(model="nobody.has-this-v1:0", messages=QUESTION, max_tokens=1)

@@ -16,6 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{self, header, HeaderName};
 use axum::middleware::Next;
 use axum::response::Response;
+use basalt_catalog::Manifest;
 use basalt_store::ReplicaStatus;
 use basalt_types::{BasaltError, ErrorKind};
 use bytes::Bytes;
@@ -41,6 +42,8 @@ pub struct Peers {
     /// This replica's id; empty when it shares its database with no one.
     own_id: String,
     known: RwLock<Vec<ReplicaStatus>>,
+    /// The catalog entries of the models only other replicas serve, by id.
+    elsewhere: RwLock<Vec<Manifest>>,
     /// When the registry was last read.
     read_at: std::sync::Mutex<Option<Instant>>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -61,6 +64,7 @@ impl Peers {
         Self {
             own_id: own_id.to_string(),
             known: RwLock::new(Vec::new()),
+            elsewhere: RwLock::new(Vec::new()),
             read_at: std::sync::Mutex::new(None),
             client,
         }
@@ -72,6 +76,14 @@ impl Peers {
 
     /// Replaces what is known of the replicas (this one's own entry included or not).
     pub fn update(&self, replicas: Vec<ReplicaStatus>) {
+        let mut elsewhere: Vec<Manifest> = replicas
+            .iter()
+            .filter(|r| r.id != self.own_id && r.address.starts_with("http://"))
+            .flat_map(|r| serde_json::from_str::<Vec<Manifest>>(&r.catalog).unwrap_or_default())
+            .collect();
+        elsewhere.sort_by(|a, b| a.id.cmp(&b.id));
+        elsewhere.dedup_by(|a, b| a.id == b.id);
+        *self.elsewhere.write().unwrap_or_else(|p| p.into_inner()) = elsewhere;
         *self.known.write().unwrap_or_else(|p| p.into_inner()) = replicas;
         *self.read_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
@@ -104,17 +116,12 @@ impl Peers {
             .retain(|r| r.id != id);
     }
 
-    /// Every model some other live replica serves.
-    pub fn models_elsewhere(&self) -> Vec<String> {
-        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
-        let mut models: Vec<String> = known
-            .iter()
-            .filter(|r| r.id != self.own_id)
-            .flat_map(|r| r.models.iter().cloned())
-            .collect();
-        models.sort();
-        models.dedup();
-        models
+    /// The catalog entries of the models other live replicas serve (as last read).
+    pub fn manifests_elsewhere(&self) -> Vec<Manifest> {
+        self.elsewhere
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -310,6 +317,7 @@ mod tests {
             id: id.into(),
             address: format!("http://{id}:8080"),
             models: models.iter().map(|m| m.to_string()).collect(),
+            catalog: "[]".into(),
             queued,
             running: 0,
             heartbeat_at_ms: 0,
@@ -329,7 +337,6 @@ mod tests {
         // Never itself, even when it is the only one listed.
         assert!(peers.serving("m1").is_none());
         assert!(peers.serving("m9").is_none());
-        assert_eq!(peers.models_elsewhere(), ["m2", "m3"]);
     }
 
     #[test]

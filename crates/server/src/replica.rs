@@ -16,8 +16,11 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 
 /// What this replica serves and its load now.
 pub fn status(state: &AppState, id: &str, address: &str) -> ReplicaStatus {
-    let mut models: Vec<String> = state.entries().map(|e| e.manifest.id.clone()).collect();
-    models.sort();
+    let mut manifests: Vec<&basalt_catalog::Manifest> =
+        state.entries().map(|e| &e.manifest).collect();
+    manifests.sort_by(|a, b| a.id.cmp(&b.id));
+    let models = manifests.iter().map(|m| m.id.clone()).collect();
+    let catalog = serde_json::to_string(&manifests).unwrap_or_else(|_| "[]".into());
     let (mut queued, mut running) = (0, 0);
     for m in state.models() {
         let stats = m.engine.stats();
@@ -28,6 +31,7 @@ pub fn status(state: &AppState, id: &str, address: &str) -> ReplicaStatus {
         id: id.to_string(),
         address: address.to_string(),
         models,
+        catalog,
         queued,
         running,
         heartbeat_at_ms: 0,

@@ -324,6 +324,19 @@ impl AppState {
             .chain(self.image_models.values().map(|i| &i.entry))
     }
 
+    /// Every model the platform serves, for listings: this server's own, then those only
+    /// other replicas sharing its database serve (requests for them are forwarded).
+    pub fn listed_models(&self) -> Vec<basalt_catalog::Manifest> {
+        let mut listed: Vec<basalt_catalog::Manifest> =
+            self.entries().map(|e| e.manifest.clone()).collect();
+        for manifest in self.peers.manifests_elsewhere() {
+            if !listed.iter().any(|m| m.id == manifest.id) {
+                listed.push(manifest);
+            }
+        }
+        listed
+    }
+
     /// KV-cache bytes held by all models (zero when idle).
     pub fn kv_bytes_in_use(&self) -> usize {
         self.models

@@ -204,6 +204,9 @@ pub struct ReplicaStatus {
     pub address: String,
     /// The models it has loaded, by id.
     pub models: Vec<String>,
+    /// Their catalog entries (manifests) as JSON, so any replica can list every model the
+    /// platform serves; the store does not read it.
+    pub catalog: String,
     /// Requests waiting for the engine, and sequences running in it.
     pub queued: u64,
     pub running: u64,

@@ -608,6 +608,7 @@ async fn a_dead_replicas_unfinished_requests_are_interrupted() {
         id: id.into(),
         address: format!("http://{id}:8080"),
         models: vec!["m1".into()],
+        catalog: "[{\"id\":\"m1\"}]".into(),
         queued: 1,
         running: 2,
         heartbeat_at_ms: 0,
@@ -621,6 +622,7 @@ async fn a_dead_replicas_unfinished_requests_are_interrupted() {
             .collect::<Vec<_>>(),
         [("a", 2), ("b", 2)]
     );
+    assert_eq!(live[0].catalog, "[{\"id\":\"m1\"}]");
     let begun = UsageRecord {
         status: IN_PROGRESS.into(),
         ..usage("t", "on-b", 5, 0)

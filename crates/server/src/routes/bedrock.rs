@@ -636,7 +636,7 @@ fn check_json_media(headers: &HeaderMap) -> Result<(), BasaltError> {
     Ok(())
 }
 
-fn foundation_model(entry: &basalt_catalog::Entry) -> FoundationModel {
+fn foundation_model(manifest: &basalt_catalog::Manifest) -> FoundationModel {
     let names = |mods: &[Modality]| {
         mods.iter()
             .map(|m| {
@@ -649,7 +649,6 @@ fn foundation_model(entry: &basalt_catalog::Entry) -> FoundationModel {
             })
             .collect()
     };
-    let manifest = &entry.manifest;
     FoundationModel {
         id: manifest.id.clone(),
         name: manifest.name.clone(),
@@ -665,11 +664,12 @@ async fn list_foundation_models(
     Extension(principal): Extension<Principal>,
     Query(filters): Query<ListFilters>,
 ) -> Result<Json<Value>, BedrockError> {
-    let ids = state.entries().map(|e| e.manifest.id.clone()).collect();
+    let listed = state.listed_models();
+    let ids = listed.iter().map(|m| m.id.clone()).collect();
     let usable = state.usable(&principal, ids).await;
-    let summaries: Vec<Value> = state
-        .entries()
-        .filter(|e| usable.contains(&e.manifest.id))
+    let summaries: Vec<Value> = listed
+        .iter()
+        .filter(|m| usable.contains(&m.id))
         .map(foundation_model)
         .filter(|m| filters.matches(m))
         .map(|m| control::summary(&state.region, &m))
@@ -683,19 +683,17 @@ async fn get_foundation_model(
     Path(model_id): Path<String>,
 ) -> Result<Json<Value>, BedrockError> {
     let candidates = wire::model_id_candidates(&model_id);
-    let entry = state
-        .entries()
-        .find(|e| candidates.contains(&e.manifest.id))
-        .cloned()
+    let manifest = state
+        .listed_models()
+        .into_iter()
+        .find(|m| candidates.contains(&m.id))
         .ok_or_else(|| BasaltError::model_not_found(&model_id))?;
-    let usable = state
-        .usable(&principal, vec![entry.manifest.id.clone()])
-        .await;
+    let usable = state.usable(&principal, vec![manifest.id.clone()]).await;
     if usable.is_empty() {
         return Err(BasaltError::model_not_found(&model_id).into());
     }
     Ok(Json(
-        json!({"modelDetails": control::summary(&state.region, &foundation_model(&entry))}),
+        json!({"modelDetails": control::summary(&state.region, &foundation_model(&manifest))}),
     ))
 }
 

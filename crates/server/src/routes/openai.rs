@@ -80,12 +80,12 @@ pub fn routes(config: ServerConfig) -> Router<Arc<AppState>> {
         .layer(DefaultBodyLimit::max(config.body_limit))
 }
 
-fn card(entry: &basalt_catalog::Entry, created: u64) -> ModelCard {
+fn card(manifest: &basalt_catalog::Manifest, created: u64) -> ModelCard {
     ModelCard {
-        id: entry.manifest.id.clone(),
+        id: manifest.id.clone(),
         object: "model",
         created,
-        owned_by: entry.manifest.provider.clone(),
+        owned_by: manifest.provider.clone(),
     }
 }
 
@@ -94,13 +94,14 @@ async fn list_models(
     State(state): Shared,
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<wire::ModelList>, OpenAiError> {
-    let ids = state.entries().map(|e| e.manifest.id.clone()).collect();
+    let listed = state.listed_models();
+    let ids = listed.iter().map(|m| m.id.clone()).collect();
     let usable = state.usable(&principal, ids).await;
     Ok(Json(wire::model_list(
-        state
-            .entries()
-            .filter(|e| usable.contains(&e.manifest.id))
-            .map(|e| card(e, state.started))
+        listed
+            .iter()
+            .filter(|m| usable.contains(&m.id))
+            .map(|m| card(m, state.started))
             .collect(),
     )))
 }
@@ -110,14 +111,13 @@ async fn get_model(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelCard>, OpenAiError> {
-    let entry = match state.entries().find(|e| e.manifest.id == id) {
-        Some(e) => e.clone(),
-        None => return Err(BasaltError::model_not_found(&id).into()),
+    let Some(manifest) = state.listed_models().into_iter().find(|m| m.id == id) else {
+        return Err(BasaltError::model_not_found(&id).into());
     };
     if state.usable(&principal, vec![id.clone()]).await.is_empty() {
         return Err(BasaltError::model_not_found(&id).into());
     }
-    Ok(Json(card(&entry, state.started)))
+    Ok(Json(card(&manifest, state.started)))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

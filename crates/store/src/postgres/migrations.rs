@@ -109,6 +109,7 @@ const MIGRATIONS: &[&str] = &[
         id TEXT PRIMARY KEY,
         address TEXT NOT NULL,
         models TEXT[] NOT NULL,
+        catalog TEXT NOT NULL DEFAULT '[]',
         queued BIGINT NOT NULL,
         running BIGINT NOT NULL,
         heartbeat_at_ms BIGINT NOT NULL

@@ -28,10 +28,12 @@ impl PostgresStore {
         client
             .execute(
                 &format!(
-                    "INSERT INTO replicas (id, address, models, queued, running, heartbeat_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, {NOW_MS})
+                    "INSERT INTO replicas (id, address, models, catalog, queued, running,
+                        heartbeat_at_ms)
+                     VALUES ($1, $2, $3, $6, $4, $5, {NOW_MS})
                      ON CONFLICT (id) DO UPDATE SET address = excluded.address,
-                        models = excluded.models, queued = excluded.queued,
+                        models = excluded.models, catalog = excluded.catalog,
+                        queued = excluded.queued,
                         running = excluded.running, heartbeat_at_ms = excluded.heartbeat_at_ms"
                 ),
                 &[
@@ -40,6 +42,7 @@ impl PostgresStore {
                     &s.models,
                     &(s.queued.min(i64::MAX as u64) as i64),
                     &(s.running.min(i64::MAX as u64) as i64),
+                    &s.catalog,
                 ],
             )
             .await
@@ -61,7 +64,8 @@ impl PostgresStore {
             .await?
             .query(
                 &format!(
-                    "SELECT id, address, models, queued, running, heartbeat_at_ms FROM replicas
+                    "SELECT id, address, models, queued, running, heartbeat_at_ms, catalog
+                     FROM replicas
                      WHERE heartbeat_at_ms > {NOW_MS} - $1 ORDER BY id"
                 ),
                 &[&REPLICA_TIMEOUT_MS],
@@ -77,6 +81,7 @@ impl PostgresStore {
                 queued: r.get::<_, i64>(3).max(0) as u64,
                 running: r.get::<_, i64>(4).max(0) as u64,
                 heartbeat_at_ms: r.get(5),
+                catalog: r.get(6),
             })
             .collect())
     }
