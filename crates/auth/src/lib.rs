@@ -63,6 +63,10 @@ pub enum AuthError {
     BadSignature(String),
     #[error("Signature expired: {0}")]
     Expired(String),
+    /// The key store could not be asked (its database is unreachable): the credentials may
+    /// well be valid, so this is not an authentication failure.
+    #[error("Credentials cannot be checked right now ({0}). Try again.")]
+    Unavailable(String),
 }
 
 impl AuthError {
@@ -73,6 +77,7 @@ impl AuthError {
             AuthError::UnknownApiKey | AuthError::UnknownAccessKey => "UnrecognizedClientException",
             AuthError::Malformed(_) => "IncompleteSignatureException",
             AuthError::BadSignature(_) | AuthError::Expired(_) => "InvalidSignatureException",
+            AuthError::Unavailable(_) => "ServiceUnavailableException",
         }
     }
 }
@@ -81,9 +86,14 @@ impl From<AuthError> for BasaltError {
     fn from(e: AuthError) -> Self {
         let kind = match e {
             AuthError::BadSignature(_) | AuthError::Expired(_) => ErrorKind::InvalidSignature,
+            AuthError::Unavailable(_) => ErrorKind::Unavailable,
             _ => ErrorKind::Unauthenticated,
         };
-        BasaltError::new(kind, e.to_string())
+        let error = BasaltError::new(kind, e.to_string());
+        match kind {
+            ErrorKind::Unavailable => error.with_retry_after(1),
+            _ => error,
+        }
     }
 }
 
@@ -94,14 +104,19 @@ pub struct AccessKey {
     pub principal: Principal,
 }
 
+/// A key store that could not be asked (a database that does not answer).
+#[derive(Debug, Clone)]
+pub struct LookupFailed(pub String);
+
 /// Where keys live: in memory (the server's configuration) or in a database, so lookups
-/// are async; a store that answers from memory answers without waiting.
+/// are async; a store that answers from memory answers without waiting. `Ok(None)` is a key
+/// that does not exist (or is not valid now); an error is a store that cannot say.
 #[async_trait::async_trait]
 pub trait KeyStore: Send + Sync {
     /// The principal owning the API key whose SHA-256 is `key_sha256`, if it is valid now.
-    async fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal>;
+    async fn api_key(&self, key_sha256: &[u8; 32]) -> Result<Option<Principal>, LookupFailed>;
     /// The secret and principal of a SigV4 access key id, if it is valid now.
-    async fn access_key(&self, access_key_id: &str) -> Option<AccessKey>;
+    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>, LookupFailed>;
     /// Whether any key exists at all (no keys and a loopback listener = local mode).
     fn is_empty(&self) -> bool;
 }
@@ -150,11 +165,11 @@ impl StaticKeys {
 
 #[async_trait::async_trait]
 impl KeyStore for StaticKeys {
-    async fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
-        self.api_keys.get(key_sha256).cloned()
+    async fn api_key(&self, key_sha256: &[u8; 32]) -> Result<Option<Principal>, LookupFailed> {
+        Ok(self.api_keys.get(key_sha256).cloned())
     }
-    async fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
-        self.access_keys.get(access_key_id).cloned()
+    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>, LookupFailed> {
+        Ok(self.access_keys.get(access_key_id).cloned())
     }
     fn is_empty(&self) -> bool {
         self.api_keys.is_empty() && self.access_keys.is_empty()
@@ -167,21 +182,21 @@ pub struct ChainedKeys(pub Vec<Arc<dyn KeyStore>>);
 
 #[async_trait::async_trait]
 impl KeyStore for ChainedKeys {
-    async fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
+    async fn api_key(&self, key_sha256: &[u8; 32]) -> Result<Option<Principal>, LookupFailed> {
         for store in &self.0 {
-            if let Some(found) = store.api_key(key_sha256).await {
-                return Some(found);
+            if let Some(found) = store.api_key(key_sha256).await? {
+                return Ok(Some(found));
             }
         }
-        None
+        Ok(None)
     }
-    async fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
+    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>, LookupFailed> {
         for store in &self.0 {
-            if let Some(found) = store.access_key(access_key_id).await {
-                return Some(found);
+            if let Some(found) = store.access_key(access_key_id).await? {
+                return Ok(Some(found));
             }
         }
-        None
+        Ok(None)
     }
     fn is_empty(&self) -> bool {
         self.0.iter().all(|k| k.is_empty())
@@ -282,6 +297,7 @@ impl Authenticator {
         self.keys
             .api_key(&sha256(key.as_bytes()))
             .await
+            .map_err(|e| AuthError::Unavailable(e.0))?
             .ok_or(AuthError::UnknownApiKey)
     }
 
@@ -294,7 +310,8 @@ impl Authenticator {
         now: i64,
     ) -> Result<Principal, AuthError> {
         let auth = sigv4::Authorization::parse(value)?;
-        let Some(key) = self.keys.access_key(&auth.access_key_id).await else {
+        let found = self.keys.access_key(&auth.access_key_id).await;
+        let Some(key) = found.map_err(|e| AuthError::Unavailable(e.0))? else {
             return Err(AuthError::UnknownAccessKey);
         };
         let req = sigv4::WireRequest {
@@ -360,11 +377,11 @@ mod tests {
 
     #[async_trait::async_trait]
     impl KeyStore for Counted {
-        async fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
+        async fn api_key(&self, key_sha256: &[u8; 32]) -> Result<Option<Principal>, LookupFailed> {
             self.1.fetch_add(1, Ordering::SeqCst);
             self.0.api_key(key_sha256).await
         }
-        async fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
+        async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>, LookupFailed> {
             self.1.fetch_add(1, Ordering::SeqCst);
             self.0.access_key(access_key_id).await
         }
@@ -402,6 +419,48 @@ mod tests {
             Err(AuthError::Missing)
         );
         assert_eq!(asked(), 2);
+    }
+
+    /// A key store that cannot answer (its database is down).
+    struct Down;
+
+    #[async_trait::async_trait]
+    impl KeyStore for Down {
+        async fn api_key(&self, _: &[u8; 32]) -> Result<Option<Principal>, LookupFailed> {
+            Err(LookupFailed("connection refused".into()))
+        }
+        async fn access_key(&self, _: &str) -> Result<Option<AccessKey>, LookupFailed> {
+            Err(LookupFailed("connection refused".into()))
+        }
+        fn is_empty(&self) -> bool {
+            false
+        }
+    }
+
+    /// A store that cannot answer is not a wrong key: 503 to retry, not 401 to give up;
+    /// keys found before it in the chain still work.
+    #[tokio::test]
+    async fn a_key_store_that_cannot_answer_is_unavailable_not_unauthenticated() {
+        let operator = StaticKeys::new("acme", &["sk-good".into()], &[]);
+        let a = Authenticator::new(Arc::new(ChainedKeys(vec![
+            Arc::new(operator),
+            Arc::new(Down),
+        ])));
+        let e = a
+            .authenticate(&line(), &with("x-api-key", "sk-other"), b"", 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AuthError::Unavailable(_)), "{e:?}");
+        assert_eq!(e.aws_error_code(), "ServiceUnavailableException");
+        let error: BasaltError = e.into();
+        assert_eq!(
+            (error.kind.status(), error.retry_after_secs),
+            (503, Some(1))
+        );
+        assert!(a
+            .authenticate(&line(), &with("x-api-key", "sk-good"), b"", 0)
+            .await
+            .is_ok());
     }
 
     #[tokio::test]

@@ -209,11 +209,15 @@ impl Store for CachedStore {
 
     /// Cached, unknown keys included, for `ttl`: a key that expires is refused at most
     /// `ttl` late.
-    async fn principal_for_api_key(&self, key_sha256: &[u8; 32], now: i64) -> Option<Principal> {
-        let read = async { Some(self.inner.principal_for_api_key(key_sha256, now).await) };
-        self.read_through(&self.api_keys, *key_sha256, read)
+    async fn principal_for_api_key(
+        &self,
+        key_sha256: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<Principal>, StoreError> {
+        // A failed lookup is not cached: the key may be valid once the database answers.
+        let read = self.inner.principal_for_api_key(key_sha256, now);
+        self.try_read_through(&self.api_keys, *key_sha256, read)
             .await
-            .flatten()
     }
 
     async fn create_access_key(&self, tenant_id: &str) -> Result<CreatedAccessKey, StoreError> {
@@ -233,11 +237,14 @@ impl Store for CachedStore {
             .await
     }
 
-    async fn access_key_secret(&self, access_key_id: &str, now: i64) -> Option<AccessKey> {
-        let read = async { Some(self.inner.access_key_secret(access_key_id, now).await) };
-        self.read_through(&self.access_keys, access_key_id.to_string(), read)
+    async fn access_key_secret(
+        &self,
+        access_key_id: &str,
+        now: i64,
+    ) -> Result<Option<AccessKey>, StoreError> {
+        let read = self.inner.access_key_secret(access_key_id, now);
+        self.try_read_through(&self.access_keys, access_key_id.to_string(), read)
             .await
-            .flatten()
     }
 
     async fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
@@ -419,9 +426,17 @@ mod tests {
         let t = cache.create_tenant("acme", 1).await.unwrap();
         let key = cache.create_api_key(&t.id, "k", None).await.unwrap();
         let hash = basalt_auth::sha256(key.key.as_bytes());
-        assert!(cache.principal_for_api_key(&hash, 0).await.is_some());
+        assert!(cache
+            .principal_for_api_key(&hash, 0)
+            .await
+            .unwrap()
+            .is_some());
         cache.revoke_api_key(&t.id, &key.info.id).await.unwrap();
-        assert!(cache.principal_for_api_key(&hash, 0).await.is_none());
+        assert!(cache
+            .principal_for_api_key(&hash, 0)
+            .await
+            .unwrap()
+            .is_none());
 
         assert!(cache.granted_models(&t.id).await.unwrap().is_empty());
         cache.grant_model(&t.id, "m").await.unwrap();
@@ -458,17 +473,29 @@ mod tests {
         let t = db.create_tenant("acme", 1).await.unwrap();
         let key = db.create_api_key(&t.id, "k", None).await.unwrap();
         let hash = basalt_auth::sha256(key.key.as_bytes());
-        assert!(cache.principal_for_api_key(&hash, 0).await.is_some());
+        assert!(cache
+            .principal_for_api_key(&hash, 0)
+            .await
+            .unwrap()
+            .is_some());
         assert!(cache.granted_models(&t.id).await.unwrap().is_empty());
         // The CLI revokes the key and grants a model on the database directly.
         db.revoke_api_key(&t.id, &key.info.id).await.unwrap();
         db.grant_model(&t.id, "m").await.unwrap();
         assert!(
-            cache.principal_for_api_key(&hash, 0).await.is_some(),
+            cache
+                .principal_for_api_key(&hash, 0)
+                .await
+                .unwrap()
+                .is_some(),
             "served from the cache"
         );
         tokio::time::sleep(ttl + Duration::from_millis(50)).await;
-        assert!(cache.principal_for_api_key(&hash, 0).await.is_none());
+        assert!(cache
+            .principal_for_api_key(&hash, 0)
+            .await
+            .unwrap()
+            .is_none());
         assert_eq!(
             cache.granted_models(&t.id).await.unwrap(),
             vec!["m".to_string()]
@@ -481,7 +508,11 @@ mod tests {
         for i in 0..MAX_ENTRIES + 10 {
             let mut hash = [0u8; 32];
             hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            assert!(cache.principal_for_api_key(&hash, 0).await.is_none());
+            assert!(cache
+                .principal_for_api_key(&hash, 0)
+                .await
+                .unwrap()
+                .is_none());
         }
         assert!(cache.api_keys.lock().len() <= MAX_ENTRIES);
         assert!(matches!(

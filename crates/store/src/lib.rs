@@ -24,7 +24,7 @@ mod sqlite;
 mod work;
 
 use async_trait::async_trait;
-use basalt_auth::{AccessKey, KeyStore, Principal};
+use basalt_auth::{AccessKey, KeyStore, LookupFailed, Principal};
 use serde::Serialize;
 
 pub use cached::CachedStore;
@@ -333,8 +333,13 @@ pub trait Store: Send + Sync {
     ) -> Result<CreatedApiKey, StoreError>;
     async fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError>;
     async fn revoke_api_key(&self, tenant_id: &str, key_id: &str) -> Result<(), StoreError>;
-    /// The principal of a valid (known, unrevoked, unexpired, tenant active) key.
-    async fn principal_for_api_key(&self, key_sha256: &[u8; 32], now: i64) -> Option<Principal>;
+    /// The principal of a valid (known, unrevoked, unexpired, tenant active) key; `None`
+    /// for any other key, an error when the store cannot say.
+    async fn principal_for_api_key(
+        &self,
+        key_sha256: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<Principal>, StoreError>;
 
     async fn create_access_key(&self, tenant_id: &str) -> Result<CreatedAccessKey, StoreError>;
     async fn access_keys(&self, tenant_id: &str) -> Result<Vec<AccessKeyInfo>, StoreError>;
@@ -343,7 +348,11 @@ pub trait Store: Send + Sync {
         tenant_id: &str,
         access_key_id: &str,
     ) -> Result<(), StoreError>;
-    async fn access_key_secret(&self, access_key_id: &str, now: i64) -> Option<AccessKey>;
+    async fn access_key_secret(
+        &self,
+        access_key_id: &str,
+        now: i64,
+    ) -> Result<Option<AccessKey>, StoreError>;
 
     async fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError>;
     async fn revoke_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError>;
@@ -461,11 +470,17 @@ pub struct StoreKeys<S: Store + ?Sized>(pub std::sync::Arc<S>);
 
 #[async_trait]
 impl<S: Store + ?Sized> KeyStore for StoreKeys<S> {
-    async fn api_key(&self, key_sha256: &[u8; 32]) -> Option<Principal> {
-        self.0.principal_for_api_key(key_sha256, now()).await
+    async fn api_key(&self, key_sha256: &[u8; 32]) -> Result<Option<Principal>, LookupFailed> {
+        self.0
+            .principal_for_api_key(key_sha256, now())
+            .await
+            .map_err(|e| LookupFailed(e.to_string()))
     }
-    async fn access_key(&self, access_key_id: &str) -> Option<AccessKey> {
-        self.0.access_key_secret(access_key_id, now()).await
+    async fn access_key(&self, access_key_id: &str) -> Result<Option<AccessKey>, LookupFailed> {
+        self.0
+            .access_key_secret(access_key_id, now())
+            .await
+            .map_err(|e| LookupFailed(e.to_string()))
     }
     fn is_empty(&self) -> bool {
         // A store always demands credentials, even before its first key exists.

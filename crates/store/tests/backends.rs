@@ -146,7 +146,11 @@ async fn tenants_and_api_keys(s: Arc<dyn Store>) {
         Err(StoreError::Invalid(_))
     ));
     let hash = basalt_auth::sha256(k.key.as_bytes());
-    let p = s.principal_for_api_key(&hash, now()).await.unwrap();
+    let p = s
+        .principal_for_api_key(&hash, now())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (p.tenant.as_str(), p.key_id.as_str()),
         (t.id.as_str(), k.info.id.as_str())
@@ -163,7 +167,11 @@ async fn tenants_and_api_keys(s: Arc<dyn Store>) {
         Err(StoreError::NotFound(_))
     ));
     s.revoke_api_key(&t.id, &k.info.id).await.unwrap();
-    assert!(s.principal_for_api_key(&hash, now()).await.is_none());
+    assert!(s
+        .principal_for_api_key(&hash, now())
+        .await
+        .unwrap()
+        .is_none());
     assert!(s.api_keys(&t.id).await.unwrap()[0].revoked_at.is_some());
 
     let expiring = s
@@ -171,8 +179,12 @@ async fn tenants_and_api_keys(s: Arc<dyn Store>) {
         .await
         .unwrap();
     let h = basalt_auth::sha256(expiring.key.as_bytes());
-    assert!(s.principal_for_api_key(&h, now()).await.is_some());
-    assert!(s.principal_for_api_key(&h, now() + 61).await.is_none());
+    assert!(s.principal_for_api_key(&h, now()).await.unwrap().is_some());
+    assert!(s
+        .principal_for_api_key(&h, now() + 61)
+        .await
+        .unwrap()
+        .is_none());
 
     let updated = s
         .update_tenant(&t.id, Some("suspended"), Some(5), Some(true))
@@ -186,7 +198,7 @@ async fn tenants_and_api_keys(s: Arc<dyn Store>) {
         ),
         ("suspended", 5, true)
     );
-    assert!(s.principal_for_api_key(&h, now()).await.is_none());
+    assert!(s.principal_for_api_key(&h, now()).await.unwrap().is_none());
     assert!(matches!(
         s.update_tenant(&t.id, Some("gone"), None, None).await,
         Err(StoreError::Invalid(_))
@@ -197,7 +209,7 @@ async fn tenants_and_api_keys(s: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!((again.weight, again.log_invocations), (5, true));
-    assert!(s.principal_for_api_key(&h, now()).await.is_some());
+    assert!(s.principal_for_api_key(&h, now()).await.unwrap().is_some());
 }
 
 async fn access_keys_are_sealed_and_scoped(s: Arc<dyn Store>) {
@@ -206,6 +218,7 @@ async fn access_keys_are_sealed_and_scoped(s: Arc<dyn Store>) {
     let found = s
         .access_key_secret(&k.info.access_key_id, now())
         .await
+        .unwrap()
         .unwrap();
     assert_eq!(found.secret, k.secret_access_key);
     assert_eq!(found.principal.tenant, t.id);
@@ -221,8 +234,13 @@ async fn access_keys_are_sealed_and_scoped(s: Arc<dyn Store>) {
     assert!(s
         .access_key_secret(&k.info.access_key_id, now())
         .await
+        .unwrap()
         .is_none());
-    assert!(s.access_key_secret("BSAKNOSUCHKEY", now()).await.is_none());
+    assert!(s
+        .access_key_secret("BSAKNOSUCHKEY", now())
+        .await
+        .unwrap()
+        .is_none());
 }
 
 async fn grants_and_quotas(s: Arc<dyn Store>) {
@@ -513,7 +531,11 @@ async fn concurrent_tasks_see_their_writes(s: Arc<dyn Store>) {
                 assert_eq!(s.granted_models(&t.id).await.unwrap(), ["m"]);
                 let key = s.create_api_key(&t.id, "k", None).await.unwrap();
                 let hash = basalt_auth::sha256(key.key.as_bytes());
-                let p = s.principal_for_api_key(&hash, now()).await.unwrap();
+                let p = s
+                    .principal_for_api_key(&hash, now())
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(p.tenant, t.id);
                 let record = usage(&t.id, &format!("r{i}"), 3, 4);
                 let id = s.begin_usage(&record).await.unwrap();

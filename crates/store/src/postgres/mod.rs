@@ -193,8 +193,12 @@ impl Store for PostgresStore {
         self.revoke_api_key_row(tenant_id, key_id).await
     }
 
-    async fn principal_for_api_key(&self, key_sha256: &[u8; 32], now: i64) -> Option<Principal> {
-        self.api_key_principal(key_sha256, now).await.ok().flatten()
+    async fn principal_for_api_key(
+        &self,
+        key_sha256: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<Principal>, StoreError> {
+        self.api_key_principal(key_sha256, now).await
     }
 
     async fn create_access_key(&self, tenant_id: &str) -> Result<CreatedAccessKey, StoreError> {
@@ -213,11 +217,12 @@ impl Store for PostgresStore {
         self.revoke_access_key_row(tenant_id, access_key_id).await
     }
 
-    async fn access_key_secret(&self, access_key_id: &str, _now: i64) -> Option<AccessKey> {
-        self.access_key_row_secret(access_key_id)
-            .await
-            .ok()
-            .flatten()
+    async fn access_key_secret(
+        &self,
+        access_key_id: &str,
+        _now: i64,
+    ) -> Result<Option<AccessKey>, StoreError> {
+        self.access_key_row_secret(access_key_id).await
     }
 
     async fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {

@@ -367,7 +367,7 @@ impl Database {
         &self,
         key_sha256: &[u8; 32],
         now: i64,
-    ) -> Option<Principal> {
+    ) -> Result<Option<Principal>, StoreError> {
         self.reader()
             .query_row(
                 "SELECT k.tenant_id, k.id FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
@@ -383,8 +383,7 @@ impl Database {
                 },
             )
             .optional()
-            .ok()
-            .flatten()
+            .map_err(backend)
     }
 
     pub(super) fn create_access_key(
@@ -461,8 +460,12 @@ impl Database {
         Ok(())
     }
 
-    pub(super) fn access_key_secret(&self, access_key_id: &str, _now: i64) -> Option<AccessKey> {
-        let (tenant, sealed): (String, Vec<u8>) = self
+    pub(super) fn access_key_secret(
+        &self,
+        access_key_id: &str,
+        _now: i64,
+    ) -> Result<Option<AccessKey>, StoreError> {
+        let found: Option<(String, Vec<u8>)> = self
             .reader()
             .query_row(
                 "SELECT a.tenant_id, a.sealed_secret FROM access_keys a
@@ -472,17 +475,20 @@ impl Database {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
-            .ok()
-            .flatten()?;
-        let secret = String::from_utf8(self.secrets.open(&sealed).ok()?).ok()?;
-        Some(AccessKey {
+            .map_err(backend)?;
+        let Some((tenant, sealed)) = found else {
+            return Ok(None);
+        };
+        let secret = String::from_utf8(self.secrets.open(&sealed)?)
+            .map_err(|_| StoreError::Backend("a sealed secret is not text".into()))?;
+        Ok(Some(AccessKey {
             secret,
             principal: Principal {
                 tenant,
                 key_id: access_key_id.to_string(),
                 managed: true,
             },
-        })
+        }))
     }
 
     pub(super) fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
@@ -716,7 +722,7 @@ mod tests {
         assert_eq!(s.tenant("acme").unwrap(), t);
         let k = s.create_api_key(&t.id, "ci", None).unwrap();
         let hash = sha256(k.key.as_bytes());
-        let p = s.principal_for_api_key(&hash, now()).unwrap();
+        let p = s.principal_for_api_key(&hash, now()).unwrap().unwrap();
         assert_eq!(
             (p.tenant.as_str(), p.key_id.as_str()),
             (t.id.as_str(), k.info.id.as_str())
@@ -725,16 +731,16 @@ mod tests {
         let listed = format!("{:?}", s.api_keys(&t.id).unwrap());
         assert!(!listed.contains(&k.key));
         s.revoke_api_key(&t.id, &k.info.id).unwrap();
-        assert!(s.principal_for_api_key(&hash, now()).is_none());
+        assert!(s.principal_for_api_key(&hash, now()).unwrap().is_none());
 
         let expiring = s.create_api_key(&t.id, "short", Some(now() + 60)).unwrap();
         let h = sha256(expiring.key.as_bytes());
-        assert!(s.principal_for_api_key(&h, now()).is_some());
-        assert!(s.principal_for_api_key(&h, now() + 61).is_none());
+        assert!(s.principal_for_api_key(&h, now()).unwrap().is_some());
+        assert!(s.principal_for_api_key(&h, now() + 61).unwrap().is_none());
 
         s.update_tenant(&t.id, Some("suspended"), None, None)
             .unwrap();
-        assert!(s.principal_for_api_key(&h, now()).is_none());
+        assert!(s.principal_for_api_key(&h, now()).unwrap().is_none());
     }
 
     #[test]
@@ -742,7 +748,10 @@ mod tests {
         let s = store();
         let t = s.create_tenant("acme", 1).unwrap();
         let k = s.create_access_key(&t.id).unwrap();
-        let found = s.access_key_secret(&k.info.access_key_id, now()).unwrap();
+        let found = s
+            .access_key_secret(&k.info.access_key_id, now())
+            .unwrap()
+            .unwrap();
         assert_eq!(found.secret, k.secret_access_key);
         assert_eq!(found.principal.tenant, t.id);
         // The secret is not in the database in clear.
@@ -759,7 +768,10 @@ mod tests {
             .revoke_access_key(&other.id, &k.info.access_key_id)
             .is_err());
         s.revoke_access_key(&t.id, &k.info.access_key_id).unwrap();
-        assert!(s.access_key_secret(&k.info.access_key_id, now()).is_none());
+        assert!(s
+            .access_key_secret(&k.info.access_key_id, now())
+            .unwrap()
+            .is_none());
     }
 
     #[test]

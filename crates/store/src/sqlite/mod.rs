@@ -118,12 +118,14 @@ impl Store for SqliteStore {
             .await?
     }
 
-    async fn principal_for_api_key(&self, key_sha256: &[u8; 32], now: i64) -> Option<Principal> {
+    async fn principal_for_api_key(
+        &self,
+        key_sha256: &[u8; 32],
+        now: i64,
+    ) -> Result<Option<Principal>, StoreError> {
         let key_sha256 = *key_sha256;
         self.run(move |db| db.principal_for_api_key(&key_sha256, now))
-            .await
-            .ok()
-            .flatten()
+            .await?
     }
 
     async fn create_access_key(&self, tenant_id: &str) -> Result<CreatedAccessKey, StoreError> {
@@ -146,12 +148,14 @@ impl Store for SqliteStore {
             .await?
     }
 
-    async fn access_key_secret(&self, access_key_id: &str, now: i64) -> Option<AccessKey> {
+    async fn access_key_secret(
+        &self,
+        access_key_id: &str,
+        now: i64,
+    ) -> Result<Option<AccessKey>, StoreError> {
         let access_key_id = access_key_id.to_owned();
         self.run(move |db| db.access_key_secret(&access_key_id, now))
-            .await
-            .ok()
-            .flatten()
+            .await?
     }
 
     async fn grant_model(&self, tenant_id: &str, model_id: &str) -> Result<(), StoreError> {
@@ -366,7 +370,11 @@ mod tests {
                     assert_eq!(store.granted_models(&t.id).await.unwrap(), ["m"]);
                     let key = store.create_api_key(&t.id, "k", None).await.unwrap();
                     let hash = basalt_auth::sha256(key.key.as_bytes());
-                    let p = store.principal_for_api_key(&hash, now()).await.unwrap();
+                    let p = store
+                        .principal_for_api_key(&hash, now())
+                        .await
+                        .unwrap()
+                        .unwrap();
                     assert_eq!(p.tenant, t.id);
                     let record = UsageRecord {
                         request_id: format!("r{i}"),
