@@ -96,7 +96,8 @@ impl Peers {
             .is_none_or(|at| at.elapsed() >= REREAD_AFTER)
     }
 
-    /// The least-loaded other live replica serving `model`.
+    /// The least-loaded other live replica serving `model`: the fewest requests queued or
+    /// running, then the least KV cache in use.
     fn serving(&self, model: &str) -> Option<ReplicaStatus> {
         let known = self.known.read().unwrap_or_else(|p| p.into_inner());
         known
@@ -104,7 +105,7 @@ impl Peers {
             .filter(|r| r.id != self.own_id && r.models.iter().any(|m| m == model))
             // Replicas talk plain HTTP; one advertising https:// cannot be forwarded to.
             .filter(|r| r.address.starts_with("http://"))
-            .min_by_key(|r| (r.queued + r.running, r.id.clone()))
+            .min_by_key(|r| (r.queued + r.running, r.kv_bytes, r.id.clone()))
             .cloned()
     }
 
@@ -320,6 +321,7 @@ mod tests {
             catalog: "[]".into(),
             queued,
             running: 0,
+            kv_bytes: 0,
             heartbeat_at_ms: 0,
         }
     }
@@ -334,6 +336,19 @@ mod tests {
             replica("d", &["m3"], 0),
         ]);
         assert_eq!(peers.serving("m2").map(|r| r.id), Some("c".into()));
+        // Equal queues: the one holding less KV cache.
+        let busy = |id: &str, kv_bytes| ReplicaStatus {
+            kv_bytes,
+            ..replica(id, &["m4"], 1)
+        };
+        peers.update(vec![busy("e", 5_000), busy("f", 1_000)]);
+        assert_eq!(peers.serving("m4").map(|r| r.id), Some("f".into()));
+        peers.update(vec![
+            replica("a", &["m1", "m2"], 0),
+            replica("b", &["m2"], 5),
+            replica("c", &["m2"], 1),
+            replica("d", &["m3"], 0),
+        ]);
         // Never itself, even when it is the only one listed.
         assert!(peers.serving("m1").is_none());
         assert!(peers.serving("m9").is_none());

@@ -34,6 +34,7 @@ pub fn status(state: &AppState, id: &str, address: &str) -> ReplicaStatus {
         catalog,
         queued,
         running,
+        kv_bytes: state.kv_bytes_in_use() as u64,
         heartbeat_at_ms: 0,
     }
 }

@@ -207,9 +207,11 @@ pub struct ReplicaStatus {
     /// Their catalog entries (manifests) as JSON, so any replica can list every model the
     /// platform serves; the store does not read it.
     pub catalog: String,
-    /// Requests waiting for the engine, and sequences running in it.
+    /// Requests waiting for the engine, sequences running in it, and the KV-cache bytes
+    /// they hold.
     pub queued: u64,
     pub running: u64,
+    pub kv_bytes: u64,
     /// Milliseconds since the epoch, of its last heartbeat.
     pub heartbeat_at_ms: i64,
 }

@@ -633,6 +633,7 @@ async fn a_dead_replicas_unfinished_requests_are_interrupted() {
         catalog: "[{\"id\":\"m1\"}]".into(),
         queued: 1,
         running: 2,
+        kv_bytes: 4096,
         heartbeat_at_ms: 0,
     };
     a.heartbeat(&status("a")).await.unwrap();
@@ -645,6 +646,7 @@ async fn a_dead_replicas_unfinished_requests_are_interrupted() {
         [("a", 2), ("b", 2)]
     );
     assert_eq!(live[0].catalog, "[{\"id\":\"m1\"}]");
+    assert_eq!(live[0].kv_bytes, 4096);
     let begun = UsageRecord {
         status: IN_PROGRESS.into(),
         ..usage("t", "on-b", 5, 0)

@@ -112,6 +112,7 @@ const MIGRATIONS: &[&str] = &[
         catalog TEXT NOT NULL DEFAULT '[]',
         queued BIGINT NOT NULL,
         running BIGINT NOT NULL,
+        kv_bytes BIGINT NOT NULL DEFAULT 0,
         heartbeat_at_ms BIGINT NOT NULL
     );
     -- Every change to what requests read is announced on commit, whoever made it (a

@@ -29,11 +29,11 @@ impl PostgresStore {
             .execute(
                 &format!(
                     "INSERT INTO replicas (id, address, models, catalog, queued, running,
-                        heartbeat_at_ms)
-                     VALUES ($1, $2, $3, $6, $4, $5, {NOW_MS})
+                        kv_bytes, heartbeat_at_ms)
+                     VALUES ($1, $2, $3, $6, $4, $5, $7, {NOW_MS})
                      ON CONFLICT (id) DO UPDATE SET address = excluded.address,
                         models = excluded.models, catalog = excluded.catalog,
-                        queued = excluded.queued,
+                        queued = excluded.queued, kv_bytes = excluded.kv_bytes,
                         running = excluded.running, heartbeat_at_ms = excluded.heartbeat_at_ms"
                 ),
                 &[
@@ -43,6 +43,7 @@ impl PostgresStore {
                     &(s.queued.min(i64::MAX as u64) as i64),
                     &(s.running.min(i64::MAX as u64) as i64),
                     &s.catalog,
+                    &(s.kv_bytes.min(i64::MAX as u64) as i64),
                 ],
             )
             .await
@@ -64,7 +65,8 @@ impl PostgresStore {
             .await?
             .query(
                 &format!(
-                    "SELECT id, address, models, queued, running, heartbeat_at_ms, catalog
+                    "SELECT id, address, models, queued, running, heartbeat_at_ms, catalog,
+                        kv_bytes
                      FROM replicas
                      WHERE heartbeat_at_ms > {NOW_MS} - $1 ORDER BY id"
                 ),
@@ -82,6 +84,7 @@ impl PostgresStore {
                 running: r.get::<_, i64>(4).max(0) as u64,
                 heartbeat_at_ms: r.get(5),
                 catalog: r.get(6),
+                kv_bytes: r.get::<_, i64>(7).max(0) as u64,
             })
             .collect())
     }
