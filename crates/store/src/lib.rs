@@ -146,6 +146,21 @@ pub struct GuardrailUnits {
     pub content: u64,
 }
 
+impl GuardrailUnits {
+    /// The units in the order of every store's columns (word, sensitive information,
+    /// contextual grounding, topic, content), as the databases' signed integers.
+    pub(crate) fn columns(&self) -> [i64; 5] {
+        [
+            self.word,
+            self.sensitive_information,
+            self.contextual_grounding,
+            self.topic,
+            self.content,
+        ]
+        .map(|v| v.min(i64::MAX as u64) as i64)
+    }
+}
+
 impl std::ops::AddAssign for GuardrailUnits {
     fn add_assign(&mut self, other: Self) {
         self.word += other.word;

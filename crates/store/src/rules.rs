@@ -1,7 +1,10 @@
 //! What every store accepts and how it names what it creates: the same for each backend,
 //! so that moving from SQLite to PostgreSQL changes nothing a client can see.
 
-use crate::{now, random_token, StoreError, Tenant};
+use crate::{
+    now, random_token, AccessKeyInfo, ApiKeyInfo, CreatedAccessKey, CreatedApiKey, StoreError,
+    Tenant,
+};
 
 /// Tenant names are 1-64 letters, digits, `-` or `_` (they appear in URLs and metrics).
 pub(crate) fn tenant_name(name: &str) -> Result<&str, StoreError> {
@@ -56,20 +59,37 @@ pub(crate) fn new_tenant(name: &str, weight: u32) -> Result<Tenant, StoreError> 
     })
 }
 
-/// A new API key: (its id, the key itself).
-pub(crate) fn new_api_key() -> Result<(String, String), StoreError> {
-    Ok((
-        format!("key_{}", random_token(12)?),
-        format!("bsk-{}", random_token(40)?),
-    ))
+/// A new API key of a tenant, its name checked: the only time the key itself exists
+/// outside its hash.
+pub(crate) fn new_api_key(
+    tenant_id: &str,
+    name: &str,
+    expires_at: Option<i64>,
+) -> Result<CreatedApiKey, StoreError> {
+    Ok(CreatedApiKey {
+        info: ApiKeyInfo {
+            id: format!("key_{}", random_token(12)?),
+            tenant_id: tenant_id.to_string(),
+            name: key_name(name)?.to_string(),
+            created_at: now(),
+            expires_at,
+            revoked_at: None,
+        },
+        key: format!("bsk-{}", random_token(40)?),
+    })
 }
 
-/// A new SigV4 key pair: (access key id, secret).
-pub(crate) fn new_access_key() -> Result<(String, String), StoreError> {
-    Ok((
-        format!("BSAK{}", random_token(16)?.to_ascii_uppercase()),
-        random_token(40)?,
-    ))
+/// A new SigV4 key pair of a tenant.
+pub(crate) fn new_access_key(tenant_id: &str) -> Result<CreatedAccessKey, StoreError> {
+    Ok(CreatedAccessKey {
+        info: AccessKeyInfo {
+            access_key_id: format!("BSAK{}", random_token(16)?.to_ascii_uppercase()),
+            tenant_id: tenant_id.to_string(),
+            created_at: now(),
+            revoked_at: None,
+        },
+        secret_access_key: random_token(40)?,
+    })
 }
 
 pub(crate) fn new_guardrail_id() -> Result<String, StoreError> {

@@ -199,17 +199,9 @@ impl PostgresStore {
         name: &str,
         expires_at: Option<i64>,
     ) -> Result<CreatedApiKey, StoreError> {
-        let name = rules::key_name(name)?;
+        let created = rules::new_api_key(tenant_id, name, expires_at)?;
         self.require_tenant(tenant_id).await?;
-        let (id, key) = rules::new_api_key()?;
-        let info = ApiKeyInfo {
-            id,
-            tenant_id: tenant_id.to_string(),
-            name: name.to_string(),
-            created_at: now(),
-            expires_at,
-            revoked_at: None,
-        };
+        let info = &created.info;
         self.client()
             .await?
             .execute(
@@ -219,14 +211,14 @@ impl PostgresStore {
                     &info.id,
                     &info.tenant_id,
                     &info.name,
-                    &sha256(key.as_bytes()).as_slice(),
+                    &sha256(created.key.as_bytes()).as_slice(),
                     &info.created_at,
                     &info.expires_at,
                 ],
             )
             .await
             .map_err(backend)?;
-        Ok(CreatedApiKey { info, key })
+        Ok(created)
     }
 
     pub(super) async fn api_key_rows(
@@ -295,13 +287,8 @@ impl PostgresStore {
         tenant_id: &str,
     ) -> Result<CreatedAccessKey, StoreError> {
         self.require_tenant(tenant_id).await?;
-        let (id, secret) = rules::new_access_key()?;
-        let info = AccessKeyInfo {
-            access_key_id: id,
-            tenant_id: tenant_id.to_string(),
-            created_at: now(),
-            revoked_at: None,
-        };
+        let created = rules::new_access_key(tenant_id)?;
+        let info = &created.info;
         self.client()
             .await?
             .execute(
@@ -310,16 +297,13 @@ impl PostgresStore {
                 &[
                     &info.access_key_id,
                     &info.tenant_id,
-                    &self.secrets.seal(secret.as_bytes())?,
+                    &self.secrets.seal(created.secret_access_key.as_bytes())?,
                     &info.created_at,
                 ],
             )
             .await
             .map_err(backend)?;
-        Ok(CreatedAccessKey {
-            info,
-            secret_access_key: secret,
-        })
+        Ok(created)
     }
 
     pub(super) async fn access_key_rows(

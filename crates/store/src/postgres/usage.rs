@@ -225,7 +225,7 @@ async fn insert(
     replica_id: &str,
     u: &UsageRecord,
 ) -> Result<i64, StoreError> {
-    let g = &u.guardrail_units;
+    let [word, sensitive, grounding, topic, content] = u.guardrail_units.columns();
     let row = client
         .query_one(
             &format!(
@@ -250,11 +250,11 @@ async fn insert(
                 &u.status,
                 &u.cost_usd,
                 &u.created_at,
-                &signed(g.word),
-                &signed(g.sensitive_information),
-                &signed(g.contextual_grounding),
-                &signed(g.topic),
-                &signed(g.content),
+                &word,
+                &sensitive,
+                &grounding,
+                &topic,
+                &content,
             ],
         )
         .await
@@ -290,7 +290,7 @@ async fn complete(client: &impl GenericClient, id: i64, u: &UsageRecord) -> Resu
 /// Adds a guardrail's units to its call's row (the first with its request id and tenant);
 /// the rows changed (none when the call has no row).
 async fn add_units(client: &impl GenericClient, u: &UsageRecord) -> Result<u64, StoreError> {
-    let g = &u.guardrail_units;
+    let [word, sensitive, grounding, topic, content] = u.guardrail_units.columns();
     client
         .execute(
             "UPDATE usage SET
@@ -305,11 +305,11 @@ async fn add_units(client: &impl GenericClient, u: &UsageRecord) -> Result<u64, 
             &[
                 &u.request_id,
                 &u.tenant_id,
-                &signed(g.word),
-                &signed(g.sensitive_information),
-                &signed(g.contextual_grounding),
-                &signed(g.topic),
-                &signed(g.content),
+                &word,
+                &sensitive,
+                &grounding,
+                &topic,
+                &content,
             ],
         )
         .await

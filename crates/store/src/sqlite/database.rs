@@ -295,17 +295,9 @@ impl Database {
         name: &str,
         expires_at: Option<i64>,
     ) -> Result<CreatedApiKey, StoreError> {
-        let name = rules::key_name(name)?;
+        let created = rules::new_api_key(tenant_id, name, expires_at)?;
         self.require_tenant(tenant_id)?;
-        let (id, key) = rules::new_api_key()?;
-        let info = ApiKeyInfo {
-            id,
-            tenant_id: tenant_id.to_string(),
-            name: name.to_string(),
-            created_at: now(),
-            expires_at,
-            revoked_at: None,
-        };
+        let info = &created.info;
         self.conn()
             .execute(
                 "INSERT INTO api_keys (id, tenant_id, name, key_hash, created_at, expires_at)
@@ -314,13 +306,13 @@ impl Database {
                     info.id,
                     info.tenant_id,
                     info.name,
-                    sha256(key.as_bytes()).to_vec(),
+                    sha256(created.key.as_bytes()).to_vec(),
                     info.created_at,
                     info.expires_at
                 ],
             )
             .map_err(backend)?;
-        Ok(CreatedApiKey { info, key })
+        Ok(created)
     }
 
     pub(super) fn api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
@@ -391,13 +383,8 @@ impl Database {
         tenant_id: &str,
     ) -> Result<CreatedAccessKey, StoreError> {
         self.require_tenant(tenant_id)?;
-        let (id, secret) = rules::new_access_key()?;
-        let info = AccessKeyInfo {
-            access_key_id: id,
-            tenant_id: tenant_id.to_string(),
-            created_at: now(),
-            revoked_at: None,
-        };
+        let created = rules::new_access_key(tenant_id)?;
+        let info = &created.info;
         self.conn()
             .execute(
                 "INSERT INTO access_keys (id, tenant_id, sealed_secret, created_at)
@@ -405,15 +392,12 @@ impl Database {
                 params![
                     info.access_key_id,
                     info.tenant_id,
-                    self.secrets.seal(secret.as_bytes())?,
+                    self.secrets.seal(created.secret_access_key.as_bytes())?,
                     info.created_at
                 ],
             )
             .map_err(backend)?;
-        Ok(CreatedAccessKey {
-            info,
-            secret_access_key: secret,
-        })
+        Ok(created)
     }
 
     pub(super) fn access_keys(&self, tenant_id: &str) -> Result<Vec<AccessKeyInfo>, StoreError> {

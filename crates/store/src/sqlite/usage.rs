@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection};
 
 use super::backend;
-use crate::{GuardrailUnits, StoreError, UsageQuery, UsageRecord};
+use crate::{StoreError, UsageQuery, UsageRecord};
 
 /// A usage write for the group commit.
 pub(super) enum UsageWrite {
@@ -45,23 +45,10 @@ fn fail_batch(batch: Vec<QueuedUsage>, e: &rusqlite::Error) {
     }
 }
 
-/// The guardrail unit columns' values, in their column order (word, sensitive information,
-/// contextual grounding, topic, content), as every usage write binds them.
-fn unit_columns(u: &GuardrailUnits) -> [i64; 5] {
-    [
-        u.word,
-        u.sensitive_information,
-        u.contextual_grounding,
-        u.topic,
-        u.content,
-    ]
-    .map(|v| v as i64)
-}
-
 fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError> {
     match write {
         UsageWrite::AddGuardrailUnits(u) => {
-            let [word, sensitive, grounding, topic, content] = unit_columns(&u.guardrail_units);
+            let [word, sensitive, grounding, topic, content] = u.guardrail_units.columns();
             let changed = conn
                 .execute(
                     "UPDATE usage SET
@@ -91,7 +78,7 @@ fn apply_usage(conn: &Connection, write: &UsageWrite) -> Result<i64, StoreError>
             Ok(0)
         }
         UsageWrite::Insert(u) => {
-            let [word, sensitive, grounding, topic, content] = unit_columns(&u.guardrail_units);
+            let [word, sensitive, grounding, topic, content] = u.guardrail_units.columns();
             conn.execute(
                 "INSERT INTO usage (request_id, tenant_id, key_id, model_id, surface, operation,
                     input_tokens, cached_input_tokens, output_tokens, latency_ms, ttft_ms, status,
