@@ -12,7 +12,7 @@ PORT ?= 8080
 
 export CARGO_TARGET_DIR
 
-.PHONY: run test test-baseline models venv js lint
+.PHONY: run test test-baseline models venv js browser lint
 
 ## Fetch the default models if missing, build, and serve them on $(HOST):$(PORT).
 run: models
@@ -21,11 +21,11 @@ run: models
 
 ## The whole test suite: Rust unit, fidelity and HTTP tests, then the SDK interoperability suite,
 ## each with a throwaway PostgreSQL and Redis for the scale-out tests (scripts/with-services).
-test: models venv js
+test: models venv js browser
 	$(CARGO) build -p basalt
 	BASALT_REQUIRE_SERVICES=1 scripts/with-services $(CARGO) test --workspace
 	$(MAKE) test-baseline
-	BASALT_REQUIRE_SERVICES=1 BASALT_BIN=$(CARGO_TARGET_DIR)/debug/basalt \
+	BASALT_REQUIRE_SERVICES=1 BASALT_REQUIRE_BROWSER=1 BASALT_BIN=$(CARGO_TARGET_DIR)/debug/basalt \
 		scripts/with-services $(VENV)/bin/python -m pytest -q tests/interop
 	BASALT_REQUIRE_SERVICES=1 BASALT_TOPOLOGY=replicas BASALT_BIN=$(CARGO_TARGET_DIR)/debug/basalt \
 		scripts/with-services $(VENV)/bin/python -m pytest -q $(REPLICATED_SUITES)
@@ -50,6 +50,19 @@ test-baseline:
 
 models:
 	$(PYTHON) scripts/fetch-models --quiet
+
+## Debian's Chromium, for the console's browser tests (Playwright drives it; installed
+## with apt when missing and running as root, as CI does).
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's chromium for the browser tests" >&2; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -qq chromium >/dev/null \
+				|| { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+		else \
+			echo "the console's browser tests need Chromium: apt-get install chromium" >&2; exit 1; \
+		fi; }
 
 venv: $(VENV)/.installed
 

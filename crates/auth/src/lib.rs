@@ -15,8 +15,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod session;
 pub mod sigv4;
 
+pub use session::{Session, SessionKey, SessionUser};
 pub use sigv4::constant_time_eq;
 
 use std::collections::HashMap;
@@ -39,6 +41,16 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The operator signed in to the web console with the admin token: like the operator's
+    /// configured keys, no tenant's grants or quotas apply.
+    pub fn operator_console() -> Self {
+        Self {
+            tenant: "operator".into(),
+            key_id: "console".into(),
+            managed: false,
+        }
+    }
+
     /// The caller in local single-user mode, where no keys are configured.
     pub fn local() -> Self {
         Self {
@@ -67,6 +79,12 @@ pub enum AuthError {
     /// well be valid, so this is not an authentication failure.
     #[error("Credentials cannot be checked right now ({0}). Try again.")]
     Unavailable(String),
+    /// A console session cookie that is not ours, or has expired.
+    #[error("The console session has expired or is not valid: sign in again")]
+    SessionExpired,
+    /// A console session's request without its CSRF token (`x-basalt-csrf`).
+    #[error("A console session's request must carry its CSRF token")]
+    MissingCsrf,
 }
 
 impl AuthError {
@@ -78,6 +96,8 @@ impl AuthError {
             AuthError::Malformed(_) => "IncompleteSignatureException",
             AuthError::BadSignature(_) | AuthError::Expired(_) => "InvalidSignatureException",
             AuthError::Unavailable(_) => "ServiceUnavailableException",
+            AuthError::SessionExpired => "ExpiredTokenException",
+            AuthError::MissingCsrf => "AccessDeniedException",
         }
     }
 }
@@ -87,6 +107,7 @@ impl From<AuthError> for BasaltError {
         let kind = match e {
             AuthError::BadSignature(_) | AuthError::Expired(_) => ErrorKind::InvalidSignature,
             AuthError::Unavailable(_) => ErrorKind::Unavailable,
+            AuthError::MissingCsrf => ErrorKind::PermissionDenied,
             _ => ErrorKind::Unauthenticated,
         };
         let error = BasaltError::new(kind, e.to_string());
@@ -226,6 +247,8 @@ pub struct Authenticator {
     pub max_clock_skew_secs: i64,
     /// The SigV4 signing name clients must use.
     pub service: &'static str,
+    /// Signs the web console's session cookies; `None` accepts no session.
+    sessions: Option<SessionKey>,
 }
 
 impl Authenticator {
@@ -242,7 +265,19 @@ impl Authenticator {
             open: Arc::new(AtomicBool::new(open)),
             max_clock_skew_secs: 15 * 60,
             service: "bedrock",
+            sessions: None,
         }
+    }
+
+    /// Also accepts the web console's sessions, signed with `key`.
+    pub fn with_sessions(mut self, key: SessionKey) -> Self {
+        self.sessions = Some(key);
+        self
+    }
+
+    /// The key console sessions are signed with, if the server has a console.
+    pub fn sessions(&self) -> Option<&SessionKey> {
+        self.sessions.as_ref()
     }
 
     /// Leaves local mode: from now on every request must authenticate (the first tenant
@@ -290,7 +325,61 @@ impl Authenticator {
         if let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
             return self.api_key(key.trim()).await;
         }
+        if let Some(cookie) = self.session_cookie(headers) {
+            return self.session(cookie, headers, now_unix).await;
+        }
         Err(AuthError::Missing)
+    }
+
+    fn session_cookie<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        self.sessions.as_ref()?;
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(session::session_cookie)
+    }
+
+    /// A console page calling the APIs as whoever signed in: the session must be valid and
+    /// the request must carry its CSRF token (a cookie alone is what a forged cross-site
+    /// request would have). A tenant's key is checked again, so revoking it ends the session.
+    pub async fn session(
+        &self,
+        cookie: &str,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Result<Principal, AuthError> {
+        let key = self.sessions.as_ref().ok_or(AuthError::SessionExpired)?;
+        let session = key.open(cookie, now).ok_or(AuthError::SessionExpired)?;
+        let token = headers
+            .get(session::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !key.csrf_matches(&session, token) {
+            return Err(AuthError::MissingCsrf);
+        }
+        self.principal_of(&session).await
+    }
+
+    /// Who a console session acts as now (a revoked key: no one).
+    pub async fn principal_of(&self, session: &Session) -> Result<Principal, AuthError> {
+        match &session.user {
+            SessionUser::Operator => Ok(Principal::operator_console()),
+            SessionUser::Tenant { key_sha256 } => self
+                .keys
+                .api_key(key_sha256)
+                .await
+                .map_err(|e| AuthError::Unavailable(e.0))?
+                .ok_or(AuthError::UnknownApiKey),
+            // A local session outlives local mode only until the first tenant exists.
+            SessionUser::Local if self.is_open() => Ok(Principal::local()),
+            SessionUser::Local => Err(AuthError::SessionExpired),
+        }
+    }
+
+    /// Who an API key belongs to (the console's sign-in).
+    pub async fn principal_for_key(&self, key: &str) -> Result<Principal, AuthError> {
+        self.api_key(key).await
     }
 
     async fn api_key(&self, key: &str) -> Result<Principal, AuthError> {

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use basalt_auth::{Authenticator, ChainedKeys, KeyStore, StaticKeys};
+use basalt_auth::{Authenticator, ChainedKeys, KeyStore, SessionKey, StaticKeys};
 use basalt_catalog::Catalog;
+use basalt_console::ConsoleConfig;
 use basalt_guardrails::ContentClassifier;
 use basalt_server::invocation_log::InvocationLog;
 use basalt_server::limits::database::DatabaseLedger;
@@ -206,6 +207,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         .unwrap_or_else(|| format!("{}-{}", host_name(), args.port));
     let opened = runtime.block_on(args.database.open(Some(&replica_id)))?;
     let database = opened.store;
+    let server_key = opened.server_key;
     // Keys, tenants, grants and quotas are read on every request: from memory, for up to
     // --store-cache-ms. What this process changes is seen at once; what another changes is
     // seen when the database announces it (PostgreSQL), or when the entries expire (the CLI
@@ -297,8 +299,11 @@ pub fn run(args: ServeArgs) -> CliResult {
         Arc::new(operator_keys),
         Arc::new(StoreKeys(Arc::clone(&store))),
     ]);
-    let auth = Authenticator::with_mode(Arc::new(keys), no_keys_anywhere);
     let admin_hash = runtime.block_on(admin_token(store.as_ref(), args.admin_token.as_deref()))?;
+    // Console sessions are signed with a key every replica derives alike, and a new admin
+    // token ends them all.
+    let auth = Authenticator::with_mode(Arc::new(keys), no_keys_anywhere)
+        .with_sessions(SessionKey::derive(&server_key, &admin_hash));
     let prices = match &args.prices {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -384,6 +389,8 @@ pub fn run(args: ServeArgs) -> CliResult {
         .advertise_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{}:{}", advertised_host(&args.host), args.port));
+    // Behind a TLS-terminating proxy the advertised address says so.
+    let secure_cookies = tls.is_some() || advertised.starts_with("https://");
     if shared_database && !advertised.starts_with("http://") {
         tracing::warn!(
             "this replica advertises {advertised}: replicas forward to each other over plain \
@@ -401,7 +408,12 @@ pub fn run(args: ServeArgs) -> CliResult {
     // Batch and ingestion jobs the last server left unfinished carry on where they stopped.
     runtime.spawn(basalt_server::batch::resume(Arc::clone(&state)));
     runtime.spawn(basalt_server::resume_ingestion(Arc::clone(&state)));
-    let app = router(state, server_config);
+    let console = ConsoleConfig {
+        secure_cookies,
+        ..ConsoleConfig::default()
+    };
+    let app =
+        router(Arc::clone(&state), server_config).merge(basalt_console::routes(state, console));
     let grace = Duration::from_secs(args.shutdown_grace_secs);
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)

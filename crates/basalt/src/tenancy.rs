@@ -80,6 +80,7 @@ impl DatabaseArgs {
             return Ok(OpenDatabase {
                 store: Arc::clone(&store) as Arc<dyn Store>,
                 quota_counter: Some(store),
+                server_key: key,
             });
         }
         std::fs::create_dir_all(&dir)
@@ -97,6 +98,7 @@ impl DatabaseArgs {
         Ok(OpenDatabase {
             store: Arc::new(store),
             quota_counter: None,
+            server_key: key,
         })
     }
 }
@@ -106,6 +108,8 @@ pub struct OpenDatabase {
     pub store: Arc<dyn Store>,
     /// Quotas counted in the database itself, exactly across replicas (PostgreSQL).
     pub quota_counter: Option<Arc<dyn QuotaCounter>>,
+    /// The key replicas share (sealing SigV4 secrets; console sessions derive theirs).
+    pub server_key: [u8; 32],
 }
 
 fn parse_hex_key(hex: &str) -> Result<[u8; 32], String> {

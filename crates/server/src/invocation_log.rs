@@ -142,6 +142,15 @@ pub struct Entry {
     pub output_tokens: u64,
 }
 
+/// Tenant ids are ours (`tnt_` + base62), never a path from a client; still, nothing that
+/// could leave the log directory is used as one.
+fn valid_tenant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 pub(crate) fn iso8601(unix: i64) -> String {
     // YYYYMMDDTHHMMSSZ -> YYYY-MM-DDTHH:MM:SSZ
     let c = basalt_auth::sigv4::format_amz_date(unix);
@@ -203,14 +212,7 @@ impl InvocationLog {
     pub fn write(&self, entry: &Entry) -> std::io::Result<PathBuf> {
         let line = format!("{}\n", Self::record(entry));
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        // Tenant ids are ours (`tnt_` + base62), never a path from a client; still, refuse
-        // anything that could leave the log directory.
-        if entry.tenant.is_empty()
-            || !entry
-                .tenant
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
+        if !valid_tenant_id(&entry.tenant) {
             return Err(std::io::Error::other("bad tenant id for a log path"));
         }
         let dir = self.dir.join(&entry.tenant);
@@ -224,6 +226,45 @@ impl InvocationLog {
         f.write_all(line.as_bytes())?;
         f.flush()?;
         Ok(path)
+    }
+
+    /// The tenant's latest `limit` entries, newest first (the console's log browser).
+    /// Blocking: call it off the async runtime.
+    pub fn recent(&self, tenant: &str, limit: usize) -> std::io::Result<Vec<Value>> {
+        if !valid_tenant_id(tenant) {
+            return Ok(Vec::new());
+        }
+        let dir = self.dir.join(tenant);
+        let mut files: Vec<((String, u32), PathBuf)> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_str()?.strip_suffix(".jsonl")?.to_string();
+                    let order = match name.split_once('.') {
+                        Some((day, n)) => (day.to_string(), n.parse().ok()?),
+                        None => (name, 0),
+                    };
+                    Some((order, e.path()))
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        files.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut entries = Vec::new();
+        for (_, path) in files {
+            let text = std::fs::read_to_string(&path)?;
+            // A line cut short by a crash mid-write is skipped, not fatal.
+            let lines = text
+                .lines()
+                .rev()
+                .filter_map(|l| serde_json::from_str(l).ok());
+            entries.extend(lines.take(limit - entries.len()));
+            if entries.len() >= limit {
+                break;
+            }
+        }
+        Ok(entries)
     }
 
     /// `<day>.jsonl`, or `<day>.<n>.jsonl` for the first `n` whose file has room.
@@ -263,6 +304,36 @@ mod tests {
             output: output.clone(),
             output_tokens: 2,
         }
+    }
+
+    #[test]
+    fn the_latest_entries_come_back_newest_first_across_files() {
+        let dir = std::env::temp_dir().join(format!("basalt-ilog-recent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Files this small rotate every few lines, so the entries span several.
+        let log = InvocationLog::new(&dir, 4096);
+        let day = 86_400 * 20_000;
+        for i in 0..12 {
+            let mut e = entry(&json!({"n": i}), day + i * 3600);
+            e.request_id = format!("req_{i}");
+            log.write(&e).unwrap();
+        }
+        let mut tomorrow = entry(&json!({}), day + 86_400);
+        tomorrow.request_id = "req_tomorrow".into();
+        log.write(&tomorrow).unwrap();
+        let files = std::fs::read_dir(dir.join("tnt_abc")).unwrap().count();
+        assert!(files > 2, "{files} files");
+        let ids: Vec<String> = log
+            .recent("tnt_abc", 4)
+            .unwrap()
+            .iter()
+            .map(|v| v["requestId"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["req_tomorrow", "req_11", "req_10", "req_9"]);
+        assert_eq!(log.recent("tnt_abc", 100).unwrap().len(), 13);
+        assert!(log.recent("tnt_nobody", 5).unwrap().is_empty());
+        assert!(log.recent("../tnt_abc", 5).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl AppState {
     }
 
     /// Which of `ids` the principal may see and use (its grants, from the store's cache).
-    pub(crate) async fn usable(&self, principal: &Principal, ids: Vec<String>) -> Vec<String> {
+    pub async fn usable(&self, principal: &Principal, ids: Vec<String>) -> Vec<String> {
         let Some(platform) = &self.platform else {
             return ids;
         };
