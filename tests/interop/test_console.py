@@ -11,6 +11,7 @@ Screenshots of each page are written to $BASALT_ARTIFACTS/console (default
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -89,6 +90,51 @@ def sign_in(tab: Tab, credential: str, operator: bool = False) -> None:
     tab.page.fill("#credential", credential)
     tab.page.click("button[type=submit]")
     tab.page.wait_for_url("**/console")
+
+
+def knowledge_base(server: Server, key: str, tenant_id: str) -> str:
+    """A knowledge base over MiniLM with one document, ingested; its id."""
+    import httpx
+
+    api = httpx.Client(base_url=server.base_url, headers={"authorization": f"Bearer {key}"}, timeout=120)
+    docs = pathlib.Path(server.data_dir) / "buckets" / tenant_id / "console-kb"
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "tea.txt").write_text("Green tea is brewed at about 80 degrees Celsius for two to "
+                                  "three minutes. Black tea takes boiling water.")
+    kb = api.put("/knowledgebases/", json={
+        "name": "handbook", "roleArn": "arn:aws:iam::123456789012:role/kb",
+        "knowledgeBaseConfiguration": {"type": "VECTOR", "vectorKnowledgeBaseConfiguration": {
+            "embeddingModelArn": f"arn:aws:bedrock:us-east-1::foundation-model/{MINILM}"}}})
+    assert kb.status_code in (200, 202), kb.text
+    kb_id = kb.json()["knowledgeBase"]["knowledgeBaseId"]
+    ds = api.put(f"/knowledgebases/{kb_id}/datasources/", json={
+        "name": "docs", "dataSourceConfiguration": {
+            "type": "S3", "s3Configuration": {"bucketArn": "arn:aws:s3:::console-kb"}}})
+    assert ds.status_code in (200, 202), ds.text
+    ds_id = ds.json()["dataSource"]["dataSourceId"]
+    jobs = f"/knowledgebases/{kb_id}/datasources/{ds_id}/ingestionjobs/"
+    job = api.put(jobs, json={}).json()["ingestionJob"]
+    deadline = time.time() + 120
+    while job["status"] not in ("COMPLETE", "FAILED", "STOPPED"):
+        assert time.time() < deadline, job
+        time.sleep(0.2)
+        job = api.get(jobs + job["ingestionJobId"]).json()["ingestionJob"]
+    assert job["status"] == "COMPLETE", job
+    return kb_id
+
+
+def start_batch(server: Server, key: str) -> str:
+    """An OpenAI batch of two chat completions, started; its id."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.base_url + "/v1", api_key=key, max_retries=0)
+    lines = [json.dumps({"custom_id": f"q{i}", "method": "POST", "url": "/v1/chat/completions",
+                         "body": {"model": SMOL, "max_tokens": 8,
+                                  "messages": [{"role": "user", "content": q}]}})
+             for i, q in enumerate(["Say hello.", "Name a colour."])]
+    f = client.files.create(file=("batch.jsonl", "\n".join(lines).encode()), purpose="batch")
+    return client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                 completion_window="24h").id
 
 
 def send_chat(tab: Tab, text: str) -> None:
@@ -171,6 +217,33 @@ def test_the_console_from_first_visit_to_revoked_key(console_server, chromium):
     assert "client.converse(" in chat.locator("#code-text").inner_text()
     tenant.shot("05-chat-code")
 
+    # Two models side by side (the same one twice here: one chat model is served), in
+    # JSON-schema mode: both answers parse and match the schema's shape.
+    chat.click("#clear")
+    chat.select_option("#model2", SMOL)
+    chat.select_option("#mode", "json")
+    chat.fill("#max_tokens", "64")
+    send_chat(tenant, "Answer in JSON: what colour is the sky?")
+    for panel in ("#panel-1", "#panel-2"):
+        expect(chat.locator(f"{panel} .stats")).to_contain_text("tokens/s", timeout=120_000)
+        text = chat.locator(f"{panel} .msg.assistant .answer").inner_text()
+        assert isinstance(json.loads(text)["answer"], str), text
+    tenant.shot("05-chat-compare-json")
+
+    # Stop: a long answer cut short keeps what arrived.
+    chat.click("#clear")
+    chat.select_option("#model2", "")
+    chat.select_option("#mode", "text")
+    chat.fill("#max_tokens", "2000")
+    chat.fill("#temperature", "1")
+    send_chat(tenant, "Write a very long story about a lighthouse keeper.")
+    expect(chat.locator("#panel-1 .stats")).to_contain_text("streaming", timeout=120_000)
+    expect(chat.locator("#panel-1 .msg.assistant .answer")).not_to_be_empty()
+    chat.click("#stop")
+    expect(chat.locator("#panel-1 .stats")).to_have_text("stopped")
+    assert chat.locator("#panel-1 .msg.assistant .answer").inner_text().strip()
+    expect(chat.locator("#send")).to_be_enabled()
+
     # Model output is never HTML: the renderer turns a hostile answer into text.
     rendered = chat.evaluate("""() => {
         window.__xss = 0;
@@ -222,8 +295,31 @@ def test_the_console_from_first_visit_to_revoked_key(console_server, chromium):
     expect(usage.locator("#g-action")).to_have_text("GUARDRAIL_INTERVENED")
     tenant.shot("09-guardrails")
 
+    # A knowledge base (made through the Bedrock agent API), queried from its page: the
+    # passages alone, then an answer from SmolLM2 with them.
+    tenant_id = tenant_url.rsplit("/", 1)[1]
+    kb_id = knowledge_base(console_server, key, tenant_id)
+    usage.goto("/console/knowledge-bases")
+    expect(usage.locator("#kb-list tbody")).to_contain_text(kb_id)
+    usage.select_option("#kb-id", kb_id)
+    usage.fill("#kb-text", "How hot should the water be for green tea?")
+    usage.click("#kb-query button[type=submit]")
+    expect(usage.locator("#kb-results li").first).to_contain_text("80 degrees")
+    usage.select_option("#kb-model", SMOL)
+    usage.click("#kb-query button[type=submit]")
+    expect(usage.locator("#kb-answer")).to_be_visible(timeout=120_000)
+    assert usage.locator("#kb-answer-text").inner_text().strip()
+    tenant.shot("12-knowledge-bases")
+
+    # A batch job, followed on the jobs page until it completes.
+    batch_id = start_batch(console_server, key)
+    usage.goto("/console/jobs")
+    row = usage.locator("#openai-batches tbody tr", has_text=batch_id)
+    expect(row).to_contain_text("completed", timeout=180_000)
+    expect(row).to_contain_text("2 / 2")
+    tenant.shot("13-jobs")
+
     for path, name in [("/console/models", "10-models"), ("/console/text", "11-text"),
-                       ("/console/knowledge-bases", "12-knowledge-bases"), ("/console/jobs", "13-jobs"),
                        ("/console/logs", "14-logs")]:
         usage.goto(path)
         usage.wait_for_load_state("networkidle")

@@ -105,8 +105,9 @@
           if (call.function?.name) slot.name += call.function.name;
           if (call.function?.arguments) slot.arguments += call.function.arguments;
         }
+        if (firstToken === null) return;
         paint();
-        stats.textContent = `TTFT ${Math.round(firstToken ?? 0)} ms · streaming…`;
+        stats.textContent = `TTFT ${Math.round(firstToken)} ms · streaming…`;
       });
       history.push({ role: "assistant", content });
       const seconds = (performance.now() - started) / 1000;
@@ -147,6 +148,7 @@
     await Promise.allSettled(runs);
     $("send").disabled = false;
     $("stop").disabled = true;
+    refreshCode();
   });
 
   // "View code": the current request as a developer would write it.
@@ -190,6 +192,13 @@
   const showCode = () => {
     try { $("code-text").textContent = snippets()[language]; } catch (e) { $("code-text").textContent = e.message; }
   };
+  // The code shown follows the form and the conversation.
+  function refreshCode() {
+    if (!$("code").classList.contains("hidden")) showCode();
+  }
+  form.addEventListener("input", refreshCode);
+  form.addEventListener("change", refreshCode);
+  $("clear").addEventListener("click", refreshCode);
   $("view-code").addEventListener("click", () => {
     $("code").classList.toggle("hidden");
     showCode();

@@ -50,6 +50,9 @@
     await load();
   }
 
+  // Where a passage came from: its S3 URI, else the location as Bedrock gave it.
+  const where = (location) => location?.s3Location?.uri ?? location?.customDocumentLocation?.id ?? JSON.stringify(location ?? {});
+
   async function knowledgeBases() {
     const table = $("kb-list");
     const { knowledgeBaseSummaries: list } = await json("/knowledgebases/", { body: { maxResults: 100 } });
@@ -92,7 +95,7 @@
         }
         $("kb-results").replaceChildren(...results.map((r) => el("li", {},
           el("p", { text: r.content?.text ?? "" }),
-          el("p", { class: "hint", text: `${r.score !== undefined ? `score ${r.score.toFixed(3)} · ` : ""}${JSON.stringify(r.location ?? {})}` }))));
+          el("p", { class: "hint", text: `${r.score !== undefined ? `score ${r.score.toFixed(3)} · ` : ""}${where(r.location)}` }))));
       } catch (e) { showError(e); }
     });
   }
