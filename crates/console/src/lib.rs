@@ -93,5 +93,6 @@ pub fn routes(app: Arc<AppState>, config: ConsoleConfig) -> Router {
         .route("/console/assets/{file}", get(assets::serve))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
         .layer(axum::middleware::from_fn(page::security_headers))
+        .layer(axum::middleware::from_fn(session::host_from_authority))
         .with_state(console)
 }

@@ -138,6 +138,24 @@ impl FromRequestParts<Arc<Console>> for Viewer {
     }
 }
 
+/// HTTP/2 carries the host in the URI's authority (`:authority`), not a `Host` header;
+/// [`same_origin`] compares `Origin` with `Host`, so the authority is copied there first.
+pub(crate) async fn host_from_authority(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !request.headers().contains_key(header::HOST) {
+        let authority = request
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        if let Some(value) = authority {
+            request.headers_mut().insert(header::HOST, value);
+        }
+    }
+    next.run(request).await
+}
+
 /// Refuses a request a browser says came from another site. Browsers send `Origin` on
 /// every POST and `Sec-Fetch-Site` on every request; clients that send neither are not
 /// browsers, and a cross-site forgery needs a browser.

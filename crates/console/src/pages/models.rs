@@ -25,6 +25,8 @@ struct CatalogRow {
     context_length: u32,
     format: String,
     file: String,
+    /// What a GGUF file's weight matrices are stored as (its quantisation), by share.
+    weights: Option<String>,
     license: Option<String>,
     license_text: Option<String>,
     /// Served by this replica (else by another, which requests are forwarded to).
@@ -55,6 +57,12 @@ pub(crate) async fn show(
             (Some(entry), Some(file)) => read_license(entry.dir.join(file)).await,
             _ => None,
         };
+        let weights = match &entry {
+            Some(e) if manifest.format == basalt_catalog::Format::Gguf => {
+                weight_types_of(e.weights_path()).await
+            }
+            _ => None,
+        };
         let names = |ms: &[basalt_catalog::Modality]| {
             ms.iter()
                 .map(|m| format!("{m:?}").to_lowercase())
@@ -70,6 +78,7 @@ pub(crate) async fn show(
             context_length: manifest.context_length,
             format: format!("{:?}", manifest.format).to_lowercase(),
             file: manifest.file.clone(),
+            weights,
             license: manifest.license.clone(),
             license_text,
             here: entry.is_some(),
@@ -83,6 +92,36 @@ pub(crate) async fn show(
     )
 }
 
+/// The weight types of a GGUF file, read from its header off the runtime.
+async fn weight_types_of(path: std::path::PathBuf) -> Option<String> {
+    tokio::task::spawn_blocking(move || {
+        let file = basalt_gguf::GgufFile::open(&path).ok()?;
+        Some(weight_types(file.header()))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The types of a file's matrices by their share of its bytes, largest first:
+/// `Q4_K 71% · Q6_K 18% · Q8_0 11%` (norms and other vectors are not weights of note).
+fn weight_types(header: &basalt_gguf::Header) -> String {
+    let mut bytes: Vec<(&'static str, usize)> = Vec::new();
+    for t in header.tensors.iter().filter(|t| t.dims.len() >= 2) {
+        match bytes.iter_mut().find(|(name, _)| *name == t.ty.name()) {
+            Some((_, n)) => *n += t.size_bytes,
+            None => bytes.push((t.ty.name(), t.size_bytes)),
+        }
+    }
+    let total: usize = bytes.iter().map(|(_, n)| n).sum::<usize>().max(1);
+    bytes.sort_by_key(|b| std::cmp::Reverse(b.1));
+    bytes
+        .iter()
+        .map(|(name, n)| format!("{name} {}%", (n * 100 + total / 2) / total))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 /// A licence file's text (its first [`LICENSE_LIMIT`] bytes), read off the runtime.
 async fn read_license(path: std::path::PathBuf) -> Option<String> {
     tokio::task::spawn_blocking(move || {
@@ -93,4 +132,36 @@ async fn read_license(path: std::path::PathBuf) -> Option<String> {
     .await
     .ok()
     .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basalt_gguf::{Header, TensorInfo, TensorType};
+
+    fn tensor(dims: Vec<usize>, ty: TensorType, size_bytes: usize) -> TensorInfo {
+        TensorInfo {
+            name: "t".into(),
+            dims,
+            ty,
+            offset: 0,
+            size_bytes,
+        }
+    }
+
+    #[test]
+    fn weight_types_are_shares_of_the_matrices_bytes() {
+        let header = Header {
+            version: 3,
+            metadata: Default::default(),
+            tensors: vec![
+                tensor(vec![64, 64], TensorType::Q4K, 700),
+                tensor(vec![64, 64], TensorType::Q6K, 200),
+                tensor(vec![64, 64], TensorType::Q4K, 100),
+                tensor(vec![64], TensorType::F32, 5000),
+            ],
+            data_offset: 0,
+        };
+        assert_eq!(weight_types(&header), "Q4_K 80% · Q6_K 20%");
+    }
 }
