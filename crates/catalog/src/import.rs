@@ -25,6 +25,10 @@ pub struct ImportOptions {
     pub id: Option<String>,
     pub name: Option<String>,
     pub provider: Option<String>,
+    /// The licence's name (an SPDX id such as `apache-2.0`), over what the file says.
+    pub license: Option<String>,
+    /// A licence file to keep beside the weights (as `LICENSE`).
+    pub license_file: Option<PathBuf>,
 }
 
 fn invalid(path: &Path, message: impl Into<String>) -> CatalogError {
@@ -57,13 +61,21 @@ pub fn import(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Entry, CatalogError> {
     let meta = std::fs::metadata(source).map_err(io_err(source))?;
-    let (manifest, files) = if meta.is_dir() && source.join("model_index.json").is_file() {
+    let (mut manifest, mut files) = if meta.is_dir() && source.join("model_index.json").is_file() {
         inspect_diffusers_dir(source, &options)?
     } else if meta.is_dir() {
         inspect_safetensors_dir(source, &options)?
     } else {
         inspect_gguf(source, &options)?
     };
+    if let Some(license) = &options.license {
+        manifest.license = Some(license.clone());
+    }
+    if let Some(license_file) = &options.license_file {
+        files.retain(|(_, name)| name != "LICENSE");
+        files.push((license_file.clone(), "LICENSE".to_string()));
+        manifest.license_file = Some("LICENSE".into());
+    }
     validate_model_id(&manifest.id).map_err(|m| invalid(source, m))?;
     if catalog.get(&manifest.id).is_some() {
         return Err(CatalogError::AlreadyExists(manifest.id));

@@ -11,8 +11,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod hub;
 mod import;
 mod manifest;
+mod pull;
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +22,7 @@ use thiserror::Error;
 
 pub use import::{import, validate_safetensors, ImportOptions};
 pub use manifest::{Format, Manifest, Modality};
+pub use pull::{pull, PullOptions, Source};
 
 pub const MANIFEST_FILE: &str = "basalt.toml";
 
@@ -38,6 +41,9 @@ pub enum CatalogError {
     NotFound(String),
     #[error("model `{0}` is already in the catalog")]
     AlreadyExists(String),
+    /// A model hub refused, failed, or sent what it should not have (`models pull`).
+    #[error("{0}")]
+    Hub(String),
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CatalogError + '_ {
