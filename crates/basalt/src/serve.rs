@@ -260,6 +260,11 @@ pub fn run(args: ServeArgs) -> CliResult {
             .into());
         }
     }
+    // A model named with --model that cannot load is a reason not to start (serving the
+    // store's models, one that fails is skipped with its error in the log).
+    if let Some((id, why)) = failed.iter().find(|(f, _)| args.models.contains(f)) {
+        return Err(format!("model `{id}` cannot be served: {why}").into());
+    }
     let count = state.entries().count();
     if count == 0 {
         tracing::warn!(

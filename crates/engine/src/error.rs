@@ -11,4 +11,7 @@ pub enum EngineError {
     Model(String),
     #[error("cannot start the scheduler thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// The model's KV budget and buffers cannot fit in the memory available.
+    #[error("not enough memory for this model: {0}")]
+    OutOfMemory(String),
 }

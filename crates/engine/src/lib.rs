@@ -30,6 +30,7 @@ pub mod tools;
 mod config;
 mod error;
 mod loaded;
+pub mod memory;
 mod request;
 
 pub use config::EngineConfig;

@@ -10,6 +10,7 @@ use basalt_grammar::{GrammarCompiler, Word};
 use basalt_types::{BasaltError, ErrorKind, GenerateRequest, OutputConstraints, Prompt};
 
 use crate::kv::KvBudget;
+use crate::memory::{available_memory, KvPromise, MemoryPlan};
 use crate::template::ChatTemplate;
 use crate::tokenizer::{TokenKind, Tokenizer};
 use crate::{
@@ -19,8 +20,8 @@ use crate::{
 
 /// Opens a GGUF file for serving: read into huge pages ([`GgufFile::load_resident`]), which
 /// decodes faster, unless `map` asks for the page-cache mapping or the file is larger than
-/// the memory the system has available, where a private copy would only push the weights
-/// out to swap.
+/// the memory available, where a private copy would only push the weights out to swap.
+/// (`LoadedModel::load` decides with its whole [`MemoryPlan`], KV cache included.)
 pub fn open_weights(path: &Path, map: bool) -> Result<GgufFile, EngineError> {
     if map {
         return Ok(GgufFile::open(path)?);
@@ -40,26 +41,33 @@ pub fn open_weights(path: &Path, map: bool) -> Result<GgufFile, EngineError> {
     }
 }
 
-/// `MemAvailable` from `/proc/meminfo`, in bytes; `None` where the system does not say.
-fn available_memory() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
-}
-
 pub struct LoadedModel {
     shared: Arc<scheduler::Shared>,
     handle: scheduler::Handle,
     template: Option<ChatTemplate>,
     /// Built on the first constrained request: it indexes the whole vocabulary.
     grammar: OnceLock<Result<GrammarCompiler, String>>,
+    /// The KV memory this model may still claim, counted against later models' plans.
+    _kv_promise: KvPromise,
 }
 
 impl LoadedModel {
-    /// Opens a GGUF model (see [`open_weights`]), then starts its scheduler thread.
+    /// Opens a GGUF model, then starts its scheduler thread. First its [`MemoryPlan`]:
+    /// weights are copied into memory only where they fit beside the KV cache and buffers
+    /// (else mapped from the file), and a model whose KV cache and buffers cannot fit at
+    /// all is refused with the numbers before anything is allocated.
     pub fn load(path: &Path, config: EngineConfig) -> Result<Self, EngineError> {
-        let file = open_weights(path, config.map_weights)?;
+        let mapped = GgufFile::open(path)?;
+        let plan = MemoryPlan::for_model(path, mapped.header(), &config);
+        plan.check()?;
+        tracing::info!(model = %path.display(), "memory: {}", plan.describe());
+        let file = if plan.weights_resident {
+            drop(mapped);
+            GgufFile::load_resident(path)?
+        } else {
+            mapped
+        };
+        let kv_promise = KvPromise::new(config.kv_budget_bytes as u64);
         let (tokenizer, transformer, template) = Self::parts(&file)?;
         let budget = KvBudget::new(config.kv_budget_bytes);
         let shared = Arc::new(scheduler::Shared {
@@ -75,6 +83,7 @@ impl LoadedModel {
             handle,
             template,
             grammar: OnceLock::new(),
+            _kv_promise: kv_promise,
         })
     }
 

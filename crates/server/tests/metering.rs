@@ -59,18 +59,20 @@ async fn body_of(app: &axum::Router, uri: &str, body: serde_json::Value) -> Stri
 async fn failed_streams_are_billed_for_what_was_computed() {
     let (app, store) = small_server();
     let long = "Write a very long story about a lighthouse keeper.";
+    // Greedy, so no request can draw an early end of text and finish inside the budget
+    // (with sampling, one in a few runs did).
     let openai = body_of(
         &app,
         "/v1/chat/completions",
         json!({"model": SMOL, "messages": [{"role": "user", "content": long}],
-               "max_tokens": 400, "stream": true}),
+               "max_tokens": 400, "temperature": 0, "stream": true}),
     )
     .await;
     assert!(openai.contains("KV-cache"), "{openai}");
     let anthropic = body_of(
         &app,
         "/v1/messages",
-        json!({"model": SMOL, "max_tokens": 400, "stream": true,
+        json!({"model": SMOL, "max_tokens": 400, "temperature": 0, "stream": true,
                "messages": [{"role": "user", "content": long}]}),
     )
     .await;
@@ -79,7 +81,7 @@ async fn failed_streams_are_billed_for_what_was_computed() {
         &app,
         &format!("/model/{}/converse-stream", SMOL.replace(':', "%3A")),
         json!({"messages": [{"role": "user", "content": [{"text": long}]}],
-               "inferenceConfig": {"maxTokens": 400}}),
+               "inferenceConfig": {"maxTokens": 400, "temperature": 0}}),
     )
     .await;
     assert!(bedrock.contains("throttlingException"), "{bedrock}");
