@@ -119,8 +119,13 @@ TINY = {
         "build": "write_granite",
         "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
     },
+    "llama3-bf16-tiny": {
+        "build": "write_llama3_bf16",
+        "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
 }
-for _name in ("qwen2-pre-tiny", "qwen2-tiny", "qwen3-tiny", "phi3-tiny", "gemma2-tiny", "granite-tiny"):
+for _name in ("qwen2-pre-tiny", "qwen2-tiny", "qwen3-tiny", "phi3-tiny", "gemma2-tiny", "granite-tiny",
+              "llama3-bf16-tiny"):
     TINY[_name]["prompts"] = TINY["llama3-tiny"]["prompts"]
 
 TOKENIZER_STRINGS = [

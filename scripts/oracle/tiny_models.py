@@ -40,7 +40,7 @@ def _field(reader: gguf.GGUFReader, key: str):
 # What each tiny family adds to the LLaMA graph (the Rust twin: `Family` in tiny.rs).
 LLAMA3 = dict(arch="llama", rope_base=500_000.0, rope_freqs=True, qkv_bias=False, qk_norm=False,
               head_dim=None, rotary_dims=None, fused=False, long_rope=False, gemma2=False,
-              granite=False)
+              granite=False, bf16=False)
 FAMILIES = {
     "llama3": LLAMA3,
     "qwen2": {**LLAMA3, "arch": "qwen2", "rope_base": 1_000_000.0, "rope_freqs": False, "qkv_bias": True},
@@ -56,6 +56,8 @@ FAMILIES = {
     # soft-capped scores and logits, every other layer sliding (over a window short enough
     # for the prompts to cross).
     "gemma2": {**LLAMA3, "arch": "gemma2", "rope_base": 10_000.0, "rope_freqs": False, "gemma2": True},
+    # Llama 3's graph with every matrix in BF16 (as original-precision GGUF files are).
+    "llama3-bf16": {**LLAMA3, "bf16": True},
     # Granite 3's graph: embedding, residual, attention and logit scales from the file.
     "granite": {**LLAMA3, "arch": "granite", "rope_base": 10_000.0, "rope_freqs": False, "granite": True},
 }
@@ -120,7 +122,13 @@ def write_decoder(path: Path, source: Path, pre: str, family: str) -> None:
         seed += 1
         values = weights(seed, int(np.prod(dims)), scale, offset)
         # GGUF lists dimensions innermost first; numpy's shape is the other way round.
-        w.add_tensor(name, values.reshape(dims[::-1]))
+        values = values.reshape(dims[::-1])
+        if f["bf16"] and len(dims) == 2:
+            # Rounded to nearest, ties to even (gguf's conversion; the test's is `half`'s).
+            bf16 = gguf.quants.quantize(values, gguf.GGMLQuantizationType.BF16)
+            w.add_tensor(name, bf16, raw_dtype=gguf.GGMLQuantizationType.BF16)
+        else:
+            w.add_tensor(name, values)
 
     tensor("token_embd.weight", [d, len(tokens)], 1.0, 0.0)
     if f["rope_freqs"]:
@@ -191,6 +199,10 @@ def write_phi3(path: Path, source: Path) -> None:
 def write_gemma2(path: Path, source: Path) -> None:
     """Gemma 2's graph: post-norms, soft caps, alternating sliding windows."""
     write_decoder(path, source, pre="llama-bpe", family="gemma2")
+
+
+def write_llama3_bf16(path: Path, source: Path) -> None:
+    write_decoder(path, source, "llama-bpe", "llama3-bf16")
 
 
 def write_granite(path: Path, source: Path) -> None:

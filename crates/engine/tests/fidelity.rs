@@ -165,6 +165,17 @@ fn tiny_llama3_matches_llama_cpp() {
     check_tiny("llama3-tiny.json", "llama-bpe", common::tiny::LLAMA3);
 }
 
+/// BF16 weights (every matrix of the Llama 3 tiny model), multiplied as llama.cpp does: with
+/// activations rounded to bfloat16.
+#[test]
+fn tiny_llama3_bf16_matches_llama_cpp() {
+    check_tiny(
+        "llama3-bf16-tiny.json",
+        "llama-bpe",
+        common::tiny::LLAMA3_BF16,
+    );
+}
+
 /// Qwen 2's pre-tokenizer (digits one at a time, merges always applied) on the same model.
 #[test]
 fn qwen2_pre_tokenizer_matches_llama_cpp() {

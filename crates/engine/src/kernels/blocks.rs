@@ -166,6 +166,8 @@ unsafe impl Pod for BlockQ5K {}
 unsafe impl Pod for BlockQ6K {}
 // SAFETY: f16 is a plain number: every bit pattern is a value, no padding.
 unsafe impl Pod for f16 {}
+// SAFETY: bf16 is a plain number: every bit pattern is a value, no padding.
+unsafe impl Pod for half::bf16 {}
 // SAFETY: f32 is a plain number: every bit pattern is a value, no padding.
 unsafe impl Pod for f32 {}
 

@@ -3,7 +3,7 @@
 //! the block products in `quant` and driven over rows by `matmul`.
 
 use basalt_gguf::{TensorBytes, TensorInfo, TensorType};
-use half::f16;
+use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::blocks::*;
@@ -27,6 +27,8 @@ pub struct ActScratch {
     q8_0: Vec<Vec<ActQ8_0>>,
     q8_1: Vec<Vec<ActQ8_1>>,
     q8_k: Vec<Vec<BlockQ8K>>,
+    /// Activations rounded to bfloat16 (held as f32, exactly), for BF16 weights.
+    bf16: Vec<Vec<f32>>,
 }
 
 pub(super) fn bad_layout(name: &str, ty: TensorType) -> EngineError {
@@ -58,6 +60,7 @@ impl QMatrix {
         let ok = match m.ty {
             TensorType::F32 => cast_blocks::<f32>(&m.bytes).is_some(),
             TensorType::F16 => cast_blocks::<f16>(&m.bytes).is_some(),
+            TensorType::BF16 => cast_blocks::<bf16>(&m.bytes).is_some(),
             TensorType::Q4_0 => cast_blocks::<BlockQ4_0>(&m.bytes).is_some(),
             TensorType::Q4_1 => cast_blocks::<BlockQ4_1>(&m.bytes).is_some(),
             TensorType::Q5_0 => cast_blocks::<BlockQ5_0>(&m.bytes).is_some(),
@@ -128,6 +131,7 @@ impl QMatrix {
             TensorType::Q4_0 | TensorType::Q5_0 | TensorType::Q8_0 => Some(TensorType::Q8_0),
             TensorType::Q4_1 | TensorType::Q5_1 => Some(TensorType::Q8_1),
             TensorType::Q4K | TensorType::Q5K | TensorType::Q6K => Some(TensorType::Q8K),
+            TensorType::BF16 => Some(TensorType::BF16),
             _ => None,
         }
     }
@@ -278,6 +282,18 @@ impl QMatrix {
                     }
                 }
             }
+            // BF16 rows multiply activations rounded to bfloat16 (as llama.cpp does): each
+            // product is exact, and the rows are split across the pool like a quant's.
+            TensorType::BF16 => with_acts!(
+                bf16,
+                bf16,
+                round_to_bf16,
+                dot_bf16,
+                |w: &[&[bf16]; 4], a: &[f32]| dot_rows_bf16(*w, a),
+                |w: &[&[bf16]; 4], a: &[&[f32]; 4]| {
+                    tile_by_rows(*w, *a, |w: [&[bf16]; 4], a: &[f32]| dot_rows_bf16(w, a))
+                }
+            ),
             // Rejected in `new`.
             _ => out.fill(0.0),
         }
@@ -362,6 +378,7 @@ impl QMatrix {
             TensorType::Q4K | TensorType::Q5K | TensorType::Q6K => {
                 quantize_q8_k(x, first(&mut scratch.q8_k))
             }
+            TensorType::BF16 => round_to_bf16(x, first(&mut scratch.bf16)),
             _ => {}
         }
     }
@@ -417,6 +434,14 @@ impl QMatrix {
             }
             TensorType::F16 => {
                 for (o, v) in out.iter_mut().zip(cast_blocks::<f16>(bytes).unwrap_or(&[])) {
+                    *o = v.to_f32();
+                }
+            }
+            TensorType::BF16 => {
+                for (o, v) in out
+                    .iter_mut()
+                    .zip(cast_blocks::<bf16>(bytes).unwrap_or(&[]))
+                {
                     *o = v.to_f32();
                 }
             }

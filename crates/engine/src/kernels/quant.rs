@@ -11,7 +11,7 @@
 //! Each dispatched kernel `name` also exists as `at::name(isa, ...)`, for the tests (and
 //! benchmarks) to run a given level.
 
-use half::f16;
+use half::{bf16, f16};
 
 use super::blocks::*;
 use super::isa::Isa;
@@ -478,6 +478,53 @@ pub fn dot_rows_f16<const N: usize>(w: [&[f16]; N], a: &[f32]) -> [f32; N] {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa` reports AVX2 only where the CPU has AVX2, FMA and F16C.
         isa if isa.has_avx2() => unsafe { super::x86::avx2::dot_rows_f16_lanes(w, a, chunks) },
+        _ => {
+            let mut acc = [[0f32; 8]; N];
+            for (acc, row) in acc.iter_mut().zip(&w) {
+                for i in 0..chunks {
+                    for k in 0..8 {
+                        acc[k] += row[i * 8 + k].to_f32() * a[i * 8 + k];
+                    }
+                }
+            }
+            acc
+        }
+    };
+    let mut out = [0f32; N];
+    for ((o, acc), row) in out.iter_mut().zip(&acc).zip(&w) {
+        let mut sum: f32 = acc.iter().sum();
+        for i in chunks * 8..n {
+            sum += row[i].to_f32() * a[i];
+        }
+        *o = sum;
+    }
+    out
+}
+
+/// Activations rounded to bfloat16 (to nearest, ties to even), held as f32: what BF16
+/// weights are multiplied with, as llama.cpp multiplies them, so every product is exact.
+pub fn round_to_bf16(x: &[f32], out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(x.iter().map(|v| bf16::from_f32(*v).to_f32()));
+}
+
+/// One row of bfloat16 weights (original-precision GGUF files) against f32 activations:
+/// eight lanes of products added in order, then folded and the tail added, exactly as
+/// [`dot_f16`] computes with halves.
+pub fn dot_bf16(w: &[bf16], a: &[f32]) -> f32 {
+    let [sum] = dot_rows_bf16([w], a);
+    sum
+}
+
+/// [`dot_bf16`] for `N` rows at once, each computed exactly as alone.
+#[inline]
+pub fn dot_rows_bf16<const N: usize>(w: [&[bf16]; N], a: &[f32]) -> [f32; N] {
+    let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
+    let chunks = n / 8;
+    let acc = match Isa::current() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa` reports AVX2 only where the CPU has AVX2, FMA and F16C.
+        isa if isa.has_avx2() => unsafe { super::x86::avx2::dot_rows_bf16_lanes(w, a, chunks) },
         _ => {
             let mut acc = [[0f32; 8]; N];
             for (acc, row) in acc.iter_mut().zip(&w) {

@@ -435,6 +435,103 @@ fn half_precision_helpers_equal_their_scalar_definitions_bit_for_bit() {
     }
 }
 
+/// BF16 rows: eight lanes of products added in order, folded, then the tail, as f16's;
+/// four rows at once give each row's bits alone; and through a matrix (activations rounded
+/// to bfloat16 first) one token or many give the same bits as the scalar definition.
+#[test]
+fn bf16_products_are_their_scalar_definition() {
+    use half::bf16;
+    let mut rng = Lcg(11);
+    for n in [1, 7, 8, 9, 64, 100, 256] {
+        let w: Vec<bf16> = (0..n).map(|_| bf16::from_f32(rng.f32() * 3.0)).collect();
+        let a: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+        let mut lanes = [0f32; 8];
+        for i in 0..n / 8 {
+            for k in 0..8 {
+                lanes[k] += w[i * 8 + k].to_f32() * a[i * 8 + k];
+            }
+        }
+        let mut want: f32 = lanes.iter().sum();
+        for i in n / 8 * 8..n {
+            want += w[i].to_f32() * a[i];
+        }
+        assert_eq!(
+            quant::dot_bf16(&w, &a).to_bits(),
+            want.to_bits(),
+            "dot, n = {n}"
+        );
+        let others: Vec<Vec<bf16>> = (0..3)
+            .map(|_| (0..n).map(|_| bf16::from_f32(rng.f32() * 3.0)).collect())
+            .collect();
+        let rows = [&w[..], &others[0], &others[1], &others[2]];
+        for (r, got) in quant::dot_rows_bf16(rows, &a).iter().enumerate() {
+            assert_eq!(
+                got.to_bits(),
+                quant::dot_bf16(rows[r], &a).to_bits(),
+                "dot4 row {r}, n = {n}"
+            );
+        }
+    }
+}
+
+/// A matrix of GGUF type `ty` (its id in the file) from raw bytes, through a GGUF file as
+/// the engine reads them.
+fn matrix_of(ty: u32, rows: usize, cols: usize, bytes: &[u8]) -> QMatrix {
+    let file = basalt_gguf::write::Writer::new()
+        .string("general.architecture", "test")
+        .tensor("m", &[cols as u64, rows as u64], ty, bytes.to_vec())
+        .to_bytes();
+    let path = std::env::temp_dir().join(format!(
+        "basalt-matrix-{}-{ty}-{rows}x{cols}.gguf",
+        std::process::id()
+    ));
+    std::fs::write(&path, file).unwrap();
+    let gguf = basalt_gguf::GgufFile::open(&path).unwrap();
+    let info = gguf.header().tensor("m").unwrap().clone();
+    let m = QMatrix::new(&info, gguf.tensor_bytes(&info).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&path);
+    m
+}
+
+#[test]
+fn bf16_matrices_round_activations_and_batch_alike() {
+    use half::bf16;
+    let (rows, cols, tokens) = (37, 96, 5);
+    let mut rng = Lcg(12);
+    let w: Vec<bf16> = (0..rows * cols)
+        .map(|_| bf16::from_f32(rng.f32()))
+        .collect();
+    let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+    let m = matrix_of(30, rows, cols, &bytes);
+    let x: Vec<f32> = (0..tokens * cols).map(|_| rng.f32() * 2.0).collect();
+    let mut out = vec![0f32; tokens * rows];
+    m.matmul(&x, &mut out, &mut Default::default());
+    for t in 0..tokens {
+        let xr: Vec<f32> = x[t * cols..(t + 1) * cols]
+            .iter()
+            .map(|v| bf16::from_f32(*v).to_f32())
+            .collect();
+        let mut one = vec![0f32; rows];
+        m.matmul(
+            &x[t * cols..(t + 1) * cols],
+            &mut one,
+            &mut Default::default(),
+        );
+        for r in 0..rows {
+            let want = quant::dot_bf16(&w[r * cols..(r + 1) * cols], &xr);
+            assert_eq!(
+                out[t * rows + r].to_bits(),
+                want.to_bits(),
+                "token {t} row {r}"
+            );
+            assert_eq!(one[r].to_bits(), want.to_bits(), "alone: token {t} row {r}");
+        }
+    }
+    let mut row = vec![0f32; cols];
+    m.dequantize_row(3, &mut row);
+    assert_eq!(row[5], w[3 * cols + 5].to_f32());
+}
+
 /// Attention's grouped kernels give exactly their scalar definitions: a (key, query) score
 /// is 16 lanes of fused multiply-adds folded in halves, then the tail; an output element
 /// gets each weighted value fused on in order. So grouping the heads that share a KV head

@@ -55,6 +55,8 @@ pub struct Family {
     gemma2: bool,
     /// Granite's embedding, residual, attention and logit scales.
     granite: bool,
+    /// Every matrix stored as BF16 (rounded to nearest, ties to even).
+    bf16: bool,
 }
 
 pub const LLAMA3: Family = Family {
@@ -70,6 +72,7 @@ pub const LLAMA3: Family = Family {
     long_rope: false,
     gemma2: false,
     granite: false,
+    bf16: false,
 };
 pub const QWEN2: Family = Family {
     name: "qwen2",
@@ -117,6 +120,12 @@ pub const GEMMA2: Family = Family {
     gemma2: true,
     ..LLAMA3
 };
+/// Llama 3's graph with every matrix in BF16, as original-precision GGUF files are.
+pub const LLAMA3_BF16: Family = Family {
+    name: "llama3-bf16",
+    bf16: true,
+    ..LLAMA3
+};
 /// Granite 3's graph: embedding, residual, attention and logit scales from the file.
 pub const GRANITE: Family = Family {
     name: "granite",
@@ -134,6 +143,8 @@ const GRANITE_SCALES: [(&str, f32); 4] = [
     ("attention.scale", 0.125),
     ("logit_scale", 8.0),
 ];
+/// BF16's type id in GGUF files.
+const GGUF_BF16: u32 = 30;
 const GEMMA2_WINDOW: u32 = 32;
 const GEMMA2_ATTN_CAP: f32 = 8.0;
 const GEMMA2_FINAL_CAP: f32 = 4.0;
@@ -227,7 +238,16 @@ pub fn decoder(source: &GgufFile, pre: &str, family: Family) -> Vec<u8> {
         seed += 1;
         let n = dims.iter().product();
         let dims: Vec<u64> = dims.iter().map(|&x| x as u64).collect();
-        w.tensor_f32(name, &dims, &weights(seed, n, scale, offset))
+        let values = weights(seed, n, scale, offset);
+        if family.bf16 && dims.len() == 2 {
+            let bytes = values
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes())
+                .collect();
+            w.tensor(name, &dims, GGUF_BF16, bytes)
+        } else {
+            w.tensor_f32(name, &dims, &values)
+        }
     };
     w = tensor(w, "token_embd.weight", &[d, vocab], 1.0, 0.0);
     if family.rope_freqs {

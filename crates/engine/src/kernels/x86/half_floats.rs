@@ -1,5 +1,8 @@
-//! Half-precision arithmetic: f16 scales to f32, and the f16 products attention runs over
-//! its key-value cache (keys against queries, weights times values).
+//! Half-precision arithmetic: f16 scales to f32, the f16 products attention runs over its
+//! key-value cache (keys against queries, weights times values), and products of f16 and
+//! bfloat16 weight rows with f32 activations.
+
+use half::bf16;
 
 use super::*;
 
@@ -140,6 +143,39 @@ pub unsafe fn dot_rows_f16_lanes<const N: usize>(
             let halves = unsafe { _mm_loadu_si128(row.as_ptr().add(i * 8).cast()) };
             // Multiply then add, each rounded, as the scalar loop (not a fused FMA).
             *v = _mm256_add_ps(*v, _mm256_mul_ps(_mm256_cvtph_ps(halves), af));
+        }
+    }
+    let mut acc = [[0f32; 8]; N];
+    for (acc, v) in acc.iter_mut().zip(v) {
+        // SAFETY: writes the 8 floats of `acc`.
+        unsafe { _mm256_storeu_ps(acc.as_mut_ptr(), v) };
+    }
+    acc
+}
+
+/// `quant::dot_rows_bf16`'s lanes: as [`dot_rows_f16_lanes`], each bfloat16 widened to f32
+/// by shifting its bits into the high half (exact), then multiplied and added, each
+/// rounded, as the scalar loop does.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_rows_bf16_lanes<const N: usize>(
+    w: [&[bf16]; N],
+    a: &[f32],
+    chunks: usize,
+) -> [[f32; 8]; N] {
+    let shortest = w.iter().map(|r| r.len()).fold(a.len(), usize::min);
+    let chunks = chunks.min(shortest / 8);
+    let mut v = [_mm256_setzero_ps(); N];
+    for i in 0..chunks {
+        // SAFETY: every row and `a` hold at least `chunks * 8` elements (clamped above).
+        let af = unsafe { _mm256_loadu_ps(a.as_ptr().add(i * 8)) };
+        for (v, row) in v.iter_mut().zip(&w) {
+            // SAFETY: as above; 8 bfloat16 are 16 bytes.
+            let raw = unsafe { _mm_loadu_si128(row.as_ptr().add(i * 8).cast()) };
+            let wide = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)));
+            *v = _mm256_add_ps(*v, _mm256_mul_ps(wide, af));
         }
     }
     let mut acc = [[0f32; 8]; N];

@@ -116,6 +116,8 @@ use simd::*;
 /// one version, which the VNNI level calls too.
 mod avx2_only {
     pub use super::activations::{quantize_block, quantize_block_k};
-    pub use super::half_floats::{axpy_f16_heads_lanes, dot_f16_queries_lanes, dot_rows_f16_lanes};
+    pub use super::half_floats::{
+        axpy_f16_heads_lanes, dot_f16_queries_lanes, dot_rows_bf16_lanes, dot_rows_f16_lanes,
+    };
     pub use super::k_quants::{dot_q4_k, dot_q6_k, tile_q4_k, tile_q6_k};
 }
