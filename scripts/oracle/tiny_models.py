@@ -33,6 +33,20 @@ def weights(seed: int, n: int, scale: float, offset: float) -> np.ndarray:
     return unit * np.float32(scale) + np.float32(offset)
 
 
+def hash_bytes(seed: int, n: int) -> np.ndarray:
+    """`n` bytes of tensor number `seed`: the counter hash's words, little-endian."""
+    with np.errstate(over="ignore"):
+        x = np.uint64(seed) * np.uint64(1 << 32) + np.arange((n + 7) // 8, dtype=np.uint64)
+    return _mix(x).astype("<u8").view(np.uint8)[:n]
+
+
+def q3k_blocks(seed: int, blocks: int, d: np.float32) -> np.ndarray:
+    """`blocks` Q3_K blocks: random quants and scales (108 bytes), then `d` as f16."""
+    random = hash_bytes(seed, blocks * 108).reshape(blocks, 108)
+    scale = np.frombuffer(np.float16(d).tobytes(), dtype=np.uint8)
+    return np.concatenate([random, np.tile(scale, (blocks, 1))], axis=1)
+
+
 def _field(reader: gguf.GGUFReader, key: str):
     return reader.fields[key].contents()
 
@@ -40,7 +54,7 @@ def _field(reader: gguf.GGUFReader, key: str):
 # What each tiny family adds to the LLaMA graph (the Rust twin: `Family` in tiny.rs).
 LLAMA3 = dict(arch="llama", rope_base=500_000.0, rope_freqs=True, qkv_bias=False, qk_norm=False,
               head_dim=None, rotary_dims=None, fused=False, long_rope=False, gemma2=False,
-              granite=False, bf16=False)
+              granite=False, bf16=False, width=LLAMA3_DIM, ffn=LLAMA3_FFN, q3k=False)
 FAMILIES = {
     "llama3": LLAMA3,
     "qwen2": {**LLAMA3, "arch": "qwen2", "rope_base": 1_000_000.0, "rope_freqs": False, "qkv_bias": True},
@@ -58,6 +72,9 @@ FAMILIES = {
     "gemma2": {**LLAMA3, "arch": "gemma2", "rope_base": 10_000.0, "rope_freqs": False, "gemma2": True},
     # Llama 3's graph with every matrix in BF16 (as original-precision GGUF files are).
     "llama3-bf16": {**LLAMA3, "bf16": True},
+    # Llama 3's graph four times as wide (Q3_K rows are 256 long), every matrix but the
+    # embedding as random Q3_K blocks (no frequency factors: the heads are wider).
+    "llama3-q3k": {**LLAMA3, "rope_freqs": False, "width": 256, "ffn": 512, "q3k": True},
     # Granite 3's graph: embedding, residual, attention and logit scales from the file.
     "granite": {**LLAMA3, "arch": "granite", "rope_base": 10_000.0, "rope_freqs": False, "granite": True},
 }
@@ -81,15 +98,15 @@ def write_decoder(path: Path, source: Path, pre: str, family: str) -> None:
     arch = f["arch"]
     src = gguf.GGUFReader(str(source))
     tokens = _field(src, "tokenizer.ggml.tokens")
-    head_dim = f["head_dim"] or LLAMA3_DIM // LLAMA3_HEADS
+    head_dim = f["head_dim"] or f["width"] // LLAMA3_HEADS
     rotary = f["rotary_dims"] or head_dim
-    d, q, kv = LLAMA3_DIM, head_dim * LLAMA3_HEADS, head_dim * LLAMA3_KV_HEADS
+    d, q, kv = f["width"], head_dim * LLAMA3_HEADS, head_dim * LLAMA3_KV_HEADS
     w = gguf.GGUFWriter(str(path), arch)
     # One name for every family: llama.cpp keys vocabulary quirks on model names (Phi 3's
     # special tokens), and these models borrow another model's vocabulary.
     w.add_string("general.name", TINY_NAME)
     for key, value in [("context_length", 512), ("embedding_length", d), ("block_count", LLAMA3_LAYERS),
-                       ("feed_forward_length", LLAMA3_FFN), ("attention.head_count", LLAMA3_HEADS),
+                       ("feed_forward_length", f["ffn"]), ("attention.head_count", LLAMA3_HEADS),
                        ("attention.head_count_kv", LLAMA3_KV_HEADS), ("rope.dimension_count", rotary)]:
         w.add_uint32(f"{arch}.{key}", value)
     if f["long_rope"]:
@@ -120,6 +137,10 @@ def write_decoder(path: Path, source: Path, pre: str, family: str) -> None:
     def tensor(name: str, dims: list[int], scale: float, offset: float) -> None:
         nonlocal seed
         seed += 1
+        if f["q3k"] and len(dims) == 2 and name != "token_embd.weight":
+            blocks = q3k_blocks(seed, dims[0] * dims[1] // 256, np.float32(scale) * np.float32(0.018))
+            w.add_tensor(name, blocks.reshape(dims[1], -1), raw_dtype=gguf.GGMLQuantizationType.Q3_K)
+            return
         values = weights(seed, int(np.prod(dims)), scale, offset)
         # GGUF lists dimensions innermost first; numpy's shape is the other way round.
         values = values.reshape(dims[::-1])
@@ -148,11 +169,11 @@ def write_decoder(path: Path, source: Path, pre: str, family: str) -> None:
         tensor(b + "attn_output.weight", [q, d], 0.3, 0.0)
         tensor(b + "ffn_norm.weight", [d], 0.1, 1.0)
         if f["fused"]:
-            tensor(b + "ffn_up.weight", [d, 2 * LLAMA3_FFN], 0.3, 0.0)
+            tensor(b + "ffn_up.weight", [d, 2 * f["ffn"]], 0.3, 0.0)
         else:
-            tensor(b + "ffn_gate.weight", [d, LLAMA3_FFN], 0.3, 0.0)
-            tensor(b + "ffn_up.weight", [d, LLAMA3_FFN], 0.3, 0.0)
-        tensor(b + "ffn_down.weight", [LLAMA3_FFN, d], 0.2, 0.0)
+            tensor(b + "ffn_gate.weight", [d, f["ffn"]], 0.3, 0.0)
+            tensor(b + "ffn_up.weight", [d, f["ffn"]], 0.3, 0.0)
+        tensor(b + "ffn_down.weight", [f["ffn"], d], 0.2, 0.0)
         if f["qkv_bias"]:
             tensor(b + "attn_q.bias", [q], 0.5, 0.0)
             tensor(b + "attn_k.bias", [kv], 0.5, 0.0)
@@ -203,6 +224,10 @@ def write_gemma2(path: Path, source: Path) -> None:
 
 def write_llama3_bf16(path: Path, source: Path) -> None:
     write_decoder(path, source, "llama-bpe", "llama3-bf16")
+
+
+def write_llama3_q3k(path: Path, source: Path) -> None:
+    write_decoder(path, source, "llama-bpe", "llama3-q3k")
 
 
 def write_granite(path: Path, source: Path) -> None:

@@ -176,6 +176,17 @@ fn tiny_llama3_bf16_matches_llama_cpp() {
     );
 }
 
+/// Q3_K weights (every matrix but the embedding of a wider Llama 3 tiny model, as random
+/// blocks): their unpacking and products against llama.cpp's.
+#[test]
+fn tiny_llama3_q3k_matches_llama_cpp() {
+    check_tiny(
+        "llama3-q3k-tiny.json",
+        "llama-bpe",
+        common::tiny::LLAMA3_Q3K,
+    );
+}
+
 /// Qwen 2's pre-tokenizer (digits one at a time, merges always applied) on the same model.
 #[test]
 fn qwen2_pre_tokenizer_matches_llama_cpp() {

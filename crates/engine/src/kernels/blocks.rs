@@ -93,6 +93,17 @@ pub struct ActQ8_1 {
     pub s: f32,
 }
 
+/// Q3_K: 256 weights as 3-bit quants (the low two bits in `qs`, the third in `hmask`),
+/// sixteen 6-bit signed scales packed in 12 bytes, one f16 scale.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ3K {
+    pub hmask: [u8; QK_K / 8],
+    pub qs: [u8; QK_K / 4],
+    pub scales: [u8; 12],
+    pub d: f16,
+}
+
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct BlockQ4K {
@@ -135,6 +146,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+const _: () = assert!(std::mem::size_of::<BlockQ3K>() == 110);
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
 const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
@@ -159,6 +171,8 @@ unsafe impl Pod for BlockQ5_1 {}
 // SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ8_0 {}
 // SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
+unsafe impl Pod for BlockQ3K {}
+// SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ4K {}
 // SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ5K {}
@@ -182,6 +196,21 @@ pub fn cast_blocks<B: Pod>(bytes: &[u8]) -> Option<&[B]> {
     // SAFETY: length and alignment checked above; `B: Pod` means any bytes are a valid `B`;
     // the returned slice borrows `bytes`, so it cannot outlive the memory.
     Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / size) })
+}
+
+/// The sixteen signed scales of a Q3_K block: each a low nibble (bytes 0-7, low then high
+/// halves) and two high bits (bytes 8-11, two bits per group of four), less 32.
+#[inline]
+pub fn q3k_scales(packed: &[u8; 12]) -> [i8; QK_K / 16] {
+    std::array::from_fn(|j| {
+        let low = if j < 8 {
+            packed[j] & 0xF
+        } else {
+            packed[j - 8] >> 4
+        };
+        let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
+        (low | high << 4) as i8 - 32
+    })
 }
 
 /// Unpacks the 6-bit scale and min of sub-block `j` of a Q4_K/Q5_K block.

@@ -195,6 +195,7 @@ dispatched! {
     fn dot_q8_0(w: &[BlockQ8_0], a: &[ActQ8_0]) -> f32 = [vnni, avx2] else dot_q8_0_portable(w, a);
     fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q4_k_portable(w, a);
     fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q6_k_portable(w, a);
+    fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q3_k_portable(w, a);
 
     fn dot4_q4_0(w: &[&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
         else std::array::from_fn(|r| dot_q4_0_portable(w[r], a));
@@ -217,6 +218,8 @@ dispatched! {
         else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q4_k_portable(row, a)));
     fn tile_q6_k(w: &[&[BlockQ6K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q6_k_portable(row, a)));
+    fn tile_q3_k(w: &[&[BlockQ3K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx2]
+        else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q3_k_portable(row, a)));
 }
 
 /// Four rows against eight tokens through two four-by-four tiles (`[row][token]`).
@@ -271,6 +274,19 @@ tile8!(tile8_q6_k, tile8_q6_k_at, tile_q6_k, BlockQ6K, BlockQ8K);
 #[inline]
 pub fn dot4_q4_k(w: &[&[BlockQ4K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
     std::array::from_fn(|r| dot_q4_k(w[r], a))
+}
+
+/// Four Q3_K rows against eight tokens at `isa`: two four-by-four tiles (Q3_K has no
+/// AVX-512 tile; each (row, token) gets what the one-row product gives it).
+#[inline]
+pub fn tile8_q3_k_at(isa: Isa, w: &[&[BlockQ3K]; 4], a: &[&[BlockQ8K]; 8]) -> [[f32; 8]; 4] {
+    tile8_by_quads(*w, *a, |w, a| at::tile_q3_k(isa, w, a))
+}
+
+/// Four Q3_K rows against one token, row by row (see [`dot4_q4_k`]).
+#[inline]
+pub fn dot4_q3_k(w: &[&[BlockQ3K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
+    std::array::from_fn(|r| dot_q3_k(w[r], a))
 }
 
 /// Four Q6_K rows against one token, row by row (see [`dot4_q4_k`]).
@@ -421,6 +437,43 @@ fn unpack_q6k(w: &BlockQ6K) -> [u8; QK_K] {
         }
     }
     q
+}
+
+/// Unpacks a Q3_K block's quants as 0..7 in element order (the value is the quant less 4:
+/// the two bits from `qs` plus 4 where the `hmask` bit is set). Element
+/// `128 h + 32 j + l` takes bits `2 j` of `qs[32 h + l]` and bit `4 h + j` of `hmask[l]`.
+#[inline]
+pub(super) fn unpack_q3k(w: &BlockQ3K) -> [u8; QK_K] {
+    let mut q = [0u8; QK_K];
+    for h in 0..2 {
+        for j in 0..4 {
+            for l in 0..32 {
+                let low = (w.qs[32 * h + l] >> (2 * j)) & 3;
+                let high = (w.hmask[l] >> (4 * h + j)) & 1;
+                q[128 * h + 32 * j + l] = low | high << 2;
+            }
+        }
+    }
+    q
+}
+
+/// Q3_K against Q8_K, as Q6_K's product with an offset of 4 instead of 32: per 16 elements
+/// the exact integer `scale * (q . y - 4 * bsum)`, summed, then one float expression.
+#[inline]
+pub(super) fn dot_q3_k_portable(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    let mut sum = 0f32;
+    for (w, a) in w.iter().zip(a) {
+        let q = unpack_q3k(w);
+        let scales = q3k_scales(&w.scales);
+        let mut sumi = 0i32;
+        for j in 0..QK_K / 32 {
+            let (lo, hi) = dot_u8_i8_halves(&q[j * 32..j * 32 + 32], &a.qs[j * 32..j * 32 + 32]);
+            let (b0, b1) = (a.bsums[2 * j] as i32, a.bsums[2 * j + 1] as i32);
+            sumi += scales[2 * j] as i32 * (lo - 4 * b0) + scales[2 * j + 1] as i32 * (hi - 4 * b1);
+        }
+        sum += w.d.to_f32() * a.d * sumi as f32;
+    }
+    sum
 }
 
 #[inline]
@@ -745,6 +798,18 @@ pub fn dequantize_q4_k(w: &[BlockQ4K], out: &mut [f32]) {
 pub fn dequantize_q5_k(w: &[BlockQ5K], out: &mut [f32]) {
     for (w, out) in w.iter().zip(out.chunks_exact_mut(QK_K)) {
         dequantize_k4_like(w.d, w.dmin, &w.scales, &unpack_k4(&w.qs, Some(&w.qh)), out);
+    }
+}
+
+pub fn dequantize_q3_k(w: &[BlockQ3K], out: &mut [f32]) {
+    for (w, out) in w.iter().zip(out.chunks_exact_mut(QK_K)) {
+        let d = w.d.to_f32();
+        let q = unpack_q3k(w);
+        for (j, &sc) in q3k_scales(&w.scales).iter().enumerate() {
+            for l in 0..16 {
+                out[j * 16 + l] = d * sc as f32 * (q[j * 16 + l] as i32 - 4) as f32;
+            }
+        }
     }
 }
 

@@ -180,6 +180,11 @@ fn k_quants_match_reference() {
             random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ6K, r| b.d = r.scale());
         dequantize_q6_k(&w, &mut wf);
         check("q6_k", dot_q6_k(&w, &a), reference(&wf, &xq));
+
+        let w: Vec<BlockQ3K> =
+            random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ3K, r| b.d = r.scale());
+        dequantize_q3_k(&w, &mut wf);
+        check("q3_k", dot_q3_k(&w, &a), reference(&wf, &xq));
     }
 }
 
@@ -327,6 +332,12 @@ fn block_products_agree_with_portable(isa: Isa) {
             at::dot_q6_k(isa, &w, &ak).to_bits(),
             quant::dot_q6_k_portable(&w, &ak).to_bits()
         );
+        let w: Vec<BlockQ3K> =
+            random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ3K, r| b.d = r.scale());
+        assert_eq!(
+            at::dot_q3_k(isa, &w, &ak).to_bits(),
+            quant::dot_q3_k_portable(&w, &ak).to_bits()
+        );
     }
 }
 
@@ -432,6 +443,31 @@ fn half_precision_helpers_equal_their_scalar_definitions_bit_for_bit() {
                 "dot4 row {r}, n = {n}"
             );
         }
+    }
+}
+
+/// Q3_K's sixteen scales, unpacked per element of the packing, agree with the packing read
+/// as ggml describes it: three little-endian words rearranged into four, each byte a scale.
+#[test]
+fn q3_k_scales_are_unpacked_as_packed() {
+    let mut rng = Lcg(13);
+    for _ in 0..100 {
+        let packed: [u8; 12] = std::array::from_fn(|_| (rng.f32().abs() * 256.0) as u8);
+        let word = |i: usize| u32::from_le_bytes(packed[4 * i..4 * i + 4].try_into().unwrap());
+        let (a0, a1, tmp) = (word(0), word(1), word(2));
+        let (m1, m2) = (0x0303_0303u32, 0x0f0f_0f0fu32);
+        let words = [
+            (a0 & m2) | ((tmp & m1) << 4),
+            (a1 & m2) | (((tmp >> 2) & m1) << 4),
+            ((a0 >> 4) & m2) | (((tmp >> 4) & m1) << 4),
+            ((a1 >> 4) & m2) | (((tmp >> 6) & m1) << 4),
+        ];
+        let want: Vec<i8> = words
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .map(|b| b as i8 - 32)
+            .collect();
+        assert_eq!(q3k_scales(&packed).to_vec(), want);
     }
 }
 
@@ -802,6 +838,15 @@ fn tiles_equal_one_row_products_bit_for_bit() {
         tile_q6_k,
         tile8_q6_k_at,
         |b: &mut BlockQ6K, r| { b.d = r.scale() }
+    );
+    check_tiles!(
+        BlockQ3K,
+        QK_K,
+        ak8,
+        dot_q3_k,
+        tile_q3_k,
+        tile8_q3_k_at,
+        |b: &mut BlockQ3K, r| { b.d = r.scale() }
     );
 }
 

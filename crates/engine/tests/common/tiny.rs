@@ -26,6 +26,23 @@ fn weights(seed: u64, n: usize, scale: f32, offset: f32) -> Vec<f32> {
         .collect()
 }
 
+/// `n` bytes of tensor number `seed`: the counter hash's words, little-endian.
+fn hash_bytes(seed: u64, n: usize) -> Vec<u8> {
+    (0..n.div_ceil(8) as u64)
+        .flat_map(|i| mix(seed.wrapping_mul(0x1_0000_0000).wrapping_add(i)).to_le_bytes())
+        .take(n)
+        .collect()
+}
+
+/// `blocks` Q3_K blocks: random quants and scales (108 bytes), then `d` as f16.
+fn q3k_blocks(seed: u64, blocks: usize, d: f32) -> Vec<u8> {
+    let d = half::f16::from_f32(d).to_bits().to_le_bytes();
+    hash_bytes(seed, blocks * 108)
+        .chunks_exact(108)
+        .flat_map(|b| b.iter().copied().chain(d))
+        .collect()
+}
+
 pub const LLAMA3_DIM: usize = 64;
 const LLAMA3_HEADS: usize = 4;
 const LLAMA3_KV_HEADS: usize = 2;
@@ -57,6 +74,11 @@ pub struct Family {
     granite: bool,
     /// Every matrix stored as BF16 (rounded to nearest, ties to even).
     bf16: bool,
+    /// The model's width and feed-forward width.
+    width: usize,
+    ffn: usize,
+    /// Every matrix but the embedding as random Q3_K blocks.
+    q3k: bool,
 }
 
 pub const LLAMA3: Family = Family {
@@ -73,6 +95,9 @@ pub const LLAMA3: Family = Family {
     gemma2: false,
     granite: false,
     bf16: false,
+    width: LLAMA3_DIM,
+    ffn: LLAMA3_FFN,
+    q3k: false,
 };
 pub const QWEN2: Family = Family {
     name: "qwen2",
@@ -126,6 +151,16 @@ pub const LLAMA3_BF16: Family = Family {
     bf16: true,
     ..LLAMA3
 };
+/// Llama 3's graph four times as wide (Q3_K rows are 256 long), every matrix but the
+/// embedding as random Q3_K blocks (no frequency factors: the heads are wider).
+pub const LLAMA3_Q3K: Family = Family {
+    name: "llama3-q3k",
+    rope_freqs: false,
+    width: 256,
+    ffn: 512,
+    q3k: true,
+    ..LLAMA3
+};
 /// Granite 3's graph: embedding, residual, attention and logit scales from the file.
 pub const GRANITE: Family = Family {
     name: "granite",
@@ -143,8 +178,9 @@ const GRANITE_SCALES: [(&str, f32); 4] = [
     ("attention.scale", 0.125),
     ("logit_scale", 8.0),
 ];
-/// BF16's type id in GGUF files.
+/// BF16's and Q3_K's type ids in GGUF files.
 const GGUF_BF16: u32 = 30;
+const GGUF_Q3K: u32 = 11;
 const GEMMA2_WINDOW: u32 = 32;
 const GEMMA2_ATTN_CAP: f32 = 8.0;
 const GEMMA2_FINAL_CAP: f32 = 4.0;
@@ -166,9 +202,9 @@ pub fn decoder(source: &GgufFile, pre: &str, family: Family) -> Vec<u8> {
         other => panic!("token_type: {other:?}"),
     };
     let id = |key: &str| h.u64(key).unwrap() as u32;
-    let head_dim = family.head_dim.unwrap_or(LLAMA3_DIM / LLAMA3_HEADS);
+    let head_dim = family.head_dim.unwrap_or(family.width / LLAMA3_HEADS);
     let (d, q, kv) = (
-        LLAMA3_DIM,
+        family.width,
         head_dim * LLAMA3_HEADS,
         head_dim * LLAMA3_KV_HEADS,
     );
@@ -182,7 +218,7 @@ pub fn decoder(source: &GgufFile, pre: &str, family: Family) -> Vec<u8> {
         .u32(&format!("{a}.context_length"), 512)
         .u32(&format!("{a}.embedding_length"), d as u32)
         .u32(&format!("{a}.block_count"), LLAMA3_LAYERS as u32)
-        .u32(&format!("{a}.feed_forward_length"), LLAMA3_FFN as u32)
+        .u32(&format!("{a}.feed_forward_length"), family.ffn as u32)
         .u32(&format!("{a}.attention.head_count"), LLAMA3_HEADS as u32)
         .u32(
             &format!("{a}.attention.head_count_kv"),
@@ -238,6 +274,14 @@ pub fn decoder(source: &GgufFile, pre: &str, family: Family) -> Vec<u8> {
         seed += 1;
         let n = dims.iter().product();
         let dims: Vec<u64> = dims.iter().map(|&x| x as u64).collect();
+        if family.q3k && dims.len() == 2 && name != "token_embd.weight" {
+            return w.tensor(
+                name,
+                &dims,
+                GGUF_Q3K,
+                q3k_blocks(seed, n / 256, scale * 0.018),
+            );
+        }
         let values = weights(seed, n, scale, offset);
         if family.bf16 && dims.len() == 2 {
             let bytes = values
@@ -262,7 +306,7 @@ pub fn decoder(source: &GgufFile, pre: &str, family: Family) -> Vec<u8> {
             .tensor_f32("rope_factors_short.weight", &[6], &PHI3_ROPE_SHORT)
             .tensor_f32("rope_factors_long.weight", &[6], &PHI3_ROPE_LONG);
     }
-    let ffn = LLAMA3_FFN;
+    let ffn = family.ffn;
     for l in 0..LLAMA3_LAYERS {
         let b = |t: &str| format!("blk.{l}.{t}");
         w = tensor(w, &b("attn_norm.weight"), &[d], 0.1, 1.0);

@@ -1,5 +1,5 @@
-//! K-quants: 256-element super-blocks (Q4_K, Q6_K) against Q8_K activations, unpacked
-//! once per super-block and multiplied with any number of tokens.
+//! K-quants: 256-element super-blocks (Q3_K, Q4_K, Q6_K) against Q8_K activations,
+//! unpacked once per super-block and multiplied with any number of tokens.
 
 use super::*;
 
@@ -22,7 +22,7 @@ pub unsafe fn tile_q4_k(w: &[&[BlockQ4K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]
     k_tile(*w, *a)
 }
 
-/// Q6_K, one row: see [`Q6kUnpacked`].
+/// Q6_K, one row: see [`Scaled16Unpacked`].
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -38,6 +38,25 @@ pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn tile_q6_k(w: &[&[BlockQ6K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+    k_tile(*w, *a)
+}
+
+/// Q3_K, one row: see [`Scaled16Unpacked`].
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    k_row(w, a)
+}
+
+/// Four rows of Q3_K against four tokens; per (row, token) the same operations in the
+/// same order as [`dot_q3_k`].
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q3_k(w: &[&[BlockQ3K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
     k_tile(*w, *a)
 }
 
@@ -170,9 +189,10 @@ impl KQuantBlock for BlockQ4K {
     }
 }
 
-/// A Q6_K super-block unpacked once: the 6-bit quants (0..63) in element order, 32 per
-/// register.
-pub(super) struct Q6kUnpacked {
+/// A super-block of unsigned quants with sixteen signed scales, one per 16 elements, and
+/// values `quant - 2^OFFSET_LOG2`, unpacked once: Q6_K (0..63, less 32) and Q3_K (0..7,
+/// less 4). The quants in element order, 32 per register.
+pub(super) struct Scaled16Unpacked<const OFFSET_LOG2: i32> {
     pub(super) q: [__m256i; 8],
     pub(super) scales: [i8; QK_K / 16],
     /// The 16 scales widened to i16 lanes, for the offset term.
@@ -181,10 +201,10 @@ pub(super) struct Q6kUnpacked {
 }
 
 impl KQuantBlock for BlockQ6K {
-    type Unpacked = Q6kUnpacked;
+    type Unpacked = Scaled16Unpacked<5>;
 
     #[inline(always)]
-    fn unpack(&self) -> Q6kUnpacked {
+    fn unpack(&self) -> Scaled16Unpacked<5> {
         // SAFETY: AVX2 available (module contract); loads read 32 bytes inside `ql` (128
         // bytes) and `qh` (64).
         let q = unsafe {
@@ -213,7 +233,7 @@ impl KQuantBlock for BlockQ6K {
         // SAFETY: AVX2 available (module contract); reads the 16 bytes of `scales`.
         let scales16 =
             unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(self.scales.as_ptr().cast())) };
-        Q6kUnpacked {
+        Scaled16Unpacked {
             q,
             scales: self.scales,
             scales16,
@@ -221,31 +241,82 @@ impl KQuantBlock for BlockQ6K {
         }
     }
 
-    /// One unpacked Q6_K super-block against one activation super-block: products weighted by
-    /// the signed 16-element scales summed as exact integers; bit-for-bit the portable result.
     #[inline(always)]
-    fn dot(u: &Q6kUnpacked, a: &BlockQ8K) -> f32 {
-        // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
-        // activation's 256 quants, or its 32 bytes of `bsums`.
-        let dot = unsafe {
-            let mut acc = _mm256_setzero_si256();
-            for (j, &q) in u.q.iter().enumerate() {
-                let y = _mm256_loadu_si256(a.qs.as_ptr().add(j * 32).cast());
-                let scales = _mm256_inserti128_si256(
-                    _mm256_castsi128_si256(_mm_set1_epi16(u.scales[2 * j] as i16)),
-                    _mm_set1_epi16(u.scales[2 * j + 1] as i16),
-                    1,
-                );
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales));
-            }
-            // (q - 32) . y = q . y - 32 * sum(y), and the sums per 16 are the block's bsums:
-            // subtract 32 * scale * bsum lane by lane before the one horizontal sum, the same
-            // exact integer as subtracting the scalar sum afterwards.
-            let offset = _mm256_madd_epi16(u.scales16, _mm256_loadu_si256(a.bsums.as_ptr().cast()));
-            hsum_i32(_mm256_sub_epi32(acc, _mm256_slli_epi32(offset, 5)))
-        };
-        u.d * a.d * dot as f32
+    fn dot(u: &Scaled16Unpacked<5>, a: &BlockQ8K) -> f32 {
+        scaled16_dot(u, a)
     }
+}
+
+impl KQuantBlock for BlockQ3K {
+    type Unpacked = Scaled16Unpacked<2>;
+
+    #[inline(always)]
+    fn unpack(&self) -> Scaled16Unpacked<2> {
+        // SAFETY: AVX2 available (module contract); loads read the 32 bytes of `hmask` and
+        // 32 bytes inside `qs` (64).
+        let q = unsafe {
+            let two_bits = _mm256_set1_epi8(0x03);
+            let one_bit = _mm256_set1_epi8(0x01);
+            let hmask = _mm256_loadu_si256(self.hmask.as_ptr().cast());
+            let mut q = [_mm256_setzero_si256(); 8];
+            for h in 0..2 {
+                let qs = _mm256_loadu_si256(self.qs.as_ptr().add(32 * h).cast());
+                for j in 0..4 {
+                    // Shifting 16-bit lanes lets the next byte's bits in at the top of
+                    // each byte; the masks keep only the bits wanted.
+                    let shift = _mm_cvtsi32_si128(2 * j as i32);
+                    let low = _mm256_and_si256(_mm256_srl_epi16(qs, shift), two_bits);
+                    let bit = _mm_cvtsi32_si128((4 * h + j) as i32);
+                    let high = _mm256_and_si256(_mm256_srl_epi16(hmask, bit), one_bit);
+                    q[4 * h + j] = _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
+                }
+            }
+            q
+        };
+        let scales = q3k_scales(&self.scales);
+        // SAFETY: AVX2 available (module contract); reads the 16 bytes of `scales`.
+        let scales16 = unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr().cast())) };
+        Scaled16Unpacked {
+            q,
+            scales,
+            scales16,
+            d: half(self.d),
+        }
+    }
+
+    #[inline(always)]
+    fn dot(u: &Scaled16Unpacked<2>, a: &BlockQ8K) -> f32 {
+        scaled16_dot(u, a)
+    }
+}
+
+/// One unpacked super-block against one activation super-block: products weighted by the
+/// signed 16-element scales summed as exact integers; bit-for-bit the portable result.
+#[inline(always)]
+fn scaled16_dot<const OFFSET_LOG2: i32>(u: &Scaled16Unpacked<OFFSET_LOG2>, a: &BlockQ8K) -> f32 {
+    // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
+    // activation's 256 quants, or its 32 bytes of `bsums`.
+    let dot = unsafe {
+        let mut acc = _mm256_setzero_si256();
+        for (j, &q) in u.q.iter().enumerate() {
+            let y = _mm256_loadu_si256(a.qs.as_ptr().add(j * 32).cast());
+            let scales = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_set1_epi16(u.scales[2 * j] as i16)),
+                _mm_set1_epi16(u.scales[2 * j + 1] as i16),
+                1,
+            );
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales));
+        }
+        // (q - 2^k) . y = q . y - 2^k * sum(y), and the sums per 16 are the block's bsums:
+        // subtract 2^k * scale * bsum lane by lane before the one horizontal sum, the same
+        // exact integer as subtracting the scalar sum afterwards.
+        let offset = _mm256_madd_epi16(u.scales16, _mm256_loadu_si256(a.bsums.as_ptr().cast()));
+        hsum_i32(_mm256_sub_epi32(
+            acc,
+            _mm256_slli_epi32::<OFFSET_LOG2>(offset),
+        ))
+    };
+    u.d * a.d * dot as f32
 }
 
 /// The two high bits of each 6-bit quant, from `qh` shifted into bits 0-1, moved to bits
