@@ -40,11 +40,19 @@ def hash_bytes(seed: int, n: int) -> np.ndarray:
     return _mix(x).astype("<u8").view(np.uint8)[:n]
 
 
-def q3k_blocks(seed: int, blocks: int, d: np.float32) -> np.ndarray:
-    """`blocks` Q3_K blocks: random quants and scales (108 bytes), then `d` as f16."""
-    random = hash_bytes(seed, blocks * 108).reshape(blocks, 108)
-    scale = np.frombuffer(np.float16(d).tobytes(), dtype=np.uint8)
-    return np.concatenate([random, np.tile(scale, (blocks, 1))], axis=1)
+def random_blocks(kind: str, seed: int, blocks: int, scale: float) -> np.ndarray:
+    """`blocks` K-quant blocks: random quants, scales (and mins), then the f16 multipliers,
+    spread about as the uniform weights are (Q2_K's `dmin = 1.5 d` centres them on zero)."""
+    f16 = lambda v: np.frombuffer(np.float16(v).tobytes(), dtype=np.uint8)
+    if kind == "Q3_K":
+        random, tail = 108, f16(np.float32(scale) * np.float32(0.018))
+    elif kind == "Q2_K":
+        d = np.float32(scale) * np.float32(0.02)
+        random, tail = 80, np.concatenate([f16(d), f16(d * np.float32(1.5))])
+    else:
+        raise ValueError(kind)
+    body = hash_bytes(seed, blocks * random).reshape(blocks, random)
+    return np.concatenate([body, np.tile(tail, (blocks, 1))], axis=1)
 
 
 def _field(reader: gguf.GGUFReader, key: str):
@@ -54,7 +62,7 @@ def _field(reader: gguf.GGUFReader, key: str):
 # What each tiny family adds to the LLaMA graph (the Rust twin: `Family` in tiny.rs).
 LLAMA3 = dict(arch="llama", rope_base=500_000.0, rope_freqs=True, qkv_bias=False, qk_norm=False,
               head_dim=None, rotary_dims=None, fused=False, long_rope=False, gemma2=False,
-              granite=False, bf16=False, width=LLAMA3_DIM, ffn=LLAMA3_FFN, q3k=False)
+              granite=False, bf16=False, width=LLAMA3_DIM, ffn=LLAMA3_FFN, blocks=None)
 FAMILIES = {
     "llama3": LLAMA3,
     "qwen2": {**LLAMA3, "arch": "qwen2", "rope_base": 1_000_000.0, "rope_freqs": False, "qkv_bias": True},
@@ -74,7 +82,8 @@ FAMILIES = {
     "llama3-bf16": {**LLAMA3, "bf16": True},
     # Llama 3's graph four times as wide (Q3_K rows are 256 long), every matrix but the
     # embedding as random Q3_K blocks (no frequency factors: the heads are wider).
-    "llama3-q3k": {**LLAMA3, "rope_freqs": False, "width": 256, "ffn": 512, "q3k": True},
+    "llama3-q3k": {**LLAMA3, "rope_freqs": False, "width": 256, "ffn": 512, "blocks": "Q3_K"},
+    "llama3-q2k": {**LLAMA3, "rope_freqs": False, "width": 256, "ffn": 512, "blocks": "Q2_K"},
     # Granite 3's graph: embedding, residual, attention and logit scales from the file.
     "granite": {**LLAMA3, "arch": "granite", "rope_base": 10_000.0, "rope_freqs": False, "granite": True},
 }
@@ -137,9 +146,10 @@ def write_decoder(path: Path, source: Path, pre: str, family: str) -> None:
     def tensor(name: str, dims: list[int], scale: float, offset: float) -> None:
         nonlocal seed
         seed += 1
-        if f["q3k"] and len(dims) == 2 and name != "token_embd.weight":
-            blocks = q3k_blocks(seed, dims[0] * dims[1] // 256, np.float32(scale) * np.float32(0.018))
-            w.add_tensor(name, blocks.reshape(dims[1], -1), raw_dtype=gguf.GGMLQuantizationType.Q3_K)
+        if f["blocks"] and len(dims) == 2 and name != "token_embd.weight":
+            qtype = gguf.GGMLQuantizationType[f["blocks"]]
+            blocks = random_blocks(f["blocks"], seed, dims[0] * dims[1] // 256, scale)
+            w.add_tensor(name, blocks.reshape(dims[1], -1), raw_dtype=qtype)
             return
         values = weights(seed, int(np.prod(dims)), scale, offset)
         # GGUF lists dimensions innermost first; numpy's shape is the other way round.
@@ -228,6 +238,10 @@ def write_llama3_bf16(path: Path, source: Path) -> None:
 
 def write_llama3_q3k(path: Path, source: Path) -> None:
     write_decoder(path, source, "llama-bpe", "llama3-q3k")
+
+
+def write_llama3_q2k(path: Path, source: Path) -> None:
+    write_decoder(path, source, "llama-bpe", "llama3-q2k")
 
 
 def write_granite(path: Path, source: Path) -> None:

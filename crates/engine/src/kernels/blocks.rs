@@ -93,6 +93,17 @@ pub struct ActQ8_1 {
     pub s: f32,
 }
 
+/// Q2_K: 256 weights as 2-bit quants, each group of 16 with a 4-bit scale (low nibble of
+/// `scales`) and a 4-bit min (high nibble), and f16 multipliers for both.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ2K {
+    pub scales: [u8; QK_K / 16],
+    pub qs: [u8; QK_K / 4],
+    pub d: f16,
+    pub dmin: f16,
+}
+
 /// Q3_K: 256 weights as 3-bit quants (the low two bits in `qs`, the third in `hmask`),
 /// sixteen 6-bit signed scales packed in 12 bytes, one f16 scale.
 #[derive(Clone, Copy)]
@@ -146,6 +157,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+const _: () = assert!(std::mem::size_of::<BlockQ2K>() == 84);
 const _: () = assert!(std::mem::size_of::<BlockQ3K>() == 110);
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
 const _: () = assert!(std::mem::size_of::<BlockQ5K>() == 176);
@@ -170,6 +182,8 @@ unsafe impl Pod for BlockQ5_0 {}
 unsafe impl Pod for BlockQ5_1 {}
 // SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ8_0 {}
+// SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
+unsafe impl Pod for BlockQ2K {}
 // SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ3K {}
 // SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).

@@ -66,6 +66,7 @@ impl QMatrix {
             TensorType::Q5_0 => cast_blocks::<BlockQ5_0>(&m.bytes).is_some(),
             TensorType::Q5_1 => cast_blocks::<BlockQ5_1>(&m.bytes).is_some(),
             TensorType::Q8_0 => cast_blocks::<BlockQ8_0>(&m.bytes).is_some(),
+            TensorType::Q2K => cast_blocks::<BlockQ2K>(&m.bytes).is_some(),
             TensorType::Q3K => cast_blocks::<BlockQ3K>(&m.bytes).is_some(),
             TensorType::Q4K => cast_blocks::<BlockQ4K>(&m.bytes).is_some(),
             TensorType::Q5K => cast_blocks::<BlockQ5K>(&m.bytes).is_some(),
@@ -131,9 +132,11 @@ impl QMatrix {
         match self.ty {
             TensorType::Q4_0 | TensorType::Q5_0 | TensorType::Q8_0 => Some(TensorType::Q8_0),
             TensorType::Q4_1 | TensorType::Q5_1 => Some(TensorType::Q8_1),
-            TensorType::Q3K | TensorType::Q4K | TensorType::Q5K | TensorType::Q6K => {
-                Some(TensorType::Q8K)
-            }
+            TensorType::Q2K
+            | TensorType::Q3K
+            | TensorType::Q4K
+            | TensorType::Q5K
+            | TensorType::Q6K => Some(TensorType::Q8K),
             TensorType::BF16 => Some(TensorType::BF16),
             _ => None,
         }
@@ -246,6 +249,14 @@ impl QMatrix {
                     tile8_q8_0
                 )
             }
+            TensorType::Q2K => with_acts!(
+                BlockQ2K,
+                q8_k,
+                quantize_q8_k,
+                dot_q2_k,
+                dot4_q2_k,
+                tile_q2_k
+            ),
             TensorType::Q3K => with_acts!(
                 BlockQ3K,
                 q8_k,
@@ -386,9 +397,11 @@ impl QMatrix {
                 quantize_q8_0(x, first(&mut scratch.q8_0))
             }
             TensorType::Q4_1 | TensorType::Q5_1 => quantize_q8_1(x, first(&mut scratch.q8_1)),
-            TensorType::Q3K | TensorType::Q4K | TensorType::Q5K | TensorType::Q6K => {
-                quantize_q8_k(x, first(&mut scratch.q8_k))
-            }
+            TensorType::Q2K
+            | TensorType::Q3K
+            | TensorType::Q4K
+            | TensorType::Q5K
+            | TensorType::Q6K => quantize_q8_k(x, first(&mut scratch.q8_k)),
             TensorType::BF16 => round_to_bf16(x, first(&mut scratch.bf16)),
             _ => {}
         }
@@ -421,6 +434,7 @@ impl QMatrix {
             TensorType::Q5_0 => rows!(BlockQ5_0, q8_0, dot_q5_0, dot4_q5_0),
             TensorType::Q5_1 => rows!(BlockQ5_1, q8_1, dot_q5_1),
             TensorType::Q8_0 => rows!(BlockQ8_0, q8_0, dot_q8_0, dot4_q8_0),
+            TensorType::Q2K => rows!(BlockQ2K, q8_k, dot_q2_k, dot4_q2_k),
             TensorType::Q3K => rows!(BlockQ3K, q8_k, dot_q3_k, dot4_q3_k),
             TensorType::Q4K => rows!(BlockQ4K, q8_k, dot_q4_k, dot4_q4_k),
             TensorType::Q5K => rows!(BlockQ5K, q8_k, dot_q5_k),
@@ -462,6 +476,7 @@ impl QMatrix {
             TensorType::Q5_0 => dequantize_q5_0(cast_blocks(bytes).unwrap_or(&[]), out),
             TensorType::Q5_1 => dequantize_q5_1(cast_blocks(bytes).unwrap_or(&[]), out),
             TensorType::Q8_0 => dequantize_q8_0(cast_blocks(bytes).unwrap_or(&[]), out),
+            TensorType::Q2K => dequantize_q2_k(cast_blocks(bytes).unwrap_or(&[]), out),
             TensorType::Q3K => dequantize_q3_k(cast_blocks(bytes).unwrap_or(&[]), out),
             TensorType::Q4K => dequantize_q4_k(cast_blocks(bytes).unwrap_or(&[]), out),
             TensorType::Q5K => dequantize_q5_k(cast_blocks(bytes).unwrap_or(&[]), out),

@@ -196,6 +196,7 @@ dispatched! {
     fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q4_k_portable(w, a);
     fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q6_k_portable(w, a);
     fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q3_k_portable(w, a);
+    fn dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q2_k_portable(w, a);
 
     fn dot4_q4_0(w: &[&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
         else std::array::from_fn(|r| dot_q4_0_portable(w[r], a));
@@ -220,6 +221,8 @@ dispatched! {
         else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q6_k_portable(row, a)));
     fn tile_q3_k(w: &[&[BlockQ3K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx2]
         else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q3_k_portable(row, a)));
+    fn tile_q2_k(w: &[&[BlockQ2K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx2]
+        else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q2_k_portable(row, a)));
 }
 
 /// Four rows against eight tokens through two four-by-four tiles (`[row][token]`).
@@ -274,6 +277,18 @@ tile8!(tile8_q6_k, tile8_q6_k_at, tile_q6_k, BlockQ6K, BlockQ8K);
 #[inline]
 pub fn dot4_q4_k(w: &[&[BlockQ4K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
     std::array::from_fn(|r| dot_q4_k(w[r], a))
+}
+
+/// Four Q2_K rows against eight tokens at `isa` (see [`tile8_q3_k_at`]).
+#[inline]
+pub fn tile8_q2_k_at(isa: Isa, w: &[&[BlockQ2K]; 4], a: &[&[BlockQ8K]; 8]) -> [[f32; 8]; 4] {
+    tile8_by_quads(*w, *a, |w, a| at::tile_q2_k(isa, w, a))
+}
+
+/// Four Q2_K rows against one token, row by row (see [`dot4_q4_k`]).
+#[inline]
+pub fn dot4_q2_k(w: &[&[BlockQ2K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
+    std::array::from_fn(|r| dot_q2_k(w[r], a))
 }
 
 /// Four Q3_K rows against eight tokens at `isa`: two four-by-four tiles (Q3_K has no
@@ -455,6 +470,41 @@ pub(super) fn unpack_q3k(w: &BlockQ3K) -> [u8; QK_K] {
         }
     }
     q
+}
+
+/// Unpacks a Q2_K block's quants (0..3) in element order: element `128 h + 32 j + l` is
+/// bits `2 j` of `qs[32 h + l]`, as Q3_K's low bits are laid out.
+#[inline]
+pub(super) fn unpack_q2k(w: &BlockQ2K) -> [u8; QK_K] {
+    let mut q = [0u8; QK_K];
+    for h in 0..2 {
+        for j in 0..4 {
+            for l in 0..32 {
+                q[128 * h + 32 * j + l] = (w.qs[32 * h + l] >> (2 * j)) & 3;
+            }
+        }
+    }
+    q
+}
+
+/// Q2_K against Q8_K: per 16 elements the exact integers `scale * (q . y)` and
+/// `min * bsum`, summed, then Q4_K's float expression.
+#[inline]
+pub(super) fn dot_q2_k_portable(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
+    let mut sum = 0f32;
+    for (w, a) in w.iter().zip(a) {
+        let q = unpack_q2k(w);
+        let mut sumi = 0i32;
+        for j in 0..QK_K / 32 {
+            let (lo, hi) = dot_u8_i8_halves(&q[j * 32..j * 32 + 32], &a.qs[j * 32..j * 32 + 32]);
+            sumi += (w.scales[2 * j] & 0xF) as i32 * lo + (w.scales[2 * j + 1] & 0xF) as i32 * hi;
+        }
+        let summin: i32 = (0..QK_K / 16)
+            .map(|g| (w.scales[g] >> 4) as i32 * a.bsums[g] as i32)
+            .sum();
+        sum += w.d.to_f32() * a.d * sumi as f32 - w.dmin.to_f32() * a.d * summin as f32;
+    }
+    sum
 }
 
 /// Q3_K against Q8_K, as Q6_K's product with an offset of 4 instead of 32: per 16 elements
@@ -798,6 +848,19 @@ pub fn dequantize_q4_k(w: &[BlockQ4K], out: &mut [f32]) {
 pub fn dequantize_q5_k(w: &[BlockQ5K], out: &mut [f32]) {
     for (w, out) in w.iter().zip(out.chunks_exact_mut(QK_K)) {
         dequantize_k4_like(w.d, w.dmin, &w.scales, &unpack_k4(&w.qs, Some(&w.qh)), out);
+    }
+}
+
+pub fn dequantize_q2_k(w: &[BlockQ2K], out: &mut [f32]) {
+    for (w, out) in w.iter().zip(out.chunks_exact_mut(QK_K)) {
+        let (d, dmin) = (w.d.to_f32(), w.dmin.to_f32());
+        let q = unpack_q2k(w);
+        for (g, &sc) in w.scales.iter().enumerate() {
+            let (scale, min) = (d * (sc & 0xF) as f32, dmin * (sc >> 4) as f32);
+            for l in 0..16 {
+                out[g * 16 + l] = scale * q[g * 16 + l] as f32 - min;
+            }
+        }
     }
 }
 

@@ -185,6 +185,13 @@ fn k_quants_match_reference() {
             random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ3K, r| b.d = r.scale());
         dequantize_q3_k(&w, &mut wf);
         check("q3_k", dot_q3_k(&w, &a), reference(&wf, &xq));
+
+        let w: Vec<BlockQ2K> = random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ2K, r| {
+            b.d = r.scale();
+            b.dmin = r.scale();
+        });
+        dequantize_q2_k(&w, &mut wf);
+        check("q2_k", dot_q2_k(&w, &a), reference(&wf, &xq));
     }
 }
 
@@ -337,6 +344,14 @@ fn block_products_agree_with_portable(isa: Isa) {
         assert_eq!(
             at::dot_q3_k(isa, &w, &ak).to_bits(),
             quant::dot_q3_k_portable(&w, &ak).to_bits()
+        );
+        let w: Vec<BlockQ2K> = random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ2K, r| {
+            b.d = r.scale();
+            b.dmin = r.scale();
+        });
+        assert_eq!(
+            at::dot_q2_k(isa, &w, &ak).to_bits(),
+            quant::dot_q2_k_portable(&w, &ak).to_bits()
         );
     }
 }
@@ -847,6 +862,18 @@ fn tiles_equal_one_row_products_bit_for_bit() {
         tile_q3_k,
         tile8_q3_k_at,
         |b: &mut BlockQ3K, r| { b.d = r.scale() }
+    );
+    check_tiles!(
+        BlockQ2K,
+        QK_K,
+        ak8,
+        dot_q2_k,
+        tile_q2_k,
+        tile8_q2_k_at,
+        |b: &mut BlockQ2K, r| {
+            b.d = r.scale();
+            b.dmin = r.scale();
+        }
     );
 }
 

@@ -34,12 +34,22 @@ fn hash_bytes(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// `blocks` Q3_K blocks: random quants and scales (108 bytes), then `d` as f16.
-fn q3k_blocks(seed: u64, blocks: usize, d: f32) -> Vec<u8> {
-    let d = half::f16::from_f32(d).to_bits().to_le_bytes();
-    hash_bytes(seed, blocks * 108)
-        .chunks_exact(108)
-        .flat_map(|b| b.iter().copied().chain(d))
+/// `blocks` K-quant blocks of type `ty`: random quants, scales (and mins), then the f16
+/// multipliers, chosen so the weights spread about as a uniform `[-scale, scale)` does
+/// (and, for Q2_K, centre on zero: `dmin = 1.5 d` balances the mean quant and min).
+fn random_blocks(ty: u32, seed: u64, blocks: usize, scale: f32) -> Vec<u8> {
+    let f16 = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
+    let (random, tail): (usize, Vec<u8>) = match ty {
+        GGUF_Q3K => (108, f16(scale * 0.018).to_vec()),
+        GGUF_Q2K => {
+            let d = scale * 0.02;
+            (80, [f16(d), f16(d * 1.5)].concat())
+        }
+        other => panic!("no random blocks of type {other}"),
+    };
+    hash_bytes(seed, blocks * random)
+        .chunks_exact(random)
+        .flat_map(|b| b.iter().chain(&tail).copied().collect::<Vec<u8>>())
         .collect()
 }
 
@@ -77,8 +87,8 @@ pub struct Family {
     /// The model's width and feed-forward width.
     width: usize,
     ffn: usize,
-    /// Every matrix but the embedding as random Q3_K blocks.
-    q3k: bool,
+    /// Every matrix but the embedding as random blocks of this K-quant (its GGUF type id).
+    blocks: Option<u32>,
 }
 
 pub const LLAMA3: Family = Family {
@@ -97,7 +107,7 @@ pub const LLAMA3: Family = Family {
     bf16: false,
     width: LLAMA3_DIM,
     ffn: LLAMA3_FFN,
-    q3k: false,
+    blocks: None,
 };
 pub const QWEN2: Family = Family {
     name: "qwen2",
@@ -158,8 +168,14 @@ pub const LLAMA3_Q3K: Family = Family {
     rope_freqs: false,
     width: 256,
     ffn: 512,
-    q3k: true,
+    blocks: Some(GGUF_Q3K),
     ..LLAMA3
+};
+/// As [`LLAMA3_Q3K`], with Q2_K blocks.
+pub const LLAMA3_Q2K: Family = Family {
+    name: "llama3-q2k",
+    blocks: Some(GGUF_Q2K),
+    ..LLAMA3_Q3K
 };
 /// Granite 3's graph: embedding, residual, attention and logit scales from the file.
 pub const GRANITE: Family = Family {
@@ -178,8 +194,9 @@ const GRANITE_SCALES: [(&str, f32); 4] = [
     ("attention.scale", 0.125),
     ("logit_scale", 8.0),
 ];
-/// BF16's and Q3_K's type ids in GGUF files.
+/// BF16's, Q2_K's and Q3_K's type ids in GGUF files.
 const GGUF_BF16: u32 = 30;
+const GGUF_Q2K: u32 = 10;
 const GGUF_Q3K: u32 = 11;
 const GEMMA2_WINDOW: u32 = 32;
 const GEMMA2_ATTN_CAP: f32 = 8.0;
@@ -274,13 +291,11 @@ pub fn decoder(source: &GgufFile, pre: &str, family: Family) -> Vec<u8> {
         seed += 1;
         let n = dims.iter().product();
         let dims: Vec<u64> = dims.iter().map(|&x| x as u64).collect();
-        if family.q3k && dims.len() == 2 && name != "token_embd.weight" {
-            return w.tensor(
-                name,
-                &dims,
-                GGUF_Q3K,
-                q3k_blocks(seed, n / 256, scale * 0.018),
-            );
+        let quantised = family
+            .blocks
+            .filter(|_| dims.len() == 2 && name != "token_embd.weight");
+        if let Some(ty) = quantised {
+            return w.tensor(name, &dims, ty, random_blocks(ty, seed, n / 256, scale));
         }
         let values = weights(seed, n, scale, offset);
         if family.bf16 && dims.len() == 2 {

@@ -1,4 +1,4 @@
-//! K-quants: 256-element super-blocks (Q3_K, Q4_K, Q6_K) against Q8_K activations,
+//! K-quants: 256-element super-blocks (Q2_K, Q3_K, Q4_K, Q6_K) against Q8_K activations,
 //! unpacked once per super-block and multiplied with any number of tokens.
 
 use super::*;
@@ -57,6 +57,25 @@ pub unsafe fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn tile_q3_k(w: &[&[BlockQ3K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+    k_tile(*w, *a)
+}
+
+/// Q2_K, one row: see [`Q2kUnpacked`].
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
+    k_row(w, a)
+}
+
+/// Four rows of Q2_K against four tokens; per (row, token) the same operations in the
+/// same order as [`dot_q2_k`].
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q2_k(w: &[&[BlockQ2K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
     k_tile(*w, *a)
 }
 
@@ -294,22 +313,12 @@ impl KQuantBlock for BlockQ3K {
 /// signed 16-element scales summed as exact integers; bit-for-bit the portable result.
 #[inline(always)]
 fn scaled16_dot<const OFFSET_LOG2: i32>(u: &Scaled16Unpacked<OFFSET_LOG2>, a: &BlockQ8K) -> f32 {
-    // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
-    // activation's 256 quants, or its 32 bytes of `bsums`.
+    let acc = scaled16_lanes(&u.q, &u.scales, a);
+    // (q - 2^k) . y = q . y - 2^k * sum(y), and the sums per 16 are the block's bsums:
+    // subtract 2^k * scale * bsum lane by lane before the one horizontal sum, the same exact
+    // integer as subtracting the scalar sum afterwards.
+    // SAFETY: AVX2 available (module contract); reads the 32 bytes of `bsums`.
     let dot = unsafe {
-        let mut acc = _mm256_setzero_si256();
-        for (j, &q) in u.q.iter().enumerate() {
-            let y = _mm256_loadu_si256(a.qs.as_ptr().add(j * 32).cast());
-            let scales = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(_mm_set1_epi16(u.scales[2 * j] as i16)),
-                _mm_set1_epi16(u.scales[2 * j + 1] as i16),
-                1,
-            );
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales));
-        }
-        // (q - 2^k) . y = q . y - 2^k * sum(y), and the sums per 16 are the block's bsums:
-        // subtract 2^k * scale * bsum lane by lane before the one horizontal sum, the same
-        // exact integer as subtracting the scalar sum afterwards.
         let offset = _mm256_madd_epi16(u.scales16, _mm256_loadu_si256(a.bsums.as_ptr().cast()));
         hsum_i32(_mm256_sub_epi32(
             acc,
@@ -317,6 +326,87 @@ fn scaled16_dot<const OFFSET_LOG2: i32>(u: &Scaled16Unpacked<OFFSET_LOG2>, a: &B
         ))
     };
     u.d * a.d * dot as f32
+}
+
+/// `scale_g * (q . y)_g` over the sixteen groups of 16, in eight i32 lanes (before the one
+/// horizontal sum): register `j` holds groups `2 j` and `2 j + 1`, one per 128-bit half.
+#[inline(always)]
+fn scaled16_lanes(q: &[__m256i; 8], scales: &[i8; QK_K / 16], a: &BlockQ8K) -> __m256i {
+    // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the activation's
+    // 256 quants.
+    unsafe {
+        let mut acc = _mm256_setzero_si256();
+        for (j, &q) in q.iter().enumerate() {
+            let y = _mm256_loadu_si256(a.qs.as_ptr().add(j * 32).cast());
+            let scales = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_set1_epi16(scales[2 * j] as i16)),
+                _mm_set1_epi16(scales[2 * j + 1] as i16),
+                1,
+            );
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), scales));
+        }
+        acc
+    }
+}
+
+/// A Q2_K super-block unpacked once: the 2-bit quants (0..3) in element order, 32 per
+/// register, the sixteen 4-bit scales, and the sixteen 4-bit mins as i16 lanes (lane `g`
+/// pairs with the activation's `bsums[g]`).
+pub(super) struct Q2kUnpacked {
+    pub(super) q: [__m256i; 8],
+    pub(super) scales: [i8; QK_K / 16],
+    pub(super) mins: __m256i,
+    pub(super) d: f32,
+    pub(super) dmin: f32,
+}
+
+impl KQuantBlock for BlockQ2K {
+    type Unpacked = Q2kUnpacked;
+
+    #[inline(always)]
+    fn unpack(&self) -> Q2kUnpacked {
+        // SAFETY: AVX2 available (module contract); loads read 32 bytes inside `qs` (64) and
+        // the 16 bytes of `scales`.
+        let (q, mins) = unsafe {
+            let two_bits = _mm256_set1_epi8(0x03);
+            let mut q = [_mm256_setzero_si256(); 8];
+            for h in 0..2 {
+                let qs = _mm256_loadu_si256(self.qs.as_ptr().add(32 * h).cast());
+                for j in 0..4 {
+                    // As Q3_K's low bits: the masks drop what the 16-bit shift lets in.
+                    let shift = _mm_cvtsi32_si128(2 * j as i32);
+                    q[4 * h + j] = _mm256_and_si256(_mm256_srl_epi16(qs, shift), two_bits);
+                }
+            }
+            let packed = _mm_loadu_si128(self.scales.as_ptr().cast());
+            let mins = _mm256_cvtepu8_epi16(_mm_and_si128(
+                _mm_srli_epi16(packed, 4),
+                _mm_set1_epi8(0x0F),
+            ));
+            (q, mins)
+        };
+        let scales = self.scales.map(|s| (s & 0xF) as i8);
+        let (d, dmin) = half_pair(self.d, self.dmin);
+        Q2kUnpacked {
+            q,
+            scales,
+            mins,
+            d,
+            dmin,
+        }
+    }
+
+    /// The scaled products and the mins against the bsums as exact integers, then the
+    /// portable version's float expression in its order.
+    #[inline(always)]
+    fn dot(u: &Q2kUnpacked, a: &BlockQ8K) -> f32 {
+        let sumi = hsum_i32(scaled16_lanes(&u.q, &u.scales, a));
+        // SAFETY: AVX2 available (module contract); reads the 32 bytes of `bsums`.
+        let summin = hsum_i32(unsafe {
+            _mm256_madd_epi16(u.mins, _mm256_loadu_si256(a.bsums.as_ptr().cast()))
+        });
+        u.d * a.d * sumi as f32 - u.dmin * a.d * summin as f32
+    }
 }
 
 /// The two high bits of each 6-bit quant, from `qh` shifted into bits 0-1, moved to bits
