@@ -41,18 +41,23 @@ def hash_bytes(seed: int, n: int) -> np.ndarray:
 
 
 def random_blocks(kind: str, seed: int, blocks: int, scale: float) -> np.ndarray:
-    """`blocks` K-quant blocks: random quants, scales (and mins), then the f16 multipliers,
-    spread about as the uniform weights are (Q2_K's `dmin = 1.5 d` centres them on zero)."""
+    """`blocks` K-quant blocks: random quants, scales (and mins), and the f16 multipliers
+    (first or last, as the type lays them out), spread about as the uniform weights are and,
+    with mins, centred on zero (the Rust twin: `random_blocks` in tiny.rs)."""
     f16 = lambda v: np.frombuffer(np.float16(v).tobytes(), dtype=np.uint8)
+    empty = np.zeros(0, dtype=np.uint8)
     if kind == "Q3_K":
-        random, tail = 108, f16(np.float32(scale) * np.float32(0.018))
+        head, random, tail = empty, 108, f16(np.float32(scale) * np.float32(0.018))
     elif kind == "Q2_K":
         d = np.float32(scale) * np.float32(0.02)
-        random, tail = 80, np.concatenate([f16(d), f16(d * np.float32(1.5))])
+        head, random, tail = empty, 80, np.concatenate([f16(d), f16(d * np.float32(1.5))])
+    elif kind == "Q5_K":
+        d = np.float32(scale) * np.float32(0.0011)
+        head, random, tail = np.concatenate([f16(d), f16(d * np.float32(15.5))]), 172, empty
     else:
         raise ValueError(kind)
     body = hash_bytes(seed, blocks * random).reshape(blocks, random)
-    return np.concatenate([body, np.tile(tail, (blocks, 1))], axis=1)
+    return np.concatenate([np.tile(head, (blocks, 1)), body, np.tile(tail, (blocks, 1))], axis=1)
 
 
 def _field(reader: gguf.GGUFReader, key: str):
@@ -84,6 +89,7 @@ FAMILIES = {
     # embedding as random Q3_K blocks (no frequency factors: the heads are wider).
     "llama3-q3k": {**LLAMA3, "rope_freqs": False, "width": 256, "ffn": 512, "blocks": "Q3_K"},
     "llama3-q2k": {**LLAMA3, "rope_freqs": False, "width": 256, "ffn": 512, "blocks": "Q2_K"},
+    "llama3-q5k": {**LLAMA3, "rope_freqs": False, "width": 256, "ffn": 512, "blocks": "Q5_K"},
     # Granite 3's graph: embedding, residual, attention and logit scales from the file.
     "granite": {**LLAMA3, "arch": "granite", "rope_base": 10_000.0, "rope_freqs": False, "granite": True},
 }
@@ -242,6 +248,10 @@ def write_llama3_q3k(path: Path, source: Path) -> None:
 
 def write_llama3_q2k(path: Path, source: Path) -> None:
     write_decoder(path, source, "llama-bpe", "llama3-q2k")
+
+
+def write_llama3_q5k(path: Path, source: Path) -> None:
+    write_decoder(path, source, "llama-bpe", "llama3-q5k")
 
 
 def write_granite(path: Path, source: Path) -> None:

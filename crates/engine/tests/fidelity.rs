@@ -197,6 +197,16 @@ fn tiny_llama3_q2k_matches_llama_cpp() {
     );
 }
 
+/// Q5_K weights, as [`tiny_llama3_q3k_matches_llama_cpp`]'s Q3_K.
+#[test]
+fn tiny_llama3_q5k_matches_llama_cpp() {
+    check_tiny(
+        "llama3-q5k-tiny.json",
+        "llama-bpe",
+        common::tiny::LLAMA3_Q5K,
+    );
+}
+
 /// Qwen 2's pre-tokenizer (digits one at a time, merges always applied) on the same model.
 #[test]
 fn qwen2_pre_tokenizer_matches_llama_cpp() {

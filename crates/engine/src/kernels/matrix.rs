@@ -276,7 +276,14 @@ impl QMatrix {
                     tile8_q4_k
                 )
             }
-            TensorType::Q5K => with_acts!(BlockQ5K, q8_k, quantize_q8_k, dot_q5_k),
+            TensorType::Q5K => with_acts!(
+                BlockQ5K,
+                q8_k,
+                quantize_q8_k,
+                dot_q5_k,
+                dot4_q5_k,
+                tile_q5_k
+            ),
             TensorType::Q6K => {
                 with_acts!(
                     BlockQ6K,
@@ -437,7 +444,7 @@ impl QMatrix {
             TensorType::Q2K => rows!(BlockQ2K, q8_k, dot_q2_k, dot4_q2_k),
             TensorType::Q3K => rows!(BlockQ3K, q8_k, dot_q3_k, dot4_q3_k),
             TensorType::Q4K => rows!(BlockQ4K, q8_k, dot_q4_k, dot4_q4_k),
-            TensorType::Q5K => rows!(BlockQ5K, q8_k, dot_q5_k),
+            TensorType::Q5K => rows!(BlockQ5K, q8_k, dot_q5_k, dot4_q5_k),
             TensorType::Q6K => rows!(BlockQ6K, q8_k, dot_q6_k, dot4_q6_k),
             // Float weights are never fused (`matmul_shared_input` checks).
             _ => out.fill(0.0),

@@ -197,6 +197,7 @@ dispatched! {
     fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q6_k_portable(w, a);
     fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q3_k_portable(w, a);
     fn dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q2_k_portable(w, a);
+    fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q5_k_portable(w, a);
 
     fn dot4_q4_0(w: &[&[BlockQ4_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
         else std::array::from_fn(|r| dot_q4_0_portable(w[r], a));
@@ -223,6 +224,8 @@ dispatched! {
         else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q3_k_portable(row, a)));
     fn tile_q2_k(w: &[&[BlockQ2K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx2]
         else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q2_k_portable(row, a)));
+    fn tile_q5_k(w: &[&[BlockQ5K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx2]
+        else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q5_k_portable(row, a)));
 }
 
 /// Four rows against eight tokens through two four-by-four tiles (`[row][token]`).
@@ -277,6 +280,18 @@ tile8!(tile8_q6_k, tile8_q6_k_at, tile_q6_k, BlockQ6K, BlockQ8K);
 #[inline]
 pub fn dot4_q4_k(w: &[&[BlockQ4K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
     std::array::from_fn(|r| dot_q4_k(w[r], a))
+}
+
+/// Four Q5_K rows against eight tokens at `isa` (see [`tile8_q3_k_at`]).
+#[inline]
+pub fn tile8_q5_k_at(isa: Isa, w: &[&[BlockQ5K]; 4], a: &[&[BlockQ8K]; 8]) -> [[f32; 8]; 4] {
+    tile8_by_quads(*w, *a, |w, a| at::tile_q5_k(isa, w, a))
+}
+
+/// Four Q5_K rows against one token, row by row (see [`dot4_q4_k`]).
+#[inline]
+pub fn dot4_q5_k(w: &[&[BlockQ5K]; 4], a: &[BlockQ8K]) -> [f32; 4] {
+    std::array::from_fn(|r| dot_q5_k(w[r], a))
 }
 
 /// Four Q2_K rows against eight tokens at `isa` (see [`tile8_q3_k_at`]).
@@ -428,7 +443,7 @@ pub(super) fn dot_q4_k_portable(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 }
 
 #[inline]
-pub fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+pub(super) fn dot_q5_k_portable(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     w.iter()
         .zip(a)
         .map(|(w, a)| dot_k4_like(w.d, w.dmin, &w.scales, &unpack_k4(&w.qs, Some(&w.qh)), a))

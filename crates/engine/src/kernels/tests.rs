@@ -353,6 +353,14 @@ fn block_products_agree_with_portable(isa: Isa) {
             at::dot_q2_k(isa, &w, &ak).to_bits(),
             quant::dot_q2_k_portable(&w, &ak).to_bits()
         );
+        let w: Vec<BlockQ5K> = random_bytes(&mut rng, N / QK_K, |b: &mut BlockQ5K, r| {
+            b.d = r.scale();
+            b.dmin = r.scale();
+        });
+        assert_eq!(
+            at::dot_q5_k(isa, &w, &ak).to_bits(),
+            quant::dot_q5_k_portable(&w, &ak).to_bits()
+        );
     }
 }
 
@@ -862,6 +870,18 @@ fn tiles_equal_one_row_products_bit_for_bit() {
         tile_q3_k,
         tile8_q3_k_at,
         |b: &mut BlockQ3K, r| { b.d = r.scale() }
+    );
+    check_tiles!(
+        BlockQ5K,
+        QK_K,
+        ak8,
+        dot_q5_k,
+        tile_q5_k,
+        tile8_q5_k_at,
+        |b: &mut BlockQ5K, r| {
+            b.d = r.scale();
+            b.dmin = r.scale();
+        }
     );
     check_tiles!(
         BlockQ2K,

@@ -34,22 +34,27 @@ fn hash_bytes(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// `blocks` K-quant blocks of type `ty`: random quants, scales (and mins), then the f16
-/// multipliers, chosen so the weights spread about as a uniform `[-scale, scale)` does
-/// (and, for Q2_K, centre on zero: `dmin = 1.5 d` balances the mean quant and min).
+/// `blocks` K-quant blocks of type `ty`: random quants, scales (and mins), and the f16
+/// multipliers (first or last, as the type lays them out), chosen so the weights spread
+/// about as a uniform `[-scale, scale)` does and, with mins, centre on zero (`dmin` balances
+/// the mean quant times the mean scale against the mean min).
 fn random_blocks(ty: u32, seed: u64, blocks: usize, scale: f32) -> Vec<u8> {
-    let f16 = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes();
-    let (random, tail): (usize, Vec<u8>) = match ty {
-        GGUF_Q3K => (108, f16(scale * 0.018).to_vec()),
+    let f16 = |v: f32| half::f16::from_f32(v).to_bits().to_le_bytes().to_vec();
+    let (head, random, tail): (Vec<u8>, usize, Vec<u8>) = match ty {
+        GGUF_Q3K => (Vec::new(), 108, f16(scale * 0.018)),
         GGUF_Q2K => {
             let d = scale * 0.02;
-            (80, [f16(d), f16(d * 1.5)].concat())
+            (Vec::new(), 80, [f16(d), f16(d * 1.5)].concat())
+        }
+        GGUF_Q5K => {
+            let d = scale * 0.0011;
+            ([f16(d), f16(d * 15.5)].concat(), 172, Vec::new())
         }
         other => panic!("no random blocks of type {other}"),
     };
     hash_bytes(seed, blocks * random)
         .chunks_exact(random)
-        .flat_map(|b| b.iter().chain(&tail).copied().collect::<Vec<u8>>())
+        .flat_map(|b| [&head[..], b, &tail[..]].concat())
         .collect()
 }
 
@@ -177,6 +182,12 @@ pub const LLAMA3_Q2K: Family = Family {
     blocks: Some(GGUF_Q2K),
     ..LLAMA3_Q3K
 };
+/// As [`LLAMA3_Q3K`], with Q5_K blocks.
+pub const LLAMA3_Q5K: Family = Family {
+    name: "llama3-q5k",
+    blocks: Some(GGUF_Q5K),
+    ..LLAMA3_Q3K
+};
 /// Granite 3's graph: embedding, residual, attention and logit scales from the file.
 pub const GRANITE: Family = Family {
     name: "granite",
@@ -194,10 +205,11 @@ const GRANITE_SCALES: [(&str, f32); 4] = [
     ("attention.scale", 0.125),
     ("logit_scale", 8.0),
 ];
-/// BF16's, Q2_K's and Q3_K's type ids in GGUF files.
+/// BF16's and the K-quants' type ids in GGUF files.
 const GGUF_BF16: u32 = 30;
 const GGUF_Q2K: u32 = 10;
 const GGUF_Q3K: u32 = 11;
+const GGUF_Q5K: u32 = 13;
 const GEMMA2_WINDOW: u32 = 32;
 const GEMMA2_ATTN_CAP: f32 = 8.0;
 const GEMMA2_FINAL_CAP: f32 = 4.0;

@@ -1,4 +1,4 @@
-//! K-quants: 256-element super-blocks (Q2_K, Q3_K, Q4_K, Q6_K) against Q8_K activations,
+//! K-quants: 256-element super-blocks (Q2_K to Q6_K) against Q8_K activations,
 //! unpacked once per super-block and multiplied with any number of tokens.
 
 use super::*;
@@ -57,6 +57,25 @@ pub unsafe fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn tile_q3_k(w: &[&[BlockQ3K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
+    k_tile(*w, *a)
+}
+
+/// Q5_K, one row: Q4_K's product with each quant's fifth bit (see [`Q4kUnpacked`]).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    k_row(w, a)
+}
+
+/// Four rows of Q5_K against four tokens; per (row, token) the same operations in the
+/// same order as [`dot_q5_k`].
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q5_k(w: &[&[BlockQ5K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] {
     k_tile(*w, *a)
 }
 
@@ -172,40 +191,87 @@ impl KQuantBlock for BlockQ4K {
         }
     }
 
-    /// One unpacked Q4_K super-block against one activation super-block: the sub-block
-    /// products weighted by their 6-bit scales are summed as exact integers in vector lanes
-    /// (one horizontal sum per super-block instead of two per sub-block), then combined by the
-    /// portable version's float expression in its order, so the result is bit-for-bit the
-    /// portable one's.
     #[inline(always)]
     fn dot(u: &Q4kUnpacked, a: &BlockQ8K) -> f32 {
-        // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
-        // activation's 256 quants.
-        let sumi = unsafe {
-            let mut acc = _mm256_setzero_si256();
-            for c in 0..QK_K / 64 {
-                let y0 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64).cast());
-                let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64 + 32).cast());
-                let p0 = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(u.q[2 * c], y0),
-                    _mm256_set1_epi16(u.scales[2 * c]),
-                );
-                let p1 = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(u.q[2 * c + 1], y1),
-                    _mm256_set1_epi16(u.scales[2 * c + 1]),
-                );
-                acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
-            }
-            hsum_i32(acc)
-        };
-        // sum_j min_j * (bsums[2j] + bsums[2j + 1]) as one multiply-add of 16 lanes: the same
-        // exact integer as the scalar loop.
-        // SAFETY: AVX2 available (module contract); reads the 32 bytes of `bsums`.
-        let summin = hsum_i32(unsafe {
-            _mm256_madd_epi16(u.mins, _mm256_loadu_si256(a.bsums.as_ptr().cast()))
-        });
-        u.d * a.d * sumi as f32 - u.dmin * a.d * summin as f32
+        k4_dot(u, a)
     }
+}
+
+impl KQuantBlock for BlockQ5K {
+    type Unpacked = Q4kUnpacked;
+
+    /// Q4_K's unpacking with each quant's fifth bit from `qh` (bit `2 c` for the low
+    /// nibbles of chunk `c`, `2 c + 1` for its high ones): quants 0..31, which `maddubs`
+    /// multiplies as it does 0..15.
+    #[inline(always)]
+    fn unpack(&self) -> Q4kUnpacked {
+        // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the block's
+        // 128 quant bytes, and its 32 bytes of `qh`.
+        let q = unsafe {
+            let mask = _mm256_set1_epi8(0x0F);
+            let qh = _mm256_loadu_si256(self.qh.as_ptr().cast());
+            let mut q = [_mm256_setzero_si256(); 8];
+            for c in 0..QK_K / 64 {
+                let bytes = _mm256_loadu_si256(self.qs.as_ptr().add(c * 32).cast());
+                q[2 * c] = _mm256_or_si256(_mm256_and_si256(bytes, mask), q5_bit(qh, 2 * c));
+                q[2 * c + 1] = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask),
+                    q5_bit(qh, 2 * c + 1),
+                );
+            }
+            q
+        };
+        let (scales, mins) = q4k_scales_and_mins(&self.scales);
+        // SAFETY: AVX available (module contract); reads the 32 bytes of `mins`.
+        let mins = unsafe { _mm256_loadu_si256(mins.as_ptr().cast()) };
+        let (d, dmin) = half_pair(self.d, self.dmin);
+        Q4kUnpacked {
+            q,
+            scales,
+            mins,
+            d,
+            dmin,
+        }
+    }
+
+    #[inline(always)]
+    fn dot(u: &Q4kUnpacked, a: &BlockQ8K) -> f32 {
+        k4_dot(u, a)
+    }
+}
+
+/// One unpacked Q4_K super-block against one activation super-block: the sub-block
+/// products weighted by their 6-bit scales are summed as exact integers in vector lanes
+/// (one horizontal sum per super-block instead of two per sub-block), then combined by the
+/// portable version's float expression in its order, so the result is bit-for-bit the
+/// portable one's.
+#[inline(always)]
+fn k4_dot(u: &Q4kUnpacked, a: &BlockQ8K) -> f32 {
+    // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the
+    // activation's 256 quants.
+    let sumi = unsafe {
+        let mut acc = _mm256_setzero_si256();
+        for c in 0..QK_K / 64 {
+            let y0 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64).cast());
+            let y1 = _mm256_loadu_si256(a.qs.as_ptr().add(c * 64 + 32).cast());
+            let p0 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(u.q[2 * c], y0),
+                _mm256_set1_epi16(u.scales[2 * c]),
+            );
+            let p1 = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(u.q[2 * c + 1], y1),
+                _mm256_set1_epi16(u.scales[2 * c + 1]),
+            );
+            acc = _mm256_add_epi32(acc, _mm256_add_epi32(p0, p1));
+        }
+        hsum_i32(acc)
+    };
+    // sum_j min_j * (bsums[2j] + bsums[2j + 1]) as one multiply-add of 16 lanes: the same
+    // exact integer as the scalar loop.
+    // SAFETY: AVX2 available (module contract); reads the 32 bytes of `bsums`.
+    let summin =
+        hsum_i32(unsafe { _mm256_madd_epi16(u.mins, _mm256_loadu_si256(a.bsums.as_ptr().cast())) });
+    u.d * a.d * sumi as f32 - u.dmin * a.d * summin as f32
 }
 
 /// A super-block of unsigned quants with sixteen signed scales, one per 16 elements, and
@@ -406,6 +472,17 @@ impl KQuantBlock for BlockQ2K {
             _mm256_madd_epi16(u.mins, _mm256_loadu_si256(a.bsums.as_ptr().cast()))
         });
         u.d * a.d * sumi as f32 - u.dmin * a.d * summin as f32
+    }
+}
+
+/// Bit `k` of each byte of Q5_K's `qh`, moved to bit 4 (each quant's fifth bit).
+#[inline(always)]
+fn q5_bit(qh: __m256i, k: usize) -> __m256i {
+    // SAFETY: AVX2 available (module contract). Shifting 16-bit lanes lets the next byte's
+    // bits in at the top of each byte; the mask keeps bit 0 only.
+    unsafe {
+        let shifted = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(k as i32));
+        _mm256_slli_epi16(_mm256_and_si256(shifted, _mm256_set1_epi8(0x01)), 4)
     }
 }
 

@@ -120,6 +120,7 @@ mod avx2_only {
         axpy_f16_heads_lanes, dot_f16_queries_lanes, dot_rows_bf16_lanes, dot_rows_f16_lanes,
     };
     pub use super::k_quants::{
-        dot_q2_k, dot_q3_k, dot_q4_k, dot_q6_k, tile_q2_k, tile_q3_k, tile_q4_k, tile_q6_k,
+        dot_q2_k, dot_q3_k, dot_q4_k, dot_q5_k, dot_q6_k, tile_q2_k, tile_q3_k, tile_q4_k,
+        tile_q5_k, tile_q6_k,
     };
 }
