@@ -135,9 +135,14 @@ TINY = {
         "build": "write_llama3_q5k",
         "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
     },
+    "llama3-iq4nl-tiny": {
+        "build": "write_llama3_iq4nl",
+        "source": "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
 }
 for _name in ("qwen2-pre-tiny", "qwen2-tiny", "qwen3-tiny", "phi3-tiny", "gemma2-tiny", "granite-tiny",
-              "llama3-bf16-tiny", "llama3-q3k-tiny", "llama3-q2k-tiny", "llama3-q5k-tiny"):
+              "llama3-bf16-tiny", "llama3-q3k-tiny", "llama3-q2k-tiny", "llama3-q5k-tiny",
+              "llama3-iq4nl-tiny"):
     TINY[_name]["prompts"] = TINY["llama3-tiny"]["prompts"]
 
 TOKENIZER_STRINGS = [

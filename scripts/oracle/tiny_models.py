@@ -54,6 +54,8 @@ def random_blocks(kind: str, seed: int, blocks: int, scale: float) -> np.ndarray
     elif kind == "Q5_K":
         d = np.float32(scale) * np.float32(0.0011)
         head, random, tail = np.concatenate([f16(d), f16(d * np.float32(15.5))]), 172, empty
+    elif kind == "IQ4_NL":
+        head, random, tail = f16(np.float32(scale) * np.float32(0.004)), 16, empty
     else:
         raise ValueError(kind)
     body = hash_bytes(seed, blocks * random).reshape(blocks, random)
@@ -90,6 +92,7 @@ FAMILIES = {
     "llama3-q3k": {**LLAMA3, "rope_freqs": False, "width": 256, "ffn": 512, "blocks": "Q3_K"},
     "llama3-q2k": {**LLAMA3, "rope_freqs": False, "width": 256, "ffn": 512, "blocks": "Q2_K"},
     "llama3-q5k": {**LLAMA3, "rope_freqs": False, "width": 256, "ffn": 512, "blocks": "Q5_K"},
+    "llama3-iq4nl": {**LLAMA3, "blocks": "IQ4_NL"},
     # Granite 3's graph: embedding, residual, attention and logit scales from the file.
     "granite": {**LLAMA3, "arch": "granite", "rope_base": 10_000.0, "rope_freqs": False, "granite": True},
 }
@@ -154,7 +157,8 @@ def write_decoder(path: Path, source: Path, pre: str, family: str) -> None:
         seed += 1
         if f["blocks"] and len(dims) == 2 and name != "token_embd.weight":
             qtype = gguf.GGMLQuantizationType[f["blocks"]]
-            blocks = random_blocks(f["blocks"], seed, dims[0] * dims[1] // 256, scale)
+            per_block = 32 if f["blocks"] == "IQ4_NL" else 256
+            blocks = random_blocks(f["blocks"], seed, dims[0] * dims[1] // per_block, scale)
             w.add_tensor(name, blocks.reshape(dims[1], -1), raw_dtype=qtype)
             return
         values = weights(seed, int(np.prod(dims)), scale, offset)
@@ -252,6 +256,10 @@ def write_llama3_q2k(path: Path, source: Path) -> None:
 
 def write_llama3_q5k(path: Path, source: Path) -> None:
     write_decoder(path, source, "llama-bpe", "llama3-q5k")
+
+
+def write_llama3_iq4nl(path: Path, source: Path) -> None:
+    write_decoder(path, source, "llama-bpe", "llama3-iq4nl")
 
 
 def write_granite(path: Path, source: Path) -> None:

@@ -207,6 +207,17 @@ fn tiny_llama3_q5k_matches_llama_cpp() {
     );
 }
 
+/// IQ4_NL weights (every matrix but the embedding of the Llama 3 tiny model, as random
+/// blocks): the non-linear levels and their products against llama.cpp's.
+#[test]
+fn tiny_llama3_iq4nl_matches_llama_cpp() {
+    check_tiny(
+        "llama3-iq4nl-tiny.json",
+        "llama-bpe",
+        common::tiny::LLAMA3_IQ4NL,
+    );
+}
+
 /// Qwen 2's pre-tokenizer (digits one at a time, merges always applied) on the same model.
 #[test]
 fn qwen2_pre_tokenizer_matches_llama_cpp() {

@@ -65,6 +65,8 @@ pub enum TensorType {
     Q5K,
     Q6K,
     Q8K,
+    /// 4-bit non-linear: Q4_0's layout, the nibbles indexing a fixed table of 16 levels.
+    IQ4NL,
 }
 
 impl TensorType {
@@ -84,6 +86,7 @@ impl TensorType {
             13 => Self::Q5K,
             14 => Self::Q6K,
             15 => Self::Q8K,
+            20 => Self::IQ4NL,
             30 => Self::BF16,
             _ => return None,
         })
@@ -106,6 +109,7 @@ impl TensorType {
             Self::Q5K => (256, 176),
             Self::Q6K => (256, 210),
             Self::Q8K => (256, 292),
+            Self::IQ4NL => (32, 18),
         }
     }
 
@@ -126,6 +130,7 @@ impl TensorType {
             Self::Q5K => "Q5_K",
             Self::Q6K => "Q6_K",
             Self::Q8K => "Q8_K",
+            Self::IQ4NL => "IQ4_NL",
         }
     }
 }

@@ -93,6 +93,20 @@ pub struct ActQ8_1 {
     pub s: f32,
 }
 
+/// IQ4_NL: Q4_0's layout (a scale, then 32 nibbles: element `j` low, `j + 16` high), each
+/// nibble an index into [`IQ4_NL_LEVELS`] rather than a value.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct BlockIQ4NL {
+    pub d: f16,
+    pub qs: [u8; 16],
+}
+
+/// The sixteen levels of IQ4_NL's nibbles, denser near zero as trained weights are.
+pub const IQ4_NL_LEVELS: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
 /// Q2_K: 256 weights as 2-bit quants, each group of 16 with a 4-bit scale (low nibble of
 /// `scales`) and a 4-bit min (high nibble), and f16 multipliers for both.
 #[derive(Clone, Copy)]
@@ -157,6 +171,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+const _: () = assert!(std::mem::size_of::<BlockIQ4NL>() == 18);
 const _: () = assert!(std::mem::size_of::<BlockQ2K>() == 84);
 const _: () = assert!(std::mem::size_of::<BlockQ3K>() == 110);
 const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
@@ -182,6 +197,8 @@ unsafe impl Pod for BlockQ5_0 {}
 unsafe impl Pod for BlockQ5_1 {}
 // SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ8_0 {}
+// SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
+unsafe impl Pod for BlockIQ4NL {}
 // SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).
 unsafe impl Pod for BlockQ2K {}
 // SAFETY: repr(C) of u8/i8/i16/f16 fields, its size asserted above (no padding).

@@ -66,6 +66,7 @@ impl QMatrix {
             TensorType::Q5_0 => cast_blocks::<BlockQ5_0>(&m.bytes).is_some(),
             TensorType::Q5_1 => cast_blocks::<BlockQ5_1>(&m.bytes).is_some(),
             TensorType::Q8_0 => cast_blocks::<BlockQ8_0>(&m.bytes).is_some(),
+            TensorType::IQ4NL => cast_blocks::<BlockIQ4NL>(&m.bytes).is_some(),
             TensorType::Q2K => cast_blocks::<BlockQ2K>(&m.bytes).is_some(),
             TensorType::Q3K => cast_blocks::<BlockQ3K>(&m.bytes).is_some(),
             TensorType::Q4K => cast_blocks::<BlockQ4K>(&m.bytes).is_some(),
@@ -130,7 +131,9 @@ impl QMatrix {
     /// The activation format this matrix's kernels read (`None`: float weights).
     fn activation_format(&self) -> Option<TensorType> {
         match self.ty {
-            TensorType::Q4_0 | TensorType::Q5_0 | TensorType::Q8_0 => Some(TensorType::Q8_0),
+            TensorType::Q4_0 | TensorType::Q5_0 | TensorType::Q8_0 | TensorType::IQ4NL => {
+                Some(TensorType::Q8_0)
+            }
             TensorType::Q4_1 | TensorType::Q5_1 => Some(TensorType::Q8_1),
             TensorType::Q2K
             | TensorType::Q3K
@@ -247,6 +250,17 @@ impl QMatrix {
                     dot4_q8_0,
                     tile_q8_0,
                     tile8_q8_0
+                )
+            }
+            TensorType::IQ4NL => {
+                with_acts!(
+                    BlockIQ4NL,
+                    q8_0,
+                    quantize_q8_0,
+                    dot_iq4_nl,
+                    dot4_iq4_nl,
+                    tile_iq4_nl,
+                    tile8_iq4_nl
                 )
             }
             TensorType::Q2K => with_acts!(
@@ -400,7 +414,7 @@ impl QMatrix {
             &mut rows[0]
         }
         match self.ty {
-            TensorType::Q4_0 | TensorType::Q5_0 | TensorType::Q8_0 => {
+            TensorType::Q4_0 | TensorType::Q5_0 | TensorType::Q8_0 | TensorType::IQ4NL => {
                 quantize_q8_0(x, first(&mut scratch.q8_0))
             }
             TensorType::Q4_1 | TensorType::Q5_1 => quantize_q8_1(x, first(&mut scratch.q8_1)),
@@ -441,6 +455,7 @@ impl QMatrix {
             TensorType::Q5_0 => rows!(BlockQ5_0, q8_0, dot_q5_0, dot4_q5_0),
             TensorType::Q5_1 => rows!(BlockQ5_1, q8_1, dot_q5_1),
             TensorType::Q8_0 => rows!(BlockQ8_0, q8_0, dot_q8_0, dot4_q8_0),
+            TensorType::IQ4NL => rows!(BlockIQ4NL, q8_0, dot_iq4_nl, dot4_iq4_nl),
             TensorType::Q2K => rows!(BlockQ2K, q8_k, dot_q2_k, dot4_q2_k),
             TensorType::Q3K => rows!(BlockQ3K, q8_k, dot_q3_k, dot4_q3_k),
             TensorType::Q4K => rows!(BlockQ4K, q8_k, dot_q4_k, dot4_q4_k),
@@ -483,6 +498,7 @@ impl QMatrix {
             TensorType::Q5_0 => dequantize_q5_0(cast_blocks(bytes).unwrap_or(&[]), out),
             TensorType::Q5_1 => dequantize_q5_1(cast_blocks(bytes).unwrap_or(&[]), out),
             TensorType::Q8_0 => dequantize_q8_0(cast_blocks(bytes).unwrap_or(&[]), out),
+            TensorType::IQ4NL => dequantize_iq4_nl(cast_blocks(bytes).unwrap_or(&[]), out),
             TensorType::Q2K => dequantize_q2_k(cast_blocks(bytes).unwrap_or(&[]), out),
             TensorType::Q3K => dequantize_q3_k(cast_blocks(bytes).unwrap_or(&[]), out),
             TensorType::Q4K => dequantize_q4_k(cast_blocks(bytes).unwrap_or(&[]), out),

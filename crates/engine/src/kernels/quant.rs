@@ -193,6 +193,8 @@ dispatched! {
     fn dot_q4_1(w: &[BlockQ4_1], a: &[ActQ8_1]) -> f32 = [vnni, avx2] else dot_q4_1_portable(w, a);
     fn dot_q5_0(w: &[BlockQ5_0], a: &[ActQ8_0]) -> f32 = [vnni, avx2] else dot_q5_0_portable(w, a);
     fn dot_q8_0(w: &[BlockQ8_0], a: &[ActQ8_0]) -> f32 = [vnni, avx2] else dot_q8_0_portable(w, a);
+    fn dot_iq4_nl(w: &[BlockIQ4NL], a: &[ActQ8_0]) -> f32 = [vnni, avx2]
+        else dot_iq4_nl_portable(w, a);
     fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q4_k_portable(w, a);
     fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q6_k_portable(w, a);
     fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 = [avx2] else dot_q3_k_portable(w, a);
@@ -207,6 +209,8 @@ dispatched! {
         else std::array::from_fn(|r| dot_q5_0_portable(w[r], a));
     fn dot4_q8_0(w: &[&[BlockQ8_0]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
         else std::array::from_fn(|r| dot_q8_0_portable(w[r], a));
+    fn dot4_iq4_nl(w: &[&[BlockIQ4NL]; 4], a: &[ActQ8_0]) -> [f32; 4] = [avx512, avx2]
+        else std::array::from_fn(|r| dot_iq4_nl_portable(w[r], a));
 
     fn tile_q4_0(w: &[&[BlockQ4_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q4_0_portable(row, a)));
@@ -216,6 +220,8 @@ dispatched! {
         else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q5_0_portable(row, a)));
     fn tile_q8_0(w: &[&[BlockQ8_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q8_0_portable(row, a)));
+    fn tile_iq4_nl(w: &[&[BlockIQ4NL]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
+        else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_iq4_nl_portable(row, a)));
     fn tile_q4_k(w: &[&[BlockQ4K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
         else tile_by_rows(*w, *a, |w, a| w.map(|row| dot_q4_k_portable(row, a)));
     fn tile_q6_k(w: &[&[BlockQ6K]; 4], a: &[&[BlockQ8K]; 4]) -> [[f32; 4]; 4] = [avx512, avx2]
@@ -272,6 +278,13 @@ tile8!(tile8_q4_0, tile8_q4_0_at, tile_q4_0, BlockQ4_0, ActQ8_0);
 tile8!(tile8_q4_1, tile8_q4_1_at, tile_q4_1, BlockQ4_1, ActQ8_1);
 tile8!(tile8_q5_0, tile8_q5_0_at, tile_q5_0, BlockQ5_0, ActQ8_0);
 tile8!(tile8_q8_0, tile8_q8_0_at, tile_q8_0, BlockQ8_0, ActQ8_0);
+tile8!(
+    tile8_iq4_nl,
+    tile8_iq4_nl_at,
+    tile_iq4_nl,
+    BlockIQ4NL,
+    ActQ8_0
+);
 tile8!(tile8_q4_k, tile8_q4_k_at, tile_q4_k, BlockQ4K, BlockQ8K);
 tile8!(tile8_q6_k, tile8_q6_k_at, tile_q6_k, BlockQ6K, BlockQ8K);
 
@@ -333,6 +346,21 @@ pub(super) fn dot_q4_0_portable(w: &[BlockQ4_0], a: &[ActQ8_0]) -> f32 {
         for j in 0..QK / 2 {
             q[j] = (w.qs[j] & 0xF) as i8 - 8;
             q[j + QK / 2] = (w.qs[j] >> 4) as i8 - 8;
+        }
+        sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d);
+    }
+    sum
+}
+
+/// IQ4_NL: Q4_0's product with each nibble looked up in [`IQ4_NL_LEVELS`].
+#[inline]
+pub(super) fn dot_iq4_nl_portable(w: &[BlockIQ4NL], a: &[ActQ8_0]) -> f32 {
+    let mut sum = 0f32;
+    for (w, a) in w.iter().zip(a) {
+        let mut q = [0i8; QK];
+        for j in 0..QK / 2 {
+            q[j] = IQ4_NL_LEVELS[(w.qs[j] & 0xF) as usize];
+            q[j + QK / 2] = IQ4_NL_LEVELS[(w.qs[j] >> 4) as usize];
         }
         sum += dot_i8(&q, &a.qs) as f32 * (w.d.to_f32() * a.d);
     }
@@ -863,6 +891,16 @@ pub fn dequantize_q4_k(w: &[BlockQ4K], out: &mut [f32]) {
 pub fn dequantize_q5_k(w: &[BlockQ5K], out: &mut [f32]) {
     for (w, out) in w.iter().zip(out.chunks_exact_mut(QK_K)) {
         dequantize_k4_like(w.d, w.dmin, &w.scales, &unpack_k4(&w.qs, Some(&w.qh)), out);
+    }
+}
+
+pub fn dequantize_iq4_nl(w: &[BlockIQ4NL], out: &mut [f32]) {
+    for (w, out) in w.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = w.d.to_f32();
+        for j in 0..QK / 2 {
+            out[j] = d * IQ4_NL_LEVELS[(w.qs[j] & 0xF) as usize] as f32;
+            out[j + QK / 2] = d * IQ4_NL_LEVELS[(w.qs[j] >> 4) as usize] as f32;
+        }
     }
 }
 

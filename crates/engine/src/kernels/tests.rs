@@ -135,6 +135,10 @@ fn q4_0_q4_1_q5_0_q5_1_q8_0_match_reference() {
             random_bytes(&mut rng, N / 32, |b: &mut BlockQ8_0, r| b.d = r.scale());
         dequantize_q8_0(&w, &mut wf);
         check("q8_0", dot_q8_0(&w, &a0), reference(&wf, &xq0));
+        let w: Vec<BlockIQ4NL> =
+            random_bytes(&mut rng, N / 32, |b: &mut BlockIQ4NL, r| b.d = r.scale());
+        dequantize_iq4_nl(&w, &mut wf);
+        check("iq4_nl", dot_iq4_nl(&w, &a0), reference(&wf, &xq0));
     }
 }
 
@@ -321,6 +325,13 @@ fn block_products_agree_with_portable(isa: Isa) {
             at::dot_q8_0(isa, &w, &a0),
             quant::dot_q8_0_portable(&w, &a0),
         );
+        let w: Vec<BlockIQ4NL> =
+            random_bytes(&mut rng, N / 32, |b: &mut BlockIQ4NL, r| b.d = r.scale());
+        check(
+            &format!("iq4_nl {}", isa.name()),
+            at::dot_iq4_nl(isa, &w, &a0),
+            quant::dot_iq4_nl_portable(&w, &a0),
+        );
         // The K-quant kernels sum integers exactly and keep the float expression: equal
         // to the bit.
         let mut ak = Vec::new();
@@ -419,6 +430,13 @@ fn simd_levels_give_the_same_bits() {
         dot_q8_0,
         tile_q8_0,
         |b: &mut BlockQ8_0, r| b.d = r.scale()
+    );
+    same_bits!(
+        BlockIQ4NL,
+        a0,
+        dot_iq4_nl,
+        tile_iq4_nl,
+        |b: &mut BlockIQ4NL, r| b.d = r.scale()
     );
     same_bits!(
         BlockQ4_1,
@@ -813,6 +831,15 @@ fn tiles_equal_one_row_products_bit_for_bit() {
         tile_q8_0,
         tile8_q8_0_at,
         |b: &mut BlockQ8_0, r| { b.d = r.scale() }
+    );
+    check_tiles!(
+        BlockIQ4NL,
+        QK,
+        a8,
+        dot_iq4_nl,
+        tile_iq4_nl,
+        tile8_iq4_nl_at,
+        |b: &mut BlockIQ4NL, r| { b.d = r.scale() }
     );
     // Q8_0 weights of -128 (a file may hold them) and 127.
     check_tiles!(

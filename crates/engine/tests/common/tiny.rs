@@ -50,6 +50,7 @@ fn random_blocks(ty: u32, seed: u64, blocks: usize, scale: f32) -> Vec<u8> {
             let d = scale * 0.0011;
             ([f16(d), f16(d * 15.5)].concat(), 172, Vec::new())
         }
+        GGUF_IQ4NL => (f16(scale * 0.004), 16, Vec::new()),
         other => panic!("no random blocks of type {other}"),
     };
     hash_bytes(seed, blocks * random)
@@ -182,6 +183,13 @@ pub const LLAMA3_Q2K: Family = Family {
     blocks: Some(GGUF_Q2K),
     ..LLAMA3_Q3K
 };
+/// Llama 3's tiny graph with every matrix but the embedding as random IQ4_NL blocks (32
+/// long: the model keeps its width).
+pub const LLAMA3_IQ4NL: Family = Family {
+    name: "llama3-iq4nl",
+    blocks: Some(GGUF_IQ4NL),
+    ..LLAMA3
+};
 /// As [`LLAMA3_Q3K`], with Q5_K blocks.
 pub const LLAMA3_Q5K: Family = Family {
     name: "llama3-q5k",
@@ -210,6 +218,7 @@ const GGUF_BF16: u32 = 30;
 const GGUF_Q2K: u32 = 10;
 const GGUF_Q3K: u32 = 11;
 const GGUF_Q5K: u32 = 13;
+const GGUF_IQ4NL: u32 = 20;
 const GEMMA2_WINDOW: u32 = 32;
 const GEMMA2_ATTN_CAP: f32 = 8.0;
 const GEMMA2_FINAL_CAP: f32 = 4.0;
@@ -307,7 +316,13 @@ pub fn decoder(source: &GgufFile, pre: &str, family: Family) -> Vec<u8> {
             .blocks
             .filter(|_| dims.len() == 2 && name != "token_embd.weight");
         if let Some(ty) = quantised {
-            return w.tensor(name, &dims, ty, random_blocks(ty, seed, n / 256, scale));
+            let per_block = if ty == GGUF_IQ4NL { 32 } else { 256 };
+            return w.tensor(
+                name,
+                &dims,
+                ty,
+                random_blocks(ty, seed, n / per_block, scale),
+            );
         }
         let values = weights(seed, n, scale, offset);
         if family.bf16 && dims.len() == 2 {

@@ -35,7 +35,8 @@ macro_rules! signed_rows4_kernels {
 signed_rows4_kernels!(
     (BlockQ4_0, dot4_q4_0, tile_q4_0, tile8_q4_0),
     (BlockQ5_0, dot4_q5_0, tile_q5_0, tile8_q5_0),
-    (BlockQ8_0, dot4_q8_0, tile_q8_0, tile8_q8_0)
+    (BlockQ8_0, dot4_q8_0, tile_q8_0, tile8_q8_0),
+    (BlockIQ4NL, dot4_iq4_nl, tile_iq4_nl, tile8_iq4_nl)
 );
 
 /// # Safety

@@ -86,6 +86,7 @@ at_both_levels! {
     fn dot_q5_0(w: &[BlockQ5_0], a: &[ActQ8_0]) -> f32 = dot_q5_0_body;
     fn dot_q8_0(w: &[BlockQ8_0], a: &[ActQ8_0]) -> f32 = dot_q8_0_body;
     fn dot_q4_1(w: &[BlockQ4_1], a: &[ActQ8_1]) -> f32 = dot_q4_1_body;
+    fn dot_iq4_nl(w: &[BlockIQ4NL], a: &[ActQ8_0]) -> f32 = dot_iq4_nl_body;
     avx2 only:
     fn dot4_q4_1(w: &[&[BlockQ4_1]; 4], a: &[ActQ8_1]) -> [f32; 4] = dot4_q4_1_body;
     fn tile_q4_1(w: &[&[BlockQ4_1]; 4], a: &[&[ActQ8_1]; 4]) -> [[f32; 4]; 4] = tile_q4_1_body;
@@ -95,6 +96,8 @@ at_both_levels! {
     fn tile_q4_0(w: &[&[BlockQ4_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q4_0_body;
     fn tile_q5_0(w: &[&[BlockQ5_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q5_0_body;
     fn tile_q8_0(w: &[&[BlockQ8_0]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_q8_0_body;
+    fn dot4_iq4_nl(w: &[&[BlockIQ4NL]; 4], a: &[ActQ8_0]) -> [f32; 4] = dot4_iq4_nl_body;
+    fn tile_iq4_nl(w: &[&[BlockIQ4NL]; 4], a: &[&[ActQ8_0]; 4]) -> [[f32; 4]; 4] = tile_iq4_nl_body;
 }
 
 mod activations;

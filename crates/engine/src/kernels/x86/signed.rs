@@ -1,5 +1,5 @@
-//! The 32-element formats whose quants unpack to signed bytes (Q4_0, Q5_0, Q8_0): their
-//! one-row, four-row and tile products at the 256-bit levels.
+//! The 32-element formats whose quants unpack to signed bytes (Q4_0, Q5_0, Q8_0, IQ4_NL):
+//! their one-row, four-row and tile products at the 256-bit levels.
 
 use super::*;
 
@@ -39,6 +39,24 @@ impl SignedBlock for BlockQ8_0 {
     #[inline(always)]
     fn unpack(&self) -> (__m256i, __m256) {
         (load32(&self.qs), half8(self.d))
+    }
+
+    #[inline(always)]
+    fn scale(&self) -> f16 {
+        self.d
+    }
+}
+
+impl SignedBlock for BlockIQ4NL {
+    /// Each nibble looked up in the sixteen levels, sixteen lookups per instruction.
+    #[inline(always)]
+    fn unpack(&self) -> (__m256i, __m256) {
+        // SAFETY: AVX2 available (module contract); reads the 16 bytes of the table.
+        let q = unsafe {
+            let levels = _mm_loadu_si128(IQ4_NL_LEVELS.as_ptr().cast());
+            _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(levels), nibbles(&self.qs))
+        };
+        (q, half8(self.d))
     }
 
     #[inline(always)]
@@ -224,6 +242,27 @@ pub(super) fn signed_tile<const VNNI: bool, W: SignedBlock>(
 #[inline(always)]
 pub(super) fn dot_q4_0_body<const VNNI: bool>(w: &[BlockQ4_0], a: &[ActQ8_0]) -> f32 {
     signed_blocks::<VNNI, _>(w, a)
+}
+
+#[inline(always)]
+pub(super) fn dot_iq4_nl_body<const VNNI: bool>(w: &[BlockIQ4NL], a: &[ActQ8_0]) -> f32 {
+    signed_blocks::<VNNI, _>(w, a)
+}
+
+#[inline(always)]
+pub(super) fn dot4_iq4_nl_body<const VNNI: bool>(
+    w: &[&[BlockIQ4NL]; 4],
+    a: &[ActQ8_0],
+) -> [f32; 4] {
+    signed_blocks4::<VNNI, _>(*w, a)
+}
+
+#[inline(always)]
+pub(super) fn tile_iq4_nl_body<const VNNI: bool>(
+    w: &[&[BlockIQ4NL]; 4],
+    a: &[&[ActQ8_0]; 4],
+) -> [[f32; 4]; 4] {
+    signed_tile::<VNNI, _>(*w, *a)
 }
 
 #[inline(always)]
