@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use basalt_store::{GuardrailRef, Quota, Store};
+use basalt_store::{GuardrailRef, Quota, Store, Tenant};
 use minijinja::{context, Value};
 use serde::Deserialize;
 
@@ -54,6 +54,23 @@ fn store(console: &Console) -> Result<Arc<dyn Store>, ConsoleError> {
         .as_ref()
         .map(|p| Arc::clone(&p.store))
         .ok_or(ConsoleError::NotFound)
+}
+
+/// What every change to a tenant checks first, in this order: that the viewer is the
+/// operator (a tenant gets a 404), the form's token and origin; then the tenant (404 if
+/// none). Returns the store and the tenant.
+async fn tenant_change(
+    console: &Console,
+    viewer: &Viewer,
+    headers: &HeaderMap,
+    csrf: &str,
+    tenant: &str,
+) -> Result<(Arc<dyn Store>, Tenant), ConsoleError> {
+    viewer.require_operator()?;
+    viewer.check_form(console, headers, csrf)?;
+    let store = store(console)?;
+    let tenant = store.tenant(tenant).await?;
+    Ok((store, tenant))
 }
 
 /// Only the CSRF token: the forms whose other fields are in the path.
@@ -164,11 +181,9 @@ async fn update(
     Path(tenant): Path<String>,
     ConsoleForm(form): ConsoleForm<Settings>,
 ) -> Result<Response, ConsoleError> {
-    viewer.require_operator()?;
-    viewer.check_form(&console, &headers, &form.csrf)?;
+    let (store, target) = tenant_change(&console, &viewer, &headers, &form.csrf, &tenant).await?;
     let weight = parse_optional::<u32>("weight", form.weight.as_deref())?;
-    let store = store(&console)?;
-    let id = store.tenant(&tenant).await?.id;
+    let id = target.id;
     store
         .update_tenant(
             &id,
@@ -196,8 +211,7 @@ async fn create_key(
     Path(tenant): Path<String>,
     ConsoleForm(form): ConsoleForm<NewKey>,
 ) -> Result<Html<String>, ConsoleError> {
-    viewer.require_operator()?;
-    viewer.check_form(&console, &headers, &form.csrf)?;
+    let (store, t) = tenant_change(&console, &viewer, &headers, &form.csrf, &tenant).await?;
     let days = parse_optional::<u32>("expires_in_days", form.expires_in_days.as_deref())?;
     let expires_at = match days {
         Some(0) => {
@@ -213,8 +227,6 @@ async fn create_key(
         .as_deref()
         .map(str::trim)
         .filter(|n| !n.is_empty());
-    let store = store(&console)?;
-    let t = store.tenant(&tenant).await?;
     let key = store
         .create_api_key(&t.id, name.unwrap_or("default"), expires_at)
         .await?;
@@ -241,10 +253,8 @@ async fn revoke_key(
     Path((tenant, key)): Path<(String, String)>,
     ConsoleForm(form): ConsoleForm<Token>,
 ) -> Result<Response, ConsoleError> {
-    viewer.require_operator()?;
-    viewer.check_form(&console, &headers, &form.csrf)?;
-    let store = store(&console)?;
-    let id = store.tenant(&tenant).await?.id;
+    let (store, target) = tenant_change(&console, &viewer, &headers, &form.csrf, &tenant).await?;
+    let id = target.id;
     store.revoke_api_key(&id, &key).await?;
     Ok(back_to(&id))
 }
@@ -256,10 +266,7 @@ async fn create_access_key(
     Path(tenant): Path<String>,
     ConsoleForm(form): ConsoleForm<Token>,
 ) -> Result<Html<String>, ConsoleError> {
-    viewer.require_operator()?;
-    viewer.check_form(&console, &headers, &form.csrf)?;
-    let store = store(&console)?;
-    let t = store.tenant(&tenant).await?;
+    let (store, t) = tenant_change(&console, &viewer, &headers, &form.csrf, &tenant).await?;
     let key = store.create_access_key(&t.id).await?;
     page::render(
         &console,
@@ -283,10 +290,8 @@ async fn revoke_access_key(
     Path((tenant, key)): Path<(String, String)>,
     ConsoleForm(form): ConsoleForm<Token>,
 ) -> Result<Response, ConsoleError> {
-    viewer.require_operator()?;
-    viewer.check_form(&console, &headers, &form.csrf)?;
-    let store = store(&console)?;
-    let id = store.tenant(&tenant).await?.id;
+    let (store, target) = tenant_change(&console, &viewer, &headers, &form.csrf, &tenant).await?;
+    let id = target.id;
     store.revoke_access_key(&id, &key).await?;
     Ok(back_to(&id))
 }
@@ -305,8 +310,7 @@ async fn grant(
     Path(tenant): Path<String>,
     ConsoleForm(form): ConsoleForm<ModelForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.require_operator()?;
-    viewer.check_form(&console, &headers, &form.csrf)?;
+    let (store, target) = tenant_change(&console, &viewer, &headers, &form.csrf, &tenant).await?;
     let served = console
         .app
         .listed_models()
@@ -318,8 +322,7 @@ async fn grant(
             form.model
         )));
     }
-    let store = store(&console)?;
-    let id = store.tenant(&tenant).await?.id;
+    let id = target.id;
     store.grant_model(&id, &form.model).await?;
     Ok(back_to(&id))
 }
@@ -331,10 +334,8 @@ async fn revoke_grant(
     Path(tenant): Path<String>,
     ConsoleForm(form): ConsoleForm<ModelForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.require_operator()?;
-    viewer.check_form(&console, &headers, &form.csrf)?;
-    let store = store(&console)?;
-    let id = store.tenant(&tenant).await?.id;
+    let (store, target) = tenant_change(&console, &viewer, &headers, &form.csrf, &tenant).await?;
+    let id = target.id;
     store.revoke_model(&id, &form.model).await?;
     Ok(back_to(&id))
 }
@@ -357,8 +358,7 @@ async fn set_quota(
     Path(tenant): Path<String>,
     ConsoleForm(form): ConsoleForm<QuotaForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.require_operator()?;
-    viewer.check_form(&console, &headers, &form.csrf)?;
+    let (store, target) = tenant_change(&console, &viewer, &headers, &form.csrf, &tenant).await?;
     let quota = Quota {
         requests_per_minute: parse_optional(
             "requests_per_minute",
@@ -378,8 +378,7 @@ async fn set_quota(
             "name at least one limit; a limit left empty is no limit".into(),
         ));
     }
-    let store = store(&console)?;
-    let id = store.tenant(&tenant).await?.id;
+    let id = target.id;
     store.set_quota(&id, form.model.trim(), &quota).await?;
     Ok(back_to(&id))
 }
@@ -400,8 +399,7 @@ async fn set_guardrail(
     Path(tenant): Path<String>,
     ConsoleForm(form): ConsoleForm<GuardrailForm>,
 ) -> Result<Response, ConsoleError> {
-    viewer.require_operator()?;
-    viewer.check_form(&console, &headers, &form.csrf)?;
+    let (store, target) = tenant_change(&console, &viewer, &headers, &form.csrf, &tenant).await?;
     let identifier = form.guardrail_identifier.trim();
     let guardrail = if identifier.is_empty() {
         None
@@ -417,8 +415,7 @@ async fn set_guardrail(
             version: version.to_string(),
         })
     };
-    let store = store(&console)?;
-    let id = store.tenant(&tenant).await?.id;
+    let id = target.id;
     store
         .set_enforced_guardrail(&id, guardrail.as_ref())
         .await?;

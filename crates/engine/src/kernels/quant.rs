@@ -618,29 +618,70 @@ pub fn dot_f16(w: &[f16], a: &[f32]) -> f32 {
 /// computed exactly as [`dot_f16`] computes it alone.
 #[inline]
 pub fn dot_rows_f16<const N: usize>(w: [&[f16]; N], a: &[f32]) -> [f32; N] {
-    let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
-    let chunks = n / 8;
-    let acc = match Isa::current() {
+    let chunks = half_rows_len(&w, a) / 8;
+    let lanes = match Isa::current() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa` reports AVX2 only where the CPU has AVX2, FMA and F16C.
-        isa if isa.has_avx2() => unsafe { super::x86::avx2::dot_rows_f16_lanes(w, a, chunks) },
-        _ => {
-            let mut acc = [[0f32; 8]; N];
-            for (acc, row) in acc.iter_mut().zip(&w) {
-                for i in 0..chunks {
-                    for k in 0..8 {
-                        acc[k] += row[i * 8 + k].to_f32() * a[i * 8 + k];
-                    }
+        isa if isa.has_avx2() => {
+            // SAFETY: `Isa` reports AVX2 only where the CPU has AVX2, FMA and F16C.
+            Some(unsafe { super::x86::avx2::dot_rows_f16_lanes(w, a, chunks) })
+        }
+        _ => None,
+    };
+    fold_half_rows(w, a, lanes)
+}
+
+/// A 16-bit float weight (f16, bf16), widened to f32 exactly.
+pub trait HalfWeight: Copy {
+    fn widen(self) -> f32;
+}
+
+impl HalfWeight for f16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+impl HalfWeight for bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+/// Elements every row and the activations hold.
+fn half_rows_len<H, const N: usize>(w: &[&[H]; N], a: &[f32]) -> usize {
+    w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len())
+}
+
+/// The 16-bit float rows' products, given the eight lane sums of their whole groups of
+/// eight where a SIMD level computed them (else computed here the same way: lane `k` sums
+/// elements `8 i + k` in order, each product rounded, then added): the lanes folded in
+/// order, then the tail added.
+#[inline]
+fn fold_half_rows<H: HalfWeight, const N: usize>(
+    w: [&[H]; N],
+    a: &[f32],
+    lanes: Option<[[f32; 8]; N]>,
+) -> [f32; N] {
+    let n = half_rows_len(&w, a);
+    let chunks = n / 8;
+    let acc = lanes.unwrap_or_else(|| {
+        let mut acc = [[0f32; 8]; N];
+        for (acc, row) in acc.iter_mut().zip(&w) {
+            for i in 0..chunks {
+                for k in 0..8 {
+                    acc[k] += row[i * 8 + k].widen() * a[i * 8 + k];
                 }
             }
-            acc
         }
-    };
+        acc
+    });
     let mut out = [0f32; N];
     for ((o, acc), row) in out.iter_mut().zip(&acc).zip(&w) {
         let mut sum: f32 = acc.iter().sum();
         for i in chunks * 8..n {
-            sum += row[i].to_f32() * a[i];
+            sum += row[i].widen() * a[i];
         }
         *o = sum;
     }
@@ -665,33 +706,16 @@ pub fn dot_bf16(w: &[bf16], a: &[f32]) -> f32 {
 /// [`dot_bf16`] for `N` rows at once, each computed exactly as alone.
 #[inline]
 pub fn dot_rows_bf16<const N: usize>(w: [&[bf16]; N], a: &[f32]) -> [f32; N] {
-    let n = w.iter().map(|r| r.len()).min().unwrap_or(0).min(a.len());
-    let chunks = n / 8;
-    let acc = match Isa::current() {
+    let chunks = half_rows_len(&w, a) / 8;
+    let lanes = match Isa::current() {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa` reports AVX2 only where the CPU has AVX2, FMA and F16C.
-        isa if isa.has_avx2() => unsafe { super::x86::avx2::dot_rows_bf16_lanes(w, a, chunks) },
-        _ => {
-            let mut acc = [[0f32; 8]; N];
-            for (acc, row) in acc.iter_mut().zip(&w) {
-                for i in 0..chunks {
-                    for k in 0..8 {
-                        acc[k] += row[i * 8 + k].to_f32() * a[i * 8 + k];
-                    }
-                }
-            }
-            acc
+        isa if isa.has_avx2() => {
+            // SAFETY: `Isa` reports AVX2 only where the CPU has AVX2, FMA and F16C.
+            Some(unsafe { super::x86::avx2::dot_rows_bf16_lanes(w, a, chunks) })
         }
+        _ => None,
     };
-    let mut out = [0f32; N];
-    for ((o, acc), row) in out.iter_mut().zip(&acc).zip(&w) {
-        let mut sum: f32 = acc.iter().sum();
-        for i in chunks * 8..n {
-            sum += row[i].to_f32() * a[i];
-        }
-        *o = sum;
-    }
-    out
+    fold_half_rows(w, a, lanes)
 }
 
 /// Attention scores: `K` keys (halves, from the cache) against the `G` queries that share

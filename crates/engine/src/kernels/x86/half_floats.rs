@@ -132,30 +132,11 @@ pub unsafe fn dot_rows_f16_lanes<const N: usize>(
     a: &[f32],
     chunks: usize,
 ) -> [[f32; 8]; N] {
-    let shortest = w.iter().map(|r| r.len()).fold(a.len(), usize::min);
-    let chunks = chunks.min(shortest / 8);
-    let mut v = [_mm256_setzero_ps(); N];
-    for i in 0..chunks {
-        // SAFETY: every row and `a` hold at least `chunks * 8` elements (clamped above).
-        let af = unsafe { _mm256_loadu_ps(a.as_ptr().add(i * 8)) };
-        for (v, row) in v.iter_mut().zip(&w) {
-            // SAFETY: as above; 8 halves are 16 bytes.
-            let halves = unsafe { _mm_loadu_si128(row.as_ptr().add(i * 8).cast()) };
-            // Multiply then add, each rounded, as the scalar loop (not a fused FMA).
-            *v = _mm256_add_ps(*v, _mm256_mul_ps(_mm256_cvtph_ps(halves), af));
-        }
-    }
-    let mut acc = [[0f32; 8]; N];
-    for (acc, v) in acc.iter_mut().zip(v) {
-        // SAFETY: writes the 8 floats of `acc`.
-        unsafe { _mm256_storeu_ps(acc.as_mut_ptr(), v) };
-    }
-    acc
+    half_rows_lanes(w, a, chunks)
 }
 
 /// `quant::dot_rows_bf16`'s lanes: as [`dot_rows_f16_lanes`], each bfloat16 widened to f32
-/// by shifting its bits into the high half (exact), then multiplied and added, each
-/// rounded, as the scalar loop does.
+/// by shifting its bits into the high half (exact).
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -165,17 +146,58 @@ pub unsafe fn dot_rows_bf16_lanes<const N: usize>(
     a: &[f32],
     chunks: usize,
 ) -> [[f32; 8]; N] {
+    half_rows_lanes(w, a, chunks)
+}
+
+/// A 16-bit float weight type whose eight values widen to eight f32 lanes.
+pub(super) trait HalfLanes: Copy {
+    /// Eight values from `at` as f32.
+    ///
+    /// # Safety
+    /// `at` must point at eight readable values.
+    unsafe fn widen8(at: *const Self) -> __m256;
+}
+
+impl HalfLanes for f16 {
+    #[inline(always)]
+    unsafe fn widen8(at: *const Self) -> __m256 {
+        // SAFETY: F16C available (module contract); the caller's 16 readable bytes.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(at.cast())) }
+    }
+}
+
+impl HalfLanes for bf16 {
+    #[inline(always)]
+    unsafe fn widen8(at: *const Self) -> __m256 {
+        // SAFETY: AVX2 available (module contract); the caller's 16 readable bytes.
+        unsafe {
+            let raw = _mm_loadu_si128(at.cast());
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)))
+        }
+    }
+}
+
+/// The lanes of both: per row, eight lanes of products each rounded then added (not a
+/// fused multiply-add), as the scalar loop.
+#[inline(always)]
+fn half_rows_lanes<H: HalfLanes, const N: usize>(
+    w: [&[H]; N],
+    a: &[f32],
+    chunks: usize,
+) -> [[f32; 8]; N] {
     let shortest = w.iter().map(|r| r.len()).fold(a.len(), usize::min);
     let chunks = chunks.min(shortest / 8);
-    let mut v = [_mm256_setzero_ps(); N];
+    // SAFETY: AVX available (module contract).
+    let mut v = [unsafe { _mm256_setzero_ps() }; N];
     for i in 0..chunks {
         // SAFETY: every row and `a` hold at least `chunks * 8` elements (clamped above).
         let af = unsafe { _mm256_loadu_ps(a.as_ptr().add(i * 8)) };
         for (v, row) in v.iter_mut().zip(&w) {
-            // SAFETY: as above; 8 bfloat16 are 16 bytes.
-            let raw = unsafe { _mm_loadu_si128(row.as_ptr().add(i * 8).cast()) };
-            let wide = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)));
-            *v = _mm256_add_ps(*v, _mm256_mul_ps(wide, af));
+            // SAFETY: as above: eight values from element `8 i`; AVX available.
+            unsafe {
+                let wide = H::widen8(row.as_ptr().add(i * 8));
+                *v = _mm256_add_ps(*v, _mm256_mul_ps(wide, af));
+            }
         }
     }
     let mut acc = [[0f32; 8]; N];
