@@ -161,34 +161,41 @@ pub(super) fn q4k_scales_and_mins(packed: &[u8; 12]) -> ([i16; 8], [i16; 16]) {
     (scales, mins)
 }
 
+/// A Q4_K-layout super-block unpacked: nibbles split (chunk `c`'s low nibbles, then its
+/// high ones), scales and mins decoded. Q5_K adds its fifth bits to this.
+#[inline(always)]
+fn k4_unpack(qs: &[u8; QK_K / 2], packed: &[u8; 12], d: f16, dmin: f16) -> Q4kUnpacked {
+    // SAFETY: AVX2 available (module contract); every load reads 32 bytes inside the
+    // block's 128 quant bytes.
+    let q = unsafe {
+        let mask = _mm256_set1_epi8(0x0F);
+        let mut q = [_mm256_setzero_si256(); 8];
+        for c in 0..QK_K / 64 {
+            let bytes = _mm256_loadu_si256(qs.as_ptr().add(c * 32).cast());
+            q[2 * c] = _mm256_and_si256(bytes, mask);
+            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
+        }
+        q
+    };
+    let (scales, mins) = q4k_scales_and_mins(packed);
+    // SAFETY: AVX available (module contract); reads the 32 bytes of `mins`.
+    let mins = unsafe { _mm256_loadu_si256(mins.as_ptr().cast()) };
+    let (d, dmin) = half_pair(d, dmin);
+    Q4kUnpacked {
+        q,
+        scales,
+        mins,
+        d,
+        dmin,
+    }
+}
+
 impl KQuantBlock for BlockQ4K {
     type Unpacked = Q4kUnpacked;
 
     #[inline(always)]
     fn unpack(&self) -> Q4kUnpacked {
-        // SAFETY: AVX2 available (module contract); every load reads 32 bytes inside the
-        // block's 128 quant bytes.
-        let q = unsafe {
-            let mask = _mm256_set1_epi8(0x0F);
-            let mut q = [_mm256_setzero_si256(); 8];
-            for c in 0..QK_K / 64 {
-                let bytes = _mm256_loadu_si256(self.qs.as_ptr().add(c * 32).cast());
-                q[2 * c] = _mm256_and_si256(bytes, mask);
-                q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask);
-            }
-            q
-        };
-        let (scales, mins) = q4k_scales_and_mins(&self.scales);
-        // SAFETY: AVX available (module contract); reads the 32 bytes of `mins`.
-        let mins = unsafe { _mm256_loadu_si256(mins.as_ptr().cast()) };
-        let (d, dmin) = half_pair(self.d, self.dmin);
-        Q4kUnpacked {
-            q,
-            scales,
-            mins,
-            d,
-            dmin,
-        }
+        k4_unpack(&self.qs, &self.scales, self.d, self.dmin)
     }
 
     #[inline(always)]
@@ -205,33 +212,15 @@ impl KQuantBlock for BlockQ5K {
     /// multiplies as it does 0..15.
     #[inline(always)]
     fn unpack(&self) -> Q4kUnpacked {
-        // SAFETY: AVX2 available (module contract); loads read 32 bytes inside the block's
-        // 128 quant bytes, and its 32 bytes of `qh`.
-        let q = unsafe {
-            let mask = _mm256_set1_epi8(0x0F);
+        let mut u = k4_unpack(&self.qs, &self.scales, self.d, self.dmin);
+        // SAFETY: AVX2 available (module contract); reads the 32 bytes of `qh`.
+        unsafe {
             let qh = _mm256_loadu_si256(self.qh.as_ptr().cast());
-            let mut q = [_mm256_setzero_si256(); 8];
-            for c in 0..QK_K / 64 {
-                let bytes = _mm256_loadu_si256(self.qs.as_ptr().add(c * 32).cast());
-                q[2 * c] = _mm256_or_si256(_mm256_and_si256(bytes, mask), q5_bit(qh, 2 * c));
-                q[2 * c + 1] = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask),
-                    q5_bit(qh, 2 * c + 1),
-                );
+            for (k, q) in u.q.iter_mut().enumerate() {
+                *q = _mm256_or_si256(*q, q5_bit(qh, k));
             }
-            q
-        };
-        let (scales, mins) = q4k_scales_and_mins(&self.scales);
-        // SAFETY: AVX available (module contract); reads the 32 bytes of `mins`.
-        let mins = unsafe { _mm256_loadu_si256(mins.as_ptr().cast()) };
-        let (d, dmin) = half_pair(self.d, self.dmin);
-        Q4kUnpacked {
-            q,
-            scales,
-            mins,
-            d,
-            dmin,
         }
+        u
     }
 
     #[inline(always)]
