@@ -357,6 +357,8 @@ def test_the_console_from_first_visit_to_revoked_key(console_server, chromium):
     # Operator's usage view counts the tenant's traffic too.
     page.goto("/console/usage")
     assert "acme" in page.locator("#usage-table").inner_text()
+    assert "acme" in page.locator("#tenants-chart .legend").inner_text()
+    assert page.locator("#tenants-chart svg rect").count() >= 1
     operator.shot("18-usage-operator")
 
     assert not operator.errors, operator.errors

@@ -85,7 +85,18 @@ pub(crate) async fn show(
             format!("{m:02}-{day:02}")
         })
         .collect();
-    let (tokens, requests) = daily_series(&records, first_day, labels.len());
+    let (tokens, requests) =
+        daily_series(&records, first_day, labels.len(), |r| r.model_id.clone());
+    // The operator looking at every tenant also sees who used what.
+    let tenant_chart = (viewer.own_tenant().is_none() && tenant_id.is_none()).then(|| {
+        let name = |r: &UsageRecord| names.get(&r.tenant_id).unwrap_or(&r.tenant_id).clone();
+        let (by_tenant, _) = daily_series(&records, first_day, labels.len(), name);
+        Value::from_safe_string(stacked_bars(
+            "Tokens per day by tenant",
+            &labels,
+            &by_tenant,
+        ))
+    });
     let rows = table(&records, &names);
     page::render(
         &console,
@@ -100,19 +111,22 @@ pub(crate) async fn show(
             totals => Value::from_serialize(&totals),
             tokens_chart => Value::from_safe_string(stacked_bars("Tokens per day by model", &labels, &tokens)),
             requests_chart => Value::from_safe_string(stacked_bars("Requests per day by model", &labels, &requests)),
+            tenant_chart => tenant_chart,
             rows => rows,
         },
     )
 }
 
-/// Per model, tokens (input and output) and requests on each day of the window.
+/// Per `key` (a model, a tenant), tokens (input and output) and requests on each day of
+/// the window.
 fn daily_series(
     records: &[UsageRecord],
     first_day: i64,
     days: usize,
+    key: impl Fn(&UsageRecord) -> String,
 ) -> (Vec<Series>, Vec<Series>) {
-    let mut tokens: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    let mut requests: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut tokens: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut requests: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in records {
         let day = r.created_at.div_euclid(86_400) - first_day;
         let Ok(i) = usize::try_from(day) else {
@@ -121,18 +135,13 @@ fn daily_series(
         if i >= days {
             continue;
         }
-        tokens.entry(&r.model_id).or_insert_with(|| vec![0.0; days])[i] +=
+        tokens.entry(key(r)).or_insert_with(|| vec![0.0; days])[i] +=
             (r.input_tokens + r.output_tokens) as f64;
-        requests
-            .entry(&r.model_id)
-            .or_insert_with(|| vec![0.0; days])[i] += 1.0;
+        requests.entry(key(r)).or_insert_with(|| vec![0.0; days])[i] += 1.0;
     }
-    let series = |m: BTreeMap<&str, Vec<f64>>| {
+    let series = |m: BTreeMap<String, Vec<f64>>| {
         m.into_iter()
-            .map(|(name, values)| Series {
-                name: name.to_string(),
-                values,
-            })
+            .map(|(name, values)| Series { name, values })
             .collect()
     };
     (series(tokens), series(requests))
@@ -238,9 +247,13 @@ mod tests {
             record("t2", "m", 11, 1, 200),
             record("t2", "m", 3, 1, 200), // before the window
         ];
-        let (tokens, requests) = daily_series(&records, 10, 2);
+        let (tokens, requests) = daily_series(&records, 10, 2, |r| r.model_id.clone());
         assert_eq!(tokens[0].values, vec![5.0, 9.0]);
         assert_eq!(requests[0].values, vec![1.0, 2.0]);
+        let (by_tenant, _) = daily_series(&records, 10, 2, |r| r.tenant_id.clone());
+        assert_eq!(by_tenant[0].name, "t1");
+        assert_eq!(by_tenant[0].values, vec![5.0, 7.0]);
+        assert_eq!(by_tenant[1].values, vec![0.0, 2.0]);
         let names = BTreeMap::from([("t1".to_string(), "alpha".to_string())]);
         let rows = table(&records, &names);
         assert_eq!(rows.len(), 2);
