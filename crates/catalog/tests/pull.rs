@@ -127,6 +127,9 @@ fn serve(stream: TcpStream, state: &Mutex<HubState>) {
         if s.gated.iter().any(|g| g == repo) && !authorized {
             return respond(&mut stream, "401 Unauthorized", "", b"{}");
         }
+        if repo == "acme/broken" {
+            return respond(&mut stream, "200 OK", "", b"<html>not a listing</html>");
+        }
         let Some(files) = s.repos.get(repo) else {
             return respond(&mut stream, "404 Not Found", "", b"{}");
         };
@@ -395,6 +398,17 @@ fn gated_repositories_need_the_token_and_the_check_has_the_last_word() {
         "{authorized:?}"
     );
 
+    let broken = Source::parse("acme/broken", &hub.url).unwrap();
+    let err = pull(
+        &mut catalog,
+        &with_token,
+        &broken,
+        options(),
+        &accept,
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not what it should be"), "{err}");
     let missing = Source::parse("acme/nothing-here", &hub.url).unwrap();
     let err = pull(
         &mut catalog,

@@ -55,6 +55,9 @@ pub(crate) struct Console {
     pub app: Arc<AppState>,
     pub config: ConsoleConfig,
     pub templates: minijinja::Environment<'static>,
+    /// What each GGUF file's matrices are stored as, read once (the catalog page).
+    pub weight_types:
+        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Option<String>>>,
 }
 
 pub(crate) type Shared = axum::extract::State<Arc<Console>>;
@@ -68,6 +71,7 @@ pub fn routes(app: Arc<AppState>, config: ConsoleConfig) -> Router {
         app,
         config,
         templates: page::templates(),
+        weight_types: Default::default(),
     });
     use pages::{admin, features, logs, models, overview, playground, usage};
     Router::new()

@@ -315,6 +315,35 @@ async fn signing_in_takes_the_admin_token_or_an_api_key_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn a_malformed_form_is_a_clear_400_page() {
+    let p = platform();
+    let mut operator = Browser::new(&p.app);
+    operator.sign_in(ADMIN).await;
+    let token = operator.csrf.clone();
+    // No `name`; then bytes that are not a form at all.
+    let reply = operator
+        .post_raw("/console/tenants", &[("csrf".into(), token)], &[])
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.body.contains("This form could not be read"),
+        "{}",
+        reply.body
+    );
+    let reply = operator
+        .send(
+            Request::post("/console/tenants")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::ORIGIN, format!("http://{HOST}")),
+            Body::from(vec![0xff, 0xfe, b'=', b'%', b'z']),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.body.starts_with("<!doctype html>"));
+    assert!(p.store.tenants().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn every_page_has_the_security_headers() {
     let p = platform();
     let mut operator = Browser::new(&p.app);

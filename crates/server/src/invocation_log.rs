@@ -142,6 +142,55 @@ pub struct Entry {
     pub output_tokens: u64,
 }
 
+/// A file's lines, last first, read backwards a block at a time.
+struct LinesFromEnd {
+    file: std::fs::File,
+    /// Bytes before `pending` not yet read.
+    unread: u64,
+    /// The part of the file read but not yet returned (it starts mid-line unless `unread`
+    /// is zero).
+    pending: Vec<u8>,
+}
+
+impl LinesFromEnd {
+    const BLOCK: u64 = 64 << 10;
+
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        let unread = file.metadata()?.len();
+        Ok(Self {
+            file,
+            unread,
+            pending: Vec::new(),
+        })
+    }
+
+    /// The next line back (without its newline), or `None` at the start of the file.
+    fn next_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        loop {
+            // A trailing newline ends the last line; it does not start an empty one.
+            if self.pending.last() == Some(&b'\n') {
+                self.pending.pop();
+            }
+            if let Some(at) = self.pending.iter().rposition(|&b| b == b'\n') {
+                let line = self.pending.split_off(at + 1);
+                return Ok(Some(line));
+            }
+            if self.unread == 0 {
+                return Ok((!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending)));
+            }
+            let take = self.unread.min(Self::BLOCK);
+            self.unread -= take;
+            let mut block = vec![0u8; take as usize];
+            self.file.seek(SeekFrom::Start(self.unread))?;
+            self.file.read_exact(&mut block)?;
+            block.extend_from_slice(&self.pending);
+            self.pending = block;
+        }
+    }
+}
+
 /// Tenant ids are ours (`tnt_` + base62), never a path from a client; still, nothing that
 /// could leave the log directory is used as one.
 fn valid_tenant_id(id: &str) -> bool {
@@ -253,13 +302,18 @@ impl InvocationLog {
         files.sort_by(|a, b| b.0.cmp(&a.0));
         let mut entries = Vec::new();
         for (_, path) in files {
-            let text = std::fs::read_to_string(&path)?;
-            // A line cut short by a crash mid-write is skipped, not fatal.
-            let lines = text
-                .lines()
-                .rev()
-                .filter_map(|l| serde_json::from_str(l).ok());
-            entries.extend(lines.take(limit - entries.len()));
+            // Files grow to the rotation size (64 MiB by default): read from the end, only
+            // as far back as the entries wanted.
+            let mut from_end = LinesFromEnd::open(&path)?;
+            while entries.len() < limit {
+                let Some(line) = from_end.next_line()? else {
+                    break;
+                };
+                // A line cut short by a crash mid-write is skipped, not fatal.
+                if let Ok(entry) = serde_json::from_slice(&line) {
+                    entries.push(entry);
+                }
+            }
             if entries.len() >= limit {
                 break;
             }
@@ -304,6 +358,28 @@ mod tests {
             output: output.clone(),
             output_tokens: 2,
         }
+    }
+
+    #[test]
+    fn lines_are_read_back_from_the_end_across_blocks() {
+        let path = std::env::temp_dir().join(format!("basalt-lines-{}.txt", std::process::id()));
+        let long = "x".repeat(150_000); // longer than two blocks
+        let lines = ["first", long.as_str(), "", "third", "last, no newline"];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let mut back = LinesFromEnd::open(&path).unwrap();
+        let mut got = Vec::new();
+        while let Some(line) = back.next_line().unwrap() {
+            got.push(String::from_utf8(line).unwrap());
+        }
+        let mut want: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+        want.reverse();
+        assert_eq!(got, want);
+        std::fs::write(&path, "one\ntwo\n").unwrap();
+        let mut back = LinesFromEnd::open(&path).unwrap();
+        assert_eq!(back.next_line().unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(back.next_line().unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(back.next_line().unwrap(), None);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

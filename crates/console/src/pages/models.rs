@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::page::{self, ConsoleError};
 use crate::pages::usable_models;
 use crate::session::Viewer;
-use crate::Shared;
+use crate::{Console, Shared};
 
 /// Licence files are shown in full up to this size (a licence is a few KiB).
 const LICENSE_LIMIT: usize = 64 << 10;
@@ -38,14 +38,10 @@ pub(crate) async fn show(
     viewer: Viewer,
 ) -> Result<Html<String>, ConsoleError> {
     let usable = usable_models(&console, &viewer).await;
+    let listed = console.app.listed_models();
     let mut rows = Vec::new();
     for choice in usable {
-        let Some(manifest) = console
-            .app
-            .listed_models()
-            .into_iter()
-            .find(|m| m.id == choice.id)
-        else {
+        let Some(manifest) = listed.iter().find(|m| m.id == choice.id) else {
             continue;
         };
         let entry = console
@@ -59,7 +55,7 @@ pub(crate) async fn show(
         };
         let weights = match &entry {
             Some(e) if manifest.format == basalt_catalog::Format::Gguf => {
-                weight_types_of(e.weights_path()).await
+                weight_types_of(&console, e.weights_path()).await
             }
             _ => None,
         };
@@ -92,15 +88,33 @@ pub(crate) async fn show(
     )
 }
 
-/// The weight types of a GGUF file, read from its header off the runtime.
-async fn weight_types_of(path: std::path::PathBuf) -> Option<String> {
-    tokio::task::spawn_blocking(move || {
-        let file = basalt_gguf::GgufFile::open(&path).ok()?;
+/// The weight types of a GGUF file, read from its header off the runtime once per file (a
+/// model's files do not change while it is served; a header with a large vocabulary takes
+/// a while to parse).
+async fn weight_types_of(console: &Console, path: std::path::PathBuf) -> Option<String> {
+    let known = console
+        .weight_types
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&path)
+        .cloned();
+    if let Some(known) = known {
+        return known;
+    }
+    let read = path.clone();
+    let types = tokio::task::spawn_blocking(move || {
+        let file = basalt_gguf::GgufFile::open(&read).ok()?;
         Some(weight_types(file.header()))
     })
     .await
     .ok()
-    .flatten()
+    .flatten();
+    console
+        .weight_types
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(path, types.clone());
+    types
 }
 
 /// The types of a file's matrices by their share of its bytes, largest first:
